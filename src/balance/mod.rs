@@ -1,0 +1,155 @@
+//! Choosing a backend: the hash contract, the ring, and the immutable snapshot that
+//! workers read.
+//!
+//! Nothing in here does I/O or reads a clock. The control plane builds a [`Snapshot`]
+//! (backends, the full ring, which backends are up, and the ring of the up ones) and
+//! publishes it; data-plane workers only call [`Snapshot::pick`] and
+//! [`Snapshot::candidates`] on it.
+
+pub mod hash;
+pub mod ring;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use hash::HashMode;
+use ring::{Member, Ring};
+
+/// A backend as the balancer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// Ring identity: the configured `id`, or the address as written.
+    pub id: String,
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// The address exactly as written in the config (what `route` prints).
+    pub addr_text: String,
+    /// Weight, 1..=1000.
+    pub weight: u32,
+}
+
+/// An immutable view of one listener's backends: what workers load per new flow.
+#[derive(Debug)]
+pub struct Snapshot {
+    backends: Arc<[Backend]>,
+    full: Arc<Ring>,
+    up: Vec<bool>,
+    live: Ring,
+}
+
+impl Snapshot {
+    /// All backends up.
+    pub fn new(backends: Vec<Backend>, vnodes: u32) -> Snapshot {
+        let members: Vec<Member<'_>> = backends
+            .iter()
+            .map(|b| Member {
+                id: &b.id,
+                weight: b.weight,
+            })
+            .collect();
+        let full = Ring::build(&members, vnodes);
+        let up = vec![true; backends.len()];
+        Snapshot {
+            live: full.clone(),
+            full: Arc::new(full),
+            backends: backends.into(),
+            up,
+        }
+    }
+
+    /// The same backends and ring with the up/down state given by `up` (one flag per
+    /// backend, in backend order). Only the live ring is rebuilt, by filtering: no hash
+    /// is recomputed and no key moves between two backends that stay up.
+    ///
+    /// # Panics
+    /// Panics if `up` does not have one flag per backend.
+    pub fn with_up(&self, up: Vec<bool>) -> Snapshot {
+        assert_eq!(up.len(), self.backends.len(), "one flag per backend");
+        let live = self.full.filtered(|m| up[m]);
+        Snapshot {
+            backends: Arc::clone(&self.backends),
+            full: Arc::clone(&self.full),
+            up,
+            live,
+        }
+    }
+
+    /// The backends, in config order (indices used everywhere else refer to it).
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    /// Index of the backend with this id.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.backends.iter().position(|b| b.id == id)
+    }
+
+    /// Whether backend `i` is up.
+    pub fn is_up(&self, i: usize) -> bool {
+        self.up[i]
+    }
+
+    /// The up backend owning `key`; `None` when every backend is down.
+    #[inline]
+    pub fn pick(&self, key: u64) -> Option<usize> {
+        self.live.lookup(key)
+    }
+
+    /// Up backends in ring order from `key`: the pick first, then the next distinct
+    /// backends clockwise (what a retry tries next).
+    pub fn candidates(&self, key: u64) -> ring::Walk<'_> {
+        self.live.walk(key)
+    }
+
+    /// Fraction of key space each backend owns now (0 for a down backend).
+    pub fn shares(&self) -> Vec<f64> {
+        self.live.shares()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backends(n: usize) -> Vec<Backend> {
+        (0..n)
+            .map(|i| Backend {
+                id: format!("b{i}"),
+                addr: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(),
+                addr_text: format!("127.0.0.1:{}", 9000 + i),
+                weight: 1,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn down_backend_gets_nothing_and_others_keep_their_keys() {
+        let s = Snapshot::new(backends(4), 64);
+        let d = s.with_up(vec![true, false, true, true]);
+        assert!(!d.is_up(1));
+        for k in (0..10_000u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)) {
+            let before = s.pick(k).unwrap();
+            let after = d.pick(k).unwrap();
+            assert_ne!(after, 1);
+            if before != 1 {
+                assert_eq!(before, after);
+            }
+            assert_eq!(d.candidates(k).next(), Some(after));
+        }
+        assert_eq!(d.shares()[1], 0.0);
+    }
+
+    #[test]
+    fn all_down_picks_nothing() {
+        let s = Snapshot::new(backends(2), 8).with_up(vec![false, false]);
+        assert_eq!(s.pick(7), None);
+        assert_eq!(s.candidates(7).count(), 0);
+    }
+
+    #[test]
+    fn index_of_finds_by_id() {
+        let s = Snapshot::new(backends(3), 8);
+        assert_eq!(s.index_of("b2"), Some(2));
+        assert_eq!(s.index_of("nope"), None);
+    }
+}

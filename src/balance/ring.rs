@@ -1,0 +1,191 @@
+//! A consistent-hash ring of virtual nodes. Pure: no I/O, no clock, no randomness.
+//!
+//! The ring is a function of the set of `(id, weight)` members and `vnodes` alone: the
+//! order members are given in does not matter, and the same input gives the same ring in
+//! every process and release (positions come from [`super::hash::vnode_hash`]).
+//!
+//! A key belongs to the first point at or clockwise after it, wrapping at 2^64. Points
+//! with an equal hash (a 64-bit collision, practically never) are ordered by member id,
+//! so even that case does not depend on input order.
+//!
+//! Members are referred to by their index in the slice given to [`Ring::build`]; the
+//! caller keeps the table of ids and addresses.
+
+use super::hash::{vnode_label, xxh3};
+
+/// Virtual nodes per unit of weight when the config does not say.
+///
+/// The share of key space a backend owns varies around the mean with a relative standard
+/// deviation of about `1/sqrt(vnodes)`. The contract asks the most loaded of 10 equal
+/// backends to own at most 1.10x the mean share; 160 points (NGINX's and ketama's number)
+/// gives 1.15-1.25x in practice, 1024 gives 1.03-1.07x (see `docs/BENCHMARKS.md`, which
+/// reports the figure for 3, 10 and 100 backends). Cost: 12 bytes per point, so 10
+/// backends take 120 KiB and 1,000 backends 12 MiB; a lookup is one binary search.
+pub const DEFAULT_VNODES: u32 = 1024;
+
+/// Upper bound on points in one ring (`vnodes * total weight`), enforced by config
+/// validation: 16M points are 192 MiB and about a second to build.
+pub const MAX_POINTS: u64 = 16 * 1024 * 1024;
+
+/// One member of a ring: a backend's identity and weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member<'a> {
+    /// Ring identity (the backend `id`, by default its address as written).
+    pub id: &'a str,
+    /// Weight, 1..=1000: the member gets `vnodes * weight` points.
+    pub weight: u32,
+}
+
+/// A built ring: points sorted by hash, each owned by a member index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ring {
+    /// Sorted point positions; kept apart from `owners` so the binary search touches
+    /// only 8 bytes per probe.
+    hashes: Vec<u64>,
+    /// `owners[i]` is the member index owning `hashes[i]`.
+    owners: Vec<u32>,
+    /// Number of members the ring was built from (owner indices are below it).
+    members: usize,
+}
+
+impl Ring {
+    /// Builds the ring of `members` with `vnodes` points per unit of weight.
+    ///
+    /// A member with weight 0 gets no points. Member ids must be distinct (config
+    /// validation guarantees it); with duplicates the ring is still deterministic.
+    pub fn build(members: &[Member<'_>], vnodes: u32) -> Ring {
+        let total: usize = members
+            .iter()
+            .map(|m| m.weight as usize * vnodes as usize)
+            .sum();
+        let mut points: Vec<(u64, u32)> = Vec::with_capacity(total);
+        let mut label = Vec::with_capacity(64);
+        for (owner, m) in members.iter().enumerate() {
+            for i in 0..m.weight.saturating_mul(vnodes) {
+                vnode_label(&mut label, m.id, i);
+                points.push((xxh3(&label), owner as u32));
+            }
+        }
+        points.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| members[a.1 as usize].id.cmp(members[b.1 as usize].id))
+        });
+        Ring {
+            hashes: points.iter().map(|p| p.0).collect(),
+            owners: points.iter().map(|p| p.1).collect(),
+            members: members.len(),
+        }
+    }
+
+    /// The same ring with only the points of members for which `keep` is true.
+    ///
+    /// Looking a key up in the filtered ring gives exactly what walking the full ring
+    /// clockwise to the first kept member gives: this is how "down" backends are skipped
+    /// without ever moving a key between two backends that stayed up.
+    pub fn filtered(&self, keep: impl Fn(usize) -> bool) -> Ring {
+        let mut out = Ring {
+            hashes: Vec::with_capacity(self.hashes.len()),
+            owners: Vec::with_capacity(self.owners.len()),
+            members: self.members,
+        };
+        for (&h, &o) in self.hashes.iter().zip(&self.owners) {
+            if keep(o as usize) {
+                out.hashes.push(h);
+                out.owners.push(o);
+            }
+        }
+        out
+    }
+
+    /// Number of points.
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// True when the ring has no points (no members, or all filtered out).
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    /// Number of members the ring was built from.
+    pub fn members(&self) -> usize {
+        self.members
+    }
+
+    /// Index of the first point at or clockwise after `key`.
+    fn position(&self, key: u64) -> usize {
+        let i = self.hashes.partition_point(|&h| h < key);
+        if i == self.hashes.len() {
+            0
+        } else {
+            i
+        }
+    }
+
+    /// The member owning `key`; `None` only when the ring is empty.
+    pub fn lookup(&self, key: u64) -> Option<usize> {
+        if self.hashes.is_empty() {
+            return None;
+        }
+        Some(self.owners[self.position(key)] as usize)
+    }
+
+    /// Distinct members clockwise from `key`: the owner first, then each next member
+    /// met walking the ring, each once. Used to retry on the next backend.
+    pub fn walk(&self, key: u64) -> Walk<'_> {
+        Walk {
+            ring: self,
+            pos: if self.is_empty() { 0 } else { self.position(key) },
+            left: self.hashes.len(),
+            seen: vec![0u64; self.members.div_ceil(64)],
+        }
+    }
+
+    /// Fraction of the key space (0.0..=1.0) each member owns, indexed by member.
+    pub fn shares(&self) -> Vec<f64> {
+        let mut arcs = vec![0u128; self.members];
+        let n = self.hashes.len();
+        for i in 0..n {
+            let prev = self.hashes[(i + n - 1) % n];
+            // The arc (prev, this]; with one point it is the whole circle.
+            let len = if n == 1 {
+                1u128 << 64
+            } else {
+                self.hashes[i].wrapping_sub(prev) as u128
+            };
+            arcs[self.owners[i] as usize] += len;
+        }
+        let circle = (1u128 << 64) as f64;
+        arcs.into_iter().map(|a| a as f64 / circle).collect()
+    }
+}
+
+/// Iterator of [`Ring::walk`].
+#[derive(Debug)]
+pub struct Walk<'a> {
+    ring: &'a Ring,
+    pos: usize,
+    left: usize,
+    seen: Vec<u64>,
+}
+
+impl Iterator for Walk<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        while self.left > 0 {
+            let owner = self.ring.owners[self.pos] as usize;
+            self.left -= 1;
+            self.pos = (self.pos + 1) % self.ring.hashes.len();
+            let (word, bit) = (owner / 64, 1u64 << (owner % 64));
+            if self.seen[word] & bit == 0 {
+                self.seen[word] |= bit;
+                return Some(owner);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,207 @@
+use super::*;
+use proptest::prelude::*;
+
+fn members(ids: &[String], weights: &[u32]) -> Vec<Member<'static>> {
+    ids.iter()
+        .zip(weights)
+        .map(|(id, &w)| Member {
+            id: Box::leak(id.clone().into_boxed_str()),
+            weight: w,
+        })
+        .collect()
+}
+
+fn ids(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("10.0.0.{i}:80")).collect()
+}
+
+/// Deterministic pseudo-random keys (splitmix64), so tests need no RNG state.
+fn keys(n: usize) -> impl Iterator<Item = u64> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..n).map(move |_| {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    })
+}
+
+#[test]
+fn empty_ring_has_no_owner() {
+    let r = Ring::build(&[], 10);
+    assert!(r.is_empty());
+    assert_eq!(r.lookup(42), None);
+    assert_eq!(r.walk(42).count(), 0);
+}
+
+#[test]
+fn point_count_is_vnodes_times_weight() {
+    let ids = ids(3);
+    let r = Ring::build(&members(&ids, &[1, 2, 3]), 7);
+    assert_eq!(r.len(), 7 * 6);
+    assert_eq!(r.members(), 3);
+}
+
+#[test]
+fn a_key_goes_to_the_first_point_at_or_after_it_and_wraps() {
+    let ids = ids(2);
+    let r = Ring::build(&members(&ids, &[1, 1]), 4);
+    for (i, &h) in r.hashes.iter().enumerate() {
+        assert_eq!(r.lookup(h), Some(r.owners[i] as usize), "exact hit");
+        if h > 0 && (i == 0 || r.hashes[i - 1] < h - 1) {
+            assert_eq!(r.lookup(h - 1), Some(r.owners[i] as usize), "just before");
+        }
+    }
+    let last = *r.hashes.last().unwrap();
+    if last < u64::MAX {
+        assert_eq!(r.lookup(last + 1), Some(r.owners[0] as usize), "wraps to first");
+    }
+}
+
+#[test]
+fn positions_are_xxh3_of_id_hash_index() {
+    let ids = vec!["app-1".to_string()];
+    let r = Ring::build(&members(&ids, &[1]), 3);
+    let mut want: Vec<u64> = (0..3).map(|i| vnode_hash_of("app-1", i)).collect();
+    want.sort_unstable();
+    assert_eq!(r.hashes, want);
+}
+
+fn vnode_hash_of(id: &str, i: u32) -> u64 {
+    crate::balance::hash::vnode_hash(id, i)
+}
+
+#[test]
+fn member_order_does_not_matter() {
+    let ids = ids(5);
+    let weights = [1, 3, 2, 1, 5];
+    let a = Ring::build(&members(&ids, &weights), 50);
+    let rev_ids: Vec<String> = ids.iter().rev().cloned().collect();
+    let rev_w: Vec<u32> = weights.iter().rev().copied().collect();
+    let b = Ring::build(&members(&rev_ids, &rev_w), 50);
+    for k in keys(5000) {
+        let x = &ids[a.lookup(k).unwrap()];
+        let y = &rev_ids[b.lookup(k).unwrap()];
+        assert_eq!(x, y);
+    }
+}
+
+#[test]
+fn walk_starts_at_owner_and_visits_every_member_once() {
+    let ids = ids(7);
+    let r = Ring::build(&members(&ids, &[1; 7]), 20);
+    for k in keys(500) {
+        let w: Vec<usize> = r.walk(k).collect();
+        assert_eq!(w[0], r.lookup(k).unwrap());
+        let mut sorted = w.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..7).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn filtered_lookup_is_the_first_kept_member_of_the_walk() {
+    let ids = ids(6);
+    let r = Ring::build(&members(&ids, &[1, 2, 1, 3, 1, 1]), 30);
+    for down_mask in 0u32..64 {
+        let keep = |m: usize| down_mask & (1 << m) == 0;
+        let f = r.filtered(keep);
+        for k in keys(300) {
+            let want = r.walk(k).find(|&m| keep(m));
+            assert_eq!(f.lookup(k), want, "mask {down_mask:#b}");
+        }
+    }
+}
+
+#[test]
+fn shares_sum_to_one_and_follow_weight() {
+    let ids = ids(3);
+    let r = Ring::build(&members(&ids, &[1, 1, 2]), 1024);
+    let s = r.shares();
+    assert!((s.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    assert!(s[2] > s[0] && s[2] > s[1]);
+    let single = Ring::build(&members(&ids[..1], &[1]), 1);
+    assert_eq!(single.shares(), vec![1.0]);
+}
+
+#[test]
+fn default_vnodes_balance_ten_equal_backends_within_ten_percent() {
+    // Three id schemes operators actually use: addresses, names, and IPv6 addresses.
+    let schemes: Vec<Vec<String>> = vec![
+        (1..=10).map(|i| format!("127.0.0.1:{}", 9000 + i)).collect(),
+        (1..=10).map(|i| format!("app-{i}")).collect(),
+        (1..=10).map(|i| format!("[2001:db8::{i}]:443")).collect(),
+    ];
+    for ids in schemes {
+        let r = Ring::build(&members(&ids, &[1; 10]), DEFAULT_VNODES);
+        let max = r.shares().into_iter().fold(0.0, f64::max);
+        assert!(max * 10.0 <= 1.10, "{ids:?}: max share {max} is {:.3}x the mean", max * 10.0);
+    }
+}
+
+fn arb_members() -> impl Strategy<Value = (Vec<String>, Vec<u32>)> {
+    prop::collection::btree_set("[a-z0-9.:-]{1,12}", 2..12).prop_flat_map(|set| {
+        let ids: Vec<String> = set.into_iter().collect();
+        let n = ids.len();
+        (Just(ids), prop::collection::vec(1u32..5, n))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Taking a member out moves only the keys it owned; putting it back restores
+    /// exactly the previous mapping; no key moves between members that stayed.
+    #[test]
+    fn removing_a_member_moves_only_its_keys((ids, weights) in arb_members(), victim_seed in any::<usize>()) {
+        let all = members(&ids, &weights);
+        let victim = victim_seed % ids.len();
+        let full = Ring::build(&all, 16);
+        let without = full.filtered(|m| m != victim);
+        // Also as a separately built ring of the survivors: same answer (by id).
+        let survivors: Vec<Member<'_>> = all.iter().enumerate().filter(|(i, _)| *i != victim).map(|(_, m)| *m).collect();
+        let rebuilt = Ring::build(&survivors, 16);
+        let back = Ring::build(&all, 16);
+        for k in keys(2000) {
+            let before = full.lookup(k).unwrap();
+            let after = without.lookup(k).unwrap();
+            prop_assert_ne!(after, victim);
+            if before != victim {
+                prop_assert_eq!(before, after, "a key moved between two survivors");
+            }
+            prop_assert_eq!(survivors[rebuilt.lookup(k).unwrap()].id, all[after].id);
+            prop_assert_eq!(back.lookup(k).unwrap(), before, "re-adding did not restore the mapping");
+        }
+    }
+
+    /// Changing one member's weight moves keys only to or from that member.
+    #[test]
+    fn reweighting_moves_keys_only_to_or_from_that_member((ids, weights) in arb_members(), who in any::<usize>(), new_w in 1u32..8) {
+        let who = who % ids.len();
+        let a = Ring::build(&members(&ids, &weights), 16);
+        let mut w2 = weights.clone();
+        w2[who] = new_w;
+        let b = Ring::build(&members(&ids, &w2), 16);
+        for k in keys(2000) {
+            let (x, y) = (a.lookup(k).unwrap(), b.lookup(k).unwrap());
+            if x != y {
+                prop_assert!(x == who || y == who, "key moved from {} to {}", x, y);
+            }
+        }
+    }
+
+    /// Adding a member takes keys only for itself.
+    #[test]
+    fn adding_a_member_takes_keys_only_for_itself((ids, weights) in arb_members()) {
+        let n = ids.len();
+        let a = Ring::build(&members(&ids[..n - 1], &weights[..n - 1]), 16);
+        let b = Ring::build(&members(&ids, &weights), 16);
+        for k in keys(2000) {
+            let y = b.lookup(k).unwrap();
+            if y != n - 1 {
+                prop_assert_eq!(a.lookup(k).unwrap(), y);
+            }
+        }
+    }
+}

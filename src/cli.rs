@@ -1,0 +1,51 @@
+//! The command line. Parsing only: no I/O happens here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// ringway: a Layer-4 TCP/UDP load balancer on a consistent-hash ring.
+#[derive(Debug, Parser)]
+#[command(name = "ringway", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run in the foreground. SIGTERM/SIGINT stop accepting and drain open connections.
+    Run {
+        /// The config file (TOML).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Log filter when RUST_LOG is not set (error, warn, info, debug, trace).
+        #[arg(long, default_value = "info", value_name = "LEVEL")]
+        log_level: String,
+    },
+    /// Validate a config, print a one-line summary, exit 0; on error exit 2. Binds nothing.
+    Check {
+        /// The config file (TOML).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Read client addresses (IP:PORT, one per line) on stdin and print, per line,
+    /// `CLIENT BACKEND_ADDRESS`: where a new connection from that client goes.
+    Route {
+        /// The config file (TOML).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// The listener's name.
+        #[arg(long, value_name = "NAME")]
+        listener: String,
+        /// Treat the backend with this id as down (repeatable).
+        #[arg(long, value_name = "ID")]
+        down: Vec<String>,
+        /// The local address clients reach, when the listener binds a wildcard address.
+        #[arg(long, value_name = "IP:PORT")]
+        dst: Option<SocketAddr>,
+    },
+}

@@ -1,0 +1,61 @@
+//! The serde mirror of the TOML file: shapes and names only, no logic.
+//!
+//! `deny_unknown_fields` everywhere, so a typo is an error, not a silently ignored key.
+//! Values that need checking beyond their type are kept [`Spanned`] so that
+//! `validate` can point at the exact line and column. Integers are `i64` so that a
+//! negative number reaches validation and gets a message that says what is expected.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub workers: Option<Spanned<i64>>,
+    pub shutdown_timeout: Option<Spanned<String>>,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<Spanned<FileListener>>,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListener {
+    pub name: Spanned<String>,
+    pub protocol: Option<Spanned<FileProtocol>>,
+    pub listen: Spanned<String>,
+    pub hash: Option<Spanned<FileHash>>,
+    pub vnodes: Option<Spanned<i64>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub retries: Option<Spanned<i64>>,
+    pub max_connections: Option<Spanned<i64>>,
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<Spanned<FileBackend>>,
+}
+
+/// `protocol = "tcp" | "udp"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileProtocol {
+    Tcp,
+    Udp,
+}
+
+/// `hash = "five-tuple" | "source-ip"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileHash {
+    FiveTuple,
+    SourceIp,
+}
+
+/// One `[[listener.backend]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBackend {
+    pub address: Spanned<String>,
+    pub weight: Option<Spanned<i64>>,
+    pub id: Option<Spanned<String>>,
+}

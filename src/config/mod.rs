@@ -1,0 +1,138 @@
+//! Configuration: a TOML file in, a validated [`Config`] out.
+//!
+//! Two stages, as ripgrep's low/high arguments: [`file`] is the serde mirror
+//! (`deny_unknown_fields`, no logic), [`validate`] turns it into typed values and
+//! checks everything that can be checked without binding a socket. Every error is a
+//! [`ConfigError`] naming the file, line, column and key.
+//!
+//! Only `config/` and `control/` see a whole [`Config`]; the data plane gets its own
+//! small parameter structs built from it.
+
+mod error;
+mod file;
+mod keypath;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::{ConfigError, Located};
+
+use crate::balance::{Backend, HashMode};
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Data-plane worker threads.
+    pub workers: usize,
+    /// How long a graceful shutdown waits for open connections.
+    pub shutdown_timeout: Duration,
+    /// The listeners, in file order.
+    pub listeners: Vec<ListenerConfig>,
+}
+
+/// Transport protocol of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// One validated `[[listener]]`.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Unique name.
+    pub name: String,
+    /// Transport.
+    pub protocol: Protocol,
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// What is hashed onto the ring.
+    pub hash: HashMode,
+    /// Ring points per unit of weight.
+    pub vnodes: u32,
+    /// Limit on one backend connect attempt.
+    pub connect_timeout: Duration,
+    /// Connections with no traffic for this long are closed.
+    pub idle_timeout: Duration,
+    /// Other backends tried when a connect fails.
+    pub retries: u32,
+    /// Connections open at once through this listener (all workers together).
+    pub max_connections: usize,
+    /// Backends, in file order.
+    pub backends: Vec<Backend>,
+}
+
+/// Defaults of the optional keys, in one place.
+#[derive(Debug)]
+pub struct Tuning;
+
+impl Tuning {
+    /// `shutdown_timeout` default.
+    pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `connect_timeout` default.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+    /// `idle_timeout` default.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+    /// `retries` default.
+    pub const DEFAULT_RETRIES: u32 = 2;
+    /// `max_connections` default.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Validates config `text`, attributing errors to `path`.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let src = validate::Source { path, text };
+    let file: file::FileConfig = toml::from_str(text).map_err(|e| src.parse_error(&e))?;
+    validate::validate(&src, file)
+}
+
+impl Config {
+    /// One line describing what this config runs, for `ringway check` and the start log.
+    pub fn summary(&self) -> String {
+        let listeners: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|l| format!("{} {} {} -> {} backends", l.name, l.protocol, l.listen, l.backends.len()))
+            .collect();
+        format!(
+            "{}: ok: {} workers, {} listener(s): {}",
+            self.path.display(),
+            self.workers,
+            self.listeners.len(),
+            listeners.join("; ")
+        )
+    }
+
+    /// The listener called `name`.
+    pub fn listener(&self, name: &str) -> Option<&ListenerConfig> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

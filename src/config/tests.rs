@@ -1,0 +1,155 @@
+use super::*;
+
+const GOOD: &str = r#"
+workers = 2
+
+[[listener]]
+name = "web"
+protocol = "tcp"
+listen = "127.0.0.1:8080"
+hash = "source-ip"
+vnodes = 100
+connect_timeout = "250ms"
+idle_timeout = "1m"
+retries = 1
+max_connections = 5
+
+[[listener.backend]]
+address = "127.0.0.1:9001"
+weight = 2
+id = "app-1"
+
+[[listener.backend]]
+address = "[::1]:9002"
+"#;
+
+fn err(text: &str) -> Located {
+    match parse(Path::new("t.toml"), text) {
+        Ok(c) => panic!("expected an error, got {c:?}"),
+        Err(e) => e.located().expect("located error").clone(),
+    }
+}
+
+fn with(replace: &str, by: &str) -> String {
+    assert!(GOOD.contains(replace), "{replace}");
+    GOOD.replacen(replace, by, 1)
+}
+
+#[test]
+fn good_config_is_typed() {
+    let c = parse(Path::new("t.toml"), GOOD).unwrap();
+    assert_eq!(c.workers, 2);
+    let l = &c.listeners[0];
+    assert_eq!(l.name, "web");
+    assert_eq!(l.hash, HashMode::SourceIp);
+    assert_eq!(l.vnodes, 100);
+    assert_eq!(l.connect_timeout, Duration::from_millis(250));
+    assert_eq!(l.idle_timeout, Duration::from_secs(60));
+    assert_eq!((l.retries, l.max_connections), (1, 5));
+    assert_eq!(l.backends[0].id, "app-1");
+    assert_eq!(l.backends[0].weight, 2);
+    assert_eq!(l.backends[1].id, "[::1]:9002", "id defaults to the address as written");
+    assert_eq!(l.backends[1].weight, 1);
+    assert!(c.summary().contains("web tcp 127.0.0.1:8080 -> 2 backends"));
+}
+
+#[test]
+fn defaults_apply() {
+    let c = parse(
+        Path::new("t.toml"),
+        "[[listener]]\nname = \"a\"\nlisten = \"0.0.0.0:1\"\n[[listener.backend]]\naddress = \"127.0.0.1:2\"\n",
+    )
+    .unwrap();
+    let l = &c.listeners[0];
+    assert!(c.workers >= 1);
+    assert_eq!(c.shutdown_timeout, Tuning::DEFAULT_SHUTDOWN_TIMEOUT);
+    assert_eq!(l.protocol, Protocol::Tcp);
+    assert_eq!(l.hash, HashMode::FiveTuple);
+    assert_eq!(l.vnodes, crate::balance::ring::DEFAULT_VNODES);
+    assert_eq!(l.retries, Tuning::DEFAULT_RETRIES);
+}
+
+#[test]
+fn unknown_key_is_named_with_its_place() {
+    let e = err(&with("retries = 1", "retries = 1\nretrys = 2"));
+    assert_eq!(e.key, "listener[0].retrys");
+    assert_eq!((e.line, e.column), (13, 1));
+    assert!(e.message.contains("unknown field `retrys`"), "{}", e.message);
+}
+
+#[test]
+fn weight_zero_is_rejected() {
+    let e = err(&with("weight = 2", "weight = 0"));
+    assert_eq!(e.key, "listener[0].backend[0].weight");
+    assert_eq!((e.line, e.column), (17, 10));
+    assert!(e.message.contains("from 1 to 1000"), "{}", e.message);
+}
+
+#[test]
+fn duplicate_ids_are_rejected() {
+    let e = err(&with("address = \"[::1]:9002\"", "address = \"[::1]:9002\"\nid = \"app-1\""));
+    assert_eq!(e.key, "listener[0].backend[1].id");
+    assert!(e.message.contains("duplicate backend id \"app-1\""), "{}", e.message);
+}
+
+#[test]
+fn listener_without_backends_is_rejected() {
+    let e = err("[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n");
+    assert_eq!(e.key, "listener[0].backend");
+    assert_eq!(e.line, 1);
+    assert!(e.message.contains("no backends"), "{}", e.message);
+}
+
+#[test]
+fn two_listeners_on_one_address_are_rejected() {
+    let second = GOOD.replace("name = \"web\"", "name = \"two\"").replace("workers = 2", "");
+    let e = err(&format!("{GOOD}\n{second}"));
+    assert_eq!(e.key, "listener[1].listen");
+    assert!(e.message.contains("cannot share an address"), "{}", e.message);
+    let wild = second.replace("127.0.0.1:8080", "0.0.0.0:8080");
+    assert_eq!(err(&format!("{GOOD}\n{wild}")).key, "listener[1].listen");
+}
+
+#[test]
+fn duplicate_listener_names_are_rejected() {
+    let second = GOOD.replace("127.0.0.1:8080", "127.0.0.1:8081").replace("workers = 2", "");
+    let e = err(&format!("{GOOD}\n{second}"));
+    assert_eq!(e.key, "listener[1].name");
+}
+
+#[test]
+fn bad_values_say_what_is_expected() {
+    let cases = [
+        (with("\"127.0.0.1:8080\"", "\"localhost:8080\""), "listener[0].listen", "not a socket address"),
+        (with("\"250ms\"", "\"soon\""), "listener[0].connect_timeout", "not a duration"),
+        (with("\"1m\"", "\"0s\""), "listener[0].idle_timeout", "greater than zero"),
+        (with("retries = 1", "retries = -1"), "listener[0].retries", "from 0 to 100"),
+        (with("vnodes = 100", "vnodes = 0"), "listener[0].vnodes", "from 1 to 65536"),
+        (with("workers = 2", "workers = 0"), "workers", "from 1 to 1024"),
+        (with("\"source-ip\"", "\"round-robin\""), "listener[0].hash", "unknown variant"),
+        (with("\"tcp\"", "\"sctp\""), "listener[0].protocol", "unknown variant"),
+        (with("\"127.0.0.1:9001\"", "\"0.0.0.0:9001\""), "listener[0].backend[0].address", "concrete IP"),
+        (with("max_connections = 5", "max_connections = \"5\""), "listener[0].max_connections", "invalid type"),
+        (with("name = \"web\"\n", ""), "listener[0].name", "missing field `name`"),
+    ];
+    for (text, key, msg) in cases {
+        let e = err(&text);
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.message.contains(msg), "{key}: {}", e.message);
+        assert!(e.line >= 1 && e.column >= 1);
+    }
+}
+
+#[test]
+fn syntax_error_has_a_place() {
+    let e = err("workers = = 2\n");
+    assert_eq!(e.line, 1);
+    assert_eq!(e.key, "workers");
+}
+
+#[test]
+fn missing_file_is_a_read_error() {
+    let e = load(Path::new("/nonexistent/ringway.toml")).unwrap_err();
+    assert!(matches!(e, ConfigError::Read { .. }));
+    assert!(e.to_string().contains("/nonexistent/ringway.toml"));
+}

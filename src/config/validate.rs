@@ -1,0 +1,251 @@
+//! Stage two: the serde mirror ([`super::file`]) becomes a typed, validated
+//! [`Config`]. Every check names the key and the place; nothing is bound or opened here.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::error::{ConfigError, Located};
+use super::file::{FileBackend, FileConfig, FileHash, FileListener, FileProtocol};
+use super::{keypath, Config, ListenerConfig, Protocol, Tuning};
+use crate::balance::ring::{DEFAULT_VNODES, MAX_POINTS};
+use crate::balance::{Backend, HashMode};
+
+/// Where the text came from, to locate errors.
+pub(super) struct Source<'a> {
+    pub path: &'a Path,
+    pub text: &'a str,
+}
+
+impl Source<'_> {
+    pub fn error(&self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid(Box::new(Located::new(
+            self.path.to_path_buf(),
+            self.text,
+            span,
+            key.into(),
+            message.into(),
+        )))
+    }
+
+    /// An error from the TOML parser or serde: the span is known, the key is derived.
+    pub fn parse_error(&self, e: &toml::de::Error) -> ConfigError {
+        let span = e.span().unwrap_or(0..0);
+        let mut key = keypath::key_at(self.text, span.start);
+        let message = e.message().trim().to_string();
+        if let Some(missing) = message
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+        {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(missing);
+        }
+        if key.is_empty() {
+            key = "(document)".into();
+        }
+        self.error(span, key, message)
+    }
+}
+
+pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, ConfigError> {
+    let workers = match &file.workers {
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Some(w) => int_in(src, w, "workers", 1, 1024)? as usize,
+    };
+    let shutdown_timeout = match &file.shutdown_timeout {
+        None => Tuning::DEFAULT_SHUTDOWN_TIMEOUT,
+        Some(d) => duration(src, d, "shutdown_timeout")?,
+    };
+    if file.listeners.is_empty() {
+        return Err(src.error(0..0, "listener", "at least one [[listener]] is required"));
+    }
+    let mut listeners = Vec::with_capacity(file.listeners.len());
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for (i, l) in file.listeners.iter().enumerate() {
+        let key = format!("listener[{i}]");
+        let listener = listener(src, l, &key)?;
+        if let Some(first) = names.insert(listener.name.clone(), i) {
+            return Err(src.error(
+                l.get_ref().name.span(),
+                format!("{key}.name"),
+                format!("duplicate listener name {:?} (also listener[{first}])", listener.name),
+            ));
+        }
+        for (j, other) in listeners.iter().enumerate() {
+            if conflicts(&listener, other) {
+                return Err(src.error(
+                    l.get_ref().listen.span(),
+                    format!("{key}.listen"),
+                    format!(
+                        "{} {} is also used by listener[{j}] ({:?}, {}): two listeners cannot share an address",
+                        listener.protocol, listener.listen, other.name, other.listen
+                    ),
+                ));
+            }
+        }
+        listeners.push(listener);
+    }
+    Ok(Config {
+        path: src.path.to_path_buf(),
+        workers,
+        shutdown_timeout,
+        listeners,
+    })
+}
+
+/// Same protocol and port, and the same IP or a wildcard on either side.
+fn conflicts(a: &ListenerConfig, b: &ListenerConfig) -> bool {
+    a.protocol == b.protocol
+        && a.listen.port() == b.listen.port()
+        && (a.listen.ip() == b.listen.ip() || a.listen.ip().is_unspecified() || b.listen.ip().is_unspecified())
+}
+
+fn listener(src: &Source<'_>, sl: &Spanned<FileListener>, key: &str) -> Result<ListenerConfig, ConfigError> {
+    let l = sl.get_ref();
+    let name = l.name.get_ref().trim().to_string();
+    if name.is_empty() {
+        return Err(src.error(l.name.span(), format!("{key}.name"), "must not be empty"));
+    }
+    let protocol = match l.protocol.as_ref().map(|p| *p.get_ref()) {
+        None | Some(FileProtocol::Tcp) => Protocol::Tcp,
+        Some(FileProtocol::Udp) => {
+            let p = l.protocol.as_ref().map_or(sl.span(), |p| p.span());
+            return Err(src.error(
+                p,
+                format!("{key}.protocol"),
+                "UDP listeners are not implemented in this release yet; expected \"tcp\"",
+            ));
+        }
+    };
+    let listen = socket_addr(src, &l.listen, &format!("{key}.listen"), true)?;
+    let hash = match l.hash.as_ref().map(|h| *h.get_ref()) {
+        None | Some(FileHash::FiveTuple) => HashMode::FiveTuple,
+        Some(FileHash::SourceIp) => HashMode::SourceIp,
+    };
+    let vnodes = match &l.vnodes {
+        None => DEFAULT_VNODES,
+        Some(v) => int_in(src, v, &format!("{key}.vnodes"), 1, 65_536)? as u32,
+    };
+    let connect_timeout = opt_duration(src, &l.connect_timeout, &format!("{key}.connect_timeout"), Tuning::DEFAULT_CONNECT_TIMEOUT)?;
+    let idle_timeout = opt_duration(src, &l.idle_timeout, &format!("{key}.idle_timeout"), Tuning::DEFAULT_IDLE_TIMEOUT)?;
+    let retries = match &l.retries {
+        None => Tuning::DEFAULT_RETRIES,
+        Some(r) => int_in(src, r, &format!("{key}.retries"), 0, 100)? as u32,
+    };
+    let max_connections = match &l.max_connections {
+        None => Tuning::DEFAULT_MAX_CONNECTIONS,
+        Some(m) => int_in(src, m, &format!("{key}.max_connections"), 1, 10_000_000)? as usize,
+    };
+    if l.backends.is_empty() {
+        return Err(src.error(
+            sl.span(),
+            format!("{key}.backend"),
+            format!("listener {name:?} has no backends: add at least one [[listener.backend]] with an `address`"),
+        ));
+    }
+    let mut backends = Vec::with_capacity(l.backends.len());
+    let mut ids: HashSet<String> = HashSet::new();
+    for (j, b) in l.backends.iter().enumerate() {
+        let bkey = format!("{key}.backend[{j}]");
+        let backend = backend(src, b.get_ref(), &bkey)?;
+        if !ids.insert(backend.id.clone()) {
+            let span = b.get_ref().id.as_ref().map_or(b.get_ref().address.span(), |i| i.span());
+            return Err(src.error(
+                span,
+                format!("{bkey}.id"),
+                format!("duplicate backend id {:?} in listener {name:?}: ids must be unique (they are the ring identity)", backend.id),
+            ));
+        }
+        backends.push(backend);
+    }
+    let points: u64 = backends.iter().map(|b| b.weight as u64 * vnodes as u64).sum();
+    if points > MAX_POINTS {
+        let span = l.vnodes.as_ref().map_or(sl.span(), |v| v.span());
+        return Err(src.error(
+            span,
+            format!("{key}.vnodes"),
+            format!("vnodes x total weight = {points} ring points; at most {MAX_POINTS} are allowed"),
+        ));
+    }
+    Ok(ListenerConfig {
+        name,
+        protocol,
+        listen,
+        hash,
+        vnodes,
+        connect_timeout,
+        idle_timeout,
+        retries,
+        max_connections,
+        backends,
+    })
+}
+
+fn backend(src: &Source<'_>, b: &FileBackend, key: &str) -> Result<Backend, ConfigError> {
+    let addr = socket_addr(src, &b.address, &format!("{key}.address"), false)?;
+    let weight = match &b.weight {
+        None => 1,
+        Some(w) => int_in(src, w, &format!("{key}.weight"), 1, 1000)? as u32,
+    };
+    let addr_text = b.address.get_ref().trim().to_string();
+    let id = match &b.id {
+        None => addr_text.clone(),
+        Some(id) if id.get_ref().is_empty() => {
+            return Err(src.error(id.span(), format!("{key}.id"), "must not be empty (omit it to use the address)"));
+        }
+        Some(id) => id.get_ref().clone(),
+    };
+    Ok(Backend {
+        id,
+        addr,
+        addr_text,
+        weight,
+    })
+}
+
+fn socket_addr(src: &Source<'_>, s: &Spanned<String>, key: &str, wildcard_ok: bool) -> Result<SocketAddr, ConfigError> {
+    let text = s.get_ref().trim();
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        src.error(
+            s.span(),
+            key,
+            format!("{text:?} is not a socket address: expected IPv4 `1.2.3.4:port` or IPv6 `[::1]:port`"),
+        )
+    })?;
+    if !wildcard_ok && (addr.ip().is_unspecified() || addr.port() == 0) {
+        return Err(src.error(s.span(), key, format!("{text:?}: a backend needs a concrete IP and a non-zero port")));
+    }
+    if wildcard_ok && addr.port() == 0 {
+        return Err(src.error(s.span(), key, format!("{text:?}: the port must not be 0")));
+    }
+    Ok(addr)
+}
+
+fn int_in(src: &Source<'_>, v: &Spanned<i64>, key: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
+    let n = *v.get_ref();
+    if n < min || n > max {
+        return Err(src.error(v.span(), key, format!("expected an integer from {min} to {max}, got {n}")));
+    }
+    Ok(n)
+}
+
+fn duration(src: &Source<'_>, d: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
+    let text = d.get_ref().trim();
+    let dur = humantime::parse_duration(text).map_err(|e| {
+        src.error(d.span(), key, format!("{text:?} is not a duration ({e}): expected e.g. \"500ms\", \"3s\", \"10m\""))
+    })?;
+    if dur.is_zero() {
+        return Err(src.error(d.span(), key, "must be greater than zero"));
+    }
+    Ok(dur)
+}
+
+fn opt_duration(src: &Source<'_>, d: &Option<Spanned<String>>, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+    d.as_ref().map_or(Ok(default), |d| duration(src, d, key))
+}

@@ -1,0 +1,59 @@
+//! The control plane: turns a [`Config`] into running workers, and stops them.
+//!
+//! It binds every socket before any worker starts (so a bad address fails the start,
+//! not a worker), builds each listener's [`Snapshot`], publishes it through the
+//! listener's `ArcSwap`, and waits for signals on a small tokio runtime. Later layers
+//! (health checks, metrics, reload) live here too, never on a worker.
+
+mod shutdown;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::balance::Snapshot;
+use crate::config::{Config, ListenerConfig, Protocol};
+use crate::dataplane::{self, ListenerParams, ListenerShared, WorkerListener, WorkerParams};
+
+/// Runs the balancer described by `config` until SIGTERM/SIGINT and a graceful drain.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    match crate::sys::rlimit::raise_nofile() {
+        Ok((soft, _)) => tracing::debug!("open files limit: {soft}"),
+        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+    }
+    let shared: Vec<Arc<ListenerShared>> = config.listeners.iter().map(|l| Arc::new(shared_state(l))).collect();
+    let mut per_worker: Vec<Vec<WorkerListener>> = (0..config.workers).map(|_| Vec::new()).collect();
+    for (l, sh) in config.listeners.iter().zip(&shared) {
+        debug_assert_eq!(l.protocol, Protocol::Tcp, "validation admits only TCP listeners");
+        for listeners in per_worker.iter_mut() {
+            let socket = dataplane::bind_tcp(l.listen)
+                .with_context(|| format!("listener {:?}: cannot listen on {}", l.name, l.listen))?;
+            listeners.push(WorkerListener {
+                socket,
+                shared: Arc::clone(sh),
+            });
+        }
+    }
+    let mut workers = Vec::with_capacity(config.workers);
+    for (index, listeners) in per_worker.into_iter().enumerate() {
+        workers.push(dataplane::spawn(WorkerParams { index, listeners }).context("cannot start a worker thread")?);
+    }
+    tracing::info!("{}", config.summary());
+    for l in &config.listeners {
+        tracing::info!(listener = %l.name, "listening on {} {}", l.protocol, l.listen);
+    }
+    shutdown::wait_and_drain(workers, config.shutdown_timeout, &shared)
+}
+
+fn shared_state(l: &ListenerConfig) -> ListenerShared {
+    let params = ListenerParams {
+        name: l.name.clone(),
+        listen: l.listen,
+        hash: l.hash,
+        connect_timeout: l.connect_timeout,
+        idle_timeout: l.idle_timeout,
+        retries: l.retries,
+        max_connections: l.max_connections,
+    };
+    ListenerShared::new(params, Snapshot::new(l.backends.clone(), l.vnodes))
+}

@@ -1,0 +1,110 @@
+//! Listening sockets: binding with `SO_REUSEPORT`, accepting, admitting.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use mio::net::TcpStream;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::worker::Worker;
+use crate::balance::hash::{flow_hash, PROTO_TCP};
+
+/// Accept backlog of each listening socket.
+const BACKLOG: i32 = 4096;
+
+/// Connections accepted per listener event before other work gets a turn.
+pub(super) const ACCEPT_BATCH: usize = 64;
+
+/// Binds a non-blocking TCP listening socket with `SO_REUSEPORT` (one per worker, so the
+/// kernel spreads new connections across workers) and `SO_REUSEADDR`. An IPv6 socket is
+/// IPv6-only, so `[::]` and `0.0.0.0` can be separate listeners.
+pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Errors after which `accept` should simply be called again.
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM)
+    )
+}
+
+impl Worker {
+    /// Accepts up to [`ACCEPT_BATCH`] connections on listener `li`; returns true when it
+    /// stopped because of the batch limit (more may be waiting).
+    pub(super) fn accept(&mut self, li: usize) -> bool {
+        for _ in 0..ACCEPT_BATCH {
+            let Some(socket) = self.listeners[li].socket.as_ref() else {
+                return false;
+            };
+            match socket.accept() {
+                Ok((stream, peer)) => self.admit(li, stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if transient(&e) => {}
+                Err(e) => {
+                    // EMFILE/ENFILE/ENOBUFS: the connection stays queued; try again soon.
+                    if let Some(suppressed) = self.warn_limit.allow(self.now) {
+                        tracing::warn!(
+                            listener = %self.listeners[li].shared.params.name,
+                            suppressed,
+                            "accept failed: {e}; retrying shortly"
+                        );
+                    }
+                    self.pause_accept(li);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn admit(&mut self, li: usize, stream: TcpStream, peer: SocketAddr) {
+        let shared = &self.listeners[li].shared;
+        let params = &shared.params;
+        if shared.active.fetch_add(1, Ordering::Relaxed) >= params.max_connections {
+            shared.active.fetch_sub(1, Ordering::Relaxed);
+            shared.stats.rejected_max_connections.fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = self.warn_limit.allow(self.now) {
+                tracing::warn!(
+                    listener = %params.name,
+                    client = %peer,
+                    suppressed,
+                    "max_connections ({}) reached: closing new connection",
+                    params.max_connections
+                );
+            }
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let local = if params.listen.ip().is_unspecified() {
+            match stream.local_addr() {
+                Ok(a) => a,
+                Err(_) => params.listen,
+            }
+        } else {
+            params.listen
+        };
+        let key = flow_hash(params.hash, PROTO_TCP, peer, local);
+        let snapshot = shared.snapshot.load_full();
+        if snapshot.pick(key).is_none() {
+            shared.active.fetch_sub(1, Ordering::Relaxed);
+            shared.stats.rejected_no_backend.fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = self.warn_limit.allow(self.now) {
+                tracing::warn!(listener = %params.name, client = %peer, suppressed, "no backend is up: closing new connection");
+            }
+            return;
+        }
+        self.open_session(li, stream, peer, key, snapshot);
+    }
+}

@@ -1,0 +1,163 @@
+//! The data plane: worker threads that accept, connect and forward.
+//!
+//! Each worker owns a mio `Poll` (epoll, edge-triggered), its own `SO_REUSEPORT`
+//! listening socket per listener, a slab of sessions, a pipe pool and a scratch buffer.
+//! Workers share nothing mutable with each other except one atomic connection counter
+//! per listener (for `max_connections`) and relaxed statistics counters. They read
+//! backends only from the [`Snapshot`] the control plane publishes in
+//! [`ListenerShared::snapshot`], once per new connection, and never see the config.
+//!
+//! A session's life (see `docs/LIFECYCLE.md`): accepted -> connecting (to the ring's
+//! pick; on refusal or `connect_timeout`, to the next distinct backend clockwise, up to
+//! `retries` times) -> streaming (two [`forward::Half`]s) -> closed when both directions
+//! have passed their EOF on, on an error or reset of either side, or after
+//! `idle_timeout` without traffic.
+
+mod accept;
+pub mod forward;
+pub mod pipes;
+mod session;
+pub mod token;
+mod worker;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+pub use accept::bind_tcp;
+
+use crate::balance::{HashMode, Snapshot};
+
+/// What a worker needs to know about one listener (built by the control plane).
+#[derive(Debug, Clone)]
+pub struct ListenerParams {
+    /// Listener name, for logs.
+    pub name: String,
+    /// The configured listen address.
+    pub listen: SocketAddr,
+    /// What is hashed onto the ring.
+    pub hash: HashMode,
+    /// Limit on one connect attempt.
+    pub connect_timeout: Duration,
+    /// Close connections idle this long.
+    pub idle_timeout: Duration,
+    /// Other backends tried after a failed connect.
+    pub retries: u32,
+    /// Connections open at once, all workers together.
+    pub max_connections: usize,
+}
+
+/// Counters of one listener, summed over workers (relaxed atomics, off the byte path).
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Connections accepted and handed to a backend.
+    pub accepted: AtomicU64,
+    /// Connections closed at once because `max_connections` was reached.
+    pub rejected_max_connections: AtomicU64,
+    /// Connections closed because no backend was up.
+    pub rejected_no_backend: AtomicU64,
+    /// Connect attempts that failed (refused, timed out, unreachable).
+    pub connect_errors: AtomicU64,
+    /// Clients that got an error because every attempt failed.
+    pub failed: AtomicU64,
+}
+
+/// State of one listener shared by the control plane and all workers.
+#[derive(Debug)]
+pub struct ListenerShared {
+    /// Fixed parameters.
+    pub params: ListenerParams,
+    /// Backends and ring, replaced whole by the control plane.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Connections open now, all workers together.
+    pub active: AtomicUsize,
+    /// Counters.
+    pub stats: ListenerStats,
+}
+
+impl ListenerShared {
+    /// New shared state with an initial snapshot.
+    pub fn new(params: ListenerParams, snapshot: Snapshot) -> ListenerShared {
+        ListenerShared {
+            params,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            active: AtomicUsize::new(0),
+            stats: ListenerStats::default(),
+        }
+    }
+}
+
+/// One listener as handed to one worker: its own bound socket plus the shared state.
+#[derive(Debug)]
+pub struct WorkerListener {
+    /// A non-blocking socket bound with `SO_REUSEPORT` (see [`bind_tcp`]).
+    pub socket: std::net::TcpListener,
+    /// Shared state.
+    pub shared: Arc<ListenerShared>,
+}
+
+/// Everything a worker starts with.
+#[derive(Debug)]
+pub struct WorkerParams {
+    /// Worker number, for logs and the thread name.
+    pub index: usize,
+    /// Its listeners.
+    pub listeners: Vec<WorkerListener>,
+}
+
+/// Messages from the control plane.
+#[derive(Debug)]
+pub enum Command {
+    /// Stop accepting; finish open sessions until `deadline`, then close them and exit.
+    Drain {
+        /// When to give up on open sessions.
+        deadline: Instant,
+    },
+}
+
+/// The control plane's handle on a running worker.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    waker: Arc<mio::Waker>,
+    commands: mpsc::Sender<Command>,
+    thread: JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Sends a command and wakes the worker.
+    pub fn send(&self, cmd: Command) -> io::Result<()> {
+        self.commands
+            .send(cmd)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "worker has exited"))?;
+        self.waker.wake()
+    }
+
+    /// True when the worker thread has exited.
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Waits for the worker thread; `Err` if it panicked.
+    pub fn join(self) -> std::thread::Result<()> {
+        self.thread.join()
+    }
+}
+
+/// Starts a worker thread.
+pub fn spawn(params: WorkerParams) -> io::Result<WorkerHandle> {
+    let (tx, rx) = mpsc::channel();
+    let (worker, waker) = worker::Worker::new(params, rx)?;
+    let name = format!("ringway-w{}", worker.index());
+    let thread = std::thread::Builder::new().name(name).spawn(move || worker.run())?;
+    Ok(WorkerHandle {
+        waker,
+        commands: tx,
+        thread,
+    })
+}

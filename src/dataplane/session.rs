@@ -1,0 +1,279 @@
+//! A proxied TCP connection: connecting to a backend (with retries), then forwarding.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use mio::Interest;
+
+use super::forward::{End, Half, Ready};
+use super::token::{self, Side};
+use super::worker::{Timer, Worker};
+use crate::balance::Snapshot;
+
+/// Source reads one direction may do per wake-up before others get a turn.
+const PUMP_BUDGET: u32 = 16;
+
+/// A session between a client and a backend.
+#[derive(Debug)]
+pub(super) struct Session {
+    /// Unique within the worker (slab keys are reused; timers check this).
+    pub id: u64,
+    pub listener: usize,
+    pub client: TcpStream,
+    pub client_ready: Ready,
+    pub backend: Option<TcpStream>,
+    pub backend_ready: Ready,
+    /// Present until a backend connection is established.
+    pub connecting: Option<Connecting>,
+    /// Client -> backend.
+    pub up: Half,
+    /// Backend -> client.
+    pub down: Half,
+    pub last_active: Instant,
+}
+
+/// Connect-phase state.
+#[derive(Debug)]
+pub(super) struct Connecting {
+    pub snapshot: Arc<Snapshot>,
+    pub key: u64,
+    pub client_addr: SocketAddr,
+    /// 0 for the ring's pick, then 1..=retries.
+    pub attempt: u32,
+}
+
+/// How a session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Close {
+    /// Orderly: both sockets closed normally.
+    Normal,
+    /// Abort: send a reset to this side (the other one failed or was reset).
+    Reset(Side),
+}
+
+impl Worker {
+    pub(super) fn open_session(
+        &mut self,
+        li: usize,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        key: u64,
+        snapshot: Arc<Snapshot>,
+    ) {
+        let entry = self.sessions.vacant_entry();
+        let skey = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token::session(skey, Side::Client),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!("cannot register client socket: {e}");
+            self.listeners[li].shared.active.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        self.next_id += 1;
+        entry.insert(Session {
+            id: self.next_id,
+            listener: li,
+            client: stream,
+            client_ready: Ready::default(),
+            backend: None,
+            backend_ready: Ready::default(),
+            connecting: Some(Connecting {
+                snapshot,
+                key,
+                client_addr: peer,
+                attempt: 0,
+            }),
+            up: Half::default(),
+            down: Half::default(),
+            last_active: self.now,
+        });
+        self.start_connect(skey);
+    }
+
+    /// Connects to the candidate for the current attempt, skipping candidates whose
+    /// connect fails at once; closes the session when no attempt is left.
+    pub(super) fn start_connect(&mut self, skey: usize) {
+        let Some(s) = self.sessions.get_mut(skey) else { return };
+        let shared = &self.listeners[s.listener].shared;
+        let params = &shared.params;
+        let Some(c) = s.connecting.as_mut() else { return };
+        loop {
+            let candidate = if c.attempt <= params.retries {
+                c.snapshot.candidates(c.key).nth(c.attempt as usize)
+            } else {
+                None
+            };
+            let Some(bi) = candidate else {
+                shared.stats.failed.fetch_add(1, Ordering::Relaxed);
+                if let Some(suppressed) = self.warn_limit.allow(self.now) {
+                    tracing::warn!(
+                        listener = %params.name,
+                        client = %c.client_addr,
+                        attempts = c.attempt,
+                        suppressed,
+                        "every backend attempt failed: resetting client"
+                    );
+                }
+                self.close(skey, Close::Reset(Side::Client));
+                return;
+            };
+            let backend = &c.snapshot.backends()[bi];
+            match TcpStream::connect(backend.addr) {
+                Ok(mut stream) => {
+                    let registered = self.poll.registry().register(
+                        &mut stream,
+                        token::session(skey, Side::Backend),
+                        Interest::READABLE | Interest::WRITABLE,
+                    );
+                    if registered.is_ok() {
+                        let deadline = self.now + params.connect_timeout;
+                        self.timers.push(std::cmp::Reverse(Timer {
+                            deadline,
+                            session: skey,
+                            id: s.id,
+                            attempt: c.attempt,
+                        }));
+                        s.backend = Some(stream);
+                        s.backend_ready = Ready::default();
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(listener = %params.name, backend = %backend.id, "connect failed at once: {e}");
+                }
+            }
+            shared.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+            c.attempt += 1;
+        }
+    }
+
+    /// The backend socket of a connecting session reported readiness (or the connect
+    /// timer fired, `timed_out`): find out whether the connect succeeded.
+    pub(super) fn check_connect(&mut self, skey: usize, timed_out: bool) {
+        let Some(s) = self.sessions.get_mut(skey) else { return };
+        let Some(stream) = s.backend.as_ref() else { return };
+        let outcome: io::Result<bool> = if timed_out {
+            Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+        } else {
+            match stream.take_error() {
+                Ok(Some(e)) | Err(e) => Err(e),
+                Ok(None) => match stream.peer_addr() {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(false),
+                    Err(e) => Err(e),
+                },
+            }
+        };
+        match outcome {
+            Ok(false) => {}
+            Ok(true) => {
+                let _ = stream.set_nodelay(true);
+                s.connecting = None;
+                s.backend_ready.write = true;
+                s.last_active = self.now;
+                self.listeners[s.listener].shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                self.drive(skey);
+            }
+            Err(e) => {
+                let shared = &self.listeners[s.listener].shared;
+                shared.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+                if let Some(c) = s.connecting.as_mut() {
+                    let bi = c.snapshot.candidates(c.key).nth(c.attempt as usize);
+                    let id = bi.map(|i| c.snapshot.backends()[i].id.as_str()).unwrap_or("?");
+                    tracing::debug!(listener = %shared.params.name, backend = %id, attempt = c.attempt, "connect failed: {e}");
+                    c.attempt += 1;
+                }
+                // Dropping the stream closes it and removes it from epoll.
+                s.backend = None;
+                self.start_connect(skey);
+            }
+        }
+    }
+
+    /// Moves bytes both ways as far as readiness allows; closes the session when both
+    /// directions are done or one side failed.
+    pub(super) fn drive(&mut self, skey: usize) {
+        let Some(s) = self.sessions.get_mut(skey) else { return };
+        if s.connecting.is_some() {
+            return;
+        }
+        let Session {
+            client,
+            client_ready,
+            backend,
+            backend_ready,
+            up,
+            down,
+            last_active,
+            ..
+        } = s;
+        let Some(backend) = backend.as_ref() else { return };
+        let scratch = &mut self.scratch;
+        let a = up.pump(client, client_ready, backend, backend_ready, scratch, PUMP_BUDGET);
+        let b = a
+            .as_ref()
+            .ok()
+            .map(|_| down.pump(backend, backend_ready, client, client_ready, scratch, PUMP_BUDGET));
+        let close = match (&a, &b) {
+            (Err(f), _) => Some(failure_close(f.end, Side::Client)),
+            (_, Some(Err(f))) => Some(failure_close(f.end, Side::Backend)),
+            _ => None,
+        };
+        if let Some(how) = close {
+            self.close(skey, how);
+            return;
+        }
+        let (a, b) = (a.unwrap_or_default(), b.and_then(Result::ok).unwrap_or_default());
+        if a.moved || b.moved {
+            *last_active = self.now;
+        }
+        if up.done() && down.done() {
+            self.close(skey, Close::Normal);
+        } else if a.more || b.more {
+            self.requeue_session(skey);
+        }
+    }
+
+    /// Ends a session: closes both sockets (resetting one if asked), returns pipes,
+    /// releases the listener's connection slot.
+    pub(super) fn close(&mut self, skey: usize, how: Close) {
+        if !self.sessions.contains(skey) {
+            return;
+        }
+        let mut s = self.sessions.remove(skey);
+        s.up.release(&mut self.scratch.pool);
+        s.down.release(&mut self.scratch.pool);
+        if let Close::Reset(side) = how {
+            let target = match side {
+                Side::Client => Some(&s.client),
+                Side::Backend => s.backend.as_ref(),
+            };
+            if let Some(t) = target {
+                let _ = socket2::SockRef::from(t).set_linger(Some(std::time::Duration::ZERO));
+            }
+        }
+        self.listeners[s.listener]
+            .shared
+            .active
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A failure at `end` of the direction whose source is `src_side`: reset the other side.
+fn failure_close(end: End, src_side: Side) -> Close {
+    let other = |s: Side| if s == Side::Client { Side::Backend } else { Side::Client };
+    match end {
+        // The source failed (e.g. reset): reset the destination, the other side.
+        End::Source => Close::Reset(other(src_side)),
+        // The destination failed: reset the source side.
+        End::Destination => Close::Reset(src_side),
+        End::Local => Close::Reset(Side::Client),
+    }
+}

@@ -1,0 +1,308 @@
+//! The worker's event loop: wait, dispatch by token, run timers and the sweep.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::{Events, Interest, Poll, Waker};
+use slab::Slab;
+
+use super::accept::ACCEPT_BATCH;
+use super::forward::Scratch;
+use super::session::{Close, Session};
+use super::token::{self, Side, Target};
+use super::{Command, ListenerShared, WorkerParams};
+
+/// Events taken from epoll per wait.
+const EVENTS: usize = 1024;
+
+/// Longest wait between sweeps (idle timeouts and pipe recycling).
+const MAX_SWEEP: Duration = Duration::from_secs(1);
+
+/// Shortest wait between sweeps, whatever the idle timeout.
+const MIN_SWEEP: Duration = Duration::from_millis(50);
+
+/// How long a listener pauses after `accept` fails for lack of resources.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// A connect deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Timer {
+    pub deadline: Instant,
+    pub session: usize,
+    pub id: u64,
+    pub attempt: u32,
+}
+
+/// One listener inside a worker.
+#[derive(Debug)]
+pub(super) struct Slot {
+    /// `None` once draining.
+    pub socket: Option<mio::net::TcpListener>,
+    pub shared: Arc<ListenerShared>,
+    pub paused_until: Option<Instant>,
+}
+
+/// Allows one log line per second and counts the ones it held back.
+#[derive(Debug, Default)]
+pub(super) struct RateLimit {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// `Some(suppressed since the last allowed line)` when a line may be logged now.
+    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.duration_since(t) < Duration::from_secs(1) => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+/// A data-plane worker. Owns everything it touches.
+#[derive(Debug)]
+pub(super) struct Worker {
+    index: usize,
+    pub poll: Poll,
+    commands: mpsc::Receiver<Command>,
+    pub listeners: Vec<Slot>,
+    pub sessions: Slab<Session>,
+    pub scratch: Scratch,
+    pub timers: BinaryHeap<Reverse<Timer>>,
+    /// Work left over by a budget or batch limit, done before the next wait.
+    requeue: Vec<Target>,
+    pub now: Instant,
+    next_sweep: Instant,
+    sweep_every: Duration,
+    pub next_id: u64,
+    drain_deadline: Option<Instant>,
+    pub warn_limit: RateLimit,
+}
+
+impl Worker {
+    pub fn new(params: WorkerParams, commands: mpsc::Receiver<Command>) -> io::Result<(Worker, Arc<Waker>)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
+        let mut listeners = Vec::with_capacity(params.listeners.len());
+        let mut sweep_every = MAX_SWEEP;
+        for (i, l) in params.listeners.into_iter().enumerate() {
+            let mut socket = mio::net::TcpListener::from_std(l.socket);
+            poll.registry()
+                .register(&mut socket, token::listener(i), Interest::READABLE)?;
+            sweep_every = sweep_every.min(l.shared.params.idle_timeout / 8);
+            listeners.push(Slot {
+                socket: Some(socket),
+                shared: l.shared,
+                paused_until: None,
+            });
+        }
+        let now = Instant::now();
+        let sweep_every = sweep_every.max(MIN_SWEEP);
+        let worker = Worker {
+            index: params.index,
+            poll,
+            commands,
+            listeners,
+            sessions: Slab::with_capacity(1024),
+            scratch: Scratch::new(),
+            timers: BinaryHeap::new(),
+            requeue: Vec::new(),
+            now,
+            next_sweep: now + sweep_every,
+            sweep_every,
+            next_id: 0,
+            drain_deadline: None,
+            warn_limit: RateLimit::default(),
+        };
+        Ok((worker, waker))
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Runs until drained.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(EVENTS);
+        tracing::debug!(worker = self.index, "worker started");
+        loop {
+            let timeout = self.next_wakeup();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(worker = self.index, "epoll_wait failed: {e}");
+                    break;
+                }
+            }
+            self.now = Instant::now();
+            for event in events.iter() {
+                self.dispatch(event);
+            }
+            for target in std::mem::take(&mut self.requeue) {
+                self.redo(target);
+            }
+            self.fire_timers();
+            if self.now >= self.next_sweep {
+                self.sweep();
+            }
+            if let Some(deadline) = self.drain_deadline {
+                if self.sessions.is_empty() || self.now >= deadline {
+                    break;
+                }
+            }
+        }
+        let left = self.sessions.len();
+        let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            self.close(k, Close::Normal);
+        }
+        tracing::debug!(worker = self.index, closed = left, "worker stopped");
+    }
+
+    fn next_wakeup(&self) -> Duration {
+        if !self.requeue.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut at = self.next_sweep;
+        if let Some(Reverse(t)) = self.timers.peek() {
+            at = at.min(t.deadline);
+        }
+        if let Some(d) = self.drain_deadline {
+            at = at.min(d);
+        }
+        for l in &self.listeners {
+            if let Some(p) = l.paused_until {
+                at = at.min(p);
+            }
+        }
+        // Round up so a sub-millisecond wait is not a busy loop.
+        at.saturating_duration_since(Instant::now()) + Duration::from_micros(500)
+    }
+
+    fn dispatch(&mut self, event: &Event) {
+        match token::decode(event.token()) {
+            Target::Waker => self.commands(),
+            Target::Listener(li) => {
+                if self.listeners.get(li).is_some_and(|l| l.paused_until.is_none()) && self.accept(li) {
+                    self.requeue.push(Target::Listener(li));
+                }
+            }
+            Target::Session(key, side) => {
+                let Some(s) = self.sessions.get_mut(key) else { return };
+                let ready = match side {
+                    Side::Client => &mut s.client_ready,
+                    Side::Backend => &mut s.backend_ready,
+                };
+                let err = event.is_error();
+                if event.is_readable() || event.is_read_closed() || err {
+                    ready.read = true;
+                }
+                if event.is_writable() || event.is_write_closed() || err {
+                    ready.write = true;
+                }
+                if s.connecting.is_some() {
+                    if side == Side::Backend {
+                        self.check_connect(key, false);
+                    }
+                } else {
+                    self.drive(key);
+                }
+            }
+        }
+    }
+
+    fn redo(&mut self, target: Target) {
+        match target {
+            Target::Listener(li) => {
+                if self.accept(li) {
+                    self.requeue.push(target);
+                }
+            }
+            Target::Session(key, _) => self.drive(key),
+            Target::Waker => {}
+        }
+    }
+
+    pub(super) fn requeue_session(&mut self, key: usize) {
+        self.requeue.push(Target::Session(key, Side::Client));
+    }
+
+    pub(super) fn pause_accept(&mut self, li: usize) {
+        self.listeners[li].paused_until = Some(self.now + ACCEPT_PAUSE);
+    }
+
+    fn fire_timers(&mut self) {
+        while let Some(Reverse(t)) = self.timers.peek().copied() {
+            if t.deadline > self.now {
+                break;
+            }
+            self.timers.pop();
+            let current = self.sessions.get(t.session).is_some_and(|s| {
+                s.id == t.id && s.connecting.as_ref().is_some_and(|c| c.attempt == t.attempt)
+            });
+            if current {
+                self.check_connect(t.session, true);
+            }
+        }
+        for li in 0..self.listeners.len() {
+            if self.listeners[li].paused_until.is_some_and(|p| p <= self.now) {
+                self.listeners[li].paused_until = None;
+                // Edge-triggered: connections queued meanwhile raised no new event.
+                for _ in 0..ACCEPT_BATCH {
+                    if !self.accept(li) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes idle sessions and recycles pipes of idle directions.
+    fn sweep(&mut self) {
+        self.next_sweep = self.now + self.sweep_every;
+        let now = self.now;
+        let mut expired = Vec::new();
+        for (key, s) in self.sessions.iter_mut() {
+            if s.connecting.is_some() {
+                continue;
+            }
+            let idle = self.listeners[s.listener].shared.params.idle_timeout;
+            if now.duration_since(s.last_active) >= idle {
+                expired.push(key);
+                continue;
+            }
+            s.up.sweep(&mut self.scratch.pool);
+            s.down.sweep(&mut self.scratch.pool);
+        }
+        for key in expired {
+            self.close(key, Close::Normal);
+        }
+    }
+
+    fn commands(&mut self) {
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                Command::Drain { deadline } => {
+                    for slot in &mut self.listeners {
+                        if let Some(mut socket) = slot.socket.take() {
+                            let _ = self.poll.registry().deregister(&mut socket);
+                        }
+                    }
+                    self.drain_deadline = Some(deadline);
+                    tracing::debug!(worker = self.index, open = self.sessions.len(), "draining");
+                }
+            }
+        }
+    }
+
+}

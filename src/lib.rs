@@ -1,0 +1,33 @@
+//! # ringway
+//!
+//! A Layer-4 TCP/UDP load balancer. Clients connect to a listener; ringway hashes the
+//! flow onto a consistent-hash ring of virtual nodes, connects to the backend that owns
+//! the key, and moves bytes between the two sockets with `splice(2)`.
+//!
+//! The crate is built in layers, one folder each, lowest first:
+//!
+//! * [`sys`]: the only `unsafe` code. Thin wrappers over `splice(2)`, `pipe2(2)` and
+//!   `setrlimit(2)` that return `io::Result` and never log.
+//! * [`balance`]: the hash contract ([`balance::hash`]), the ring ([`balance::ring`])
+//!   and the immutable [`balance::Snapshot`] workers read. Pure: no I/O, no clock.
+//! * [`config`]: TOML in, validated [`config::Config`] out, in two stages; errors name
+//!   file, line, column and key.
+//! * [`dataplane`]: worker threads, one per core, each with its own epoll loop (mio)
+//!   and its own `SO_REUSEPORT` listening sockets. They never block, never lock on the
+//!   forwarding path and never see the config: they get [`dataplane::WorkerParams`] and
+//!   load [`balance::Snapshot`]s published through `arc-swap`.
+//! * [`control`]: the control plane. Owns the config, binds sockets, starts workers,
+//!   handles signals and graceful shutdown, and publishes snapshots.
+//! * [`cli`]: the command line (`run`, `check`, `route`), parsed with clap.
+//!
+//! The binary (`src/main.rs`) only parses the command line and prints errors.
+
+#![deny(unsafe_code)]
+
+pub mod balance;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod dataplane;
+pub mod route;
+pub mod sys;

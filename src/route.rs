@@ -1,0 +1,98 @@
+//! `ringway route`: where a new flow from a given client goes, computed from the config
+//! alone with the same code the data plane uses.
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+
+use crate::balance::hash::{flow_hash, PROTO_TCP, PROTO_UDP};
+use crate::balance::Snapshot;
+use crate::config::{Config, Protocol};
+
+/// Why `route` could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// No listener with that name.
+    #[error("no listener named {name:?} (listeners: {known})")]
+    UnknownListener {
+        /// Asked for.
+        name: String,
+        /// What exists.
+        known: String,
+    },
+    /// `--down` named an id the listener does not have.
+    #[error("listener {listener:?} has no backend with id {id:?} (ids: {known})")]
+    UnknownBackend {
+        /// Listener.
+        listener: String,
+        /// Asked for.
+        id: String,
+        /// What exists.
+        known: String,
+    },
+    /// The listener binds a wildcard, so the destination address is not known.
+    #[error("listener {0:?} binds a wildcard address: give the address clients reach with --dst IP:PORT")]
+    NeedDst(String),
+    /// A line of input is not `IP:PORT`.
+    #[error("stdin line {line}: {text:?} is not a client address: expected IP:PORT or [IPv6]:PORT")]
+    BadInput {
+        /// 1-based line.
+        line: usize,
+        /// The text.
+        text: String,
+    },
+    /// Reading stdin or writing stdout failed.
+    #[error("i/o error")]
+    Io(#[from] std::io::Error),
+}
+
+/// Prints `CLIENT BACKEND_ADDRESS` for each client address read from `input`; `-` as
+/// the backend when every backend is down. Blank lines and `#` comments are skipped.
+pub fn route(
+    config: &Config,
+    listener: &str,
+    down: &[String],
+    dst: Option<SocketAddr>,
+    input: impl BufRead,
+    mut output: impl Write,
+) -> Result<(), RouteError> {
+    let l = config.listener(listener).ok_or_else(|| RouteError::UnknownListener {
+        name: listener.to_string(),
+        known: config.listeners.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", "),
+    })?;
+    let base = Snapshot::new(l.backends.clone(), l.vnodes);
+    let mut up = vec![true; l.backends.len()];
+    for id in down {
+        let i = base.index_of(id).ok_or_else(|| RouteError::UnknownBackend {
+            listener: l.name.clone(),
+            id: id.clone(),
+            known: l.backends.iter().map(|b| b.id.as_str()).collect::<Vec<_>>().join(", "),
+        })?;
+        up[i] = false;
+    }
+    let snapshot = base.with_up(up);
+    let dst = match dst {
+        Some(d) => d,
+        None if l.listen.ip().is_unspecified() => return Err(RouteError::NeedDst(l.name.clone())),
+        None => l.listen,
+    };
+    let proto = match l.protocol {
+        Protocol::Tcp => PROTO_TCP,
+        Protocol::Udp => PROTO_UDP,
+    };
+    for (i, line) in input.lines().enumerate() {
+        let line = line?;
+        let text = line.trim();
+        if text.is_empty() || text.starts_with('#') {
+            continue;
+        }
+        let client: SocketAddr = text.parse().map_err(|_| RouteError::BadInput {
+            line: i + 1,
+            text: text.to_string(),
+        })?;
+        let key = flow_hash(l.hash, proto, client, dst);
+        let backend = snapshot.pick(key).map_or("-", |b| snapshot.backends()[b].addr_text.as_str());
+        writeln!(output, "{text} {backend}")?;
+    }
+    output.flush()?;
+    Ok(())
+}
