@@ -1,1 +1,13 @@
+//! The integration tests: one binary, real processes and sockets on loopback.
 
+// Helpers: the ringway process, loopback backends, bounded waits.
+mod util;
+
+// Command line and configuration: `check`, errors with file/line/column/key, conf/.
+mod cli;
+// Byte integrity, half-close, resets, IPv6.
+mod tcp;
+// Where connections go: spread, `route` agreement, retries, hash modes, test vectors.
+mod balance;
+// Connection lifecycle: idle timeout, max_connections, graceful shutdown.
+mod lifecycle;

@@ -38,6 +38,9 @@ pub struct Ready {
     pub read: bool,
     /// There may be room to write.
     pub write: bool,
+    /// The peer has closed its sending side (or the socket has an error): EOF is
+    /// waiting behind any data, so a short read no longer means "drained".
+    pub hup: bool,
 }
 
 /// Which end of a direction failed.
@@ -279,8 +282,9 @@ impl Half {
         if n == scratch.buf.len() {
             // More is waiting: this is bulk data, move the rest with splice.
             self.splice = true;
-        } else {
+        } else if !src_ready.hup {
             // A short read from a stream socket drained it; epoll will report new data.
+            // Not so when the peer's FIN is already queued: no new edge would report it.
             src_ready.read = false;
         }
         let mut written = 0;

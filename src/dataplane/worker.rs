@@ -207,6 +207,9 @@ impl Worker {
                 if event.is_readable() || event.is_read_closed() || err {
                     ready.read = true;
                 }
+                if event.is_read_closed() || err {
+                    ready.hup = true;
+                }
                 if event.is_writable() || event.is_write_closed() || err {
                     ready.write = true;
                 }

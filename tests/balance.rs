@@ -1,0 +1,208 @@
+//! Where connections go: the hash contract's vectors, spread, `route` agreeing with
+//! real connections, retries on refusal, source-ip hashing.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use ringway::balance::hash::{flow_hash, vnode_hash, xxh3, HashMode};
+use ringway::balance::{Backend as RingBackend, Snapshot};
+
+use crate::util::*;
+
+const VECTORS: &str = include_str!("fixtures/ring_vectors.tsv");
+
+fn hex(s: &str) -> Vec<u8> {
+    if s == "-" {
+        return Vec::new();
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+/// Every row of tests/fixtures/ring_vectors.tsv, produced by an independent Python
+/// implementation (scripts/ring_vectors.py), holds for this implementation.
+#[test]
+fn hash_contract_vectors_hold() {
+    let mut rings: HashMap<String, (u32, Vec<(String, u32)>)> = HashMap::new();
+    let mut checked = 0;
+    for line in VECTORS.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let f: Vec<&str> = line.split('\t').collect();
+        match f[0] {
+            "hash" => assert_eq!(format!("{:016x}", xxh3(&hex(f[1]))), f[2], "{line}"),
+            "vnode" => assert_eq!(format!("{:016x}", vnode_hash(f[1], f[2].parse().unwrap())), f[3], "{line}"),
+            "ring" => {
+                let members = f[3]
+                    .split(';')
+                    .map(|m| {
+                        let (id, w) = m.rsplit_once('=').unwrap();
+                        (id.to_string(), w.parse().unwrap())
+                    })
+                    .collect();
+                rings.insert(f[1].to_string(), (f[2].parse().unwrap(), members));
+            }
+            "lookup" => {
+                let (vnodes, members) = &rings[f[1]];
+                let backends: Vec<RingBackend> = members
+                    .iter()
+                    .map(|(id, w)| RingBackend {
+                        id: id.clone(),
+                        addr: "127.0.0.1:1".parse().unwrap(),
+                        addr_text: id.clone(),
+                        weight: *w,
+                    })
+                    .collect();
+                let full = Snapshot::new(backends, *vnodes);
+                let up = full.backends().iter().map(|b| f[2] == "-" || !f[2].split(',').any(|d| d == b.id)).collect();
+                let s = full.with_up(up);
+                let mode = if f[3] == "source-ip" { HashMode::SourceIp } else { HashMode::FiveTuple };
+                let key = flow_hash(mode, f[4].parse().unwrap(), f[5].parse().unwrap(), f[6].parse().unwrap());
+                assert_eq!(format!("{key:016x}"), f[7], "key of {line}");
+                let got = s.pick(key).map_or("-", |i| s.backends()[i].id.as_str());
+                assert_eq!(got, f[8], "{line}");
+            }
+            other => panic!("unknown vector kind {other}"),
+        }
+        checked += 1;
+    }
+    assert!(checked > 150, "only {checked} vectors");
+}
+
+/// The `route` command reproduces the vectors of the "three" ring (TCP, five-tuple).
+#[test]
+fn route_command_reproduces_the_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("r.toml");
+    let mut toml = String::from("[[listener]]\nname = \"v\"\nlisten = \"127.0.0.1:8080\"\n");
+    for p in 9001..=9003 {
+        toml.push_str(&format!("[[listener.backend]]\naddress = \"127.0.0.1:{p}\"\n"));
+    }
+    std::fs::write(&cfg, toml).unwrap();
+    let rows: Vec<Vec<&str>> = VECTORS
+        .lines()
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .filter(|f| f[0] == "lookup" && f[1] == "three" && f[3] == "five-tuple" && f[4] == "6" && f[6] == "127.0.0.1:8080")
+        .collect();
+    assert!(rows.len() > 10);
+    for down in ["-", "127.0.0.1:9002"] {
+        let subset: Vec<&Vec<&str>> = rows.iter().filter(|f| f[2] == down).collect();
+        let clients: Vec<SocketAddr> = subset.iter().map(|f| f[5].parse().unwrap()).collect();
+        let downs: Vec<&str> = if down == "-" { vec![] } else { vec![down] };
+        let out = route(&cfg, "v", &downs, &clients);
+        for (f, (client, backend)) in subset.iter().zip(&out) {
+            assert_eq!(client, f[5]);
+            assert_eq!(backend, f[8], "route for {}", f[5]);
+        }
+    }
+}
+
+fn three_backends() -> (Vec<Backend3>, Vec<(SocketAddr, &'static str)>) {
+    let names = ["alpha", "beta", "gamma"];
+    let bs: Vec<Backend3> = names.iter().map(|n| (Backend::named_echo("127.0.0.1:0", n), *n)).collect();
+    let list = bs.iter().map(|(b, n)| (b.addr, *n)).collect();
+    (bs, list)
+}
+
+type Backend3 = (Backend, &'static str);
+
+#[test]
+fn a_thousand_concurrent_connections_spread_and_route_agrees() {
+    let (bs, list) = three_backends();
+    let listen = free_addr();
+    let rw = Ringway::start(&config(listen, &list, ""), &[listen]);
+    let mut conns = Vec::new();
+    for _ in 0..1000 {
+        let (s, name) = connect_named(listen);
+        conns.push((s.local_addr().unwrap(), name, s));
+    }
+    // All 1,000 are open at once; each still works.
+    for (i, (_, _, s)) in conns.iter_mut().enumerate() {
+        let msg = format!("{i:04}");
+        s.write_all(msg.as_bytes()).unwrap();
+        let mut back = [0u8; 4];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(&back, msg.as_bytes());
+    }
+    let mut per: HashMap<&str, usize> = HashMap::new();
+    for (_, name, _) in &conns {
+        *per.entry(name.as_str()).or_default() += 1;
+    }
+    for (_, n) in &bs {
+        let got = per.get(n).copied().unwrap_or(0);
+        assert!(got > 200, "backend {n} got {got} of 1000: {per:?}");
+    }
+    let by_addr: HashMap<String, &str> = bs.iter().map(|(b, n)| (b.addr.to_string(), *n)).collect();
+    let clients: Vec<SocketAddr> = conns.iter().map(|c| c.0).collect();
+    let routed = rw.route("t", &[], &clients);
+    assert_eq!(routed.len(), 1000);
+    for ((client, name, _), (rc, rb)) in conns.iter().zip(&routed) {
+        assert_eq!(&client.to_string(), rc);
+        assert_eq!(by_addr[rb], name.as_str(), "route disagrees for {client}");
+    }
+}
+
+#[test]
+fn a_refused_connect_is_retried_on_the_next_backend_clockwise() {
+    let (bs, mut list) = three_backends();
+    let dead = free_addr(); // nothing listens here: connect is refused
+    list.push((dead, "dead"));
+    let listen = free_addr();
+    let rw = Ringway::start(&config(listen, &list, "retries = 2"), &[listen]);
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        let (s, name) = connect_named(listen);
+        assert!(!name.is_empty(), "every client is served");
+        seen.push((s.local_addr().unwrap(), name));
+    }
+    let clients: Vec<SocketAddr> = seen.iter().map(|c| c.0).collect();
+    let all_up = rw.route("t", &[], &clients);
+    let without_dead = rw.route("t", &["dead"], &clients);
+    let by_addr: HashMap<String, &str> = bs.iter().map(|(b, n)| (b.addr.to_string(), *n)).collect();
+    let mut retried = 0;
+    for (i, (_, name)) in seen.iter().enumerate() {
+        if all_up[i].1 == dead.to_string() {
+            retried += 1;
+        }
+        assert_eq!(by_addr[&without_dead[i].1], name.as_str(), "retry went elsewhere than the next backend");
+    }
+    assert!(retried > 10, "the dead backend owned only {retried} of 200 clients");
+}
+
+#[test]
+fn when_every_backend_refuses_the_client_sees_a_closed_connection() {
+    let listen = free_addr();
+    let list = [(free_addr(), "d1"), (free_addr(), "d2")];
+    let _rw = Ringway::start(&config(listen, &list, "retries = 5"), &[listen]);
+    let mut s = TcpStream::connect(listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 8];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("got {n} bytes from nowhere"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+}
+
+#[test]
+fn source_ip_hash_sends_one_client_ip_to_one_backend() {
+    let (bs, list) = three_backends();
+    let listen = free_addr();
+    let _rw = Ringway::start(&config(listen, &list, "hash = \"source-ip\""), &[listen]);
+    let mut distinct = std::collections::HashSet::new();
+    for last in 2..12u8 {
+        let src: SocketAddr = format!("127.0.0.{last}:0").parse().unwrap();
+        let mut names = std::collections::HashSet::new();
+        for _ in 0..10 {
+            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            sock.bind(&src.into()).unwrap();
+            sock.connect(&listen.into()).unwrap();
+            let s: TcpStream = sock.into();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            names.insert(read_line(&s));
+        }
+        assert_eq!(names.len(), 1, "client 127.0.0.{last} was spread over {names:?}");
+        distinct.extend(names);
+    }
+    assert!(distinct.len() >= 2, "10 client IPs all went to {distinct:?}");
+    drop(bs);
+}

@@ -1,0 +1,248 @@
+//! Helpers for the integration tests: a ringway process, backends on loopback, and
+//! bounded waits. Everything binds 127.0.0.1/::1 only.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Path of the binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ringway")
+}
+
+/// A port that was free a moment ago on `ip`.
+pub fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+}
+
+/// A free `127.0.0.1:PORT`.
+pub fn free_addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port("127.0.0.1")).parse().unwrap()
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// A running `ringway run` process, killed on drop.
+pub struct Ringway {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Ringway {
+    /// Writes `toml` to a temp file and starts ringway on it; waits until every address
+    /// in `wait_for` accepts connections.
+    pub fn start(toml: &str, wait_for: &[SocketAddr]) -> Ringway {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("ringway.toml");
+        std::fs::write(&config, toml).unwrap();
+        let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut rw = Ringway {
+            child: Some(child),
+            dir,
+            config,
+        };
+        for addr in wait_for {
+            let up = eventually(Duration::from_secs(10), || TcpStream::connect(addr).is_ok());
+            assert!(up, "ringway did not listen on {addr}; log:\n{}", rw.log());
+        }
+        assert!(rw.child.as_mut().unwrap().try_wait().unwrap().is_none(), "ringway exited: {}", rw.log());
+        rw
+    }
+
+    /// What ringway wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args(["-s", sig, &self.pid().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + timeout;
+        let child = self.child.as_mut().unwrap();
+        while Instant::now() < end {
+            if let Some(st) = child.try_wait().unwrap() {
+                return Some(st);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Runs `ringway route` on this process's config.
+    pub fn route(&self, listener: &str, down: &[&str], clients: &[SocketAddr]) -> Vec<(String, String)> {
+        route(&self.config, listener, down, clients)
+    }
+}
+
+impl Drop for Ringway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `ringway route -c CONFIG --listener L [--down ID]...` with `clients` on stdin.
+pub fn route(config: &Path, listener: &str, down: &[&str], clients: &[SocketAddr]) -> Vec<(String, String)> {
+    let mut cmd = Command::new(bin());
+    cmd.args(["route", "-c"]).arg(config).args(["--listener", listener]);
+    for d in down {
+        cmd.args(["--down", d]);
+    }
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let input: String = clients.iter().map(|c| format!("{c}\n")).collect();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success(), "route failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (a, b) = l.split_once(' ').unwrap();
+            (a.to_string(), b.to_string())
+        })
+        .collect()
+}
+
+/// Runs the binary with `args`, returning its output.
+pub fn ringway(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().unwrap()
+}
+
+/// A backend server on loopback running `handler` on a thread per connection.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Backend {
+    pub fn spawn(bind: &str, handler: impl Fn(TcpStream) + Send + Sync + 'static) -> Backend {
+        let listener = TcpListener::bind(bind).unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler = Arc::new(handler);
+        let (acc, st) = (Arc::clone(&accepted), Arc::clone(&stop));
+        thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        acc.fetch_add(1, Ordering::Relaxed);
+                        let h = Arc::clone(&handler);
+                        thread::spawn(move || h(s));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Backend { addr, accepted, stop }
+    }
+
+    /// Says `name\n`, then echoes everything; passes the client's EOF back on.
+    pub fn named_echo(bind: &str, name: &str) -> Backend {
+        let greeting = format!("{name}\n");
+        Backend::spawn(bind, move |mut s| {
+            if s.write_all(greeting.as_bytes()).is_err() {
+                return;
+            }
+            echo(s);
+        })
+    }
+
+    /// Echoes everything; passes the client's EOF back on.
+    pub fn echo(bind: &str) -> Backend {
+        Backend::spawn(bind, echo)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Copies `s` back to itself until EOF, then shuts down writing.
+pub fn echo(mut s: TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = s.shutdown(Shutdown::Write);
+}
+
+/// Connects and reads the greeting line of a named backend.
+pub fn connect_named(addr: SocketAddr) -> (TcpStream, String) {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let name = read_line(&s);
+    (s, name)
+}
+
+/// Reads one line (without the newline), byte by byte so nothing else is consumed.
+pub fn read_line(s: &TcpStream) -> String {
+    let mut r = BufReader::with_capacity(1, s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    line.trim_end().to_string()
+}
+
+/// A TOML config with one TCP listener on `listen` and `backends` (address, id).
+pub fn config(listen: SocketAddr, backends: &[(SocketAddr, &str)], extra: &str) -> String {
+    let mut s = format!("workers = 2\nshutdown_timeout = \"5s\"\n\n[[listener]]\nname = \"t\"\nlisten = \"{}\"\nconnect_timeout = \"1s\"\n{extra}\n", fmt_addr(listen));
+    for (addr, id) in backends {
+        s.push_str(&format!("\n[[listener.backend]]\naddress = \"{}\"\nid = \"{id}\"\n", fmt_addr(*addr)));
+    }
+    s
+}
+
+fn fmt_addr(a: SocketAddr) -> String {
+    a.to_string()
+}
