@@ -13,7 +13,9 @@ const EXIT_ERROR: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { config } => config::load(&config).map(|c| println!("{}", c.summary())).map_err(anyhow::Error::from),
+        Command::Check { config } => config::load(&config)
+            .map(|c| println!("{}", c.summary()))
+            .map_err(anyhow::Error::from),
         Command::Run { config, log_level } => {
             init_logging(&log_level);
             config::load(&config)
@@ -25,15 +27,26 @@ fn main() -> ExitCode {
             listener,
             down,
             dst,
-        } => config::load(&config).map_err(anyhow::Error::from).and_then(|c| {
-            route::route(&c, &listener, &down, dst, io::stdin().lock(), io::stdout().lock()).map_err(anyhow::Error::from)
-        }),
+        } => config::load(&config)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| {
+                route::route(
+                    &c,
+                    &listener,
+                    &down,
+                    dst,
+                    io::stdin().lock(),
+                    io::stdout().lock(),
+                )
+                .map_err(anyhow::Error::from)
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             if let Some(e) = err.downcast_ref::<route::RouteError>() {
-                if matches!(e, route::RouteError::Io(io) if io.kind() == io::ErrorKind::BrokenPipe) {
+                if matches!(e, route::RouteError::Io(io) if io.kind() == io::ErrorKind::BrokenPipe)
+                {
                     return ExitCode::SUCCESS;
                 }
             }

@@ -33,7 +33,9 @@ pub enum RouteError {
     #[error("listener {0:?} binds a wildcard address: give the address clients reach with --dst IP:PORT")]
     NeedDst(String),
     /// A line of input is not `IP:PORT`.
-    #[error("stdin line {line}: {text:?} is not a client address: expected IP:PORT or [IPv6]:PORT")]
+    #[error(
+        "stdin line {line}: {text:?} is not a client address: expected IP:PORT or [IPv6]:PORT"
+    )]
     BadInput {
         /// 1-based line.
         line: usize,
@@ -55,18 +57,32 @@ pub fn route(
     input: impl BufRead,
     mut output: impl Write,
 ) -> Result<(), RouteError> {
-    let l = config.listener(listener).ok_or_else(|| RouteError::UnknownListener {
-        name: listener.to_string(),
-        known: config.listeners.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", "),
-    })?;
+    let l = config
+        .listener(listener)
+        .ok_or_else(|| RouteError::UnknownListener {
+            name: listener.to_string(),
+            known: config
+                .listeners
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
     let base = Snapshot::new(l.backends.clone(), l.vnodes);
     let mut up = vec![true; l.backends.len()];
     for id in down {
-        let i = base.index_of(id).ok_or_else(|| RouteError::UnknownBackend {
-            listener: l.name.clone(),
-            id: id.clone(),
-            known: l.backends.iter().map(|b| b.id.as_str()).collect::<Vec<_>>().join(", "),
-        })?;
+        let i = base
+            .index_of(id)
+            .ok_or_else(|| RouteError::UnknownBackend {
+                listener: l.name.clone(),
+                id: id.clone(),
+                known: l
+                    .backends
+                    .iter()
+                    .map(|b| b.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
         up[i] = false;
     }
     let snapshot = base.with_up(up);
@@ -90,7 +106,9 @@ pub fn route(
             text: text.to_string(),
         })?;
         let key = flow_hash(l.hash, proto, client, dst);
-        let backend = snapshot.pick(key).map_or("-", |b| snapshot.backends()[b].addr_text.as_str());
+        let backend = snapshot
+            .pick(key)
+            .map_or("-", |b| snapshot.backends()[b].addr_text.as_str());
         writeln!(output, "{text} {backend}")?;
     }
     output.flush()?;

@@ -17,7 +17,10 @@ fn hex(s: &str) -> Vec<u8> {
     if s == "-" {
         return Vec::new();
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// Every row of tests/fixtures/ring_vectors.tsv, produced by an independent Python
@@ -26,11 +29,18 @@ fn hex(s: &str) -> Vec<u8> {
 fn hash_contract_vectors_hold() {
     let mut rings: HashMap<String, (u32, Vec<(String, u32)>)> = HashMap::new();
     let mut checked = 0;
-    for line in VECTORS.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in VECTORS
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let f: Vec<&str> = line.split('\t').collect();
         match f[0] {
             "hash" => assert_eq!(format!("{:016x}", xxh3(&hex(f[1]))), f[2], "{line}"),
-            "vnode" => assert_eq!(format!("{:016x}", vnode_hash(f[1], f[2].parse().unwrap())), f[3], "{line}"),
+            "vnode" => assert_eq!(
+                format!("{:016x}", vnode_hash(f[1], f[2].parse().unwrap())),
+                f[3],
+                "{line}"
+            ),
             "ring" => {
                 let members = f[3]
                     .split(';')
@@ -53,10 +63,23 @@ fn hash_contract_vectors_hold() {
                     })
                     .collect();
                 let full = Snapshot::new(backends, *vnodes);
-                let up = full.backends().iter().map(|b| f[2] == "-" || !f[2].split(',').any(|d| d == b.id)).collect();
+                let up = full
+                    .backends()
+                    .iter()
+                    .map(|b| f[2] == "-" || !f[2].split(',').any(|d| d == b.id))
+                    .collect();
                 let s = full.with_up(up);
-                let mode = if f[3] == "source-ip" { HashMode::SourceIp } else { HashMode::FiveTuple };
-                let key = flow_hash(mode, f[4].parse().unwrap(), f[5].parse().unwrap(), f[6].parse().unwrap());
+                let mode = if f[3] == "source-ip" {
+                    HashMode::SourceIp
+                } else {
+                    HashMode::FiveTuple
+                };
+                let key = flow_hash(
+                    mode,
+                    f[4].parse().unwrap(),
+                    f[5].parse().unwrap(),
+                    f[6].parse().unwrap(),
+                );
                 assert_eq!(format!("{key:016x}"), f[7], "key of {line}");
                 let got = s.pick(key).map_or("-", |i| s.backends()[i].id.as_str());
                 assert_eq!(got, f[8], "{line}");
@@ -75,13 +98,21 @@ fn route_command_reproduces_the_vectors() {
     let cfg = dir.path().join("r.toml");
     let mut toml = String::from("[[listener]]\nname = \"v\"\nlisten = \"127.0.0.1:8080\"\n");
     for p in 9001..=9003 {
-        toml.push_str(&format!("[[listener.backend]]\naddress = \"127.0.0.1:{p}\"\n"));
+        toml.push_str(&format!(
+            "[[listener.backend]]\naddress = \"127.0.0.1:{p}\"\n"
+        ));
     }
     std::fs::write(&cfg, toml).unwrap();
     let rows: Vec<Vec<&str>> = VECTORS
         .lines()
         .map(|l| l.split('\t').collect::<Vec<_>>())
-        .filter(|f| f[0] == "lookup" && f[1] == "three" && f[3] == "five-tuple" && f[4] == "6" && f[6] == "127.0.0.1:8080")
+        .filter(|f| {
+            f[0] == "lookup"
+                && f[1] == "three"
+                && f[3] == "five-tuple"
+                && f[4] == "6"
+                && f[6] == "127.0.0.1:8080"
+        })
         .collect();
     assert!(rows.len() > 10);
     for down in ["-", "127.0.0.1:9002"] {
@@ -98,7 +129,10 @@ fn route_command_reproduces_the_vectors() {
 
 fn three_backends() -> (Vec<Backend3>, Vec<(SocketAddr, &'static str)>) {
     let names = ["alpha", "beta", "gamma"];
-    let bs: Vec<Backend3> = names.iter().map(|n| (Backend::named_echo("127.0.0.1:0", n), *n)).collect();
+    let bs: Vec<Backend3> = names
+        .iter()
+        .map(|n| (Backend::named_echo("127.0.0.1:0", n), *n))
+        .collect();
     let list = bs.iter().map(|(b, n)| (b.addr, *n)).collect();
     (bs, list)
 }
@@ -163,9 +197,16 @@ fn a_refused_connect_is_retried_on_the_next_backend_clockwise() {
         if all_up[i].1 == dead.to_string() {
             retried += 1;
         }
-        assert_eq!(by_addr[&without_dead[i].1], name.as_str(), "retry went elsewhere than the next backend");
+        assert_eq!(
+            by_addr[&without_dead[i].1],
+            name.as_str(),
+            "retry went elsewhere than the next backend"
+        );
     }
-    assert!(retried > 10, "the dead backend owned only {retried} of 200 clients");
+    assert!(
+        retried > 10,
+        "the dead backend owned only {retried} of 200 clients"
+    );
 }
 
 #[test]
@@ -193,16 +234,24 @@ fn source_ip_hash_sends_one_client_ip_to_one_backend() {
         let src: SocketAddr = format!("127.0.0.{last}:0").parse().unwrap();
         let mut names = std::collections::HashSet::new();
         for _ in 0..10 {
-            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
             sock.bind(&src.into()).unwrap();
             sock.connect(&listen.into()).unwrap();
             let s: TcpStream = sock.into();
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             names.insert(read_line(&s));
         }
-        assert_eq!(names.len(), 1, "client 127.0.0.{last} was spread over {names:?}");
+        assert_eq!(
+            names.len(),
+            1,
+            "client 127.0.0.{last} was spread over {names:?}"
+        );
         distinct.extend(names);
     }
-    assert!(distinct.len() >= 2, "10 client IPs all went to {distinct:?}");
+    assert!(
+        distinct.len() >= 2,
+        "10 client IPs all went to {distinct:?}"
+    );
     drop(bs);
 }

@@ -21,7 +21,10 @@ fn check_accepts_a_good_config_with_a_summary() {
     let (code, out, err) = check(BASE);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.lines().count(), 1, "one line: {out}");
-    assert!(out.contains("web tcp 127.0.0.1:8080 -> 1 backends"), "{out}");
+    assert!(
+        out.contains("web tcp 127.0.0.1:8080 -> 1 backends"),
+        "{out}"
+    );
 }
 
 /// Every config error names file, line, column and key, and exits 2.
@@ -58,7 +61,10 @@ fn a_missing_file_is_an_error_naming_it() {
     let out = ringway(&["check", "-c", "/nonexistent/ringway.toml"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("/nonexistent/ringway.toml") && err.contains("No such file"), "{err}");
+    assert!(
+        err.contains("/nonexistent/ringway.toml") && err.contains("No such file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -66,7 +72,12 @@ fn run_with_a_bad_config_exits_2_and_binds_nothing() {
     let port = free_port("127.0.0.1");
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.toml");
-    std::fs::write(&p, BASE.replace("8080", &port.to_string()).replace("9001\"", "9001\"\nweight = 1001")).unwrap();
+    std::fs::write(
+        &p,
+        BASE.replace("8080", &port.to_string())
+            .replace("9001\"", "9001\"\nweight = 1001"),
+    )
+    .unwrap();
     let out = ringway(&["run", "-c", p.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
@@ -80,7 +91,12 @@ fn every_shipped_config_passes_check() {
         let p = entry.unwrap().path();
         if p.extension().is_some_and(|e| e == "toml") {
             let out = ringway(&["check", "-c", p.to_str().unwrap()]);
-            assert!(out.status.success(), "{}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                p.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
             n += 1;
         }
     }
@@ -94,8 +110,17 @@ fn route_rejects_unknown_names() {
     std::fs::write(&p, BASE).unwrap();
     let out = ringway(&["route", "-c", p.to_str().unwrap(), "--listener", "nope"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no listener named \"nope\" (listeners: web)"));
-    let out = ringway(&["route", "-c", p.to_str().unwrap(), "--listener", "web", "--down", "ghost"]);
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("no listener named \"nope\" (listeners: web)"));
+    let out = ringway(&[
+        "route",
+        "-c",
+        p.to_str().unwrap(),
+        "--listener",
+        "web",
+        "--down",
+        "ghost",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no backend with id \"ghost\""));
 }
@@ -110,7 +135,15 @@ fn route_with_a_wildcard_listener_needs_dst() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--dst"));
     let clients: [std::net::SocketAddr; 1] = ["10.1.2.3:4567".parse().unwrap()];
     let mut cmd_out = std::process::Command::new(bin())
-        .args(["route", "-c", p.to_str().unwrap(), "--listener", "web", "--dst", "192.0.2.1:8080"])
+        .args([
+            "route",
+            "-c",
+            p.to_str().unwrap(),
+            "--listener",
+            "web",
+            "--dst",
+            "192.0.2.1:8080",
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -118,5 +151,8 @@ fn route_with_a_wildcard_listener_needs_dst() {
     use std::io::Write;
     writeln!(cmd_out.stdin.take().unwrap(), "{}", clients[0]).unwrap();
     let o = cmd_out.wait_with_output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "10.1.2.3:4567 127.0.0.1:9001\n");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "10.1.2.3:4567 127.0.0.1:9001\n"
+    );
 }

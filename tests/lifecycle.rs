@@ -10,7 +10,10 @@ use crate::util::*;
 fn idle_connections_are_closed_after_idle_timeout() {
     let b = Backend::named_echo("127.0.0.1:0", "b");
     let listen = free_addr();
-    let _rw = Ringway::start(&config(listen, &[(b.addr, "b")], "idle_timeout = \"1s\""), &[listen]);
+    let _rw = Ringway::start(
+        &config(listen, &[(b.addr, "b")], "idle_timeout = \"1s\""),
+        &[listen],
+    );
     let (mut s, _) = connect_named(listen);
     // Traffic keeps it open past the timeout...
     for _ in 0..4 {
@@ -25,24 +28,38 @@ fn idle_connections_are_closed_after_idle_timeout() {
     let n = s.read(&mut buf).unwrap();
     let waited = start.elapsed();
     assert_eq!(n, 0, "expected EOF");
-    assert!(waited >= Duration::from_millis(800), "closed too early: {waited:?}");
-    assert!(waited < Duration::from_secs(4), "closed too late: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(800),
+        "closed too early: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(4),
+        "closed too late: {waited:?}"
+    );
 }
 
 #[test]
 fn max_connections_closes_the_excess_at_once() {
     let b = Backend::named_echo("127.0.0.1:0", "b");
     let listen = free_addr();
-    let rw = Ringway::start(&config(listen, &[(b.addr, "b")], "max_connections = 5"), &[listen]);
+    let rw = Ringway::start(
+        &config(listen, &[(b.addr, "b")], "max_connections = 5"),
+        &[listen],
+    );
     // Let the readiness probe's connection go away first.
     std::thread::sleep(Duration::from_millis(300));
     let held: Vec<_> = (0..5).map(|_| connect_named(listen)).collect();
     assert!(held.iter().all(|(_, n)| n == "b"));
     let mut extra = TcpStream::connect(listen).unwrap();
-    extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut buf = [0u8; 8];
     let r = extra.read(&mut buf);
-    assert!(matches!(r, Ok(0)) || r.is_err(), "the sixth connection was served: {r:?}");
+    assert!(
+        matches!(r, Ok(0)) || r.is_err(),
+        "the sixth connection was served: {r:?}"
+    );
     drop(held);
     // Slots come back when connections end.
     assert!(eventually(Duration::from_secs(5), || {
@@ -51,7 +68,11 @@ fn max_connections_closes_the_excess_at_once() {
         let mut b = [0u8; 2];
         matches!((&s).read(&mut b), Ok(n) if n > 0)
     }));
-    assert!(rw.log().contains("max_connections (5) reached"), "{}", rw.log());
+    assert!(
+        rw.log().contains("max_connections (5) reached"),
+        "{}",
+        rw.log()
+    );
 }
 
 #[test]
@@ -62,15 +83,24 @@ fn sigterm_stops_accepting_and_drains_open_connections() {
     let (mut s, _) = connect_named(listen);
     rw.signal("TERM");
     // New connections are refused once the listeners are closed.
-    assert!(eventually(Duration::from_secs(5), || TcpStream::connect(listen).is_err()), "still accepting");
+    assert!(
+        eventually(Duration::from_secs(5), || TcpStream::connect(listen)
+            .is_err()),
+        "still accepting"
+    );
     // The open connection still works both ways.
     s.write_all(b"during drain").unwrap();
     let mut back = [0u8; 12];
     s.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"during drain");
-    assert!(rw.wait_exit(Duration::from_millis(500)).is_none(), "exited with a connection open");
+    assert!(
+        rw.wait_exit(Duration::from_millis(500)).is_none(),
+        "exited with a connection open"
+    );
     drop(s);
-    let st = rw.wait_exit(Duration::from_secs(5)).expect("exit after the last connection closed");
+    let st = rw
+        .wait_exit(Duration::from_secs(5))
+        .expect("exit after the last connection closed");
     assert!(st.success(), "{st:?}: {}", rw.log());
 }
 
@@ -78,14 +108,23 @@ fn sigterm_stops_accepting_and_drains_open_connections() {
 fn shutdown_timeout_bounds_the_drain() {
     let b = Backend::named_echo("127.0.0.1:0", "b");
     let listen = free_addr();
-    let cfg = config(listen, &[(b.addr, "b")], "").replace("shutdown_timeout = \"5s\"", "shutdown_timeout = \"1s\"");
+    let cfg = config(listen, &[(b.addr, "b")], "")
+        .replace("shutdown_timeout = \"5s\"", "shutdown_timeout = \"1s\"");
     let mut rw = Ringway::start(&cfg, &[listen]);
     let (mut s, _) = connect_named(listen);
     let start = Instant::now();
     rw.signal("INT");
-    let st = rw.wait_exit(Duration::from_secs(5)).expect("exits after shutdown_timeout");
+    let st = rw
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits after shutdown_timeout");
     assert!(st.success(), "{st:?}");
-    assert!(start.elapsed() >= Duration::from_millis(800), "did not wait for the open connection");
+    assert!(
+        start.elapsed() >= Duration::from_millis(800),
+        "did not wait for the open connection"
+    );
     let mut buf = [0u8; 1];
-    assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)), "connection closed at the deadline");
+    assert!(
+        matches!(s.read(&mut buf), Ok(0) | Err(_)),
+        "connection closed at the deadline"
+    );
 }

@@ -54,7 +54,8 @@ fn client_half_close_lets_the_backend_answer_after_eof() {
         let mut all = Vec::new();
         s.read_to_end(&mut all).unwrap();
         thread::sleep(Duration::from_millis(100));
-        s.write_all(format!("got {} bytes", all.len()).as_bytes()).unwrap();
+        s.write_all(format!("got {} bytes", all.len()).as_bytes())
+            .unwrap();
     });
     let listen = free_addr();
     let _rw = Ringway::start(&config(listen, &[(b.addr, "b")], ""), &[listen]);
@@ -88,14 +89,19 @@ fn backend_half_close_lets_the_client_keep_sending() {
     assert_eq!(first, "bye", "the backend's data, then EOF");
     s.write_all(b"still here").unwrap();
     s.shutdown(Shutdown::Write).unwrap();
-    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), "still here");
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        "still here"
+    );
 }
 
 #[test]
 fn a_backend_reset_closes_the_client_promptly() {
     let b = Backend::spawn("127.0.0.1:0", |s| {
         thread::sleep(Duration::from_millis(100));
-        socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
         drop(s); // RST
     });
     let listen = free_addr();
@@ -107,7 +113,11 @@ fn a_backend_reset_closes_the_client_promptly() {
     match s.read(&mut buf) {
         Ok(0) => {}
         Ok(n) => panic!("unexpected {n} bytes"),
-        Err(e) => assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "timed out: the close was not passed on"),
+        Err(e) => assert_ne!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock,
+            "timed out: the close was not passed on"
+        ),
     }
 }
 

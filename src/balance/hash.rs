@@ -98,15 +98,49 @@ mod tests {
         let d: SocketAddr = "10.0.0.2:80".parse().unwrap();
         let base = flow_hash(HashMode::FiveTuple, PROTO_TCP, s, d);
         assert_ne!(base, flow_hash(HashMode::FiveTuple, PROTO_UDP, s, d));
-        assert_ne!(base, flow_hash(HashMode::FiveTuple, PROTO_TCP, "10.0.0.1:1001".parse().unwrap(), d));
-        assert_ne!(base, flow_hash(HashMode::FiveTuple, PROTO_TCP, "10.0.0.3:1000".parse().unwrap(), d));
-        assert_ne!(base, flow_hash(HashMode::FiveTuple, PROTO_TCP, s, "10.0.0.2:81".parse().unwrap()));
+        assert_ne!(
+            base,
+            flow_hash(
+                HashMode::FiveTuple,
+                PROTO_TCP,
+                "10.0.0.1:1001".parse().unwrap(),
+                d
+            )
+        );
+        assert_ne!(
+            base,
+            flow_hash(
+                HashMode::FiveTuple,
+                PROTO_TCP,
+                "10.0.0.3:1000".parse().unwrap(),
+                d
+            )
+        );
+        assert_ne!(
+            base,
+            flow_hash(
+                HashMode::FiveTuple,
+                PROTO_TCP,
+                s,
+                "10.0.0.2:81".parse().unwrap()
+            )
+        );
     }
 
     #[test]
     fn source_ip_ignores_ports_and_destination() {
-        let a = flow_hash(HashMode::SourceIp, PROTO_TCP, "10.0.0.1:1".parse().unwrap(), "127.0.0.1:80".parse().unwrap());
-        let b = flow_hash(HashMode::SourceIp, PROTO_UDP, "10.0.0.1:2".parse().unwrap(), "[::1]:53".parse().unwrap());
+        let a = flow_hash(
+            HashMode::SourceIp,
+            PROTO_TCP,
+            "10.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:80".parse().unwrap(),
+        );
+        let b = flow_hash(
+            HashMode::SourceIp,
+            PROTO_UDP,
+            "10.0.0.1:2".parse().unwrap(),
+            "[::1]:53".parse().unwrap(),
+        );
         assert_eq!(a, b);
         assert_eq!(a, xxh3(&ip_bytes("10.0.0.1".parse().unwrap())));
     }

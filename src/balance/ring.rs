@@ -135,7 +135,11 @@ impl Ring {
     pub fn walk(&self, key: u64) -> Walk<'_> {
         Walk {
             ring: self,
-            pos: if self.is_empty() { 0 } else { self.position(key) },
+            pos: if self.is_empty() {
+                0
+            } else {
+                self.position(key)
+            },
             left: self.hashes.len(),
             seen: vec![0u64; self.members.div_ceil(64)],
         }

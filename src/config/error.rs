@@ -103,7 +103,13 @@ mod tests {
     fn locates_line_and_column() {
         let src = "a = 1\nweight = 0\n";
         let at = src.find('0').unwrap();
-        let l = Located::new("x.toml".into(), src, at..at + 1, "weight".into(), "bad".into());
+        let l = Located::new(
+            "x.toml".into(),
+            src,
+            at..at + 1,
+            "weight".into(),
+            "bad".into(),
+        );
         assert_eq!((l.line, l.column), (2, 10));
         let shown = l.to_string();
         assert!(shown.starts_with("x.toml:2:10: `weight`: bad"), "{shown}");

@@ -117,7 +117,15 @@ impl Config {
         let listeners: Vec<String> = self
             .listeners
             .iter()
-            .map(|l| format!("{} {} {} -> {} backends", l.name, l.protocol, l.listen, l.backends.len()))
+            .map(|l| {
+                format!(
+                    "{} {} {} -> {} backends",
+                    l.name,
+                    l.protocol,
+                    l.listen,
+                    l.backends.len()
+                )
+            })
             .collect();
         format!(
             "{}: ok: {} workers, {} listener(s): {}",

@@ -48,7 +48,10 @@ fn good_config_is_typed() {
     assert_eq!((l.retries, l.max_connections), (1, 5));
     assert_eq!(l.backends[0].id, "app-1");
     assert_eq!(l.backends[0].weight, 2);
-    assert_eq!(l.backends[1].id, "[::1]:9002", "id defaults to the address as written");
+    assert_eq!(
+        l.backends[1].id, "[::1]:9002",
+        "id defaults to the address as written"
+    );
     assert_eq!(l.backends[1].weight, 1);
     assert!(c.summary().contains("web tcp 127.0.0.1:8080 -> 2 backends"));
 }
@@ -74,7 +77,11 @@ fn unknown_key_is_named_with_its_place() {
     let e = err(&with("retries = 1", "retries = 1\nretrys = 2"));
     assert_eq!(e.key, "listener[0].retrys");
     assert_eq!((e.line, e.column), (13, 1));
-    assert!(e.message.contains("unknown field `retrys`"), "{}", e.message);
+    assert!(
+        e.message.contains("unknown field `retrys`"),
+        "{}",
+        e.message
+    );
 }
 
 #[test]
@@ -87,9 +94,16 @@ fn weight_zero_is_rejected() {
 
 #[test]
 fn duplicate_ids_are_rejected() {
-    let e = err(&with("address = \"[::1]:9002\"", "address = \"[::1]:9002\"\nid = \"app-1\""));
+    let e = err(&with(
+        "address = \"[::1]:9002\"",
+        "address = \"[::1]:9002\"\nid = \"app-1\"",
+    ));
     assert_eq!(e.key, "listener[0].backend[1].id");
-    assert!(e.message.contains("duplicate backend id \"app-1\""), "{}", e.message);
+    assert!(
+        e.message.contains("duplicate backend id \"app-1\""),
+        "{}",
+        e.message
+    );
 }
 
 #[test]
@@ -102,17 +116,25 @@ fn listener_without_backends_is_rejected() {
 
 #[test]
 fn two_listeners_on_one_address_are_rejected() {
-    let second = GOOD.replace("name = \"web\"", "name = \"two\"").replace("workers = 2", "");
+    let second = GOOD
+        .replace("name = \"web\"", "name = \"two\"")
+        .replace("workers = 2", "");
     let e = err(&format!("{GOOD}\n{second}"));
     assert_eq!(e.key, "listener[1].listen");
-    assert!(e.message.contains("cannot share an address"), "{}", e.message);
+    assert!(
+        e.message.contains("cannot share an address"),
+        "{}",
+        e.message
+    );
     let wild = second.replace("127.0.0.1:8080", "0.0.0.0:8080");
     assert_eq!(err(&format!("{GOOD}\n{wild}")).key, "listener[1].listen");
 }
 
 #[test]
 fn duplicate_listener_names_are_rejected() {
-    let second = GOOD.replace("127.0.0.1:8080", "127.0.0.1:8081").replace("workers = 2", "");
+    let second = GOOD
+        .replace("127.0.0.1:8080", "127.0.0.1:8081")
+        .replace("workers = 2", "");
     let e = err(&format!("{GOOD}\n{second}"));
     assert_eq!(e.key, "listener[1].name");
 }
@@ -120,17 +142,61 @@ fn duplicate_listener_names_are_rejected() {
 #[test]
 fn bad_values_say_what_is_expected() {
     let cases = [
-        (with("\"127.0.0.1:8080\"", "\"localhost:8080\""), "listener[0].listen", "not a socket address"),
-        (with("\"250ms\"", "\"soon\""), "listener[0].connect_timeout", "not a duration"),
-        (with("\"1m\"", "\"0s\""), "listener[0].idle_timeout", "greater than zero"),
-        (with("retries = 1", "retries = -1"), "listener[0].retries", "from 0 to 100"),
-        (with("vnodes = 100", "vnodes = 0"), "listener[0].vnodes", "from 1 to 65536"),
-        (with("workers = 2", "workers = 0"), "workers", "from 1 to 1024"),
-        (with("\"source-ip\"", "\"round-robin\""), "listener[0].hash", "unknown variant"),
-        (with("\"tcp\"", "\"sctp\""), "listener[0].protocol", "unknown variant"),
-        (with("\"127.0.0.1:9001\"", "\"0.0.0.0:9001\""), "listener[0].backend[0].address", "concrete IP"),
-        (with("max_connections = 5", "max_connections = \"5\""), "listener[0].max_connections", "invalid type"),
-        (with("name = \"web\"\n", ""), "listener[0].name", "missing field `name`"),
+        (
+            with("\"127.0.0.1:8080\"", "\"localhost:8080\""),
+            "listener[0].listen",
+            "not a socket address",
+        ),
+        (
+            with("\"250ms\"", "\"soon\""),
+            "listener[0].connect_timeout",
+            "not a duration",
+        ),
+        (
+            with("\"1m\"", "\"0s\""),
+            "listener[0].idle_timeout",
+            "greater than zero",
+        ),
+        (
+            with("retries = 1", "retries = -1"),
+            "listener[0].retries",
+            "from 0 to 100",
+        ),
+        (
+            with("vnodes = 100", "vnodes = 0"),
+            "listener[0].vnodes",
+            "from 1 to 65536",
+        ),
+        (
+            with("workers = 2", "workers = 0"),
+            "workers",
+            "from 1 to 1024",
+        ),
+        (
+            with("\"source-ip\"", "\"round-robin\""),
+            "listener[0].hash",
+            "unknown variant",
+        ),
+        (
+            with("\"tcp\"", "\"sctp\""),
+            "listener[0].protocol",
+            "unknown variant",
+        ),
+        (
+            with("\"127.0.0.1:9001\"", "\"0.0.0.0:9001\""),
+            "listener[0].backend[0].address",
+            "concrete IP",
+        ),
+        (
+            with("max_connections = 5", "max_connections = \"5\""),
+            "listener[0].max_connections",
+            "invalid type",
+        ),
+        (
+            with("name = \"web\"\n", ""),
+            "listener[0].name",
+            "missing field `name`",
+        ),
     ];
     for (text, key, msg) in cases {
         let e = err(&text);

@@ -22,7 +22,12 @@ pub(super) struct Source<'a> {
 }
 
 impl Source<'_> {
-    pub fn error(&self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    pub fn error(
+        &self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError::Invalid(Box::new(Located::new(
             self.path.to_path_buf(),
             self.text,
@@ -74,7 +79,10 @@ pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, Con
             return Err(src.error(
                 l.get_ref().name.span(),
                 format!("{key}.name"),
-                format!("duplicate listener name {:?} (also listener[{first}])", listener.name),
+                format!(
+                    "duplicate listener name {:?} (also listener[{first}])",
+                    listener.name
+                ),
             ));
         }
         for (j, other) in listeners.iter().enumerate() {
@@ -103,10 +111,16 @@ pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, Con
 fn conflicts(a: &ListenerConfig, b: &ListenerConfig) -> bool {
     a.protocol == b.protocol
         && a.listen.port() == b.listen.port()
-        && (a.listen.ip() == b.listen.ip() || a.listen.ip().is_unspecified() || b.listen.ip().is_unspecified())
+        && (a.listen.ip() == b.listen.ip()
+            || a.listen.ip().is_unspecified()
+            || b.listen.ip().is_unspecified())
 }
 
-fn listener(src: &Source<'_>, sl: &Spanned<FileListener>, key: &str) -> Result<ListenerConfig, ConfigError> {
+fn listener(
+    src: &Source<'_>,
+    sl: &Spanned<FileListener>,
+    key: &str,
+) -> Result<ListenerConfig, ConfigError> {
     let l = sl.get_ref();
     let name = l.name.get_ref().trim().to_string();
     if name.is_empty() {
@@ -132,8 +146,18 @@ fn listener(src: &Source<'_>, sl: &Spanned<FileListener>, key: &str) -> Result<L
         None => DEFAULT_VNODES,
         Some(v) => int_in(src, v, &format!("{key}.vnodes"), 1, 65_536)? as u32,
     };
-    let connect_timeout = opt_duration(src, &l.connect_timeout, &format!("{key}.connect_timeout"), Tuning::DEFAULT_CONNECT_TIMEOUT)?;
-    let idle_timeout = opt_duration(src, &l.idle_timeout, &format!("{key}.idle_timeout"), Tuning::DEFAULT_IDLE_TIMEOUT)?;
+    let connect_timeout = opt_duration(
+        src,
+        &l.connect_timeout,
+        &format!("{key}.connect_timeout"),
+        Tuning::DEFAULT_CONNECT_TIMEOUT,
+    )?;
+    let idle_timeout = opt_duration(
+        src,
+        &l.idle_timeout,
+        &format!("{key}.idle_timeout"),
+        Tuning::DEFAULT_IDLE_TIMEOUT,
+    )?;
     let retries = match &l.retries {
         None => Tuning::DEFAULT_RETRIES,
         Some(r) => int_in(src, r, &format!("{key}.retries"), 0, 100)? as u32,
@@ -155,7 +179,11 @@ fn listener(src: &Source<'_>, sl: &Spanned<FileListener>, key: &str) -> Result<L
         let bkey = format!("{key}.backend[{j}]");
         let backend = backend(src, b.get_ref(), &bkey)?;
         if !ids.insert(backend.id.clone()) {
-            let span = b.get_ref().id.as_ref().map_or(b.get_ref().address.span(), |i| i.span());
+            let span = b
+                .get_ref()
+                .id
+                .as_ref()
+                .map_or(b.get_ref().address.span(), |i| i.span());
             return Err(src.error(
                 span,
                 format!("{bkey}.id"),
@@ -164,13 +192,18 @@ fn listener(src: &Source<'_>, sl: &Spanned<FileListener>, key: &str) -> Result<L
         }
         backends.push(backend);
     }
-    let points: u64 = backends.iter().map(|b| b.weight as u64 * vnodes as u64).sum();
+    let points: u64 = backends
+        .iter()
+        .map(|b| b.weight as u64 * vnodes as u64)
+        .sum();
     if points > MAX_POINTS {
         let span = l.vnodes.as_ref().map_or(sl.span(), |v| v.span());
         return Err(src.error(
             span,
             format!("{key}.vnodes"),
-            format!("vnodes x total weight = {points} ring points; at most {MAX_POINTS} are allowed"),
+            format!(
+                "vnodes x total weight = {points} ring points; at most {MAX_POINTS} are allowed"
+            ),
         ));
     }
     Ok(ListenerConfig {
@@ -197,7 +230,11 @@ fn backend(src: &Source<'_>, b: &FileBackend, key: &str) -> Result<Backend, Conf
     let id = match &b.id {
         None => addr_text.clone(),
         Some(id) if id.get_ref().is_empty() => {
-            return Err(src.error(id.span(), format!("{key}.id"), "must not be empty (omit it to use the address)"));
+            return Err(src.error(
+                id.span(),
+                format!("{key}.id"),
+                "must not be empty (omit it to use the address)",
+            ));
         }
         Some(id) => id.get_ref().clone(),
     };
@@ -209,7 +246,12 @@ fn backend(src: &Source<'_>, b: &FileBackend, key: &str) -> Result<Backend, Conf
     })
 }
 
-fn socket_addr(src: &Source<'_>, s: &Spanned<String>, key: &str, wildcard_ok: bool) -> Result<SocketAddr, ConfigError> {
+fn socket_addr(
+    src: &Source<'_>,
+    s: &Spanned<String>,
+    key: &str,
+    wildcard_ok: bool,
+) -> Result<SocketAddr, ConfigError> {
     let text = s.get_ref().trim();
     let addr: SocketAddr = text.parse().map_err(|_| {
         src.error(
@@ -219,7 +261,11 @@ fn socket_addr(src: &Source<'_>, s: &Spanned<String>, key: &str, wildcard_ok: bo
         )
     })?;
     if !wildcard_ok && (addr.ip().is_unspecified() || addr.port() == 0) {
-        return Err(src.error(s.span(), key, format!("{text:?}: a backend needs a concrete IP and a non-zero port")));
+        return Err(src.error(
+            s.span(),
+            key,
+            format!("{text:?}: a backend needs a concrete IP and a non-zero port"),
+        ));
     }
     if wildcard_ok && addr.port() == 0 {
         return Err(src.error(s.span(), key, format!("{text:?}: the port must not be 0")));
@@ -227,10 +273,20 @@ fn socket_addr(src: &Source<'_>, s: &Spanned<String>, key: &str, wildcard_ok: bo
     Ok(addr)
 }
 
-fn int_in(src: &Source<'_>, v: &Spanned<i64>, key: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
+fn int_in(
+    src: &Source<'_>,
+    v: &Spanned<i64>,
+    key: &str,
+    min: i64,
+    max: i64,
+) -> Result<i64, ConfigError> {
     let n = *v.get_ref();
     if n < min || n > max {
-        return Err(src.error(v.span(), key, format!("expected an integer from {min} to {max}, got {n}")));
+        return Err(src.error(
+            v.span(),
+            key,
+            format!("expected an integer from {min} to {max}, got {n}"),
+        ));
     }
     Ok(n)
 }
@@ -238,7 +294,11 @@ fn int_in(src: &Source<'_>, v: &Spanned<i64>, key: &str, min: i64, max: i64) -> 
 fn duration(src: &Source<'_>, d: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
     let text = d.get_ref().trim();
     let dur = humantime::parse_duration(text).map_err(|e| {
-        src.error(d.span(), key, format!("{text:?} is not a duration ({e}): expected e.g. \"500ms\", \"3s\", \"10m\""))
+        src.error(
+            d.span(),
+            key,
+            format!("{text:?} is not a duration ({e}): expected e.g. \"500ms\", \"3s\", \"10m\""),
+        )
     })?;
     if dur.is_zero() {
         return Err(src.error(d.span(), key, "must be greater than zero"));
@@ -246,6 +306,11 @@ fn duration(src: &Source<'_>, d: &Spanned<String>, key: &str) -> Result<Duration
     Ok(dur)
 }
 
-fn opt_duration(src: &Source<'_>, d: &Option<Spanned<String>>, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+fn opt_duration(
+    src: &Source<'_>,
+    d: &Option<Spanned<String>>,
+    key: &str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     d.as_ref().map_or(Ok(default), |d| duration(src, d, key))
 }

@@ -21,10 +21,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         Ok((soft, _)) => tracing::debug!("open files limit: {soft}"),
         Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
     }
-    let shared: Vec<Arc<ListenerShared>> = config.listeners.iter().map(|l| Arc::new(shared_state(l))).collect();
-    let mut per_worker: Vec<Vec<WorkerListener>> = (0..config.workers).map(|_| Vec::new()).collect();
+    let shared: Vec<Arc<ListenerShared>> = config
+        .listeners
+        .iter()
+        .map(|l| Arc::new(shared_state(l)))
+        .collect();
+    let mut per_worker: Vec<Vec<WorkerListener>> =
+        (0..config.workers).map(|_| Vec::new()).collect();
     for (l, sh) in config.listeners.iter().zip(&shared) {
-        debug_assert_eq!(l.protocol, Protocol::Tcp, "validation admits only TCP listeners");
+        debug_assert_eq!(
+            l.protocol,
+            Protocol::Tcp,
+            "validation admits only TCP listeners"
+        );
         for listeners in per_worker.iter_mut() {
             let socket = dataplane::bind_tcp(l.listen)
                 .with_context(|| format!("listener {:?}: cannot listen on {}", l.name, l.listen))?;
@@ -36,7 +45,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     let mut workers = Vec::with_capacity(config.workers);
     for (index, listeners) in per_worker.into_iter().enumerate() {
-        workers.push(dataplane::spawn(WorkerParams { index, listeners }).context("cannot start a worker thread")?);
+        workers.push(
+            dataplane::spawn(WorkerParams { index, listeners })
+                .context("cannot start a worker thread")?,
+        );
     }
     tracing::info!("{}", config.summary());
     for l in &config.listeners {

@@ -40,8 +40,13 @@ pub fn wait_and_drain(
                 }
             }
         };
-        let open: usize = listeners.iter().map(|l| l.active.load(Ordering::Relaxed)).sum();
-        tracing::info!("{why}: no longer accepting; draining {open} open connection(s) for up to {timeout:?}");
+        let open: usize = listeners
+            .iter()
+            .map(|l| l.active.load(Ordering::Relaxed))
+            .sum();
+        tracing::info!(
+            "{why}: no longer accepting; draining {open} open connection(s) for up to {timeout:?}"
+        );
         let deadline = Instant::now() + timeout;
         for w in &workers {
             let _ = w.send(Command::Drain { deadline });

@@ -74,7 +74,10 @@ impl Worker {
         let params = &shared.params;
         if shared.active.fetch_add(1, Ordering::Relaxed) >= params.max_connections {
             shared.active.fetch_sub(1, Ordering::Relaxed);
-            shared.stats.rejected_max_connections.fetch_add(1, Ordering::Relaxed);
+            shared
+                .stats
+                .rejected_max_connections
+                .fetch_add(1, Ordering::Relaxed);
             if let Some(suppressed) = self.warn_limit.allow(self.now) {
                 tracing::warn!(
                     listener = %params.name,
@@ -99,7 +102,10 @@ impl Worker {
         let snapshot = shared.snapshot.load_full();
         if snapshot.pick(key).is_none() {
             shared.active.fetch_sub(1, Ordering::Relaxed);
-            shared.stats.rejected_no_backend.fetch_add(1, Ordering::Relaxed);
+            shared
+                .stats
+                .rejected_no_backend
+                .fetch_add(1, Ordering::Relaxed);
             if let Some(suppressed) = self.warn_limit.allow(self.now) {
                 tracing::warn!(listener = %params.name, client = %peer, suppressed, "no backend is up: closing new connection");
             }

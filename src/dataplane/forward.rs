@@ -192,7 +192,12 @@ impl Half {
                         break;
                     }
                     Err(e) if interrupted(&e) => {}
-                    Err(error) => return Err(Failure { end: End::Destination, error }),
+                    Err(error) => {
+                        return Err(Failure {
+                            end: End::Destination,
+                            error,
+                        })
+                    }
                 }
                 continue;
             }
@@ -212,7 +217,12 @@ impl Half {
                     match dst.shutdown(Shutdown::Write) {
                         Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
-                        Err(error) => return Err(Failure { end: End::Destination, error }),
+                        Err(error) => {
+                            return Err(Failure {
+                                end: End::Destination,
+                                error,
+                            })
+                        }
                     }
                 }
                 break;
@@ -251,7 +261,12 @@ impl Half {
             }
             Err(e) if would_block(&e) => src_ready.read = false,
             Err(e) if interrupted(&e) => {}
-            Err(error) => return Err(Failure { end: End::Source, error }),
+            Err(error) => {
+                return Err(Failure {
+                    end: End::Source,
+                    error,
+                })
+            }
         }
         Ok(())
     }
@@ -276,7 +291,12 @@ impl Half {
                 return Ok(());
             }
             Err(e) if interrupted(&e) => return Ok(()),
-            Err(error) => return Err(Failure { end: End::Source, error }),
+            Err(error) => {
+                return Err(Failure {
+                    end: End::Source,
+                    error,
+                })
+            }
         };
         progress.moved = true;
         if n == scratch.buf.len() {
@@ -297,7 +317,12 @@ impl Half {
                     }
                 }
                 Err(e) if would_block(&e) || interrupted(&e) => dst_ready.write = false,
-                Err(error) => return Err(Failure { end: End::Destination, error }),
+                Err(error) => {
+                    return Err(Failure {
+                        end: End::Destination,
+                        error,
+                    })
+                }
             }
         }
         self.bytes += written as u64;
@@ -316,7 +341,12 @@ impl Half {
         let taken = match pipe.write(rest) {
             Ok(n) => n,
             Err(e) if would_block(&e) => 0,
-            Err(error) => return Err(Failure { end: End::Local, error }),
+            Err(error) => {
+                return Err(Failure {
+                    end: End::Local,
+                    error,
+                })
+            }
         };
         self.pending += taken;
         self.spill.extend_from_slice(&rest[taken..]);
@@ -331,7 +361,10 @@ impl Half {
 
 fn ensure_pipe(slot: &mut Option<Pipe>, pool: &mut PipePool) -> Result<(), Failure> {
     if slot.is_none() {
-        *slot = Some(pool.take().map_err(|error| Failure { end: End::Local, error })?);
+        *slot = Some(pool.take().map_err(|error| Failure {
+            end: End::Local,
+            error,
+        })?);
     }
     Ok(())
 }

@@ -154,7 +154,9 @@ pub fn spawn(params: WorkerParams) -> io::Result<WorkerHandle> {
     let (tx, rx) = mpsc::channel();
     let (worker, waker) = worker::Worker::new(params, rx)?;
     let name = format!("ringway-w{}", worker.index());
-    let thread = std::thread::Builder::new().name(name).spawn(move || worker.run())?;
+    let thread = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || worker.run())?;
     Ok(WorkerHandle {
         waker,
         commands: tx,

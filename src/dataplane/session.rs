@@ -72,7 +72,10 @@ impl Worker {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             tracing::warn!("cannot register client socket: {e}");
-            self.listeners[li].shared.active.fetch_sub(1, Ordering::Relaxed);
+            self.listeners[li]
+                .shared
+                .active
+                .fetch_sub(1, Ordering::Relaxed);
             return;
         }
         self.next_id += 1;
@@ -99,10 +102,14 @@ impl Worker {
     /// Connects to the candidate for the current attempt, skipping candidates whose
     /// connect fails at once; closes the session when no attempt is left.
     pub(super) fn start_connect(&mut self, skey: usize) {
-        let Some(s) = self.sessions.get_mut(skey) else { return };
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
         let shared = &self.listeners[s.listener].shared;
         let params = &shared.params;
-        let Some(c) = s.connecting.as_mut() else { return };
+        let Some(c) = s.connecting.as_mut() else {
+            return;
+        };
         loop {
             let candidate = if c.attempt <= params.retries {
                 c.snapshot.candidates(c.key).nth(c.attempt as usize)
@@ -156,8 +163,12 @@ impl Worker {
     /// The backend socket of a connecting session reported readiness (or the connect
     /// timer fired, `timed_out`): find out whether the connect succeeded.
     pub(super) fn check_connect(&mut self, skey: usize, timed_out: bool) {
-        let Some(s) = self.sessions.get_mut(skey) else { return };
-        let Some(stream) = s.backend.as_ref() else { return };
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        let Some(stream) = s.backend.as_ref() else {
+            return;
+        };
         let outcome: io::Result<bool> = if timed_out {
             Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
         } else {
@@ -178,7 +189,11 @@ impl Worker {
                 s.connecting = None;
                 s.backend_ready.write = true;
                 s.last_active = self.now;
-                self.listeners[s.listener].shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                self.listeners[s.listener]
+                    .shared
+                    .stats
+                    .accepted
+                    .fetch_add(1, Ordering::Relaxed);
                 self.drive(skey);
             }
             Err(e) => {
@@ -186,7 +201,9 @@ impl Worker {
                 shared.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
                 if let Some(c) = s.connecting.as_mut() {
                     let bi = c.snapshot.candidates(c.key).nth(c.attempt as usize);
-                    let id = bi.map(|i| c.snapshot.backends()[i].id.as_str()).unwrap_or("?");
+                    let id = bi
+                        .map(|i| c.snapshot.backends()[i].id.as_str())
+                        .unwrap_or("?");
                     tracing::debug!(listener = %shared.params.name, backend = %id, attempt = c.attempt, "connect failed: {e}");
                     c.attempt += 1;
                 }
@@ -200,7 +217,9 @@ impl Worker {
     /// Moves bytes both ways as far as readiness allows; closes the session when both
     /// directions are done or one side failed.
     pub(super) fn drive(&mut self, skey: usize) {
-        let Some(s) = self.sessions.get_mut(skey) else { return };
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
         if s.connecting.is_some() {
             return;
         }
@@ -214,13 +233,28 @@ impl Worker {
             last_active,
             ..
         } = s;
-        let Some(backend) = backend.as_ref() else { return };
+        let Some(backend) = backend.as_ref() else {
+            return;
+        };
         let scratch = &mut self.scratch;
-        let a = up.pump(client, client_ready, backend, backend_ready, scratch, PUMP_BUDGET);
-        let b = a
-            .as_ref()
-            .ok()
-            .map(|_| down.pump(backend, backend_ready, client, client_ready, scratch, PUMP_BUDGET));
+        let a = up.pump(
+            client,
+            client_ready,
+            backend,
+            backend_ready,
+            scratch,
+            PUMP_BUDGET,
+        );
+        let b = a.as_ref().ok().map(|_| {
+            down.pump(
+                backend,
+                backend_ready,
+                client,
+                client_ready,
+                scratch,
+                PUMP_BUDGET,
+            )
+        });
         let close = match (&a, &b) {
             (Err(f), _) => Some(failure_close(f.end, Side::Client)),
             (_, Some(Err(f))) => Some(failure_close(f.end, Side::Backend)),
@@ -230,7 +264,10 @@ impl Worker {
             self.close(skey, how);
             return;
         }
-        let (a, b) = (a.unwrap_or_default(), b.and_then(Result::ok).unwrap_or_default());
+        let (a, b) = (
+            a.unwrap_or_default(),
+            b.and_then(Result::ok).unwrap_or_default(),
+        );
         if a.moved || b.moved {
             *last_active = self.now;
         }
@@ -268,7 +305,13 @@ impl Worker {
 
 /// A failure at `end` of the direction whose source is `src_side`: reset the other side.
 fn failure_close(end: End, src_side: Side) -> Close {
-    let other = |s: Side| if s == Side::Client { Side::Backend } else { Side::Client };
+    let other = |s: Side| {
+        if s == Side::Client {
+            Side::Backend
+        } else {
+            Side::Client
+        }
+    };
     match end {
         // The source failed (e.g. reset): reset the destination, the other side.
         End::Source => Close::Reset(other(src_side)),

@@ -52,7 +52,11 @@ pub fn decode(token: Token) -> Target {
         t if t < SESSION_BASE => Target::Listener(t - 1),
         t => {
             let x = t - SESSION_BASE;
-            let side = if x % 2 == 0 { Side::Client } else { Side::Backend };
+            let side = if x % 2 == 0 {
+                Side::Client
+            } else {
+                Side::Backend
+            };
             Target::Session(x / 2, side)
         }
     }

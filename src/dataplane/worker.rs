@@ -91,7 +91,10 @@ pub(super) struct Worker {
 }
 
 impl Worker {
-    pub fn new(params: WorkerParams, commands: mpsc::Receiver<Command>) -> io::Result<(Worker, Arc<Waker>)> {
+    pub fn new(
+        params: WorkerParams,
+        commands: mpsc::Receiver<Command>,
+    ) -> io::Result<(Worker, Arc<Waker>)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let mut listeners = Vec::with_capacity(params.listeners.len());
@@ -193,12 +196,19 @@ impl Worker {
         match token::decode(event.token()) {
             Target::Waker => self.commands(),
             Target::Listener(li) => {
-                if self.listeners.get(li).is_some_and(|l| l.paused_until.is_none()) && self.accept(li) {
+                if self
+                    .listeners
+                    .get(li)
+                    .is_some_and(|l| l.paused_until.is_none())
+                    && self.accept(li)
+                {
                     self.requeue.push(Target::Listener(li));
                 }
             }
             Target::Session(key, side) => {
-                let Some(s) = self.sessions.get_mut(key) else { return };
+                let Some(s) = self.sessions.get_mut(key) else {
+                    return;
+                };
                 let ready = match side {
                     Side::Client => &mut s.client_ready,
                     Side::Backend => &mut s.backend_ready,
@@ -251,14 +261,20 @@ impl Worker {
             }
             self.timers.pop();
             let current = self.sessions.get(t.session).is_some_and(|s| {
-                s.id == t.id && s.connecting.as_ref().is_some_and(|c| c.attempt == t.attempt)
+                s.id == t.id
+                    && s.connecting
+                        .as_ref()
+                        .is_some_and(|c| c.attempt == t.attempt)
             });
             if current {
                 self.check_connect(t.session, true);
             }
         }
         for li in 0..self.listeners.len() {
-            if self.listeners[li].paused_until.is_some_and(|p| p <= self.now) {
+            if self.listeners[li]
+                .paused_until
+                .is_some_and(|p| p <= self.now)
+            {
                 self.listeners[li].paused_until = None;
                 // Edge-triggered: connections queued meanwhile raised no new event.
                 for _ in 0..ACCEPT_BATCH {
@@ -307,5 +323,4 @@ impl Worker {
             }
         }
     }
-
 }

@@ -26,7 +26,11 @@ impl Pipe {
         use std::os::fd::AsRawFd;
         // SAFETY: `write` is an open pipe descriptor; F_SETPIPE_SZ takes an int argument.
         // Failure (EPERM over the per-user limit) leaves the default size, which is fine.
-        let _ = syscall!(fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int));
+        let _ = syscall!(fcntl(
+            write.as_raw_fd(),
+            libc::F_SETPIPE_SZ,
+            size as libc::c_int
+        ));
         // SAFETY: `write` is an open pipe descriptor; F_GETPIPE_SZ takes no argument.
         let capacity = syscall!(fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ))? as usize;
         Ok(Pipe {
@@ -76,7 +80,10 @@ mod tests {
         assert_eq!(p.read(&mut buf).unwrap(), 5);
         assert_eq!(&buf[..5], b"hello");
         // Empty and non-blocking: WouldBlock, not a hang.
-        assert_eq!(p.read(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(
+            p.read(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub fn raise_nofile() -> io::Result<(u64, u64)> {
         syscall!(setrlimit(libc::RLIMIT_NOFILE, &want))?;
         lim = want;
     }
-    Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
+    Ok((lim.rlim_cur, lim.rlim_max))
 }
 
 #[cfg(test)]

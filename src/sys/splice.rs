@@ -64,7 +64,10 @@ mod tests {
         c.set_nonblocking(true).unwrap();
         let p = Pipe::new(65536).unwrap();
         // Nothing sent yet: WouldBlock.
-        assert_eq!(splice_in(b.as_fd(), &p, 1024).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(
+            splice_in(b.as_fd(), &p, 1024).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
         a.write_all(b"zero copy").unwrap();
         let mut n = 0;
         while n == 0 {
@@ -95,6 +98,9 @@ mod tests {
         let n = splice_in(b.as_fd(), &p, data.len()).unwrap();
         assert!(n > 0 && n < data.len(), "moved {n}");
         // The pipe is full now: the next splice would block.
-        assert_eq!(splice_in(b.as_fd(), &p, data.len()).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(
+            splice_in(b.as_fd(), &p, data.len()).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
     }
 }

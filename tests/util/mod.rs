@@ -19,12 +19,18 @@ pub fn bin() -> &'static str {
 
 /// A port that was free a moment ago on `ip`.
 pub fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+    TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A free `127.0.0.1:PORT`.
 pub fn free_addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port("127.0.0.1")).parse().unwrap()
+    format!("127.0.0.1:{}", free_port("127.0.0.1"))
+        .parse()
+        .unwrap()
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
@@ -72,7 +78,11 @@ impl Ringway {
             let up = eventually(Duration::from_secs(10), || TcpStream::connect(addr).is_ok());
             assert!(up, "ringway did not listen on {addr}; log:\n{}", rw.log());
         }
-        assert!(rw.child.as_mut().unwrap().try_wait().unwrap().is_none(), "ringway exited: {}", rw.log());
+        assert!(
+            rw.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+            "ringway exited: {}",
+            rw.log()
+        );
         rw
     }
 
@@ -86,7 +96,10 @@ impl Ringway {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args(["-s", sig, &self.pid().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.pid().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -104,7 +117,12 @@ impl Ringway {
     }
 
     /// Runs `ringway route` on this process's config.
-    pub fn route(&self, listener: &str, down: &[&str], clients: &[SocketAddr]) -> Vec<(String, String)> {
+    pub fn route(
+        &self,
+        listener: &str,
+        down: &[&str],
+        clients: &[SocketAddr],
+    ) -> Vec<(String, String)> {
         route(&self.config, listener, down, clients)
     }
 }
@@ -119,19 +137,35 @@ impl Drop for Ringway {
 }
 
 /// Runs `ringway route -c CONFIG --listener L [--down ID]...` with `clients` on stdin.
-pub fn route(config: &Path, listener: &str, down: &[&str], clients: &[SocketAddr]) -> Vec<(String, String)> {
+pub fn route(
+    config: &Path,
+    listener: &str,
+    down: &[&str],
+    clients: &[SocketAddr],
+) -> Vec<(String, String)> {
     let mut cmd = Command::new(bin());
-    cmd.args(["route", "-c"]).arg(config).args(["--listener", listener]);
+    cmd.args(["route", "-c"])
+        .arg(config)
+        .args(["--listener", listener]);
     for d in down {
         cmd.args(["--down", d]);
     }
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let input: String = clients.iter().map(|c| format!("{c}\n")).collect();
     let mut stdin = child.stdin.take().unwrap();
     let writer = thread::spawn(move || stdin.write_all(input.as_bytes()));
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap().unwrap();
-    assert!(out.status.success(), "route failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "route failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -176,7 +210,11 @@ impl Backend {
                 }
             }
         });
-        Backend { addr, accepted, stop }
+        Backend {
+            addr,
+            accepted,
+            stop,
+        }
     }
 
     /// Says `name\n`, then echoes everything; passes the client's EOF back on.
@@ -238,7 +276,10 @@ pub fn read_line(s: &TcpStream) -> String {
 pub fn config(listen: SocketAddr, backends: &[(SocketAddr, &str)], extra: &str) -> String {
     let mut s = format!("workers = 2\nshutdown_timeout = \"5s\"\n\n[[listener]]\nname = \"t\"\nlisten = \"{}\"\nconnect_timeout = \"1s\"\n{extra}\n", fmt_addr(listen));
     for (addr, id) in backends {
-        s.push_str(&format!("\n[[listener.backend]]\naddress = \"{}\"\nid = \"{id}\"\n", fmt_addr(*addr)));
+        s.push_str(&format!(
+            "\n[[listener.backend]]\naddress = \"{}\"\nid = \"{id}\"\n",
+            fmt_addr(*addr)
+        ));
     }
     s
 }

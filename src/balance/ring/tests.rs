@@ -55,7 +55,11 @@ fn a_key_goes_to_the_first_point_at_or_after_it_and_wraps() {
     }
     let last = *r.hashes.last().unwrap();
     if last < u64::MAX {
-        assert_eq!(r.lookup(last + 1), Some(r.owners[0] as usize), "wraps to first");
+        assert_eq!(
+            r.lookup(last + 1),
+            Some(r.owners[0] as usize),
+            "wraps to first"
+        );
     }
 }
 
@@ -129,14 +133,20 @@ fn shares_sum_to_one_and_follow_weight() {
 fn default_vnodes_balance_ten_equal_backends_within_ten_percent() {
     // Three id schemes operators actually use: addresses, names, and IPv6 addresses.
     let schemes: Vec<Vec<String>> = vec![
-        (1..=10).map(|i| format!("127.0.0.1:{}", 9000 + i)).collect(),
+        (1..=10)
+            .map(|i| format!("127.0.0.1:{}", 9000 + i))
+            .collect(),
         (1..=10).map(|i| format!("app-{i}")).collect(),
         (1..=10).map(|i| format!("[2001:db8::{i}]:443")).collect(),
     ];
     for ids in schemes {
         let r = Ring::build(&members(&ids, &[1; 10]), DEFAULT_VNODES);
         let max = r.shares().into_iter().fold(0.0, f64::max);
-        assert!(max * 10.0 <= 1.10, "{ids:?}: max share {max} is {:.3}x the mean", max * 10.0);
+        assert!(
+            max * 10.0 <= 1.10,
+            "{ids:?}: max share {max} is {:.3}x the mean",
+            max * 10.0
+        );
     }
 }
 
