@@ -18,7 +18,8 @@ pub(super) const ACCEPT_BATCH: usize = 64;
 
 /// Binds a non-blocking TCP listening socket with `SO_REUSEPORT` (one per worker, so the
 /// kernel spreads new connections across workers) and `SO_REUSEADDR`. An IPv6 socket is
-/// IPv6-only, so `[::]` and `0.0.0.0` can be separate listeners.
+/// IPv6-only, so `[::]` and `0.0.0.0` can be separate listeners. `TCP_NODELAY` is set
+/// on the listener, so accepted connections have it too.
 pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
@@ -27,6 +28,9 @@ pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux: one setsockopt
+    // per listener instead of one per connection.
+    socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket.into())
@@ -89,7 +93,6 @@ impl Worker {
             }
             return;
         }
-        let _ = stream.set_nodelay(true);
         let local = if params.listen.ip().is_unspecified() {
             match stream.local_addr() {
                 Ok(a) => a,
@@ -112,5 +115,26 @@ impl Worker {
             return;
         }
         self.open_session(li, stream, peer, key, snapshot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_sockets_inherit_nodelay_and_ports_are_shared() {
+        let a = bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = a.local_addr().unwrap();
+        // SO_REUSEPORT: a second socket binds the same address (one per worker).
+        let b = bind_tcp(addr).unwrap();
+        let _c = std::net::TcpStream::connect(addr).unwrap();
+        let accepted = loop {
+            if let Ok((s, _)) = a.accept().or_else(|_| b.accept()) {
+                break s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        assert!(accepted.nodelay().unwrap());
     }
 }

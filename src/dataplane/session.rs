@@ -160,9 +160,10 @@ impl Worker {
         }
     }
 
-    /// The backend socket of a connecting session reported readiness (or the connect
-    /// timer fired, `timed_out`): find out whether the connect succeeded.
-    pub(super) fn check_connect(&mut self, skey: usize, timed_out: bool) {
+    /// The backend socket of a connecting session reported readiness (`writable`: the
+    /// event said so, without error), or the connect timer fired (`timed_out`): find out
+    /// whether the connect succeeded.
+    pub(super) fn check_connect(&mut self, skey: usize, writable: bool, timed_out: bool) {
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
@@ -174,6 +175,9 @@ impl Worker {
         } else {
             match stream.take_error() {
                 Ok(Some(e)) | Err(e) => Err(e),
+                // Writable with no pending error: connected (connect(2)'s documented
+                // completion check), no getpeername needed.
+                Ok(None) if writable => Ok(true),
                 Ok(None) => match stream.peer_addr() {
                     Ok(_) => Ok(true),
                     Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),

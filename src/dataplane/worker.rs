@@ -225,7 +225,7 @@ impl Worker {
                 }
                 if s.connecting.is_some() {
                     if side == Side::Backend {
-                        self.check_connect(key, false);
+                        self.check_connect(key, event.is_writable() && !err, false);
                     }
                 } else {
                     self.drive(key);
@@ -267,7 +267,7 @@ impl Worker {
                         .is_some_and(|c| c.attempt == t.attempt)
             });
             if current {
-                self.check_connect(t.session, true);
+                self.check_connect(t.session, false, true);
             }
         }
         for li in 0..self.listeners.len() {
