@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: ringway vs a direct connection (the limit), HAProxy (mode tcp,
+# Side-by-side benchmark: ringway (default, and with forced splice: RINGWAY-splice) vs a direct connection (the limit), HAProxy (mode tcp,
 # 2 threads: forced splice, splice-auto, no splice) and NGINX stream, in one run, using
 # the shared peerbench harness (../shared/peerbench; override with PEERBENCH=DIR).
 #
@@ -19,7 +19,7 @@ for tool in haproxy nginx iperf3 wrk; do
 done
 (cd "$root" && cargo build --release --locked --quiet)
 export RINGWAY_BIN=$root/target/release/ringway
-only=${ONLY:-RINGWAY,HAPROXY,HAPROXY-spliceauto,HAPROXY-nosplice,NGINX}
+only=${ONLY:-RINGWAY,RINGWAY-splice,HAPROXY,HAPROXY-spliceauto,HAPROXY-nosplice,NGINX}
 tests=${TESTS:-bulk1,bulk8,cps,rps,mem}
 cd "$pb"
-exec ./run-all.sh --proxies-file proxies-extra.sh --only "$only" --tests "$tests" "$@"
+exec ./run-all.sh --proxies-file proxies-extra.sh --proxies-file "$root/scripts/bench-proxies.sh" --only "$only" --tests "$tests" "$@"

@@ -24,11 +24,33 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
 
 #[test]
 fn sixty_four_mib_each_way_arrive_intact() {
+    integrity("auto", 64 * 1024 * 1024);
+}
+
+#[test]
+fn forced_splice_is_intact_too() {
+    integrity("splice", 16 * 1024 * 1024);
+}
+
+#[test]
+fn forced_copy_is_intact_too() {
+    integrity("copy", 16 * 1024 * 1024);
+}
+
+/// Echoes `len` pseudo-random bytes through ringway in `forward` mode; checks count and
+/// checksum of what comes back.
+fn integrity(forward: &str, len: usize) {
     let b = Backend::echo("127.0.0.1:0");
     let listen = free_addr();
-    let _rw = Ringway::start(&config(listen, &[(b.addr, "echo")], ""), &[listen]);
-    const LEN: usize = 64 * 1024 * 1024;
-    let payload = data(LEN, 7);
+    let _rw = Ringway::start(
+        &config(
+            listen,
+            &[(b.addr, "echo")],
+            &format!("forward = \"{forward}\""),
+        ),
+        &[listen],
+    );
+    let payload = data(len, 7);
     let want = xxh3(&payload);
     let s = TcpStream::connect(listen).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
@@ -40,11 +62,11 @@ fn sixty_four_mib_each_way_arrive_intact() {
         }
         w.shutdown(Shutdown::Write).unwrap();
     });
-    let mut got = Vec::with_capacity(LEN);
+    let mut got = Vec::with_capacity(len);
     (&s).read_to_end(&mut got).unwrap();
     writer.join().unwrap();
-    assert_eq!(got.len(), LEN, "byte count");
-    assert_eq!(xxh3(&got), want, "checksum of the echoed 64 MiB");
+    assert_eq!(got.len(), len, "{forward}: byte count");
+    assert_eq!(xxh3(&got), want, "{forward}: checksum of the echoed bytes");
 }
 
 #[test]

@@ -31,6 +31,7 @@ pub struct FileListener {
     pub idle_timeout: Option<Spanned<String>>,
     pub retries: Option<Spanned<i64>>,
     pub max_connections: Option<Spanned<i64>>,
+    pub forward: Option<Spanned<FileForward>>,
     #[serde(default, rename = "backend")]
     pub backends: Vec<Spanned<FileBackend>>,
 }
@@ -49,6 +50,15 @@ pub enum FileProtocol {
 pub enum FileHash {
     FiveTuple,
     SourceIp,
+}
+
+/// `forward = "auto" | "splice" | "copy"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileForward {
+    Auto,
+    Splice,
+    Copy,
 }
 
 /// One `[[listener.backend]]`.

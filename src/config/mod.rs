@@ -21,6 +21,7 @@ use std::time::Duration;
 pub use error::{ConfigError, Located};
 
 use crate::balance::{Backend, HashMode};
+pub use crate::dataplane::forward::Mode as ForwardMode;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -74,6 +75,8 @@ pub struct ListenerConfig {
     pub retries: u32,
     /// Connections open at once through this listener (all workers together).
     pub max_connections: usize,
+    /// How bytes move: copy small messages and splice bulk (`auto`), or one way only.
+    pub forward: ForwardMode,
     /// Backends, in file order.
     pub backends: Vec<Backend>,
 }

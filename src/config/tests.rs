@@ -13,6 +13,7 @@ connect_timeout = "250ms"
 idle_timeout = "1m"
 retries = 1
 max_connections = 5
+forward = "splice"
 
 [[listener.backend]]
 address = "127.0.0.1:9001"
@@ -46,6 +47,7 @@ fn good_config_is_typed() {
     assert_eq!(l.connect_timeout, Duration::from_millis(250));
     assert_eq!(l.idle_timeout, Duration::from_secs(60));
     assert_eq!((l.retries, l.max_connections), (1, 5));
+    assert_eq!(l.forward, ForwardMode::Splice);
     assert_eq!(l.backends[0].id, "app-1");
     assert_eq!(l.backends[0].weight, 2);
     assert_eq!(
@@ -88,7 +90,7 @@ fn unknown_key_is_named_with_its_place() {
 fn weight_zero_is_rejected() {
     let e = err(&with("weight = 2", "weight = 0"));
     assert_eq!(e.key, "listener[0].backend[0].weight");
-    assert_eq!((e.line, e.column), (17, 10));
+    assert_eq!((e.line, e.column), (18, 10));
     assert!(e.message.contains("from 1 to 1000"), "{}", e.message);
 }
 

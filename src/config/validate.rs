@@ -10,8 +10,8 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{ConfigError, Located};
-use super::file::{FileBackend, FileConfig, FileHash, FileListener, FileProtocol};
-use super::{keypath, Config, ListenerConfig, Protocol, Tuning};
+use super::file::{FileBackend, FileConfig, FileForward, FileHash, FileListener, FileProtocol};
+use super::{keypath, Config, ForwardMode, ListenerConfig, Protocol, Tuning};
 use crate::balance::ring::{DEFAULT_VNODES, MAX_POINTS};
 use crate::balance::{Backend, HashMode};
 
@@ -166,6 +166,11 @@ fn listener(
         None => Tuning::DEFAULT_MAX_CONNECTIONS,
         Some(m) => int_in(src, m, &format!("{key}.max_connections"), 1, 10_000_000)? as usize,
     };
+    let forward = match l.forward.as_ref().map(|f| *f.get_ref()) {
+        None | Some(FileForward::Auto) => ForwardMode::Auto,
+        Some(FileForward::Splice) => ForwardMode::Splice,
+        Some(FileForward::Copy) => ForwardMode::Copy,
+    };
     if l.backends.is_empty() {
         return Err(src.error(
             sl.span(),
@@ -216,6 +221,7 @@ fn listener(
         idle_timeout,
         retries,
         max_connections,
+        forward,
         backends,
     })
 }

@@ -66,6 +66,7 @@ fn shared_state(l: &ListenerConfig) -> ListenerShared {
         idle_timeout: l.idle_timeout,
         retries: l.retries,
         max_connections: l.max_connections,
+        forward: l.forward,
     };
     ListenerShared::new(params, Snapshot::new(l.backends.clone(), l.vnodes))
 }

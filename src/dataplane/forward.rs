@@ -43,6 +43,18 @@ pub struct Ready {
     pub hup: bool,
 }
 
+/// How a listener moves bytes (`forward` in the config).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Copy small messages, splice bulk data (the default).
+    #[default]
+    Auto,
+    /// Always splice (what HAProxy's `option splice-request/response` does).
+    Splice,
+    /// Never splice: read/write through the scratch buffer.
+    Copy,
+}
+
 /// Which end of a direction failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -80,6 +92,7 @@ pub struct Half {
     pending: usize,
     /// Bytes that did not even fit the pipe (only if the kernel gave a tiny pipe).
     spill: Vec<u8>,
+    mode: Mode,
     splice: bool,
     eof: bool,
     shut: bool,
@@ -122,6 +135,15 @@ fn interrupted(e: &io::Error) -> bool {
 }
 
 impl Half {
+    /// A new direction moving bytes the `mode` way.
+    pub fn new(mode: Mode) -> Half {
+        Half {
+            mode,
+            splice: mode == Mode::Splice,
+            ..Half::default()
+        }
+    }
+
     /// True once the source's EOF has been passed on to the destination.
     pub fn done(&self) -> bool {
         self.shut
@@ -144,7 +166,7 @@ impl Half {
             if let Some(p) = self.pipe.take() {
                 pool.give(p);
             }
-            self.splice = false;
+            self.splice = self.mode == Mode::Splice;
         }
         self.active = false;
     }
@@ -299,13 +321,15 @@ impl Half {
             }
         };
         progress.moved = true;
-        if n == scratch.buf.len() {
-            // More is waiting: this is bulk data, move the rest with splice.
-            self.splice = true;
-        } else if !src_ready.hup {
+        if n < scratch.buf.len() {
             // A short read from a stream socket drained it; epoll will report new data.
             // Not so when the peer's FIN is already queued: no new edge would report it.
-            src_ready.read = false;
+            if !src_ready.hup {
+                src_ready.read = false;
+            }
+        } else if self.mode == Mode::Auto {
+            // More is waiting: this is bulk data, move the rest with splice.
+            self.splice = true;
         }
         let mut written = 0;
         if dst_ready.write {

@@ -51,6 +51,8 @@ pub struct ListenerParams {
     pub retries: u32,
     /// Connections open at once, all workers together.
     pub max_connections: usize,
+    /// Copy, splice, or both.
+    pub forward: forward::Mode,
 }
 
 /// Counters of one listener, summed over workers (relaxed atomics, off the byte path).

@@ -64,6 +64,7 @@ impl Worker {
         key: u64,
         snapshot: Arc<Snapshot>,
     ) {
+        let mode = self.listeners[li].shared.params.forward;
         let entry = self.sessions.vacant_entry();
         let skey = entry.key();
         if let Err(e) = self.poll.registry().register(
@@ -92,8 +93,8 @@ impl Worker {
                 client_addr: peer,
                 attempt: 0,
             }),
-            up: Half::default(),
-            down: Half::default(),
+            up: Half::new(mode),
+            down: Half::new(mode),
             last_active: self.now,
         });
         self.start_connect(skey);
