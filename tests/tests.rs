@@ -11,3 +11,5 @@ mod tcp;
 mod balance;
 // Connection lifecycle: idle timeout, max_connections, graceful shutdown.
 mod lifecycle;
+// UDP: flows, batching, affinity, expiry.
+mod udp;

@@ -32,6 +32,9 @@ pub struct FileListener {
     pub retries: Option<Spanned<i64>>,
     pub max_connections: Option<Spanned<i64>>,
     pub forward: Option<Spanned<FileForward>>,
+    pub udp_idle_timeout: Option<Spanned<String>>,
+    pub udp_responses: Option<Spanned<i64>>,
+    pub udp_max_flows: Option<Spanned<i64>>,
     #[serde(default, rename = "backend")]
     pub backends: Vec<Spanned<FileBackend>>,
 }

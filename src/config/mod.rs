@@ -77,6 +77,13 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// How bytes move: copy small messages and splice bulk (`auto`), or one way only.
     pub forward: ForwardMode,
+    /// UDP: a flow with no datagram either way for this long is closed.
+    pub udp_idle_timeout: Duration,
+    /// UDP: replies expected per client datagram; the flow closes once every datagram
+    /// sent got this many (0: no limit, flows end by idle timeout).
+    pub udp_responses: u32,
+    /// UDP: flows open at once (all workers together); new flows beyond are dropped.
+    pub udp_max_flows: usize,
     /// Backends, in file order.
     pub backends: Vec<Backend>,
 }
@@ -96,6 +103,10 @@ impl Tuning {
     pub const DEFAULT_RETRIES: u32 = 2;
     /// `max_connections` default.
     pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+    /// `udp_idle_timeout` default.
+    pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `udp_max_flows` default.
+    pub const DEFAULT_UDP_MAX_FLOWS: usize = 10_000;
 }
 
 /// Reads and validates the config file at `path`.

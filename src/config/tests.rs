@@ -221,3 +221,72 @@ fn missing_file_is_a_read_error() {
     assert!(matches!(e, ConfigError::Read { .. }));
     assert!(e.to_string().contains("/nonexistent/ringway.toml"));
 }
+
+const UDP: &str = "[[listener]]\nname = \"dns\"\nprotocol = \"udp\"\nlisten = \"127.0.0.1:5353\"\nudp_idle_timeout = \"5s\"\nudp_responses = 1\nudp_max_flows = 100\n\n[[listener.backend]]\naddress = \"127.0.0.1:53\"\n";
+
+#[test]
+fn udp_listener_is_typed() {
+    let c = parse(Path::new("t.toml"), UDP).unwrap();
+    let l = &c.listeners[0];
+    assert_eq!(l.protocol, Protocol::Udp);
+    assert_eq!(l.udp_idle_timeout, Duration::from_secs(5));
+    assert_eq!((l.udp_responses, l.udp_max_flows), (1, 100));
+}
+
+#[test]
+fn udp_defaults_apply() {
+    let c = parse(
+        Path::new("t.toml"),
+        &UDP.replace(
+            "udp_idle_timeout = \"5s\"\nudp_responses = 1\nudp_max_flows = 100\n",
+            "",
+        ),
+    )
+    .unwrap();
+    let l = &c.listeners[0];
+    assert_eq!(l.udp_idle_timeout, Tuning::DEFAULT_UDP_IDLE_TIMEOUT);
+    assert_eq!(
+        (l.udp_responses, l.udp_max_flows),
+        (0, Tuning::DEFAULT_UDP_MAX_FLOWS)
+    );
+}
+
+#[test]
+fn keys_of_the_other_protocol_are_rejected() {
+    let e = err(&UDP.replace("udp_responses = 1", "retries = 1"));
+    assert_eq!(e.key, "listener[0].retries");
+    assert!(
+        e.message.contains("applies to tcp listeners only"),
+        "{}",
+        e.message
+    );
+    let e = err(&with("retries = 1", "udp_responses = 1"));
+    assert_eq!(e.key, "listener[0].udp_responses");
+    assert!(
+        e.message.contains("applies to udp listeners only"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn udp_on_a_wildcard_address_is_rejected_for_now() {
+    let e = err(&UDP.replace("127.0.0.1:5353", "0.0.0.0:5353"));
+    assert_eq!(e.key, "listener[0].listen");
+    assert!(e.message.contains("wildcard"), "{}", e.message);
+}
+
+#[test]
+fn tcp_and_udp_may_share_an_address() {
+    let both = format!(
+        "{UDP}\n{}",
+        UDP.replace("\"dns\"", "\"dns-tcp\"")
+            .replace("protocol = \"udp\"", "protocol = \"tcp\"")
+            .replace(
+                "udp_idle_timeout = \"5s\"\nudp_responses = 1\nudp_max_flows = 100\n",
+                ""
+            )
+    );
+    let c = parse(Path::new("t.toml"), &both).unwrap();
+    assert_eq!(c.listeners.len(), 2);
+}

@@ -128,16 +128,18 @@ fn listener(
     }
     let protocol = match l.protocol.as_ref().map(|p| *p.get_ref()) {
         None | Some(FileProtocol::Tcp) => Protocol::Tcp,
-        Some(FileProtocol::Udp) => {
-            let p = l.protocol.as_ref().map_or(sl.span(), |p| p.span());
-            return Err(src.error(
-                p,
-                format!("{key}.protocol"),
-                "UDP listeners are not implemented in this release yet; expected \"tcp\"",
-            ));
-        }
+        Some(FileProtocol::Udp) => Protocol::Udp,
     };
+    only_for(src, protocol, Protocol::Tcp, key, &tcp_only_keys(l))?;
+    only_for(src, protocol, Protocol::Udp, key, &udp_only_keys(l))?;
     let listen = socket_addr(src, &l.listen, &format!("{key}.listen"), true)?;
+    if protocol == Protocol::Udp && listen.ip().is_unspecified() {
+        return Err(src.error(
+            l.listen.span(),
+            format!("{key}.listen"),
+            "UDP listeners on a wildcard address are not supported yet: replies must leave from the address the client reached; give a specific IP",
+        ));
+    }
     let hash = match l.hash.as_ref().map(|h| *h.get_ref()) {
         None | Some(FileHash::FiveTuple) => HashMode::FiveTuple,
         Some(FileHash::SourceIp) => HashMode::SourceIp,
@@ -170,6 +172,20 @@ fn listener(
         None | Some(FileForward::Auto) => ForwardMode::Auto,
         Some(FileForward::Splice) => ForwardMode::Splice,
         Some(FileForward::Copy) => ForwardMode::Copy,
+    };
+    let udp_idle_timeout = opt_duration(
+        src,
+        &l.udp_idle_timeout,
+        &format!("{key}.udp_idle_timeout"),
+        Tuning::DEFAULT_UDP_IDLE_TIMEOUT,
+    )?;
+    let udp_responses = match &l.udp_responses {
+        None => 0,
+        Some(r) => int_in(src, r, &format!("{key}.udp_responses"), 0, 1_000_000)? as u32,
+    };
+    let udp_max_flows = match &l.udp_max_flows {
+        None => Tuning::DEFAULT_UDP_MAX_FLOWS,
+        Some(m) => int_in(src, m, &format!("{key}.udp_max_flows"), 1, 10_000_000)? as usize,
     };
     if l.backends.is_empty() {
         return Err(src.error(
@@ -222,8 +238,69 @@ fn listener(
         retries,
         max_connections,
         forward,
+        udp_idle_timeout,
+        udp_responses,
+        udp_max_flows,
         backends,
     })
+}
+
+/// Keys that only make sense for TCP listeners, with their spans.
+fn tcp_only_keys(l: &FileListener) -> Vec<(&'static str, Option<Range<usize>>)> {
+    vec![
+        (
+            "connect_timeout",
+            l.connect_timeout.as_ref().map(Spanned::span),
+        ),
+        ("idle_timeout", l.idle_timeout.as_ref().map(Spanned::span)),
+        ("retries", l.retries.as_ref().map(Spanned::span)),
+        (
+            "max_connections",
+            l.max_connections.as_ref().map(Spanned::span),
+        ),
+        ("forward", l.forward.as_ref().map(Spanned::span)),
+    ]
+}
+
+/// Keys that only make sense for UDP listeners, with their spans.
+fn udp_only_keys(l: &FileListener) -> Vec<(&'static str, Option<Range<usize>>)> {
+    vec![
+        (
+            "udp_idle_timeout",
+            l.udp_idle_timeout.as_ref().map(Spanned::span),
+        ),
+        ("udp_responses", l.udp_responses.as_ref().map(Spanned::span)),
+        ("udp_max_flows", l.udp_max_flows.as_ref().map(Spanned::span)),
+    ]
+}
+
+/// Rejects keys meant for `wanted` on a listener of another protocol.
+fn only_for(
+    src: &Source<'_>,
+    protocol: Protocol,
+    wanted: Protocol,
+    key: &str,
+    keys: &[(&'static str, Option<Range<usize>>)],
+) -> Result<(), ConfigError> {
+    if protocol == wanted {
+        return Ok(());
+    }
+    for (name, span) in keys {
+        if let Some(span) = span {
+            let hint = match protocol {
+                Protocol::Udp => "UDP listeners take udp_idle_timeout, udp_responses and udp_max_flows",
+                Protocol::Tcp => "TCP listeners take connect_timeout, idle_timeout, retries, max_connections and forward",
+            };
+            return Err(src.error(
+                span.clone(),
+                format!("{key}.{name}"),
+                format!(
+                    "`{name}` applies to {wanted} listeners only, this one is {protocol}: {hint}"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn backend(src: &Source<'_>, b: &FileBackend, key: &str) -> Result<Backend, ConfigError> {

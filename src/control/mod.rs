@@ -13,7 +13,9 @@ use anyhow::Context as _;
 
 use crate::balance::Snapshot;
 use crate::config::{Config, ListenerConfig, Protocol};
-use crate::dataplane::{self, ListenerParams, ListenerShared, WorkerListener, WorkerParams};
+use crate::dataplane::{
+    self, BoundSocket, ListenerParams, ListenerShared, WorkerListener, WorkerParams,
+};
 
 /// Runs the balancer described by `config` until SIGTERM/SIGINT and a graceful drain.
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -29,14 +31,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let mut per_worker: Vec<Vec<WorkerListener>> =
         (0..config.workers).map(|_| Vec::new()).collect();
     for (l, sh) in config.listeners.iter().zip(&shared) {
-        debug_assert_eq!(
-            l.protocol,
-            Protocol::Tcp,
-            "validation admits only TCP listeners"
-        );
         for listeners in per_worker.iter_mut() {
-            let socket = dataplane::bind_tcp(l.listen)
-                .with_context(|| format!("listener {:?}: cannot listen on {}", l.name, l.listen))?;
+            let socket = match l.protocol {
+                Protocol::Tcp => dataplane::bind_tcp(l.listen).map(BoundSocket::Tcp),
+                Protocol::Udp => dataplane::bind_udp(l.listen).map(BoundSocket::Udp),
+            }
+            .with_context(|| {
+                format!(
+                    "listener {:?}: cannot listen on {} {}",
+                    l.name, l.protocol, l.listen
+                )
+            })?;
             listeners.push(WorkerListener {
                 socket,
                 shared: Arc::clone(sh),
@@ -63,9 +68,16 @@ fn shared_state(l: &ListenerConfig) -> ListenerShared {
         listen: l.listen,
         hash: l.hash,
         connect_timeout: l.connect_timeout,
-        idle_timeout: l.idle_timeout,
+        idle_timeout: match l.protocol {
+            Protocol::Tcp => l.idle_timeout,
+            Protocol::Udp => l.udp_idle_timeout,
+        },
         retries: l.retries,
-        max_connections: l.max_connections,
+        max_connections: match l.protocol {
+            Protocol::Tcp => l.max_connections,
+            Protocol::Udp => l.udp_max_flows,
+        },
+        udp_responses: l.udp_responses,
         forward: l.forward,
     };
     ListenerShared::new(params, Snapshot::new(l.backends.clone(), l.vnodes))

@@ -18,6 +18,7 @@ pub mod forward;
 pub mod pipes;
 mod session;
 pub mod token;
+mod udp;
 mod worker;
 
 use std::io;
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 pub use accept::bind_tcp;
+pub use udp::bind_udp;
 
 use crate::balance::{HashMode, Snapshot};
 
@@ -45,12 +47,14 @@ pub struct ListenerParams {
     pub hash: HashMode,
     /// Limit on one connect attempt.
     pub connect_timeout: Duration,
-    /// Close connections idle this long.
+    /// Close connections (TCP) or flows (UDP) idle this long.
     pub idle_timeout: Duration,
     /// Other backends tried after a failed connect.
     pub retries: u32,
-    /// Connections open at once, all workers together.
+    /// Connections (TCP) or flows (UDP) open at once, all workers together.
     pub max_connections: usize,
+    /// UDP: replies expected per forwarded datagram before a flow closes (0: no limit).
+    pub udp_responses: u32,
     /// Copy, splice, or both.
     pub forward: forward::Mode,
 }
@@ -68,6 +72,20 @@ pub struct ListenerStats {
     pub connect_errors: AtomicU64,
     /// Clients that got an error because every attempt failed.
     pub failed: AtomicU64,
+    /// UDP flows created.
+    pub udp_flows: AtomicU64,
+    /// UDP datagrams received from clients.
+    pub udp_in: AtomicU64,
+    /// UDP datagrams sent back to clients.
+    pub udp_out: AtomicU64,
+    /// New UDP flows dropped because `udp_max_flows` was reached.
+    pub udp_dropped_max_flows: AtomicU64,
+    /// New UDP flows dropped because no backend was up.
+    pub udp_dropped_no_backend: AtomicU64,
+    /// UDP datagrams the kernel would not send (either direction).
+    pub udp_dropped_send: AtomicU64,
+    /// ICMP errors (port unreachable) reported by backends' UDP sockets.
+    pub backend_icmp_errors: AtomicU64,
 }
 
 /// State of one listener shared by the control plane and all workers.
@@ -95,11 +113,20 @@ impl ListenerShared {
     }
 }
 
+/// A worker's own bound socket for one listener.
+#[derive(Debug)]
+pub enum BoundSocket {
+    /// From [`bind_tcp`].
+    Tcp(std::net::TcpListener),
+    /// From [`bind_udp`].
+    Udp(std::net::UdpSocket),
+}
+
 /// One listener as handed to one worker: its own bound socket plus the shared state.
 #[derive(Debug)]
 pub struct WorkerListener {
-    /// A non-blocking socket bound with `SO_REUSEPORT` (see [`bind_tcp`]).
-    pub socket: std::net::TcpListener,
+    /// A non-blocking socket bound with `SO_REUSEPORT`.
+    pub socket: BoundSocket,
     /// Shared state.
     pub shared: Arc<ListenerShared>,
 }

@@ -1,7 +1,8 @@
 //! The token namespace of a worker's poll: what an event belongs to.
 //!
-//! `0` is the waker, `1..=MAX_LISTENERS` are listening sockets, and from
-//! [`SESSION_BASE`] on each session has two tokens, one per socket.
+//! `0` is the waker, `1..=MAX_LISTENERS` are listening sockets, from `SESSION_BASE`
+//! on each TCP session has two tokens, one per socket, and from `FLOW_BASE` on each UDP
+//! flow has one (its upstream socket).
 
 use mio::Token;
 
@@ -13,6 +14,9 @@ pub const MAX_LISTENERS: usize = 65_535;
 
 /// First session token.
 const SESSION_BASE: usize = MAX_LISTENERS + 1;
+
+/// First flow token; sessions stay below it (2^39 sessions is far beyond any fd limit).
+const FLOW_BASE: usize = 1 << 40;
 
 /// Which socket of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +36,8 @@ pub enum Target {
     Listener(usize),
     /// Session with this slab key, this socket.
     Session(usize, Side),
+    /// UDP flow with this slab key.
+    Flow(usize),
 }
 
 /// Token of listener `index`.
@@ -45,11 +51,17 @@ pub fn session(key: usize, side: Side) -> Token {
     Token(SESSION_BASE + key * 2 + (side == Side::Backend) as usize)
 }
 
+/// Token of UDP flow `key`.
+pub fn flow(key: usize) -> Token {
+    Token(FLOW_BASE + key)
+}
+
 /// Decodes a token.
 pub fn decode(token: Token) -> Target {
     match token.0 {
         0 => Target::Waker,
         t if t < SESSION_BASE => Target::Listener(t - 1),
+        t if t >= FLOW_BASE => Target::Flow(t - FLOW_BASE),
         t => {
             let x = t - SESSION_BASE;
             let side = if x % 2 == 0 {
@@ -73,6 +85,7 @@ mod tests {
             assert_eq!(decode(listener(i)), Target::Listener(i));
         }
         for k in [0, 1, 12345] {
+            assert_eq!(decode(flow(k)), Target::Flow(k));
             for s in [Side::Client, Side::Backend] {
                 assert_eq!(decode(session(k, s)), Target::Session(k, s));
             }

@@ -2,7 +2,9 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::collections::HashMap;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +17,9 @@ use super::accept::ACCEPT_BATCH;
 use super::forward::Scratch;
 use super::session::{Close, Session};
 use super::token::{self, Side, Target};
-use super::{Command, ListenerShared, WorkerParams};
+use super::udp::{Flow, UdpListener, BATCH, SLOT};
+use super::{BoundSocket, Command, ListenerShared, WorkerParams};
+use crate::sys::mmsg::Batch;
 
 /// Events taken from epoll per wait.
 const EVENTS: usize = 1024;
@@ -38,11 +42,12 @@ pub(super) struct Timer {
     pub attempt: u32,
 }
 
-/// One listener inside a worker.
+/// One listener inside a worker: a TCP listening socket or a UDP socket (with its reply
+/// batch); both `None` once draining.
 #[derive(Debug)]
 pub(super) struct Slot {
-    /// `None` once draining.
     pub socket: Option<mio::net::TcpListener>,
+    pub udp: Option<UdpListener>,
     pub shared: Arc<ListenerShared>,
     pub paused_until: Option<Instant>,
 }
@@ -78,6 +83,10 @@ pub(super) struct Worker {
     commands: mpsc::Receiver<Command>,
     pub listeners: Vec<Slot>,
     pub sessions: Slab<Session>,
+    pub flows: Slab<Flow>,
+    pub flow_index: HashMap<(usize, SocketAddr), usize>,
+    /// Receive batch for UDP listeners (only allocated when the worker has one).
+    pub recv_batch: Option<Batch>,
     pub scratch: Scratch,
     pub timers: BinaryHeap<Reverse<Timer>>,
     /// Work left over by a budget or batch limit, done before the next wait.
@@ -99,13 +108,34 @@ impl Worker {
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let mut listeners = Vec::with_capacity(params.listeners.len());
         let mut sweep_every = MAX_SWEEP;
+        let mut any_udp = false;
         for (i, l) in params.listeners.into_iter().enumerate() {
-            let mut socket = mio::net::TcpListener::from_std(l.socket);
-            poll.registry()
-                .register(&mut socket, token::listener(i), Interest::READABLE)?;
+            let (mut tcp, mut udp) = (None, None);
+            match l.socket {
+                BoundSocket::Tcp(s) => {
+                    let mut socket = mio::net::TcpListener::from_std(s);
+                    poll.registry().register(
+                        &mut socket,
+                        token::listener(i),
+                        Interest::READABLE,
+                    )?;
+                    tcp = Some(socket);
+                }
+                BoundSocket::Udp(s) => {
+                    let mut socket = mio::net::UdpSocket::from_std(s);
+                    poll.registry().register(
+                        &mut socket,
+                        token::listener(i),
+                        Interest::READABLE,
+                    )?;
+                    udp = Some(UdpListener::new(socket, l.shared.snapshot.load_full()));
+                    any_udp = true;
+                }
+            }
             sweep_every = sweep_every.min(l.shared.params.idle_timeout / 8);
             listeners.push(Slot {
-                socket: Some(socket),
+                socket: tcp,
+                udp,
                 shared: l.shared,
                 paused_until: None,
             });
@@ -118,6 +148,9 @@ impl Worker {
             commands,
             listeners,
             sessions: Slab::with_capacity(1024),
+            flows: Slab::new(),
+            flow_index: HashMap::new(),
+            recv_batch: any_udp.then(|| Batch::new(BATCH, SLOT)),
             scratch: Scratch::new(),
             timers: BinaryHeap::new(),
             requeue: Vec::new(),
@@ -154,6 +187,7 @@ impl Worker {
             for target in std::mem::take(&mut self.requeue) {
                 self.redo(target);
             }
+            self.flush_replies();
             self.fire_timers();
             if self.now >= self.next_sweep {
                 self.sweep();
@@ -196,13 +230,17 @@ impl Worker {
         match token::decode(event.token()) {
             Target::Waker => self.commands(),
             Target::Listener(li) => {
-                if self
+                let ready = self
                     .listeners
                     .get(li)
-                    .is_some_and(|l| l.paused_until.is_none())
-                    && self.accept(li)
-                {
+                    .is_some_and(|l| l.paused_until.is_none());
+                if ready && self.listener_ready(li) {
                     self.requeue.push(Target::Listener(li));
+                }
+            }
+            Target::Flow(key) => {
+                if self.flow_readable(key) {
+                    self.requeue.push(Target::Flow(key));
                 }
             }
             Target::Session(key, side) => {
@@ -237,12 +275,27 @@ impl Worker {
     fn redo(&mut self, target: Target) {
         match target {
             Target::Listener(li) => {
-                if self.accept(li) {
+                if self.listener_ready(li) {
+                    self.requeue.push(target);
+                }
+            }
+            Target::Flow(key) => {
+                if self.flow_readable(key) {
                     self.requeue.push(target);
                 }
             }
             Target::Session(key, _) => self.drive(key),
             Target::Waker => {}
+        }
+    }
+
+    /// A listening socket is readable: accept (TCP) or read datagrams (UDP). True when
+    /// it stopped at its budget with more waiting.
+    fn listener_ready(&mut self, li: usize) -> bool {
+        if self.listeners[li].udp.is_some() {
+            self.udp_readable(li)
+        } else {
+            self.accept(li)
         }
     }
 
@@ -306,6 +359,7 @@ impl Worker {
         for key in expired {
             self.close(key, Close::Normal);
         }
+        self.expire_flows();
     }
 
     fn commands(&mut self) {
@@ -316,7 +370,12 @@ impl Worker {
                         if let Some(mut socket) = slot.socket.take() {
                             let _ = self.poll.registry().deregister(&mut socket);
                         }
+                        if let Some(mut udp) = slot.udp.take() {
+                            let _ = self.poll.registry().deregister(&mut udp.socket);
+                        }
                     }
+                    // Without its listener socket a flow cannot reply: flows end now.
+                    self.close_all_flows();
                     self.drain_deadline = Some(deadline);
                     tracing::debug!(worker = self.index, open = self.sessions.len(), "draining");
                 }

@@ -20,6 +20,7 @@ macro_rules! syscall {
     }};
 }
 
+pub mod mmsg;
 pub mod pipe;
 pub mod rlimit;
 pub mod splice;

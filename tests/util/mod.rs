@@ -287,3 +287,145 @@ pub fn config(listen: SocketAddr, backends: &[(SocketAddr, &str)], extra: &str) 
 fn fmt_addr(a: SocketAddr) -> String {
     a.to_string()
 }
+
+/// A UDP backend on loopback: answers each datagram with `name|` followed by the
+/// datagram (so the reply shows who answered and that the bytes survived). Records the
+/// source address of every datagram it got.
+pub struct UdpBackend {
+    pub addr: SocketAddr,
+    pub sources: Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl UdpBackend {
+    pub fn spawn(bind: &str, name: &str) -> UdpBackend {
+        Self::spawn_with(bind, name, 1)
+    }
+
+    /// Like `spawn`, answering every datagram `replies` times (0: never).
+    pub fn spawn_with(bind: &str, name: &str, replies: usize) -> UdpBackend {
+        let sock = std::net::UdpSocket::bind(bind).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let sources = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (src, st) = (Arc::clone(&sources), Arc::clone(&stop));
+        let prefix = format!("{name}|").into_bytes();
+        thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            let mut out = Vec::with_capacity(65536 + prefix.len());
+            while !st.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                src.lock().unwrap().push(from);
+                out.clear();
+                if n + prefix.len() <= 65507 {
+                    out.extend_from_slice(&prefix);
+                }
+                out.extend_from_slice(&buf[..n]);
+                for _ in 0..replies {
+                    let _ = sock.send_to(&out, from);
+                }
+            }
+        });
+        UdpBackend {
+            addr,
+            sources,
+            stop,
+        }
+    }
+
+    /// Stops answering and closes the socket (within 50 ms).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> usize {
+        self.sources.lock().unwrap().len()
+    }
+
+    pub fn last_source(&self) -> Option<SocketAddr> {
+        self.sources.lock().unwrap().last().copied()
+    }
+}
+
+impl Drop for UdpBackend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A UDP config with one listener on `listen` and `backends` (address, id).
+pub fn udp_config(listen: SocketAddr, backends: &[(SocketAddr, &str)], extra: &str) -> String {
+    let mut s = format!("workers = 2\nshutdown_timeout = \"2s\"\n\n[[listener]]\nname = \"u\"\nprotocol = \"udp\"\nlisten = \"{listen}\"\n{extra}\n");
+    for (addr, id) in backends {
+        s.push_str(&format!(
+            "\n[[listener.backend]]\naddress = \"{addr}\"\nid = \"{id}\"\n"
+        ));
+    }
+    s
+}
+
+/// A free UDP `127.0.0.1:PORT`.
+pub fn free_udp_addr() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Starts ringway on a UDP config; waits until a probe datagram gets an answer.
+pub fn start_udp(toml: &str, listen: SocketAddr) -> Ringway {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ringway.toml");
+    std::fs::write(&config, toml).unwrap();
+    let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+    let child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let rw = Ringway {
+        child: Some(child),
+        dir,
+        config,
+    };
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let up = eventually(Duration::from_secs(10), || {
+        let _ = probe.send_to(b"probe", listen);
+        let mut b = [0u8; 64];
+        probe.recv_from(&mut b).is_ok()
+    });
+    assert!(
+        up,
+        "ringway did not answer on udp {listen}; log:\n{}",
+        rw.log()
+    );
+    rw
+}
+
+/// Sends `data` from `sock` to `to` and waits for one reply, retrying (UDP may drop).
+pub fn udp_ask(sock: &std::net::UdpSocket, to: SocketAddr, data: &[u8]) -> Option<Vec<u8>> {
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..4 {
+        sock.send_to(data, to).unwrap();
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            assert_eq!(
+                from, to,
+                "the reply must come from the address the client sent to"
+            );
+            return Some(buf[..n].to_vec());
+        }
+    }
+    None
+}

@@ -1,0 +1,305 @@
+//! Batched UDP I/O: `recvmmsg(2)` and `sendmmsg(2)` over buffers allocated once.
+//!
+//! A [`Batch`] holds `capacity` slots of `slot` bytes, each with a peer address. Receiving
+//! fills slots from the front; sending sends the filled slots. Nothing is allocated per
+//! datagram: the header arrays are rebuilt in place before each call (their pointers
+//! point into the batch itself, so they are only valid during the call).
+
+use std::io;
+use std::mem;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr;
+
+/// Preallocated datagram slots with addresses.
+pub struct Batch {
+    slot: usize,
+    data: Box<[u8]>,
+    lens: Vec<usize>,
+    addrs: Vec<libc::sockaddr_storage>,
+    addr_lens: Vec<libc::socklen_t>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    count: usize,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("capacity", &self.lens.len())
+            .field("slot", &self.slot)
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+// SAFETY: the raw pointers inside `iovs` and `hdrs` point only into this batch's own
+// buffers and are rewritten before every system call; a `Batch` moved to another thread
+// takes its buffers with it.
+unsafe impl Send for Batch {}
+
+fn zeroed_storage() -> libc::sockaddr_storage {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid (AF_UNSPEC) value.
+    unsafe { mem::zeroed() }
+}
+
+fn zeroed_hdr() -> libc::mmsghdr {
+    // SAFETY: mmsghdr is plain old data (integers and null pointers when zeroed).
+    unsafe { mem::zeroed() }
+}
+
+impl Batch {
+    /// `capacity` datagrams of up to `slot` bytes each.
+    pub fn new(capacity: usize, slot: usize) -> Batch {
+        Batch {
+            slot,
+            data: vec![0u8; capacity * slot].into_boxed_slice(),
+            lens: vec![0; capacity],
+            addrs: vec![zeroed_storage(); capacity],
+            addr_lens: vec![0; capacity],
+            iovs: vec![
+                libc::iovec {
+                    iov_base: ptr::null_mut(),
+                    iov_len: 0
+                };
+                capacity
+            ],
+            hdrs: vec![zeroed_hdr(); capacity],
+            count: 0,
+        }
+    }
+
+    /// Slots in the batch.
+    pub fn capacity(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// Filled slots.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when no slot is filled.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// True when every slot is filled.
+    pub fn is_full(&self) -> bool {
+        self.count == self.lens.len()
+    }
+
+    /// Empties the batch.
+    pub fn clear(&mut self) {
+        self.count = 0;
+    }
+
+    /// Datagram `i` and its peer address (`None` for an address family other than IPv4
+    /// or IPv6, which a UDP socket of ours never reports).
+    pub fn get(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
+        let start = i * self.slot;
+        let bytes = &self.data[start..start + self.lens[i]];
+        (bytes, from_storage(&self.addrs[i]))
+    }
+
+    /// The next free slot, to receive a datagram into; [`Batch::commit`] then records it.
+    /// `None` when the batch is full.
+    pub fn next_slot(&mut self) -> Option<&mut [u8]> {
+        if self.is_full() {
+            return None;
+        }
+        let start = self.count * self.slot;
+        Some(&mut self.data[start..start + self.slot])
+    }
+
+    /// Records the datagram just written into [`Batch::next_slot`]: `len` bytes for `to`.
+    pub fn commit(&mut self, len: usize, to: SocketAddr) {
+        let i = self.count;
+        debug_assert!(i < self.lens.len() && len <= self.slot);
+        self.lens[i] = len;
+        self.addr_lens[i] = to_storage(to, &mut self.addrs[i]);
+        self.count += 1;
+    }
+
+    fn prepare(&mut self, n: usize, receiving: bool) {
+        let base = self.data.as_mut_ptr();
+        for i in 0..n {
+            self.iovs[i] = libc::iovec {
+                // i < capacity, so the offset stays inside `data`.
+                iov_base: base.wrapping_add(i * self.slot).cast(),
+                iov_len: if receiving { self.slot } else { self.lens[i] },
+            };
+            let h = &mut self.hdrs[i];
+            h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen = if receiving {
+                mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t
+            } else {
+                self.addr_lens[i]
+            };
+            h.msg_hdr.msg_iov = &mut self.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+    }
+
+    /// Receives up to `capacity` datagrams without blocking, replacing the batch's
+    /// contents. Datagrams longer than the slot are truncated (size slots for the largest
+    /// datagram: 65,535 bytes).
+    pub fn recv_from(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+        let cap = self.lens.len();
+        self.prepare(cap, true);
+        // SAFETY: `hdrs[..cap]` are initialised headers whose name, iov and buffer
+        // pointers point into this batch's own live allocations, sized as declared; the
+        // kernel writes only within them and keeps no pointer after returning.
+        let n = syscall!(recvmmsg(
+            fd.as_raw_fd(),
+            self.hdrs.as_mut_ptr(),
+            cap as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            ptr::null_mut()
+        ))? as usize;
+        for i in 0..n {
+            self.lens[i] = self.hdrs[i].msg_len as usize;
+        }
+        self.count = n;
+        Ok(n)
+    }
+
+    /// Sends the filled slots `from..len()` without blocking; returns how many the
+    /// kernel took (it stops at the first it cannot take).
+    pub fn send_to(&mut self, fd: BorrowedFd<'_>, from: usize) -> io::Result<usize> {
+        let n = self.count;
+        if from >= n {
+            return Ok(0);
+        }
+        self.prepare(n, false);
+        // SAFETY: `hdrs[from..n]` are initialised headers pointing into this batch's own
+        // live buffers with the lengths recorded by `commit`; the kernel only reads them.
+        let sent = syscall!(sendmmsg(
+            fd.as_raw_fd(),
+            self.hdrs.as_mut_ptr().wrapping_add(from),
+            (n - from) as libc::c_uint,
+            libc::MSG_DONTWAIT
+        ))?;
+        Ok(sent as usize)
+    }
+}
+
+fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match s.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in; storage is larger
+            // and suitably aligned for it.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+fn to_storage(addr: SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    *out = zeroed_storage();
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: storage is larger than and aligned for sockaddr_in; we write a
+            // complete value into it.
+            let sin =
+                unsafe { &mut *(out as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            };
+            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 =
+                unsafe { &mut *(out as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
+            sin6.sin6_scope_id = a.scope_id();
+            mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn address_round_trip() {
+        for a in ["192.0.2.7:53", "[2001:db8::1]:4433"] {
+            let a: SocketAddr = a.parse().unwrap();
+            let mut s = zeroed_storage();
+            to_storage(a, &mut s);
+            assert_eq!(from_storage(&s), Some(a));
+        }
+    }
+
+    #[test]
+    fn send_and_receive_a_batch_including_empty_and_large_datagrams() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        let sizes = [0usize, 1, 512, 1472, 9000, 65507];
+        let mut out = Batch::new(8, 65535);
+        for (i, &n) in sizes.iter().enumerate() {
+            let slot = out.next_slot().unwrap();
+            slot[..n].fill(i as u8 + 1);
+            out.commit(n, to);
+        }
+        assert_eq!(out.send_to(tx.as_fd(), 0).unwrap(), sizes.len());
+        let mut inb = Batch::new(8, 65535);
+        let mut got = Vec::new();
+        while got.len() < sizes.len() {
+            match inb.recv_from(rx.as_fd()) {
+                Ok(n) => {
+                    for i in 0..n {
+                        let (d, from) = inb.get(i);
+                        assert_eq!(from, Some(tx.local_addr().unwrap()));
+                        got.push(d.to_vec());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        for (i, (&n, d)) in sizes.iter().zip(&got).enumerate() {
+            assert_eq!(d.len(), n);
+            assert!(d.iter().all(|&b| b == i as u8 + 1));
+        }
+        // Nothing left: WouldBlock, not a hang.
+        assert_eq!(
+            inb.recv_from(rx.as_fd()).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+    }
+}
