@@ -450,14 +450,14 @@ fn flush(udp: &mut UdpListener, shared: &super::ListenerShared) {
     udp.replies.clear();
 }
 
-/// A non-blocking UDP socket connected to `backend`.
+/// A non-blocking UDP socket connected to `backend`: `socket` + `connect` (which also
+/// picks the local port), two syscalls per new flow.
 fn upstream(backend: SocketAddr) -> io::Result<UdpSocket> {
-    let any: SocketAddr = if backend.is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let s = UdpSocket::bind(any)?;
-    s.connect(backend)?;
-    Ok(s)
+    let s = Socket::new(
+        Domain::for_address(backend),
+        Type::DGRAM.nonblocking().cloexec(),
+        Some(Protocol::UDP),
+    )?;
+    s.connect(&backend.into())?;
+    Ok(UdpSocket::from_std(s.into()))
 }

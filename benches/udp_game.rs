@@ -1,0 +1,175 @@
+//! Game-style UDP load through ringway: 10,000 flows sending small datagrams.
+//!
+//!     cargo bench --bench udp_game            # FLOWS=10000 ROUNDS=5 by default
+//!
+//! Starts a UDP echo backend (a thread here) and ringway (the release binary), then:
+//! 1. opens FLOWS client sockets and sends one 64-byte datagram from each (creating
+//!    FLOWS flows), and reports ringway's RSS per flow (RSS after minus RSS before);
+//! 2. sends ROUNDS waves of one datagram per flow, 500 flows in flight at a time, and
+//!    reports packets/s (client->backend->client round trips, so 2 datagrams each way);
+//! 3. pings 2,000 flows one at a time, through ringway and directly, and reports the
+//!    p50/p99 round-trip time of both and the added latency.
+//!
+//! Loopback only; every loop is bounded in count and by timeouts.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(v: &mut [Duration], p: f64) -> Duration {
+    v.sort_unstable();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` probes benches; nothing to list.
+    }
+    let flows = env("FLOWS", 10_000);
+    let rounds = env("ROUNDS", 5);
+    let _ = ringway::sys::rlimit::raise_nofile();
+
+    // The backend: echo every datagram.
+    let backend = UdpSocket::bind("127.0.0.1:0").unwrap();
+    backend
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = Arc::clone(&stop);
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while !st.load(Ordering::Relaxed) {
+            if let Ok((n, from)) = backend.recv_from(&mut buf) {
+                let _ = backend.send_to(&buf[..n], from);
+            }
+        }
+    });
+
+    let listen: SocketAddr = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("ringway-udp-game-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("ringway.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "workers = 2\n[[listener]]\nname = \"game\"\nprotocol = \"udp\"\nlisten = \"{listen}\"\nudp_idle_timeout = \"120s\"\nudp_max_flows = {}\n[[listener.backend]]\naddress = \"{backend_addr}\"\n",
+            flows + 100
+        ),
+    )
+    .unwrap();
+    let bin =
+        std::env::var("RINGWAY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ringway").to_string());
+    let mut child = Command::new(bin)
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_before = rss_kib(pid);
+
+    let socks: Vec<UdpSocket> = (0..flows)
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            s
+        })
+        .collect();
+    let payload = [7u8; 64];
+    let mut buf = [0u8; 2048];
+    // 1. Create the flows (in waves, so loopback buffers do not overflow).
+    let mut lost = 0usize;
+    for wave in socks.chunks(500) {
+        for s in wave {
+            s.send_to(&payload, listen).unwrap();
+        }
+        for s in wave {
+            if s.recv_from(&mut buf).is_err() {
+                lost += 1;
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_flows = rss_kib(pid);
+    let per_flow = (rss_flows.saturating_sub(rss_before)) as f64 * 1024.0 / flows as f64;
+    println!("udp_game: {flows} flows created ({lost} lost); ringway RSS {rss_before} KiB -> {rss_flows} KiB: {per_flow:.0} B per flow (user space; each flow also holds one kernel socket)");
+
+    // 2. Throughput: ROUNDS waves over every flow.
+    let start = Instant::now();
+    let mut done = 0usize;
+    for _ in 0..rounds {
+        for wave in socks.chunks(500) {
+            for s in wave {
+                s.send_to(&payload, listen).unwrap();
+            }
+            for s in wave {
+                if s.recv_from(&mut buf).is_ok() {
+                    done += 1;
+                } else {
+                    lost += 1;
+                }
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "udp_game: {done} round trips in {secs:.2} s = {:.0} round trips/s = {:.0} datagrams/s through ringway ({lost} lost in total)",
+        done as f64 / secs,
+        2.0 * done as f64 / secs
+    );
+
+    // 3. Latency, one flow at a time: through ringway, then directly.
+    let sample = 2000.min(flows);
+    let mut via = Vec::with_capacity(sample);
+    let mut direct = Vec::with_capacity(sample);
+    for (i, s) in socks.iter().take(sample).enumerate() {
+        for (to, out) in [(listen, &mut via), (backend_addr, &mut direct)] {
+            let t = Instant::now();
+            s.send_to(&payload, to).unwrap();
+            if s.recv_from(&mut buf).is_ok() {
+                out.push(t.elapsed());
+            }
+            let _ = i;
+        }
+    }
+    let (v50, v99) = (percentile(&mut via, 0.5), percentile(&mut via, 0.99));
+    let (d50, d99) = (percentile(&mut direct, 0.5), percentile(&mut direct, 0.99));
+    println!(
+        "udp_game: round trip via ringway p50 {:.1} us p99 {:.1} us; direct p50 {:.1} us p99 {:.1} us; added p50 {:.1} us p99 {:.1} us",
+        v50.as_secs_f64() * 1e6,
+        v99.as_secs_f64() * 1e6,
+        d50.as_secs_f64() * 1e6,
+        d99.as_secs_f64() * 1e6,
+        (v50.as_secs_f64() - d50.as_secs_f64()) * 1e6,
+        (v99.as_secs_f64() - d99.as_secs_f64()) * 1e6,
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    stop.store(true, Ordering::Relaxed);
+    let _ = echo.join();
+    let _ = std::fs::remove_dir_all(&dir);
+}
