@@ -5,7 +5,7 @@
 //! Starts a UDP echo backend (a thread here) and ringway (the release binary), then:
 //! 1. opens FLOWS client sockets and sends one 64-byte datagram from each (creating
 //!    FLOWS flows), and reports ringway's RSS per flow (RSS after minus RSS before);
-//! 2. sends ROUNDS waves of one datagram per flow, 500 flows in flight at a time, and
+//! 2. sends ROUNDS waves of one datagram per flow, 200 flows in flight at a time, and
 //!    reports packets/s (client->backend->client round trips, so 2 datagrams each way);
 //! 3. pings 2,000 flows one at a time, through ringway and directly, and reports the
 //!    p50/p99 round-trip time of both and the added latency.
@@ -17,6 +17,9 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Datagrams in flight at once (one per flow of a wave).
+const WAVE: usize = 200;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -49,6 +52,8 @@ fn main() {
 
     // The backend: echo every datagram.
     let backend = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let _ =
+        ringway::sys::sockopt::set_recv_buffer_force(std::os::fd::AsFd::as_fd(&backend), 8 << 20);
     backend
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
@@ -103,7 +108,7 @@ fn main() {
     let mut buf = [0u8; 2048];
     // 1. Create the flows (in waves, so loopback buffers do not overflow).
     let mut lost = 0usize;
-    for wave in socks.chunks(500) {
+    for wave in socks.chunks(WAVE) {
         for s in wave {
             s.send_to(&payload, listen).unwrap();
         }
@@ -122,7 +127,7 @@ fn main() {
     let start = Instant::now();
     let mut done = 0usize;
     for _ in 0..rounds {
-        for wave in socks.chunks(500) {
+        for wave in socks.chunks(WAVE) {
             for s in wave {
                 s.send_to(&payload, listen).unwrap();
             }

@@ -44,7 +44,8 @@ const BATCHES_PER_WAKEUP: usize = 8;
 /// Replies read from one flow per wake-up before other work gets a turn.
 const REPLIES_PER_WAKEUP: usize = 64;
 
-/// Receive buffer asked for listener sockets (the kernel caps it at `rmem_max`).
+/// Receive buffer asked for listener sockets (`SO_RCVBUFFORCE`, else `SO_RCVBUF`, which
+/// the kernel caps at `net.core.rmem_max`).
 const RECV_BUFFER: usize = 4 << 20;
 
 /// Binds a non-blocking UDP socket with `SO_REUSEPORT`, one per worker: the kernel
@@ -57,7 +58,11 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
-    let _ = socket.set_recv_buffer_size(RECV_BUFFER);
+    // Bursts of small datagrams overflow the default buffer (about 200 KiB, a few hundred
+    // datagrams) before a worker gets to run: ask for more, past rmem_max when allowed.
+    if crate::sys::sockopt::set_recv_buffer_force(socket.as_fd(), RECV_BUFFER).is_err() {
+        let _ = socket.set_recv_buffer_size(RECV_BUFFER);
+    }
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }

@@ -23,6 +23,7 @@ macro_rules! syscall {
 pub mod mmsg;
 pub mod pipe;
 pub mod rlimit;
+pub mod sockopt;
 pub mod splice;
 
 pub use pipe::Pipe;

@@ -1,0 +1,36 @@
+//! Socket options that socket2 does not cover.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// Sets `SO_RCVBUFFORCE`: a receive buffer of `bytes` even above `net.core.rmem_max`
+/// (needs CAP_NET_ADMIN; callers fall back to `SO_RCVBUF` on `EPERM`).
+pub fn set_recv_buffer_force(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    let val = bytes.min(i32::MAX as usize) as libc::c_int;
+    // SAFETY: `fd` is a live socket borrowed for the call; the option value is a c_int
+    // that lives on the stack for the duration of the call and whose size we pass.
+    syscall!(setsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        (&val as *const libc::c_int).cast(),
+        std::mem::size_of::<libc::c_int>() as libc::socklen_t
+    ))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn forced_buffer_is_at_least_what_was_asked_or_eperm() {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        match set_recv_buffer_force(s.as_fd(), 4 << 20) {
+            // The kernel doubles the value for bookkeeping.
+            Ok(()) => assert!(socket2::SockRef::from(&s).recv_buffer_size().unwrap() >= 4 << 20),
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EPERM)),
+        }
+    }
+}
