@@ -12,6 +12,8 @@
 //!   and the immutable [`balance::Snapshot`] workers read. Pure: no I/O, no clock.
 //! * [`config`]: TOML in, validated [`config::Config`] out, in two stages; errors name
 //!   file, line, column and key.
+//! * [`health`]: what a health check is, the pure rise/fall state machine, and the
+//!   probes (TCP, send/expect, HTTP, UDP, DNS) that the control plane runs.
 //! * [`dataplane`]: worker threads, one per core, each with its own epoll loop (mio)
 //!   and its own `SO_REUSEPORT` listening sockets. They never block, never lock on the
 //!   forwarding path and never see the config: they get [`dataplane::WorkerParams`] and
@@ -29,5 +31,6 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod health;
 pub mod route;
 pub mod sys;

@@ -57,6 +57,11 @@ impl Snapshot {
         }
     }
 
+    /// A copy with every backend up (shares the ring; rebuilds nothing but the live ring).
+    pub fn clone_all_up(&self) -> Snapshot {
+        self.with_up(vec![true; self.backends.len()])
+    }
+
     /// The same backends and ring with the up/down state given by `up` (one flag per
     /// backend, in backend order). Only the live ring is rebuilt, by filtering: no hash
     /// is recomputed and no key moves between two backends that stay up.
@@ -72,6 +77,17 @@ impl Snapshot {
             up,
             live,
         }
+    }
+
+    /// Like [`Snapshot::with_up`], but when `fail_open` is set and no backend is up,
+    /// every backend is used (`all_down = "use-all"`); their flags still say down.
+    pub fn with_health(&self, up: Vec<bool>, fail_open: bool) -> Snapshot {
+        let all_down = !up.iter().any(|&u| u);
+        let mut s = self.with_up(up);
+        if fail_open && all_down {
+            s.live = (*s.full).clone();
+        }
+        s
     }
 
     /// The backends, in config order (indices used everywhere else refer to it).
@@ -144,6 +160,18 @@ mod tests {
         let s = Snapshot::new(backends(2), 8).with_up(vec![false, false]);
         assert_eq!(s.pick(7), None);
         assert_eq!(s.candidates(7).count(), 0);
+    }
+
+    #[test]
+    fn fail_open_uses_every_backend_only_when_all_are_down() {
+        let s = Snapshot::new(backends(3), 16);
+        let open = s.with_health(vec![false, false, false], true);
+        assert_eq!(open.pick(99), s.pick(99));
+        assert!(!open.is_up(0));
+        let closed = s.with_health(vec![false, false, false], false);
+        assert_eq!(closed.pick(99), None);
+        let one = s.with_health(vec![false, true, false], true);
+        assert_eq!(one.pick(99), Some(1));
     }
 
     #[test]

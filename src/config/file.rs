@@ -37,6 +37,56 @@ pub struct FileListener {
     pub udp_max_flows: Option<Spanned<i64>>,
     #[serde(default, rename = "backend")]
     pub backends: Vec<Spanned<FileBackend>>,
+    pub health: Option<Spanned<FileHealth>>,
+}
+
+/// `[listener.health]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealth {
+    pub check: Option<Spanned<FileCheck>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
+    pub port: Option<Spanned<i64>>,
+    pub send: Option<Spanned<String>>,
+    pub expect: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub expect_status: Option<Spanned<Vec<i64>>>,
+    pub dns_name: Option<Spanned<String>>,
+    pub dns_rcodes: Option<Spanned<Vec<String>>>,
+    pub passive: Option<Spanned<bool>>,
+    pub on_down: Option<Spanned<FileOnDown>>,
+    pub all_down: Option<Spanned<FileAllDown>>,
+}
+
+/// `check = ...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileCheck {
+    Tcp,
+    SendExpect,
+    Http,
+    Udp,
+    Dns,
+    None,
+}
+
+/// `on_down = "keep" | "close"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileOnDown {
+    Keep,
+    Close,
+}
+
+/// `all_down = "reject" | "use-all"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileAllDown {
+    Reject,
+    UseAll,
 }
 
 /// `protocol = "tcp" | "udp"`.

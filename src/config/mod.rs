@@ -10,6 +10,7 @@
 
 mod error;
 mod file;
+mod health;
 mod keypath;
 mod validate;
 
@@ -22,6 +23,7 @@ pub use error::{ConfigError, Located};
 
 use crate::balance::{Backend, HashMode};
 pub use crate::dataplane::forward::Mode as ForwardMode;
+use crate::health::HealthConfig;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -84,6 +86,8 @@ pub struct ListenerConfig {
     pub udp_responses: u32,
     /// UDP: flows open at once (all workers together); new flows beyond are dropped.
     pub udp_max_flows: usize,
+    /// Health checking.
+    pub health: HealthConfig,
     /// Backends, in file order.
     pub backends: Vec<Backend>,
 }

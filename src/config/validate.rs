@@ -61,11 +61,11 @@ impl Source<'_> {
 pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, ConfigError> {
     let workers = match &file.workers {
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        Some(w) => int_in(src, w, "workers", 1, 1024)? as usize,
+        Some(w) => int_of(src, w, "workers", 1, 1024)? as usize,
     };
     let shutdown_timeout = match &file.shutdown_timeout {
         None => Tuning::DEFAULT_SHUTDOWN_TIMEOUT,
-        Some(d) => duration(src, d, "shutdown_timeout")?,
+        Some(d) => duration_of(src, d, "shutdown_timeout")?,
     };
     if file.listeners.is_empty() {
         return Err(src.error(0..0, "listener", "at least one [[listener]] is required"));
@@ -146,7 +146,7 @@ fn listener(
     };
     let vnodes = match &l.vnodes {
         None => DEFAULT_VNODES,
-        Some(v) => int_in(src, v, &format!("{key}.vnodes"), 1, 65_536)? as u32,
+        Some(v) => int_of(src, v, &format!("{key}.vnodes"), 1, 65_536)? as u32,
     };
     let connect_timeout = opt_duration(
         src,
@@ -162,11 +162,11 @@ fn listener(
     )?;
     let retries = match &l.retries {
         None => Tuning::DEFAULT_RETRIES,
-        Some(r) => int_in(src, r, &format!("{key}.retries"), 0, 100)? as u32,
+        Some(r) => int_of(src, r, &format!("{key}.retries"), 0, 100)? as u32,
     };
     let max_connections = match &l.max_connections {
         None => Tuning::DEFAULT_MAX_CONNECTIONS,
-        Some(m) => int_in(src, m, &format!("{key}.max_connections"), 1, 10_000_000)? as usize,
+        Some(m) => int_of(src, m, &format!("{key}.max_connections"), 1, 10_000_000)? as usize,
     };
     let forward = match l.forward.as_ref().map(|f| *f.get_ref()) {
         None | Some(FileForward::Auto) => ForwardMode::Auto,
@@ -181,12 +181,13 @@ fn listener(
     )?;
     let udp_responses = match &l.udp_responses {
         None => 0,
-        Some(r) => int_in(src, r, &format!("{key}.udp_responses"), 0, 1_000_000)? as u32,
+        Some(r) => int_of(src, r, &format!("{key}.udp_responses"), 0, 1_000_000)? as u32,
     };
     let udp_max_flows = match &l.udp_max_flows {
         None => Tuning::DEFAULT_UDP_MAX_FLOWS,
-        Some(m) => int_in(src, m, &format!("{key}.udp_max_flows"), 1, 10_000_000)? as usize,
+        Some(m) => int_of(src, m, &format!("{key}.udp_max_flows"), 1, 10_000_000)? as usize,
     };
+    let health = super::health::health(src, l.health.as_ref(), protocol, key, sl.span())?;
     if l.backends.is_empty() {
         return Err(src.error(
             sl.span(),
@@ -241,6 +242,7 @@ fn listener(
         udp_idle_timeout,
         udp_responses,
         udp_max_flows,
+        health,
         backends,
     })
 }
@@ -307,7 +309,7 @@ fn backend(src: &Source<'_>, b: &FileBackend, key: &str) -> Result<Backend, Conf
     let addr = socket_addr(src, &b.address, &format!("{key}.address"), false)?;
     let weight = match &b.weight {
         None => 1,
-        Some(w) => int_in(src, w, &format!("{key}.weight"), 1, 1000)? as u32,
+        Some(w) => int_of(src, w, &format!("{key}.weight"), 1, 1000)? as u32,
     };
     let addr_text = b.address.get_ref().trim().to_string();
     let id = match &b.id {
@@ -356,7 +358,7 @@ fn socket_addr(
     Ok(addr)
 }
 
-fn int_in(
+pub(super) fn int_of(
     src: &Source<'_>,
     v: &Spanned<i64>,
     key: &str,
@@ -374,7 +376,11 @@ fn int_in(
     Ok(n)
 }
 
-fn duration(src: &Source<'_>, d: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
+pub(super) fn duration_of(
+    src: &Source<'_>,
+    d: &Spanned<String>,
+    key: &str,
+) -> Result<Duration, ConfigError> {
     let text = d.get_ref().trim();
     let dur = humantime::parse_duration(text).map_err(|e| {
         src.error(
@@ -395,5 +401,5 @@ fn opt_duration(
     key: &str,
     default: Duration,
 ) -> Result<Duration, ConfigError> {
-    d.as_ref().map_or(Ok(default), |d| duration(src, d, key))
+    d.as_ref().map_or(Ok(default), |d| duration_of(src, d, key))
 }

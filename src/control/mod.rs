@@ -1,10 +1,12 @@
-//! The control plane: turns a [`Config`] into running workers, and stops them.
+//! The control plane: turns a [`Config`] into running workers, checks backends' health,
+//! and stops everything on a signal.
 //!
 //! It binds every socket before any worker starts (so a bad address fails the start,
 //! not a worker), builds each listener's [`Snapshot`], publishes it through the
-//! listener's `ArcSwap`, and waits for signals on a small tokio runtime. Later layers
-//! (health checks, metrics, reload) live here too, never on a worker.
+//! listener's `ArcSwap`, runs the health checks, and waits for signals, all on one small
+//! tokio runtime on the main thread. Nothing here runs on a worker.
 
+mod health;
 mod shutdown;
 
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use anyhow::Context as _;
 use crate::balance::Snapshot;
 use crate::config::{Config, ListenerConfig, Protocol};
 use crate::dataplane::{
-    self, BoundSocket, ListenerParams, ListenerShared, WorkerListener, WorkerParams,
+    self, BoundSocket, ListenerParams, ListenerShared, PassiveSink, WorkerListener, WorkerParams,
 };
 
 /// Runs the balancer described by `config` until SIGTERM/SIGINT and a graceful drain.
@@ -23,11 +25,28 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         Ok((soft, _)) => tracing::debug!("open files limit: {soft}"),
         Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
     }
-    let shared: Vec<Arc<ListenerShared>> = config
-        .listeners
-        .iter()
-        .map(|l| Arc::new(shared_state(l)))
-        .collect();
+    let (passive_tx, passive_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut checked = Vec::with_capacity(config.listeners.len());
+    let mut shared = Vec::with_capacity(config.listeners.len());
+    for (i, l) in config.listeners.iter().enumerate() {
+        let base = Arc::new(Snapshot::new(l.backends.clone(), l.vnodes));
+        let passive = (l.health.active() && l.health.passive).then(|| PassiveSink {
+            listener: i,
+            tx: passive_tx.clone(),
+        });
+        let sh = Arc::new(ListenerShared::new(
+            params(l),
+            Snapshot::clone_all_up(&base),
+            passive,
+        ));
+        checked.push(health::Checked {
+            shared: Arc::clone(&sh),
+            config: l.health.clone(),
+            base,
+        });
+        shared.push(sh);
+    }
+    drop(passive_tx);
     let mut per_worker: Vec<Vec<WorkerListener>> =
         (0..config.workers).map(|_| Vec::new()).collect();
     for (l, sh) in config.listeners.iter().zip(&shared) {
@@ -59,11 +78,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     for l in &config.listeners {
         tracing::info!(listener = %l.name, "listening on {} {}", l.protocol, l.listen);
     }
-    shutdown::wait_and_drain(workers, config.shutdown_timeout, &shared)
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the control runtime")?;
+    let controls = workers.iter().map(|w| w.control()).collect();
+    rt.block_on(async move {
+        health::spawn(checked, passive_rx, controls);
+        shutdown::wait_and_drain(workers, config.shutdown_timeout, &shared).await
+    })
 }
 
-fn shared_state(l: &ListenerConfig) -> ListenerShared {
-    let params = ListenerParams {
+fn params(l: &ListenerConfig) -> ListenerParams {
+    ListenerParams {
         name: l.name.clone(),
         listen: l.listen,
         hash: l.hash,
@@ -79,6 +106,5 @@ fn shared_state(l: &ListenerConfig) -> ListenerShared {
         },
         udp_responses: l.udp_responses,
         forward: l.forward,
-    };
-    ListenerShared::new(params, Snapshot::new(l.backends.clone(), l.vnodes))
+    }
 }

@@ -16,16 +16,12 @@ use crate::dataplane::{Command, ListenerShared, WorkerHandle};
 const FORCED_EXIT: i32 = 1;
 
 /// Waits for a stop signal, drains the workers and joins them.
-pub fn wait_and_drain(
+pub async fn wait_and_drain(
     workers: Vec<WorkerHandle>,
     timeout: Duration,
     listeners: &[Arc<ListenerShared>],
 ) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the control runtime")?;
-    rt.block_on(async move {
+    {
         let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -73,7 +69,7 @@ pub fn wait_and_drain(
         }
         tracing::info!("stopped");
         Ok(())
-    })
+    }
 }
 
 fn force() -> ! {

@@ -88,6 +88,28 @@ pub struct ListenerStats {
     pub backend_icmp_errors: AtomicU64,
 }
 
+/// A failed connect (TCP) or an ICMP error (UDP) seen on the data path: a passive
+/// health check result for the control plane.
+#[derive(Debug)]
+pub struct PassiveFailure {
+    /// Listener index (config order).
+    pub listener: usize,
+    /// Backend index (snapshot order).
+    pub backend: usize,
+    /// What happened.
+    pub error: String,
+}
+
+/// Where a listener's workers report passive failures (absent when passive checks are
+/// off). Sending never blocks.
+#[derive(Debug, Clone)]
+pub struct PassiveSink {
+    /// This listener's index.
+    pub listener: usize,
+    /// The control plane's channel.
+    pub tx: tokio::sync::mpsc::UnboundedSender<PassiveFailure>,
+}
+
 /// State of one listener shared by the control plane and all workers.
 #[derive(Debug)]
 pub struct ListenerShared {
@@ -99,16 +121,34 @@ pub struct ListenerShared {
     pub active: AtomicUsize,
     /// Counters.
     pub stats: ListenerStats,
+    /// Passive health reports go here, when enabled.
+    pub passive: Option<PassiveSink>,
 }
 
 impl ListenerShared {
     /// New shared state with an initial snapshot.
-    pub fn new(params: ListenerParams, snapshot: Snapshot) -> ListenerShared {
+    pub fn new(
+        params: ListenerParams,
+        snapshot: Snapshot,
+        passive: Option<PassiveSink>,
+    ) -> ListenerShared {
         ListenerShared {
             params,
             snapshot: ArcSwap::from_pointee(snapshot),
             active: AtomicUsize::new(0),
             stats: ListenerStats::default(),
+            passive,
+        }
+    }
+
+    /// Reports a data-plane failure of backend `backend` (no-op when passive checks are off).
+    pub fn report_failure(&self, backend: usize, error: &dyn std::fmt::Display) {
+        if let Some(p) = &self.passive {
+            let _ = p.tx.send(PassiveFailure {
+                listener: p.listener,
+                backend,
+                error: error.to_string(),
+            });
         }
     }
 }
@@ -148,23 +188,49 @@ pub enum Command {
         /// When to give up on open sessions.
         deadline: Instant,
     },
+    /// Close every open TCP session of listener `listener` to backend `backend`
+    /// (`on_down = "close"`).
+    CloseBackend {
+        /// Listener index.
+        listener: usize,
+        /// Backend index.
+        backend: usize,
+    },
 }
 
-/// The control plane's handle on a running worker.
-#[derive(Debug)]
-pub struct WorkerHandle {
+/// A cloneable way to send commands to a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerControl {
     waker: Arc<mio::Waker>,
     commands: mpsc::Sender<Command>,
-    thread: JoinHandle<()>,
 }
 
-impl WorkerHandle {
+impl WorkerControl {
     /// Sends a command and wakes the worker.
     pub fn send(&self, cmd: Command) -> io::Result<()> {
         self.commands
             .send(cmd)
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "worker has exited"))?;
         self.waker.wake()
+    }
+}
+
+/// The control plane's handle on a running worker.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    control: WorkerControl,
+    thread: JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Sends a command and wakes the worker.
+    pub fn send(&self, cmd: Command) -> io::Result<()> {
+        self.control.send(cmd)
+    }
+
+    /// A cloneable command sender for this worker.
+    pub fn control(&self) -> WorkerControl {
+        self.control.clone()
     }
 
     /// True when the worker thread has exited.
@@ -187,8 +253,10 @@ pub fn spawn(params: WorkerParams) -> io::Result<WorkerHandle> {
         .name(name)
         .spawn(move || worker.run())?;
     Ok(WorkerHandle {
-        waker,
-        commands: tx,
+        control: WorkerControl {
+            waker,
+            commands: tx,
+        },
         thread,
     })
 }

@@ -34,6 +34,8 @@ pub(super) struct Session {
     /// Backend -> client.
     pub down: Half,
     pub last_active: Instant,
+    /// Index of the backend being connected to or forwarded to.
+    pub backend_index: usize,
 }
 
 /// Connect-phase state.
@@ -96,6 +98,7 @@ impl Worker {
             up: Half::new(mode),
             down: Half::new(mode),
             last_active: self.now,
+            backend_index: usize::MAX,
         });
         self.start_connect(skey);
     }
@@ -149,11 +152,13 @@ impl Worker {
                         }));
                         s.backend = Some(stream);
                         s.backend_ready = Ready::default();
+                        s.backend_index = bi;
                         return;
                     }
                 }
                 Err(e) => {
                     tracing::debug!(listener = %params.name, backend = %backend.id, "connect failed at once: {e}");
+                    shared.report_failure(bi, &e);
                 }
             }
             shared.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
@@ -210,6 +215,9 @@ impl Worker {
                         .map(|i| c.snapshot.backends()[i].id.as_str())
                         .unwrap_or("?");
                     tracing::debug!(listener = %shared.params.name, backend = %id, attempt = c.attempt, "connect failed: {e}");
+                    if let Some(bi) = bi {
+                        shared.report_failure(bi, &e);
+                    }
                     c.attempt += 1;
                 }
                 // Dropping the stream closes it and removes it from epoll.

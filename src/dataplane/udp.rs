@@ -300,6 +300,9 @@ impl Worker {
         let params = &self.listeners[li].shared.params;
         let key = flow_hash(params.hash, PROTO_UDP, f.client, params.listen);
         let Some(b) = snapshot.pick(key) else { return };
+        if b == f.backend {
+            return; // fail-open (all down, use-all) may give the same one back
+        }
         if let Ok(mut socket) = upstream(snapshot.backends()[b].addr) {
             if self
                 .poll

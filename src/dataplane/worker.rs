@@ -379,6 +379,29 @@ impl Worker {
                     self.drain_deadline = Some(deadline);
                     tracing::debug!(worker = self.index, open = self.sessions.len(), "draining");
                 }
+                Command::CloseBackend { listener, backend } => {
+                    let doomed: Vec<usize> = self
+                        .sessions
+                        .iter()
+                        .filter(|(_, s)| {
+                            s.listener == listener
+                                && s.backend_index == backend
+                                && s.connecting.is_none()
+                        })
+                        .map(|(k, _)| k)
+                        .collect();
+                    let n = doomed.len();
+                    for k in doomed {
+                        self.close(k, Close::Reset(Side::Client));
+                    }
+                    if n > 0 {
+                        tracing::info!(
+                            worker = self.index,
+                            closed = n,
+                            "closed connections to a backend marked down"
+                        );
+                    }
+                }
             }
         }
     }

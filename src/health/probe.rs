@@ -1,0 +1,214 @@
+//! The health probes: one check of one backend, with a deadline. The only I/O in
+//! `health/`. Each returns `Ok(())` when healthy, or the reason it is not.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use super::Check;
+
+/// Runs `check` against `addr` within `timeout`.
+pub async fn run(
+    check: &Check,
+    addr: SocketAddr,
+    timeout: Duration,
+    query_id: u16,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, probe(check, addr, query_id)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("timed out after {timeout:?}")),
+    }
+}
+
+async fn probe(check: &Check, addr: SocketAddr, query_id: u16) -> Result<(), String> {
+    match check {
+        Check::None => Ok(()),
+        Check::Tcp => connect(addr).await.map(drop),
+        Check::SendExpect { send, expect } => {
+            let mut s = connect(addr).await?;
+            s.write_all(send)
+                .await
+                .map_err(|e| format!("send failed: {e}"))?;
+            let got = read_at_least(&mut s, expect.len().max(1)).await?;
+            prefix(&got, expect)
+        }
+        Check::Http {
+            path,
+            expect_status,
+        } => {
+            let mut s = connect(addr).await?;
+            let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: ringway-health\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes())
+                .await
+                .map_err(|e| format!("send failed: {e}"))?;
+            let got = read_line(&mut s).await?;
+            let status = parse_status(&got).ok_or_else(|| {
+                format!("not an HTTP response: {:?}", String::from_utf8_lossy(&got))
+            })?;
+            let ok = if expect_status.is_empty() {
+                (200..400).contains(&status)
+            } else {
+                expect_status.contains(&status)
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("HTTP status {status}"))
+            }
+        }
+        Check::Udp { send, expect } => {
+            let got = udp_exchange(addr, send).await?;
+            prefix(&got, expect)
+        }
+        Check::Dns { qname, rcodes } => {
+            let got = udp_exchange(addr, &dns_query(query_id, qname)).await?;
+            dns_verdict(&got, query_id, rcodes)
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+    TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect failed: {e}"))
+}
+
+async fn read_at_least(s: &mut TcpStream, n: usize) -> Result<Vec<u8>, String> {
+    let mut got = Vec::with_capacity(n);
+    let mut buf = [0u8; 1024];
+    while got.len() < n {
+        let k = s
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("read failed: {e}"))?;
+        if k == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..k]);
+    }
+    if got.is_empty() {
+        return Err("closed without replying".into());
+    }
+    Ok(got)
+}
+
+async fn read_line(s: &mut TcpStream) -> Result<Vec<u8>, String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !got.contains(&b'\n') && got.len() < 4096 {
+        let k = s
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("read failed: {e}"))?;
+        if k == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..k]);
+    }
+    Ok(got)
+}
+
+fn prefix(got: &[u8], expect: &[u8]) -> Result<(), String> {
+    if got.starts_with(expect) {
+        Ok(())
+    } else {
+        let shown = &got[..got.len().min(expect.len().max(16))];
+        Err(format!(
+            "unexpected reply {:?}",
+            String::from_utf8_lossy(shown)
+        ))
+    }
+}
+
+/// The status code of an HTTP status line (`HTTP/1.x NNN ...`).
+pub fn parse_status(line: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(line).ok()?;
+    let mut parts = text.split_whitespace();
+    if !parts.next()?.starts_with("HTTP/") {
+        return None;
+    }
+    parts.next()?.parse().ok()
+}
+
+async fn udp_exchange(addr: SocketAddr, send: &[u8]) -> Result<Vec<u8>, String> {
+    let any: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
+    let s = UdpSocket::bind(any)
+        .await
+        .map_err(|e| format!("socket: {e}"))?;
+    s.connect(addr)
+        .await
+        .map_err(|e| format!("connect failed: {e}"))?;
+    s.send(send)
+        .await
+        .map_err(|e| format!("send failed: {e}"))?;
+    let mut buf = vec![0u8; 4096];
+    let n = s
+        .recv(&mut buf)
+        .await
+        .map_err(|e| format!("no reply: {e}"))?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// A DNS query (one question, type A, class IN, recursion desired) for `qname`
+/// (wire format).
+pub fn dns_query(id: u16, qname: &[u8]) -> Vec<u8> {
+    let mut q = Vec::with_capacity(12 + qname.len() + 4);
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    q.extend_from_slice(qname);
+    q.extend_from_slice(&[0, 1, 0, 1]);
+    q
+}
+
+/// Whether `reply` answers query `id` with one of `rcodes`.
+pub fn dns_verdict(reply: &[u8], id: u16, rcodes: &[u8]) -> Result<(), String> {
+    if reply.len() < 12 {
+        return Err(format!("short DNS reply ({} bytes)", reply.len()));
+    }
+    if u16::from_be_bytes([reply[0], reply[1]]) != id || reply[2] & 0x80 == 0 {
+        return Err("not a reply to our query".into());
+    }
+    let rcode = reply[3] & 0x0F;
+    if rcodes.contains(&rcode) {
+        Ok(())
+    } else {
+        Err(format!("DNS rcode {rcode}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(parse_status(b"HTTP/1.1 204 No Content\r\n"), Some(204));
+        assert_eq!(parse_status(b"HTTP/1.0 503 Busy\r\n"), Some(503));
+        assert_eq!(parse_status(b"SSH-2.0-OpenSSH\r\n"), None);
+    }
+
+    #[test]
+    fn dns_query_and_verdict() {
+        let q = dns_query(0xBEEF, b"\x02ok\x00");
+        assert_eq!(&q[..2], &[0xBE, 0xEF]);
+        assert_eq!(q.len(), 12 + 4 + 4);
+        let mut reply = q.clone();
+        reply[2] |= 0x80; // QR
+        assert!(dns_verdict(&reply, 0xBEEF, &[0]).is_ok());
+        reply[3] = 3; // NXDOMAIN
+        assert!(dns_verdict(&reply, 0xBEEF, &[0]).is_err());
+        assert!(dns_verdict(&reply, 0xBEEF, &[0, 3]).is_ok());
+        assert!(dns_verdict(&reply, 0x1234, &[3]).is_err(), "wrong id");
+        assert!(
+            dns_verdict(&q, 0xBEEF, &[0]).is_err(),
+            "a query is not a reply"
+        );
+    }
+}

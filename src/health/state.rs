@@ -1,0 +1,156 @@
+//! The rise/fall hysteresis of one backend. Pure: no I/O, no clock.
+//!
+//! A backend starts up (traffic flows at once; a dead backend is found by its first
+//! `fall` failed checks, or at once by failed connects on the data path). While up,
+//! `fall` consecutive failures take it down; while down, `rise` consecutive successes
+//! bring it back. A result that agrees with the current state resets the opposite
+//! streak, so only uninterrupted runs count, as in HAProxy.
+
+/// A change of state, returned when (and only when) the state flips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// The backend was up and is down now.
+    Down,
+    /// The backend was down and is up now.
+    Up,
+}
+
+/// Hysteresis thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Consecutive successes that bring a down backend up (>= 1).
+    pub rise: u32,
+    /// Consecutive failures that take an up backend down (>= 1).
+    pub fall: u32,
+}
+
+/// The state of one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthState {
+    up: bool,
+    /// Consecutive results against the current state.
+    streak: u32,
+}
+
+impl Default for HealthState {
+    fn default() -> Self {
+        HealthState {
+            up: true,
+            streak: 0,
+        }
+    }
+}
+
+impl HealthState {
+    /// A backend in the given state with no streak.
+    pub fn new(up: bool) -> HealthState {
+        HealthState { up, streak: 0 }
+    }
+
+    /// Whether the backend is up.
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// Consecutive results so far that point away from the current state.
+    pub fn streak(&self) -> u32 {
+        self.streak
+    }
+
+    /// Records one check result; returns the transition if this result completes one.
+    pub fn observe(&mut self, ok: bool, t: Thresholds) -> Option<Transition> {
+        if ok == self.up {
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        let needed = if self.up { t.fall } else { t.rise };
+        if self.streak < needed.max(1) {
+            return None;
+        }
+        self.up = ok;
+        self.streak = 0;
+        Some(if ok { Transition::Up } else { Transition::Down })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reference model: the state after a sequence is decided by the last run of equal
+    /// results long enough to flip it, replayed naively.
+    fn model(seq: &[bool], t: Thresholds) -> (bool, Vec<(usize, Transition)>) {
+        let mut up = true;
+        let mut flips = Vec::new();
+        let mut run = 0u32;
+        for (i, &ok) in seq.iter().enumerate() {
+            if ok == up {
+                run = 0;
+                continue;
+            }
+            run += 1;
+            if run >= if up { t.fall } else { t.rise } {
+                up = ok;
+                run = 0;
+                flips.push((i, if ok { Transition::Up } else { Transition::Down }));
+            }
+        }
+        (up, flips)
+    }
+
+    /// Every sequence of up to 12 results, for every rise and fall in 1..=4: the machine
+    /// flips exactly where the model does.
+    #[test]
+    fn exhaustive_against_the_model() {
+        for rise in 1..=4 {
+            for fall in 1..=4 {
+                let t = Thresholds { rise, fall };
+                for len in 0..=12usize {
+                    for bits in 0u32..(1 << len) {
+                        let seq: Vec<bool> = (0..len).map(|i| bits & (1 << i) != 0).collect();
+                        let mut s = HealthState::default();
+                        let mut flips = Vec::new();
+                        for (i, &ok) in seq.iter().enumerate() {
+                            if let Some(tr) = s.observe(ok, t) {
+                                flips.push((i, tr));
+                            }
+                        }
+                        let (up, want) = model(&seq, t);
+                        assert_eq!(s.is_up(), up, "rise {rise} fall {fall} seq {seq:?}");
+                        assert_eq!(flips, want, "rise {rise} fall {fall} seq {seq:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fall_failures_in_a_row_take_it_down_and_a_success_resets_the_count() {
+        let t = Thresholds { rise: 2, fall: 3 };
+        let mut s = HealthState::default();
+        assert_eq!(s.observe(false, t), None);
+        assert_eq!(s.observe(false, t), None);
+        assert_eq!(s.observe(true, t), None, "interrupted");
+        assert_eq!(s.observe(false, t), None);
+        assert_eq!(s.observe(false, t), None);
+        assert_eq!(s.observe(false, t), Some(Transition::Down));
+        assert!(!s.is_up());
+        assert_eq!(s.observe(true, t), None);
+        assert_eq!(s.observe(true, t), Some(Transition::Up));
+        assert!(s.is_up());
+    }
+
+    #[test]
+    fn transitions_alternate_and_never_repeat() {
+        let t = Thresholds { rise: 1, fall: 1 };
+        let mut s = HealthState::default();
+        let mut last = None;
+        for i in 0..100 {
+            if let Some(tr) = s.observe(i % 3 == 0, t) {
+                assert_ne!(Some(tr), last);
+                last = Some(tr);
+            }
+        }
+    }
+}
