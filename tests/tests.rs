@@ -13,3 +13,5 @@ mod balance;
 mod lifecycle;
 // UDP: flows, batching, affinity, expiry.
 mod udp;
+// Health checks: kill, hang, lie, flap, recover; passive ejection; on_down, all_down.
+mod health;

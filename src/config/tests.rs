@@ -290,3 +290,60 @@ fn tcp_and_udp_may_share_an_address() {
     let c = parse(Path::new("t.toml"), &both).unwrap();
     assert_eq!(c.listeners.len(), 2);
 }
+
+#[test]
+fn health_table_is_typed_with_defaults() {
+    use crate::health::{AllDown, Check, OnDown};
+    let c = parse(Path::new("t.toml"), GOOD).unwrap();
+    let h = &c.listeners[0].health;
+    assert_eq!(h.check, Check::Tcp, "TCP listeners check tcp by default");
+    assert_eq!(
+        (h.interval, h.timeout, h.rise, h.fall),
+        (Duration::from_secs(2), Duration::from_secs(1), 2, 3)
+    );
+    assert!(h.passive);
+    assert_eq!((h.on_down, h.all_down), (OnDown::Keep, AllDown::Reject));
+    let u = parse(Path::new("t.toml"), UDP).unwrap();
+    assert_eq!(
+        u.listeners[0].health.check,
+        Check::None,
+        "UDP listeners check nothing by default"
+    );
+    let t = format!("{GOOD}\n[listener.health]\ncheck = \"send-expect\"\nsend = 'PING\\r\\n'\nexpect = \"+PONG\"\ninterval = \"5s\"\ntimeout = \"2s\"\nrise = 1\nfall = 5\nport = 9100\non_down = \"close\"\nall_down = \"use-all\"\npassive = false\n");
+    let h = parse(Path::new("t.toml"), &t).unwrap().listeners[0]
+        .health
+        .clone();
+    assert_eq!(
+        h.check,
+        Check::SendExpect {
+            send: b"PING\r\n".to_vec(),
+            expect: b"+PONG".to_vec()
+        }
+    );
+    assert_eq!(
+        (h.rise, h.fall, h.port, h.passive),
+        (1, 5, Some(9100), false)
+    );
+    assert_eq!((h.on_down, h.all_down), (OnDown::Close, AllDown::UseAll));
+}
+
+#[test]
+fn checks_that_make_no_sense_are_errors() {
+    let cases = [
+        (format!("{UDP}\n[listener.health]\ncheck = \"http\"\n"), "listener[0].health.check", "cannot run on a udp listener"),
+        (format!("{GOOD}\n[listener.health]\ncheck = \"dns\"\ndns_name = \"a.b.\"\n"), "listener[0].health.check", "cannot run on a tcp listener"),
+        (format!("{GOOD}\n[listener.health]\ncheck = \"send-expect\"\nexpect = \"x\"\n"), "listener[0].health.expect", "needs `send`"),
+        (format!("{GOOD}\n[listener.health]\ncheck = \"tcp\"\npath = \"/\"\n"), "listener[0].health.path", "not used by check = \"tcp\""),
+        (format!("{UDP}\n[listener.health]\ncheck = \"dns\"\n"), "listener[0].health.dns_name", "needs `dns_name`"),
+        (format!("{UDP}\n[listener.health]\ncheck = \"dns\"\ndns_name = \"a.b.\"\ndns_rcodes = [\"OK\"]\n"), "listener[0].health.dns_rcodes", "unknown rcode"),
+        (format!("{GOOD}\n[listener.health]\nfall = 0\n"), "listener[0].health.fall", "from 1 to 100"),
+        (format!("{GOOD}\n[listener.health]\ncheck = \"http\"\nexpect_status = [99]\n"), "listener[0].health.expect_status", "not an HTTP status"),
+        (format!("{GOOD}\n[listener.health]\ncheck = \"send-expect\"\nsend = '\\q'\n"), "listener[0].health.send", "unknown escape"),
+        (format!("{GOOD}\n[listener.health]\nchek = \"tcp\"\n"), "listener[0].health.chek", "unknown field"),
+    ];
+    for (text, key, msg) in cases {
+        let e = err(&text);
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.message.contains(msg), "{key}: {}", e.message);
+    }
+}

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -234,6 +235,19 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Stops accepting and closes the listening socket (connections already accepted
+    /// stay with their handler threads). New connects are refused within a few ms.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let addr = self.addr;
+        assert!(
+            eventually(Duration::from_secs(2), || TcpStream::connect(addr).is_err()),
+            "backend {addr} still accepts"
+        );
+    }
+}
+
 impl Drop for Backend {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -428,4 +442,42 @@ pub fn udp_ask(sock: &std::net::UdpSocket, to: SocketAddr, data: &[u8]) -> Optio
         }
     }
     None
+}
+
+/// Health settings that make tests fast: checks every 200 ms, 150 ms timeout.
+pub const FAST_HEALTH: &str = "interval = \"200ms\"\ntimeout = \"150ms\"\nrise = 2\nfall = 3";
+
+/// Connects `n` times and returns (client address, greeting) for each; every connect
+/// must be served (a greeting arrives).
+pub fn connect_many(listen: SocketAddr, n: usize) -> Vec<(SocketAddr, String)> {
+    (0..n)
+        .map(|_| {
+            let (s, name) = connect_named(listen);
+            assert!(!name.is_empty(), "a client got no greeting");
+            (s.local_addr().unwrap(), name)
+        })
+        .collect()
+}
+
+/// Asserts that each (client, backend name) pair is where `route` says, with `down`.
+pub fn assert_routed(
+    rw: &Ringway,
+    listener: &str,
+    down: &[&str],
+    seen: &[(SocketAddr, String)],
+    names: &HashMap<String, String>,
+) {
+    let clients: Vec<SocketAddr> = seen.iter().map(|c| c.0).collect();
+    let routed = rw.route(listener, down, &clients);
+    for ((client, name), (_, addr)) in seen.iter().zip(&routed) {
+        assert_eq!(
+            &names[addr], name,
+            "{client} went to {name}, route --down {down:?} says {addr}"
+        );
+    }
+}
+
+/// Counts lines of the log containing `needle`.
+pub fn log_count(rw: &Ringway, needle: &str) -> usize {
+    rw.log().lines().filter(|l| l.contains(needle)).count()
 }
