@@ -459,3 +459,62 @@ fn all_down_rejects_by_default_and_use_all_fails_open() {
         assert_eq!(got, served, "all_down = {all_down}");
     }
 }
+
+#[test]
+fn udp_flows_keep_their_backend_until_it_goes_down_then_move_where_route_says() {
+    // "a" and "b" answer the udp check with "a|ping" / "b|ping"; b will start lying.
+    let a = UdpBackend::spawn("127.0.0.1:0", "a");
+    let b = UdpBackend::spawn("127.0.0.1:0", "b");
+    let list = [(a.addr, "a"), (b.addr, "b")];
+    let listen = free_udp_addr();
+    let h = format!("check = \"udp\"\nsend = \"ping\"\n{FAST_HEALTH}");
+    let toml = format!(
+        "{}{}",
+        udp_config(listen, &list, "udp_idle_timeout = \"60s\""),
+        health_table(&h)
+    );
+    let rw = start_udp(&toml, listen);
+    let socks: Vec<UdpSocket> = (0..40)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let first: Vec<Vec<u8>> = socks
+        .iter()
+        .map(|s| udp_ask(s, listen, b"x").unwrap()[..2].to_vec())
+        .collect();
+    assert!(first.iter().any(|n| n == b"a|") && first.iter().any(|n| n == b"b|"));
+    b.stop(); // b's port closes: checks and datagrams to it fail
+    assert!(
+        eventually(Duration::from_secs(3), || rw.log().contains("backend b (")),
+        "{}",
+        rw.log()
+    );
+    let clients: Vec<SocketAddr> = socks.iter().map(|s| s.local_addr().unwrap()).collect();
+    let routed = rw.route("u", &["b"], &clients);
+    let distinct = |b: &UdpBackend| {
+        b.sources
+            .lock()
+            .unwrap()
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    };
+    let before = distinct(&a);
+    for (i, s) in socks.iter().enumerate() {
+        let r = udp_ask(s, listen, b"again")
+            .unwrap_or_else(|| panic!("flow {i} got no reply after b went down"));
+        assert_eq!(
+            &r[..2],
+            b"a|",
+            "flow {i} did not move to the backend the ring gives now"
+        );
+        assert_eq!(routed[i].1, a.addr.to_string());
+    }
+    // Flows that were on a kept their upstream socket (a saw no new source for them);
+    // only the flows that moved from b are new to a.
+    let moved = first.iter().filter(|n| n.as_slice() == b"b|").count();
+    assert_eq!(
+        distinct(&a),
+        before + moved,
+        "flows of the backend that stayed up were re-created"
+    );
+}
