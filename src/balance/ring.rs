@@ -46,6 +46,12 @@ pub struct Ring {
     owners: Vec<u32>,
     /// Number of members the ring was built from (owner indices are below it).
     members: usize,
+    /// Radix index over the top bits of a hash: `index[b]` is the first point whose
+    /// top bits are `>= b`, so a lookup searches only one bucket (a few points, one or
+    /// two cache lines) instead of the whole ring. Derived from `hashes`.
+    index: Vec<u32>,
+    /// `64 - bits` of the index.
+    shift: u32,
 }
 
 impl Ring {
@@ -70,11 +76,32 @@ impl Ring {
             a.0.cmp(&b.0)
                 .then_with(|| members[a.1 as usize].id.cmp(members[b.1 as usize].id))
         });
-        Ring {
+        let mut ring = Ring {
             hashes: points.iter().map(|p| p.0).collect(),
             owners: points.iter().map(|p| p.1).collect(),
             members: members.len(),
+            index: Vec::new(),
+            shift: 64,
+        };
+        ring.reindex();
+        ring
+    }
+
+    /// Builds the radix index: about one bucket per point, at most 2^16 buckets.
+    fn reindex(&mut self) {
+        let n = self.hashes.len().max(1);
+        let bits = (usize::BITS - 1 - n.leading_zeros()).clamp(1, 16);
+        self.shift = 64 - bits;
+        let buckets = 1usize << bits;
+        self.index = Vec::with_capacity(buckets + 1);
+        let mut pos = 0usize;
+        for b in 0..buckets {
+            while pos < self.hashes.len() && ((self.hashes[pos] >> self.shift) as usize) < b {
+                pos += 1;
+            }
+            self.index.push(pos as u32);
         }
+        self.index.push(self.hashes.len() as u32);
     }
 
     /// The same ring with only the points of members for which `keep` is true.
@@ -87,6 +114,8 @@ impl Ring {
             hashes: Vec::with_capacity(self.hashes.len()),
             owners: Vec::with_capacity(self.owners.len()),
             members: self.members,
+            index: Vec::new(),
+            shift: 64,
         };
         for (&h, &o) in self.hashes.iter().zip(&self.owners) {
             if keep(o as usize) {
@@ -94,6 +123,7 @@ impl Ring {
                 out.owners.push(o);
             }
         }
+        out.reindex();
         out
     }
 
@@ -114,7 +144,11 @@ impl Ring {
 
     /// Index of the first point at or clockwise after `key`.
     fn position(&self, key: u64) -> usize {
-        let i = self.hashes.partition_point(|&h| h < key);
+        // Every point before `lo` has smaller top bits than `key`, every point from `hi`
+        // on larger ones: the answer is in lo..=hi.
+        let b = (key >> self.shift) as usize;
+        let (lo, hi) = (self.index[b] as usize, self.index[b + 1] as usize);
+        let i = lo + self.hashes[lo..hi].partition_point(|&h| h < key);
         if i == self.hashes.len() {
             0
         } else {

@@ -215,3 +215,25 @@ proptest! {
         }
     }
 }
+
+/// The radix index changes nothing: every lookup equals a plain binary search.
+#[test]
+fn indexed_lookup_equals_binary_search() {
+    for n in [1usize, 2, 3, 10, 57] {
+        let ids = ids(n);
+        for vnodes in [1u32, 3, 100] {
+            let r = Ring::build(&members(&ids, &vec![1; n]), vnodes);
+            let plain = |k: u64| {
+                let i = r.hashes.partition_point(|&h| h < k);
+                r.owners[if i == r.len() { 0 } else { i }] as usize
+            };
+            for k in keys(3000).chain([0, u64::MAX, r.hashes[0], *r.hashes.last().unwrap()]) {
+                assert_eq!(
+                    r.lookup(k),
+                    Some(plain(k)),
+                    "n {n} vnodes {vnodes} key {k:#x}"
+                );
+            }
+        }
+    }
+}
