@@ -3,7 +3,7 @@
 # 2 threads: forced splice, splice-auto, no splice) and NGINX stream, in one run, using
 # the shared peerbench harness (../shared/peerbench; override with PEERBENCH=DIR).
 #
-#   scripts/bench.sh                       # TCP: bulk1,bulk8,cps,rps,mem; 5 s runs, 3 reps
+#   scripts/bench.sh                       # bulk1,bulk8,cps,rps,udp,mem; 5 s runs, 3 reps
 #   scripts/bench.sh --dur 10              # the full 10 s runs
 #   scripts/bench.sh --tests bulk1,bulk8   # a subset (any run-all.sh option passes through)
 #
@@ -20,6 +20,6 @@ done
 (cd "$root" && cargo build --release --locked --quiet)
 export RINGWAY_BIN=$root/target/release/ringway
 only=${ONLY:-RINGWAY,RINGWAY-splice,HAPROXY,HAPROXY-spliceauto,HAPROXY-nosplice,NGINX}
-tests=${TESTS:-bulk1,bulk8,cps,rps,mem}
+tests=${TESTS:-bulk1,bulk8,cps,rps,udp,mem}
 cd "$pb"
 exec ./run-all.sh --proxies-file proxies-extra.sh --proxies-file "$root/scripts/bench-proxies.sh" --only "$only" --tests "$tests" "$@"
