@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ringway::sys::signal::{self, Signal};
+
 use crate::util::*;
 
 fn health_table(lines: &str) -> String {
@@ -307,12 +309,12 @@ fn a_hung_backend_is_detected_by_timeout_and_comes_back() {
         "healthy at first: {}",
         rw.log()
     );
-    let pid = server.id().to_string();
-    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let pid = server.id();
+    signal::send(pid, Signal::Stop).unwrap();
     let down = eventually(Duration::from_secs(4), || {
         rw.log().contains("backend hung (") && rw.log().contains("timed out")
     });
-    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    signal::send(pid, Signal::Cont).unwrap();
     assert!(
         down,
         "a SIGSTOPped backend was not marked down: {}",

@@ -4,6 +4,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use ringway::sys::signal::Signal;
+
 use crate::util::*;
 
 #[test]
@@ -81,7 +83,7 @@ fn sigterm_stops_accepting_and_drains_open_connections() {
     let listen = free_addr();
     let mut rw = Ringway::start(&config(listen, &[(b.addr, "b")], ""), &[listen]);
     let (mut s, _) = connect_named(listen);
-    rw.signal("TERM");
+    rw.signal(Signal::Term);
     // New connections are refused once the listeners are closed.
     assert!(
         eventually(Duration::from_secs(5), || TcpStream::connect(listen)
@@ -113,7 +115,7 @@ fn shutdown_timeout_bounds_the_drain() {
     let mut rw = Ringway::start(&cfg, &[listen]);
     let (mut s, _) = connect_named(listen);
     let start = Instant::now();
-    rw.signal("INT");
+    rw.signal(Signal::Int);
     let st = rw
         .wait_exit(Duration::from_secs(5))
         .expect("exits after shutdown_timeout");

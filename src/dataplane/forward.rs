@@ -181,7 +181,10 @@ impl Half {
     }
 
     /// Moves as much as possible from `src` to `dst` without blocking, spending at most
-    /// `budget` reads of the source.
+    /// `budget` reads of the source. `peer_done`: the other direction has finished, so
+    /// the session closes as soon as this one does and the EOF needs no `shutdown(2)`
+    /// (the `close(2)` that follows sends the FIN).
+    #[allow(clippy::too_many_arguments)]
     pub fn pump(
         &mut self,
         src: &TcpStream,
@@ -190,6 +193,7 @@ impl Half {
         dst_ready: &mut Ready,
         scratch: &mut Scratch,
         mut budget: u32,
+        peer_done: bool,
     ) -> Result<Progress, Failure> {
         let mut progress = Progress::default();
         loop {
@@ -236,6 +240,9 @@ impl Half {
             if self.eof {
                 if !self.shut {
                     self.shut = true;
+                    if peer_done {
+                        break;
+                    }
                     match dst.shutdown(Shutdown::Write) {
                         Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::NotConnected => {}

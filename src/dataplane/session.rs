@@ -167,8 +167,8 @@ impl Worker {
     }
 
     /// The backend socket of a connecting session reported readiness (`writable`: the
-    /// event said so, without error), or the connect timer fired (`timed_out`): find out
-    /// whether the connect succeeded.
+    /// event said writable with no error or hang-up, which means connected), or the
+    /// connect timer fired (`timed_out`): find out whether the connect succeeded.
     pub(super) fn check_connect(&mut self, skey: usize, writable: bool, timed_out: bool) {
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
@@ -178,12 +178,12 @@ impl Worker {
         };
         let outcome: io::Result<bool> = if timed_out {
             Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+        } else if writable {
+            // Writable without error or hang-up flags: connect(2) completed.
+            Ok(true)
         } else {
             match stream.take_error() {
                 Ok(Some(e)) | Err(e) => Err(e),
-                // Writable with no pending error: connected (connect(2)'s documented
-                // completion check), no getpeername needed.
-                Ok(None) if writable => Ok(true),
                 Ok(None) => match stream.peer_addr() {
                     Ok(_) => Ok(true),
                     Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
@@ -257,8 +257,10 @@ impl Worker {
             backend_ready,
             scratch,
             PUMP_BUDGET,
+            down.done(),
         );
         let b = a.as_ref().ok().map(|_| {
+            let up_done = up.done();
             down.pump(
                 backend,
                 backend_ready,
@@ -266,6 +268,7 @@ impl Worker {
                 client_ready,
                 scratch,
                 PUMP_BUDGET,
+                up_done,
             )
         });
         let close = match (&a, &b) {

@@ -263,7 +263,11 @@ impl Worker {
                 }
                 if s.connecting.is_some() {
                     if side == Side::Backend {
-                        self.check_connect(key, event.is_writable() && !err, false);
+                        self.check_connect(
+                            key,
+                            event.is_writable() && !err && !event.is_write_closed(),
+                            false,
+                        );
                     }
                 } else {
                     self.drive(key);

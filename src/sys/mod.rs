@@ -23,6 +23,7 @@ macro_rules! syscall {
 pub mod mmsg;
 pub mod pipe;
 pub mod rlimit;
+pub mod signal;
 pub mod sockopt;
 pub mod splice;
 

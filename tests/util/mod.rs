@@ -96,12 +96,8 @@ impl Ringway {
         self.child.as_ref().unwrap().id() as i32
     }
 
-    pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args(["-s", sig, &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+    pub fn signal(&self, sig: ringway::sys::signal::Signal) {
+        ringway::sys::signal::send(self.pid() as u32, sig).unwrap();
     }
 
     /// Waits up to `timeout` for the process to exit.
