@@ -252,26 +252,16 @@ fn dns_check_wants_noerror_for_the_name() {
         udp_config(listen, &[(good, "good"), (bad, "bad")], ""),
         health_table(&h)
     );
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("dns.toml");
-    std::fs::write(&p, &toml).unwrap();
     // The responders are not echo servers, so start ringway without the UDP probe.
-    let mut child = Command::new(bin())
-        .args(["run", "-c", p.to_str().unwrap()])
-        .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let log = || std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+    let rw = Ringway::spawn(&toml);
     let ok = eventually(Duration::from_secs(4), || {
-        log().contains("backend bad (")
-            && log().contains("DNS rcode 3")
+        let log = rw.log();
+        log.contains("backend bad (")
+            && log.contains("DNS rcode 3")
             && asked.load(Ordering::Relaxed) >= 3
     });
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(ok, "{}", log());
-    assert!(!log().contains("backend good ("), "{}", log());
+    assert!(ok, "{}", rw.log());
+    assert!(!rw.log().contains("backend good ("), "{}", rw.log());
 }
 
 #[test]

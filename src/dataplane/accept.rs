@@ -21,19 +21,26 @@ pub(super) const ACCEPT_BATCH: usize = 64;
 /// IPv6-only, so `[::]` and `0.0.0.0` can be separate listeners. `TCP_NODELAY` is set
 /// on the listener, so accepted connections have it too.
 pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
+    let socket = reuseport_socket(addr, Type::STREAM, Protocol::TCP)?;
     // Accepted sockets inherit TCP_NODELAY from the listener on Linux: one setsockopt
     // per listener instead of one per connection.
     socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket.into())
+}
+
+/// A non-blocking socket for `addr` with `SO_REUSEADDR` and `SO_REUSEPORT` (every worker
+/// binds its own), IPv6-only for an IPv6 address. Not bound yet.
+pub(super) fn reuseport_socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
 }
 
 /// Errors after which `accept` should simply be called again.

@@ -51,13 +51,7 @@ const RECV_BUFFER: usize = 4 << 20;
 /// Binds a non-blocking UDP socket with `SO_REUSEPORT`, one per worker: the kernel
 /// hashes each client's datagrams to one of them, so a flow lives on one worker.
 pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
+    let socket = super::accept::reuseport_socket(addr, Type::DGRAM, Protocol::UDP)?;
     // Bursts of small datagrams overflow the default buffer (about 200 KiB, a few hundred
     // datagrams) before a worker gets to run: ask for more, past rmem_max when allowed.
     if crate::sys::sockopt::set_recv_buffer_force(socket.as_fd(), RECV_BUFFER).is_err() {

@@ -57,6 +57,21 @@ impl Ringway {
     /// Writes `toml` to a temp file and starts ringway on it; waits until every address
     /// in `wait_for` accepts connections.
     pub fn start(toml: &str, wait_for: &[SocketAddr]) -> Ringway {
+        let mut rw = Ringway::spawn(toml);
+        for addr in wait_for {
+            let up = eventually(Duration::from_secs(10), || TcpStream::connect(addr).is_ok());
+            assert!(up, "ringway did not listen on {addr}; log:\n{}", rw.log());
+        }
+        assert!(
+            rw.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+            "ringway exited: {}",
+            rw.log()
+        );
+        rw
+    }
+
+    /// Writes `toml` to a temp file and starts `ringway run` on it, without waiting.
+    pub fn spawn(toml: &str) -> Ringway {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("ringway.toml");
         std::fs::write(&config, toml).unwrap();
@@ -70,21 +85,11 @@ impl Ringway {
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut rw = Ringway {
+        Ringway {
             child: Some(child),
             dir,
             config,
-        };
-        for addr in wait_for {
-            let up = eventually(Duration::from_secs(10), || TcpStream::connect(addr).is_ok());
-            assert!(up, "ringway did not listen on {addr}; log:\n{}", rw.log());
         }
-        assert!(
-            rw.child.as_mut().unwrap().try_wait().unwrap().is_none(),
-            "ringway exited: {}",
-            rw.log()
-        );
-        rw
     }
 
     /// What ringway wrote to stderr so far.
@@ -388,23 +393,7 @@ pub fn free_udp_addr() -> SocketAddr {
 
 /// Starts ringway on a UDP config; waits until a probe datagram gets an answer.
 pub fn start_udp(toml: &str, listen: SocketAddr) -> Ringway {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("ringway.toml");
-    std::fs::write(&config, toml).unwrap();
-    let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    let child = Command::new(bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let rw = Ringway {
-        child: Some(child),
-        dir,
-        config,
-    };
+    let rw = Ringway::spawn(toml);
     let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     probe
         .set_read_timeout(Some(Duration::from_millis(100)))
