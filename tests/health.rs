@@ -65,7 +65,7 @@ fn a_killed_backend_leaves_rotation_and_gets_exactly_its_keys_back() {
     );
     let took = killed.elapsed();
     assert!(
-        took < Duration::from_millis(3 * 220 + 150 + 800),
+        took < Duration::from_millis(3 * 220 + 150 + 1500), // fall x interval (+jitter) + timeout + slack
         "took {took:?} to mark b down"
     );
     assert_eq!(
