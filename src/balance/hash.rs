@@ -46,6 +46,22 @@ pub fn ip_bytes(ip: IpAddr) -> [u8; 16] {
 /// The ring position of a flow.
 ///
 /// `src` is the client's address, `dst` the local address the client reached.
+///
+/// ```
+/// use ringway::balance::hash::{flow_hash, HashMode, PROTO_TCP};
+///
+/// let client = "192.0.2.10:40000".parse().unwrap();
+/// let listener = "127.0.0.1:8080".parse().unwrap();
+/// let key = flow_hash(HashMode::FiveTuple, PROTO_TCP, client, listener);
+/// // Stable across processes, hosts and releases (hash contract v1):
+/// assert_eq!(key, flow_hash(HashMode::FiveTuple, PROTO_TCP, client, listener));
+/// // source-ip ignores ports and the destination.
+/// let other_port = "192.0.2.10:40001".parse().unwrap();
+/// assert_eq!(
+///     flow_hash(HashMode::SourceIp, PROTO_TCP, client, listener),
+///     flow_hash(HashMode::SourceIp, PROTO_TCP, other_port, listener),
+/// );
+/// ```
 pub fn flow_hash(mode: HashMode, proto: u8, src: SocketAddr, dst: SocketAddr) -> u64 {
     match mode {
         HashMode::SourceIp => xxh3_64(&ip_bytes(src.ip())),

@@ -10,6 +10,24 @@
 //!
 //! Members are referred to by their index in the slice given to [`Ring::build`]; the
 //! caller keeps the table of ids and addresses.
+//!
+//! ```
+//! use ringway::balance::ring::{Member, Ring};
+//!
+//! let members = [Member { id: "app-1", weight: 1 }, Member { id: "app-2", weight: 2 }];
+//! let ring = Ring::build(&members, 1024);
+//! assert_eq!(ring.len(), 3 * 1024);
+//! // A key belongs to the first point at or after it; the same input, the same answer.
+//! let owner = ring.lookup(0xDEAD_BEEF).unwrap();
+//! assert_eq!(Ring::build(&members, 1024).lookup(0xDEAD_BEEF), Some(owner));
+//! // Without a member, only its keys move: the rest keep their owner.
+//! let without_2 = ring.filtered(|m| m != 1);
+//! for key in (0..1000u64).map(|k| k.wrapping_mul(0x9E37_79B9_7F4A_7C15)) {
+//!     if ring.lookup(key) == Some(0) {
+//!         assert_eq!(without_2.lookup(key), Some(0));
+//!     }
+//! }
+//! ```
 
 use super::hash::{vnode_label, xxh3};
 
