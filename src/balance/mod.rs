@@ -117,6 +117,16 @@ impl Snapshot {
         self.live.walk(key)
     }
 
+    /// The backend for connect attempt `n` (0-based) of `key`: the pick for 0, then the
+    /// `n`-th distinct up backend clockwise. Attempt 0 allocates nothing.
+    #[inline]
+    pub fn attempt(&self, key: u64, n: u32) -> Option<usize> {
+        match n {
+            0 => self.pick(key),
+            n => self.candidates(key).nth(n as usize),
+        }
+    }
+
     /// Fraction of key space each backend owns now (0 for a down backend).
     pub fn shares(&self) -> Vec<f64> {
         self.live.shares()
@@ -151,6 +161,8 @@ mod tests {
                 assert_eq!(before, after);
             }
             assert_eq!(d.candidates(k).next(), Some(after));
+            assert_eq!(d.attempt(k, 0), Some(after));
+            assert_eq!(d.attempt(k, 2), d.candidates(k).nth(2));
         }
         assert_eq!(d.shares()[1], 0.0);
     }

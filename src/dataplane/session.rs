@@ -116,7 +116,7 @@ impl Worker {
         };
         loop {
             let candidate = if c.attempt <= params.retries {
-                c.snapshot.candidates(c.key).nth(c.attempt as usize)
+                c.snapshot.attempt(c.key, c.attempt)
             } else {
                 None
             };
@@ -210,7 +210,7 @@ impl Worker {
                 let shared = &self.listeners[s.listener].shared;
                 shared.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
                 if let Some(c) = s.connecting.as_mut() {
-                    let bi = c.snapshot.candidates(c.key).nth(c.attempt as usize);
+                    let bi = c.snapshot.attempt(c.key, c.attempt);
                     let id = bi
                         .map(|i| c.snapshot.backends()[i].id.as_str())
                         .unwrap_or("?");
