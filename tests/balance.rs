@@ -255,3 +255,56 @@ fn source_ip_hash_sends_one_client_ip_to_one_backend() {
     );
     drop(bs);
 }
+
+#[test]
+fn a_connect_that_hangs_times_out_and_goes_to_the_next_backend() {
+    // A backend whose accept queue is full: the kernel drops further SYNs, so a connect
+    // to it neither succeeds nor fails until connect_timeout (loopback only).
+    let stuck = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    stuck
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    stuck.listen(0).unwrap();
+    let stuck_addr = stuck.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&stuck_addr.into());
+        fillers.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let good = Backend::named_echo("127.0.0.1:0", "good");
+    let listen = free_addr();
+    let toml = config(listen, &[(stuck_addr, "stuck"), (good.addr, "good")], "")
+        .replace("connect_timeout = \"1s\"", "connect_timeout = \"300ms\"")
+        + "\n[listener.health]\ncheck = \"none\"\n";
+    let rw = Ringway::start(&toml, &[listen]);
+    let mut seen = Vec::new();
+    for _ in 0..30 {
+        let t = std::time::Instant::now();
+        let (s, name) = connect_named(listen);
+        assert_eq!(
+            name, "good",
+            "every client is served by the backend that answers"
+        );
+        seen.push((s.local_addr().unwrap(), t.elapsed()));
+    }
+    let clients: Vec<SocketAddr> = seen.iter().map(|c| c.0).collect();
+    let routed = rw.route("t", &[], &clients);
+    let mut timed_out = 0;
+    for ((_, took), (_, backend)) in seen.iter().zip(&routed) {
+        if backend == &stuck_addr.to_string() {
+            timed_out += 1;
+            assert!(
+                *took >= Duration::from_millis(280),
+                "a hung connect was given up after {took:?}"
+            );
+        }
+    }
+    assert!(
+        timed_out > 3,
+        "only {timed_out} of 30 clients hashed to the stuck backend"
+    );
+    drop(fillers);
+}
