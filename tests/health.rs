@@ -74,7 +74,8 @@ fn a_killed_backend_leaves_rotation_and_gets_exactly_its_keys_back() {
         "{}",
         rw.log()
     );
-    let down = connect_many(listen, 300);
+    // Thousands of source ports: each lands exactly where `route --down b` says.
+    let down = connect_many(listen, 1500);
     assert_routed(&rw, "t", &["b"], &down, &names);
     // Back on the same port: after rise x interval it gets exactly its old keys again.
     let b2 = Backend::named_echo(&b.addr.to_string(), "b");
@@ -85,7 +86,7 @@ fn a_killed_backend_leaves_rotation_and_gets_exactly_its_keys_back() {
         "{}",
         rw.log()
     );
-    let back = connect_many(listen, 300);
+    let back = connect_many(listen, 1500);
     assert!(back.iter().any(|(_, n)| n == "b"));
     assert_routed(&rw, "t", &[], &back, &names);
     drop(b2);
