@@ -75,10 +75,15 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
         .map_err(|e| format!("connect failed: {e}"))
 }
 
-async fn read_at_least(s: &mut TcpStream, n: usize) -> Result<Vec<u8>, String> {
-    let mut got = Vec::with_capacity(n);
+/// Reads until `done` says the bytes so far are enough, EOF, or `max` bytes.
+async fn read_until(
+    s: &mut TcpStream,
+    done: impl Fn(&[u8]) -> bool,
+    max: usize,
+) -> Result<Vec<u8>, String> {
+    let mut got = Vec::new();
     let mut buf = [0u8; 1024];
-    while got.len() < n {
+    while !done(&got) && got.len() < max {
         let k = s
             .read(&mut buf)
             .await
@@ -88,6 +93,11 @@ async fn read_at_least(s: &mut TcpStream, n: usize) -> Result<Vec<u8>, String> {
         }
         got.extend_from_slice(&buf[..k]);
     }
+    Ok(got)
+}
+
+async fn read_at_least(s: &mut TcpStream, n: usize) -> Result<Vec<u8>, String> {
+    let got = read_until(s, |g| g.len() >= n, n.max(1024)).await?;
     if got.is_empty() {
         return Err("closed without replying".into());
     }
@@ -95,19 +105,7 @@ async fn read_at_least(s: &mut TcpStream, n: usize) -> Result<Vec<u8>, String> {
 }
 
 async fn read_line(s: &mut TcpStream) -> Result<Vec<u8>, String> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 512];
-    while !got.contains(&b'\n') && got.len() < 4096 {
-        let k = s
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("read failed: {e}"))?;
-        if k == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..k]);
-    }
-    Ok(got)
+    read_until(s, |g| g.contains(&b'\n'), 4096).await
 }
 
 fn prefix(got: &[u8], expect: &[u8]) -> Result<(), String> {
