@@ -37,6 +37,25 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// One datagram from every socket to `to`, [`WAVE`] in flight at a time; returns
+/// (replies received, replies lost).
+fn waves(socks: &[UdpSocket], to: SocketAddr, payload: &[u8], buf: &mut [u8]) -> (usize, usize) {
+    let (mut ok, mut lost) = (0, 0);
+    for wave in socks.chunks(WAVE) {
+        for s in wave {
+            s.send_to(payload, to).unwrap();
+        }
+        for s in wave {
+            if s.recv_from(buf).is_ok() {
+                ok += 1;
+            } else {
+                lost += 1;
+            }
+        }
+    }
+    (ok, lost)
+}
+
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v.sort_unstable();
     v[((v.len() as f64 - 1.0) * p).round() as usize]
@@ -107,17 +126,7 @@ fn main() {
     let payload = [7u8; 64];
     let mut buf = [0u8; 2048];
     // 1. Create the flows (in waves, so loopback buffers do not overflow).
-    let mut lost = 0usize;
-    for wave in socks.chunks(WAVE) {
-        for s in wave {
-            s.send_to(&payload, listen).unwrap();
-        }
-        for s in wave {
-            if s.recv_from(&mut buf).is_err() {
-                lost += 1;
-            }
-        }
-    }
+    let (_, mut lost) = waves(&socks, listen, &payload, &mut buf);
     std::thread::sleep(Duration::from_millis(300));
     let rss_flows = rss_kib(pid);
     let per_flow = (rss_flows.saturating_sub(rss_before)) as f64 * 1024.0 / flows as f64;
@@ -127,18 +136,9 @@ fn main() {
     let start = Instant::now();
     let mut done = 0usize;
     for _ in 0..rounds {
-        for wave in socks.chunks(WAVE) {
-            for s in wave {
-                s.send_to(&payload, listen).unwrap();
-            }
-            for s in wave {
-                if s.recv_from(&mut buf).is_ok() {
-                    done += 1;
-                } else {
-                    lost += 1;
-                }
-            }
-        }
+        let (ok, missed) = waves(&socks, listen, &payload, &mut buf);
+        done += ok;
+        lost += missed;
     }
     let secs = start.elapsed().as_secs_f64();
     println!(

@@ -83,8 +83,7 @@ impl Worker {
     fn admit(&mut self, li: usize, stream: TcpStream, peer: SocketAddr) {
         let shared = &self.listeners[li].shared;
         let params = &shared.params;
-        if shared.active.fetch_add(1, Ordering::Relaxed) >= params.max_connections {
-            shared.active.fetch_sub(1, Ordering::Relaxed);
+        if !shared.try_acquire() {
             shared
                 .stats
                 .rejected_max_connections
@@ -111,7 +110,7 @@ impl Worker {
         let key = flow_hash(params.hash, PROTO_TCP, peer, local);
         let snapshot = shared.snapshot.load_full();
         if snapshot.pick(key).is_none() {
-            shared.active.fetch_sub(1, Ordering::Relaxed);
+            shared.release();
             shared
                 .stats
                 .rejected_no_backend

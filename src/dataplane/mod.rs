@@ -23,7 +23,7 @@ mod worker;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -139,6 +139,22 @@ impl ListenerShared {
             stats: ListenerStats::default(),
             passive,
         }
+    }
+
+    /// Takes one of the listener's `max_connections` (or `udp_max_flows`) slots; false,
+    /// taking nothing, when all are in use. Every `true` is matched by one
+    /// [`ListenerShared::release`].
+    pub fn try_acquire(&self) -> bool {
+        if self.active.fetch_add(1, Ordering::Relaxed) >= self.params.max_connections {
+            self.active.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back a slot taken by [`ListenerShared::try_acquire`].
+    pub fn release(&self) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Reports a data-plane failure of backend `backend` (no-op when passive checks are off).

@@ -75,10 +75,7 @@ impl Worker {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             tracing::warn!("cannot register client socket: {e}");
-            self.listeners[li]
-                .shared
-                .active
-                .fetch_sub(1, Ordering::Relaxed);
+            self.listeners[li].shared.release();
             return;
         }
         self.next_id += 1;
@@ -312,10 +309,7 @@ impl Worker {
                 let _ = socket2::SockRef::from(t).set_linger(Some(std::time::Duration::ZERO));
             }
         }
-        self.listeners[s.listener]
-            .shared
-            .active
-            .fetch_sub(1, Ordering::Relaxed);
+        self.listeners[s.listener].shared.release();
     }
 }
 

@@ -193,8 +193,7 @@ impl Worker {
     fn open_flow(&mut self, li: usize, client: SocketAddr) -> Option<usize> {
         let shared = Arc::clone(&self.listeners[li].shared);
         let params = &shared.params;
-        if shared.active.fetch_add(1, Ordering::Relaxed) >= params.max_connections {
-            shared.active.fetch_sub(1, Ordering::Relaxed);
+        if !shared.try_acquire() {
             shared
                 .stats
                 .udp_dropped_max_flows
@@ -218,7 +217,7 @@ impl Worker {
             }
         });
         let Some((backend, mut socket)) = socket else {
-            shared.active.fetch_sub(1, Ordering::Relaxed);
+            shared.release();
             shared
                 .stats
                 .udp_dropped_no_backend
@@ -236,7 +235,7 @@ impl Worker {
             .register(&mut socket, token::flow(fkey), Interest::READABLE)
             .is_err()
         {
-            shared.active.fetch_sub(1, Ordering::Relaxed);
+            shared.release();
             return None;
         }
         entry.insert(Flow {
@@ -386,10 +385,7 @@ impl Worker {
         }
         let f = self.flows.remove(fkey);
         self.flow_index.remove(&(f.listener, f.client));
-        self.listeners[f.listener]
-            .shared
-            .active
-            .fetch_sub(1, Ordering::Relaxed);
+        self.listeners[f.listener].shared.release();
     }
 
     /// Closes flows idle for their listener's `udp_idle_timeout`.

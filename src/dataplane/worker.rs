@@ -110,28 +110,25 @@ impl Worker {
         let mut sweep_every = MAX_SWEEP;
         let mut any_udp = false;
         for (i, l) in params.listeners.into_iter().enumerate() {
-            let (mut tcp, mut udp) = (None, None);
-            match l.socket {
+            let token = token::listener(i);
+            let (tcp, udp) = match l.socket {
                 BoundSocket::Tcp(s) => {
                     let mut socket = mio::net::TcpListener::from_std(s);
-                    poll.registry().register(
-                        &mut socket,
-                        token::listener(i),
-                        Interest::READABLE,
-                    )?;
-                    tcp = Some(socket);
+                    poll.registry()
+                        .register(&mut socket, token, Interest::READABLE)?;
+                    (Some(socket), None)
                 }
                 BoundSocket::Udp(s) => {
                     let mut socket = mio::net::UdpSocket::from_std(s);
-                    poll.registry().register(
-                        &mut socket,
-                        token::listener(i),
-                        Interest::READABLE,
-                    )?;
-                    udp = Some(UdpListener::new(socket, l.shared.snapshot.load_full()));
+                    poll.registry()
+                        .register(&mut socket, token, Interest::READABLE)?;
                     any_udp = true;
+                    (
+                        None,
+                        Some(UdpListener::new(socket, l.shared.snapshot.load_full())),
+                    )
                 }
-            }
+            };
             sweep_every = sweep_every.min(l.shared.params.idle_timeout / 8);
             listeners.push(Slot {
                 socket: tcp,
