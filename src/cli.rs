@@ -48,4 +48,54 @@ pub enum Command {
         #[arg(long, value_name = "IP:PORT")]
         dst: Option<SocketAddr>,
     },
+    /// Talk to a running ringway's admin API: status, drain, enable, disable, reload.
+    Ctl {
+        /// The admin API's address (default: `[admin] listen` of --config, else
+        /// 127.0.0.1:9101).
+        #[arg(long, value_name = "IP:PORT", global = true)]
+        admin: Option<SocketAddr>,
+        /// Bearer token (default: `[admin] token` of --config, else $RINGWAY_ADMIN_TOKEN).
+        #[arg(long, value_name = "TOKEN", global = true)]
+        token: Option<String>,
+        /// Read the admin address and token from this config file.
+        #[arg(short, long, value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        action: CtlAction,
+    },
+}
+
+/// `ringway ctl` actions.
+#[derive(Debug, Subcommand)]
+pub enum CtlAction {
+    /// Listeners and backends: state, open connections, ring share.
+    Status {
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send no new connections or flows to a backend; open ones stay.
+    Drain {
+        /// Listener name.
+        listener: String,
+        /// Backend id.
+        backend: String,
+    },
+    /// Undo drain or disable.
+    Enable {
+        /// Listener name.
+        listener: String,
+        /// Backend id.
+        backend: String,
+    },
+    /// Mark a backend down by hand.
+    Disable {
+        /// Listener name.
+        listener: String,
+        /// Backend id.
+        backend: String,
+    },
+    /// Reload the config file (as SIGHUP).
+    Reload,
 }

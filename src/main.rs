@@ -4,8 +4,8 @@ use std::io::{self, IsTerminal};
 use std::process::ExitCode;
 
 use clap::Parser;
-use ringway::cli::{Cli, Command};
-use ringway::{config, control, route};
+use ringway::cli::{Cli, Command, CtlAction};
+use ringway::{config, control, ctl, route};
 
 /// Exit status for a bad config, bad arguments or a failed start.
 const EXIT_ERROR: u8 = 2;
@@ -40,6 +40,12 @@ fn main() -> ExitCode {
                 )
                 .map_err(anyhow::Error::from)
             }),
+        Command::Ctl {
+            admin,
+            token,
+            config,
+            action,
+        } => run_ctl(admin, token, config, action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -54,6 +60,47 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+fn run_ctl(
+    admin: Option<std::net::SocketAddr>,
+    token: Option<String>,
+    config: Option<std::path::PathBuf>,
+    action: CtlAction,
+) -> anyhow::Result<()> {
+    let from_file = match &config {
+        Some(path) => config::load(path)?.admin,
+        None => None,
+    };
+    let addr = match (admin, &from_file) {
+        (Some(a), _) => a,
+        (None, Some(a)) => a.listen,
+        (None, None) => ctl::DEFAULT_ADMIN.parse()?,
+    };
+    let token = token
+        .or_else(|| from_file.and_then(|a| a.token))
+        .or_else(|| std::env::var("RINGWAY_ADMIN_TOKEN").ok());
+    let (what, target, json) = match &action {
+        CtlAction::Status { json } => (ctl::Action::Status, None, *json),
+        CtlAction::Drain { listener, backend } => {
+            (ctl::Action::Drain, Some((listener, backend)), true)
+        }
+        CtlAction::Enable { listener, backend } => {
+            (ctl::Action::Enable, Some((listener, backend)), true)
+        }
+        CtlAction::Disable { listener, backend } => {
+            (ctl::Action::Disable, Some((listener, backend)), true)
+        }
+        CtlAction::Reload => (ctl::Action::Reload, None, true),
+    };
+    let target = target.map(|(l, b)| (l.as_str(), b.as_str()));
+    let body = ctl::call(addr, token.as_deref(), &what, target)?;
+    if json {
+        print!("{body}");
+    } else {
+        print!("{}", ctl::render_status(&body)?);
+    }
+    Ok(())
 }
 
 fn init_logging(default: &str) {

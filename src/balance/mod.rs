@@ -33,7 +33,11 @@ pub struct Backend {
 pub struct Snapshot {
     backends: Arc<[Backend]>,
     full: Arc<Ring>,
+    /// Healthy and not disabled: flows already on it stay.
     up: Vec<bool>,
+    /// Up and not draining: new flows may go to it.
+    accepting: Vec<bool>,
+    /// The ring of accepting backends: what picks use.
     live: Ring,
 }
 
@@ -53,6 +57,7 @@ impl Snapshot {
             live: full.clone(),
             full: Arc::new(full),
             backends: backends.into(),
+            accepting: up.clone(),
             up,
         }
     }
@@ -69,25 +74,36 @@ impl Snapshot {
     /// # Panics
     /// Panics if `up` does not have one flag per backend.
     pub fn with_up(&self, up: Vec<bool>) -> Snapshot {
-        assert_eq!(up.len(), self.backends.len(), "one flag per backend");
-        let live = self.full.filtered(|m| up[m]);
-        Snapshot {
-            backends: Arc::clone(&self.backends),
-            full: Arc::clone(&self.full),
-            up,
-            live,
-        }
+        self.with_states(up.clone(), up, false)
     }
 
     /// Like [`Snapshot::with_up`], but when `fail_open` is set and no backend is up,
     /// every backend is used (`all_down = "use-all"`); their flags still say down.
     pub fn with_health(&self, up: Vec<bool>, fail_open: bool) -> Snapshot {
-        let all_down = !up.iter().any(|&u| u);
-        let mut s = self.with_up(up);
-        if fail_open && all_down {
-            s.live = (*s.full).clone();
+        self.with_states(up.clone(), up, fail_open)
+    }
+
+    /// The general form: `up` says which backends keep the flows they have (healthy and
+    /// not disabled), `accepting` which ones take new flows (up and not draining).
+    /// When `fail_open` is set and no backend accepts, every backend does.
+    ///
+    /// # Panics
+    /// Panics if either list does not have one flag per backend.
+    pub fn with_states(&self, up: Vec<bool>, accepting: Vec<bool>, fail_open: bool) -> Snapshot {
+        assert_eq!(up.len(), self.backends.len(), "one flag per backend");
+        assert_eq!(accepting.len(), self.backends.len(), "one flag per backend");
+        let live = if fail_open && !accepting.iter().any(|&a| a) {
+            (*self.full).clone()
+        } else {
+            self.full.filtered(|m| accepting[m])
+        };
+        Snapshot {
+            backends: Arc::clone(&self.backends),
+            full: Arc::clone(&self.full),
+            up,
+            accepting,
+            live,
         }
-        s
     }
 
     /// The backends, in config order (indices used everywhere else refer to it).
@@ -100,9 +116,22 @@ impl Snapshot {
         self.backends.iter().position(|b| b.id == id)
     }
 
-    /// Whether backend `i` is up.
+    /// Whether backend `i` is up: flows already on it stay there.
     pub fn is_up(&self, i: usize) -> bool {
         self.up[i]
+    }
+
+    /// Whether backend `i` takes new flows (up and not draining).
+    pub fn is_accepting(&self, i: usize) -> bool {
+        self.accepting[i]
+    }
+
+    /// Fraction of the key space (0.0..=1.0) whose backend differs between `self` and
+    /// `other` (backends matched by id; a key with no backend in one of them counts).
+    pub fn remapped(&self, other: &Snapshot) -> f64 {
+        self.live.moved(&other.live, |a, b| {
+            self.backends[a].id == other.backends[b].id
+        })
     }
 
     /// The up backend owning `key`; `None` when every backend is down.
@@ -184,6 +213,25 @@ mod tests {
         assert_eq!(closed.pick(99), None);
         let one = s.with_health(vec![false, true, false], true);
         assert_eq!(one.pick(99), Some(1));
+    }
+
+    #[test]
+    fn draining_takes_no_new_keys_but_stays_up() {
+        let s = Snapshot::new(backends(3), 32);
+        let d = s.with_states(vec![true; 3], vec![true, false, true], false);
+        assert!(d.is_up(1) && !d.is_accepting(1));
+        assert!((0..5_000u64).all(|k| d.pick(k.wrapping_mul(0x9E37_79B9)) != Some(1)));
+        assert!((s.remapped(&d) - s.shares()[1]).abs() < 1e-12);
+    }
+
+    #[test]
+    fn remapped_matches_backends_by_id_across_lists() {
+        let a = Snapshot::new(backends(3), 32);
+        let mut more = backends(3);
+        more.insert(0, backends(4).pop().unwrap());
+        let b = Snapshot::new(more, 32);
+        // b3 is new: exactly its share moved, though every index shifted by one.
+        assert!((a.remapped(&b) - b.shares()[0]).abs() < 1e-12);
     }
 
     #[test]

@@ -197,6 +197,38 @@ impl Ring {
         }
     }
 
+    /// Fraction of the key space (0.0..=1.0) whose owner differs between `self` and
+    /// `other`; `same(a, b)` says whether member `a` of `self` and member `b` of `other`
+    /// are the same backend (members are indices, which need not agree between rings).
+    /// Keys with no owner in either ring count as moved only if the other has one.
+    ///
+    /// Every point of either ring bounds an arc; inside one arc both rings have one
+    /// owner each, so comparing the owners at each arc's end point is exact.
+    pub fn moved(&self, other: &Ring, same: impl Fn(usize, usize) -> bool) -> f64 {
+        let mut points: Vec<u64> = self.hashes.iter().chain(&other.hashes).copied().collect();
+        points.sort_unstable();
+        points.dedup();
+        let n = points.len();
+        let mut moved = 0u128;
+        for i in 0..n {
+            let p = points[i];
+            let len = if n == 1 {
+                1u128 << 64
+            } else {
+                p.wrapping_sub(points[(i + n - 1) % n]) as u128
+            };
+            let differs = match (self.lookup(p), other.lookup(p)) {
+                (Some(a), Some(b)) => !same(a, b),
+                (None, None) => false,
+                _ => true,
+            };
+            if differs {
+                moved += len;
+            }
+        }
+        moved as f64 / (1u128 << 64) as f64
+    }
+
     /// Fraction of the key space (0.0..=1.0) each member owns, indexed by member.
     pub fn shares(&self) -> Vec<f64> {
         let mut arcs = vec![0u128; self.members];

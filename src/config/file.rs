@@ -14,8 +14,27 @@ use toml::Spanned;
 pub struct FileConfig {
     pub workers: Option<Spanned<i64>>,
     pub shutdown_timeout: Option<Spanned<String>>,
+    pub user: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub metrics: Option<Spanned<FileMetrics>>,
+    pub admin: Option<Spanned<FileAdmin>>,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<Spanned<FileListener>>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMetrics {
+    pub listen: Spanned<String>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    pub listen: Spanned<String>,
+    pub token: Option<Spanned<String>>,
 }
 
 /// One `[[listener]]`.

@@ -34,8 +34,25 @@ pub struct Config {
     pub workers: usize,
     /// How long a graceful shutdown waits for open connections.
     pub shutdown_timeout: Duration,
+    /// Unprivileged user to switch to once every socket is bound.
+    pub user: Option<String>,
+    /// Group to switch to (default: the user's primary group).
+    pub group: Option<String>,
+    /// Where `GET /metrics` is served (off when `None`).
+    pub metrics: Option<SocketAddr>,
+    /// The admin API (off when `None`).
+    pub admin: Option<AdminConfig>,
     /// The listeners, in file order.
     pub listeners: Vec<ListenerConfig>,
+}
+
+/// `[admin]`: the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Address to serve it on.
+    pub listen: SocketAddr,
+    /// Bearer token every request must carry, when set.
+    pub token: Option<String>,
 }
 
 /// Transport protocol of a listener.
@@ -57,7 +74,7 @@ impl fmt::Display for Protocol {
 }
 
 /// One validated `[[listener]]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     /// Unique name.
     pub name: String,

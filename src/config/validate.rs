@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Located};
 use super::file::{FileBackend, FileConfig, FileForward, FileHash, FileListener, FileProtocol};
-use super::{keypath, Config, ForwardMode, ListenerConfig, Protocol, Tuning};
+use super::{keypath, AdminConfig, Config, ForwardMode, ListenerConfig, Protocol, Tuning};
 use crate::balance::ring::{DEFAULT_VNODES, MAX_POINTS};
 use crate::balance::{Backend, HashMode};
 
@@ -99,10 +99,74 @@ pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, Con
         }
         listeners.push(listener);
     }
+    let metrics = match &file.metrics {
+        None => None,
+        Some(m) => Some(socket_addr(
+            src,
+            &m.get_ref().listen,
+            "metrics.listen",
+            true,
+        )?),
+    };
+    let admin = match &file.admin {
+        None => None,
+        Some(a) => {
+            let a = a.get_ref();
+            let listen = socket_addr(src, &a.listen, "admin.listen", true)?;
+            if metrics == Some(listen) {
+                return Err(src.error(
+                    a.listen.span(),
+                    "admin.listen",
+                    format!("{listen} is also metrics.listen: give each its own address"),
+                ));
+            }
+            let token = match &a.token {
+                None => None,
+                Some(t) => {
+                    let v = t.get_ref();
+                    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                        return Err(src.error(
+                            t.span(),
+                            "admin.token",
+                            "the token must be non-empty printable ASCII without spaces",
+                        ));
+                    }
+                    Some(v.clone())
+                }
+            };
+            Some(AdminConfig { listen, token })
+        }
+    };
+    let name_of = |v: &Option<Spanned<String>>, key: &str| -> Result<Option<String>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some(s) if s.get_ref().trim().is_empty() || s.get_ref().contains(['\0', '/']) => {
+                Err(src.error(
+                    s.span(),
+                    key,
+                    format!("{:?} is not a valid {key} name", s.get_ref()),
+                ))
+            }
+            Some(s) => Ok(Some(s.get_ref().trim().to_string())),
+        }
+    };
+    let user = name_of(&file.user, "user")?;
+    let group = name_of(&file.group, "group")?;
+    if let (None, Some(g)) = (&user, &file.group) {
+        return Err(src.error(
+            g.span(),
+            "group",
+            "`group` needs `user` too: ringway switches group and user together",
+        ));
+    }
     Ok(Config {
         path: src.path.to_path_buf(),
         workers,
         shutdown_timeout,
+        user,
+        group,
+        metrics,
+        admin,
         listeners,
     })
 }

@@ -1,23 +1,34 @@
-//! The control plane: turns a [`Config`] into running workers, checks backends' health,
-//! and stops everything on a signal.
+//! The control plane: turns a [`Config`] into running workers, checks backends'
+//! health, serves metrics and the admin API, reloads on SIGHUP and stops everything on
+//! SIGTERM/SIGINT.
 //!
 //! It binds every socket before any worker starts (so a bad address fails the start,
-//! not a worker), builds each listener's [`Snapshot`], publishes it through the
-//! listener's `ArcSwap`, runs the health checks, and waits for signals, all on one small
-//! tokio runtime on the main thread. Nothing here runs on a worker.
+//! not a worker), drops privileges when `user` is set, builds each listener's
+//! [`Routing`](crate::dataplane::Routing) and publishes it through the listener's
+//! `ArcSwap`. Everything else runs on one small tokio runtime on the main thread, around
+//! one [`core::Control`] behind a mutex. Nothing here runs on a worker.
 
-mod health;
-mod shutdown;
+mod admin;
+mod core;
+mod http;
+mod privileges;
+mod probes;
+mod reload;
+mod signals;
+mod state;
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use anyhow::Context as _;
 
-use crate::balance::Snapshot;
 use crate::config::{Config, ListenerConfig, Protocol};
-use crate::dataplane::{
-    self, BoundSocket, ListenerParams, ListenerShared, PassiveSink, WorkerListener, WorkerParams,
-};
+use crate::dataplane::{self, BoundSocket, WorkerListener, WorkerParams};
+use crate::metrics::{Exporter, STALE_AFTER};
+use state::ListenerState;
+
+pub use state::params;
 
 /// Runs the balancer described by `config` until SIGTERM/SIGINT and a graceful drain.
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -25,47 +36,34 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         Ok((soft, _)) => tracing::debug!("open files limit: {soft}"),
         Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
     }
-    let (passive_tx, passive_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut checked = Vec::with_capacity(config.listeners.len());
-    let mut shared = Vec::with_capacity(config.listeners.len());
-    for (i, l) in config.listeners.iter().enumerate() {
-        let base = Arc::new(Snapshot::new(l.backends.clone(), l.vnodes));
-        let passive = (l.health.active() && l.health.passive).then(|| PassiveSink {
-            listener: i,
-            tx: passive_tx.clone(),
-        });
-        let sh = Arc::new(ListenerShared::new(
-            params(l),
-            Snapshot::clone_all_up(&base),
-            passive,
-        ));
-        checked.push(health::Checked {
-            shared: Arc::clone(&sh),
-            config: l.health.clone(),
-            base,
-        });
-        shared.push(sh);
-    }
-    drop(passive_tx);
+    let (passive_tx, mut passive_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (probe_tx, mut probe_rx) = tokio::sync::mpsc::unbounded_channel();
+    let listeners: Vec<ListenerState> = config
+        .listeners
+        .iter()
+        .map(|l| ListenerState::new(l.clone(), config.workers, passive_tx.clone()))
+        .collect();
     let mut per_worker: Vec<Vec<WorkerListener>> =
         (0..config.workers).map(|_| Vec::new()).collect();
-    for (l, sh) in config.listeners.iter().zip(&shared) {
-        for listeners in per_worker.iter_mut() {
-            let socket = match l.protocol {
-                Protocol::Tcp => dataplane::bind_tcp(l.listen).map(BoundSocket::Tcp),
-                Protocol::Udp => dataplane::bind_udp(l.listen).map(BoundSocket::Udp),
-            }
-            .with_context(|| {
-                format!(
-                    "listener {:?}: cannot listen on {} {}",
-                    l.name, l.protocol, l.listen
-                )
-            })?;
-            listeners.push(WorkerListener {
+    for (l, state) in config.listeners.iter().zip(&listeners) {
+        for (worker, socket) in per_worker.iter_mut().zip(bind(l, config.workers)?) {
+            worker.push(WorkerListener {
                 socket,
-                shared: Arc::clone(sh),
+                shared: Arc::clone(&state.shared),
             });
         }
+    }
+    let metrics_socket = config
+        .metrics
+        .map(|a| bind_http(a, "metrics.listen"))
+        .transpose()?;
+    let admin_socket = config
+        .admin
+        .as_ref()
+        .map(|a| bind_http(a.listen, "admin.listen"))
+        .transpose()?;
+    if let Some(user) = &config.user {
+        privileges::drop_to(user, config.group.as_deref())?;
     }
     let mut workers = Vec::with_capacity(config.workers);
     for (index, listeners) in per_worker.into_iter().enumerate() {
@@ -82,29 +80,74 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the control runtime")?;
-    let controls = workers.iter().map(|w| w.control()).collect();
+    let control = Arc::new(Mutex::new(core::Control {
+        config,
+        listeners,
+        workers: workers.iter().map(|w| w.control()).collect(),
+        probes: probe_tx,
+        passive: passive_tx,
+        exporter: Exporter::new(STALE_AFTER),
+        reloads_ok: 0,
+        reloads_failed: 0,
+        last_reload_error: None,
+        started: Instant::now(),
+    }));
     rt.block_on(async move {
-        health::spawn(checked, passive_rx, controls);
-        shutdown::wait_and_drain(workers, config.shutdown_timeout, &shared).await
+        admin::lock(&control).start_probes();
+        let c = Arc::clone(&control);
+        tokio::spawn(async move {
+            loop {
+                let outcome = tokio::select! {
+                    Some(o) = probe_rx.recv() => o,
+                    Some(p) = passive_rx.recv() => probes::Outcome {
+                        listener: p.listener,
+                        backend: p.backend,
+                        result: Err(p.error),
+                        took: None,
+                    },
+                    else => return,
+                };
+                admin::lock(&c).on_outcome(outcome);
+            }
+        });
+        if let Some(socket) = metrics_socket {
+            let addr = socket.local_addr()?;
+            let c = Arc::clone(&control);
+            http::spawn(socket, "metrics", move |req| {
+                admin::metrics(Arc::clone(&c), req)
+            })?;
+            tracing::info!("metrics on http://{addr}/metrics");
+        }
+        if let Some(socket) = admin_socket {
+            let addr = socket.local_addr()?;
+            let c = Arc::clone(&control);
+            http::spawn(socket, "admin", move |req| {
+                admin::admin(Arc::clone(&c), req)
+            })?;
+            tracing::info!("admin API on http://{addr}/status");
+        }
+        signals::run(workers, control).await
     })
 }
 
-fn params(l: &ListenerConfig) -> ListenerParams {
-    ListenerParams {
-        name: l.name.clone(),
-        listen: l.listen,
-        hash: l.hash,
-        connect_timeout: l.connect_timeout,
-        idle_timeout: match l.protocol {
-            Protocol::Tcp => l.idle_timeout,
-            Protocol::Udp => l.udp_idle_timeout,
-        },
-        retries: l.retries,
-        max_connections: match l.protocol {
-            Protocol::Tcp => l.max_connections,
-            Protocol::Udp => l.udp_max_flows,
-        },
-        udp_responses: l.udp_responses,
-        forward: l.forward,
-    }
+/// One socket per worker for listener `l`.
+fn bind(l: &ListenerConfig, workers: usize) -> anyhow::Result<Vec<BoundSocket>> {
+    (0..workers)
+        .map(|_| {
+            match l.protocol {
+                Protocol::Tcp => dataplane::bind_tcp(l.listen).map(BoundSocket::Tcp),
+                Protocol::Udp => dataplane::bind_udp(l.listen).map(BoundSocket::Udp),
+            }
+            .with_context(|| {
+                format!(
+                    "listener {:?}: cannot listen on {} {}",
+                    l.name, l.protocol, l.listen
+                )
+            })
+        })
+        .collect()
+}
+
+fn bind_http(addr: SocketAddr, key: &str) -> anyhow::Result<std::net::TcpListener> {
+    std::net::TcpListener::bind(addr).with_context(|| format!("{key}: cannot listen on {addr}"))
 }

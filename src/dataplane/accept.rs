@@ -2,7 +2,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 
 use mio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -67,7 +66,7 @@ impl Worker {
                     // EMFILE/ENFILE/ENOBUFS: the connection stays queued; try again soon.
                     if let Some(suppressed) = self.warn_limit.allow(self.now) {
                         tracing::warn!(
-                            listener = %self.listeners[li].shared.params.name,
+                            listener = %self.listeners[li].shared.name,
                             suppressed,
                             "accept failed: {e}; retrying shortly"
                         );
@@ -81,16 +80,16 @@ impl Worker {
     }
 
     fn admit(&mut self, li: usize, stream: TcpStream, peer: SocketAddr) {
-        let shared = &self.listeners[li].shared;
-        let params = &shared.params;
-        if !shared.try_acquire() {
-            shared
-                .stats
-                .rejected_max_connections
-                .fetch_add(1, Ordering::Relaxed);
+        let slot = &self.listeners[li];
+        let shared = &slot.shared;
+        let stats = shared.stats.shard(self.index);
+        let routing = shared.routing.load_full();
+        let params = &routing.params;
+        if !shared.try_acquire(params.max_connections) {
+            stats.rejected_max_connections.inc();
             if let Some(suppressed) = self.warn_limit.allow(self.now) {
                 tracing::warn!(
-                    listener = %params.name,
+                    listener = %shared.name,
                     client = %peer,
                     suppressed,
                     "max_connections ({}) reached: closing new connection",
@@ -99,28 +98,24 @@ impl Worker {
             }
             return;
         }
-        let local = if params.listen.ip().is_unspecified() {
+        let local = if shared.listen.ip().is_unspecified() {
             match stream.local_addr() {
                 Ok(a) => a,
-                Err(_) => params.listen,
+                Err(_) => shared.listen,
             }
         } else {
-            params.listen
+            shared.listen
         };
         let key = flow_hash(params.hash, PROTO_TCP, peer, local);
-        let snapshot = shared.snapshot.load_full();
-        if snapshot.pick(key).is_none() {
+        if routing.snapshot.pick(key).is_none() {
             shared.release();
-            shared
-                .stats
-                .rejected_no_backend
-                .fetch_add(1, Ordering::Relaxed);
+            stats.rejected_no_backend.inc();
             if let Some(suppressed) = self.warn_limit.allow(self.now) {
-                tracing::warn!(listener = %params.name, client = %peer, suppressed, "no backend is up: closing new connection");
+                tracing::warn!(listener = %shared.name, client = %peer, suppressed, "no backend is up: closing new connection");
             }
             return;
         }
-        self.open_session(li, stream, peer, key, snapshot);
+        self.open_session(li, stream, peer, key, routing);
     }
 }
 

@@ -3,9 +3,11 @@
 //! Each worker owns a mio `Poll` (epoll, edge-triggered), its own `SO_REUSEPORT`
 //! listening socket per listener, a slab of sessions, a pipe pool and a scratch buffer.
 //! Workers share nothing mutable with each other except one atomic connection counter
-//! per listener (for `max_connections`) and relaxed statistics counters. They read
-//! backends only from the [`Snapshot`] the control plane publishes in
-//! [`ListenerShared::snapshot`], once per new connection, and never see the config.
+//! per listener (for `max_connections`); each counts into its own shard of the
+//! statistics ([`stats`]). They read settings and backends only from the [`Routing`]
+//! the control plane publishes in [`ListenerShared::routing`], once per new connection
+//! or flow, and never see the config. A reload adds and removes listeners with
+//! [`Command`]s; open connections keep the routing they started with.
 //!
 //! A session's life (see `docs/LIFECYCLE.md`): accepted -> connecting (to the ring's
 //! pick; on refusal or `connect_timeout`, to the next distinct backend clockwise, up to
@@ -17,13 +19,14 @@ mod accept;
 pub mod forward;
 pub mod pipes;
 mod session;
+pub mod stats;
 pub mod token;
 mod udp;
 mod worker;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -35,14 +38,12 @@ pub use accept::bind_tcp;
 pub use udp::bind_udp;
 
 use crate::balance::{HashMode, Snapshot};
+use stats::{BackendStats, ListenerCounters, Sharded};
 
-/// What a worker needs to know about one listener (built by the control plane).
-#[derive(Debug, Clone)]
+/// A listener's settings that workers use (built by the control plane; a reload
+/// publishes new ones with the next [`Routing`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerParams {
-    /// Listener name, for logs.
-    pub name: String,
-    /// The configured listen address.
-    pub listen: SocketAddr,
     /// What is hashed onto the ring.
     pub hash: HashMode,
     /// Limit on one connect attempt.
@@ -59,93 +60,74 @@ pub struct ListenerParams {
     pub forward: forward::Mode,
 }
 
-/// Counters of one listener, summed over workers (relaxed atomics, off the byte path).
-#[derive(Debug, Default)]
-pub struct ListenerStats {
-    /// Connections accepted and handed to a backend.
-    pub accepted: AtomicU64,
-    /// Connections closed at once because `max_connections` was reached.
-    pub rejected_max_connections: AtomicU64,
-    /// Connections closed because no backend was up.
-    pub rejected_no_backend: AtomicU64,
-    /// Connect attempts that failed (refused, timed out, unreachable).
-    pub connect_errors: AtomicU64,
-    /// Clients that got an error because every attempt failed.
-    pub failed: AtomicU64,
-    /// UDP flows created.
-    pub udp_flows: AtomicU64,
-    /// UDP datagrams received from clients.
-    pub udp_in: AtomicU64,
-    /// UDP datagrams sent back to clients.
-    pub udp_out: AtomicU64,
-    /// New UDP flows dropped because `udp_max_flows` was reached.
-    pub udp_dropped_max_flows: AtomicU64,
-    /// New UDP flows dropped because no backend was up.
-    pub udp_dropped_no_backend: AtomicU64,
-    /// UDP datagrams the kernel would not send (either direction).
-    pub udp_dropped_send: AtomicU64,
-    /// ICMP errors (port unreachable) reported by backends' UDP sockets.
-    pub backend_icmp_errors: AtomicU64,
+/// Everything a worker reads to place a new connection or flow: replaced whole by the
+/// control plane (health transitions, admin calls, reloads), loaded once per new
+/// connection or flow.
+#[derive(Debug)]
+pub struct Routing {
+    /// The listener's settings.
+    pub params: ListenerParams,
+    /// Backends, ring and states.
+    pub snapshot: Snapshot,
+    /// Counters of each backend, in snapshot order.
+    pub backends: Vec<Arc<BackendStats>>,
+    /// Whether data-plane failures are reported as passive health results.
+    pub passive: bool,
 }
 
 /// A failed connect (TCP) or an ICMP error (UDP) seen on the data path: a passive
 /// health check result for the control plane.
 #[derive(Debug)]
 pub struct PassiveFailure {
-    /// Listener index (config order).
-    pub listener: usize,
-    /// Backend index (snapshot order).
-    pub backend: usize,
+    /// The listener.
+    pub listener: Arc<ListenerShared>,
+    /// The backend.
+    pub backend: Arc<BackendStats>,
     /// What happened.
     pub error: String,
-}
-
-/// Where a listener's workers report passive failures (absent when passive checks are
-/// off). Sending never blocks.
-#[derive(Debug, Clone)]
-pub struct PassiveSink {
-    /// This listener's index.
-    pub listener: usize,
-    /// The control plane's channel.
-    pub tx: tokio::sync::mpsc::UnboundedSender<PassiveFailure>,
 }
 
 /// State of one listener shared by the control plane and all workers.
 #[derive(Debug)]
 pub struct ListenerShared {
-    /// Fixed parameters.
-    pub params: ListenerParams,
-    /// Backends and ring, replaced whole by the control plane.
-    pub snapshot: ArcSwap<Snapshot>,
-    /// Connections open now, all workers together.
+    /// Listener name, for logs and metrics.
+    pub name: String,
+    /// The address it listens on (fixed: a reload that changes it makes a new listener).
+    pub listen: SocketAddr,
+    /// Settings, backends and ring, replaced whole by the control plane.
+    pub routing: ArcSwap<Routing>,
+    /// Connections (TCP) or flows (UDP) open now, all workers together.
     pub active: AtomicUsize,
-    /// Counters.
-    pub stats: ListenerStats,
-    /// Passive health reports go here, when enabled.
-    pub passive: Option<PassiveSink>,
+    /// Per-worker counters.
+    pub stats: Sharded<ListenerCounters>,
+    /// Where passive failures go.
+    passive: tokio::sync::mpsc::UnboundedSender<PassiveFailure>,
 }
 
 impl ListenerShared {
-    /// New shared state with an initial snapshot.
+    /// New shared state.
     pub fn new(
-        params: ListenerParams,
-        snapshot: Snapshot,
-        passive: Option<PassiveSink>,
+        name: &str,
+        listen: SocketAddr,
+        routing: Routing,
+        workers: usize,
+        passive: tokio::sync::mpsc::UnboundedSender<PassiveFailure>,
     ) -> ListenerShared {
         ListenerShared {
-            params,
-            snapshot: ArcSwap::from_pointee(snapshot),
+            name: name.to_string(),
+            listen,
+            routing: ArcSwap::from_pointee(routing),
             active: AtomicUsize::new(0),
-            stats: ListenerStats::default(),
+            stats: Sharded::new(workers),
             passive,
         }
     }
 
-    /// Takes one of the listener's `max_connections` (or `udp_max_flows`) slots; false,
-    /// taking nothing, when all are in use. Every `true` is matched by one
+    /// Takes one of the listener's `max` connection (or flow) slots; false, taking
+    /// nothing, when all are in use. Every `true` is matched by one
     /// [`ListenerShared::release`].
-    pub fn try_acquire(&self) -> bool {
-        if self.active.fetch_add(1, Ordering::Relaxed) >= self.params.max_connections {
+    pub fn try_acquire(&self, max: usize) -> bool {
+        if self.active.fetch_add(1, Ordering::Relaxed) >= max {
             self.active.fetch_sub(1, Ordering::Relaxed);
             return false;
         }
@@ -157,12 +139,18 @@ impl ListenerShared {
         self.active.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Reports a data-plane failure of backend `backend` (no-op when passive checks are off).
-    pub fn report_failure(&self, backend: usize, error: &dyn std::fmt::Display) {
-        if let Some(p) = &self.passive {
-            let _ = p.tx.send(PassiveFailure {
-                listener: p.listener,
-                backend,
+    /// Reports a data-plane failure of backend `bi` of `routing` (no-op when passive
+    /// checks are off).
+    pub fn report_failure(
+        self: &Arc<Self>,
+        routing: &Routing,
+        bi: usize,
+        error: &dyn std::fmt::Display,
+    ) {
+        if routing.passive {
+            let _ = self.passive.send(PassiveFailure {
+                listener: Arc::clone(self),
+                backend: Arc::clone(&routing.backends[bi]),
                 error: error.to_string(),
             });
         }
@@ -204,14 +192,18 @@ pub enum Command {
         /// When to give up on open sessions.
         deadline: Instant,
     },
-    /// Close every open TCP session of listener `listener` to backend `backend`
-    /// (`on_down = "close"`).
+    /// Close every open TCP session of `listener` to `backend` (`on_down = "close"`).
     CloseBackend {
-        /// Listener index.
-        listener: usize,
-        /// Backend index.
-        backend: usize,
+        /// The listener.
+        listener: Arc<ListenerShared>,
+        /// The backend.
+        backend: Arc<BackendStats>,
     },
+    /// Start serving a listener added by a reload.
+    AddListener(WorkerListener),
+    /// Stop accepting on a listener removed by a reload; its open connections and
+    /// flows carry on until they end.
+    RemoveListener(Arc<ListenerShared>),
 }
 
 /// A cloneable way to send commands to a worker.

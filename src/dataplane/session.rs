@@ -2,7 +2,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,9 +9,10 @@ use mio::net::TcpStream;
 use mio::Interest;
 
 use super::forward::{End, Half, Ready};
+use super::stats::BackendStats;
 use super::token::{self, Side};
 use super::worker::{Timer, Worker};
-use crate::balance::Snapshot;
+use super::Routing;
 
 /// Source reads one direction may do per wake-up before others get a turn.
 const PUMP_BUDGET: u32 = 16;
@@ -34,14 +34,15 @@ pub(super) struct Session {
     /// Backend -> client.
     pub down: Half,
     pub last_active: Instant,
-    /// Index of the backend being connected to or forwarded to.
-    pub backend_index: usize,
+    /// The backend forwarded to (set once connected): its counters, and its identity
+    /// for `on_down = "close"`.
+    pub target: Option<Arc<BackendStats>>,
 }
 
 /// Connect-phase state.
 #[derive(Debug)]
 pub(super) struct Connecting {
-    pub snapshot: Arc<Snapshot>,
+    pub routing: Arc<Routing>,
     pub key: u64,
     pub client_addr: SocketAddr,
     /// 0 for the ring's pick, then 1..=retries.
@@ -64,9 +65,9 @@ impl Worker {
         mut stream: TcpStream,
         peer: SocketAddr,
         key: u64,
-        snapshot: Arc<Snapshot>,
+        routing: Arc<Routing>,
     ) {
-        let mode = self.listeners[li].shared.params.forward;
+        let mode = routing.params.forward;
         let entry = self.sessions.vacant_entry();
         let skey = entry.key();
         if let Err(e) = self.poll.registry().register(
@@ -78,6 +79,7 @@ impl Worker {
             self.listeners[li].shared.release();
             return;
         }
+        self.listeners[li].open += 1;
         self.next_id += 1;
         entry.insert(Session {
             id: self.next_id,
@@ -87,7 +89,7 @@ impl Worker {
             backend: None,
             backend_ready: Ready::default(),
             connecting: Some(Connecting {
-                snapshot,
+                routing,
                 key,
                 client_addr: peer,
                 attempt: 0,
@@ -95,7 +97,7 @@ impl Worker {
             up: Half::new(mode),
             down: Half::new(mode),
             last_active: self.now,
-            backend_index: usize::MAX,
+            target: None,
         });
         self.start_connect(skey);
     }
@@ -107,21 +109,26 @@ impl Worker {
             return;
         };
         let shared = &self.listeners[s.listener].shared;
-        let params = &shared.params;
         let Some(c) = s.connecting.as_mut() else {
             return;
         };
+        let routing = Arc::clone(&c.routing);
+        let params = &routing.params;
         loop {
             let candidate = if c.attempt <= params.retries {
-                c.snapshot.attempt(c.key, c.attempt)
+                routing.snapshot.attempt(c.key, c.attempt)
             } else {
                 None
             };
             let Some(bi) = candidate else {
-                shared.stats.failed.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .stats
+                    .shard(self.index)
+                    .rejected_backends_failed
+                    .inc();
                 if let Some(suppressed) = self.warn_limit.allow(self.now) {
                     tracing::warn!(
-                        listener = %params.name,
+                        listener = %shared.name,
                         client = %c.client_addr,
                         attempts = c.attempt,
                         suppressed,
@@ -131,7 +138,7 @@ impl Worker {
                 self.close(skey, Close::Reset(Side::Client));
                 return;
             };
-            let backend = &c.snapshot.backends()[bi];
+            let backend = &routing.snapshot.backends()[bi];
             match TcpStream::connect(backend.addr) {
                 Ok(mut stream) => {
                     let registered = self.poll.registry().register(
@@ -149,16 +156,19 @@ impl Worker {
                         }));
                         s.backend = Some(stream);
                         s.backend_ready = Ready::default();
-                        s.backend_index = bi;
                         return;
                     }
                 }
                 Err(e) => {
-                    tracing::debug!(listener = %params.name, backend = %backend.id, "connect failed at once: {e}");
-                    shared.report_failure(bi, &e);
+                    tracing::debug!(listener = %shared.name, backend = %backend.id, "connect failed at once: {e}");
+                    shared.report_failure(&routing, bi, &e);
                 }
             }
-            shared.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+            routing.backends[bi]
+                .counters
+                .shard(self.index)
+                .connect_errors
+                .inc();
             c.attempt += 1;
         }
     }
@@ -193,27 +203,40 @@ impl Worker {
             Ok(false) => {}
             Ok(true) => {
                 let _ = stream.set_nodelay(true);
-                s.connecting = None;
+                if let Some(c) = s.connecting.take() {
+                    if let Some(bi) = c.routing.snapshot.attempt(c.key, c.attempt) {
+                        let target = Arc::clone(&c.routing.backends[bi]);
+                        let counters = target.counters.shard(self.index);
+                        counters.connections.inc();
+                        counters.active.add(1);
+                        s.target = Some(target);
+                    }
+                }
                 s.backend_ready.write = true;
                 s.last_active = self.now;
                 self.listeners[s.listener]
                     .shared
                     .stats
-                    .accepted
-                    .fetch_add(1, Ordering::Relaxed);
+                    .shard(self.index)
+                    .connections
+                    .inc();
                 self.drive(skey);
             }
             Err(e) => {
                 let shared = &self.listeners[s.listener].shared;
-                shared.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
                 if let Some(c) = s.connecting.as_mut() {
-                    let bi = c.snapshot.attempt(c.key, c.attempt);
+                    let bi = c.routing.snapshot.attempt(c.key, c.attempt);
                     let id = bi
-                        .map(|i| c.snapshot.backends()[i].id.as_str())
+                        .map(|i| c.routing.snapshot.backends()[i].id.as_str())
                         .unwrap_or("?");
-                    tracing::debug!(listener = %shared.params.name, backend = %id, attempt = c.attempt, "connect failed: {e}");
+                    tracing::debug!(listener = %shared.name, backend = %id, attempt = c.attempt, "connect failed: {e}");
                     if let Some(bi) = bi {
-                        shared.report_failure(bi, &e);
+                        c.routing.backends[bi]
+                            .counters
+                            .shard(self.index)
+                            .connect_errors
+                            .inc();
+                        shared.report_failure(&c.routing, bi, &e);
                     }
                     c.attempt += 1;
                 }
@@ -241,11 +264,13 @@ impl Worker {
             up,
             down,
             last_active,
+            target,
             ..
         } = s;
         let Some(backend) = backend.as_ref() else {
             return;
         };
+        let before = (up.bytes, down.bytes);
         let scratch = &mut self.scratch;
         let a = up.pump(
             client,
@@ -268,6 +293,15 @@ impl Worker {
                 up_done,
             )
         });
+        if let Some(t) = target.as_ref() {
+            let counters = t.counters.shard(self.index);
+            if up.bytes != before.0 {
+                counters.sent_bytes.add(up.bytes - before.0);
+            }
+            if down.bytes != before.1 {
+                counters.received_bytes.add(down.bytes - before.1);
+            }
+        }
         let close = match (&a, &b) {
             (Err(f), _) => Some(failure_close(f.end, Side::Client)),
             (_, Some(Err(f))) => Some(failure_close(f.end, Side::Backend)),
@@ -309,7 +343,11 @@ impl Worker {
                 let _ = socket2::SockRef::from(t).set_linger(Some(std::time::Duration::ZERO));
             }
         }
+        if let Some(t) = &s.target {
+            t.counters.shard(self.index).active.add(-1);
+        }
         self.listeners[s.listener].shared.release();
+        self.slot_closed(s.listener);
     }
 }
 

@@ -18,7 +18,6 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,10 +25,11 @@ use mio::net::UdpSocket;
 use mio::Interest;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::stats::{BackendStats, ListenerCounters};
 use super::token;
 use super::worker::Worker;
+use super::Routing;
 use crate::balance::hash::{flow_hash, PROTO_UDP};
-use crate::balance::Snapshot;
 use crate::sys::mmsg::Batch;
 
 /// Datagrams per `recvmmsg`/`sendmmsg` call.
@@ -67,18 +67,18 @@ pub(super) struct UdpListener {
     pub socket: UdpSocket,
     /// Replies waiting for the next `sendmmsg`.
     replies: Batch,
-    /// The snapshot flows were last checked against, and a counter bumped when it
+    /// The routing flows were last checked against, and a counter bumped when it
     /// changes, so a flow re-checks its backend once per change, not per datagram.
-    seen: Arc<Snapshot>,
+    seen: Arc<Routing>,
     epoch: u64,
 }
 
 impl UdpListener {
-    pub fn new(socket: UdpSocket, snapshot: Arc<Snapshot>) -> UdpListener {
+    pub fn new(socket: UdpSocket, routing: Arc<Routing>) -> UdpListener {
         UdpListener {
             socket,
             replies: Batch::new(BATCH, SLOT),
-            seen: snapshot,
+            seen: routing,
             epoch: 0,
         }
     }
@@ -90,7 +90,10 @@ pub(super) struct Flow {
     pub listener: usize,
     pub client: SocketAddr,
     socket: UdpSocket,
+    /// Index of its backend in the routing of `epoch`.
     backend: usize,
+    /// That backend's counters (and identity across routings).
+    target: Arc<BackendStats>,
     epoch: u64,
     pub last_active: Instant,
     /// Datagrams forwarded to the backend.
@@ -136,7 +139,7 @@ impl Worker {
                 Err(e) => {
                     // ICMP errors for replies we sent show up here; they are not fatal.
                     if let Some(suppressed) = self.warn_limit.allow(self.now) {
-                        tracing::debug!(listener = %self.listeners[li].shared.params.name, suppressed, "udp receive: {e}");
+                        tracing::debug!(listener = %self.listeners[li].shared.name, suppressed, "udp receive: {e}");
                     }
                 }
             }
@@ -146,8 +149,8 @@ impl Worker {
     }
 
     fn client_datagram(&mut self, li: usize, client: SocketAddr, data: &[u8]) {
-        let stats = &self.listeners[li].shared.stats;
-        stats.udp_in.fetch_add(1, Ordering::Relaxed);
+        let stats = self.listeners[li].shared.stats.shard(self.index);
+        stats.udp_in.inc();
         let key = match self.flow_index.get(&(li, client)) {
             Some(&k) => {
                 self.check_backend(k);
@@ -162,28 +165,25 @@ impl Worker {
             return;
         };
         let mut result = f.socket.send(data);
+        let stats = self.listeners[li].shared.stats.shard(self.index);
+        let counters = f.target.counters.shard(self.index);
         if matches!(&result, Err(e) if is(e, libc::ECONNREFUSED)) {
             // A previous datagram drew an ICMP port-unreachable; this one was not sent.
-            self.listeners[li]
-                .shared
-                .stats
-                .backend_icmp_errors
-                .fetch_add(1, Ordering::Relaxed);
+            stats.backend_icmp_errors.inc();
+            counters.connect_errors.inc();
             result = f.socket.send(data);
         }
         match result {
-            Ok(_) => {
+            Ok(n) => {
                 f.sent += 1;
                 f.last_active = self.now;
+                counters.sent_bytes.add(n as u64);
             }
             Err(e) => {
-                let shared = &self.listeners[li].shared;
-                shared
-                    .stats
-                    .udp_dropped_send
-                    .fetch_add(1, Ordering::Relaxed);
+                stats.udp_dropped_send.inc();
                 if let Some(suppressed) = self.warn_limit.allow(self.now) {
-                    tracing::warn!(listener = %shared.params.name, client = %client, suppressed, "udp datagram to backend dropped: {e}");
+                    let name = &self.listeners[li].shared.name;
+                    tracing::warn!(listener = %name, client = %client, suppressed, "udp datagram to backend dropped: {e}");
                 }
             }
         }
@@ -192,38 +192,37 @@ impl Worker {
     /// Creates the flow for a new client, or drops its datagram (max flows, no backend).
     fn open_flow(&mut self, li: usize, client: SocketAddr) -> Option<usize> {
         let shared = Arc::clone(&self.listeners[li].shared);
-        let params = &shared.params;
-        if !shared.try_acquire() {
-            shared
-                .stats
-                .udp_dropped_max_flows
-                .fetch_add(1, Ordering::Relaxed);
-            if let Some(suppressed) = self.warn_limit.allow(self.now) {
-                tracing::warn!(listener = %params.name, client = %client, suppressed, "udp_max_flows ({}) reached: dropping a new flow", params.max_connections);
-            }
+        let stats = shared.stats.shard(self.index);
+        if self.listeners[li].retired {
+            stats.udp_dropped_removed.inc();
             return None;
         }
         let epoch = self.refresh_epoch(li);
-        let snapshot = self.seen_snapshot(li);
-        let key = flow_hash(params.hash, PROTO_UDP, client, params.listen);
-        let socket = snapshot.pick(key).and_then(|b| {
-            let addr = snapshot.backends()[b].addr;
+        let routing = self.seen_routing(li);
+        let params = &routing.params;
+        if !shared.try_acquire(params.max_connections) {
+            stats.udp_dropped_max_flows.inc();
+            if let Some(suppressed) = self.warn_limit.allow(self.now) {
+                tracing::warn!(listener = %shared.name, client = %client, suppressed, "udp_max_flows ({}) reached: dropping a new flow", params.max_connections);
+            }
+            return None;
+        }
+        let key = flow_hash(params.hash, PROTO_UDP, client, shared.listen);
+        let socket = routing.snapshot.pick(key).and_then(|b| {
+            let addr = routing.snapshot.backends()[b].addr;
             match upstream(addr) {
                 Ok(s) => Some((b, s)),
                 Err(e) => {
-                    tracing::debug!(listener = %params.name, backend = %addr, "udp upstream socket: {e}");
+                    tracing::debug!(listener = %shared.name, backend = %addr, "udp upstream socket: {e}");
                     None
                 }
             }
         });
         let Some((backend, mut socket)) = socket else {
             shared.release();
-            shared
-                .stats
-                .udp_dropped_no_backend
-                .fetch_add(1, Ordering::Relaxed);
+            stats.udp_dropped_no_backend.inc();
             if let Some(suppressed) = self.warn_limit.allow(self.now) {
-                tracing::warn!(listener = %params.name, client = %client, suppressed, "no backend for a new udp flow: dropping");
+                tracing::warn!(listener = %shared.name, client = %client, suppressed, "no backend for a new udp flow: dropping");
             }
             return None;
         };
@@ -238,26 +237,32 @@ impl Worker {
             shared.release();
             return None;
         }
+        let target = Arc::clone(&routing.backends[backend]);
+        let counters = target.counters.shard(self.index);
+        counters.connections.inc();
+        counters.active.add(1);
         entry.insert(Flow {
             listener: li,
             client,
             socket,
             backend,
+            target,
             epoch,
             last_active: self.now,
             sent: 0,
             replies: 0,
         });
         self.flow_index.insert((li, client), fkey);
-        shared.stats.udp_flows.fetch_add(1, Ordering::Relaxed);
+        self.listeners[li].open += 1;
+        stats.udp_flows.inc();
         Some(fkey)
     }
 
-    /// The listener's snapshot epoch: bumped when the control plane has published a new
-    /// snapshot since the last look. `ArcSwap::load` takes no shared lock or refcount.
+    /// The listener's routing epoch: bumped when the control plane has published a new
+    /// routing since the last look. `ArcSwap::load` takes no shared lock or refcount.
     fn refresh_epoch(&mut self, li: usize) -> u64 {
         let slot = &mut self.listeners[li];
-        let current = slot.shared.snapshot.load();
+        let current = slot.shared.routing.load();
         let Some(udp) = slot.udp.as_mut() else {
             return 0;
         };
@@ -268,35 +273,47 @@ impl Worker {
         udp.epoch
     }
 
-    /// The snapshot the listener's flows are checked against.
-    fn seen_snapshot(&self, li: usize) -> Arc<Snapshot> {
+    /// The routing the listener's flows are checked against.
+    fn seen_routing(&self, li: usize) -> Arc<Routing> {
         match self.listeners[li].udp.as_ref() {
             Some(u) => Arc::clone(&u.seen),
-            None => self.listeners[li].shared.snapshot.load_full(),
+            None => self.listeners[li].shared.routing.load_full(),
         }
     }
 
-    /// Flow affinity: a flow keeps its backend while it is up; once the snapshot says it
-    /// is down, the flow moves to the backend the ring gives now.
+    /// Flow affinity: a flow keeps its backend while it is up (draining included) and
+    /// still configured; once the routing says it is down or gone, the flow moves to the
+    /// backend the ring gives now. Backends are matched by identity, not position, so a
+    /// reload that reorders, adds or removes others moves nothing.
     fn check_backend(&mut self, fkey: usize) {
         let li = self.flows[fkey].listener;
         let epoch = self.refresh_epoch(li);
         if self.flows[fkey].epoch == epoch {
             return;
         }
-        let snapshot = self.seen_snapshot(li);
+        let routing = self.seen_routing(li);
+        let listen = self.listeners[li].shared.listen;
+        let index = self.index;
         let f = &mut self.flows[fkey];
         f.epoch = epoch;
-        if snapshot.is_up(f.backend) {
-            return;
+        let now_at = routing
+            .backends
+            .iter()
+            .position(|b| Arc::ptr_eq(b, &f.target));
+        if let Some(i) = now_at {
+            f.backend = i;
+            if routing.snapshot.is_up(i) {
+                return;
+            }
         }
-        let params = &self.listeners[li].shared.params;
-        let key = flow_hash(params.hash, PROTO_UDP, f.client, params.listen);
-        let Some(b) = snapshot.pick(key) else { return };
-        if b == f.backend {
+        let key = flow_hash(routing.params.hash, PROTO_UDP, f.client, listen);
+        let Some(b) = routing.snapshot.pick(key) else {
+            return;
+        };
+        if Some(b) == now_at {
             return; // fail-open (all down, use-all) may give the same one back
         }
-        if let Ok(mut socket) = upstream(snapshot.backends()[b].addr) {
+        if let Ok(mut socket) = upstream(routing.snapshot.backends()[b].addr) {
             if self
                 .poll
                 .registry()
@@ -306,6 +323,11 @@ impl Worker {
                 // The old socket closes (and leaves epoll) when replaced.
                 f.socket = socket;
                 f.backend = b;
+                f.target.counters.shard(index).active.add(-1);
+                f.target = Arc::clone(&routing.backends[b]);
+                let counters = f.target.counters.shard(index);
+                counters.connections.inc();
+                counters.active.add(1);
                 f.sent = 0;
                 f.replies = 0;
             }
@@ -319,7 +341,11 @@ impl Worker {
             return false;
         };
         let li = f.listener;
-        let responses = self.listeners[li].shared.params.udp_responses as u64;
+        let index = self.index;
+        let responses = match self.listeners[li].udp.as_ref() {
+            Some(u) => u.seen.params.udp_responses as u64,
+            None => return false,
+        };
         let mut finished = false;
         let mut more = true;
         for _ in 0..REPLIES_PER_WAKEUP {
@@ -328,13 +354,15 @@ impl Worker {
             let Some(udp) = slot.udp.as_mut() else {
                 return false;
             };
+            let stats = shared.stats.shard(index);
             if udp.replies.is_full() {
-                flush(udp, shared);
+                flush(udp, stats);
             }
             let buf = udp.replies.next_slot().expect("flushed above");
             match f.socket.recv(buf) {
                 Ok(n) => {
                     udp.replies.commit(n, f.client);
+                    f.target.counters.shard(index).received_bytes.add(n as u64);
                     f.replies += 1;
                     f.last_active = self.now;
                     if responses > 0 && f.replies >= f.sent.saturating_mul(responses) {
@@ -350,13 +378,11 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     if is(&e, libc::ECONNREFUSED) {
-                        shared
-                            .stats
-                            .backend_icmp_errors
-                            .fetch_add(1, Ordering::Relaxed);
+                        stats.backend_icmp_errors.inc();
+                        f.target.counters.shard(index).connect_errors.inc();
                     }
                     if let Some(suppressed) = self.warn_limit.allow(self.now) {
-                        tracing::warn!(listener = %shared.params.name, client = %f.client, suppressed, "udp backend error: {e}");
+                        tracing::warn!(listener = %shared.name, client = %f.client, suppressed, "udp backend error: {e}");
                     }
                 }
             }
@@ -370,10 +396,10 @@ impl Worker {
     /// Sends every listener's pending replies.
     pub(super) fn flush_replies(&mut self) {
         for slot in &mut self.listeners {
-            let shared = &slot.shared;
+            let stats = slot.shared.stats.shard(self.index);
             if let Some(udp) = slot.udp.as_mut() {
                 if !udp.replies.is_empty() {
-                    flush(udp, shared);
+                    flush(udp, stats);
                 }
             }
         }
@@ -385,19 +411,18 @@ impl Worker {
         }
         let f = self.flows.remove(fkey);
         self.flow_index.remove(&(f.listener, f.client));
+        f.target.counters.shard(self.index).active.add(-1);
         self.listeners[f.listener].shared.release();
+        self.slot_closed(f.listener);
     }
 
-    /// Closes flows idle for their listener's `udp_idle_timeout`.
-    pub(super) fn expire_flows(&mut self) {
+    /// Closes flows idle for their listener's `udp_idle_timeout` (`idle`, by slot).
+    pub(super) fn expire_flows(&mut self, idle: &[std::time::Duration]) {
         let now = self.now;
         let expired: Vec<usize> = self
             .flows
             .iter()
-            .filter(|(_, f)| {
-                now.duration_since(f.last_active)
-                    >= self.listeners[f.listener].shared.params.idle_timeout
-            })
+            .filter(|(_, f)| now.duration_since(f.last_active) >= idle[f.listener])
             .map(|(k, _)| k)
             .collect();
         for k in expired {
@@ -416,7 +441,7 @@ impl Worker {
 
 /// Sends a listener's batched replies; what the kernel will not take now is dropped
 /// (UDP) and counted.
-fn flush(udp: &mut UdpListener, shared: &super::ListenerShared) {
+fn flush(udp: &mut UdpListener, stats: &ListenerCounters) {
     let total = udp.replies.len();
     let mut from = 0;
     while from < total {
@@ -427,23 +452,14 @@ fn flush(udp: &mut UdpListener, shared: &super::ListenerShared) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             // This datagram failed (e.g. the client's network is unreachable): skip it.
             Err(_) => {
-                shared
-                    .stats
-                    .udp_dropped_send
-                    .fetch_add(1, Ordering::Relaxed);
+                stats.udp_dropped_send.inc();
                 from += 1;
             }
         }
     }
-    shared
-        .stats
-        .udp_out
-        .fetch_add(from as u64, Ordering::Relaxed);
+    stats.udp_out.add(from as u64);
     if from < total {
-        shared
-            .stats
-            .udp_dropped_send
-            .fetch_add((total - from) as u64, Ordering::Relaxed);
+        stats.udp_dropped_send.add((total - from) as u64);
     }
     udp.replies.clear();
 }

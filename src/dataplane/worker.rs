@@ -18,7 +18,7 @@ use super::forward::Scratch;
 use super::session::{Close, Session};
 use super::token::{self, Side, Target};
 use super::udp::{Flow, UdpListener, BATCH, SLOT};
-use super::{BoundSocket, Command, ListenerShared, WorkerParams};
+use super::{BoundSocket, Command, ListenerShared, WorkerListener, WorkerParams};
 use crate::sys::mmsg::Batch;
 
 /// Events taken from epoll per wait.
@@ -50,6 +50,45 @@ pub(super) struct Slot {
     pub udp: Option<UdpListener>,
     pub shared: Arc<ListenerShared>,
     pub paused_until: Option<Instant>,
+    /// Removed by a reload: accepts nothing new; freed once `open` is 0.
+    pub retired: bool,
+    /// Sessions and flows of this slot still open.
+    pub open: usize,
+}
+
+impl Slot {
+    fn new(l: WorkerListener, poll: &Poll, token: mio::Token) -> io::Result<Slot> {
+        let (tcp, udp) = match l.socket {
+            BoundSocket::Tcp(s) => {
+                let mut socket = mio::net::TcpListener::from_std(s);
+                poll.registry()
+                    .register(&mut socket, token, Interest::READABLE)?;
+                (Some(socket), None)
+            }
+            BoundSocket::Udp(s) => {
+                let mut socket = mio::net::UdpSocket::from_std(s);
+                poll.registry()
+                    .register(&mut socket, token, Interest::READABLE)?;
+                (
+                    None,
+                    Some(UdpListener::new(socket, l.shared.routing.load_full())),
+                )
+            }
+        };
+        Ok(Slot {
+            socket: tcp,
+            udp,
+            shared: l.shared,
+            paused_until: None,
+            retired: false,
+            open: 0,
+        })
+    }
+
+    /// A retired slot with nothing open: its place can be reused.
+    fn is_free(&self) -> bool {
+        self.retired && self.open == 0
+    }
 }
 
 /// Allows one log line per second and counts the ones it held back.
@@ -78,7 +117,8 @@ impl RateLimit {
 /// A data-plane worker. Owns everything it touches.
 #[derive(Debug)]
 pub(super) struct Worker {
-    index: usize,
+    /// Worker number: also which counter shard this worker writes.
+    pub index: usize,
     pub poll: Poll,
     commands: mpsc::Receiver<Command>,
     pub listeners: Vec<Slot>,
@@ -107,38 +147,12 @@ impl Worker {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let mut listeners = Vec::with_capacity(params.listeners.len());
-        let mut sweep_every = MAX_SWEEP;
-        let mut any_udp = false;
         for (i, l) in params.listeners.into_iter().enumerate() {
-            let token = token::listener(i);
-            let (tcp, udp) = match l.socket {
-                BoundSocket::Tcp(s) => {
-                    let mut socket = mio::net::TcpListener::from_std(s);
-                    poll.registry()
-                        .register(&mut socket, token, Interest::READABLE)?;
-                    (Some(socket), None)
-                }
-                BoundSocket::Udp(s) => {
-                    let mut socket = mio::net::UdpSocket::from_std(s);
-                    poll.registry()
-                        .register(&mut socket, token, Interest::READABLE)?;
-                    any_udp = true;
-                    (
-                        None,
-                        Some(UdpListener::new(socket, l.shared.snapshot.load_full())),
-                    )
-                }
-            };
-            sweep_every = sweep_every.min(l.shared.params.idle_timeout / 8);
-            listeners.push(Slot {
-                socket: tcp,
-                udp,
-                shared: l.shared,
-                paused_until: None,
-            });
+            listeners.push(Slot::new(l, &poll, token::listener(i))?);
         }
+        let any_udp = listeners.iter().any(|l| l.udp.is_some());
+        let sweep_every = sweep_interval(&listeners);
         let now = Instant::now();
-        let sweep_every = sweep_every.max(MIN_SWEEP);
         let worker = Worker {
             index: params.index,
             poll,
@@ -342,15 +356,20 @@ impl Worker {
 
     /// Closes idle sessions and recycles pipes of idle directions.
     fn sweep(&mut self) {
+        self.sweep_every = sweep_interval(&self.listeners);
         self.next_sweep = self.now + self.sweep_every;
         let now = self.now;
+        let idle: Vec<Duration> = self
+            .listeners
+            .iter()
+            .map(|l| l.shared.routing.load().params.idle_timeout)
+            .collect();
         let mut expired = Vec::new();
         for (key, s) in self.sessions.iter_mut() {
             if s.connecting.is_some() {
                 continue;
             }
-            let idle = self.listeners[s.listener].shared.params.idle_timeout;
-            if now.duration_since(s.last_active) >= idle {
+            if now.duration_since(s.last_active) >= idle[s.listener] {
                 expired.push(key);
                 continue;
             }
@@ -360,7 +379,77 @@ impl Worker {
         for key in expired {
             self.close(key, Close::Normal);
         }
-        self.expire_flows();
+        self.expire_flows(&idle);
+    }
+
+    /// One connection or flow of slot `li` ended: free the slot if it was the last of a
+    /// retired listener.
+    pub(super) fn slot_closed(&mut self, li: usize) {
+        let slot = &mut self.listeners[li];
+        slot.open -= 1;
+        if slot.is_free() {
+            if let Some(mut udp) = slot.udp.take() {
+                let _ = self.poll.registry().deregister(&mut udp.socket);
+            }
+        }
+    }
+
+    fn add_listener(&mut self, l: WorkerListener) {
+        let li = match self.listeners.iter().position(Slot::is_free) {
+            Some(i) => i,
+            None => {
+                self.listeners.push(Slot {
+                    socket: None,
+                    udp: None,
+                    shared: Arc::clone(&l.shared),
+                    paused_until: None,
+                    retired: true,
+                    open: 0,
+                });
+                self.listeners.len() - 1
+            }
+        };
+        let name = l.shared.name.clone();
+        match Slot::new(l, &self.poll, token::listener(li)) {
+            Ok(slot) => {
+                if slot.udp.is_some() && self.recv_batch.is_none() {
+                    self.recv_batch = Some(Batch::new(BATCH, SLOT));
+                }
+                self.listeners[li] = slot;
+                self.sweep_every = sweep_interval(&self.listeners);
+                // Edge-triggered: connections queued before registration raise no event.
+                self.requeue.push(Target::Listener(li));
+            }
+            Err(e) => {
+                tracing::error!(worker = self.index, listener = %name, "cannot add listener: {e}")
+            }
+        }
+    }
+
+    fn remove_listener(&mut self, shared: &Arc<ListenerShared>) {
+        let Some(li) = self
+            .listeners
+            .iter()
+            .position(|l| !l.retired && Arc::ptr_eq(&l.shared, shared))
+        else {
+            return;
+        };
+        // Take every connection already queued: closing a listening socket resets them.
+        if self.listeners[li].socket.is_some() {
+            while self.accept(li) {}
+        }
+        let slot = &mut self.listeners[li];
+        slot.retired = true;
+        slot.paused_until = None;
+        if let Some(mut socket) = slot.socket.take() {
+            let _ = self.poll.registry().deregister(&mut socket);
+        }
+        // A UDP socket stays until its flows end: their replies leave from it.
+        if slot.open == 0 {
+            if let Some(mut udp) = slot.udp.take() {
+                let _ = self.poll.registry().deregister(&mut udp.socket);
+            }
+        }
     }
 
     fn commands(&mut self) {
@@ -380,14 +469,17 @@ impl Worker {
                     self.drain_deadline = Some(deadline);
                     tracing::debug!(worker = self.index, open = self.sessions.len(), "draining");
                 }
+                Command::AddListener(l) => self.add_listener(l),
+                Command::RemoveListener(shared) => self.remove_listener(&shared),
                 Command::CloseBackend { listener, backend } => {
+                    let listeners = &self.listeners;
                     let doomed: Vec<usize> = self
                         .sessions
                         .iter()
                         .filter(|(_, s)| {
-                            s.listener == listener
-                                && s.backend_index == backend
+                            Arc::ptr_eq(&listeners[s.listener].shared, &listener)
                                 && s.connecting.is_none()
+                                && s.target.as_ref().is_some_and(|t| Arc::ptr_eq(t, &backend))
                         })
                         .map(|(k, _)| k)
                         .collect();
@@ -406,4 +498,14 @@ impl Worker {
             }
         }
     }
+}
+
+/// How often to sweep: an eighth of the shortest idle timeout, within bounds.
+fn sweep_interval(listeners: &[Slot]) -> Duration {
+    listeners
+        .iter()
+        .filter(|l| !l.is_free())
+        .map(|l| l.shared.routing.load().params.idle_timeout / 8)
+        .fold(MAX_SWEEP, Duration::min)
+        .max(MIN_SWEEP)
 }

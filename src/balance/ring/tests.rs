@@ -237,3 +237,33 @@ fn indexed_lookup_equals_binary_search() {
         }
     }
 }
+
+#[test]
+fn moved_is_zero_for_the_same_ring_and_the_lost_share_for_a_removal() {
+    let ids = ids(5);
+    let full = Ring::build(&members(&ids, &[1; 5]), 64);
+    assert_eq!(full.moved(&full, |a, b| a == b), 0.0);
+    let without_2 = full.filtered(|m| m != 2);
+    let share = full.shares()[2];
+    assert!((full.moved(&without_2, |a, b| a == b) - share).abs() < 1e-12);
+    let empty = full.filtered(|_| false);
+    assert_eq!(full.moved(&empty, |a, b| a == b), 1.0);
+    assert_eq!(empty.moved(&empty, |a, b| a == b), 0.0);
+}
+
+proptest! {
+    /// The measured fraction agrees with sampled keys (to sampling error).
+    #[test]
+    fn moved_matches_sampled_keys(n in 2usize..8, gone in 0usize..8, w in 1u32..4) {
+        let ids = ids(n);
+        let a = Ring::build(&members(&ids, &vec![1; n]), 32);
+        // A re-weighted ring: member `gone % n` gets weight w.
+        let mut weights = vec![1; n];
+        weights[gone % n] = w + 1;
+        let b = Ring::build(&members(&ids, &weights), 32);
+        let exact = a.moved(&b, |x, y| x == y);
+        let sample = 20_000;
+        let differ = keys(sample).filter(|&k| a.lookup(k) != b.lookup(k)).count();
+        prop_assert!((exact - differ as f64 / sample as f64).abs() < 0.02, "{exact} vs {differ}");
+    }
+}

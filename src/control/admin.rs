@@ -1,0 +1,159 @@
+//! The admin API and the metrics endpoint: request routing only; the work is in
+//! [`Control`].
+//!
+//! | request                                             | does                        |
+//! |-----------------------------------------------------|-----------------------------|
+//! | `GET /status`                                       | listeners, backends, process|
+//! | `POST /listeners/{name}/backends/{id}/drain`        | no new flows; old ones stay |
+//! | `POST /listeners/{name}/backends/{id}/enable`       | back to normal              |
+//! | `POST /listeners/{name}/backends/{id}/disable`      | marked down by hand         |
+//! | `POST /reload`                                      | as SIGHUP                   |
+//!
+//! With a token configured, every request must carry `Authorization: Bearer TOKEN`
+//! (401 otherwise). Unknown listeners, backends and paths get 404, a wrong method 405,
+//! a malformed path 400; all errors are JSON `{"error": "..."}`.
+
+use std::sync::{Arc, Mutex};
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::core::{AdminError, Control};
+use super::http::{self, Body};
+use super::state::Admin;
+
+/// Shared control state, as the servers see it.
+pub type Shared = Arc<Mutex<Control>>;
+
+/// Locks the control state; a panic elsewhere must not take the API down with it.
+pub fn lock(control: &Shared) -> std::sync::MutexGuard<'_, Control> {
+    control.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `GET /metrics`.
+pub async fn metrics(control: Shared, req: Request<Incoming>) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            let text = lock(&control).metrics();
+            http::respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                text,
+            )
+        }
+        (_, "/metrics") => not_allowed("GET, HEAD"),
+        _ => http::error(StatusCode::NOT_FOUND, "not found: try GET /metrics"),
+    }
+}
+
+/// Every admin request.
+pub async fn admin(control: Shared, req: Request<Incoming>) -> Response<Body> {
+    let token = lock(&control)
+        .config
+        .admin
+        .as_ref()
+        .and_then(|a| a.token.clone());
+    if let Some(token) = token {
+        let given = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given.map(str::trim) != Some(token.as_str()) {
+            let mut r = http::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            r.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    let segments = match segments(req.uri().path()) {
+        Ok(s) => s,
+        Err(why) => return http::error(StatusCode::BAD_REQUEST, &why),
+    };
+    let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let method = req.method();
+    match parts.as_slice() {
+        ["status"] => match *method {
+            Method::GET | Method::HEAD => http::json(StatusCode::OK, &lock(&control).status()),
+            _ => not_allowed("GET, HEAD"),
+        },
+        ["reload"] => match *method {
+            Method::POST => match lock(&control).reload() {
+                Ok(summary) => http::json(StatusCode::OK, &serde_json::json!({ "reloaded": summary })),
+                Err(why) => http::error(StatusCode::UNPROCESSABLE_ENTITY, &why),
+            },
+            _ => not_allowed("POST"),
+        },
+        ["listeners", listener, "backends", id, action] => {
+            let admin = match *action {
+                "drain" => Admin::Draining,
+                "enable" => Admin::Enabled,
+                "disable" => Admin::Disabled,
+                other => {
+                    return http::error(
+                        StatusCode::NOT_FOUND,
+                        &format!("unknown action {other:?}: expected drain, enable or disable"),
+                    )
+                }
+            };
+            if method != Method::POST {
+                return not_allowed("POST");
+            }
+            match lock(&control).set_admin(listener, id, admin) {
+                Ok(status) => http::json(StatusCode::OK, &status),
+                Err(e @ (AdminError::NoListener(_) | AdminError::NoBackend { .. })) => {
+                    http::error(StatusCode::NOT_FOUND, &e.to_string())
+                }
+            }
+        }
+        _ => http::error(
+            StatusCode::NOT_FOUND,
+            "not found: try GET /status or POST /listeners/{name}/backends/{id}/{drain|enable|disable}",
+        ),
+    }
+}
+
+fn not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = http::error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("method not allowed: use {allow}"),
+    );
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// The path's segments, percent-decoded; an error for empty segments or bytes that
+/// do not decode to UTF-8.
+fn segments(path: &str) -> Result<Vec<String>, String> {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let path = path.strip_suffix('/').unwrap_or(path);
+    path.split('/')
+        .map(|s| {
+            if s.is_empty() {
+                return Err("malformed path: empty segment".to_string());
+            }
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| format!("malformed path: segment {s:?} is not UTF-8 once decoded"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::segments;
+
+    #[test]
+    fn paths_decode_or_fail_clearly() {
+        assert_eq!(
+            segments("/listeners/web/backends/%5B%3A%3A1%5D%3A80/drain").unwrap(),
+            ["listeners", "web", "backends", "[::1]:80", "drain"]
+        );
+        assert_eq!(segments("/status/").unwrap(), ["status"]);
+        assert!(segments("/listeners//backends").is_err());
+        assert!(segments("/x/%FF").is_err());
+    }
+}

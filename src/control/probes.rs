@@ -1,0 +1,79 @@
+//! One tokio task per checked backend: probe, report, sleep, repeat.
+//!
+//! A backend is probed every `interval` plus up to 10% jitter; its first probe comes
+//! after a delay spread over one interval by a hash of its identity, so that checks of
+//! many backends do not line up. Results go to the control plane's aggregator with the
+//! listener's and backend's identities: a result about a backend a reload has since
+//! replaced matches nothing and is ignored.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::AbortHandle;
+
+use crate::balance::hash::xxh3;
+use crate::dataplane::stats::BackendStats;
+use crate::dataplane::ListenerShared;
+use crate::health::{probe, HealthConfig};
+
+/// A check result, active or passive.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The listener.
+    pub listener: Arc<ListenerShared>,
+    /// The backend.
+    pub backend: Arc<BackendStats>,
+    /// Ok, or why not.
+    pub result: Result<(), String>,
+    /// How long an active check took; `None` for a failure seen on the data path.
+    pub took: Option<Duration>,
+}
+
+/// A running probe; dropping it stops the probe.
+#[derive(Debug)]
+pub struct ProbeTask(AbortHandle);
+
+impl Drop for ProbeTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts probing `addr` (the backend's address, or its health `port`) with `cfg`.
+/// Must be called inside a tokio runtime.
+pub fn spawn(
+    listener: Arc<ListenerShared>,
+    backend: Arc<BackendStats>,
+    mut addr: SocketAddr,
+    cfg: HealthConfig,
+    tx: UnboundedSender<Outcome>,
+) -> ProbeTask {
+    if let Some(port) = cfg.port {
+        addr.set_port(port);
+    }
+    let seed = xxh3(format!("{}/{}", listener.name, backend.id).as_bytes());
+    let task = tokio::spawn(async move {
+        let first = cfg.interval.mul_f64((seed % 1000) as f64 / 1000.0);
+        tokio::time::sleep(first).await;
+        for tick in 0u64.. {
+            let id = (seed ^ tick) as u16;
+            let started = Instant::now();
+            let result = probe::run(&cfg.check, addr, cfg.timeout, id).await;
+            let outcome = Outcome {
+                listener: Arc::clone(&listener),
+                backend: Arc::clone(&backend),
+                result,
+                took: Some(started.elapsed()),
+            };
+            if tx.send(outcome).is_err() {
+                return;
+            }
+            let jitter =
+                (xxh3(&(seed ^ tick.wrapping_mul(0x9E37)).to_le_bytes()) % 100) as f64 / 1000.0;
+            tokio::time::sleep(cfg.interval.mul_f64(1.0 + jitter)).await;
+        }
+    });
+    ProbeTask(task.abort_handle())
+}

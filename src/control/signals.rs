@@ -1,0 +1,83 @@
+//! Signals: SIGHUP reloads; SIGTERM/SIGINT drain and stop.
+//!
+//! The first SIGTERM or SIGINT tells every worker to stop accepting and to finish open
+//! connections within `shutdown_timeout`; a second one exits at once.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::admin::{lock, Shared};
+use crate::dataplane::{Command, WorkerHandle};
+
+/// Exit status of a forced exit (second signal).
+const FORCED_EXIT: i32 = 1;
+
+/// Serves signals until a stop signal, then drains the workers and joins them.
+pub async fn run(workers: Vec<WorkerHandle>, control: Shared) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let why = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                let _ = lock(&control).reload();
+            }
+            _ = tick.tick() => {
+                if workers.iter().all(WorkerHandle::is_finished) {
+                    anyhow::bail!("every worker thread has stopped");
+                }
+            }
+        }
+    };
+    let (open, timeout) = {
+        let c = lock(&control);
+        let open: usize = c
+            .listeners
+            .iter()
+            .map(|l| l.shared.active.load(Ordering::Relaxed))
+            .sum();
+        (open, c.config.shutdown_timeout)
+    };
+    tracing::info!(
+        "{why}: no longer accepting; draining {open} open connection(s) for up to {timeout:?}"
+    );
+    let deadline = Instant::now() + timeout;
+    for w in &workers {
+        let _ = w.send(Command::Drain { deadline });
+    }
+    loop {
+        tokio::select! {
+            _ = term.recv() => force(),
+            _ = int.recv() => force(),
+            _ = hup.recv() => tracing::info!("SIGHUP while draining: ignored"),
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                if workers.iter().all(WorkerHandle::is_finished) {
+                    break;
+                }
+            }
+        }
+    }
+    let mut panicked = 0;
+    for w in workers {
+        if w.join().is_err() {
+            panicked += 1;
+        }
+    }
+    if panicked > 0 {
+        anyhow::bail!("{panicked} worker thread(s) panicked");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn force() -> ! {
+    tracing::warn!("second signal: exiting now");
+    std::process::exit(FORCED_EXIT)
+}

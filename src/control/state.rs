@@ -1,0 +1,376 @@
+//! What the control plane knows about each listener and backend, and how it turns that
+//! into the [`Routing`] workers load.
+//!
+//! A backend's effective state combines two inputs: its health (the rise/fall machine,
+//! fed by checks) and its admin state (set through the admin API):
+//!
+//! | health | admin    | keeps its flows | takes new ones | reported as |
+//! |--------|----------|-----------------|----------------|-------------|
+//! | up     | enabled  | yes             | yes            | `up`        |
+//! | up     | draining | yes             | no             | `draining`  |
+//! | any    | disabled | no              | no             | `down`      |
+//! | down   | any      | no              | no             | `down`      |
+//!
+//! Every change is published as a whole new [`Routing`]; the health state, the admin
+//! state and the counters of a backend follow its id (and address) across reloads.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::probes::ProbeTask;
+use crate::balance::Snapshot;
+use crate::config::{ListenerConfig, Protocol};
+use crate::dataplane::stats::BackendStats;
+use crate::dataplane::{forward, ListenerParams, ListenerShared, PassiveFailure, Routing};
+use crate::health::state::{HealthState, Thresholds, Transition};
+use crate::health::AllDown;
+use crate::metrics::{BackendSample, ListenerSample};
+
+/// What an operator set for a backend through the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Admin {
+    /// Normal.
+    Enabled,
+    /// No new connections or flows; existing ones stay.
+    Draining,
+    /// Marked down by hand.
+    Disabled,
+}
+
+/// One backend of one listener.
+#[derive(Debug)]
+pub struct BackendState {
+    /// Identity and counters (shared with the data plane).
+    pub stats: Arc<BackendStats>,
+    /// Health checks' verdict.
+    pub health: HealthState,
+    /// Operator's setting.
+    pub admin: Admin,
+    /// Up as last published (healthy and not disabled).
+    up: bool,
+    /// Passed active checks.
+    pub checks_ok: u64,
+    /// Failed active checks.
+    pub checks_failed: u64,
+    /// Published transitions to up.
+    pub to_up: u64,
+    /// Published transitions to down.
+    pub to_down: u64,
+    /// The running probe, if checked.
+    pub probe: Option<ProbeTask>,
+}
+
+impl BackendState {
+    fn new(id: &str, workers: usize) -> BackendState {
+        BackendState {
+            stats: Arc::new(BackendStats::new(id, workers)),
+            health: HealthState::default(),
+            admin: Admin::Enabled,
+            up: true,
+            checks_ok: 0,
+            checks_failed: 0,
+            to_up: 0,
+            to_down: 0,
+            probe: None,
+        }
+    }
+
+    /// Healthy and not disabled: keeps its flows.
+    pub fn is_up(&self) -> bool {
+        self.health.is_up() && self.admin != Admin::Disabled
+    }
+
+    /// Up and enabled: takes new flows.
+    pub fn is_accepting(&self) -> bool {
+        self.health.is_up() && self.admin == Admin::Enabled
+    }
+
+    /// `up`, `down` or `draining`.
+    pub fn state_name(&self) -> &'static str {
+        match (self.is_up(), self.admin) {
+            (false, _) => "down",
+            (true, Admin::Draining) => "draining",
+            (true, _) => "up",
+        }
+    }
+}
+
+/// One listener.
+#[derive(Debug)]
+pub struct ListenerState {
+    /// Its config.
+    pub config: ListenerConfig,
+    /// What workers share.
+    pub shared: Arc<ListenerShared>,
+    /// All backends up: the ring states are applied to.
+    base: Arc<Snapshot>,
+    /// One per backend, in `base` order.
+    pub backends: Vec<BackendState>,
+    /// Key space moved at the last ring change.
+    pub remapped: f64,
+    workers: usize,
+}
+
+impl ListenerState {
+    /// A new listener with every backend up and enabled.
+    pub fn new(
+        config: ListenerConfig,
+        workers: usize,
+        passive: tokio::sync::mpsc::UnboundedSender<PassiveFailure>,
+    ) -> ListenerState {
+        let base = Arc::new(Snapshot::new(config.backends.clone(), config.vnodes));
+        let backends: Vec<BackendState> = config
+            .backends
+            .iter()
+            .map(|b| BackendState::new(&b.id, workers))
+            .collect();
+        let routing = routing(&config, &base, &backends);
+        let shared = Arc::new(ListenerShared::new(
+            &config.name,
+            config.listen,
+            routing,
+            workers,
+            passive,
+        ));
+        ListenerState {
+            config,
+            shared,
+            base,
+            backends,
+            remapped: 0.0,
+            workers,
+        }
+    }
+
+    /// Takes a reloaded config for the same listener (same name, protocol and address).
+    /// Backends keep health, admin state and counters by id and address; a backend
+    /// whose address changed is a new backend. Returns true when probes must restart
+    /// (health settings changed).
+    pub fn reconfigure(&mut self, config: ListenerConfig) -> bool {
+        let mut old: Vec<Option<BackendState>> = self.backends.drain(..).map(Some).collect();
+        let mut backends = Vec::with_capacity(config.backends.len());
+        for b in &config.backends {
+            let kept = self
+                .config
+                .backends
+                .iter()
+                .position(|o| o.id == b.id && o.addr == b.addr);
+            let state = kept
+                .and_then(|i| old[i].take())
+                .unwrap_or_else(|| BackendState::new(&b.id, self.workers));
+            backends.push(state);
+        }
+        // Dropped states stop their probes.
+        drop(old);
+        let restart = config.health != self.config.health;
+        if restart {
+            for b in &mut backends {
+                b.probe = None;
+            }
+        }
+        if config.backends != self.config.backends || config.vnodes != self.config.vnodes {
+            self.base = Arc::new(Snapshot::new(config.backends.clone(), config.vnodes));
+        }
+        self.backends = backends;
+        self.config = config;
+        restart
+    }
+
+    /// Index of backend `id`.
+    pub fn backend_index(&self, id: &str) -> Option<usize> {
+        self.backends.iter().position(|b| b.stats.id == id)
+    }
+
+    /// Index of the backend with these counters (identity, not id: a stale report about
+    /// a backend that a reload replaced finds nothing).
+    pub fn backend_of(&self, stats: &Arc<BackendStats>) -> Option<usize> {
+        self.backends
+            .iter()
+            .position(|b| Arc::ptr_eq(&b.stats, stats))
+    }
+
+    /// Feeds one check result of backend `bi` to its health machine.
+    pub fn observe(&mut self, bi: usize, ok: bool, active: bool) -> Option<Transition> {
+        let t = Thresholds {
+            rise: self.config.health.rise,
+            fall: self.config.health.fall,
+        };
+        let b = &mut self.backends[bi];
+        if active {
+            if ok {
+                b.checks_ok += 1;
+            } else {
+                b.checks_failed += 1;
+            }
+        }
+        b.health.observe(ok, t)
+    }
+
+    /// Publishes the current states as a new routing for the workers. Counts
+    /// transitions and the key space moved; returns the backends that went down.
+    pub fn publish(&mut self) -> Vec<Arc<BackendStats>> {
+        let next = routing(&self.config, &self.base, &self.backends);
+        let previous = self.shared.routing.load();
+        let moved = previous.snapshot.remapped(&next.snapshot);
+        if moved > 0.0 {
+            self.remapped = moved;
+        }
+        let mut went_down = Vec::new();
+        for b in &mut self.backends {
+            let up = b.is_up();
+            if up != b.up {
+                b.up = up;
+                if up {
+                    b.to_up += 1;
+                } else {
+                    b.to_down += 1;
+                    went_down.push(Arc::clone(&b.stats));
+                }
+            }
+        }
+        self.shared.routing.store(Arc::new(next));
+        went_down
+    }
+
+    /// Fraction of the key space each backend owns now.
+    pub fn shares(&self) -> Vec<f64> {
+        self.shared.routing.load().snapshot.shares()
+    }
+
+    /// What a metrics scrape reports.
+    pub fn sample(&self) -> ListenerSample<'_> {
+        let shares = self.shares();
+        ListenerSample {
+            name: &self.config.name,
+            udp: self.config.protocol == Protocol::Udp,
+            active: self
+                .shared
+                .active
+                .load(std::sync::atomic::Ordering::Relaxed),
+            stats: &self.shared.stats,
+            remapped: self.remapped,
+            backends: self
+                .backends
+                .iter()
+                .zip(shares)
+                .map(|(b, share)| BackendSample {
+                    stats: &b.stats,
+                    up: b.is_up(),
+                    share,
+                    checks_ok: b.checks_ok,
+                    checks_failed: b.checks_failed,
+                    to_up: b.to_up,
+                    to_down: b.to_down,
+                })
+                .collect(),
+        }
+    }
+
+    /// The listener as `GET /status` shows it.
+    pub fn status(&self) -> ListenerStatus {
+        let shares = self.shares();
+        ListenerStatus {
+            name: self.config.name.clone(),
+            protocol: self.config.protocol.to_string(),
+            listen: self.config.listen.to_string(),
+            active_connections: self
+                .shared
+                .active
+                .load(std::sync::atomic::Ordering::Relaxed),
+            ring_remapped_ratio: self.remapped,
+            backends: (0..self.backends.len())
+                .map(|i| self.backend_status(i, shares[i]))
+                .collect(),
+        }
+    }
+
+    /// Backend `bi` as the admin API shows it.
+    pub fn backend_status(&self, bi: usize, share: f64) -> BackendStatus {
+        let b = &self.backends[bi];
+        let c = &self.config.backends[bi];
+        BackendStatus {
+            id: c.id.clone(),
+            address: c.addr_text.clone(),
+            weight: c.weight,
+            state: b.state_name(),
+            health: if b.health.is_up() { "up" } else { "down" },
+            admin: b.admin,
+            active_connections: b.stats.counters.sum_signed(|x| x.active.get()).max(0) as u64,
+            ring_share: share,
+        }
+    }
+}
+
+/// `GET /status`: one listener.
+#[derive(Debug, Serialize)]
+pub struct ListenerStatus {
+    /// Name.
+    pub name: String,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// Listen address.
+    pub listen: String,
+    /// Connections (TCP) or flows (UDP) open now.
+    pub active_connections: usize,
+    /// Key space moved at the last ring change.
+    pub ring_remapped_ratio: f64,
+    /// Backends.
+    pub backends: Vec<BackendStatus>,
+}
+
+/// `GET /status`: one backend.
+#[derive(Debug, Serialize)]
+pub struct BackendStatus {
+    /// Ring identity.
+    pub id: String,
+    /// Address as configured.
+    pub address: String,
+    /// Weight.
+    pub weight: u32,
+    /// `up`, `down` or `draining`.
+    pub state: &'static str,
+    /// Health checks' verdict: `up` or `down`.
+    pub health: &'static str,
+    /// Operator's setting.
+    pub admin: Admin,
+    /// Connections or flows open to it now.
+    pub active_connections: u64,
+    /// Fraction of the key space it owns now.
+    pub ring_share: f64,
+}
+
+/// The worker-facing settings of a listener config.
+pub fn params(l: &ListenerConfig) -> ListenerParams {
+    ListenerParams {
+        hash: l.hash,
+        connect_timeout: l.connect_timeout,
+        idle_timeout: match l.protocol {
+            Protocol::Tcp => l.idle_timeout,
+            Protocol::Udp => l.udp_idle_timeout,
+        },
+        retries: l.retries,
+        max_connections: match l.protocol {
+            Protocol::Tcp => l.max_connections,
+            Protocol::Udp => l.udp_max_flows,
+        },
+        udp_responses: l.udp_responses,
+        forward: match l.protocol {
+            Protocol::Tcp => l.forward,
+            Protocol::Udp => forward::Mode::default(),
+        },
+    }
+}
+
+fn routing(config: &ListenerConfig, base: &Snapshot, backends: &[BackendState]) -> Routing {
+    let up = backends.iter().map(BackendState::is_up).collect();
+    let accepting = backends.iter().map(BackendState::is_accepting).collect();
+    let fail_open = config.health.all_down == AllDown::UseAll;
+    Routing {
+        params: params(config),
+        snapshot: base.with_states(up, accepting, fail_open),
+        backends: backends.iter().map(|b| Arc::clone(&b.stats)).collect(),
+        passive: config.health.active() && config.health.passive,
+    }
+}

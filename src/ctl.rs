@@ -1,0 +1,153 @@
+//! `ringway ctl`: the admin API from the command line, so nobody needs curl.
+//!
+//! The address and token come from `--admin`/`--token`, else from the `[admin]` table
+//! of `--config`, else `127.0.0.1:9101` and the `RINGWAY_ADMIN_TOKEN` environment
+//! variable.
+
+use std::net::SocketAddr;
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper::header::{AUTHORIZATION, HOST};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+
+/// The admin address used when none is given.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9101";
+
+/// What to ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `GET /status`.
+    Status,
+    /// `POST .../drain`.
+    Drain,
+    /// `POST .../enable`.
+    Enable,
+    /// `POST .../disable`.
+    Disable,
+    /// `POST /reload`.
+    Reload,
+}
+
+/// Sends one request; returns the response body (JSON). Non-2xx answers are errors
+/// carrying the API's message.
+pub fn call(
+    admin: SocketAddr,
+    token: Option<&str>,
+    action: &Action,
+    target: Option<(&str, &str)>,
+) -> anyhow::Result<String> {
+    let (method, path) = match (action, target) {
+        (Action::Status, _) => (Method::GET, "/status".to_string()),
+        (Action::Reload, _) => (Method::POST, "/reload".to_string()),
+        (a, Some((listener, backend))) => {
+            let verb = match a {
+                Action::Drain => "drain",
+                Action::Enable => "enable",
+                _ => "disable",
+            };
+            let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+            (
+                Method::POST,
+                format!(
+                    "/listeners/{}/backends/{}/{verb}",
+                    enc(listener),
+                    enc(backend)
+                ),
+            )
+        }
+        (_, None) => bail!("this action needs a listener and a backend id"),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, body) = rt.block_on(async {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            request(admin, token, method, &path),
+        )
+        .await
+        .with_context(|| format!("admin API at {admin}: no answer within 10 s"))?
+    })?;
+    if !status.is_success() {
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+            .unwrap_or(body);
+        bail!("admin API answered {status}: {message}");
+    }
+    Ok(body)
+}
+
+async fn request(
+    admin: SocketAddr,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+) -> anyhow::Result<(StatusCode, String)> {
+    let stream = tokio::net::TcpStream::connect(admin)
+        .await
+        .with_context(|| {
+            format!("cannot reach the admin API at {admin} (is [admin] configured?)")
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(HOST, admin.to_string());
+    if let Some(t) = token {
+        req = req.header(AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let res = sender
+        .send_request(req.body(Empty::<Bytes>::new())?)
+        .await?;
+    let status = res.status();
+    let body = res.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// `GET /status` as a table.
+pub fn render_status(json: &str) -> anyhow::Result<String> {
+    let v: serde_json::Value = serde_json::from_str(json).context("status is not JSON")?;
+    let mut out = String::new();
+    let p = &v["process"];
+    out.push_str(&format!(
+        "ringway {} pid {} up {}s, {} workers, config {}, reloads {} ok / {} failed\n",
+        p["version"].as_str().unwrap_or("?"),
+        p["pid"],
+        p["uptime_seconds"],
+        p["workers"],
+        p["config"].as_str().unwrap_or("?"),
+        p["reloads_ok"],
+        p["reloads_failed"],
+    ));
+    for l in v["listeners"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "\nlistener {} {} {}: {} open\n",
+            l["name"].as_str().unwrap_or("?"),
+            l["protocol"].as_str().unwrap_or("?"),
+            l["listen"].as_str().unwrap_or("?"),
+            l["active_connections"],
+        ));
+        out.push_str(&format!(
+            "  {:<20} {:<24} {:>6} {:<9} {:>6} {:>7}\n",
+            "BACKEND", "ADDRESS", "WEIGHT", "STATE", "OPEN", "SHARE"
+        ));
+        for b in l["backends"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  {:<20} {:<24} {:>6} {:<9} {:>6} {:>6.2}%\n",
+                b["id"].as_str().unwrap_or("?"),
+                b["address"].as_str().unwrap_or("?"),
+                b["weight"],
+                b["state"].as_str().unwrap_or("?"),
+                b["active_connections"],
+                b["ring_share"].as_f64().unwrap_or(0.0) * 100.0,
+            ));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,194 @@
+//! Prometheus metrics: the names ([`names`]) and the exporter.
+//!
+//! Data-plane counters live in per-worker shards ([`crate::dataplane::stats`]); they are
+//! summed and copied into a `metrics-exporter-prometheus` recorder when `/metrics` is
+//! scraped, so workers never touch the recorder. The health checker records check
+//! durations into the histogram as checks finish. The recorder is owned here, not
+//! installed as the process-global one: everything goes through
+//! [`metrics::with_local_recorder`].
+//!
+//! Series of listeners and backends removed by a reload stop being updated and are
+//! dropped from the output after [`STALE_AFTER`].
+
+pub mod names;
+
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use metrics_util::MetricKindMask;
+
+use crate::dataplane::stats::{BackendStats, ListenerCounters, Sharded};
+use names::*;
+
+/// How long series nobody updates stay in the output (those of removed backends).
+pub const STALE_AFTER: Duration = Duration::from_secs(300);
+
+/// What one scrape reports about one backend.
+#[derive(Debug)]
+pub struct BackendSample<'a> {
+    /// Identity and data-plane counters.
+    pub stats: &'a BackendStats,
+    /// Healthy and not disabled.
+    pub up: bool,
+    /// Fraction of the key space it owns now.
+    pub share: f64,
+    /// Passed active checks.
+    pub checks_ok: u64,
+    /// Failed active checks.
+    pub checks_failed: u64,
+    /// Transitions to up.
+    pub to_up: u64,
+    /// Transitions to down.
+    pub to_down: u64,
+}
+
+/// What one scrape reports about one listener.
+#[derive(Debug)]
+pub struct ListenerSample<'a> {
+    /// Listener name.
+    pub name: &'a str,
+    /// UDP listener (flows) rather than TCP (connections).
+    pub udp: bool,
+    /// Connections or flows open now.
+    pub active: usize,
+    /// Data-plane counters.
+    pub stats: &'a Sharded<ListenerCounters>,
+    /// Key space moved at the last ring change.
+    pub remapped: f64,
+    /// Its backends.
+    pub backends: Vec<BackendSample<'a>>,
+}
+
+/// Everything one scrape reports.
+#[derive(Debug)]
+pub struct Sample<'a> {
+    /// Listeners.
+    pub listeners: Vec<ListenerSample<'a>>,
+    /// Reloads applied.
+    pub reloads_ok: u64,
+    /// Reloads rejected.
+    pub reloads_failed: u64,
+}
+
+/// The Prometheus recorder and its renderer.
+#[derive(Debug)]
+pub struct Exporter {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl Exporter {
+    /// A recorder whose un-updated series disappear after `stale_after`.
+    pub fn new(stale_after: Duration) -> Exporter {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(HEALTH_CHECK_DURATION.to_string()),
+                CHECK_DURATION_BUCKETS,
+            )
+            .expect("the bucket list is not empty")
+            .idle_timeout(MetricKindMask::ALL, Some(stale_after))
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            for &(name, _, kind, help) in ALL {
+                match kind {
+                    "counter" => describe_counter!(name, help),
+                    "gauge" => describe_gauge!(name, help),
+                    _ => describe_histogram!(name, help),
+                }
+            }
+        });
+        Exporter { recorder, handle }
+    }
+
+    /// Records how long one active check of `backend` took.
+    pub fn record_check(&self, listener: &str, backend: &str, took: Duration) {
+        metrics::with_local_recorder(&self.recorder, || {
+            histogram!(HEALTH_CHECK_DURATION, LISTENER => listener.to_string(), BACKEND => backend.to_string())
+                .record(took.as_secs_f64());
+        });
+    }
+
+    /// Copies `sample` into the recorder and renders the Prometheus text format.
+    pub fn render(&self, sample: &Sample<'_>) -> String {
+        metrics::with_local_recorder(&self.recorder, || {
+            gauge!(BUILD_INFO, VERSION => env!("CARGO_PKG_VERSION")).set(1.0);
+            counter!(CONFIG_RELOADS, RESULT => SUCCESS).absolute(sample.reloads_ok);
+            counter!(CONFIG_RELOADS, RESULT => FAILURE).absolute(sample.reloads_failed);
+            for l in &sample.listeners {
+                listener(l);
+            }
+        });
+        self.handle.render()
+    }
+}
+
+fn listener(l: &ListenerSample<'_>) {
+    let name = l.name.to_string();
+    let s = l.stats;
+    let sum = |f: fn(&ListenerCounters) -> u64| s.sum(f);
+    let lbl = |v: &str| [(LISTENER, name.clone()), (REASON, v.to_string())];
+    gauge!(RING_REMAPPED, LISTENER => name.clone()).set(l.remapped);
+    if l.udp {
+        gauge!(UDP_FLOWS_ACTIVE, LISTENER => name.clone()).set(l.active as f64);
+        counter!(UDP_FLOWS, LISTENER => name.clone()).absolute(sum(|c| c.udp_flows.get()));
+        counter!(UDP_DATAGRAMS, LISTENER => name.clone(), DIRECTION => "in")
+            .absolute(sum(|c| c.udp_in.get()));
+        counter!(UDP_DATAGRAMS, LISTENER => name.clone(), DIRECTION => "out")
+            .absolute(sum(|c| c.udp_out.get()));
+        for (reason, v) in [
+            ("max_flows", sum(|c| c.udp_dropped_max_flows.get())),
+            ("no_backend", sum(|c| c.udp_dropped_no_backend.get())),
+            ("send_failed", sum(|c| c.udp_dropped_send.get())),
+            ("listener_removed", sum(|c| c.udp_dropped_removed.get())),
+        ] {
+            counter!(UDP_DROPPED, &lbl(reason)).absolute(v);
+        }
+    } else {
+        gauge!(LISTENER_ACTIVE, LISTENER => name.clone()).set(l.active as f64);
+        counter!(LISTENER_CONNECTIONS, LISTENER => name.clone())
+            .absolute(sum(|c| c.connections.get()));
+        for (reason, v) in [
+            ("max_connections", sum(|c| c.rejected_max_connections.get())),
+            ("no_backend", sum(|c| c.rejected_no_backend.get())),
+            ("backends_failed", sum(|c| c.rejected_backends_failed.get())),
+        ] {
+            counter!(LISTENER_REJECTED, &lbl(reason)).absolute(v);
+        }
+    }
+    for b in &l.backends {
+        backend(&name, b);
+    }
+}
+
+fn backend(listener: &str, b: &BackendSample<'_>) {
+    let c = &b.stats.counters;
+    let labels = [
+        (LISTENER, listener.to_string()),
+        (BACKEND, b.stats.id.clone()),
+    ];
+    let with = |k: &'static str, v: &'static str| {
+        [
+            (LISTENER, listener.to_string()),
+            (BACKEND, b.stats.id.clone()),
+            (k, v.to_string()),
+        ]
+    };
+    counter!(BACKEND_CONNECTIONS, &labels).absolute(c.sum(|x| x.connections.get()));
+    gauge!(BACKEND_ACTIVE, &labels).set(c.sum_signed(|x| x.active.get()).max(0) as f64);
+    counter!(BACKEND_CONNECT_ERRORS, &labels).absolute(c.sum(|x| x.connect_errors.get()));
+    counter!(BACKEND_RECEIVED_BYTES, &labels).absolute(c.sum(|x| x.received_bytes.get()));
+    counter!(BACKEND_SENT_BYTES, &labels).absolute(c.sum(|x| x.sent_bytes.get()));
+    gauge!(BACKEND_UP, &labels).set(if b.up { 1.0 } else { 0.0 });
+    gauge!(BACKEND_RING_SHARE, &labels).set(b.share);
+    counter!(HEALTH_CHECKS, &with(RESULT, SUCCESS)).absolute(b.checks_ok);
+    counter!(HEALTH_CHECKS, &with(RESULT, FAILURE)).absolute(b.checks_failed);
+    counter!(BACKEND_TRANSITIONS, &with(TO, "up")).absolute(b.to_up);
+    counter!(BACKEND_TRANSITIONS, &with(TO, "down")).absolute(b.to_down);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,95 @@
+//! Every metric ringway exports: names, label keys, label values, help texts. The one
+//! place these strings are written (the README's table is checked against [`ALL`]).
+
+/// Label: listener name.
+pub const LISTENER: &str = "listener";
+/// Label: backend id.
+pub const BACKEND: &str = "backend";
+/// Label: why something was rejected or dropped.
+pub const REASON: &str = "reason";
+/// Label: `success` or `failure`.
+pub const RESULT: &str = "result";
+/// Label: the state a backend moved to, `up` or `down`.
+pub const TO: &str = "to";
+/// Label: `in` (from clients) or `out` (to clients).
+pub const DIRECTION: &str = "direction";
+/// Label: ringway's version.
+pub const VERSION: &str = "version";
+
+/// `result` value of a passed check or applied reload.
+pub const SUCCESS: &str = "success";
+/// `result` value of a failed check or rejected reload.
+pub const FAILURE: &str = "failure";
+
+/// Connections accepted and established to a backend (TCP listeners).
+pub const LISTENER_CONNECTIONS: &str = "ringway_listener_connections_total";
+/// Connections (TCP) or flows (UDP) open now.
+pub const LISTENER_ACTIVE: &str = "ringway_listener_active_connections";
+/// Connections refused or reset by ringway, by `reason`: `max_connections`,
+/// `no_backend` (none up), `backends_failed` (every connect attempt failed).
+pub const LISTENER_REJECTED: &str = "ringway_listener_rejected_connections_total";
+/// Connections (TCP) or flows (UDP) established to a backend.
+pub const BACKEND_CONNECTIONS: &str = "ringway_backend_connections_total";
+/// Connections (TCP) or flows (UDP) open to a backend now.
+pub const BACKEND_ACTIVE: &str = "ringway_backend_active_connections";
+/// Failed connect attempts (TCP) or ICMP errors (UDP) of a backend.
+pub const BACKEND_CONNECT_ERRORS: &str = "ringway_backend_connect_errors_total";
+/// Bytes received from a backend.
+pub const BACKEND_RECEIVED_BYTES: &str = "ringway_backend_received_bytes_total";
+/// Bytes sent to a backend.
+pub const BACKEND_SENT_BYTES: &str = "ringway_backend_sent_bytes_total";
+/// 1 when a backend is up (healthy and not disabled), else 0.
+pub const BACKEND_UP: &str = "ringway_backend_up";
+/// Fraction of the key space a backend owns now (0 when down or draining).
+pub const BACKEND_RING_SHARE: &str = "ringway_backend_ring_share";
+/// Active health checks, by `result`.
+pub const HEALTH_CHECKS: &str = "ringway_health_checks_total";
+/// Duration of active health checks.
+pub const HEALTH_CHECK_DURATION: &str = "ringway_health_check_duration_seconds";
+/// Changes of a backend's up/down state, by `to`.
+pub const BACKEND_TRANSITIONS: &str = "ringway_backend_transitions_total";
+/// UDP flows open now.
+pub const UDP_FLOWS_ACTIVE: &str = "ringway_udp_flows_active";
+/// UDP flows created.
+pub const UDP_FLOWS: &str = "ringway_udp_flows_total";
+/// UDP datagrams, by `direction`: `in` from clients, `out` to clients.
+pub const UDP_DATAGRAMS: &str = "ringway_udp_datagrams_total";
+/// UDP datagrams dropped, by `reason`: `max_flows`, `no_backend`, `send_failed`,
+/// `listener_removed`.
+pub const UDP_DROPPED: &str = "ringway_udp_dropped_datagrams_total";
+/// Fraction of the key space that changed backend at the listener's last ring change.
+pub const RING_REMAPPED: &str = "ringway_ring_remapped_ratio";
+/// Config reloads, by `result`.
+pub const CONFIG_RELOADS: &str = "ringway_config_reloads_total";
+/// Always 1; the `version` label carries the version.
+pub const BUILD_INFO: &str = "ringway_build_info";
+
+/// Buckets of [`HEALTH_CHECK_DURATION`] (seconds).
+pub const CHECK_DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every metric: name, labels, Prometheus type, help.
+#[rustfmt::skip]
+pub const ALL: &[(&str, &[&str], &str, &str)] = &[
+    (LISTENER_CONNECTIONS, &[LISTENER], "counter", "TCP connections accepted and established to a backend"),
+    (LISTENER_ACTIVE, &[LISTENER], "gauge", "Connections (TCP) or flows (UDP) open now"),
+    (LISTENER_REJECTED, &[LISTENER, REASON], "counter", "Connections refused or reset by ringway: max_connections, no_backend, backends_failed"),
+    (BACKEND_CONNECTIONS, &[LISTENER, BACKEND], "counter", "Connections (TCP) or flows (UDP) established to the backend"),
+    (BACKEND_ACTIVE, &[LISTENER, BACKEND], "gauge", "Connections (TCP) or flows (UDP) open to the backend now"),
+    (BACKEND_CONNECT_ERRORS, &[LISTENER, BACKEND], "counter", "Failed connect attempts (TCP) or ICMP errors (UDP)"),
+    (BACKEND_RECEIVED_BYTES, &[LISTENER, BACKEND], "counter", "Bytes received from the backend"),
+    (BACKEND_SENT_BYTES, &[LISTENER, BACKEND], "counter", "Bytes sent to the backend"),
+    (BACKEND_UP, &[LISTENER, BACKEND], "gauge", "1 when the backend is up (healthy, not disabled), else 0"),
+    (BACKEND_RING_SHARE, &[LISTENER, BACKEND], "gauge", "Fraction of the key space the backend owns now"),
+    (HEALTH_CHECKS, &[LISTENER, BACKEND, RESULT], "counter", "Active health checks by result: success, failure"),
+    (HEALTH_CHECK_DURATION, &[LISTENER, BACKEND], "histogram", "Duration of active health checks in seconds"),
+    (BACKEND_TRANSITIONS, &[LISTENER, BACKEND, TO], "counter", "Backend state changes by new state: up, down"),
+    (UDP_FLOWS_ACTIVE, &[LISTENER], "gauge", "UDP flows open now"),
+    (UDP_FLOWS, &[LISTENER], "counter", "UDP flows created"),
+    (UDP_DATAGRAMS, &[LISTENER, DIRECTION], "counter", "UDP datagrams: in from clients, out to clients"),
+    (UDP_DROPPED, &[LISTENER, REASON], "counter", "UDP datagrams dropped: max_flows, no_backend, send_failed, listener_removed"),
+    (RING_REMAPPED, &[LISTENER], "gauge", "Fraction of the key space that changed backend at the last ring change"),
+    (CONFIG_RELOADS, &[RESULT], "counter", "Config reloads by result: success, failure"),
+    (BUILD_INFO, &[VERSION], "gauge", "Always 1; labelled with the version"),
+];

@@ -1,0 +1,85 @@
+use super::*;
+
+fn sample<'a>(stats: &'a Sharded<ListenerCounters>, backends: &'a [BackendStats]) -> Sample<'a> {
+    Sample {
+        listeners: vec![ListenerSample {
+            name: "web",
+            udp: false,
+            active: 2,
+            stats,
+            remapped: 0.25,
+            backends: backends
+                .iter()
+                .map(|b| BackendSample {
+                    stats: b,
+                    up: true,
+                    share: 0.5,
+                    checks_ok: 3,
+                    checks_failed: 1,
+                    to_up: 0,
+                    to_down: 1,
+                })
+                .collect(),
+        }],
+        reloads_ok: 1,
+        reloads_failed: 0,
+    }
+}
+
+#[test]
+fn names_follow_prometheus_rules() {
+    for &(name, labels, kind, _) in names::ALL {
+        assert!(name.starts_with("ringway_"), "{name}");
+        assert!(
+            name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+            "{name}"
+        );
+        assert_eq!(
+            kind == "counter",
+            name.ends_with("_total"),
+            "{name}: counters and only counters end in _total"
+        );
+        for l in labels {
+            assert!(
+                l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{l}"
+            );
+        }
+    }
+}
+
+#[test]
+fn shards_are_summed_and_labelled() {
+    let stats: Sharded<ListenerCounters> = Sharded::new(2);
+    stats.shard(0).connections.add(3);
+    stats.shard(1).connections.add(4);
+    let b = [BackendStats::new("b1", 2)];
+    b[0].counters.shard(1).sent_bytes.add(10);
+    let e = Exporter::new(STALE_AFTER);
+    let text = e.render(&sample(&stats, &b));
+    assert!(
+        text.contains("ringway_listener_connections_total{listener=\"web\"} 7"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ringway_backend_sent_bytes_total{listener=\"web\",backend=\"b1\"} 10"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ringway_ring_remapped_ratio{listener=\"web\"} 0.25"),
+        "{text}"
+    );
+    assert!(text.contains("ringway_build_info{version=\""), "{text}");
+}
+
+#[test]
+fn series_nobody_updates_disappear() {
+    let stats: Sharded<ListenerCounters> = Sharded::new(1);
+    let b = [BackendStats::new("gone", 1), BackendStats::new("stays", 1)];
+    let e = Exporter::new(Duration::from_millis(200));
+    assert!(e.render(&sample(&stats, &b)).contains("backend=\"gone\""));
+    std::thread::sleep(Duration::from_millis(400));
+    let text = e.render(&sample(&stats, &b[1..]));
+    assert!(!text.contains("backend=\"gone\""), "{text}");
+    assert!(text.contains("backend=\"stays\""), "{text}");
+}
