@@ -15,3 +15,11 @@ mod lifecycle;
 mod udp;
 // Health checks: kill, hang, lie, flap, recover; passive ejection; on_down, all_down.
 mod health;
+// Prometheus metrics over HTTP.
+mod metrics;
+// The admin API and `ringway ctl`: status, drain, enable, disable, bad calls.
+mod admin;
+// SIGHUP: reload under load, invalid reloads, listeners added and removed.
+mod reload;
+// Packaging: dropping privileges.
+mod privileges;

@@ -466,3 +466,122 @@ pub fn assert_routed(
 pub fn log_count(rw: &Ringway, needle: &str) -> usize {
     rw.log().lines().filter(|l| l.contains(needle)).count()
 }
+
+/// An HTTP response as a real client (ureq) saw it.
+pub struct HttpReply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// Sends `method path` to `addr` with ureq, with `Authorization: Bearer token` when
+/// given. Non-2xx answers are returned, not errors.
+pub fn http(method: &str, addr: SocketAddr, path: &str, token: Option<&str>) -> HttpReply {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let url = format!("http://{addr}{path}");
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let result = match method {
+        "GET" => {
+            let mut r = agent.get(&url);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.call()
+        }
+        "POST" => {
+            let mut r = agent.post(&url);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.send_empty()
+        }
+        "DELETE" => {
+            let mut r = agent.delete(&url);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.call()
+        }
+        other => panic!("unsupported method {other}"),
+    };
+    let mut res = result.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = res.status().as_u16();
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = res.body_mut().read_to_string().unwrap();
+    HttpReply {
+        status,
+        content_type,
+        body,
+    }
+}
+
+/// Scrapes `/metrics`.
+pub fn scrape(addr: SocketAddr) -> String {
+    let r = http("GET", addr, "/metrics", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
+/// The value of the sample `name{labels}` (labels in any order, all of them given) in
+/// Prometheus text `text`.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    want.sort();
+    text.lines().find_map(|line| {
+        if line.starts_with('#') {
+            return None;
+        }
+        let (series, value) = line.rsplit_once(' ')?;
+        let (n, rest) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.strip_suffix('}')?),
+            None => (series, ""),
+        };
+        if n != name {
+            return None;
+        }
+        let mut have: Vec<String> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            rest.split(',').map(str::to_string).collect()
+        };
+        have.sort();
+        (have == want).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// A config file's `[metrics]` and `[admin]` tables (written before any listener).
+pub fn ops_tables(metrics: SocketAddr, admin: SocketAddr, token: Option<&str>) -> String {
+    let token = token
+        .map(|t| format!("token = \"{t}\"\n"))
+        .unwrap_or_default();
+    format!("[metrics]\nlisten = \"{metrics}\"\n\n[admin]\nlisten = \"{admin}\"\n{token}\n")
+}
+
+/// Inserts top-level `tables` into a config made by `config()`/`udp_config()` (top-level
+/// tables must come before the first `[[listener]]`).
+pub fn with_tables(config: &str, tables: &str) -> String {
+    let at = config.find("[[listener]]").unwrap();
+    format!("{}{tables}\n{}", &config[..at], &config[at..])
+}
+
+/// Runs `ringway ctl --admin ADDR [--token T] ARGS...`.
+pub fn ctl(admin: SocketAddr, token: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(["ctl", "--admin", &admin.to_string()]);
+    if let Some(t) = token {
+        cmd.args(["--token", t]);
+    }
+    cmd.args(args)
+        .env_remove("RINGWAY_ADMIN_TOKEN")
+        .output()
+        .unwrap()
+}
