@@ -115,7 +115,7 @@ fn reload_under_load_drops_no_connection_and_loses_no_byte() {
             ),
             "",
         )
-        .replace(&format!("id = \"a\"\n"), "id = \"a\"\nweight = 3\n")
+        .replace("id = \"a\"\n", "id = \"a\"\nweight = 3\n")
         + &format!(
             "\n[[listener.backend]]\naddress = \"{}\"\nid = \"d\"\n",
             bs[3].addr
