@@ -52,4 +52,17 @@ echo
 echo "Where would the first five clients go with backend-2 down? (ringway route)"
 "$bin" route -c "$conf" --listener demo --down backend-2 < /tmp/ringway-demo-clients.txt
 echo
+echo "Drain backend-2 through the admin API (open connections stay, new ones go elsewhere):"
+"$bin" ctl -c "$conf" drain demo backend-2 | grep '"state"'
+"$bin" ctl -c "$conf" status
+echo
+echo "A few Prometheus metrics (GET http://127.0.0.1:9100/metrics):"
+python3 -c '
+import urllib.request
+text = urllib.request.urlopen("http://127.0.0.1:9100/metrics", timeout=5).read().decode()
+for line in text.splitlines():
+    if line.startswith(("ringway_backend_connections_total", "ringway_backend_ring_share", "ringway_listener_connections_total")):
+        print("  " + line)
+'
+echo
 echo "Demo done. Run it yourself: $bin run -c $conf   (Ctrl-C drains and stops)"

@@ -142,9 +142,9 @@ pub fn render_status(json: &str) -> anyhow::Result<String> {
                 "  {:<20} {:<24} {:>6} {:<9} {:>6} {:>6.2}%\n",
                 b["id"].as_str().unwrap_or("?"),
                 b["address"].as_str().unwrap_or("?"),
-                b["weight"],
+                b["weight"].to_string(),
                 b["state"].as_str().unwrap_or("?"),
-                b["active_connections"],
+                b["active_connections"].to_string(),
                 b["ring_share"].as_f64().unwrap_or(0.0) * 100.0,
             ));
         }
