@@ -278,3 +278,143 @@ fn readme_lists_every_metric() {
         }
     }
 }
+
+#[test]
+fn the_grafana_dashboard_uses_every_metric_and_only_real_ones() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/conf/grafana-dashboard.json"
+    ))
+    .unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    fn collect(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("expr" | "definition", serde_json::Value::String(s)) => {
+                            out.push(s.clone())
+                        }
+                        _ => collect(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| collect(v, out)),
+            _ => {}
+        }
+    }
+    collect(&dash["panels"], &mut exprs);
+    collect(&dash["templating"], &mut exprs);
+    let known: Vec<&str> = names::ALL.iter().map(|m| m.0).collect();
+    for e in &exprs {
+        for word in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("ringway_") {
+                let base = word.strip_suffix("_bucket").unwrap_or(word);
+                assert!(
+                    known.contains(&base),
+                    "the dashboard uses unknown metric {word} in {e}"
+                );
+            }
+        }
+    }
+    for name in known {
+        assert!(
+            exprs.iter().any(|e| e.contains(name)),
+            "the dashboard never shows {name}"
+        );
+    }
+}
+
+/// Prometheus' own tools read the exposition: `promtool check metrics` lints it, and a
+/// real Prometheus server scrapes it and answers a query. Both come from Debian's
+/// `prometheus` package, which `.ci/run` installs; without it the test says so and
+/// passes.
+#[test]
+fn prometheus_itself_accepts_the_exposition() {
+    let has = |bin: &str| {
+        std::process::Command::new(bin)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !has("promtool") || !has("prometheus") {
+        eprintln!("skipped: promtool/prometheus not installed (apt-get install prometheus)");
+        return;
+    }
+    let a = Backend::named_echo("127.0.0.1:0", "a");
+    let (listen, metrics) = (free_addr(), free_addr());
+    let toml = with_tables(
+        &config(
+            listen,
+            &[(a.addr, "a")],
+            &format!("[listener.health]\n{FAST_HEALTH}"),
+        ),
+        &format!("[metrics]\nlisten = \"{metrics}\"\n"),
+    );
+    let _rw = Ringway::start(&toml, &[listen, metrics]);
+    let _ = connect_named(listen);
+    assert!(eventually(Duration::from_secs(5), || scrape(metrics)
+        .contains("_bucket")));
+
+    let lint = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .output_with_stdin(scrape(metrics));
+    assert!(
+        lint.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let web = free_addr();
+    let conf = dir.path().join("prometheus.yml");
+    std::fs::write(&conf, format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ringway\n    static_configs:\n      - targets: ['{metrics}']\n")).unwrap();
+    let mut prom = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", conf.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let query =
+        "/api/v1/query?query=ringway_backend_up%7Blistener%3D%22t%22%2Cbackend%3D%22a%22%7D";
+    let mut last = String::new();
+    let ok = eventually(Duration::from_secs(30), || {
+        if TcpStream::connect(web).is_err() {
+            return false;
+        }
+        last = http("GET", web, query, None).body;
+        last.contains("\"value\"") && last.contains("\"1\"]")
+    });
+    let _ = prom.kill();
+    let _ = prom.wait();
+    assert!(ok, "Prometheus did not ingest ringway_backend_up: {last}");
+}
+
+trait OutputWithStdin {
+    fn output_with_stdin(&mut self, input: String) -> std::process::Output;
+}
+
+impl OutputWithStdin for std::process::Command {
+    fn output_with_stdin(&mut self, input: String) -> std::process::Output {
+        let mut child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+}

@@ -75,3 +75,85 @@ fn an_unknown_user_stops_the_start() {
         rw.log()
     );
 }
+
+/// What conf/ringway.service does (User=, AmbientCapabilities=CAP_NET_BIND_SERVICE,
+/// ExecReload= SIGHUP), without systemd: setpriv gives the same uid and ambient
+/// capability. A port below 1024 binds, and a reload can bind another one.
+#[test]
+fn the_systemd_unit_settings_bind_low_ports_and_reload_without_root() {
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/ringway.service"))
+            .unwrap();
+    for line in [
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "NoNewPrivileges=yes",
+        "Restart=on-failure",
+        "User=ringway",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "the unit lacks {line}");
+    }
+    let setpriv = std::process::Command::new("setpriv")
+        .arg("--version")
+        .output();
+    if !is_root() || setpriv.is_err() {
+        eprintln!("skipped: needs root and setpriv (util-linux)");
+        return;
+    }
+    let low = |skip: u16| {
+        (600u16..1000)
+            .filter(|&p| p != skip)
+            .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+            .unwrap()
+    };
+    let a = Backend::named_echo("127.0.0.1:0", "a");
+    let p1 = low(0);
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{p1}").parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("ringway.toml");
+    let toml = config(listen, &[(a.addr, "a")], "");
+    std::fs::write(&conf, &toml).unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(&conf, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let log = dir.path().join("log");
+    let mut child = std::process::Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .args([
+            "--inh-caps",
+            "+net_bind_service",
+            "--ambient-caps",
+            "+net_bind_service",
+        ])
+        .arg(bin())
+        .args(["run", "-c"])
+        .arg(&conf)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let up = eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(listen).is_ok()
+    });
+    if !up {
+        let _ = child.kill();
+        panic!("no listener on {listen}:\n{}", read_log());
+    }
+    assert_eq!(uid_of(child.id() as i32), 65534);
+    // Reload: a second listener on another low port.
+    let p2 = low(p1);
+    let second = format!("{toml}\n[[listener]]\nname = \"low2\"\nlisten = \"127.0.0.1:{p2}\"\n[[listener.backend]]\naddress = \"{}\"\n", a.addr);
+    std::fs::write(&conf, second).unwrap();
+    ringway::sys::signal::send(child.id(), ringway::sys::signal::Signal::Hup).unwrap();
+    let reloaded = eventually(Duration::from_secs(10), || read_log().contains("reloaded"));
+    let served = reloaded && {
+        let s = std::net::TcpStream::connect(("127.0.0.1", p2));
+        s.is_ok_and(|s| read_line(&s) == "a")
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(served, "reload could not bind port {p2}:\n{}", read_log());
+}

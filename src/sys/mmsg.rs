@@ -158,7 +158,7 @@ impl Batch {
             fd.as_raw_fd(),
             self.hdrs.as_mut_ptr(),
             cap as libc::c_uint,
-            libc::MSG_DONTWAIT,
+            libc::MSG_DONTWAIT as _, // c_int on glibc, c_uint on musl
             ptr::null_mut()
         ))? as usize;
         for i in 0..n {
@@ -182,7 +182,7 @@ impl Batch {
             fd.as_raw_fd(),
             self.hdrs.as_mut_ptr().wrapping_add(from),
             (n - from) as libc::c_uint,
-            libc::MSG_DONTWAIT
+            libc::MSG_DONTWAIT as _ // c_int on glibc, c_uint on musl
         ))?;
         Ok(sent as usize)
     }
