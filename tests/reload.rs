@@ -319,3 +319,42 @@ fn invalid_reloads_keep_the_running_config_and_say_why() {
         Some(1.0)
     );
 }
+
+#[test]
+fn reload_changes_health_settings() {
+    let a = Backend::named_echo("127.0.0.1:0", "a");
+    let dead = free_addr(); // nothing listens here
+    let (listen, admin) = (free_addr(), free_addr());
+    let base = with_tables(
+        &config(listen, &[(a.addr, "a"), (dead, "b")], ""),
+        &format!("[admin]\nlisten = \"{admin}\"\n"),
+    );
+    let unchecked = format!("{base}\n[listener.health]\ncheck = \"none\"\n");
+    let checked = format!("{base}\n[listener.health]\n{FAST_HEALTH}\npassive = false\n");
+    let rw = Ringway::start(&unchecked, &[listen, admin]);
+    let state_of_b = || {
+        let s: serde_json::Value =
+            serde_json::from_str(&http("GET", admin, "/status", None).body).unwrap();
+        s["listeners"][0]["backends"][1]["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(state_of_b(), "up", "unchecked backends are up");
+    // Checks switched on: the dead backend is found and logged.
+    reload(&rw, &checked, 1);
+    assert!(
+        eventually(Duration::from_secs(5), || log_count(&rw, "backend b (") > 0
+            && state_of_b() == "down"),
+        "checks did not start on reload; log:\n{}",
+        rw.log()
+    );
+    // Switched off again: nothing could bring it back, so it is up again.
+    reload(&rw, &unchecked, 2);
+    assert_eq!(state_of_b(), "up");
+    let served = connect_many(listen, 50);
+    assert!(
+        served.iter().all(|(_, n)| n == "a"),
+        "retries cover the dead backend"
+    );
+}

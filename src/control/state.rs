@@ -168,6 +168,10 @@ impl ListenerState {
         if restart {
             for b in &mut backends {
                 b.probe = None;
+                // Without checks nothing could bring a down backend back.
+                if !config.health.active() {
+                    b.health = HealthState::default();
+                }
             }
         }
         if config.backends != self.config.backends || config.vnodes != self.config.vnodes {
