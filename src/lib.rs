@@ -6,8 +6,9 @@
 //!
 //! The crate is built in layers, one folder each, lowest first:
 //!
-//! * [`sys`]: the only `unsafe` code. Thin wrappers over `splice(2)`, `pipe2(2)` and
-//!   `setrlimit(2)` that return `io::Result` and never log.
+//! * [`sys`]: the only `unsafe` code. Thin wrappers over `splice(2)`, `pipe2(2)`,
+//!   `recvmmsg(2)`/`sendmmsg(2)`, `setrlimit(2)` and `kill(2)` that return
+//!   `io::Result` and never log.
 //! * [`balance`]: the hash contract ([`balance::hash`]), the ring ([`balance::ring`])
 //!   and the immutable [`balance::Snapshot`] workers read. Pure: no I/O, no clock.
 //! * [`config`]: TOML in, validated [`config::Config`] out, in two stages; errors name
@@ -16,11 +17,19 @@
 //!   probes (TCP, send/expect, HTTP, UDP, DNS) that the control plane runs.
 //! * [`dataplane`]: worker threads, one per core, each with its own epoll loop (mio)
 //!   and its own `SO_REUSEPORT` listening sockets. They never block, never lock on the
-//!   forwarding path and never see the config: they get [`dataplane::WorkerParams`] and
-//!   load [`balance::Snapshot`]s published through `arc-swap`.
-//! * [`control`]: the control plane. Owns the config, binds sockets, starts workers,
-//!   handles signals and graceful shutdown, and publishes snapshots.
-//! * [`cli`]: the command line (`run`, `check`, `route`), parsed with clap.
+//!   forwarding path and never see the config: they get [`dataplane::WorkerParams`],
+//!   load a [`dataplane::Routing`] (settings + [`balance::Snapshot`] + backend
+//!   counters) published through `arc-swap` once per new connection or flow, take
+//!   listeners added or removed by a reload as commands, and count into their own
+//!   shard of [`dataplane::stats`].
+//! * [`metrics`]: every metric name ([`metrics::names`]) and the Prometheus exporter,
+//!   which sums the workers' shards when scraped.
+//! * [`control`]: the control plane, on one tokio runtime on the main thread. Owns the
+//!   config, binds sockets, drops privileges, starts workers, runs health checks,
+//!   serves `/metrics` and the admin API, reloads on SIGHUP, drains on SIGTERM, and
+//!   publishes every change as a new routing.
+//! * [`cli`], [`route`], [`ctl`]: the command line (`run`, `check`, `route`, `ctl`),
+//!   parsed with clap; `ctl` is an HTTP client of the admin API.
 //!
 //! The binary (`src/main.rs`) only parses the command line and prints errors.
 

@@ -6,7 +6,7 @@
 //! not a worker), drops privileges when `user` is set, builds each listener's
 //! [`Routing`](crate::dataplane::Routing) and publishes it through the listener's
 //! `ArcSwap`. Everything else runs on one small tokio runtime on the main thread, around
-//! one [`core::Control`] behind a mutex. Nothing here runs on a worker.
+//! one `core::Control` behind a mutex. Nothing here runs on a worker.
 
 mod admin;
 mod core;
