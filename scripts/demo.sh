@@ -19,18 +19,9 @@ pids+=($!)
 "$bin" run -c "$conf" &
 pids+=($!)
 
+python3 scripts/wait_tcp.py 10 127.0.0.1:8080 127.0.0.1:9003
 python3 - <<'PY'
-import collections, socket, time
-deadline = time.time() + 10
-while True:  # wait for ringway and the backends
-    try:
-        socket.create_connection(("127.0.0.1", 8080), timeout=1).close()
-        socket.create_connection(("127.0.0.1", 9003), timeout=1).close()
-        break
-    except OSError:
-        if time.time() > deadline:
-            raise SystemExit("ringway did not start")
-        time.sleep(0.1)
+import collections, socket
 counts = collections.Counter()
 clients = []
 for i in range(30):

@@ -79,18 +79,10 @@ python3 scripts/demo_backends.py 9001 9002 9003 --lifetime 120 &
 pids+=($!)
 D run -d --name ringway-test --network host \
     -v "$PWD/conf/demo.toml:/etc/ringway/ringway.toml:ro" ringway:local >/dev/null
+python3 scripts/wait_tcp.py 15 127.0.0.1:8080 127.0.0.1:9003 \
+    || { D logs ringway-test; fail "ringway in the container did not listen"; }
 python3 - <<'PY' || { D logs ringway-test; fail "no traffic through the container"; }
-import collections, socket, time, urllib.request
-deadline = time.time() + 15
-while True:
-    try:
-        socket.create_connection(("127.0.0.1", 8080), timeout=1).close()
-        socket.create_connection(("127.0.0.1", 9003), timeout=1).close()
-        break
-    except OSError:
-        if time.time() > deadline:
-            raise SystemExit("ringway in the container did not listen")
-        time.sleep(0.2)
+import collections, socket, urllib.request
 seen = collections.Counter()
 for _ in range(30):
     s = socket.create_connection(("127.0.0.1", 8080), timeout=5)

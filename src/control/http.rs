@@ -40,6 +40,7 @@ where
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     listener.set_nonblocking(true)?;
+    tracing::info!("{what} on http://{}", listener.local_addr()?);
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {

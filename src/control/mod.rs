@@ -62,6 +62,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .as_ref()
         .map(|a| bind_http(a.listen, "admin.listen"))
         .transpose()?;
+    if let Some(a) = config.admin.as_ref() {
+        if !a.listen.ip().is_loopback() && a.token.is_none() {
+            tracing::warn!(
+                "admin API on {} without a token: anyone who reaches it can drain and disable backends",
+                a.listen
+            );
+        }
+    }
     if let Some(user) = &config.user {
         privileges::drop_to(user, config.group.as_deref())?;
     }
@@ -111,20 +119,16 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             }
         });
         if let Some(socket) = metrics_socket {
-            let addr = socket.local_addr()?;
             let c = Arc::clone(&control);
-            http::spawn(socket, "metrics", move |req| {
-                admin::metrics(Arc::clone(&c), req)
+            http::spawn(socket, "metrics: GET /metrics", move |r| {
+                admin::metrics(Arc::clone(&c), r)
             })?;
-            tracing::info!("metrics on http://{addr}/metrics");
         }
         if let Some(socket) = admin_socket {
-            let addr = socket.local_addr()?;
             let c = Arc::clone(&control);
-            http::spawn(socket, "admin", move |req| {
-                admin::admin(Arc::clone(&c), req)
+            http::spawn(socket, "admin API: GET /status", move |r| {
+                admin::admin(Arc::clone(&c), r)
             })?;
-            tracing::info!("admin API on http://{addr}/status");
         }
         signals::run(workers, control).await
     })
