@@ -255,3 +255,57 @@ fn drain_keeps_open_connections_and_sends_no_new_ones_there() {
     );
     drop(held);
 }
+
+#[test]
+fn a_drained_udp_backend_keeps_its_flows_and_gets_no_new_ones() {
+    let x = UdpBackend::spawn("127.0.0.1:0", "x");
+    let y = UdpBackend::spawn("127.0.0.1:0", "y");
+    let (listen, admin) = (free_udp_addr(), free_addr());
+    let toml = with_tables(
+        &udp_config(
+            listen,
+            &[(x.addr, "x"), (y.addr, "y")],
+            "udp_idle_timeout = \"60s\"",
+        ),
+        &format!("[admin]\nlisten = \"{admin}\"\n"),
+    );
+    let rw = start_udp(&toml, listen);
+    let who = |s: &std::net::UdpSocket| {
+        let r = udp_ask(s, listen, b"hi").expect("no reply");
+        String::from_utf8_lossy(&r)
+            .split('|')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let flows: Vec<(std::net::UdpSocket, String)> = (0..40)
+        .map(|_| {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let n = who(&s);
+            (s, n)
+        })
+        .collect();
+    assert!(flows.iter().any(|(_, n)| n == "y"));
+    assert!(ctl(admin, None, &["drain", "u", "y"]).status.success());
+    for (s, before) in &flows {
+        assert_eq!(&who(s), before, "a flow left its drained backend");
+    }
+    let fresh: Vec<(SocketAddr, String)> = (0..60)
+        .map(|_| {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let n = who(&s);
+            (s.local_addr().unwrap(), n)
+        })
+        .collect();
+    assert!(
+        fresh.iter().all(|(_, n)| n == "x"),
+        "a new flow went to the drained backend"
+    );
+    assert_routed(
+        &rw,
+        "u",
+        &["y"],
+        &fresh,
+        &names(&[(x.addr, "x"), (y.addr, "y")]),
+    );
+}

@@ -60,7 +60,7 @@ pub async fn admin(control: Shared, req: Request<Incoming>) -> Response<Body> {
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if given.map(str::trim) != Some(token.as_str()) {
+        if !given.is_some_and(|g| same_secret(g.trim().as_bytes(), token.as_bytes())) {
             let mut r = http::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
             r.headers_mut()
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -114,6 +114,17 @@ pub async fn admin(control: Shared, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
+/// Compares a presented token with the configured one in time that depends only on
+/// their lengths, so response timing does not reveal how much of a guess was right.
+fn same_secret(given: &[u8], want: &[u8]) -> bool {
+    given.len() == want.len()
+        && given
+            .iter()
+            .zip(want)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
 fn not_allowed(allow: &'static str) -> Response<Body> {
     let mut r = http::error(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -144,7 +155,15 @@ fn segments(path: &str) -> Result<Vec<String>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::segments;
+    use super::{same_secret, segments};
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abd", b"abc"));
+        assert!(!same_secret(b"ab", b"abc"));
+        assert!(!same_secret(b"", b"abc"));
+    }
 
     #[test]
     fn paths_decode_or_fail_clearly() {
