@@ -197,3 +197,69 @@ fn a_vanished_backend_does_not_stall_other_flows() {
         rw.log()
     );
 }
+
+/// A UDP listener on a wildcard address (in a network namespace of the test's own):
+/// every reply comes from the address the client sent to, a client reaching two local
+/// addresses has two flows, and each goes where `route --dst` says.
+#[test]
+fn a_wildcard_listener_replies_from_the_address_each_client_reached() {
+    in_netns("udpwild", || {
+        for (wild, dsts) in [
+            ("0.0.0.0", &["127.0.0.1", "127.0.0.2", "127.0.0.3"][..]),
+            ("[::]", &["[::1]"][..]),
+        ] {
+            let x = UdpBackend::spawn("127.0.0.1:0", "x");
+            let y = UdpBackend::spawn("127.0.0.1:0", "y");
+            let port = free_udp_addr().port();
+            let listen: SocketAddr = format!("{wild}:{port}").parse().unwrap();
+            let rw = Ringway::spawn(&udp_config(listen, &[(x.addr, "x"), (y.addr, "y")], ""));
+            let names: HashMap<String, String> = [
+                (x.addr.to_string(), "x".to_string()),
+                (y.addr.to_string(), "y".to_string()),
+            ]
+            .into();
+            for dst in dsts {
+                let to: SocketAddr = format!("{dst}:{port}").parse().unwrap();
+                let bind = if to.is_ipv6() {
+                    "[::1]:0"
+                } else {
+                    "127.0.0.1:0"
+                };
+                let probe = UdpSocket::bind(bind).unwrap();
+                let up = eventually(Duration::from_secs(10), || {
+                    udp_ask(&probe, to, b"probe").is_some()
+                });
+                assert!(up, "no answer on {to}; log:\n{}", rw.log());
+                // udp_ask checks that each reply comes from `to`.
+                let seen: Vec<(SocketAddr, String)> = (0..40)
+                    .map(|_| {
+                        let s = UdpSocket::bind(bind).unwrap();
+                        let r = udp_ask(&s, to, b"hello").expect("no reply");
+                        let who = String::from_utf8_lossy(&r)
+                            .split('|')
+                            .next()
+                            .unwrap()
+                            .to_string();
+                        (s.local_addr().unwrap(), who)
+                    })
+                    .collect();
+                let clients: Vec<SocketAddr> = seen.iter().map(|s| s.0).collect();
+                let routed = route_to(&rw.config, "u", &[], Some(to), &clients);
+                for ((client, who), (_, addr)) in seen.iter().zip(&routed) {
+                    assert_eq!(
+                        &names[addr], who,
+                        "{client} -> {to} went to {who}, route says {addr}"
+                    );
+                }
+            }
+            // One client, two local addresses: two flows, each answered from its own.
+            if dsts.len() > 1 {
+                let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+                for dst in &dsts[..2] {
+                    let to: SocketAddr = format!("{dst}:{port}").parse().unwrap();
+                    assert!(udp_ask(&s, to, b"again").is_some());
+                }
+            }
+        }
+    });
+}

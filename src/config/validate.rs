@@ -197,13 +197,6 @@ fn listener(
     only_for(src, protocol, Protocol::Tcp, key, &tcp_only_keys(l))?;
     only_for(src, protocol, Protocol::Udp, key, &udp_only_keys(l))?;
     let listen = socket_addr(src, &l.listen, &format!("{key}.listen"), true)?;
-    if protocol == Protocol::Udp && listen.ip().is_unspecified() {
-        return Err(src.error(
-            l.listen.span(),
-            format!("{key}.listen"),
-            "UDP listeners on a wildcard address are not supported yet: replies must leave from the address the client reached; give a specific IP",
-        ));
-    }
     let hash = match l.hash.as_ref().map(|h| *h.get_ref()) {
         None | Some(FileHash::FiveTuple) => HashMode::FiveTuple,
         Some(FileHash::SourceIp) => HashMode::SourceIp,

@@ -1,10 +1,12 @@
 //! UDP: a flow table, batched receive from clients, batched replies.
 //!
-//! A flow is (listener, client address); the local address is the listener's (UDP
-//! listeners bind a specific IP). Its first datagram picks a backend from the ring
-//! (protocol byte 17) and gets the flow its own connected upstream socket, so the
+//! A flow is (listener, client address, local address). The local address is the
+//! listener's, or, for a listener on a wildcard address, the datagram's destination as
+//! `IP_PKTINFO`/`IPV6_PKTINFO` reports it. Its first datagram picks a backend from the
+//! ring (protocol byte 17) and gets the flow its own connected upstream socket, so the
 //! backend's replies arrive on that socket and are sent back to the client from the
-//! listener's socket: the client only ever sees the address it sent to.
+//! listener's socket, from the address the client sent to (set per reply with the same
+//! control message on a wildcard listener): the client only ever sees that address.
 //!
 //! Client datagrams come in with `recvmmsg` (up to [`BATCH`] per call); replies go out
 //! with `sendmmsg`, gathered from every flow that had replies in one loop iteration.
@@ -16,7 +18,7 @@
 //! when the published snapshot says it is down, the flow's next datagram re-picks.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Instant;
@@ -57,9 +59,17 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     if crate::sys::sockopt::set_recv_buffer_force(socket.as_fd(), RECV_BUFFER).is_err() {
         let _ = socket.set_recv_buffer_size(RECV_BUFFER);
     }
+    if addr.ip().is_unspecified() {
+        // Which local address did the client reach? Replies must leave from it.
+        crate::sys::sockopt::set_recv_pktinfo(socket.as_fd(), addr.is_ipv6())?;
+    }
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
+
+/// A flow's identity: listener slot, client address, and the local address the client
+/// reached when the listener binds a wildcard address (`None` otherwise).
+pub(super) type FlowKey = (usize, SocketAddr, Option<IpAddr>);
 
 /// A UDP listener inside a worker.
 #[derive(Debug)]
@@ -77,7 +87,7 @@ impl UdpListener {
     pub fn new(socket: UdpSocket, routing: Arc<Routing>) -> UdpListener {
         UdpListener {
             socket,
-            replies: Batch::new(BATCH, SLOT),
+            replies: Batch::with_pktinfo(BATCH, SLOT),
             seen: routing,
             epoch: 0,
         }
@@ -89,6 +99,8 @@ impl UdpListener {
 pub(super) struct Flow {
     pub listener: usize,
     pub client: SocketAddr,
+    /// The local address the client reached (wildcard listeners only).
+    local: Option<IpAddr>,
     socket: UdpSocket,
     /// Index of its backend in the routing of `epoch`.
     backend: usize,
@@ -123,7 +135,7 @@ impl Worker {
                     for i in 0..n {
                         let (data, from) = batch.get(i);
                         if let Some(client) = from {
-                            self.client_datagram(li, client, data);
+                            self.client_datagram(li, (client, batch.local(i)), data);
                         }
                     }
                     if n < batch.capacity() {
@@ -148,15 +160,23 @@ impl Worker {
         more
     }
 
-    fn client_datagram(&mut self, li: usize, client: SocketAddr, data: &[u8]) {
+    /// A datagram from `client` to local address `local` (reported on wildcard
+    /// listeners only).
+    fn client_datagram(
+        &mut self,
+        li: usize,
+        (client, local): (SocketAddr, Option<IpAddr>),
+        data: &[u8],
+    ) {
         let stats = self.listeners[li].shared.stats.shard(self.index);
         stats.udp_in.inc();
-        let key = match self.flow_index.get(&(li, client)) {
+        let local = local.filter(|_| self.listeners[li].shared.listen.ip().is_unspecified());
+        let key = match self.flow_index.get(&(li, client, local)) {
             Some(&k) => {
                 self.check_backend(k);
                 k
             }
-            None => match self.open_flow(li, client) {
+            None => match self.open_flow(li, client, local) {
                 Some(k) => k,
                 None => return,
             },
@@ -190,7 +210,7 @@ impl Worker {
     }
 
     /// Creates the flow for a new client, or drops its datagram (max flows, no backend).
-    fn open_flow(&mut self, li: usize, client: SocketAddr) -> Option<usize> {
+    fn open_flow(&mut self, li: usize, client: SocketAddr, local: Option<IpAddr>) -> Option<usize> {
         let shared = Arc::clone(&self.listeners[li].shared);
         let stats = shared.stats.shard(self.index);
         if self.listeners[li].retired {
@@ -207,7 +227,12 @@ impl Worker {
             }
             return None;
         }
-        let key = flow_hash(params.hash, PROTO_UDP, client, shared.listen);
+        let key = flow_hash(
+            params.hash,
+            PROTO_UDP,
+            client,
+            reached(shared.listen, local),
+        );
         let socket = routing.snapshot.pick(key).and_then(|b| {
             let addr = routing.snapshot.backends()[b].addr;
             match upstream(addr) {
@@ -244,6 +269,7 @@ impl Worker {
         entry.insert(Flow {
             listener: li,
             client,
+            local,
             socket,
             backend,
             target,
@@ -252,7 +278,7 @@ impl Worker {
             sent: 0,
             replies: 0,
         });
-        self.flow_index.insert((li, client), fkey);
+        self.flow_index.insert((li, client, local), fkey);
         self.listeners[li].open += 1;
         stats.udp_flows.inc();
         Some(fkey)
@@ -306,7 +332,12 @@ impl Worker {
                 return;
             }
         }
-        let key = flow_hash(routing.params.hash, PROTO_UDP, f.client, listen);
+        let key = flow_hash(
+            routing.params.hash,
+            PROTO_UDP,
+            f.client,
+            reached(listen, f.local),
+        );
         let Some(b) = routing.snapshot.pick(key) else {
             return;
         };
@@ -361,7 +392,7 @@ impl Worker {
             let buf = udp.replies.next_slot().expect("flushed above");
             match f.socket.recv(buf) {
                 Ok(n) => {
-                    udp.replies.commit(n, f.client);
+                    udp.replies.commit_from(n, f.client, f.local);
                     f.target.counters.shard(index).received_bytes.add(n as u64);
                     f.replies += 1;
                     f.last_active = self.now;
@@ -410,7 +441,7 @@ impl Worker {
             return;
         }
         let f = self.flows.remove(fkey);
-        self.flow_index.remove(&(f.listener, f.client));
+        self.flow_index.remove(&(f.listener, f.client, f.local));
         f.target.counters.shard(self.index).active.add(-1);
         self.listeners[f.listener].shared.release();
         self.slot_closed(f.listener);
@@ -462,6 +493,15 @@ fn flush(udp: &mut UdpListener, stats: &ListenerCounters) {
         stats.udp_dropped_send.add((total - from) as u64);
     }
     udp.replies.clear();
+}
+
+/// The address a client reached: the listener's, with the IP it sent to when the
+/// listener binds a wildcard address.
+fn reached(listen: SocketAddr, local: Option<IpAddr>) -> SocketAddr {
+    match local {
+        Some(ip) => SocketAddr::new(ip, listen.port()),
+        None => listen,
+    }
 }
 
 /// A non-blocking UDP socket connected to `backend`: `socket` + `connect` (which also

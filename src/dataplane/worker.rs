@@ -4,7 +4,6 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use super::accept::ACCEPT_BATCH;
 use super::forward::Scratch;
 use super::session::{Close, Session};
 use super::token::{self, Side, Target};
-use super::udp::{Flow, UdpListener, BATCH, SLOT};
+use super::udp::{Flow, FlowKey, UdpListener, BATCH, SLOT};
 use super::{BoundSocket, Command, ListenerShared, WorkerListener, WorkerParams};
 use crate::sys::mmsg::Batch;
 
@@ -124,7 +123,8 @@ pub(super) struct Worker {
     pub listeners: Vec<Slot>,
     pub sessions: Slab<Session>,
     pub flows: Slab<Flow>,
-    pub flow_index: HashMap<(usize, SocketAddr), usize>,
+    /// (listener, client, local address when the listener binds a wildcard) -> flow.
+    pub flow_index: HashMap<FlowKey, usize>,
     /// Receive batch for UDP listeners (only allocated when the worker has one).
     pub recv_batch: Option<Batch>,
     pub scratch: Scratch,
@@ -161,7 +161,7 @@ impl Worker {
             sessions: Slab::with_capacity(1024),
             flows: Slab::new(),
             flow_index: HashMap::new(),
-            recv_batch: any_udp.then(|| Batch::new(BATCH, SLOT)),
+            recv_batch: any_udp.then(|| Batch::with_pktinfo(BATCH, SLOT)),
             scratch: Scratch::new(),
             timers: BinaryHeap::new(),
             requeue: Vec::new(),
@@ -413,7 +413,7 @@ impl Worker {
         match Slot::new(l, &self.poll, token::listener(li)) {
             Ok(slot) => {
                 if slot.udp.is_some() && self.recv_batch.is_none() {
-                    self.recv_batch = Some(Batch::new(BATCH, SLOT));
+                    self.recv_batch = Some(Batch::with_pktinfo(BATCH, SLOT));
                 }
                 self.listeners[li] = slot;
                 self.sweep_every = sweep_interval(&self.listeners);

@@ -4,12 +4,21 @@
 //! fills slots from the front; sending sends the filled slots. Nothing is allocated per
 //! datagram: the header arrays are rebuilt in place before each call (their pointers
 //! point into the batch itself, so they are only valid during the call).
+//!
+//! A batch made with [`Batch::with_pktinfo`] also carries one local address per slot:
+//! on receive, the datagram's destination (from `IP_PKTINFO`/`IPV6_PKTINFO` control
+//! messages, which the socket must have been asked for); on send, the source address
+//! to send from. That is how a socket bound to a wildcard address replies from the
+//! address each client reached.
 
 use std::io;
 use std::mem;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr;
+
+/// Control-message bytes per slot: one `in6_pktinfo` message (the larger) fits.
+const CTRL_WORDS: usize = 8;
 
 /// Preallocated datagram slots with addresses.
 pub struct Batch {
@@ -21,6 +30,11 @@ pub struct Batch {
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
     count: usize,
+    /// Control buffers, one per slot (u64 words: aligned for `cmsghdr`); empty unless
+    /// made with [`Batch::with_pktinfo`].
+    ctrl: Vec<[u64; CTRL_WORDS]>,
+    /// Local address per slot (see the module docs).
+    locals: Vec<Option<IpAddr>>,
 }
 
 impl std::fmt::Debug for Batch {
@@ -66,7 +80,22 @@ impl Batch {
             ],
             hdrs: vec![zeroed_hdr(); capacity],
             count: 0,
+            ctrl: Vec::new(),
+            locals: vec![None; capacity],
         }
+    }
+
+    /// Like [`Batch::new`], with a local address per slot (see the module docs).
+    pub fn with_pktinfo(capacity: usize, slot: usize) -> Batch {
+        let mut b = Batch::new(capacity, slot);
+        b.ctrl = vec![[0u64; CTRL_WORDS]; capacity];
+        b
+    }
+
+    /// The destination address of received datagram `i`, when the batch and the socket
+    /// carry it.
+    pub fn local(&self, i: usize) -> Option<IpAddr> {
+        self.locals[i]
     }
 
     /// Slots in the batch.
@@ -114,10 +143,18 @@ impl Batch {
 
     /// Records the datagram just written into [`Batch::next_slot`]: `len` bytes for `to`.
     pub fn commit(&mut self, len: usize, to: SocketAddr) {
+        self.commit_from(len, to, None);
+    }
+
+    /// Like [`Batch::commit`], sent from local address `from` when given (a batch made
+    /// with [`Batch::with_pktinfo`], on a socket bound to a wildcard address).
+    pub fn commit_from(&mut self, len: usize, to: SocketAddr, from: Option<IpAddr>) {
         let i = self.count;
         debug_assert!(i < self.lens.len() && len <= self.slot);
+        debug_assert!(from.is_none() || !self.ctrl.is_empty());
         self.lens[i] = len;
         self.addr_lens[i] = to_storage(to, &mut self.addrs[i]);
+        self.locals[i] = from;
         self.count += 1;
     }
 
@@ -142,6 +179,20 @@ impl Batch {
             h.msg_hdr.msg_controllen = 0;
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
+            if let Some(ctrl) = self.ctrl.get_mut(i) {
+                let len = if receiving {
+                    mem::size_of_val(ctrl)
+                } else {
+                    match self.locals[i] {
+                        Some(ip) => write_pktinfo(ctrl, ip),
+                        None => 0,
+                    }
+                };
+                if len > 0 {
+                    h.msg_hdr.msg_control = ctrl.as_mut_ptr().cast();
+                    h.msg_hdr.msg_controllen = len as _;
+                }
+            }
         }
     }
 
@@ -163,6 +214,11 @@ impl Batch {
         ))? as usize;
         for i in 0..n {
             self.lens[i] = self.hdrs[i].msg_len as usize;
+            self.locals[i] = if self.ctrl.is_empty() {
+                None
+            } else {
+                read_pktinfo(&self.hdrs[i].msg_hdr)
+            };
         }
         self.count = n;
         Ok(n)
@@ -186,6 +242,85 @@ impl Batch {
         ))?;
         Ok(sent as usize)
     }
+}
+
+/// Writes one `IP_PKTINFO` or `IPV6_PKTINFO` control message asking to send from `ip`
+/// into `buf`; returns its length.
+fn write_pktinfo(buf: &mut [u64; CTRL_WORDS], ip: IpAddr) -> usize {
+    *buf = [0; CTRL_WORDS];
+    let (level, kind, data_len) = match ip {
+        IpAddr::V4(_) => (
+            libc::IPPROTO_IP,
+            libc::IP_PKTINFO,
+            mem::size_of::<libc::in_pktinfo>(),
+        ),
+        IpAddr::V6(_) => (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_PKTINFO,
+            mem::size_of::<libc::in6_pktinfo>(),
+        ),
+    };
+    // SAFETY: CMSG_SPACE/CMSG_LEN only compute sizes. The header and data written below
+    // lie at the start of `buf`, which is 8-byte aligned (u64 words, as cmsghdr needs)
+    // and larger than CMSG_SPACE of either pktinfo struct (checked by the assert); the
+    // data is written unaligned-safe.
+    unsafe {
+        let space = libc::CMSG_SPACE(data_len as u32) as usize;
+        assert!(space <= mem::size_of_val(buf), "control buffer too small");
+        let c = buf.as_mut_ptr().cast::<libc::cmsghdr>();
+        (*c).cmsg_level = level;
+        (*c).cmsg_type = kind;
+        (*c).cmsg_len = libc::CMSG_LEN(data_len as u32) as _;
+        let data = libc::CMSG_DATA(c);
+        match ip {
+            IpAddr::V4(v4) => ptr::write_unaligned(
+                data.cast::<libc::in_pktinfo>(),
+                libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from(v4).to_be(),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                },
+            ),
+            IpAddr::V6(v6) => ptr::write_unaligned(
+                data.cast::<libc::in6_pktinfo>(),
+                libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: v6.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                },
+            ),
+        }
+        space
+    }
+}
+
+/// The destination address in a received message's `IP_PKTINFO`/`IPV6_PKTINFO`.
+fn read_pktinfo(h: &libc::msghdr) -> Option<IpAddr> {
+    // SAFETY: `h` was filled by recvmmsg: msg_control points at this slot's buffer and
+    // msg_controllen says how much of it the kernel wrote (0 leaves CMSG_FIRSTHDR null).
+    // CMSG_FIRSTHDR/CMSG_NXTHDR stay within that length; each message's data is read
+    // unaligned and only for the matching level/type, whose payload type is fixed.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            let data = libc::CMSG_DATA(c);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let p = ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
+                    return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(p.ipi_addr.s_addr))));
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let p = ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
+                    return Some(IpAddr::V6(Ipv6Addr::from(p.ipi6_addr.s6_addr)));
+                }
+                _ => c = libc::CMSG_NXTHDR(h, c),
+            }
+        }
+    }
+    None
 }
 
 fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
@@ -251,6 +386,45 @@ mod tests {
     use super::*;
     use std::net::UdpSocket;
     use std::os::fd::AsFd;
+
+    /// The socket learns each datagram's destination and replies from it, over IPv4
+    /// and IPv6 (on loopback; the wildcard case runs in a network namespace in
+    /// tests/udp.rs).
+    #[test]
+    fn pktinfo_gives_the_destination_and_sets_the_source() {
+        for (bind, ipv6) in [("127.0.0.1:0", false), ("[::1]:0", true)] {
+            let rx = UdpSocket::bind(bind).unwrap();
+            crate::sys::sockopt::set_recv_pktinfo(rx.as_fd(), ipv6).unwrap();
+            rx.set_nonblocking(true).unwrap();
+            let to = rx.local_addr().unwrap();
+            let client = UdpSocket::bind(SocketAddr::new(to.ip(), 0)).unwrap();
+            client
+                .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            client.send_to(b"ping", to).unwrap();
+            let mut inb = Batch::with_pktinfo(4, 2048);
+            let n = loop {
+                match inb.recv_from(rx.as_fd()) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(std::time::Duration::from_millis(2))
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            assert_eq!(n, 1);
+            assert_eq!(inb.local(0), Some(to.ip()), "{bind}");
+            let (_, from) = inb.get(0);
+            let mut out = Batch::with_pktinfo(4, 2048);
+            out.next_slot().unwrap()[..4].copy_from_slice(b"pong");
+            out.commit_from(4, from.unwrap(), inb.local(0));
+            assert_eq!(out.send_to(rx.as_fd(), 0).unwrap(), 1);
+            let mut buf = [0u8; 16];
+            let (n, replied_from) = client.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"pong");
+            assert_eq!(replied_from, to);
+        }
+    }
 
     #[test]
     fn address_round_trip() {

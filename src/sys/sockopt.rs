@@ -19,6 +19,28 @@ pub fn set_recv_buffer_force(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()>
     Ok(())
 }
 
+/// Asks the kernel to report each received datagram's destination address
+/// (`IP_PKTINFO` on an IPv4 socket, `IPV6_RECVPKTINFO` on an IPv6 one), which a socket
+/// bound to a wildcard address needs to reply from the address the client reached.
+pub fn set_recv_pktinfo(fd: BorrowedFd<'_>, ipv6: bool) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    let (level, name) = if ipv6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_PKTINFO)
+    };
+    // SAFETY: as in `set_recv_buffer_force`: a live borrowed socket and a c_int on the
+    // stack whose size we pass.
+    syscall!(setsockopt(
+        fd.as_raw_fd(),
+        level,
+        name,
+        (&on as *const libc::c_int).cast(),
+        std::mem::size_of::<libc::c_int>() as libc::socklen_t
+    ))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

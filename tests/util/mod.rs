@@ -145,12 +145,26 @@ pub fn route(
     down: &[&str],
     clients: &[SocketAddr],
 ) -> Vec<(String, String)> {
+    route_to(config, listener, down, None, clients)
+}
+
+/// Like [`route`], with `--dst` for a listener on a wildcard address.
+pub fn route_to(
+    config: &Path,
+    listener: &str,
+    down: &[&str],
+    dst: Option<SocketAddr>,
+    clients: &[SocketAddr],
+) -> Vec<(String, String)> {
     let mut cmd = Command::new(bin());
     cmd.args(["route", "-c"])
         .arg(config)
         .args(["--listener", listener]);
     for d in down {
         cmd.args(["--down", d]);
+    }
+    if let Some(dst) = dst {
+        cmd.args(["--dst", &dst.to_string()]);
     }
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -584,4 +598,42 @@ pub fn ctl(admin: SocketAddr, token: Option<&str>, args: &[&str]) -> Output {
         .env_remove("RINGWAY_ADMIN_TOKEN")
         .output()
         .unwrap()
+}
+
+/// Runs `f` on a thread inside a fresh network namespace (its own loopback, up), so a
+/// test may bind wildcard addresses without listening on the machine's interfaces.
+/// Processes spawned from that thread (ringway, `route`) live in it too. The namespace
+/// is deleted afterwards. `None` (the test skips) without root or `ip`.
+pub fn in_netns<T: Send + 'static>(tag: &str, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let ip = |args: &[&str]| Command::new("ip").args(args).output();
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !root || ip(&["-V"]).is_err() {
+        eprintln!("skipped: needs root and iproute2 to make a network namespace");
+        return None;
+    }
+    let name = format!("rw-{tag}-{}", std::process::id());
+    let _ = ip(&["netns", "del", &name]);
+    let made = ip(&["netns", "add", &name]).unwrap();
+    assert!(
+        made.status.success(),
+        "ip netns add: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let up = ip(&["-n", &name, "link", "set", "lo", "up"]).unwrap();
+    assert!(up.status.success());
+    let path = format!("/var/run/netns/{name}");
+    let result = thread::spawn(move || {
+        let ns = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join();
+    let _ = ip(&["netns", "del", &name]);
+    match result {
+        Ok(v) => Some(v),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
