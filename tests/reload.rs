@@ -358,3 +358,35 @@ fn reload_changes_health_settings() {
         "retries cover the dead backend"
     );
 }
+
+/// A UDP listener renamed on the same address: its old socket stays (for its live
+/// flows) beside the new one, and new clients the kernel hashes to the old socket are
+/// served by the new listener, not dropped.
+#[test]
+fn a_renamed_udp_listener_drops_no_new_flow() {
+    let x = UdpBackend::spawn("127.0.0.1:0", "x");
+    let listen = free_udp_addr();
+    let first = udp_config(listen, &[(x.addr, "x")], "udp_idle_timeout = \"60s\"");
+    let rw = start_udp(&first, listen);
+    let old: Vec<UdpSocket> = (0..20)
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            assert!(udp_ask(&s, listen, b"before").is_some());
+            s
+        })
+        .collect();
+    reload(&rw, &first.replace("name = \"u\"", "name = \"renamed\""), 1);
+    for s in &old {
+        assert!(
+            udp_ask(s, listen, b"old flow").is_some(),
+            "a live flow was dropped"
+        );
+    }
+    for i in 0..40 {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(
+            udp_ask(&s, listen, b"new flow").is_some(),
+            "new client {i} got no answer"
+        );
+    }
+}

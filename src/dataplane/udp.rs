@@ -168,9 +168,18 @@ impl Worker {
         (client, local): (SocketAddr, Option<IpAddr>),
         data: &[u8],
     ) {
+        let local = local.filter(|_| self.listeners[li].shared.listen.ip().is_unspecified());
+        // A listener removed by a reload keeps its socket for its old flows; when a
+        // listener on the same address replaced it (renamed), the kernel still hashes
+        // some new clients to the old socket: their flows belong to the new listener.
+        let li =
+            if self.listeners[li].retired && !self.flow_index.contains_key(&(li, client, local)) {
+                self.successor(li).unwrap_or(li)
+            } else {
+                li
+            };
         let stats = self.listeners[li].shared.stats.shard(self.index);
         stats.udp_in.inc();
-        let local = local.filter(|_| self.listeners[li].shared.listen.ip().is_unspecified());
         let key = match self.flow_index.get(&(li, client, local)) {
             Some(&k) => {
                 self.check_backend(k);
@@ -207,6 +216,14 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// The live UDP listener on the same address as retired slot `li`, if any.
+    fn successor(&self, li: usize) -> Option<usize> {
+        let listen = self.listeners[li].shared.listen;
+        self.listeners
+            .iter()
+            .position(|l| !l.retired && l.udp.is_some() && l.shared.listen == listen)
     }
 
     /// Creates the flow for a new client, or drops its datagram (max flows, no backend).
