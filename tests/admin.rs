@@ -1,7 +1,6 @@
 //! The admin API and `ringway ctl`: every call, the bad ones too, and what drain,
 //! disable and enable do to real connections.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -9,12 +8,6 @@ use std::time::Duration;
 use crate::util::*;
 
 const TOKEN: &str = "s3cret-token";
-
-fn names(bs: &[(SocketAddr, &str)]) -> HashMap<String, String> {
-    bs.iter()
-        .map(|(a, n)| (a.to_string(), n.to_string()))
-        .collect()
-}
 
 fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
@@ -270,14 +263,7 @@ fn a_drained_udp_backend_keeps_its_flows_and_gets_no_new_ones() {
         &format!("[admin]\nlisten = \"{admin}\"\n"),
     );
     let rw = start_udp(&toml, listen);
-    let who = |s: &std::net::UdpSocket| {
-        let r = udp_ask(s, listen, b"hi").expect("no reply");
-        String::from_utf8_lossy(&r)
-            .split('|')
-            .next()
-            .unwrap()
-            .to_string()
-    };
+    let who = |s: &std::net::UdpSocket| udp_who(s, listen);
     let flows: Vec<(std::net::UdpSocket, String)> = (0..40)
         .map(|_| {
             let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -1,6 +1,5 @@
 //! Health checks against real responders: backends die, hang, lie, flap and come back.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
@@ -24,12 +23,6 @@ fn cfg(listen: SocketAddr, backends: &[(SocketAddr, &str)], extra: &str, health:
         config(listen, backends, extra),
         health_table(health)
     )
-}
-
-fn names(bs: &[(SocketAddr, &str)]) -> HashMap<String, String> {
-    bs.iter()
-        .map(|(a, n)| (a.to_string(), n.to_string()))
-        .collect()
 }
 
 #[test]

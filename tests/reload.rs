@@ -13,12 +13,6 @@ use ringway::sys::signal::Signal;
 
 use crate::util::*;
 
-fn names(bs: &[(SocketAddr, &str)]) -> HashMap<String, String> {
-    bs.iter()
-        .map(|(a, n)| (a.to_string(), n.to_string()))
-        .collect()
-}
-
 /// Rewrites the config file and sends SIGHUP; waits for the `n`-th reload log line
 /// (`reloaded` or `reload failed`).
 fn reload(rw: &Ringway, toml: &str, n: usize) {
@@ -198,14 +192,7 @@ fn udp_flows_keep_their_backend_across_a_reload() {
         "udp_idle_timeout = \"60s\"",
     );
     let rw = start_udp(&first, listen);
-    let who = |s: &UdpSocket| {
-        let r = udp_ask(s, listen, b"hi").expect("no reply");
-        String::from_utf8_lossy(&r)
-            .split('|')
-            .next()
-            .unwrap()
-            .to_string()
-    };
+    let who = |s: &std::net::UdpSocket| udp_who(s, listen);
     let old: Vec<(UdpSocket, String)> = (0..60)
         .map(|_| {
             let s = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -637,3 +637,20 @@ pub fn in_netns<T: Send + 'static>(tag: &str, f: impl FnOnce() -> T + Send + 'st
         Err(panic) => std::panic::resume_unwind(panic),
     }
 }
+
+/// Backend address -> name, as `route` prints addresses and backends greet with names.
+pub fn names(bs: &[(SocketAddr, &str)]) -> HashMap<String, String> {
+    bs.iter()
+        .map(|(a, n)| (a.to_string(), n.to_string()))
+        .collect()
+}
+
+/// Which [`UdpBackend`] answers `sock`'s datagrams to `to` (its name, from the reply).
+pub fn udp_who(sock: &std::net::UdpSocket, to: SocketAddr) -> String {
+    let r = udp_ask(sock, to, b"hi").expect("no reply");
+    String::from_utf8_lossy(&r)
+        .split('|')
+        .next()
+        .unwrap()
+        .to_string()
+}
