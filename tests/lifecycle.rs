@@ -130,3 +130,40 @@ fn shutdown_timeout_bounds_the_drain() {
         "connection closed at the deadline"
     );
 }
+
+/// Under systemd (`Type=notify`): READY=1 once listening, RELOADING=1 then READY=1
+/// around a reload, STOPPING=1 on SIGTERM, on the socket NOTIFY_SOCKET names.
+#[test]
+fn tells_systemd_when_ready_reloading_and_stopping() {
+    let a = Backend::named_echo("127.0.0.1:0", "a");
+    let listen = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = sock
+            .recv(&mut buf)
+            .expect("no sd_notify message within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let toml = config(listen, &[(a.addr, "a")], "");
+    let rw = Ringway::spawn_env(&toml, &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
+    let ready = next();
+    assert!(ready.starts_with("READY=1"), "{ready}");
+    // Ready means listening.
+    assert!(TcpStream::connect(listen).is_ok());
+    std::fs::write(
+        &rw.config,
+        toml.replace("connect_timeout = \"1s\"", "connect_timeout = \"2s\""),
+    )
+    .unwrap();
+    rw.signal(Signal::Hup);
+    assert_eq!(next(), "RELOADING=1");
+    let after = next();
+    assert!(after.starts_with("READY=1\nSTATUS=reloaded"), "{after}");
+    rw.signal(Signal::Term);
+    assert_eq!(next(), "STOPPING=1");
+}

@@ -11,6 +11,7 @@
 mod admin;
 mod core;
 mod http;
+mod notify;
 mod privileges;
 mod probes;
 mod reload;
@@ -130,6 +131,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 admin::admin(Arc::clone(&c), r)
             })?;
         }
+        notify::notify("READY=1\nSTATUS=serving");
         signals::run(workers, control).await
     })
 }

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::admin::{lock, Shared};
+use super::notify::notify;
 use crate::dataplane::{Command, WorkerHandle};
 
 /// Exit status of a forced exit (second signal).
@@ -27,7 +28,12 @@ pub async fn run(workers: Vec<WorkerHandle>, control: Shared) -> anyhow::Result<
             _ = int.recv() => break "SIGINT",
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the config");
-                let _ = lock(&control).reload();
+                notify("RELOADING=1");
+                let status = match lock(&control).reload() {
+                    Ok(summary) => format!("reloaded: {summary}"),
+                    Err(_) => "reload failed: the running config stays (see the log)".to_string(),
+                };
+                notify(&format!("READY=1\nSTATUS={status}"));
             }
             _ = tick.tick() => {
                 if workers.iter().all(WorkerHandle::is_finished) {
@@ -48,6 +54,7 @@ pub async fn run(workers: Vec<WorkerHandle>, control: Shared) -> anyhow::Result<
     tracing::info!(
         "{why}: no longer accepting; draining {open} open connection(s) for up to {timeout:?}"
     );
+    notify("STOPPING=1");
     let deadline = Instant::now() + timeout;
     for w in &workers {
         let _ = w.send(Command::Drain { deadline });

@@ -72,6 +72,11 @@ impl Ringway {
 
     /// Writes `toml` to a temp file and starts `ringway run` on it, without waiting.
     pub fn spawn(toml: &str) -> Ringway {
+        Ringway::spawn_env(toml, &[])
+    }
+
+    /// Like [`Ringway::spawn`], with extra environment variables.
+    pub fn spawn_env(toml: &str, env: &[(&str, &str)]) -> Ringway {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("ringway.toml");
         std::fs::write(&config, toml).unwrap();
@@ -80,6 +85,7 @@ impl Ringway {
             .args(["run", "--config"])
             .arg(&config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
