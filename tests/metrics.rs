@@ -68,7 +68,12 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
             let m = scrape(metrics);
             sample(&m, "ringway_listener_connections_total", &t) == Some(1.0)
                 && sample(&m, "ringway_listener_active_connections", &t) == Some(0.0)
-                && m.contains("ringway_health_check_duration_seconds_bucket")
+                && sample(
+                    &m,
+                    "ringway_health_checks_total",
+                    &[("listener", "t"), ("backend", "a"), ("result", "success")],
+                )
+                .is_some_and(|v| v >= 1.0)
         }),
         "{}",
         scrape(metrics)

@@ -267,6 +267,7 @@ impl ListenerState {
                     checks_failed: b.checks_failed,
                     to_up: b.to_up,
                     to_down: b.to_down,
+                    checked: self.config.health.active(),
                 })
                 .collect(),
         }

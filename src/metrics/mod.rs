@@ -43,6 +43,8 @@ pub struct BackendSample<'a> {
     pub to_up: u64,
     /// Transitions to down.
     pub to_down: u64,
+    /// Actively health-checked (its check-duration histogram is shown from the start).
+    pub checked: bool,
 }
 
 /// What one scrape reports about one listener.
@@ -186,6 +188,10 @@ fn backend(listener: &str, b: &BackendSample<'_>) {
     gauge!(BACKEND_RING_SHARE, &labels).set(b.share);
     counter!(HEALTH_CHECKS, &with(RESULT, SUCCESS)).absolute(b.checks_ok);
     counter!(HEALTH_CHECKS, &with(RESULT, FAILURE)).absolute(b.checks_failed);
+    if b.checked {
+        // Registering shows the histogram (empty) before the first check finishes.
+        let _ = histogram!(HEALTH_CHECK_DURATION, &labels);
+    }
     counter!(BACKEND_TRANSITIONS, &with(TO, "up")).absolute(b.to_up);
     counter!(BACKEND_TRANSITIONS, &with(TO, "down")).absolute(b.to_down);
 }

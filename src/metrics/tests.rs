@@ -18,6 +18,7 @@ fn sample<'a>(stats: &'a Sharded<ListenerCounters>, backends: &'a [BackendStats]
                     checks_failed: 1,
                     to_up: 0,
                     to_down: 1,
+                    checked: true,
                 })
                 .collect(),
         }],
@@ -82,4 +83,18 @@ fn series_nobody_updates_disappear() {
     let text = e.render(&sample(&stats, &b[1..]));
     assert!(!text.contains("backend=\"gone\""), "{text}");
     assert!(text.contains("backend=\"stays\""), "{text}");
+}
+
+#[test]
+fn checked_backends_have_a_histogram_before_the_first_check() {
+    let stats: Sharded<ListenerCounters> = Sharded::new(1);
+    let b = [BackendStats::new("b1", 1)];
+    let e = Exporter::new(STALE_AFTER);
+    let text = e.render(&sample(&stats, &b));
+    assert!(
+        text.contains(
+            "ringway_health_check_duration_seconds_count{listener=\"web\",backend=\"b1\"} 0"
+        ),
+        "{text}"
+    );
 }
