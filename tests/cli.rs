@@ -25,6 +25,14 @@ fn check_accepts_a_good_config_with_a_summary() {
         out.contains("web tcp 127.0.0.1:8080 -> 1 backends"),
         "{out}"
     );
+    // Operations settings show in the summary too.
+    let ops = format!("[metrics]\nlisten = \"127.0.0.1:9100\"\n[admin]\nlisten = \"127.0.0.1:9101\"\ntoken = \"t\"\n\n{BASE}");
+    let (code, out, err) = check(&ops);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("; metrics on 127.0.0.1:9100; admin API on 127.0.0.1:9101 (with token)"),
+        "{out}"
+    );
 }
 
 /// Every config error names file, line, column and key, and exits 2.

@@ -162,8 +162,23 @@ impl Config {
                 )
             })
             .collect();
+        let mut ops = String::new();
+        if let Some(m) = self.metrics {
+            ops.push_str(&format!("; metrics on {m}"));
+        }
+        if let Some(a) = &self.admin {
+            let auth = if a.token.is_some() {
+                "with token"
+            } else {
+                "no token"
+            };
+            ops.push_str(&format!("; admin API on {} ({auth})", a.listen));
+        }
+        if let Some(u) = &self.user {
+            ops.push_str(&format!("; runs as user {u}"));
+        }
         format!(
-            "{}: ok: {} workers, {} listener(s): {}",
+            "{}: ok: {} workers, {} listener(s): {}{ops}",
             self.path.display(),
             self.workers,
             self.listeners.len(),
