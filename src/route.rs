@@ -61,12 +61,7 @@ pub fn route(
         .listener(listener)
         .ok_or_else(|| RouteError::UnknownListener {
             name: listener.to_string(),
-            known: config
-                .listeners
-                .iter()
-                .map(|l| l.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            known: joined(config.listeners.iter().map(|l| l.name.as_str())),
         })?;
     let base = Snapshot::new(l.backends.clone(), l.vnodes);
     let mut up = vec![true; l.backends.len()];
@@ -76,12 +71,7 @@ pub fn route(
             .ok_or_else(|| RouteError::UnknownBackend {
                 listener: l.name.clone(),
                 id: id.clone(),
-                known: l
-                    .backends
-                    .iter()
-                    .map(|b| b.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                known: joined(l.backends.iter().map(|b| b.id.as_str())),
             })?;
         up[i] = false;
     }
@@ -113,4 +103,9 @@ pub fn route(
     }
     output.flush()?;
     Ok(())
+}
+
+/// Names for an error message: `a, b, c`.
+fn joined<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names.collect::<Vec<_>>().join(", ")
 }

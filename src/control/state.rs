@@ -184,7 +184,7 @@ impl ListenerState {
 
     /// Index of backend `id`.
     pub fn backend_index(&self, id: &str) -> Option<usize> {
-        self.backends.iter().position(|b| b.stats.id == id)
+        self.base.index_of(id)
     }
 
     /// Index of the backend with these counters (identity, not id: a stale report about

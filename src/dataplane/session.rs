@@ -112,7 +112,7 @@ impl Worker {
         let Some(c) = s.connecting.as_mut() else {
             return;
         };
-        let routing = Arc::clone(&c.routing);
+        let routing = &c.routing;
         let params = &routing.params;
         loop {
             let candidate = if c.attempt <= params.retries {
@@ -161,7 +161,7 @@ impl Worker {
                 }
                 Err(e) => {
                     tracing::debug!(listener = %shared.name, backend = %backend.id, "connect failed at once: {e}");
-                    shared.report_failure(&routing, bi, &e);
+                    shared.report_failure(routing, bi, &e);
                 }
             }
             routing.backends[bi]

@@ -160,15 +160,14 @@ impl Worker {
         more
     }
 
-    /// A datagram from `client` to local address `local` (reported on wildcard
-    /// listeners only).
+    /// A datagram from `client` to local address `local` (only wildcard listeners ask
+    /// for `IP_PKTINFO`, so it is `None` on the others).
     fn client_datagram(
         &mut self,
         li: usize,
         (client, local): (SocketAddr, Option<IpAddr>),
         data: &[u8],
     ) {
-        let local = local.filter(|_| self.listeners[li].shared.listen.ip().is_unspecified());
         // A listener removed by a reload keeps its socket for its old flows; when a
         // listener on the same address replaced it (renamed), the kernel still hashes
         // some new clients to the old socket: their flows belong to the new listener.

@@ -151,7 +151,7 @@ impl Worker {
             listeners.push(Slot::new(l, &poll, token::listener(i))?);
         }
         let any_udp = listeners.iter().any(|l| l.udp.is_some());
-        let sweep_every = sweep_interval(&listeners);
+        let sweep_every = sweep_interval(&listeners, &idle_timeouts(&listeners));
         let now = Instant::now();
         let worker = Worker {
             index: params.index,
@@ -356,14 +356,11 @@ impl Worker {
 
     /// Closes idle sessions and recycles pipes of idle directions.
     fn sweep(&mut self) {
-        self.sweep_every = sweep_interval(&self.listeners);
+        // One routing load per listener gives both the idle timeouts and the next pace.
+        let idle = idle_timeouts(&self.listeners);
+        self.sweep_every = sweep_interval(&self.listeners, &idle);
         self.next_sweep = self.now + self.sweep_every;
         let now = self.now;
-        let idle: Vec<Duration> = self
-            .listeners
-            .iter()
-            .map(|l| l.shared.routing.load().params.idle_timeout)
-            .collect();
         let mut expired = Vec::new();
         for (key, s) in self.sessions.iter_mut() {
             if s.connecting.is_some() {
@@ -395,28 +392,23 @@ impl Worker {
     }
 
     fn add_listener(&mut self, l: WorkerListener) {
-        let li = match self.listeners.iter().position(Slot::is_free) {
-            Some(i) => i,
-            None => {
-                self.listeners.push(Slot {
-                    socket: None,
-                    udp: None,
-                    shared: Arc::clone(&l.shared),
-                    paused_until: None,
-                    retired: true,
-                    open: 0,
-                });
-                self.listeners.len() - 1
-            }
-        };
+        let li = self
+            .listeners
+            .iter()
+            .position(Slot::is_free)
+            .unwrap_or(self.listeners.len());
         let name = l.shared.name.clone();
         match Slot::new(l, &self.poll, token::listener(li)) {
             Ok(slot) => {
                 if slot.udp.is_some() && self.recv_batch.is_none() {
                     self.recv_batch = Some(Batch::with_pktinfo(BATCH, SLOT));
                 }
-                self.listeners[li] = slot;
-                self.sweep_every = sweep_interval(&self.listeners);
+                if li == self.listeners.len() {
+                    self.listeners.push(slot);
+                } else {
+                    self.listeners[li] = slot;
+                }
+                self.sweep_every = sweep_interval(&self.listeners, &idle_timeouts(&self.listeners));
                 // Edge-triggered: connections queued before registration raise no event.
                 self.requeue.push(Target::Listener(li));
             }
@@ -500,12 +492,22 @@ impl Worker {
     }
 }
 
-/// How often to sweep: an eighth of the shortest idle timeout, within bounds.
-fn sweep_interval(listeners: &[Slot]) -> Duration {
+/// Each listener's idle timeout (TCP connections, UDP flows), by slot.
+fn idle_timeouts(listeners: &[Slot]) -> Vec<Duration> {
     listeners
         .iter()
-        .filter(|l| !l.is_free())
-        .map(|l| l.shared.routing.load().params.idle_timeout / 8)
+        .map(|l| l.shared.routing.load().params.idle_timeout)
+        .collect()
+}
+
+/// How often to sweep: an eighth of the shortest idle timeout of the slots in use,
+/// within bounds.
+fn sweep_interval(listeners: &[Slot], idle: &[Duration]) -> Duration {
+    listeners
+        .iter()
+        .zip(idle)
+        .filter(|(l, _)| !l.is_free())
+        .map(|(_, &t)| t / 8)
         .fold(MAX_SWEEP, Duration::min)
         .max(MIN_SWEEP)
 }
