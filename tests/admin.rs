@@ -204,7 +204,7 @@ fn drain_keeps_open_connections_and_sends_no_new_ones_there() {
         s.read_exact(&mut back).unwrap();
         assert_eq!(back, name.as_bytes());
     }
-    let s = json(&http("GET", admin, "/status", None).body);
+    let s = status(admin);
     assert_eq!(backend(&s, "b")["state"], "draining");
     assert_eq!(backend(&s, "b")["ring_share"], 0.0);
     assert_eq!(backend(&s, "b")["active_connections"], on_b as u64);

@@ -126,8 +126,7 @@ fn reload_under_load_drops_no_connection_and_loses_no_byte() {
         "the added backend got nothing"
     );
     assert_routed(&rw, "t", &[], &fresh, &names(&all));
-    let s: serde_json::Value =
-        serde_json::from_str(&http("GET", admin, "/status", None).body).unwrap();
+    let s = status(admin);
     let ids: Vec<&str> = s["listeners"][0]["backends"]
         .as_array()
         .unwrap()
@@ -288,8 +287,7 @@ fn invalid_reloads_keep_the_running_config_and_say_why() {
         sample(&m, "ringway_config_reloads_total", &[("result", "success")]),
         Some(0.0)
     );
-    let s: serde_json::Value =
-        serde_json::from_str(&http("GET", admin, "/status", None).body).unwrap();
+    let s = status(admin);
     assert!(s["process"]["last_reload_error"]
         .as_str()
         .unwrap()
@@ -320,8 +318,7 @@ fn reload_changes_health_settings() {
     let checked = format!("{base}\n[listener.health]\n{FAST_HEALTH}\npassive = false\n");
     let rw = Ringway::start(&unchecked, &[listen, admin]);
     let state_of_b = || {
-        let s: serde_json::Value =
-            serde_json::from_str(&http("GET", admin, "/status", None).body).unwrap();
+        let s = status(admin);
         s["listeners"][0]["backends"][1]["state"]
             .as_str()
             .unwrap()

@@ -119,7 +119,7 @@ impl Control {
         };
         let active = o.took.is_some();
         let l = &mut self.listeners[li];
-        let health = l.config.health.clone();
+        let health = &l.config.health;
         // Passive failures only count where active checks can bring a backend back.
         if !(active || health.active() && health.passive) {
             return;
@@ -134,6 +134,7 @@ impl Control {
         let Some(tr) = l.observe(bi, o.result.is_ok(), active) else {
             return;
         };
+        let health = &l.config.health;
         let b = &l.config.backends[bi];
         let name = &l.config.name;
         match (tr, &o.result) {

@@ -105,7 +105,7 @@ pub struct ListenerState {
     /// What workers share.
     pub shared: Arc<ListenerShared>,
     /// All backends up: the ring states are applied to.
-    base: Arc<Snapshot>,
+    base: Snapshot,
     /// One per backend, in `base` order.
     pub backends: Vec<BackendState>,
     /// Key space moved at the last ring change.
@@ -120,7 +120,7 @@ impl ListenerState {
         workers: usize,
         passive: tokio::sync::mpsc::UnboundedSender<PassiveFailure>,
     ) -> ListenerState {
-        let base = Arc::new(Snapshot::new(config.backends.clone(), config.vnodes));
+        let base = Snapshot::new(config.backends.clone(), config.vnodes);
         let backends: Vec<BackendState> = config
             .backends
             .iter()
@@ -146,9 +146,9 @@ impl ListenerState {
 
     /// Takes a reloaded config for the same listener (same name, protocol and address).
     /// Backends keep health, admin state and counters by id and address; a backend
-    /// whose address changed is a new backend. Returns true when probes must restart
-    /// (health settings changed).
-    pub fn reconfigure(&mut self, config: ListenerConfig) -> bool {
+    /// whose address changed is a new backend. Changed health settings stop the probes
+    /// (the caller starts new ones).
+    pub fn reconfigure(&mut self, config: ListenerConfig) {
         let mut old: Vec<Option<BackendState>> = self.backends.drain(..).map(Some).collect();
         let mut backends = Vec::with_capacity(config.backends.len());
         for b in &config.backends {
@@ -164,8 +164,7 @@ impl ListenerState {
         }
         // Dropped states stop their probes.
         drop(old);
-        let restart = config.health != self.config.health;
-        if restart {
+        if config.health != self.config.health {
             for b in &mut backends {
                 b.probe = None;
                 // Without checks nothing could bring a down backend back.
@@ -175,11 +174,10 @@ impl ListenerState {
             }
         }
         if config.backends != self.config.backends || config.vnodes != self.config.vnodes {
-            self.base = Arc::new(Snapshot::new(config.backends.clone(), config.vnodes));
+            self.base = Snapshot::new(config.backends.clone(), config.vnodes);
         }
         self.backends = backends;
         self.config = config;
-        restart
     }
 
     /// Index of backend `id`.
@@ -302,7 +300,7 @@ impl ListenerState {
             state: b.state_name(),
             health: if b.health.is_up() { "up" } else { "down" },
             admin: b.admin,
-            active_connections: b.stats.counters.sum_signed(|x| x.active.get()).max(0) as u64,
+            active_connections: b.stats.active(),
             ring_share: share,
         }
     }

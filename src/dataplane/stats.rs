@@ -31,8 +31,8 @@ impl Counter {
     }
 }
 
-/// A gauge shard (one worker's part of a sum; may be negative on its own when a
-/// connection opened on one snapshot closes after a reload, but sums are exact).
+/// A gauge shard: one worker's part of a sum (signed so that it can be decremented;
+/// the worker that adds 1 for a connection is the one that takes it off).
 #[derive(Debug, Default)]
 pub struct Gauge(AtomicI64);
 
@@ -150,6 +150,12 @@ impl BackendStats {
             id: id.to_string(),
             counters: Sharded::new(workers),
         }
+    }
+
+    /// Connections or flows open to it now, all workers together.
+    pub fn active(&self) -> u64 {
+        // Never negative: each worker's shard pairs its own +1 and -1.
+        self.counters.sum_signed(|c| c.active.get()) as u64
     }
 }
 

@@ -180,7 +180,7 @@ fn backend(listener: &str, b: &BackendSample<'_>) {
         ]
     };
     counter!(BACKEND_CONNECTIONS, &labels).absolute(c.sum(|x| x.connections.get()));
-    gauge!(BACKEND_ACTIVE, &labels).set(c.sum_signed(|x| x.active.get()).max(0) as f64);
+    gauge!(BACKEND_ACTIVE, &labels).set(b.stats.active() as f64);
     counter!(BACKEND_CONNECT_ERRORS, &labels).absolute(c.sum(|x| x.connect_errors.get()));
     counter!(BACKEND_RECEIVED_BYTES, &labels).absolute(c.sum(|x| x.received_bytes.get()));
     counter!(BACKEND_SENT_BYTES, &labels).absolute(c.sum(|x| x.sent_bytes.get()));

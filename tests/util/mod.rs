@@ -544,6 +544,11 @@ pub fn http(method: &str, addr: SocketAddr, path: &str, token: Option<&str>) -> 
     }
 }
 
+/// `GET /status` from an admin API without a token, parsed.
+pub fn status(admin: SocketAddr) -> serde_json::Value {
+    serde_json::from_str(&http("GET", admin, "/status", None).body).unwrap()
+}
+
 /// Scrapes `/metrics`.
 pub fn scrape(addr: SocketAddr) -> String {
     let r = http("GET", addr, "/metrics", None);
