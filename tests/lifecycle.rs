@@ -167,3 +167,42 @@ fn tells_systemd_when_ready_reloading_and_stopping() {
     rw.signal(Signal::Term);
     assert_eq!(next(), "STOPPING=1");
 }
+
+/// A stop or reload signal that arrives the moment ringway listens is handled, never the
+/// default action (SIGTERM and SIGHUP would kill the process mid-start): systemd may reload
+/// right after start, and a supervisor may stop a process that has only just come up.
+#[test]
+fn signals_right_after_listening_are_handled_not_fatal() {
+    let b = Backend::named_echo("127.0.0.1:0", "b");
+    for (round, sig) in [Signal::Hup, Signal::Term, Signal::Hup, Signal::Term]
+        .into_iter()
+        .enumerate()
+    {
+        let listen = free_addr();
+        let mut rw = Ringway::spawn(&config(listen, &[(b.addr, "b")], ""));
+        assert!(
+            eventually(Duration::from_secs(10), || TcpStream::connect(listen)
+                .is_ok()),
+            "round {round}: never listened: {}",
+            rw.log()
+        );
+        rw.signal(sig);
+        match sig {
+            Signal::Hup => {
+                let (_, name) = connect_named(listen);
+                assert_eq!(name, "b");
+                assert!(
+                    rw.wait_exit(Duration::from_millis(200)).is_none(),
+                    "round {round}: SIGHUP killed it: {}",
+                    rw.log()
+                );
+            }
+            _ => {
+                let st = rw
+                    .wait_exit(Duration::from_secs(5))
+                    .expect("exits after SIGTERM");
+                assert!(st.success(), "round {round}: {st:?}: {}", rw.log());
+            }
+        }
+    }
+}

@@ -37,6 +37,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         Ok((soft, _)) => tracing::debug!("open files limit: {soft}"),
         Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
     }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the control runtime")?;
+    // Before the first bind: a signal that finds ringway listening must find it handled.
+    let watch = {
+        let _in_runtime = rt.enter();
+        signals::Watch::install()?
+    };
     let (passive_tx, mut passive_rx) = tokio::sync::mpsc::unbounded_channel();
     let (probe_tx, mut probe_rx) = tokio::sync::mpsc::unbounded_channel();
     let listeners: Vec<ListenerState> = config
@@ -85,10 +94,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     for l in &config.listeners {
         tracing::info!(listener = %l.name, "listening on {} {}", l.protocol, l.listen);
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the control runtime")?;
     let control = Arc::new(Mutex::new(core::Control {
         config,
         listeners,
@@ -132,7 +137,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             })?;
         }
         notify::notify("READY=1\nSTATUS=serving");
-        signals::run(workers, control).await
+        signals::run(watch, workers, control).await
     })
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::admin::{lock, Shared};
 use super::notify::notify;
@@ -16,11 +16,32 @@ use crate::dataplane::{Command, WorkerHandle};
 /// Exit status of a forced exit (second signal).
 const FORCED_EXIT: i32 = 1;
 
+/// The signals ringway answers, caught from the moment this is built: until then
+/// SIGTERM and SIGHUP would kill the process, so it is built before any socket is bound.
+pub struct Watch {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Watch {
+    /// Installs the handlers; must run inside the control runtime's context.
+    pub fn install() -> anyhow::Result<Watch> {
+        Ok(Watch {
+            term: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("cannot watch SIGHUP")?,
+        })
+    }
+}
+
 /// Serves signals until a stop signal, then drains the workers and joins them.
-pub async fn run(workers: Vec<WorkerHandle>, control: Shared) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+pub async fn run(watch: Watch, workers: Vec<WorkerHandle>, control: Shared) -> anyhow::Result<()> {
+    let Watch {
+        mut term,
+        mut int,
+        mut hup,
+    } = watch;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let why = loop {
         tokio::select! {
