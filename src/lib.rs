@@ -11,6 +11,8 @@
 //!   `io::Result` and never log.
 //! * [`balance`]: the hash contract ([`balance::hash`]), the ring ([`balance::ring`])
 //!   and the immutable [`balance::Snapshot`] workers read. Pure: no I/O, no clock.
+//! * [`proxy_protocol`]: the PROXY protocol header sent ahead of a client's bytes.
+//!   Pure.
 //! * [`config`]: TOML in, validated [`config::Config`] out, in two stages; errors name
 //!   file, line, column and key.
 //! * [`health`]: what a health check is, the pure rise/fall state machine, and the
@@ -43,5 +45,6 @@ pub mod ctl;
 pub mod dataplane;
 pub mod health;
 pub mod metrics;
+pub mod proxy_protocol;
 pub mod route;
 pub mod sys;

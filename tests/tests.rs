@@ -23,3 +23,5 @@ mod admin;
 mod reload;
 // Packaging: dropping privileges.
 mod privileges;
+// send_proxy: PROXY protocol v1/v2 headers to backends and their health checks.
+mod proxy_protocol;

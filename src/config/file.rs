@@ -51,6 +51,7 @@ pub struct FileListener {
     pub retries: Option<Spanned<i64>>,
     pub max_connections: Option<Spanned<i64>>,
     pub forward: Option<Spanned<FileForward>>,
+    pub send_proxy: Option<Spanned<FileSendProxy>>,
     pub udp_idle_timeout: Option<Spanned<String>>,
     pub udp_responses: Option<Spanned<i64>>,
     pub udp_max_flows: Option<Spanned<i64>>,
@@ -76,6 +77,7 @@ pub struct FileHealth {
     pub dns_name: Option<Spanned<String>>,
     pub dns_rcodes: Option<Spanned<Vec<String>>>,
     pub passive: Option<Spanned<bool>>,
+    pub send_proxy: Option<Spanned<bool>>,
     pub on_down: Option<Spanned<FileOnDown>>,
     pub all_down: Option<Spanned<FileAllDown>>,
 }
@@ -122,6 +124,14 @@ pub enum FileProtocol {
 pub enum FileHash {
     FiveTuple,
     SourceIp,
+}
+
+/// `send_proxy = "v1" | "v2"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileSendProxy {
+    V1,
+    V2,
 }
 
 /// `forward = "auto" | "splice" | "copy"`.

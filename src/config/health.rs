@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use super::file::{FileAllDown, FileCheck, FileHealth, FileOnDown};
 use super::validate::{duration_of, int_of, Source};
-use super::{ConfigError, Protocol};
+use super::{ConfigError, Protocol, ProxyVersion};
 use crate::health::{AllDown, Check, HealthConfig, OnDown};
 
 /// `interval` default.
@@ -33,8 +33,8 @@ pub(super) fn health(
     src: &Source<'_>,
     h: Option<&Spanned<FileHealth>>,
     protocol: Protocol,
+    send_proxy: Option<ProxyVersion>,
     key: &str,
-    table_span: Range<usize>,
 ) -> Result<HealthConfig, ConfigError> {
     let key = format!("{key}.health");
     let default_check = match protocol {
@@ -42,12 +42,11 @@ pub(super) fn health(
         Protocol::Udp => FileCheck::None,
     };
     let Some(sh) = h else {
-        return Ok(defaults(default_check));
+        return Ok(defaults(default_check, send_proxy));
     };
     let f = sh.get_ref();
     let kind = f.check.as_ref().map_or(default_check, |c| *c.get_ref());
     let check_span = f.check.as_ref().map_or(sh.span(), |c| c.span());
-    let _ = table_span;
     // Checks that make no sense for the listener's protocol.
     let wrong = match (kind, protocol) {
         (FileCheck::Http | FileCheck::SendExpect, Protocol::Udp) => {
@@ -217,6 +216,18 @@ pub(super) fn health(
         None => None,
         Some(p) => Some(int_of(src, p, &format!("{key}.port"), 1, 65_535)? as u16),
     };
+    // As HAProxy: checks of the traffic port speak PROXY when the traffic does.
+    let send_proxy = match &f.send_proxy {
+        None => send_proxy.filter(|_| port.is_none()),
+        Some(b) if !*b.get_ref() => None,
+        Some(b) => Some(send_proxy.ok_or_else(|| {
+            src.error(
+                b.span(),
+                format!("{key}.send_proxy"),
+                "checks send a PROXY header only where the listener does: set the listener's `send_proxy` (\"v1\" or \"v2\")",
+            )
+        })?),
+    };
     Ok(HealthConfig {
         check,
         interval,
@@ -224,6 +235,7 @@ pub(super) fn health(
         rise,
         fall,
         port,
+        send_proxy,
         passive: f.passive.as_ref().is_none_or(|p| *p.get_ref()),
         on_down: match f.on_down.as_ref().map(|o| *o.get_ref()) {
             None | Some(FileOnDown::Keep) => OnDown::Keep,
@@ -236,7 +248,7 @@ pub(super) fn health(
     })
 }
 
-fn defaults(kind: FileCheck) -> HealthConfig {
+fn defaults(kind: FileCheck, send_proxy: Option<ProxyVersion>) -> HealthConfig {
     HealthConfig {
         check: if kind == FileCheck::Tcp {
             Check::Tcp
@@ -248,6 +260,7 @@ fn defaults(kind: FileCheck) -> HealthConfig {
         rise: DEFAULT_RISE,
         fall: DEFAULT_FALL,
         port: None,
+        send_proxy,
         passive: true,
         on_down: OnDown::Keep,
         all_down: AllDown::Reject,

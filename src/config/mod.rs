@@ -24,6 +24,7 @@ pub use error::{ConfigError, Located};
 use crate::balance::{Backend, HashMode};
 pub use crate::dataplane::forward::Mode as ForwardMode;
 use crate::health::HealthConfig;
+pub use crate::proxy_protocol::Version as ProxyVersion;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -96,6 +97,8 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// How bytes move: copy small messages and splice bulk (`auto`), or one way only.
     pub forward: ForwardMode,
+    /// TCP: the PROXY protocol header sent to backends ahead of the client's bytes.
+    pub send_proxy: Option<ProxyVersion>,
     /// UDP: a flow with no datagram either way for this long is closed.
     pub udp_idle_timeout: Duration,
     /// UDP: replies expected per client datagram; the flow closes once every datagram

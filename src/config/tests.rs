@@ -350,3 +350,60 @@ fn checks_that_make_no_sense_are_errors() {
         assert!(e.message.contains(msg), "{key}: {}", e.message);
     }
 }
+
+#[test]
+fn send_proxy_is_a_version_for_tcp_listeners_and_reaches_health_checks() {
+    let c = parse(
+        Path::new("t.toml"),
+        &with("forward = \"splice\"", "send_proxy = \"v2\""),
+    )
+    .unwrap();
+    let l = &c.listeners[0];
+    assert_eq!(l.send_proxy, Some(ProxyVersion::V2));
+    assert_eq!(
+        l.health.send_proxy,
+        Some(ProxyVersion::V2),
+        "checks of the traffic port speak PROXY too"
+    );
+    let plain = parse(Path::new("t.toml"), GOOD).unwrap();
+    assert_eq!(plain.listeners[0].send_proxy, None);
+    assert_eq!(plain.listeners[0].health.send_proxy, None);
+
+    let e = err(&with("forward = \"splice\"", "send_proxy = \"v3\""));
+    assert_eq!(e.key, "listener[0].send_proxy");
+    assert_eq!((e.line, e.column), (14, 14));
+    let e = err(&UDP.replace(
+        "udp_max_flows = 100",
+        "udp_max_flows = 100\nsend_proxy = \"v1\"",
+    ));
+    assert_eq!(e.key, "listener[0].send_proxy");
+    assert!(e.message.contains("tcp listeners only"), "{}", e.message);
+}
+
+#[test]
+fn health_send_proxy_follows_the_listener_unless_told() {
+    let base = with("forward = \"splice\"", "send_proxy = \"v1\"");
+    let health = |h: &str| format!("{base}\n[listener.health]\ncheck = \"tcp\"\n{h}\n");
+    let sp = |text: &str| {
+        parse(Path::new("t.toml"), text).unwrap().listeners[0]
+            .health
+            .send_proxy
+    };
+    assert_eq!(sp(&health("")), Some(ProxyVersion::V1));
+    // Another port is another service: no header unless asked for.
+    assert_eq!(sp(&health("port = 9999")), None);
+    assert_eq!(
+        sp(&health("port = 9999\nsend_proxy = true")),
+        Some(ProxyVersion::V1)
+    );
+    assert_eq!(sp(&health("send_proxy = false")), None);
+    let e = err(&format!(
+        "{GOOD}\n[listener.health]\ncheck = \"tcp\"\nsend_proxy = true\n"
+    ));
+    assert_eq!(e.key, "listener[0].health.send_proxy");
+    assert!(
+        e.message.contains("listener's `send_proxy`"),
+        "{}",
+        e.message
+    );
+}

@@ -10,8 +10,12 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{ConfigError, Located};
-use super::file::{FileBackend, FileConfig, FileForward, FileHash, FileListener, FileProtocol};
-use super::{keypath, AdminConfig, Config, ForwardMode, ListenerConfig, Protocol, Tuning};
+use super::file::{
+    FileBackend, FileConfig, FileForward, FileHash, FileListener, FileProtocol, FileSendProxy,
+};
+use super::{
+    keypath, AdminConfig, Config, ForwardMode, ListenerConfig, Protocol, ProxyVersion, Tuning,
+};
 use crate::balance::ring::{DEFAULT_VNODES, MAX_POINTS};
 use crate::balance::{Backend, HashMode};
 
@@ -230,6 +234,10 @@ fn listener(
         Some(FileForward::Splice) => ForwardMode::Splice,
         Some(FileForward::Copy) => ForwardMode::Copy,
     };
+    let send_proxy = l.send_proxy.as_ref().map(|v| match v.get_ref() {
+        FileSendProxy::V1 => ProxyVersion::V1,
+        FileSendProxy::V2 => ProxyVersion::V2,
+    });
     let udp_idle_timeout = opt_duration(
         src,
         &l.udp_idle_timeout,
@@ -244,7 +252,7 @@ fn listener(
         None => Tuning::DEFAULT_UDP_MAX_FLOWS,
         Some(m) => int_of(src, m, &format!("{key}.udp_max_flows"), 1, 10_000_000)? as usize,
     };
-    let health = super::health::health(src, l.health.as_ref(), protocol, key, sl.span())?;
+    let health = super::health::health(src, l.health.as_ref(), protocol, send_proxy, key)?;
     if l.backends.is_empty() {
         return Err(src.error(
             sl.span(),
@@ -296,6 +304,7 @@ fn listener(
         retries,
         max_connections,
         forward,
+        send_proxy,
         udp_idle_timeout,
         udp_responses,
         udp_max_flows,
@@ -318,6 +327,7 @@ fn tcp_only_keys(l: &FileListener) -> Vec<(&'static str, Option<Range<usize>>)> 
             l.max_connections.as_ref().map(Spanned::span),
         ),
         ("forward", l.forward.as_ref().map(Spanned::span)),
+        ("send_proxy", l.send_proxy.as_ref().map(Spanned::span)),
     ]
 }
 
@@ -348,7 +358,7 @@ fn only_for(
         if let Some(span) = span {
             let hint = match protocol {
                 Protocol::Udp => "UDP listeners take udp_idle_timeout, udp_responses and udp_max_flows",
-                Protocol::Tcp => "TCP listeners take connect_timeout, idle_timeout, retries, max_connections and forward",
+                Protocol::Tcp => "TCP listeners take connect_timeout, idle_timeout, retries, max_connections, forward and send_proxy",
             };
             return Err(src.error(
                 span.clone(),

@@ -60,7 +60,7 @@ pub fn spawn(
         for tick in 0u64.. {
             let id = (seed ^ tick) as u16;
             let started = Instant::now();
-            let result = probe::run(&cfg.check, addr, cfg.timeout, id).await;
+            let result = probe::run(&cfg.check, addr, cfg.timeout, id, cfg.send_proxy).await;
             let outcome = Outcome {
                 listener: Arc::clone(&listener),
                 backend: Arc::clone(&backend),

@@ -363,6 +363,7 @@ pub fn params(l: &ListenerConfig) -> ListenerParams {
             Protocol::Tcp => l.forward,
             Protocol::Udp => forward::Mode::default(),
         },
+        send_proxy: l.send_proxy,
     }
 }
 

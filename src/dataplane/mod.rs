@@ -58,6 +58,8 @@ pub struct ListenerParams {
     pub udp_responses: u32,
     /// Copy, splice, or both.
     pub forward: forward::Mode,
+    /// TCP: the PROXY protocol header written to a backend once connected.
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
 }
 
 /// Everything a worker reads to place a new connection or flow: replaced whole by the

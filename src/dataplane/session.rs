@@ -1,6 +1,6 @@
 //! A proxied TCP connection: connecting to a backend (with retries), then forwarding.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +13,7 @@ use super::stats::BackendStats;
 use super::token::{self, Side};
 use super::worker::{Timer, Worker};
 use super::Routing;
+use crate::proxy_protocol::{self, Version};
 
 /// Source reads one direction may do per wake-up before others get a turn.
 const PUMP_BUDGET: u32 = 16;
@@ -183,7 +184,7 @@ impl Worker {
         let Some(stream) = s.backend.as_ref() else {
             return;
         };
-        let outcome: io::Result<bool> = if timed_out {
+        let mut outcome: io::Result<bool> = if timed_out {
             Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
         } else if writable {
             // Writable without error or hang-up flags: connect(2) completed.
@@ -199,6 +200,12 @@ impl Worker {
                 },
             }
         };
+        if let (Ok(true), Some(c)) = (&outcome, &s.connecting) {
+            if let Some(version) = c.routing.params.send_proxy {
+                let listen = self.listeners[s.listener].shared.listen;
+                outcome = send_proxy_header(stream, version, c.client_addr, &s.client, listen);
+            }
+        }
         match outcome {
             Ok(false) => {}
             Ok(true) => {
@@ -348,6 +355,34 @@ impl Worker {
         }
         self.listeners[s.listener].shared.release();
         self.slot_closed(s.listener);
+    }
+}
+
+/// Writes the PROXY protocol header to a backend that just connected, ahead of any
+/// client byte. Its send buffer is empty, so the few bytes go in one write; a short
+/// write or an error fails this connect (the next backend is tried) rather than send
+/// a torn header.
+fn send_proxy_header(
+    backend: &TcpStream,
+    version: Version,
+    client: SocketAddr,
+    client_socket: &TcpStream,
+    listen: SocketAddr,
+) -> io::Result<bool> {
+    // A wildcard listener's clients reached one of the machine's addresses: say which.
+    let local = if listen.ip().is_unspecified() {
+        client_socket.local_addr()?
+    } else {
+        listen
+    };
+    let header = proxy_protocol::relayed(version, client, local);
+    match (&*backend).write(&header) {
+        Ok(n) if n == header.len() => Ok(true),
+        Ok(n) => Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("PROXY header: wrote {n} of {} bytes", header.len()),
+        )),
+        Err(e) => Err(e),
     }
 }
 

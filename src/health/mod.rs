@@ -81,6 +81,9 @@ pub struct HealthConfig {
     pub fall: u32,
     /// Check this port instead of the backend's traffic port.
     pub port: Option<u16>,
+    /// The PROXY protocol header (LOCAL/UNKNOWN) that `send-expect` and `http` checks
+    /// send first, for backends that require one.
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
     /// Failed connects on the data path count as failed checks.
     pub passive: bool,
     /// Open connections of a backend that goes down.

@@ -8,26 +8,34 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::Check;
+use crate::proxy_protocol::{self, Version};
 
-/// Runs `check` against `addr` within `timeout`.
+/// Runs `check` against `addr` within `timeout`. With `proxy`, TCP checks that send
+/// bytes send a PROXY protocol header (LOCAL/UNKNOWN) first.
 pub async fn run(
     check: &Check,
     addr: SocketAddr,
     timeout: Duration,
     query_id: u16,
+    proxy: Option<Version>,
 ) -> Result<(), String> {
-    match tokio::time::timeout(timeout, probe(check, addr, query_id)).await {
+    match tokio::time::timeout(timeout, probe(check, addr, query_id, proxy)).await {
         Ok(r) => r,
         Err(_) => Err(format!("timed out after {timeout:?}")),
     }
 }
 
-async fn probe(check: &Check, addr: SocketAddr, query_id: u16) -> Result<(), String> {
+async fn probe(
+    check: &Check,
+    addr: SocketAddr,
+    query_id: u16,
+    proxy: Option<Version>,
+) -> Result<(), String> {
     match check {
         Check::None => Ok(()),
         Check::Tcp => connect(addr).await.map(drop),
         Check::SendExpect { send, expect } => {
-            let mut s = connect(addr).await?;
+            let mut s = connect_speaking(addr, proxy).await?;
             s.write_all(send)
                 .await
                 .map_err(|e| format!("send failed: {e}"))?;
@@ -38,7 +46,7 @@ async fn probe(check: &Check, addr: SocketAddr, query_id: u16) -> Result<(), Str
             path,
             expect_status,
         } => {
-            let mut s = connect(addr).await?;
+            let mut s = connect_speaking(addr, proxy).await?;
             let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: ringway-health\r\nConnection: close\r\n\r\n");
             s.write_all(req.as_bytes())
                 .await
@@ -73,6 +81,17 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
     TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect failed: {e}"))
+}
+
+/// Connects, then sends the PROXY header if the listener's backends expect one.
+async fn connect_speaking(addr: SocketAddr, proxy: Option<Version>) -> Result<TcpStream, String> {
+    let mut s = connect(addr).await?;
+    if let Some(v) = proxy {
+        s.write_all(&proxy_protocol::local(v))
+            .await
+            .map_err(|e| format!("sending the PROXY header failed: {e}"))?;
+    }
+    Ok(s)
 }
 
 /// Reads until `done` says the bytes so far are enough, EOF, or `max` bytes.

@@ -1,0 +1,241 @@
+//! `send_proxy`: backends learn who connected from a PROXY protocol header (v1 text,
+//! v2 binary) ahead of the client's bytes; health checks send LOCAL/UNKNOWN headers.
+//! The backends here parse headers by hand, straight from the spec, so they check
+//! ringway's encoder rather than share it.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::util::*;
+
+/// What a PROXY-speaking backend read first.
+#[derive(Debug, Clone, PartialEq)]
+enum Header {
+    /// A relayed connection.
+    Proxy { src: SocketAddr, dst: SocketAddr },
+    /// v2 LOCAL or v1 UNKNOWN: the proxy's own connection (a health check).
+    Local,
+}
+
+const V2_SIG: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+
+fn read_header(s: &mut TcpStream) -> Result<Header, String> {
+    let mut first = [0u8; 1];
+    s.read_exact(&mut first).map_err(|e| e.to_string())?;
+    if first[0] == b'P' {
+        // v1: one line of at most 107 bytes ending in CRLF.
+        let mut line = vec![b'P'];
+        while !line.ends_with(b"\r\n") {
+            if line.len() >= 107 {
+                return Err("v1 line too long".into());
+            }
+            s.read_exact(&mut first).map_err(|e| e.to_string())?;
+            line.push(first[0]);
+        }
+        let text = String::from_utf8(line).map_err(|e| e.to_string())?;
+        let f: Vec<&str> = text.trim_end().split(' ').collect();
+        return match f.as_slice() {
+            ["PROXY", "UNKNOWN", ..] => Ok(Header::Local),
+            ["PROXY", proto @ ("TCP4" | "TCP6"), src, dst, sport, dport] => {
+                let ip = |t: &str| -> Result<IpAddr, String> {
+                    let ip: IpAddr = t.parse().map_err(|_| format!("bad address {t:?}"))?;
+                    if ip.is_ipv4() != (*proto == "TCP4") {
+                        return Err(format!("{t} is not {proto}"));
+                    }
+                    Ok(ip)
+                };
+                let port = |t: &str| t.parse::<u16>().map_err(|_| format!("bad port {t:?}"));
+                Ok(Header::Proxy {
+                    src: SocketAddr::new(ip(src)?, port(sport)?),
+                    dst: SocketAddr::new(ip(dst)?, port(dport)?),
+                })
+            }
+            _ => Err(format!("bad v1 header {text:?}")),
+        };
+    }
+    // v2: 12-byte signature, version/command, family/transport, length, addresses.
+    let mut fixed = [0u8; 16];
+    fixed[0] = first[0];
+    s.read_exact(&mut fixed[1..]).map_err(|e| e.to_string())?;
+    if &fixed[..12] != V2_SIG {
+        return Err(format!(
+            "no PROXY header: {:?}",
+            String::from_utf8_lossy(&fixed)
+        ));
+    }
+    let len = u16::from_be_bytes([fixed[14], fixed[15]]) as usize;
+    let mut rest = vec![0u8; len];
+    s.read_exact(&mut rest).map_err(|e| e.to_string())?;
+    let port = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
+    match (fixed[12], fixed[13]) {
+        (0x20, 0x00) => Ok(Header::Local),
+        (0x21, 0x11) if len >= 12 => {
+            let ip = |b: &[u8]| IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+            Ok(Header::Proxy {
+                src: SocketAddr::new(ip(&rest[0..4]), port(&rest[8..10])),
+                dst: SocketAddr::new(ip(&rest[4..8]), port(&rest[10..12])),
+            })
+        }
+        (0x21, 0x21) if len >= 36 => {
+            let ip = |b: &[u8]| IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(b).unwrap()));
+            Ok(Header::Proxy {
+                src: SocketAddr::new(ip(&rest[0..16]), port(&rest[32..34])),
+                dst: SocketAddr::new(ip(&rest[16..32]), port(&rest[34..36])),
+            })
+        }
+        (vc, fp) => Err(format!(
+            "bad v2 header: version/command {vc:#04x}, family/protocol {fp:#04x}, length {len}"
+        )),
+    }
+}
+
+/// A backend that requires a PROXY header (like NGINX `listen ... proxy_protocol`):
+/// relayed connections get `proxy SRC DST\n` then an echo; `PING\r\n` on a LOCAL one
+/// gets `PONG\r\n`; anything else gets `bad ...\n` and a close. Records every header.
+struct ProxyBackend {
+    backend: Backend,
+    seen: Arc<Mutex<Vec<Result<Header, String>>>>,
+}
+
+impl ProxyBackend {
+    fn spawn(bind: &str) -> ProxyBackend {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let backend = Backend::spawn(bind, move |mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let h = read_header(&mut s);
+            log.lock().unwrap().push(h.clone());
+            match h {
+                Ok(Header::Proxy { src, dst }) => {
+                    if s.write_all(format!("proxy {src} {dst}\n").as_bytes())
+                        .is_ok()
+                    {
+                        echo(s);
+                    }
+                }
+                Ok(Header::Local) => {
+                    let mut ping = [0u8; 6];
+                    if s.read_exact(&mut ping).is_ok() && &ping == b"PING\r\n" {
+                        let _ = s.write_all(b"PONG\r\n");
+                    }
+                }
+                Err(e) => {
+                    let _ = s.write_all(format!("bad {e}\n").as_bytes());
+                }
+            }
+        });
+        ProxyBackend { backend, seen }
+    }
+
+    fn locals(&self) -> usize {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter(|h| matches!(h, Ok(Header::Local)))
+            .count()
+    }
+
+    fn errors(&self) -> Vec<String> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter().filter_map(|h| h.clone().err()).collect()
+    }
+}
+
+/// Sends `n` bytes of a pattern and reads them back.
+fn round_trip(s: &mut TcpStream, n: usize) {
+    let data: Vec<u8> = (0..n).map(|i| (i * 7 + i / 251) as u8).collect();
+    let mut w = s.try_clone().unwrap();
+    let sent = data.clone();
+    let writer = std::thread::spawn(move || w.write_all(&sent).unwrap());
+    let mut back = vec![0u8; n];
+    s.read_exact(&mut back).unwrap();
+    writer.join().unwrap();
+    assert!(back == data, "bytes after the header came back changed");
+}
+
+#[test]
+fn each_version_tells_the_backend_who_connected_then_bytes_flow_intact() {
+    for (version, family, forward) in [
+        ("v1", "127.0.0.1", "auto"),
+        ("v2", "127.0.0.1", "splice"),
+        ("v1", "[::1]", "copy"),
+        ("v2", "[::1]", "auto"),
+    ] {
+        let b = ProxyBackend::spawn(&format!("{family}:0"));
+        let port = free_addr().port();
+        let listen: SocketAddr = format!("{family}:{port}").parse().unwrap();
+        let extra = format!("send_proxy = \"{version}\"\nforward = \"{forward}\"");
+        let _rw = Ringway::start(&config(listen, &[(b.backend.addr, "b")], &extra), &[listen]);
+        for _ in 0..3 {
+            let mut s = TcpStream::connect(listen).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let client = s.local_addr().unwrap();
+            assert_eq!(
+                read_line(&s),
+                format!("proxy {client} {listen}"),
+                "{version} over {family}, forward {forward}"
+            );
+            round_trip(&mut s, 1 << 20);
+        }
+        assert!(b.errors().is_empty(), "{:?}", b.errors());
+    }
+}
+
+/// Health checks of a backend that insists on the header send a LOCAL one (so it stays
+/// up); told not to (`health.send_proxy = false`), the checks fail and it goes down.
+#[test]
+fn health_checks_speak_proxy_to_backends_that_require_it() {
+    let b = ProxyBackend::spawn("127.0.0.1:0");
+    let listen = free_addr();
+    let health = "send_proxy = \"v2\"\n\n[listener.health]\ncheck = \"send-expect\"\nsend = \"PING\\r\\n\"\nexpect = \"PONG\"\ninterval = \"100ms\"\nrise = 1\nfall = 1";
+    let cfg = config(listen, &[(b.backend.addr, "b")], health);
+    let rw = Ringway::start(&cfg, &[listen]);
+    assert!(
+        eventually(Duration::from_secs(5), || b.locals() >= 3),
+        "no LOCAL headers from the checks: {:?}",
+        b.errors()
+    );
+    assert!(b.errors().is_empty(), "{:?}", b.errors());
+    let (s, line) = connect_named(listen);
+    assert!(line.starts_with("proxy 127.0.0.1:"), "{line}");
+    drop(s);
+
+    // Without the header the backend answers "bad": after one failed check, no backend
+    // is up and new connections are refused.
+    let off = cfg.replace("fall = 1", "fall = 1\nsend_proxy = false");
+    std::fs::write(&rw.config, off).unwrap();
+    rw.signal(ringway::sys::signal::Signal::Hup);
+    let gone = eventually(Duration::from_secs(5), || {
+        let s = TcpStream::connect(listen).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 1];
+        matches!((&s).read(&mut buf), Ok(0) | Err(_))
+    });
+    assert!(gone, "the backend stayed up: {}", rw.log());
+    assert!(
+        !b.errors().is_empty(),
+        "checks without a header were not seen"
+    );
+}
+
+/// On a wildcard listener the header names the address each client reached (in a
+/// network namespace of the test's own, so nothing listens on the machine's interfaces).
+#[test]
+fn a_wildcard_listener_names_the_address_each_client_reached() {
+    in_netns("proxywild", || {
+        let b = ProxyBackend::spawn("127.0.0.1:0");
+        let port = free_addr().port();
+        let listen: SocketAddr = format!("0.0.0.0:{port}").parse().unwrap();
+        let to1: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let _rw = Ringway::start(
+            &config(listen, &[(b.backend.addr, "b")], "send_proxy = \"v1\""),
+            &[to1],
+        );
+        for dst in ["127.0.0.1", "127.0.0.2", "127.0.0.3"] {
+            let to: SocketAddr = format!("{dst}:{port}").parse().unwrap();
+            let (s, line) = connect_named(to);
+            assert_eq!(line, format!("proxy {} {to}", s.local_addr().unwrap()));
+        }
+    });
+}
