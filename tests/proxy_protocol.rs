@@ -239,3 +239,102 @@ fn a_wildcard_listener_names_the_address_each_client_reached() {
         }
     });
 }
+
+/// An NGINX stream server that requires the header (`listen ... proxy_protocol`) and
+/// answers each connection with what it parsed. Killed on drop.
+struct Nginx {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    const MODULE: &'static str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+
+    /// `None` (the caller skips) where NGINX or its stream module is not installed.
+    fn start(listens: &[SocketAddr]) -> Option<Nginx> {
+        let installed = std::process::Command::new("nginx")
+            .arg("-v")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !installed || !std::path::Path::new(Self::MODULE).exists() {
+            eprintln!("skipped: needs nginx and libnginx-mod-stream (apt-get install nginx libnginx-mod-stream)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let servers: String = listens
+            .iter()
+            .map(|a| {
+                format!(
+                    "server {{ listen {a} proxy_protocol; return \"$proxy_protocol_addr $proxy_protocol_port $proxy_protocol_server_addr $proxy_protocol_server_port\\n\"; }}\n"
+                )
+            })
+            .collect();
+        let d = dir.path().display();
+        let conf = format!(
+            "load_module {};\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\nevents {{ worker_connections 64; }}\nstream {{\n{servers}}}\n",
+            Self::MODULE
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = std::process::Command::new("nginx")
+            .arg("-c")
+            .arg(&path)
+            .arg("-p")
+            .arg(dir.path())
+            .args(["-e", &format!("{d}/error.log")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for a in listens {
+            assert!(
+                eventually(Duration::from_secs(5), || TcpStream::connect(a).is_ok()),
+                "nginx did not listen on {a}: {}",
+                std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+            );
+        }
+        Some(Nginx { child, _dir: dir })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real receiver agrees: NGINX parses ringway's v1 and v2 headers, IPv4 and IPv6,
+/// into the client's address and port and the address and port it reached.
+#[test]
+fn nginx_reads_the_headers_ringway_sends() {
+    let targets = [
+        free_addr(),
+        format!("[::1]:{}", free_addr().port()).parse().unwrap(),
+    ];
+    let Some(_nginx) = Nginx::start(&targets) else {
+        return;
+    };
+    for version in ["v1", "v2"] {
+        for target in targets {
+            let port = free_addr().port();
+            let listen = SocketAddr::new(target.ip(), port);
+            let extra = format!("send_proxy = \"{version}\"\n[listener.health]\ncheck = \"none\"");
+            let _rw = Ringway::start(&config(listen, &[(target, "nginx")], &extra), &[listen]);
+            let s = TcpStream::connect(listen).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let me = s.local_addr().unwrap();
+            assert_eq!(
+                read_line(&s),
+                format!(
+                    "{} {} {} {}",
+                    me.ip(),
+                    me.port(),
+                    listen.ip(),
+                    listen.port()
+                ),
+                "{version} to {target}"
+            );
+        }
+    }
+}
