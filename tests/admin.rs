@@ -57,6 +57,7 @@ fn every_admin_call_and_every_bad_one() {
     assert_eq!(s["listeners"][0]["name"], "t");
     let ba = backend(&s, "a");
     assert_eq!(ba["address"], a.addr.to_string());
+    assert_eq!(ba["resolved"], a.addr.to_string());
     assert_eq!(ba["weight"], 1);
     assert_eq!(ba["state"], "up");
     assert_eq!(ba["active_connections"], 0);

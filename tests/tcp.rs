@@ -157,6 +157,45 @@ fn ipv6_on_both_sides() {
     assert_eq!(&buf, b"ping");
 }
 
+/// A backend named by host name (`localhost` from /etc/hosts) is resolved when the
+/// config loads; `route` still names it as written.
+#[test]
+fn a_backend_named_by_host_name_is_resolved() {
+    // localhost may resolve to 127.0.0.1 or to ::1 first: the backend answers on both.
+    let v4 = Backend::named_echo("127.0.0.1:0", "named");
+    let port = v4.addr.port();
+    let _v6 = Backend::named_echo(&format!("[::1]:{port}"), "named");
+    let listen = free_addr();
+    let toml = config(listen, &[(v4.addr, "named")], "").replace(
+        &format!("address = \"{}\"", v4.addr),
+        &format!("address = \"localhost:{port}\""),
+    );
+    assert!(toml.contains("localhost"), "{toml}");
+    let (metrics, admin) = (free_addr(), free_addr());
+    let toml = with_tables(&toml, &ops_tables(metrics, admin, None));
+    let rw = Ringway::start(&toml, &[listen, admin]);
+    let b = &status(admin)["listeners"][0]["backends"][0];
+    assert_eq!(b["address"], format!("localhost:{port}"));
+    let resolved: std::net::SocketAddr = b["resolved"].as_str().unwrap().parse().unwrap();
+    assert!(
+        resolved.ip().is_loopback() && resolved.port() == port,
+        "{b}"
+    );
+    for _ in 0..3 {
+        let (mut s, name) = connect_named(listen);
+        assert_eq!(name, "named");
+        s.write_all(b"ping").unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping");
+    }
+    let client: std::net::SocketAddr = "192.0.2.1:1000".parse().unwrap();
+    assert_eq!(
+        rw.route("t", &[], &[client]),
+        [(client.to_string(), format!("localhost:{port}"))]
+    );
+}
+
 #[test]
 fn many_small_messages_keep_order() {
     // Request/response traffic stays in copy mode; this checks that path end to end.

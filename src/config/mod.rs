@@ -12,6 +12,7 @@ mod error;
 mod file;
 mod health;
 mod keypath;
+mod resolve;
 mod validate;
 
 use std::fmt;
@@ -156,8 +157,12 @@ impl Config {
             .listeners
             .iter()
             .map(|l| {
+                let proxy = l
+                    .send_proxy
+                    .map(|v| format!(" (PROXY {})", v.as_str()))
+                    .unwrap_or_default();
                 format!(
-                    "{} {} {} -> {} backends",
+                    "{} {} {} -> {} backends{proxy}",
                     l.name,
                     l.protocol,
                     l.listen,

@@ -360,6 +360,11 @@ fn send_proxy_is_a_version_for_tcp_listeners_and_reaches_health_checks() {
     .unwrap();
     let l = &c.listeners[0];
     assert_eq!(l.send_proxy, Some(ProxyVersion::V2));
+    assert!(
+        c.summary().contains("-> 2 backends (PROXY v2)"),
+        "{}",
+        c.summary()
+    );
     assert_eq!(
         l.health.send_proxy,
         Some(ProxyVersion::V2),

@@ -13,6 +13,7 @@ use super::error::{ConfigError, Located};
 use super::file::{
     FileBackend, FileConfig, FileForward, FileHash, FileListener, FileProtocol, FileSendProxy,
 };
+use super::resolve::{self, AddrError};
 use super::{
     keypath, AdminConfig, Config, ForwardMode, ListenerConfig, Protocol, ProxyVersion, Tuning,
 };
@@ -105,18 +106,13 @@ pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, Con
     }
     let metrics = match &file.metrics {
         None => None,
-        Some(m) => Some(socket_addr(
-            src,
-            &m.get_ref().listen,
-            "metrics.listen",
-            true,
-        )?),
+        Some(m) => Some(listen_addr(src, &m.get_ref().listen, "metrics.listen")?),
     };
     let admin = match &file.admin {
         None => None,
         Some(a) => {
             let a = a.get_ref();
-            let listen = socket_addr(src, &a.listen, "admin.listen", true)?;
+            let listen = listen_addr(src, &a.listen, "admin.listen")?;
             if metrics == Some(listen) {
                 return Err(src.error(
                     a.listen.span(),
@@ -200,7 +196,7 @@ fn listener(
     };
     only_for(src, protocol, Protocol::Tcp, key, &tcp_only_keys(l))?;
     only_for(src, protocol, Protocol::Udp, key, &udp_only_keys(l))?;
-    let listen = socket_addr(src, &l.listen, &format!("{key}.listen"), true)?;
+    let listen = listen_addr(src, &l.listen, &format!("{key}.listen"))?;
     let hash = match l.hash.as_ref().map(|h| *h.get_ref()) {
         None | Some(FileHash::FiveTuple) => HashMode::FiveTuple,
         Some(FileHash::SourceIp) => HashMode::SourceIp,
@@ -373,7 +369,7 @@ fn only_for(
 }
 
 fn backend(src: &Source<'_>, b: &FileBackend, key: &str) -> Result<Backend, ConfigError> {
-    let addr = socket_addr(src, &b.address, &format!("{key}.address"), false)?;
+    let addr = backend_addr(src, &b.address, &format!("{key}.address"))?;
     let weight = match &b.weight {
         None => 1,
         Some(w) => int_of(src, w, &format!("{key}.weight"), 1, 1000)? as u32,
@@ -398,11 +394,34 @@ fn backend(src: &Source<'_>, b: &FileBackend, key: &str) -> Result<Backend, Conf
     })
 }
 
-fn socket_addr(
+/// A backend's address: an IP literal, or a host name resolved now.
+fn backend_addr(
     src: &Source<'_>,
     s: &Spanned<String>,
     key: &str,
-    wildcard_ok: bool,
+) -> Result<SocketAddr, ConfigError> {
+    let text = s.get_ref().trim();
+    let addr = resolve::backend_addr(text).map_err(|e| {
+        let message = match e {
+            AddrError::Malformed(m) | AddrError::Unresolved(m) => m,
+        };
+        src.error(s.span(), key, message)
+    })?;
+    if addr.ip().is_unspecified() || addr.port() == 0 {
+        return Err(src.error(
+            s.span(),
+            key,
+            format!("{text:?} ({addr}): a backend needs a concrete IP and a non-zero port"),
+        ));
+    }
+    Ok(addr)
+}
+
+/// An address to listen on: an IP literal (wildcards allowed) with a non-zero port.
+fn listen_addr(
+    src: &Source<'_>,
+    s: &Spanned<String>,
+    key: &str,
 ) -> Result<SocketAddr, ConfigError> {
     let text = s.get_ref().trim();
     let addr: SocketAddr = text.parse().map_err(|_| {
@@ -412,14 +431,7 @@ fn socket_addr(
             format!("{text:?} is not a socket address: expected IPv4 `1.2.3.4:port` or IPv6 `[::1]:port`"),
         )
     })?;
-    if !wildcard_ok && (addr.ip().is_unspecified() || addr.port() == 0) {
-        return Err(src.error(
-            s.span(),
-            key,
-            format!("{text:?}: a backend needs a concrete IP and a non-zero port"),
-        ));
-    }
-    if wildcard_ok && addr.port() == 0 {
+    if addr.port() == 0 {
         return Err(src.error(s.span(), key, format!("{text:?}: the port must not be 0")));
     }
     Ok(addr)

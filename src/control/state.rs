@@ -296,6 +296,7 @@ impl ListenerState {
         BackendStatus {
             id: c.id.clone(),
             address: c.addr_text.clone(),
+            resolved: c.addr.to_string(),
             weight: c.weight,
             state: b.state_name(),
             health: if b.health.is_up() { "up" } else { "down" },
@@ -330,6 +331,8 @@ pub struct BackendStatus {
     pub id: String,
     /// Address as configured.
     pub address: String,
+    /// The IP and port connected to (a host name's address when the config loaded).
+    pub resolved: String,
     /// Weight.
     pub weight: u32,
     /// `up`, `down` or `draining`.
