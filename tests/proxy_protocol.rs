@@ -338,3 +338,33 @@ fn nginx_reads_the_headers_ringway_sends() {
         }
     }
 }
+
+/// A reload switches the header on for the connections that follow.
+#[test]
+fn a_reload_turns_the_header_on_for_new_connections() {
+    let b = ProxyBackend::spawn("127.0.0.1:0");
+    let listen = free_addr();
+    let cfg = config(listen, &[(b.backend.addr, "b")], "");
+    let rw = Ringway::start(&cfg, &[listen]);
+    let ask = || {
+        let mut s = TcpStream::connect(listen).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"sixteen bytes...").unwrap();
+        (read_line(&s), s)
+    };
+    let (before, _) = ask();
+    assert!(before.starts_with("bad no PROXY header"), "{before}");
+    std::fs::write(
+        &rw.config,
+        cfg.replace("connect_timeout", "send_proxy = \"v2\"\nconnect_timeout"),
+    )
+    .unwrap();
+    rw.signal(ringway::sys::signal::Signal::Hup);
+    assert!(
+        eventually(Duration::from_secs(5), || ask()
+            .0
+            .starts_with("proxy 127.0.0.1:")),
+        "{}",
+        rw.log()
+    );
+}
