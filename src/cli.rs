@@ -44,7 +44,8 @@ pub enum Command {
         /// Treat the backend with this id as down (repeatable).
         #[arg(long, value_name = "ID")]
         down: Vec<String>,
-        /// The local address clients reach, when the listener binds a wildcard address.
+        /// The address clients reach: needed when the listener binds a wildcard
+        /// address; with `accept_proxy`, the destination their PROXY headers name.
         #[arg(long, value_name = "IP:PORT")]
         dst: Option<SocketAddr>,
     },

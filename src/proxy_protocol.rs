@@ -1,13 +1,92 @@
-//! The PROXY protocol header ringway sends ahead of a client's bytes, so a backend
+//! The PROXY protocol: the header ringway sends ahead of a client's bytes, so a backend
 //! learns the client's address (HAProxy's `send-proxy`/`send-proxy-v2`, NGINX's
-//! `proxy_protocol on`). Encoding is the `ppp` crate's; this module picks what to say.
+//! `proxy_protocol on`), and the one it reads from a load balancer in front of it
+//! (HAProxy's `accept-proxy`, NGINX's `listen ... proxy_protocol`). Encoding and parsing
+//! are the `ppp` crate's; this module decides what to say and what a header means.
 //! Pure: no I/O.
 //!
 //! Spec: <https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt>.
 
 use std::net::SocketAddr;
 
-use ppp::{v1, v2};
+use ppp::{v1, v2, HeaderResult, PartialResult};
+
+/// Bytes looked at for an incoming header: a v1 header is at most 107, a v2 header 16 +
+/// 216 plus its TLVs. A longer one is refused.
+pub const MAX_HEADER: usize = 1024;
+
+/// The longest v1 header, CRLF included.
+const V1_MAX: usize = 107;
+
+/// What the first bytes of an accepted connection say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// Not enough bytes yet to tell.
+    Incomplete,
+    /// A header of `len` bytes. `addresses` is the client and the address it reached;
+    /// `None` for v2 LOCAL, v1 UNKNOWN or a family without IP addresses: the proxy in
+    /// front speaks for itself (a health check), so the connection's own endpoints apply.
+    Header {
+        len: usize,
+        addresses: Option<(SocketAddr, SocketAddr)>,
+    },
+    /// Not a PROXY protocol header.
+    Invalid(String),
+}
+
+/// Reads a v1 or v2 header at the start of `buf` (at most [`MAX_HEADER`] bytes are
+/// looked at).
+pub fn parse(buf: &[u8]) -> Received {
+    let buf = &buf[..buf.len().min(MAX_HEADER)];
+    let full = buf.len() == MAX_HEADER;
+    // ppp judges a v1 line cut inside a field (`... 51000 4`) as invalid: wait for the
+    // line's end (a v1 header is at most 107 bytes, CRLF included).
+    let v1_start = buf.starts_with(b"PROXY") || b"PROXY".starts_with(buf);
+    if v1_start && buf.len() < V1_MAX && !buf.contains(&b'\n') {
+        return Received::Incomplete;
+    }
+    let header = HeaderResult::parse(buf);
+    if header.is_incomplete() {
+        return if full {
+            Received::Invalid(format!("PROXY header longer than {MAX_HEADER} bytes"))
+        } else {
+            Received::Incomplete
+        };
+    }
+    match header {
+        HeaderResult::V1(Ok(h)) => Received::Header {
+            len: h.header.len(),
+            addresses: match h.addresses {
+                v1::Addresses::Tcp4(a) => Some((
+                    SocketAddr::new(a.source_address.into(), a.source_port),
+                    SocketAddr::new(a.destination_address.into(), a.destination_port),
+                )),
+                v1::Addresses::Tcp6(a) => Some((
+                    SocketAddr::new(a.source_address.into(), a.source_port),
+                    SocketAddr::new(a.destination_address.into(), a.destination_port),
+                )),
+                v1::Addresses::Unknown => None,
+            },
+        },
+        HeaderResult::V2(Ok(h)) => Received::Header {
+            len: h.len(),
+            addresses: match (h.command, h.addresses) {
+                (v2::Command::Local, _) => None,
+                (_, v2::Addresses::IPv4(a)) => Some((
+                    SocketAddr::new(a.source_address.into(), a.source_port),
+                    SocketAddr::new(a.destination_address.into(), a.destination_port),
+                )),
+                (_, v2::Addresses::IPv6(a)) => Some((
+                    SocketAddr::new(a.source_address.into(), a.source_port),
+                    SocketAddr::new(a.destination_address.into(), a.destination_port),
+                )),
+                (_, v2::Addresses::Unspecified | v2::Addresses::Unix(_)) => None,
+            },
+        },
+        HeaderResult::V1(Err(e)) => Received::Invalid(format!("not a PROXY header: {e}")),
+        HeaderResult::V2(Err(e)) => Received::Invalid(format!("bad PROXY v2 header: {e}")),
+    }
+}
 
 /// Which PROXY protocol version a listener sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +206,94 @@ mod tests {
         let mut want = SIG.to_vec();
         want.extend_from_slice(&[0x20, 0x00, 0, 0]);
         assert_eq!(local(Version::V2), want);
+    }
+
+    #[test]
+    fn what_ringway_sends_it_reads_back() {
+        let pairs = [
+            ("192.0.2.7:51000", "198.51.100.1:443"),
+            ("[2001:db8::7]:51000", "[::1]:443"),
+        ];
+        for v in [Version::V1, Version::V2] {
+            for (c, l) in pairs {
+                let (c, l): (SocketAddr, SocketAddr) = (c.parse().unwrap(), l.parse().unwrap());
+                let mut bytes = relayed(v, c, l);
+                let len = bytes.len();
+                // Client bytes after the header are not part of it.
+                bytes.extend_from_slice(b"EHLO client\r\n");
+                assert_eq!(
+                    parse(&bytes),
+                    Received::Header {
+                        len,
+                        addresses: Some((c, l))
+                    },
+                    "{v:?}"
+                );
+                // Every strict prefix is incomplete, never invalid.
+                for cut in 0..len {
+                    assert_eq!(parse(&bytes[..cut]), Received::Incomplete, "{v:?} {cut}");
+                }
+            }
+            let local = local(v);
+            assert_eq!(
+                parse(&local),
+                Received::Header {
+                    len: local.len(),
+                    addresses: None
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn other_protocols_are_invalid_at_once() {
+        for first in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"SSH-2.0-OpenSSH_9.2\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+            b"PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 99999\r\n",
+            b"PROXY TCP4 ::1 5.6.7.8 1 2\r\n",
+        ] {
+            assert!(
+                matches!(parse(first), Received::Invalid(_)),
+                "{:?}",
+                String::from_utf8_lossy(first)
+            );
+        }
+        // v2 signature, then version 3.
+        let mut v3 = SIG.to_vec();
+        v3.extend_from_slice(&[0x31, 0x11, 0, 12]);
+        v3.extend_from_slice(&[0; 12]);
+        assert!(matches!(parse(&v3), Received::Invalid(_)));
+    }
+
+    #[test]
+    fn a_header_longer_than_the_limit_is_refused() {
+        let mut big = SIG.to_vec();
+        big.extend_from_slice(&[0x21, 0x11]);
+        big.extend_from_slice(&(2000u16).to_be_bytes());
+        big.resize(MAX_HEADER + 10, 0);
+        assert!(matches!(parse(&big), Received::Invalid(m) if m.contains("longer")));
+        assert_eq!(parse(&big[..MAX_HEADER - 1]), Received::Incomplete);
+        let long_v1 = format!("PROXY TCP4 {}", "1".repeat(120));
+        assert!(matches!(parse(long_v1.as_bytes()), Received::Invalid(_)));
+        assert_eq!(parse(&long_v1.as_bytes()[..106]), Received::Incomplete);
+        // With TLVs but inside the limit: accepted, TLVs skipped.
+        let mut tlv = relayed(
+            Version::V2,
+            "192.0.2.7:1".parse().unwrap(),
+            "192.0.2.8:2".parse().unwrap(),
+        );
+        tlv[15] += 7;
+        tlv.extend_from_slice(&[0x04, 0, 4, b'n', b'o', b'o', b'p']);
+        assert!(matches!(
+            parse(&tlv),
+            Received::Header {
+                len: 35,
+                addresses: Some(_)
+            }
+        ));
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! `send_proxy`: backends learn who connected from a PROXY protocol header (v1 text,
-//! v2 binary) ahead of the client's bytes; health checks send LOCAL/UNKNOWN headers.
-//! The backends here parse headers by hand, straight from the spec, so they check
-//! ringway's encoder rather than share it.
+//! The PROXY protocol. `send_proxy`: backends learn who connected from a header (v1
+//! text, v2 binary) ahead of the client's bytes; health checks send LOCAL/UNKNOWN
+//! headers. `accept_proxy`: the header from a balancer in front picks the backend.
+//! The backends here parse headers by hand, straight from the spec, and NGINX reads and
+//! writes them too, so the tests check ringway's encoding rather than share it.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
@@ -240,8 +241,8 @@ fn a_wildcard_listener_names_the_address_each_client_reached() {
     });
 }
 
-/// An NGINX stream server that requires the header (`listen ... proxy_protocol`) and
-/// answers each connection with what it parsed. Killed on drop.
+/// NGINX's stream module with the given `server { ... }` blocks, listening on
+/// `listens`. Killed on drop.
 struct Nginx {
     child: std::process::Child,
     _dir: tempfile::TempDir,
@@ -251,7 +252,7 @@ impl Nginx {
     const MODULE: &'static str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
     /// `None` (the caller skips) where NGINX or its stream module is not installed.
-    fn start(listens: &[SocketAddr]) -> Option<Nginx> {
+    fn start(servers: &str, listens: &[SocketAddr]) -> Option<Nginx> {
         let installed = std::process::Command::new("nginx")
             .arg("-v")
             .output()
@@ -261,14 +262,6 @@ impl Nginx {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
-        let servers: String = listens
-            .iter()
-            .map(|a| {
-                format!(
-                    "server {{ listen {a} proxy_protocol; return \"$proxy_protocol_addr $proxy_protocol_port $proxy_protocol_server_addr $proxy_protocol_server_port\\n\"; }}\n"
-                )
-            })
-            .collect();
         let d = dir.path().display();
         let conf = format!(
             "load_module {};\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\nevents {{ worker_connections 64; }}\nstream {{\n{servers}}}\n",
@@ -312,7 +305,16 @@ fn nginx_reads_the_headers_ringway_sends() {
         free_addr(),
         format!("[::1]:{}", free_addr().port()).parse().unwrap(),
     ];
-    let Some(_nginx) = Nginx::start(&targets) else {
+    // Requires the header and answers with what it parsed.
+    let servers: String = targets
+        .iter()
+        .map(|a| {
+            format!(
+                "server {{ listen {a} proxy_protocol; return \"$proxy_protocol_addr $proxy_protocol_port $proxy_protocol_server_addr $proxy_protocol_server_port\\n\"; }}\n"
+            )
+        })
+        .collect();
+    let Some(_nginx) = Nginx::start(&servers, &targets) else {
         return;
     };
     for version in ["v1", "v2"] {
@@ -367,4 +369,170 @@ fn a_reload_turns_the_header_on_for_new_connections() {
         "{}",
         rw.log()
     );
+}
+
+/// `accept_proxy`: behind a load balancer that sends PROXY headers, the header's client
+/// and destination pick the backend (as `route --dst` computes from the same addresses),
+/// the bytes after the header (same segment) arrive intact, and a LOCAL header (the
+/// balancer's own health check) is served by the real endpoints.
+#[test]
+fn accept_proxy_hashes_the_client_the_header_names() {
+    let backends: Vec<Backend> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Backend::named_echo("127.0.0.1:0", n))
+        .collect();
+    let listen = free_addr();
+    let list: Vec<(SocketAddr, &str)> = backends
+        .iter()
+        .zip(["a", "b", "c"])
+        .map(|(b, n)| (b.addr, n))
+        .collect();
+    let rw = Ringway::start(&config(listen, &list, "accept_proxy = true"), &[listen]);
+    let dst: SocketAddr = "198.51.100.1:443".parse().unwrap();
+    let clients: Vec<SocketAddr> = (0..24)
+        .map(|i| format!("192.0.2.{}:{}", 10 + i, 40000 + i).parse().unwrap())
+        .collect();
+    let routed = route_to(&rw.config, "t", &[], Some(dst), &clients);
+    let name_of = |addr: &str| list.iter().find(|(a, _)| a.to_string() == addr).unwrap().1;
+    let mut seen = std::collections::HashSet::new();
+    for (i, (client, (_, addr))) in clients.iter().zip(&routed).enumerate() {
+        let version = if i % 2 == 0 {
+            ringway::proxy_protocol::Version::V1
+        } else {
+            ringway::proxy_protocol::Version::V2
+        };
+        let mut first = ringway::proxy_protocol::relayed(version, *client, dst);
+        first.extend_from_slice(b"ping");
+        let mut s = TcpStream::connect(listen).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&first).unwrap();
+        let name = read_line(&s);
+        assert_eq!(name, name_of(addr), "{client} ({version:?})");
+        seen.insert(name);
+        let mut back = [0u8; 4];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"ping");
+    }
+    assert!(
+        seen.len() > 1,
+        "every client hashed alike: the header was ignored"
+    );
+    for version in [
+        ringway::proxy_protocol::Version::V1,
+        ringway::proxy_protocol::Version::V2,
+    ] {
+        let mut s = TcpStream::connect(listen).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&ringway::proxy_protocol::local(version))
+            .unwrap();
+        let me = s.local_addr().unwrap();
+        let want = &route(&rw.config, "t", &[], &[me])[0].1;
+        assert_eq!(read_line(&s), name_of(want), "LOCAL {version:?}");
+    }
+}
+
+/// A header split over two writes is waited for; the next proxy learns the original
+/// client (`accept_proxy` and `send_proxy` together: a chain of proxies).
+#[test]
+fn accept_proxy_waits_for_a_split_header_and_passes_it_on() {
+    let b = ProxyBackend::spawn("127.0.0.1:0");
+    let listen = free_addr();
+    let extra = "accept_proxy = true\nsend_proxy = \"v1\"";
+    let _rw = Ringway::start(&config(listen, &[(b.backend.addr, "b")], extra), &[listen]);
+    let (client, dst): (SocketAddr, SocketAddr) = (
+        "[2001:db8::7]:51000".parse().unwrap(),
+        "[2001:db8::1]:25".parse().unwrap(),
+    );
+    let header =
+        ringway::proxy_protocol::relayed(ringway::proxy_protocol::Version::V2, client, dst);
+    let mut s = TcpStream::connect(listen).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&header[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    s.write_all(&header[10..]).unwrap();
+    assert_eq!(read_line(&s), format!("proxy {client} {dst}"));
+    round_trip(&mut s, 1 << 16);
+}
+
+/// Without a valid header within connect_timeout the connection is closed, counted as
+/// `proxy_header`, and reaches no backend.
+#[test]
+fn accept_proxy_closes_connections_without_a_header() {
+    let b = Backend::named_echo("127.0.0.1:0", "b");
+    let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
+    let cfg = config(
+        listen,
+        &[(b.addr, "b")],
+        "accept_proxy = true\n[listener.health]\ncheck = \"none\"",
+    )
+    .replace("connect_timeout = \"1s\"", "connect_timeout = \"300ms\"");
+    let rw = Ringway::start(
+        &with_tables(&cfg, &ops_tables(metrics, admin, None)),
+        &[listen, metrics],
+    );
+    let closed = |mut s: TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        }
+    };
+    // Another protocol: refused at once.
+    let mut http = TcpStream::connect(listen).unwrap();
+    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(closed(http));
+    // Silence: refused after connect_timeout.
+    let started = std::time::Instant::now();
+    assert!(closed(TcpStream::connect(listen).unwrap()));
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    let rejected = |text: &str| {
+        sample(
+            text,
+            "ringway_listener_rejected_connections_total",
+            &[("listener", "t"), ("reason", "proxy_header")],
+        )
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || rejected(&scrape(metrics))
+            == Some(2.0)),
+        "{:?}",
+        rejected(&scrape(metrics))
+    );
+    // A probe that connects and closes is not an error.
+    drop(TcpStream::connect(listen).unwrap());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rejected(&scrape(metrics)), Some(2.0));
+    assert_eq!(b.accepted.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert!(rw.log().contains("accept_proxy"), "{}", rw.log());
+}
+
+/// A real sender: NGINX in front (`proxy_protocol on`, v1) sends headers to ringway
+/// (`accept_proxy`), which passes the client on (`send_proxy`) to the backend.
+#[test]
+fn accept_proxy_reads_what_nginx_sends() {
+    let b = ProxyBackend::spawn("127.0.0.1:0");
+    let (front, listen) = (free_addr(), free_addr());
+    let servers = format!(
+        "server {{ listen {front}; proxy_pass {listen}; proxy_protocol on; proxy_timeout 10s; }}\n"
+    );
+    let extra = "accept_proxy = true\nsend_proxy = \"v2\"";
+    let _rw = Ringway::start(&config(listen, &[(b.backend.addr, "b")], extra), &[listen]);
+    let Some(_nginx) = Nginx::start(&servers, &[front]) else {
+        return;
+    };
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(front).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let me = s.local_addr().unwrap();
+        assert_eq!(read_line(&s), format!("proxy {me} {front}"));
+        round_trip(&mut s, 1 << 16);
+    }
 }

@@ -23,5 +23,5 @@ mod admin;
 mod reload;
 // Packaging: dropping privileges.
 mod privileges;
-// send_proxy: PROXY protocol v1/v2 headers to backends and their health checks.
+// PROXY protocol: send_proxy to backends and their checks, accept_proxy from a balancer.
 mod proxy_protocol;

@@ -52,6 +52,7 @@ pub struct FileListener {
     pub max_connections: Option<Spanned<i64>>,
     pub forward: Option<Spanned<FileForward>>,
     pub send_proxy: Option<Spanned<FileSendProxy>>,
+    pub accept_proxy: Option<Spanned<bool>>,
     pub udp_idle_timeout: Option<Spanned<String>>,
     pub udp_responses: Option<Spanned<i64>>,
     pub udp_max_flows: Option<Spanned<i64>>,

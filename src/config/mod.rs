@@ -100,6 +100,9 @@ pub struct ListenerConfig {
     pub forward: ForwardMode,
     /// TCP: the PROXY protocol header sent to backends ahead of the client's bytes.
     pub send_proxy: Option<ProxyVersion>,
+    /// TCP: every connection starts with a PROXY protocol header (v1 or v2) from a load
+    /// balancer in front; its addresses are the client's for hashing and logs.
+    pub accept_proxy: bool,
     /// UDP: a flow with no datagram either way for this long is closed.
     pub udp_idle_timeout: Duration,
     /// UDP: replies expected per client datagram; the flow closes once every datagram
@@ -157,10 +160,13 @@ impl Config {
             .listeners
             .iter()
             .map(|l| {
-                let proxy = l
+                let mut proxy = l
                     .send_proxy
                     .map(|v| format!(" (PROXY {})", v.as_str()))
                     .unwrap_or_default();
+                if l.accept_proxy {
+                    proxy.push_str(" (accepts PROXY)");
+                }
                 format!(
                     "{} {} {} -> {} backends{proxy}",
                     l.name,

@@ -301,6 +301,7 @@ fn listener(
         max_connections,
         forward,
         send_proxy,
+        accept_proxy: l.accept_proxy.as_ref().is_some_and(|a| *a.get_ref()),
         udp_idle_timeout,
         udp_responses,
         udp_max_flows,
@@ -324,6 +325,7 @@ fn tcp_only_keys(l: &FileListener) -> Vec<(&'static str, Option<Range<usize>>)> 
         ),
         ("forward", l.forward.as_ref().map(Spanned::span)),
         ("send_proxy", l.send_proxy.as_ref().map(Spanned::span)),
+        ("accept_proxy", l.accept_proxy.as_ref().map(Spanned::span)),
     ]
 }
 
@@ -354,7 +356,7 @@ fn only_for(
         if let Some(span) = span {
             let hint = match protocol {
                 Protocol::Udp => "UDP listeners take udp_idle_timeout, udp_responses and udp_max_flows",
-                Protocol::Tcp => "TCP listeners take connect_timeout, idle_timeout, retries, max_connections, forward and send_proxy",
+                Protocol::Tcp => "TCP listeners take connect_timeout, idle_timeout, retries, max_connections, forward, send_proxy and accept_proxy",
             };
             return Err(src.error(
                 span.clone(),

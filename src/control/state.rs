@@ -367,6 +367,7 @@ pub fn params(l: &ListenerConfig) -> ListenerParams {
             Protocol::Udp => forward::Mode::default(),
         },
         send_proxy: l.send_proxy,
+        accept_proxy: l.accept_proxy,
     }
 }
 

@@ -98,6 +98,11 @@ impl Worker {
             }
             return;
         }
+        if params.accept_proxy {
+            // The backend is chosen once the PROXY header says who the client is.
+            self.open_session(li, stream, peer, None, routing);
+            return;
+        }
         let local = if shared.listen.ip().is_unspecified() {
             match stream.local_addr() {
                 Ok(a) => a,
@@ -115,7 +120,7 @@ impl Worker {
             }
             return;
         }
-        self.open_session(li, stream, peer, key, routing);
+        self.open_session(li, stream, peer, Some(key), routing);
     }
 }
 

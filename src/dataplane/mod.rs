@@ -17,6 +17,7 @@
 
 mod accept;
 pub mod forward;
+mod header;
 pub mod pipes;
 mod session;
 pub mod stats;
@@ -60,6 +61,8 @@ pub struct ListenerParams {
     pub forward: forward::Mode,
     /// TCP: the PROXY protocol header written to a backend once connected.
     pub send_proxy: Option<crate::proxy_protocol::Version>,
+    /// TCP: read a PROXY protocol header first; its addresses stand for the client's.
+    pub accept_proxy: bool,
 }
 
 /// Everything a worker reads to place a new connection or flow: replaced whole by the

@@ -28,8 +28,9 @@ pub(super) struct Session {
     pub client_ready: Ready,
     pub backend: Option<TcpStream>,
     pub backend_ready: Ready,
-    /// Present until a backend connection is established.
-    pub connecting: Option<Connecting>,
+    /// Present until a backend connection is established (boxed: an established
+    /// session, the common idle case, carries 8 bytes for it instead of the whole).
+    pub connecting: Option<Box<Connecting>>,
     /// Client -> backend.
     pub up: Half,
     /// Backend -> client.
@@ -45,10 +46,18 @@ pub(super) struct Session {
 pub(super) struct Connecting {
     pub routing: Arc<Routing>,
     pub key: u64,
+    /// The client: the peer, or what a received PROXY header says.
     pub client_addr: SocketAddr,
+    /// The address the client reached, when a received PROXY header said it.
+    pub local_addr: Option<SocketAddr>,
     /// 0 for the ring's pick, then 1..=retries.
     pub attempt: u32,
+    /// `accept_proxy`: no backend is chosen before the client's PROXY header is read.
+    pub awaiting_header: bool,
 }
+
+/// The `attempt` of a timer that bounds the wait for a PROXY header.
+pub(super) const HEADER_TIMER: u32 = u32::MAX;
 
 /// How a session ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,12 +69,14 @@ pub(super) enum Close {
 }
 
 impl Worker {
+    /// Starts a session for an admitted client: connects to the backend for `key`, or,
+    /// without a key (`accept_proxy`), first waits for the client's PROXY header.
     pub(super) fn open_session(
         &mut self,
         li: usize,
         mut stream: TcpStream,
         peer: SocketAddr,
-        key: u64,
+        key: Option<u64>,
         routing: Arc<Routing>,
     ) {
         let mode = routing.params.forward;
@@ -82,6 +93,7 @@ impl Worker {
         }
         self.listeners[li].open += 1;
         self.next_id += 1;
+        let header_deadline = self.now + routing.params.connect_timeout;
         entry.insert(Session {
             id: self.next_id,
             listener: li,
@@ -89,18 +101,31 @@ impl Worker {
             client_ready: Ready::default(),
             backend: None,
             backend_ready: Ready::default(),
-            connecting: Some(Connecting {
+            connecting: Some(Box::new(Connecting {
                 routing,
-                key,
+                key: key.unwrap_or_default(),
                 client_addr: peer,
+                local_addr: None,
                 attempt: 0,
-            }),
+                awaiting_header: key.is_none(),
+            })),
             up: Half::new(mode),
             down: Half::new(mode),
             last_active: self.now,
             target: None,
         });
-        self.start_connect(skey);
+        if key.is_some() {
+            self.start_connect(skey);
+        } else {
+            self.timers.push(std::cmp::Reverse(Timer {
+                deadline: header_deadline,
+                session: skey,
+                id: self.next_id,
+                attempt: HEADER_TIMER,
+            }));
+            // The header often arrives with the handshake: no need to wait for epoll.
+            self.read_header(skey);
+        }
     }
 
     /// Connects to the candidate for the current attempt, skipping candidates whose
@@ -203,7 +228,15 @@ impl Worker {
         if let (Ok(true), Some(c)) = (&outcome, &s.connecting) {
             if let Some(version) = c.routing.params.send_proxy {
                 let listen = self.listeners[s.listener].shared.listen;
-                outcome = send_proxy_header(stream, version, c.client_addr, &s.client, listen);
+                // A wildcard listener's clients reached one of the machine's addresses:
+                // say which (a received header already said it).
+                let local = match c.local_addr {
+                    Some(a) => Ok(a),
+                    None if listen.ip().is_unspecified() => s.client.local_addr(),
+                    None => Ok(listen),
+                };
+                outcome = local
+                    .and_then(|local| send_proxy_header(stream, version, c.client_addr, local));
             }
         }
         match outcome {
@@ -366,15 +399,8 @@ fn send_proxy_header(
     backend: &TcpStream,
     version: Version,
     client: SocketAddr,
-    client_socket: &TcpStream,
-    listen: SocketAddr,
+    local: SocketAddr,
 ) -> io::Result<bool> {
-    // A wildcard listener's clients reached one of the machine's addresses: say which.
-    let local = if listen.ip().is_unspecified() {
-        client_socket.local_addr()?
-    } else {
-        listen
-    };
     let header = proxy_protocol::relayed(version, client, local);
     match (&*backend).write(&header) {
         Ok(n) if n == header.len() => Ok(true),

@@ -99,6 +99,9 @@ pub struct ListenerCounters {
     pub rejected_no_backend: Counter,
     /// Clients reset because every connect attempt failed.
     pub rejected_backends_failed: Counter,
+    /// Connections closed because they did not start with a PROXY header
+    /// (`accept_proxy`), or it came too late.
+    pub rejected_proxy_header: Counter,
     /// UDP flows created.
     pub udp_flows: Counter,
     /// UDP datagrams received from clients.

@@ -14,7 +14,7 @@ use slab::Slab;
 
 use super::accept::ACCEPT_BATCH;
 use super::forward::Scratch;
-use super::session::{Close, Session};
+use super::session::{Close, Session, HEADER_TIMER};
 use super::token::{self, Side, Target};
 use super::udp::{Flow, FlowKey, UdpListener, BATCH, SLOT};
 use super::{BoundSocket, Command, ListenerShared, WorkerListener, WorkerParams};
@@ -272,13 +272,15 @@ impl Worker {
                 if event.is_writable() || event.is_write_closed() || err {
                     ready.write = true;
                 }
-                if s.connecting.is_some() {
+                if let Some(c) = s.connecting.as_ref() {
                     if side == Side::Backend {
                         self.check_connect(
                             key,
                             event.is_writable() && !err && !event.is_write_closed(),
                             false,
                         );
+                    } else if c.awaiting_header && s.client_ready.read {
+                        self.read_header(key);
                     }
                 } else {
                     self.drive(key);
@@ -299,7 +301,18 @@ impl Worker {
                     self.requeue.push(target);
                 }
             }
-            Target::Session(key, _) => self.drive(key),
+            Target::Session(key, _) => {
+                if self
+                    .sessions
+                    .get(key)
+                    .and_then(|s| s.connecting.as_ref())
+                    .is_some_and(|c| c.awaiting_header)
+                {
+                    self.read_header(key);
+                } else {
+                    self.drive(key);
+                }
+            }
             Target::Waker => {}
         }
     }
@@ -328,13 +341,22 @@ impl Worker {
                 break;
             }
             self.timers.pop();
-            let current = self.sessions.get(t.session).is_some_and(|s| {
-                s.id == t.id
-                    && s.connecting
-                        .as_ref()
-                        .is_some_and(|c| c.attempt == t.attempt)
-            });
-            if current {
+            let Some(c) = self
+                .sessions
+                .get(t.session)
+                .filter(|s| s.id == t.id)
+                .and_then(|s| s.connecting.as_ref())
+            else {
+                continue;
+            };
+            if c.awaiting_header {
+                if t.attempt == HEADER_TIMER {
+                    self.reject_header(
+                        t.session,
+                        "no complete PROXY header within connect_timeout",
+                    );
+                }
+            } else if c.attempt == t.attempt {
                 self.check_connect(t.session, false, true);
             }
         }

@@ -157,6 +157,7 @@ fn listener(l: &ListenerSample<'_>) {
             ("max_connections", sum(|c| c.rejected_max_connections.get())),
             ("no_backend", sum(|c| c.rejected_no_backend.get())),
             ("backends_failed", sum(|c| c.rejected_backends_failed.get())),
+            ("proxy_header", sum(|c| c.rejected_proxy_header.get())),
         ] {
             counter!(LISTENER_REJECTED, &lbl(reason)).absolute(v);
         }

@@ -26,7 +26,8 @@ pub const LISTENER_CONNECTIONS: &str = "ringway_listener_connections_total";
 /// Connections (TCP) or flows (UDP) open now.
 pub const LISTENER_ACTIVE: &str = "ringway_listener_active_connections";
 /// Connections refused or reset by ringway, by `reason`: `max_connections`,
-/// `no_backend` (none up), `backends_failed` (every connect attempt failed).
+/// `no_backend` (none up), `backends_failed` (every connect attempt failed),
+/// `proxy_header` (`accept_proxy` and no valid PROXY header in time).
 pub const LISTENER_REJECTED: &str = "ringway_listener_rejected_connections_total";
 /// Connections (TCP) or flows (UDP) established to a backend.
 pub const BACKEND_CONNECTIONS: &str = "ringway_backend_connections_total";
@@ -74,7 +75,7 @@ pub const CHECK_DURATION_BUCKETS: &[f64] = &[
 pub const ALL: &[(&str, &[&str], &str, &str)] = &[
     (LISTENER_CONNECTIONS, &[LISTENER], "counter", "TCP connections accepted and established to a backend"),
     (LISTENER_ACTIVE, &[LISTENER], "gauge", "Connections (TCP) or flows (UDP) open now"),
-    (LISTENER_REJECTED, &[LISTENER, REASON], "counter", "Connections refused or reset by ringway: max_connections, no_backend, backends_failed"),
+    (LISTENER_REJECTED, &[LISTENER, REASON], "counter", "Connections refused or reset by ringway: max_connections, no_backend, backends_failed, proxy_header"),
     (BACKEND_CONNECTIONS, &[LISTENER, BACKEND], "counter", "Connections (TCP) or flows (UDP) established to the backend"),
     (BACKEND_ACTIVE, &[LISTENER, BACKEND], "gauge", "Connections (TCP) or flows (UDP) open to the backend now"),
     (BACKEND_CONNECT_ERRORS, &[LISTENER, BACKEND], "counter", "Failed connect attempts (TCP) or ICMP errors (UDP)"),
