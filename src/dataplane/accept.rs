@@ -103,24 +103,38 @@ impl Worker {
             self.open_session(li, stream, peer, None, routing);
             return;
         }
-        let local = if shared.listen.ip().is_unspecified() {
-            match stream.local_addr() {
-                Ok(a) => a,
-                Err(_) => shared.listen,
-            }
-        } else {
-            shared.listen
-        };
-        let key = flow_hash(params.hash, PROTO_TCP, peer, local);
+        let key = flow_hash(
+            params.hash,
+            PROTO_TCP,
+            peer,
+            reached(shared.listen, &stream),
+        );
         if routing.snapshot.pick(key).is_none() {
             shared.release();
-            stats.rejected_no_backend.inc();
-            if let Some(suppressed) = self.warn_limit.allow(self.now) {
-                tracing::warn!(listener = %shared.name, client = %peer, suppressed, "no backend is up: closing new connection");
-            }
+            self.no_backend(li, peer);
             return;
         }
         self.open_session(li, stream, peer, Some(key), routing);
+    }
+
+    /// Counts and logs (at most once a second) a connection closed because no backend
+    /// of listener `li` is up.
+    pub(super) fn no_backend(&mut self, li: usize, client: SocketAddr) {
+        let shared = &self.listeners[li].shared;
+        shared.stats.shard(self.index).rejected_no_backend.inc();
+        if let Some(suppressed) = self.warn_limit.allow(self.now) {
+            tracing::warn!(listener = %shared.name, %client, suppressed, "no backend is up: closing new connection");
+        }
+    }
+}
+
+/// The address a client of a listener on `listen` reached: the listen address, or, for
+/// a wildcard listener, the accepted socket's own (`getsockname`).
+pub(super) fn reached(listen: SocketAddr, client: &TcpStream) -> SocketAddr {
+    if listen.ip().is_unspecified() {
+        client.local_addr().unwrap_or(listen)
+    } else {
+        listen
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::io::{self, Read as _};
 
+use super::accept::reached;
 use super::session::Close;
 use super::token::Side;
 use super::worker::Worker;
@@ -72,7 +73,6 @@ impl Worker {
             return;
         };
         c.awaiting_header = false;
-        let listen = self.listeners[s.listener].shared.listen;
         let (client, local) = match addresses {
             Some((client, local)) => {
                 c.client_addr = client;
@@ -80,19 +80,15 @@ impl Worker {
                 (client, local)
             }
             // LOCAL / UNKNOWN: the connection's own endpoints.
-            None if listen.ip().is_unspecified() => match s.client.local_addr() {
-                Ok(local) => (c.client_addr, local),
-                Err(_) => (c.client_addr, listen),
-            },
-            None => (c.client_addr, listen),
+            None => (
+                c.client_addr,
+                reached(self.listeners[s.listener].shared.listen, &s.client),
+            ),
         };
         c.key = flow_hash(c.routing.params.hash, PROTO_TCP, client, local);
         if c.routing.snapshot.pick(c.key).is_none() {
-            let shared = &self.listeners[s.listener].shared;
-            shared.stats.shard(self.index).rejected_no_backend.inc();
-            if let Some(suppressed) = self.warn_limit.allow(self.now) {
-                tracing::warn!(listener = %shared.name, %client, suppressed, "no backend is up: closing new connection");
-            }
+            let li = s.listener;
+            self.no_backend(li, client);
             self.close(skey, Close::Normal);
             return;
         }

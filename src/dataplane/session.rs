@@ -8,6 +8,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::Interest;
 
+use super::accept::reached;
 use super::forward::{End, Half, Ready};
 use super::stats::BackendStats;
 use super::token::{self, Side};
@@ -227,16 +228,11 @@ impl Worker {
         };
         if let (Ok(true), Some(c)) = (&outcome, &s.connecting) {
             if let Some(version) = c.routing.params.send_proxy {
-                let listen = self.listeners[s.listener].shared.listen;
-                // A wildcard listener's clients reached one of the machine's addresses:
-                // say which (a received header already said it).
-                let local = match c.local_addr {
-                    Some(a) => Ok(a),
-                    None if listen.ip().is_unspecified() => s.client.local_addr(),
-                    None => Ok(listen),
-                };
-                outcome = local
-                    .and_then(|local| send_proxy_header(stream, version, c.client_addr, local));
+                // A received header already said where the client went.
+                let local = c.local_addr.unwrap_or_else(|| {
+                    reached(self.listeners[s.listener].shared.listen, &s.client)
+                });
+                outcome = send_proxy_header(stream, version, c.client_addr, local);
             }
         }
         match outcome {
