@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""What sending a PROXY protocol header costs per new connection, ringway beside HAProxy
-and NGINX doing the same, in one run.
+"""What sending and accepting a PROXY protocol header cost per new connection, ringway
+beside HAProxy and NGINX doing the same, in one run.
 
 wrk opens a new connection per request (`Connection: close`) through each proxy to an
 NGINX HTTP backend serving 64 bytes: a plain backend for the rows without a header, the
-same server behind `listen ... proxy_protocol` for the rows with one. Rows run one after
-another, in rotated order, REPS times; the table gives medians of connections/s and of
-the proxy's CPU time per connection (utime+stime of its process tree, from /proc).
+same server behind `listen ... proxy_protocol` for the `-v1`/`-v2` rows, which send one.
+The `-behind` and `-accept` rows put an NGINX stream proxy in front of the proxy under
+test, without and with `proxy_protocol on`; the `-accept` rows read that header. Rows
+run one after another, in rotated order, REPS times; the table gives medians of
+connections/s and of the CPU time per connection of the proxy under test only
+(utime+stime of its process tree, from /proc), each against its baseline row.
 
     cargo build --release && python3 scripts/proxy_bench.py [--dur 5] [--reps 3]
 
@@ -116,8 +119,9 @@ http {{
     return ["nginx", "-p", d, "-c", f"{d}/nginx.conf", "-e", f"{d}/error.log"]
 
 
-def ringway(d, port, backend, send_proxy):
+def ringway(d, port, backend, send_proxy, accept):
     extra = f'send_proxy = "{send_proxy}"\n' if send_proxy else ""
+    extra += "accept_proxy = true\n" if accept else ""
     with open(f"{d}/ringway.toml", "w") as f:
         f.write(
             f'workers = 2\n[[listener]]\nname = "b"\nlisten = "127.0.0.1:{port}"\n{extra}'
@@ -127,41 +131,56 @@ def ringway(d, port, backend, send_proxy):
     return [RINGWAY, "run", "--config", f"{d}/ringway.toml"]
 
 
-def haproxy(d, port, backend, send_proxy):
+def haproxy(d, port, backend, send_proxy, accept):
     opt = {None: "", "v1": " send-proxy", "v2": " send-proxy-v2"}[send_proxy]
+    bind_opt = " accept-proxy" if accept else ""
     with open(f"{d}/haproxy.cfg", "w") as f:
         f.write(
             f"global\n  nbthread 2\n  maxconn 9400\ndefaults\n  mode tcp\n  timeout connect 5s\n"
             f"  timeout client 120s\n  timeout server 120s\nfrontend fe\n"
-            f"  bind 127.0.0.1:{port}\n  backlog 4096\n  default_backend be\n"
+            f"  bind 127.0.0.1:{port}{bind_opt}\n  backlog 4096\n  default_backend be\n"
             f"backend be\n  server s1 127.0.0.1:{backend}{opt}\n"
         )
     return ["haproxy", "-db", "-f", f"{d}/haproxy.cfg"]
 
 
-def nginx_stream(d, port, backend, send_proxy):
+def nginx_stream(d, port, backend, send_proxy, accept=False):
     pp = "proxy_protocol on;" if send_proxy else ""
+    listen_opt = " proxy_protocol" if accept else ""
     with open(f"{d}/nginx.conf", "w") as f:
         f.write(
             f"load_module {STREAM_MODULE};\nuser root;\nworker_processes 2;\n"
             f"worker_rlimit_nofile 20000;\ndaemon off;\npid {d}/nginx.pid;\n"
             f"error_log {d}/error.log warn;\nevents {{ worker_connections 19900; }}\n"
-            f"stream {{ server {{ listen 127.0.0.1:{port} backlog=4096; proxy_pass 127.0.0.1:{backend}; "
+            f"stream {{ server {{ listen 127.0.0.1:{port} backlog=4096{listen_opt}; proxy_pass 127.0.0.1:{backend}; "
             f"proxy_connect_timeout 5s; proxy_timeout 120s; {pp} }} }}\n"
         )
     return ["nginx", "-p", d, "-c", f"{d}/nginx.conf", "-e", f"{d}/error.log"]
 
 
+# (name, proxy, header it sends, front: None, or whether the front sends a header)
 ROWS = [
-    ("RINGWAY", ringway, None),
-    ("RINGWAY-v1", ringway, "v1"),
-    ("RINGWAY-v2", ringway, "v2"),
-    ("HAPROXY", haproxy, None),
-    ("HAPROXY-v1", haproxy, "v1"),
-    ("HAPROXY-v2", haproxy, "v2"),
-    ("NGINX", nginx_stream, None),
-    ("NGINX-v1", nginx_stream, "v1"),
+    ("RINGWAY", ringway, None, None),
+    ("RINGWAY-v1", ringway, "v1", None),
+    ("RINGWAY-v2", ringway, "v2", None),
+    ("RINGWAY-behind", ringway, None, False),
+    ("RINGWAY-accept", ringway, None, True),
+    ("HAPROXY", haproxy, None, None),
+    ("HAPROXY-v1", haproxy, "v1", None),
+    ("HAPROXY-v2", haproxy, "v2", None),
+    ("HAPROXY-behind", haproxy, None, False),
+    ("HAPROXY-accept", haproxy, None, True),
+    ("NGINX", nginx_stream, None, None),
+    ("NGINX-v1", nginx_stream, "v1", None),
+    ("NGINX-behind", nginx_stream, None, False),
+    ("NGINX-accept", nginx_stream, None, True),
 ]
+
+
+def baseline(name):
+    """The row a row is compared with: the same proxy without the header."""
+    proxy, _, variant = name.partition("-")
+    return f"{proxy}-behind" if variant == "accept" else proxy
 
 
 def wrk(port, dur):
@@ -198,36 +217,46 @@ def main():
             port = free_port()
             procs.append(start(nginx_http(d, port, pp), port, log))
             backends[pp] = port
-        results = {name: [] for name, _, _ in ROWS}
+        results = {name: [] for name, _, _, _ in ROWS}
         for rep in range(args.reps):
             order = ROWS[rep % len(ROWS):] + ROWS[: rep % len(ROWS)]
-            for name, make, send_proxy in order:
+            for name, make, send_proxy, front in order:
                 d = f"{base}/{name}-{rep}"
                 os.makedirs(d)
                 port = free_port()
-                proc = start(make(d, port, backends[send_proxy is not None], send_proxy), port, log)
+                cmd = make(d, port, backends[send_proxy is not None], send_proxy, bool(front))
+                proc = start(cmd, port, log)
+                target, front_proc = port, None
                 try:
+                    if front is not None:
+                        fd = f"{d}/front"
+                        os.makedirs(fd)
+                        target = free_port()
+                        sends = "v1" if front else None
+                        front_proc = start(nginx_stream(fd, target, port, sends), target, log)
                     time.sleep(0.3)
                     cpu0 = cpu_seconds(proc.pid)
-                    rate, bad = wrk(port, args.dur)
+                    rate, bad = wrk(target, args.dur)
                     cpu = cpu_seconds(proc.pid) - cpu0
                 finally:
+                    if front_proc:
+                        stop(front_proc)
                     stop(proc)
                 us = cpu / (rate * args.dur) * 1e6
                 results[name].append((rate, us, bad))
-                print(f"rep {rep + 1} {name:<11} {rate:9.0f} conn/s {us:6.1f} us CPU/conn {bad}",
+                print(f"rep {rep + 1} {name:<14} {rate:9.0f} conn/s {us:6.1f} us CPU/conn {bad}",
                       file=sys.stderr, flush=True)
         print(f"\nnew connections through each proxy, {args.dur} s x {args.reps} reps, medians"
-              f" ({os.cpu_count()} CPUs; header rows against an NGINX `listen ... proxy_protocol`)")
-        print(f"{'row':<11} {'conn/s':>9} {'vs no header':>13} {'CPU us/conn':>12} {'vs no header':>13}  errors")
-        for name, _, send_proxy in ROWS:
+              f" ({os.cpu_count()} CPUs; CPU of the proxy under test only)")
+        print(f"{'row':<14} {'conn/s':>9} {'vs baseline':>12} {'CPU us/conn':>12} {'vs baseline':>12}  errors")
+        for name, _, _, _ in ROWS:
             rate = statistics.median(r[0] for r in results[name])
             us = statistics.median(r[1] for r in results[name])
-            plain = name.split("-")[0]
-            prate = statistics.median(r[0] for r in results[plain])
-            pus = statistics.median(r[1] for r in results[plain])
+            base_rows = results[baseline(name)]
+            prate = statistics.median(r[0] for r in base_rows)
+            pus = statistics.median(r[1] for r in base_rows)
             errs = "; ".join(sorted({r[2] for r in results[name] if r[2]})) or "-"
-            print(f"{name:<11} {rate:9.0f} {rate / prate:12.2f}x {us:12.1f} {us / pus:12.2f}x  {errs}")
+            print(f"{name:<14} {rate:9.0f} {rate / prate:11.2f}x {us:12.1f} {us / pus:11.2f}x  {errs}")
     finally:
         for p in procs:
             stop(p)

@@ -386,6 +386,25 @@ fn send_proxy_is_a_version_for_tcp_listeners_and_reaches_health_checks() {
 }
 
 #[test]
+fn accept_proxy_is_a_tcp_switch() {
+    let c = parse(
+        Path::new("t.toml"),
+        &with("forward = \"splice\"", "accept_proxy = true"),
+    )
+    .unwrap();
+    assert!(c.listeners[0].accept_proxy);
+    assert!(c.summary().contains("(accepts PROXY)"), "{}", c.summary());
+    assert!(!parse(Path::new("t.toml"), GOOD).unwrap().listeners[0].accept_proxy);
+    let e = err(&UDP.replace(
+        "udp_max_flows = 100",
+        "udp_max_flows = 100\naccept_proxy = true",
+    ));
+    assert_eq!(e.key, "listener[0].accept_proxy");
+    let e = err(&with("forward = \"splice\"", "accept_proxy = \"yes\""));
+    assert_eq!(e.key, "listener[0].accept_proxy");
+}
+
+#[test]
 fn health_send_proxy_follows_the_listener_unless_told() {
     let base = with("forward = \"splice\"", "send_proxy = \"v1\"");
     let health = |h: &str| format!("{base}\n[listener.health]\ncheck = \"tcp\"\n{h}\n");
