@@ -11,8 +11,9 @@
 //!   `io::Result` and never log.
 //! * [`balance`]: the hash contract ([`balance::hash`]), the ring ([`balance::ring`])
 //!   and the immutable [`balance::Snapshot`] workers read. Pure: no I/O, no clock.
-//! * [`proxy_protocol`]: the PROXY protocol header sent ahead of a client's bytes.
-//!   Pure.
+//! * [`proxy_protocol`]: PROXY protocol headers: what ringway sends ahead of a client's
+//!   bytes (`send_proxy`) and what one read from a balancer in front means
+//!   (`accept_proxy`). Pure.
 //! * [`config`]: TOML in, validated [`config::Config`] out, in two stages; errors name
 //!   file, line, column and key.
 //! * [`health`]: what a health check is, the pure rise/fall state machine, and the
