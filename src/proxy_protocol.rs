@@ -296,6 +296,57 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// Untrusted bytes never panic the parser, and a header never claims more bytes
+        /// than it was given: the worker reads exactly `len` of what it peeked.
+        #[test]
+        fn any_bytes_parse_without_panic(
+            prefix in proptest::prop_oneof![
+                proptest::strategy::Just(Vec::new()),
+                proptest::strategy::Just(SIG.to_vec()),
+                proptest::strategy::Just(b"PROXY ".to_vec()),
+                proptest::strategy::Just(b"PROXY TCP4 ".to_vec()),
+                proptest::strategy::Just(b"PROXY TCP6 ".to_vec()),
+            ],
+            rest in proptest::collection::vec(proptest::num::u8::ANY, 0..1100),
+        ) {
+            let mut bytes = prefix;
+            bytes.extend_from_slice(&rest);
+            if let Received::Header { len, .. } = parse(&bytes) {
+                proptest::prop_assert!(len > 0 && len <= bytes.len().min(MAX_HEADER));
+            }
+        }
+
+        /// Valid headers cut anywhere and followed by anything: complete ones parse to
+        /// what was encoded, cut ones wait.
+        #[test]
+        fn real_headers_survive_any_tail(
+            v2 in proptest::bool::ANY,
+            a in proptest::array::uniform4(proptest::num::u8::ANY),
+            b in proptest::array::uniform16(proptest::num::u8::ANY),
+            ports in (proptest::num::u16::ANY, proptest::num::u16::ANY),
+            six in proptest::bool::ANY,
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            cut in 0usize..200,
+        ) {
+            let version = if v2 { Version::V2 } else { Version::V1 };
+            let (c, l): (SocketAddr, SocketAddr) = if six {
+                ((std::net::Ipv6Addr::from(b), ports.0).into(), (std::net::Ipv6Addr::LOCALHOST, ports.1).into())
+            } else {
+                ((std::net::Ipv4Addr::from(a), ports.0).into(), (std::net::Ipv4Addr::LOCALHOST, ports.1).into())
+            };
+            let header = relayed(version, c, l);
+            let mut bytes = header.clone();
+            bytes.extend_from_slice(&tail);
+            proptest::prop_assert_eq!(
+                parse(&bytes),
+                Received::Header { len: header.len(), addresses: Some((c, l)) }
+            );
+            let cut = cut.min(header.len() - 1);
+            proptest::prop_assert_eq!(parse(&bytes[..cut]), Received::Incomplete);
+        }
+    }
+
     #[test]
     fn mixed_families_say_unknown() {
         let v4: SocketAddr = "192.0.2.7:1".parse().unwrap();
