@@ -476,11 +476,15 @@ fn udp_flows_keep_their_backend_until_it_goes_down_then_move_where_route_says() 
     );
     let clients: Vec<SocketAddr> = socks.iter().map(|s| s.local_addr().unwrap()).collect();
     let routed = rw.route("u", &["b"], &clients);
+    // Flows' upstream sockets, not the health probes' (each probe has a socket of its
+    // own and says "ping").
     let distinct = |b: &UdpBackend| {
         b.sources
             .lock()
             .unwrap()
             .iter()
+            .filter(|(_, d)| d != b"ping")
+            .map(|(from, _)| *from)
             .collect::<std::collections::HashSet<_>>()
             .len()
     };

@@ -77,11 +77,25 @@ impl Ringway {
 
     /// Like [`Ringway::spawn`], with extra environment variables.
     pub fn spawn_env(toml: &str, env: &[(&str, &str)]) -> Ringway {
+        Ringway::spawn_via(toml, env, &[])
+    }
+
+    /// Like [`Ringway::spawn_env`], started as `WRAPPER... ringway run ...` (the
+    /// wrapper must end by exec'ing its arguments, so the pid stays ringway's).
+    pub fn spawn_via(toml: &str, env: &[(&str, &str)], wrapper: &[&str]) -> Ringway {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("ringway.toml");
         std::fs::write(&config, toml).unwrap();
         let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let child = Command::new(bin())
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let child = cmd
             .args(["run", "--config"])
             .arg(&config)
             .env("RUST_LOG", "info")
@@ -326,9 +340,13 @@ fn fmt_addr(a: SocketAddr) -> String {
 /// A UDP backend on loopback: answers each datagram with `name|` followed by the
 /// datagram (so the reply shows who answered and that the bytes survived). Records the
 /// source address of every datagram it got.
+/// A datagram a [`UdpBackend`] got: its source and first bytes.
+pub type Seen = (SocketAddr, Vec<u8>);
+
 pub struct UdpBackend {
     pub addr: SocketAddr,
-    pub sources: Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+    /// Every datagram's source and its first 16 bytes (to tell probes from clients).
+    pub sources: Arc<std::sync::Mutex<Vec<Seen>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -354,7 +372,7 @@ impl UdpBackend {
                 let Ok((n, from)) = sock.recv_from(&mut buf) else {
                     continue;
                 };
-                src.lock().unwrap().push(from);
+                src.lock().unwrap().push((from, buf[..n.min(16)].to_vec()));
                 out.clear();
                 if n + prefix.len() <= 65507 {
                     out.extend_from_slice(&prefix);
@@ -382,7 +400,7 @@ impl UdpBackend {
     }
 
     pub fn last_source(&self) -> Option<SocketAddr> {
-        self.sources.lock().unwrap().last().copied()
+        self.sources.lock().unwrap().last().map(|(from, _)| *from)
     }
 }
 
