@@ -213,3 +213,83 @@ fn many_small_messages_keep_order() {
         assert_eq!(back, msg.as_bytes());
     }
 }
+
+/// Host names are resolved again every `resolve_interval` while running: when a name
+/// moves, new connections follow it without a reload and open ones carry on. ringway
+/// runs in a private mount namespace with its own /etc/hosts, which the test rewrites.
+#[test]
+fn a_moved_host_name_is_followed_without_a_reload() {
+    let has_unshare = std::process::Command::new("unshare")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !root || !has_unshare {
+        eprintln!("skipped: needs root and unshare (util-linux) for a private /etc/hosts");
+        return;
+    }
+    let one = Backend::named_echo("127.0.0.1:0", "one");
+    let port = one.addr.port();
+    let _two = Backend::named_echo(&format!("127.0.0.2:{port}"), "two");
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 svc.ringway.test\n").unwrap();
+    let wrapper = dir.path().join("with-hosts.sh");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\nmount --bind \"$RW_HOSTS\" /etc/hosts || exit 97\nexec \"$@\"\n",
+    )
+    .unwrap();
+    let listen = free_addr();
+    let toml = format!(
+        "resolve_interval = \"200ms\"\n{}",
+        config(listen, &[(one.addr, "svc")], "").replace(
+            &format!("address = \"{}\"", one.addr),
+            &format!("address = \"svc.ringway.test:{port}\""),
+        )
+    );
+    assert!(toml.contains("svc.ringway.test"), "{toml}");
+    let hosts_env = hosts.to_str().unwrap();
+    let wrapper_path = wrapper.to_str().unwrap();
+    let rw = Ringway::spawn_via(
+        &toml,
+        &[("RW_HOSTS", hosts_env)],
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            wrapper_path,
+        ],
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || TcpStream::connect(listen)
+            .is_ok()),
+        "ringway did not start: {}",
+        rw.log()
+    );
+    let (mut held, name) = connect_named(listen);
+    assert_eq!(name, "one");
+    // The name moves (written in place: the bind mount sees the same file).
+    std::fs::write(&hosts, "127.0.0.2 svc.ringway.test\n").unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || connect_named(listen).1 == "two"),
+        "new connections did not follow the name: {}",
+        rw.log()
+    );
+    assert!(
+        rw.log().contains("now resolves to 127.0.0.2"),
+        "{}",
+        rw.log()
+    );
+    // The connection opened before the move still reaches the old address.
+    held.write_all(b"still").unwrap();
+    let mut back = [0u8; 5];
+    held.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"still");
+}

@@ -14,6 +14,7 @@ use toml::Spanned;
 pub struct FileConfig {
     pub workers: Option<Spanned<i64>>,
     pub shutdown_timeout: Option<Spanned<String>>,
+    pub resolve_interval: Option<Spanned<String>>,
     pub user: Option<Spanned<String>>,
     pub group: Option<Spanned<String>>,
     pub metrics: Option<Spanned<FileMetrics>>,

@@ -12,7 +12,7 @@ mod error;
 mod file;
 mod health;
 mod keypath;
-mod resolve;
+pub mod resolve;
 mod validate;
 
 use std::fmt;
@@ -36,6 +36,8 @@ pub struct Config {
     pub workers: usize,
     /// How long a graceful shutdown waits for open connections.
     pub shutdown_timeout: Duration,
+    /// How often backend host names are resolved again while running.
+    pub resolve_interval: Duration,
     /// Unprivileged user to switch to once every socket is bound.
     pub user: Option<String>,
     /// Group to switch to (default: the user's primary group).
@@ -123,6 +125,8 @@ pub struct Tuning;
 impl Tuning {
     /// `shutdown_timeout` default.
     pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `resolve_interval` default.
+    pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
     /// `connect_timeout` default.
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
     /// `idle_timeout` default.

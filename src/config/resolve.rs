@@ -2,9 +2,10 @@
 //! name (`db-1.internal:5432`), which the system resolver (`getaddrinfo`: /etc/hosts,
 //! then DNS, as /etc/nsswitch.conf says) turns into the first address it returns.
 //!
-//! Names are resolved when the config is loaded: at start, by `check` and `route`, and
-//! at every reload; not in between (NGINX's stream module without `resolve` does the
-//! same; HAProxy's `init-addr libc`). A name that does not resolve is a config error.
+//! Names are resolved when the config is loaded (at start, by `check` and `route`, at
+//! every reload), where a name that does not resolve is a config error; and again every
+//! `resolve_interval` while running (`control/resolver.rs`), where it keeps its last
+//! address.
 //! A backend's ring identity is its `id` or its address as written, never the resolved
 //! IP, so a name that moves to another IP keeps its keys.
 
@@ -18,6 +19,11 @@ pub enum AddrError {
     Malformed(String),
     /// The name did not resolve, or resolved to nothing.
     Unresolved(String),
+}
+
+/// True when `text` names a host rather than an IP (so it may resolve differently later).
+pub fn is_host_name(text: &str) -> bool {
+    text.parse::<SocketAddr>().is_err()
 }
 
 /// `text` as a socket address: parsed when it is an IP literal, else resolved.
@@ -40,7 +46,7 @@ fn backend_addr_with<I: Iterator<Item = SocketAddr>>(
     };
     let (host, port) = text.rsplit_once(':').ok_or_else(malformed)?;
     // A colon in the host is an IPv6 address without brackets, or a typo.
-    if !is_host_name(host) {
+    if !valid_host(host) {
         return Err(malformed());
     }
     let port: u16 = port.parse().map_err(|_| malformed())?;
@@ -52,7 +58,7 @@ fn backend_addr_with<I: Iterator<Item = SocketAddr>>(
 
 /// Letters, digits, `-`, `_` and `.`, in labels of 1..=63 characters, 253 at most
 /// (RFC 1123, with `_` as resolvers accept it).
-fn is_host_name(host: &str) -> bool {
+fn valid_host(host: &str) -> bool {
     let host = host.strip_suffix('.').unwrap_or(host);
     !host.is_empty()
         && host.len() <= 253

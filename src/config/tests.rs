@@ -386,6 +386,23 @@ fn send_proxy_is_a_version_for_tcp_listeners_and_reaches_health_checks() {
 }
 
 #[test]
+fn resolve_interval_is_a_duration_with_a_default() {
+    let c = parse(Path::new("t.toml"), GOOD).unwrap();
+    assert_eq!(c.resolve_interval, Tuning::DEFAULT_RESOLVE_INTERVAL);
+    let c = parse(
+        Path::new("t.toml"),
+        &with("workers = 2", "workers = 2\nresolve_interval = \"5s\""),
+    )
+    .unwrap();
+    assert_eq!(c.resolve_interval, Duration::from_secs(5));
+    let e = err(&with(
+        "workers = 2",
+        "workers = 2\nresolve_interval = \"0s\"",
+    ));
+    assert_eq!(e.key, "resolve_interval");
+}
+
+#[test]
 fn accept_proxy_is_a_tcp_switch() {
     let c = parse(
         Path::new("t.toml"),

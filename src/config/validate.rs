@@ -72,6 +72,10 @@ pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, Con
         None => Tuning::DEFAULT_SHUTDOWN_TIMEOUT,
         Some(d) => duration_of(src, d, "shutdown_timeout")?,
     };
+    let resolve_interval = match &file.resolve_interval {
+        None => Tuning::DEFAULT_RESOLVE_INTERVAL,
+        Some(d) => duration_of(src, d, "resolve_interval")?,
+    };
     if file.listeners.is_empty() {
         return Err(src.error(0..0, "listener", "at least one [[listener]] is required"));
     }
@@ -163,6 +167,7 @@ pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, Con
         path: src.path.to_path_buf(),
         workers,
         shutdown_timeout,
+        resolve_interval,
         user,
         group,
         metrics,

@@ -15,6 +15,7 @@ mod notify;
 mod privileges;
 mod probes;
 mod reload;
+mod resolver;
 mod signals;
 mod state;
 
@@ -108,6 +109,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }));
     rt.block_on(async move {
         admin::lock(&control).start_probes();
+        tokio::spawn(resolver::run(Arc::clone(&control)));
         let c = Arc::clone(&control);
         tokio::spawn(async move {
             loop {

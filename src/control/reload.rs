@@ -44,7 +44,9 @@ impl Control {
         }
     }
 
-    fn apply(&mut self, new: Config) -> anyhow::Result<String> {
+    /// Applies `new` (a reloaded config, or the running one with re-resolved backend
+    /// addresses): binds what is new first, then commits.
+    pub(super) fn apply(&mut self, new: Config) -> anyhow::Result<String> {
         let workers = self.workers.len();
         // Plan: bind everything new first; an error here changes nothing.
         let mut plans = Vec::with_capacity(new.listeners.len());
