@@ -466,7 +466,7 @@ fn accept_proxy_closes_connections_without_a_header() {
         &[(b.addr, "b")],
         "accept_proxy = true\n[listener.health]\ncheck = \"none\"",
     )
-    .replace("connect_timeout = \"1s\"", "connect_timeout = \"300ms\"");
+    .replace("connect_timeout = \"1s\"", "connect_timeout = \"2s\"");
     let rw = Ringway::start(
         &with_tables(&cfg, &ops_tables(metrics, admin, None)),
         &[listen, metrics],
@@ -485,11 +485,22 @@ fn accept_proxy_closes_connections_without_a_header() {
     http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     assert!(closed(http));
+    // Half a header, then EOF: refused at once, not at the deadline.
+    let started = std::time::Instant::now();
+    let mut half = TcpStream::connect(listen).unwrap();
+    half.write_all(b"PROXY TCP4 192.0.2.1").unwrap();
+    half.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(closed(half));
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
     // Silence: refused after connect_timeout.
     let started = std::time::Instant::now();
     assert!(closed(TcpStream::connect(listen).unwrap()));
     assert!(
-        started.elapsed() >= Duration::from_millis(250),
+        started.elapsed() >= Duration::from_millis(1800),
         "{:?}",
         started.elapsed()
     );
@@ -502,14 +513,14 @@ fn accept_proxy_closes_connections_without_a_header() {
     };
     assert!(
         eventually(Duration::from_secs(5), || rejected(&scrape(metrics))
-            == Some(2.0)),
+            == Some(3.0)),
         "{:?}",
         rejected(&scrape(metrics))
     );
     // A probe that connects and closes is not an error.
     drop(TcpStream::connect(listen).unwrap());
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(rejected(&scrape(metrics)), Some(2.0));
+    assert_eq!(rejected(&scrape(metrics)), Some(3.0));
     assert_eq!(b.accepted.load(std::sync::atomic::Ordering::Relaxed), 0);
     assert!(rw.log().contains("accept_proxy"), "{}", rw.log());
 }

@@ -46,6 +46,10 @@ impl Worker {
             }
         };
         let (len, addresses) = match proxy_protocol::parse(&buf[..seen]) {
+            Received::Incomplete if s.client_ready.hup => {
+                self.reject_header(skey, "closed before its PROXY header ended");
+                return;
+            }
             // More bytes raise a new edge.
             Received::Incomplete => {
                 s.client_ready.read = false;
