@@ -138,10 +138,16 @@ pub fn render_status(json: &str) -> anyhow::Result<String> {
             "BACKEND", "ADDRESS", "WEIGHT", "STATE", "OPEN", "SHARE"
         ));
         for b in l["backends"].as_array().into_iter().flatten() {
+            let written = b["address"].as_str().unwrap_or("?");
+            // A host name shows the address it resolved to.
+            let address = match b["resolved"].as_str() {
+                Some(r) if r != written => format!("{written} -> {r}"),
+                _ => written.to_string(),
+            };
             out.push_str(&format!(
                 "  {:<20} {:<24} {:>6} {:<9} {:>6} {:>6.2}%\n",
                 b["id"].as_str().unwrap_or("?"),
-                b["address"].as_str().unwrap_or("?"),
+                address,
                 b["weight"].to_string(),
                 b["state"].as_str().unwrap_or("?"),
                 b["active_connections"].to_string(),

@@ -181,6 +181,12 @@ fn a_backend_named_by_host_name_is_resolved() {
         resolved.ip().is_loopback() && resolved.port() == port,
         "{b}"
     );
+    let shown = ctl(admin, None, &["status"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains(&format!("localhost:{port} -> {resolved}")),
+        "{shown}"
+    );
     for _ in 0..3 {
         let (mut s, name) = connect_named(listen);
         assert_eq!(name, "named");
