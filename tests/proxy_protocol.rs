@@ -547,3 +547,75 @@ fn accept_proxy_reads_what_nginx_sends() {
         round_trip(&mut s, 1 << 16);
     }
 }
+
+/// `accept_proxy_from`: only the listed balancers must send a header; other peers are
+/// direct clients, hashed by their own address, and cannot pass one off.
+#[test]
+fn accept_proxy_from_reads_headers_of_trusted_peers_only() {
+    let backends: Vec<Backend> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Backend::named_echo("127.0.0.1:0", n))
+        .collect();
+    let list: Vec<(SocketAddr, &str)> = backends
+        .iter()
+        .zip(["a", "b", "c"])
+        .map(|(b, n)| (b.addr, n))
+        .collect();
+    let listen = free_addr();
+    let extra = "accept_proxy = true\naccept_proxy_from = [\"127.0.0.2\"]";
+    let rw = Ringway::start(&config(listen, &list, extra), &[listen]);
+    let name_of = |addr: &str| list.iter().find(|(a, _)| a.to_string() == addr).unwrap().1;
+    let from = |ip: &str| {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&SocketAddr::new(ip.parse().unwrap(), 0).into())
+            .unwrap();
+        s.connect(&listen.into()).unwrap();
+        let s: TcpStream = s.into();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    };
+    let dst: SocketAddr = "198.51.100.1:443".parse().unwrap();
+    // The trusted balancer: its headers pick the backend.
+    for i in 0..8u16 {
+        let client: SocketAddr = format!("192.0.2.{}:{}", 20 + i, 50000 + i).parse().unwrap();
+        let mut s = from("127.0.0.2");
+        s.write_all(&ringway::proxy_protocol::relayed(
+            ringway::proxy_protocol::Version::V2,
+            client,
+            dst,
+        ))
+        .unwrap();
+        let want = &route_to(&rw.config, "t", &[], Some(dst), &[client])[0].1;
+        assert_eq!(read_line(&s), name_of(want), "{client} via the balancer");
+    }
+    // The balancer without a header: refused.
+    let mut s = from("127.0.0.2");
+    s.write_all(b"hello, no header here\r\n").unwrap();
+    let mut buf = [0u8; 8];
+    assert!(
+        matches!(s.read(&mut buf), Ok(0) | Err(_)),
+        "served without a header"
+    );
+    // A direct client: served by its own address, no header read.
+    for _ in 0..4 {
+        let s = from("127.0.0.1");
+        let me = s.local_addr().unwrap();
+        let want = &route(&rw.config, "t", &[], &[me])[0].1;
+        assert_eq!(read_line(&s), name_of(want), "direct {me}");
+    }
+    // A direct client that sends a header gets it passed on as data, not believed: the
+    // named echo backend greets, then echoes the header back.
+    let mut s = from("127.0.0.1");
+    let me = s.local_addr().unwrap();
+    let fake = ringway::proxy_protocol::relayed(
+        ringway::proxy_protocol::Version::V1,
+        "192.0.2.99:1".parse().unwrap(),
+        dst,
+    );
+    s.write_all(&fake).unwrap();
+    let want = &route(&rw.config, "t", &[], &[me])[0].1;
+    assert_eq!(read_line(&s), name_of(want));
+    let mut echoed = vec![0u8; fake.len()];
+    s.read_exact(&mut echoed).unwrap();
+    assert_eq!(echoed, fake);
+}

@@ -54,6 +54,7 @@ pub struct FileListener {
     pub forward: Option<Spanned<FileForward>>,
     pub send_proxy: Option<Spanned<FileSendProxy>>,
     pub accept_proxy: Option<Spanned<bool>>,
+    pub accept_proxy_from: Option<Spanned<Vec<Spanned<String>>>>,
     pub udp_idle_timeout: Option<Spanned<String>>,
     pub udp_responses: Option<Spanned<i64>>,
     pub udp_max_flows: Option<Spanned<i64>>,

@@ -105,6 +105,9 @@ pub struct ListenerConfig {
     /// TCP: every connection starts with a PROXY protocol header (v1 or v2) from a load
     /// balancer in front; its addresses are the client's for hashing and logs.
     pub accept_proxy: bool,
+    /// With `accept_proxy`: the only peers whose header is read (empty: every peer must
+    /// send one); other peers are direct clients.
+    pub accept_proxy_from: Vec<ipnet::IpNet>,
     /// UDP: a flow with no datagram either way for this long is closed.
     pub udp_idle_timeout: Duration,
     /// UDP: replies expected per client datagram; the flow closes once every datagram

@@ -422,6 +422,40 @@ fn accept_proxy_is_a_tcp_switch() {
 }
 
 #[test]
+fn accept_proxy_from_lists_networks_and_needs_accept_proxy() {
+    let c = parse(
+        Path::new("t.toml"),
+        &with(
+            "forward = \"splice\"",
+            "accept_proxy = true\naccept_proxy_from = [\"10.1.2.3/8\", \"192.0.2.7\", \"2001:db8::/32\"]",
+        ),
+    )
+    .unwrap();
+    let nets: Vec<String> = c.listeners[0]
+        .accept_proxy_from
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
+    let cases = [
+        (
+            "accept_proxy_from = [\"10.0.0.0/8\"]",
+            "needs `accept_proxy = true`",
+        ),
+        ("accept_proxy = true\naccept_proxy_from = []", "empty"),
+        (
+            "accept_proxy = true\naccept_proxy_from = [\"10.0.0.0/8\", \"lb.internal\"]",
+            "not an address or network",
+        ),
+    ];
+    for (text, why) in cases {
+        let e = err(&with("forward = \"splice\"", text));
+        assert_eq!(e.key, "listener[0].accept_proxy_from", "{text}");
+        assert!(e.message.contains(why), "{text}: {}", e.message);
+    }
+}
+
+#[test]
 fn health_send_proxy_follows_the_listener_unless_told() {
     let base = with("forward = \"splice\"", "send_proxy = \"v1\"");
     let health = |h: &str| format!("{base}\n[listener.health]\ncheck = \"tcp\"\n{h}\n");

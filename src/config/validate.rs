@@ -239,6 +239,8 @@ fn listener(
         FileSendProxy::V1 => ProxyVersion::V1,
         FileSendProxy::V2 => ProxyVersion::V2,
     });
+    let accept_proxy = l.accept_proxy.as_ref().is_some_and(|a| *a.get_ref());
+    let accept_proxy_from = trusted_sources(src, l, accept_proxy, key)?;
     let udp_idle_timeout = opt_duration(
         src,
         &l.udp_idle_timeout,
@@ -306,13 +308,57 @@ fn listener(
         max_connections,
         forward,
         send_proxy,
-        accept_proxy: l.accept_proxy.as_ref().is_some_and(|a| *a.get_ref()),
+        accept_proxy,
+        accept_proxy_from,
         udp_idle_timeout,
         udp_responses,
         udp_max_flows,
         health,
         backends,
     })
+}
+
+/// `accept_proxy_from`: networks (`10.0.0.0/8`) or single addresses (`192.0.2.7`).
+fn trusted_sources(
+    src: &Source<'_>,
+    l: &FileListener,
+    accept_proxy: bool,
+    key: &str,
+) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    let Some(list) = &l.accept_proxy_from else {
+        return Ok(Vec::new());
+    };
+    let key = format!("{key}.accept_proxy_from");
+    if !accept_proxy {
+        return Err(src.error(
+            list.span(),
+            key,
+            "`accept_proxy_from` says whose PROXY headers to read: it needs `accept_proxy = true`",
+        ));
+    }
+    if list.get_ref().is_empty() {
+        return Err(src.error(
+            list.span(),
+            key,
+            "empty: list the balancers' addresses or networks, or leave the key out so that every peer must send a header",
+        ));
+    }
+    list.get_ref()
+        .iter()
+        .map(|s| {
+            let text = s.get_ref().trim();
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| {
+                    src.error(
+                        s.span(),
+                        key.clone(),
+                        format!("{text:?} is not an address or network: expected `10.0.0.0/8`, `192.0.2.7` or `2001:db8::/32`"),
+                    )
+                })
+        })
+        .collect()
 }
 
 /// Keys that only make sense for TCP listeners, with their spans.
@@ -331,6 +377,10 @@ fn tcp_only_keys(l: &FileListener) -> Vec<(&'static str, Option<Range<usize>>)> 
         ("forward", l.forward.as_ref().map(Spanned::span)),
         ("send_proxy", l.send_proxy.as_ref().map(Spanned::span)),
         ("accept_proxy", l.accept_proxy.as_ref().map(Spanned::span)),
+        (
+            "accept_proxy_from",
+            l.accept_proxy_from.as_ref().map(Spanned::span),
+        ),
     ]
 }
 
@@ -361,7 +411,7 @@ fn only_for(
         if let Some(span) = span {
             let hint = match protocol {
                 Protocol::Udp => "UDP listeners take udp_idle_timeout, udp_responses and udp_max_flows",
-                Protocol::Tcp => "TCP listeners take connect_timeout, idle_timeout, retries, max_connections, forward, send_proxy and accept_proxy",
+                Protocol::Tcp => "TCP listeners take connect_timeout, idle_timeout, retries, max_connections, forward, send_proxy, accept_proxy and accept_proxy_from",
             };
             return Err(src.error(
                 span.clone(),

@@ -368,6 +368,7 @@ pub fn params(l: &ListenerConfig) -> ListenerParams {
         },
         send_proxy: l.send_proxy,
         accept_proxy: l.accept_proxy,
+        accept_proxy_from: l.accept_proxy_from.clone(),
     }
 }
 

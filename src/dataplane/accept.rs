@@ -98,7 +98,7 @@ impl Worker {
             }
             return;
         }
-        if params.accept_proxy {
+        if params.expects_header(peer.ip()) {
             // The backend is chosen once the PROXY header says who the client is.
             self.open_session(li, stream, peer, None, routing);
             return;

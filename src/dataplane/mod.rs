@@ -63,6 +63,17 @@ pub struct ListenerParams {
     pub send_proxy: Option<crate::proxy_protocol::Version>,
     /// TCP: read a PROXY protocol header first; its addresses stand for the client's.
     pub accept_proxy: bool,
+    /// With `accept_proxy`: the peers whose header is read (empty: every peer's).
+    pub accept_proxy_from: Vec<ipnet::IpNet>,
+}
+
+impl ListenerParams {
+    /// Whether a connection from `peer` must start with a PROXY header.
+    pub fn expects_header(&self, peer: std::net::IpAddr) -> bool {
+        self.accept_proxy
+            && (self.accept_proxy_from.is_empty()
+                || self.accept_proxy_from.iter().any(|n| n.contains(&peer)))
+    }
 }
 
 /// Everything a worker reads to place a new connection or flow: replaced whole by the
