@@ -25,7 +25,13 @@ impl Worker {
             return;
         }
         let mut buf = [0u8; MAX_HEADER];
-        let seen = match s.client.peek(&mut buf) {
+        let peeked = loop {
+            match s.client.peek(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break other,
+            }
+        };
+        let seen = match peeked {
             Ok(0) => {
                 // Closed before a word: a balancer's TCP health check, most likely.
                 self.close(skey, Close::Normal);
@@ -34,10 +40,6 @@ impl Worker {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 s.client_ready.read = false;
-                return;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                self.requeue_session(skey);
                 return;
             }
             Err(_) => {

@@ -301,18 +301,7 @@ impl Worker {
                     self.requeue.push(target);
                 }
             }
-            Target::Session(key, _) => {
-                if self
-                    .sessions
-                    .get(key)
-                    .and_then(|s| s.connecting.as_ref())
-                    .is_some_and(|c| c.awaiting_header)
-                {
-                    self.read_header(key);
-                } else {
-                    self.drive(key);
-                }
-            }
+            Target::Session(key, _) => self.drive(key),
             Target::Waker => {}
         }
     }
