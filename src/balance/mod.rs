@@ -62,6 +62,28 @@ impl Snapshot {
         }
     }
 
+    /// The same ring for `backends` that differ from these only in where they are
+    /// (addresses): the ring is a function of ids, weights and vnodes alone, so it is
+    /// shared, not rebuilt. Every backend is up. `None` when an id or weight differs.
+    pub fn with_addresses(&self, backends: Vec<Backend>) -> Option<Snapshot> {
+        let same_ring = backends.len() == self.backends.len()
+            && backends
+                .iter()
+                .zip(self.backends.iter())
+                .all(|(a, b)| a.id == b.id && a.weight == b.weight);
+        if !same_ring {
+            return None;
+        }
+        let up = vec![true; backends.len()];
+        Some(Snapshot {
+            backends: backends.into(),
+            full: Arc::clone(&self.full),
+            live: (*self.full).clone(),
+            accepting: up.clone(),
+            up,
+        })
+    }
+
     /// A copy with every backend up (shares the ring; rebuilds nothing but the live ring).
     pub fn clone_all_up(&self) -> Snapshot {
         self.with_up(vec![true; self.backends.len()])
@@ -175,6 +197,25 @@ mod tests {
                 weight: 1,
             })
             .collect()
+    }
+
+    #[test]
+    fn new_addresses_share_the_ring_a_rebuild_would_give() {
+        let s = Snapshot::new(backends(5), 64);
+        let mut moved = backends(5);
+        moved[2].addr = "127.0.0.9:9".parse().unwrap();
+        let shared = s.with_addresses(moved.clone()).unwrap();
+        let rebuilt = Snapshot::new(moved.clone(), 64);
+        assert_eq!(shared.backends()[2].addr, moved[2].addr);
+        for k in (0..10_000u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)) {
+            assert_eq!(shared.pick(k), rebuilt.pick(k));
+        }
+        moved[2].weight = 2;
+        assert!(
+            s.with_addresses(moved).is_none(),
+            "a weight change needs a new ring"
+        );
+        assert!(s.with_addresses(backends(4)).is_none());
     }
 
     #[test]

@@ -173,8 +173,14 @@ impl ListenerState {
                 }
             }
         }
-        if config.backends != self.config.backends || config.vnodes != self.config.vnodes {
+        if config.vnodes != self.config.vnodes {
             self.base = Snapshot::new(config.backends.clone(), config.vnodes);
+        } else if config.backends != self.config.backends {
+            // Only addresses changed (a host name moved, say): the ring stays.
+            self.base = self
+                .base
+                .with_addresses(config.backends.clone())
+                .unwrap_or_else(|| Snapshot::new(config.backends.clone(), config.vnodes));
         }
         self.backends = backends;
         self.config = config;
