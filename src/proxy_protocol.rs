@@ -7,7 +7,7 @@
 //!
 //! Spec: <https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt>.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use ppp::{v1, v2, HeaderResult, PartialResult};
 
@@ -57,14 +57,18 @@ pub fn parse(buf: &[u8]) -> Received {
         HeaderResult::V1(Ok(h)) => Received::Header {
             len: h.header.len(),
             addresses: match h.addresses {
-                v1::Addresses::Tcp4(a) => Some((
-                    SocketAddr::new(a.source_address.into(), a.source_port),
-                    SocketAddr::new(a.destination_address.into(), a.destination_port),
-                )),
-                v1::Addresses::Tcp6(a) => Some((
-                    SocketAddr::new(a.source_address.into(), a.source_port),
-                    SocketAddr::new(a.destination_address.into(), a.destination_port),
-                )),
+                v1::Addresses::Tcp4(a) => endpoints(
+                    a.source_address,
+                    a.source_port,
+                    a.destination_address,
+                    a.destination_port,
+                ),
+                v1::Addresses::Tcp6(a) => endpoints(
+                    a.source_address,
+                    a.source_port,
+                    a.destination_address,
+                    a.destination_port,
+                ),
                 v1::Addresses::Unknown => None,
             },
         },
@@ -72,20 +76,37 @@ pub fn parse(buf: &[u8]) -> Received {
             len: h.len(),
             addresses: match (h.command, h.addresses) {
                 (v2::Command::Local, _) => None,
-                (_, v2::Addresses::IPv4(a)) => Some((
-                    SocketAddr::new(a.source_address.into(), a.source_port),
-                    SocketAddr::new(a.destination_address.into(), a.destination_port),
-                )),
-                (_, v2::Addresses::IPv6(a)) => Some((
-                    SocketAddr::new(a.source_address.into(), a.source_port),
-                    SocketAddr::new(a.destination_address.into(), a.destination_port),
-                )),
+                (_, v2::Addresses::IPv4(a)) => endpoints(
+                    a.source_address,
+                    a.source_port,
+                    a.destination_address,
+                    a.destination_port,
+                ),
+                (_, v2::Addresses::IPv6(a)) => endpoints(
+                    a.source_address,
+                    a.source_port,
+                    a.destination_address,
+                    a.destination_port,
+                ),
                 (_, v2::Addresses::Unspecified | v2::Addresses::Unix(_)) => None,
             },
         },
         HeaderResult::V1(Err(e)) => Received::Invalid(format!("not a PROXY header: {e}")),
         HeaderResult::V2(Err(e)) => Received::Invalid(format!("bad PROXY v2 header: {e}")),
     }
+}
+
+/// A header's (client, destination) pair.
+fn endpoints(
+    src: impl Into<IpAddr>,
+    src_port: u16,
+    dst: impl Into<IpAddr>,
+    dst_port: u16,
+) -> Option<(SocketAddr, SocketAddr)> {
+    Some((
+        SocketAddr::new(src.into(), src_port),
+        SocketAddr::new(dst.into(), dst_port),
+    ))
 }
 
 /// Which PROXY protocol version a listener sends.

@@ -13,11 +13,13 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 
 /// Why an address is unusable; the caller adds file, line, column and key.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AddrError {
     /// Not `host:port` at all.
+    #[error("{0}")]
     Malformed(String),
     /// The name did not resolve, or resolved to nothing.
+    #[error("{0}")]
     Unresolved(String),
 }
 
@@ -26,7 +28,8 @@ pub fn is_host_name(text: &str) -> bool {
     text.parse::<SocketAddr>().is_err()
 }
 
-/// `text` as a socket address: parsed when it is an IP literal, else resolved.
+/// `text` as a socket address: parsed when it is an IP literal, else resolved. Either
+/// way it must be a concrete IP and a non-zero port, something to connect to.
 pub fn backend_addr(text: &str) -> Result<SocketAddr, AddrError> {
     backend_addr_with(text, |host, port| (host, port).to_socket_addrs())
 }
@@ -36,9 +39,23 @@ fn backend_addr_with<I: Iterator<Item = SocketAddr>>(
     text: &str,
     resolve: impl FnOnce(&str, u16) -> io::Result<I>,
 ) -> Result<SocketAddr, AddrError> {
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(addr);
+    let addr = match text.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => lookup(text, resolve)?,
+    };
+    if addr.ip().is_unspecified() || addr.port() == 0 {
+        return Err(AddrError::Malformed(format!(
+            "{text:?} ({addr}): a backend needs a concrete IP and a non-zero port"
+        )));
     }
+    Ok(addr)
+}
+
+/// `host:port` through `resolve`: its first address.
+fn lookup<I: Iterator<Item = SocketAddr>>(
+    text: &str,
+    resolve: impl FnOnce(&str, u16) -> io::Result<I>,
+) -> Result<SocketAddr, AddrError> {
     let malformed = || {
         AddrError::Malformed(format!(
             "{text:?} is not an address: expected `1.2.3.4:port`, `[2001:db8::1]:port` or `host.name:port`"
@@ -132,6 +149,21 @@ mod tests {
             backend_addr_with("empty.test:80", fixed(&[])),
             Err(AddrError::Unresolved(_))
         ));
+    }
+
+    #[test]
+    fn wildcards_and_port_zero_are_refused_however_they_come() {
+        for (text, answer) in [
+            ("0.0.0.0:80", "127.0.0.1:0"),
+            ("127.0.0.1:0", "127.0.0.1:0"),
+            ("zero.test:80", "0.0.0.0:0"),
+            ("zero.test:0", "127.0.0.1:0"),
+        ] {
+            match backend_addr_with(text, fixed(&[answer])) {
+                Err(AddrError::Malformed(m)) => assert!(m.contains("concrete IP"), "{m}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 
     #[test]

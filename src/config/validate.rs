@@ -13,7 +13,7 @@ use super::error::{ConfigError, Located};
 use super::file::{
     FileBackend, FileConfig, FileForward, FileHash, FileListener, FileProtocol, FileSendProxy,
 };
-use super::resolve::{self, AddrError};
+use super::resolve;
 use super::{
     keypath, AdminConfig, Config, ForwardMode, ListenerConfig, Protocol, ProxyVersion, Tuning,
 };
@@ -457,21 +457,7 @@ fn backend_addr(
     s: &Spanned<String>,
     key: &str,
 ) -> Result<SocketAddr, ConfigError> {
-    let text = s.get_ref().trim();
-    let addr = resolve::backend_addr(text).map_err(|e| {
-        let message = match e {
-            AddrError::Malformed(m) | AddrError::Unresolved(m) => m,
-        };
-        src.error(s.span(), key, message)
-    })?;
-    if addr.ip().is_unspecified() || addr.port() == 0 {
-        return Err(src.error(
-            s.span(),
-            key,
-            format!("{text:?} ({addr}): a backend needs a concrete IP and a non-zero port"),
-        ));
-    }
-    Ok(addr)
+    resolve::backend_addr(s.get_ref().trim()).map_err(|e| src.error(s.span(), key, e.to_string()))
 }
 
 /// An address to listen on: an IP literal (wildcards allowed) with a non-zero port.

@@ -63,12 +63,12 @@ impl Control {
         for l in &mut next.listeners {
             for b in &mut l.backends {
                 match results.get(&b.addr_text) {
-                    Some(Ok(addr)) if *addr != b.addr && !addr.ip().is_unspecified() => {
+                    Some(Ok(addr)) if *addr != b.addr => {
                         tracing::info!(listener = %l.name, backend = %b.id, "{} now resolves to {addr} (was {}): replacing the backend", b.addr_text, b.addr);
                         b.addr = *addr;
                         moved += 1;
                     }
-                    Some(Err(AddrError::Unresolved(why) | AddrError::Malformed(why))) => {
+                    Some(Err(why)) => {
                         tracing::warn!(listener = %l.name, backend = %b.id, "{why}; keeping {}", b.addr);
                     }
                     _ => {}
