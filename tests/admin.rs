@@ -163,15 +163,7 @@ fn every_admin_call_and_every_bad_one() {
 
 #[test]
 fn drain_keeps_open_connections_and_sends_no_new_ones_there() {
-    let list_b: Vec<Backend> = ["a", "b", "c"]
-        .iter()
-        .map(|n| Backend::named_echo("127.0.0.1:0", n))
-        .collect();
-    let list = [
-        (list_b[0].addr, "a"),
-        (list_b[1].addr, "b"),
-        (list_b[2].addr, "c"),
-    ];
+    let (_backends, list) = named_backends(&["a", "b", "c"]);
     let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
     let toml = with_tables(
         &config(listen, &list, ""),

@@ -231,16 +231,10 @@ fn source_ip_hash_sends_one_client_ip_to_one_backend() {
     let _rw = Ringway::start(&config(listen, &list, "hash = \"source-ip\""), &[listen]);
     let mut distinct = std::collections::HashSet::new();
     for last in 2..12u8 {
-        let src: SocketAddr = format!("127.0.0.{last}:0").parse().unwrap();
+        let src = std::net::Ipv4Addr::new(127, 0, 0, last);
         let mut names = std::collections::HashSet::new();
         for _ in 0..10 {
-            let sock =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            sock.bind(&src.into()).unwrap();
-            sock.connect(&listen.into()).unwrap();
-            let s: TcpStream = sock.into();
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            names.insert(read_line(&s));
+            names.insert(read_line(&connect_from(src, listen)));
         }
         assert_eq!(
             names.len(),

@@ -18,10 +18,6 @@ fn uid_of(pid: i32) -> u32 {
     ids[0]
 }
 
-fn is_root() -> bool {
-    uid_of(std::process::id() as i32) == 0
-}
-
 #[test]
 fn runs_as_the_configured_user_after_binding() {
     let a = Backend::named_echo("127.0.0.1:0", "a");

@@ -377,16 +377,8 @@ fn a_reload_turns_the_header_on_for_new_connections() {
 /// balancer's own health check) is served by the real endpoints.
 #[test]
 fn accept_proxy_hashes_the_client_the_header_names() {
-    let backends: Vec<Backend> = ["a", "b", "c"]
-        .iter()
-        .map(|n| Backend::named_echo("127.0.0.1:0", n))
-        .collect();
+    let (_backends, list) = named_backends(&["a", "b", "c"]);
     let listen = free_addr();
-    let list: Vec<(SocketAddr, &str)> = backends
-        .iter()
-        .zip(["a", "b", "c"])
-        .map(|(b, n)| (b.addr, n))
-        .collect();
     let rw = Ringway::start(&config(listen, &list, "accept_proxy = true"), &[listen]);
     let dst: SocketAddr = "198.51.100.1:443".parse().unwrap();
     let clients: Vec<SocketAddr> = (0..24)
@@ -552,28 +544,12 @@ fn accept_proxy_reads_what_nginx_sends() {
 /// direct clients, hashed by their own address, and cannot pass one off.
 #[test]
 fn accept_proxy_from_reads_headers_of_trusted_peers_only() {
-    let backends: Vec<Backend> = ["a", "b", "c"]
-        .iter()
-        .map(|n| Backend::named_echo("127.0.0.1:0", n))
-        .collect();
-    let list: Vec<(SocketAddr, &str)> = backends
-        .iter()
-        .zip(["a", "b", "c"])
-        .map(|(b, n)| (b.addr, n))
-        .collect();
+    let (_backends, list) = named_backends(&["a", "b", "c"]);
     let listen = free_addr();
     let extra = "accept_proxy = true\naccept_proxy_from = [\"127.0.0.2\"]";
     let rw = Ringway::start(&config(listen, &list, extra), &[listen]);
     let name_of = |addr: &str| list.iter().find(|(a, _)| a.to_string() == addr).unwrap().1;
-    let from = |ip: &str| {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        s.bind(&SocketAddr::new(ip.parse().unwrap(), 0).into())
-            .unwrap();
-        s.connect(&listen.into()).unwrap();
-        let s: TcpStream = s.into();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s
-    };
+    let from = |ip: &str| connect_from(ip.parse().unwrap(), listen);
     let dst: SocketAddr = "198.51.100.1:443".parse().unwrap();
     // The trusted balancer: its headers pick the backend.
     for i in 0..8u16 {

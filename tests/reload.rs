@@ -63,16 +63,7 @@ fn stream(
 
 #[test]
 fn reload_under_load_drops_no_connection_and_loses_no_byte() {
-    let bs: Vec<Backend> = ["a", "b", "c", "d"]
-        .iter()
-        .map(|n| Backend::named_echo("127.0.0.1:0", n))
-        .collect();
-    let all = [
-        (bs[0].addr, "a"),
-        (bs[1].addr, "b"),
-        (bs[2].addr, "c"),
-        (bs[3].addr, "d"),
-    ];
+    let (bs, all) = named_backends(&["a", "b", "c", "d"]);
     let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
     let tables = ops_tables(metrics, admin, None);
     let first = with_tables(&config(listen, &all[..3], ""), &tables);

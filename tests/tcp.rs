@@ -229,11 +229,7 @@ fn a_moved_host_name_is_followed_without_a_reload() {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    if !root || !has_unshare {
+    if !is_root() || !has_unshare {
         eprintln!("skipped: needs root and unshare (util-linux) for a private /etc/hosts");
         return;
     }

@@ -305,6 +305,17 @@ pub fn echo(mut s: TcpStream) {
     let _ = s.shutdown(Shutdown::Write);
 }
 
+/// Connects to `to` from a chosen local IPv4 address (any of 127.0.0.0/8 is local), with
+/// a 10 s read timeout.
+pub fn connect_from(ip: std::net::Ipv4Addr, to: SocketAddr) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&SocketAddr::new(ip.into(), 0).into()).unwrap();
+    sock.connect(&to.into()).unwrap();
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
 /// Connects and reads the greeting line of a named backend.
 pub fn connect_named(addr: SocketAddr) -> (TcpStream, String) {
     let s = TcpStream::connect(addr).unwrap();
@@ -629,17 +640,35 @@ pub fn ctl(admin: SocketAddr, token: Option<&str>, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Whether the tests run as root (real uid 0): namespaces, mounts, other users.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+/// Named echo backends on loopback, and the `(address, id)` list `config` takes.
+pub fn named_backends(names: &[&'static str]) -> (Vec<Backend>, Vec<(SocketAddr, &'static str)>) {
+    let backends: Vec<Backend> = names
+        .iter()
+        .map(|n| Backend::named_echo("127.0.0.1:0", n))
+        .collect();
+    let list = backends
+        .iter()
+        .zip(names)
+        .map(|(b, n)| (b.addr, *n))
+        .collect();
+    (backends, list)
+}
+
 /// Runs `f` on a thread inside a fresh network namespace (its own loopback, up), so a
 /// test may bind wildcard addresses without listening on the machine's interfaces.
 /// Processes spawned from that thread (ringway, `route`) live in it too. The namespace
 /// is deleted afterwards. `None` (the test skips) without root or `ip`.
 pub fn in_netns<T: Send + 'static>(tag: &str, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     let ip = |args: &[&str]| Command::new("ip").args(args).output();
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    if !root || ip(&["-V"]).is_err() {
+    if !is_root() || ip(&["-V"]).is_err() {
         eprintln!("skipped: needs root and iproute2 to make a network namespace");
         return None;
     }
