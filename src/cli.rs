@@ -22,8 +22,9 @@ pub enum Command {
         /// The config file (TOML).
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
-        /// Log filter when RUST_LOG is not set (error, warn, info, debug, trace).
-        #[arg(long, default_value = "info", value_name = "LEVEL")]
+        /// Log filter when RUST_LOG is not set: a level (error, warn, info, debug,
+        /// trace, off) or RUST_LOG-style directives (`info,ringway::health=debug`).
+        #[arg(long, default_value = "info", value_name = "LEVEL", value_parser = log_filter)]
         log_level: String,
     },
     /// Validate a config, print a one-line summary, exit 0; on error exit 2. Binds nothing.
@@ -99,4 +100,48 @@ pub enum CtlAction {
     },
     /// Reload the config file (as SIGHUP).
     Reload,
+}
+
+/// Log levels, as `--log-level` and `RUST_LOG` spell them.
+pub const LOG_LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+/// Checks a log filter: a level, or comma-separated `target=level` directives (a bare
+/// word that is not a level would silently mean "only the target named so").
+pub fn log_filter(filter: &str) -> Result<String, String> {
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LOG_LEVELS
+            .iter()
+            .any(|l| l.eq_ignore_ascii_case(level.trim()))
+        {
+            return Err(format!(
+                "{directive:?}: unknown log level {level:?}; expected one of {} (or RUST_LOG-style `target=level` directives)",
+                LOG_LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(filter.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn log_filters_are_levels_or_directives() {
+        for good in [
+            "info",
+            "DEBUG",
+            "warn,ringway=debug",
+            "ringway::health=trace",
+            "off",
+            "",
+        ] {
+            assert!(log_filter(good).is_ok(), "{good}");
+        }
+        for bad in ["verbose", "info,verbose", "ringway=loud", "ringway"] {
+            let e = log_filter(bad).unwrap_err();
+            assert!(e.contains("error, warn, info, debug, trace, off"), "{e}");
+        }
+    }
 }

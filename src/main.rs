@@ -16,12 +16,11 @@ fn main() -> ExitCode {
         Command::Check { config } => config::load(&config)
             .map(|c| println!("{}", c.summary()))
             .map_err(anyhow::Error::from),
-        Command::Run { config, log_level } => {
-            init_logging(&log_level);
+        Command::Run { config, log_level } => init_logging(&log_level).and_then(|()| {
             config::load(&config)
                 .map_err(anyhow::Error::from)
                 .and_then(control::run)
-        }
+        }),
         Command::Route {
             config,
             listener,
@@ -103,13 +102,22 @@ fn run_ctl(
     Ok(())
 }
 
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+/// Logs to stderr, filtered by `RUST_LOG` when set (checked as `--log-level` is),
+/// else by `default`.
+fn init_logging(default: &str) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.trim().is_empty() => {
+            ringway::cli::log_filter(&env).map_err(|e| anyhow::anyhow!("RUST_LOG: {e}"))?
+        }
+        _ => default.to_string(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .map_err(|e| anyhow::anyhow!("log filter {filter:?}: {e}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
         .with_ansi(io::stderr().is_terminal())
         .with_target(false)
         .init();
+    Ok(())
 }

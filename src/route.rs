@@ -75,7 +75,7 @@ pub fn route(
             })?;
         up[i] = false;
     }
-    let snapshot = base.with_up(up);
+    let snapshot = crate::control::live_snapshot(l, &base, up.clone(), up);
     let dst = match dst {
         Some(d) => d,
         None if l.listen.ip().is_unspecified() => return Err(RouteError::NeedDst(l.name.clone())),

@@ -188,3 +188,243 @@ fn an_unresolvable_backend_name_is_a_config_error() {
         "the lookup hung for {took:?}"
     );
 }
+
+/// Every TOML spelling of the same settings loads (issue 9, defect 12): dotted keys,
+/// inline tables, arrays of inline tables, quoted keys. A bad value in each spelling
+/// is named by its real key, at its real place.
+#[test]
+fn every_toml_spelling_loads_and_a_bad_value_names_its_key() {
+    let head = "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:8080\"\n";
+    let tail = "\n[[listener.backend]]\naddress = \"127.0.0.1:9001\"\n";
+    let good = [
+        format!("{head}health.check = \"tcp\"\nhealth.interval = \"2s\"\n{tail}"),
+        format!("{head}health = {{ check = \"tcp\", interval = \"2s\" }}\n{tail}"),
+        format!("{head}\"health\".\"check\" = \"tcp\"\n'retries' = 1\n{tail}"),
+        format!("{head}backend = [{{ address = \"127.0.0.1:9001\" }}, {{ address = \"127.0.0.1:9002\", weight = 2 }}]\n"),
+        "listener = [{ name = \"web\", listen = \"127.0.0.1:8080\", backend = [{ address = \"127.0.0.1:9001\" }] }]\n".to_string(),
+    ];
+    for toml in &good {
+        let (code, out, err) = check(toml);
+        assert_eq!(code, 0, "{toml}\n{err}");
+        assert!(out.contains("web tcp 127.0.0.1:8080"), "{out}");
+    }
+    let bad = [
+        (
+            format!("{head}health.check = \"tcp\"\nhealth.interval = 5\n{tail}"),
+            "bad.toml:5:19: `listener[0].health.interval`",
+            "invalid type",
+        ),
+        (
+            format!("{head}health.check = \"tcp\"\nhealth.interval = \"2 parsecs\"\n{tail}"),
+            "bad.toml:5:19: `listener[0].health.interval`",
+            "not a duration",
+        ),
+        (
+            format!("{head}health = {{ check = \"tcp\", intervall = \"2s\" }}\n{tail}"),
+            "bad.toml:4:27: `listener[0].health.intervall`",
+            "unknown field",
+        ),
+        (
+            format!("{head}health = {{ check = \"tcp\", rise = 0 }}\n{tail}"),
+            "bad.toml:4:34: `listener[0].health.rise`",
+            "from 1 to 100",
+        ),
+        (
+            format!("{head}\"health\".\"check\" = 7\n{tail}"),
+            "bad.toml:4:20: `listener[0].health.check`",
+            "wanted string",
+        ),
+        (
+            format!("{head}'retries' = -1\n{tail}"),
+            "bad.toml:4:13: `listener[0].retries`",
+            "from 0 to 100",
+        ),
+        (
+            format!("{head}backend = [{{ address = \"127.0.0.1:9001\" }}, {{ address = \"127.0.0.1:9002\", weight = 0 }}]\n"),
+            "bad.toml:4:83: `listener[0].backend[1].weight`",
+            "from 1 to 1000",
+        ),
+        (
+            format!("{head}backend = [{{ address = \"127.0.0.1:9001\", wieght = 2 }}]\n"),
+            "bad.toml:4:42: `listener[0].backend[0].wieght`",
+            "unknown field",
+        ),
+        (
+            "listener = [{ name = \"web\", listen = \"127.0.0.1:8080\", backend = [{ address = \"127.0.0.1:9001\", weight = \"heavy\" }] }]\n".to_string(),
+            "bad.toml:1:106: `listener[0].backend[0].weight`",
+            "invalid type",
+        ),
+    ];
+    for (toml, place, what) in bad {
+        let (code, out, err) = check(&toml);
+        assert_eq!(code, 2, "{toml}\n{err}");
+        assert!(out.is_empty(), "{out}");
+        assert!(err.contains(place), "expected {place:?} in:\n{err}");
+        assert!(err.contains(what), "expected {what:?} in:\n{err}");
+    }
+}
+
+/// A syntax error names the key it interrupts, whatever the spelling.
+#[test]
+fn a_syntax_error_names_the_key_it_interrupts() {
+    let cases = [
+        ("workers = = 2\n", "bad.toml:1:11: `workers`"),
+        (
+            "[[listener]]\nname = \"web\"\nhealth = { check = \"tcp\", interval = }\n",
+            "bad.toml:3:38: `listener[0].health.interval`",
+        ),
+        (
+            "[[listener]]\nname = \"a\"\n[[listener]]\nname = \"b\"\n[[listener.backend]]\naddress = \"x\"\n[[listener.backend]]\nweight = 1 2\n",
+            "bad.toml:8:10: `listener[1].backend[1].weight`",
+        ),
+    ];
+    for (toml, place) in cases {
+        let (code, _, err) = check(toml);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(place), "expected {place:?} in:\n{err}");
+    }
+}
+
+/// A config that is not UTF-8 is reported at its first bad byte (issue 9, defect 9).
+#[test]
+fn invalid_utf8_is_reported_at_the_first_bad_byte() {
+    let mut bytes = BASE.as_bytes().to_vec();
+    // `name = "w\xffb"`: the bad byte is line 2, column 10.
+    let at = BASE.find("web").unwrap() + 1;
+    bytes.splice(at..at + 1, [0xff]);
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.toml");
+    std::fs::write(&p, &bytes).unwrap();
+    let out = ringway(&["check", "--config", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).replace(p.to_str().unwrap(), "bad.toml");
+    assert!(
+        err.contains("bad.toml:2:10: `listener[0].name`"),
+        "expected the bad byte's place in:\n{err}"
+    );
+    assert!(err.contains("UTF-8"), "{err}");
+}
+
+/// Names and ids land in logs, metrics labels and `/status`: control and format
+/// characters (NUL, newlines, bidi overrides, zero-width) are refused at their place
+/// (issue 9, defect 8).
+#[test]
+fn control_and_format_characters_in_names_and_ids_are_refused() {
+    let cases = [
+        (
+            BASE.replace("\"web\"", "\"w\\u0000b\""),
+            "bad.toml:2:8: `listener[0].name`",
+        ),
+        (
+            BASE.replace("\"web\"", "\"w\\nb\""),
+            "bad.toml:2:8: `listener[0].name`",
+        ),
+        (
+            BASE.replace("\"web\"", "\"web\u{202E}gnp\""),
+            "bad.toml:2:8: `listener[0].name`",
+        ),
+        (
+            format!("{BASE}id = \"db\\u202e1\"\n"),
+            "bad.toml:7:6: `listener[0].backend[0].id`",
+        ),
+        (
+            format!("{BASE}id = \"db\u{200B}1\"\n"),
+            "bad.toml:7:6: `listener[0].backend[0].id`",
+        ),
+        (
+            format!("{BASE}id = \"db\\t1\"\n"),
+            "bad.toml:7:6: `listener[0].backend[0].id`",
+        ),
+    ];
+    for (toml, place) in cases {
+        let (code, _, err) = check(&toml);
+        assert_eq!(code, 2, "{toml:?}\n{err}");
+        assert!(err.contains(place), "expected {place:?} in:\n{err}");
+        assert!(err.contains("control or format character"), "{err}");
+    }
+    // Other scripts are fine.
+    let (code, _, err) = check(&format!("{BASE}id = \"Zürich-東京-1\"\n"));
+    assert_eq!(code, 0, "{err}");
+}
+
+/// An unknown log level is an error naming the accepted ones, not silence (issue 9,
+/// defect 6); RUST_LOG-style filters stay accepted.
+#[test]
+fn an_unknown_log_level_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("r.toml");
+    let port = free_port("127.0.0.1");
+    std::fs::write(&p, BASE.replace("8080", &port.to_string())).unwrap();
+    for level in ["verbose", "info,verbose", "ringway=loud"] {
+        let mut child = std::process::Command::new(bin())
+            .args(["run", "-c", p.to_str().unwrap(), "--log-level", level])
+            .env_remove("RUST_LOG")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Bounded: the defect was a process that ran on, logging nothing.
+        let exited = eventually(std::time::Duration::from_secs(10), || {
+            child.try_wait().unwrap().is_some()
+        });
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(exited, "{level}: ringway ran on: {err}");
+        assert_eq!(out.status.code(), Some(2), "{level}: {err}");
+        assert!(
+            err.contains("error, warn, info, debug, trace"),
+            "{level}: {err}"
+        );
+    }
+    // A good filter starts and logs.
+    let mut child = std::process::Command::new(bin())
+        .args([
+            "run",
+            "-c",
+            p.to_str().unwrap(),
+            "--log-level",
+            "ringway=debug,warn",
+        ])
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let up = eventually(std::time::Duration::from_secs(10), || {
+        std::net::TcpStream::connect(addr).is_ok()
+    });
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(up, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("listening on tcp"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// With `all_down = "use-all"` and every backend down, `route` says where the data
+/// plane sends new connections (all of them, as if up), not `-` (issue 9, defect 10).
+#[test]
+fn route_follows_all_down_use_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("r.toml");
+    let toml = format!(
+        "{}\n[[listener.backend]]\naddress = \"127.0.0.1:9002\"\n",
+        BASE.replace(
+            "127.0.0.1:8080\"\n",
+            "127.0.0.1:8080\"\nhealth = { all_down = \"use-all\" }\n"
+        )
+    );
+    std::fs::write(&p, &toml).unwrap();
+    let clients: Vec<std::net::SocketAddr> = (0..64)
+        .map(|i| format!("10.0.0.{i}:{}", 40000 + i).parse().unwrap())
+        .collect();
+    let all_up = route(&p, "web", &[], &clients);
+    let all_down = route(&p, "web", &["127.0.0.1:9001", "127.0.0.1:9002"], &clients);
+    assert_eq!(all_down, all_up, "use-all: every backend serves as if up");
+    // Reject (the default) still prints `-`.
+    std::fs::write(&p, toml.replace("use-all", "reject")).unwrap();
+    let rejected = route(&p, "web", &["127.0.0.1:9001", "127.0.0.1:9002"], &clients);
+    assert!(rejected.iter().all(|(_, b)| b == "-"), "{rejected:?}");
+}

@@ -284,7 +284,8 @@ fn invalid_reloads_keep_the_running_config_and_say_why() {
         .unwrap()
         .contains(&path));
 
-    // Fixed: the next reload applies.
+    // Fixed: the next reload applies, and /status no longer shows the old error
+    // (issue 9, defect 11).
     reload(&rw, &good, 4);
     assert_eq!(
         sample(
@@ -293,6 +294,12 @@ fn invalid_reloads_keep_the_running_config_and_say_why() {
             &[("result", "success")]
         ),
         Some(1.0)
+    );
+    let s = status(admin);
+    assert!(
+        s["process"]["last_reload_error"].is_null(),
+        "a successful reload leaves the last error: {}",
+        s["process"]
     );
 }
 

@@ -23,7 +23,6 @@ use std::time::Duration;
 pub use error::{ConfigError, Located};
 
 use crate::balance::{Backend, HashMode};
-pub use crate::dataplane::forward::Mode as ForwardMode;
 use crate::health::HealthConfig;
 pub use crate::proxy_protocol::Version as ProxyVersion;
 
@@ -121,6 +120,18 @@ pub struct ListenerConfig {
     pub backends: Vec<Backend>,
 }
 
+/// `forward`: how a TCP listener moves bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForwardMode {
+    /// Copy small messages, splice bulk data (the default).
+    #[default]
+    Auto,
+    /// Always splice.
+    Splice,
+    /// Never splice.
+    Copy,
+}
+
 /// Defaults of the optional keys, in one place.
 #[derive(Debug)]
 pub struct Tuning;
@@ -146,17 +157,36 @@ impl Tuning {
 
 /// Reads and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(path, &text)
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => parse(path, text),
+        Err(e) => {
+            // The bytes before the first bad one are the same in the lossy text, so
+            // its offsets locate the error (and the key it sits in).
+            let text = String::from_utf8_lossy(&bytes);
+            let src = validate::Source { path, text: &text };
+            let at = e.valid_up_to();
+            Err(src.error(
+                at..at + 1,
+                keypath::key_at(&text, at),
+                format!(
+                    "the file is not UTF-8: byte 0x{:02X} cannot start or continue a character here",
+                    bytes[at]
+                ),
+            ))
+        }
+    }
 }
 
 /// Validates config `text`, attributing errors to `path`.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let src = validate::Source { path, text };
-    let file: file::FileConfig = toml::from_str(text).map_err(|e| src.parse_error(&e))?;
+    let de = toml::Deserializer::parse(text).map_err(|e| src.syntax_error(&e))?;
+    let file: file::FileConfig =
+        serde_path_to_error::deserialize(de).map_err(|e| src.deserialize_error(&e))?;
     validate::validate(&src, file)
 }
 

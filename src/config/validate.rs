@@ -42,24 +42,49 @@ impl Source<'_> {
         )))
     }
 
-    /// An error from the TOML parser or serde: the span is known, the key is derived.
-    pub fn parse_error(&self, e: &toml::de::Error) -> ConfigError {
+    /// A TOML syntax error: the span is known; the key is the one being written there.
+    pub fn syntax_error(&self, e: &toml::de::Error) -> ConfigError {
         let span = e.span().unwrap_or(0..0);
-        let mut key = keypath::key_at(self.text, span.start);
-        let message = e.message().trim().to_string();
+        let key = keypath::key_at(self.text, span.start);
+        self.located(span, key, e.message())
+    }
+
+    /// An error found while deserializing valid TOML: the deserializer says which key.
+    pub fn deserialize_error(
+        &self,
+        e: &serde_path_to_error::Error<toml::de::Error>,
+    ) -> ConfigError {
+        let inner = e.inner();
+        // `toml::Spanned` wraps values in a private field that names no key.
+        let mut key = e
+            .path()
+            .to_string()
+            .split('.')
+            .filter(|s| !s.starts_with("$__serde_spanned"))
+            .collect::<Vec<_>>()
+            .join(".");
+        let message = inner.message().trim().to_string();
         if let Some(missing) = message
             .strip_prefix("missing field `")
             .and_then(|r| r.split('`').next())
         {
-            if !key.is_empty() {
+            if !key.is_empty() && key != "." {
                 key.push('.');
+            } else {
+                key.clear();
             }
             key.push_str(missing);
         }
-        if key.is_empty() {
-            key = "(document)".into();
-        }
-        self.error(span, key, message)
+        self.located(inner.span().unwrap_or(0..0), key, &message)
+    }
+
+    fn located(&self, span: Range<usize>, key: String, message: &str) -> ConfigError {
+        let key = if key.is_empty() || key == "." {
+            "(document)".to_string()
+        } else {
+            key
+        };
+        self.error(span, key, message.trim())
     }
 }
 
@@ -195,6 +220,7 @@ fn listener(
     if name.is_empty() {
         return Err(src.error(l.name.span(), format!("{key}.name"), "must not be empty"));
     }
+    printable(src, &l.name, &format!("{key}.name"))?;
     let protocol = match l.protocol.as_ref().map(|p| *p.get_ref()) {
         None | Some(FileProtocol::Tcp) => Protocol::Tcp,
         Some(FileProtocol::Udp) => Protocol::Udp,
@@ -441,7 +467,10 @@ fn backend(src: &Source<'_>, b: &FileBackend, key: &str) -> Result<Backend, Conf
                 "must not be empty (omit it to use the address)",
             ));
         }
-        Some(id) => id.get_ref().clone(),
+        Some(id) => {
+            printable(src, id, &format!("{key}.id"))?;
+            id.get_ref().clone()
+        }
     };
     Ok(Backend {
         id,
@@ -449,6 +478,31 @@ fn backend(src: &Source<'_>, b: &FileBackend, key: &str) -> Result<Backend, Conf
         addr_text,
         weight,
     })
+}
+
+/// Names and ids end up in log lines, metric labels, `/status` and admin URLs: a
+/// control or format character (NUL, a newline, a bidi override such as U+202E, a
+/// zero-width space) or a line separator would split or disguise them there.
+fn printable(src: &Source<'_>, s: &Spanned<String>, key: &str) -> Result<(), ConfigError> {
+    use unicode_properties::{GeneralCategory as G, GeneralCategoryGroup, UnicodeGeneralCategory};
+    let bad = s.get_ref().chars().find(|c| {
+        c.general_category_group() == GeneralCategoryGroup::Other
+            || matches!(
+                c.general_category(),
+                G::LineSeparator | G::ParagraphSeparator
+            )
+    });
+    match bad {
+        None => Ok(()),
+        Some(c) => Err(src.error(
+            s.span(),
+            key,
+            format!(
+                "contains a control or format character (U+{:04X}): names and ids appear in logs, metrics and /status, so they must be printable",
+                c as u32
+            ),
+        )),
+    }
 }
 
 /// A backend's address: an IP literal, or a host name resolved now.

@@ -30,7 +30,7 @@ use crate::dataplane::{self, BoundSocket, WorkerListener, WorkerParams};
 use crate::metrics::{Exporter, STALE_AFTER};
 use state::ListenerState;
 
-pub use state::params;
+pub use state::{live_snapshot, params};
 
 /// Runs the balancer described by `config` until SIGTERM/SIGINT and a graceful drain.
 pub fn run(config: Config) -> anyhow::Result<()> {

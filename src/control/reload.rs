@@ -31,6 +31,7 @@ impl Control {
         match result {
             Ok(summary) => {
                 self.reloads_ok += 1;
+                self.last_reload_error = None;
                 tracing::info!("reloaded {}: {summary}", path.display());
                 Ok(summary)
             }

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::probes::ProbeTask;
 use crate::balance::Snapshot;
-use crate::config::{ListenerConfig, Protocol};
+use crate::config::{ForwardMode, ListenerConfig, Protocol};
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::{forward, ListenerParams, ListenerShared, PassiveFailure, Routing};
 use crate::health::state::{HealthState, Thresholds, Transition};
@@ -368,9 +368,10 @@ pub fn params(l: &ListenerConfig) -> ListenerParams {
             Protocol::Udp => l.udp_max_flows,
         },
         udp_responses: l.udp_responses,
-        forward: match l.protocol {
-            Protocol::Tcp => l.forward,
-            Protocol::Udp => forward::Mode::default(),
+        forward: match (l.protocol, l.forward) {
+            (Protocol::Udp, _) | (Protocol::Tcp, ForwardMode::Auto) => forward::Mode::Auto,
+            (Protocol::Tcp, ForwardMode::Splice) => forward::Mode::Splice,
+            (Protocol::Tcp, ForwardMode::Copy) => forward::Mode::Copy,
         },
         send_proxy: l.send_proxy,
         accept_proxy: l.accept_proxy,
@@ -378,13 +379,25 @@ pub fn params(l: &ListenerConfig) -> ListenerParams {
     }
 }
 
+/// What new connections and flows of listener `config` use, given which backends are
+/// up (keep their flows) and accepting (take new ones): `base` filtered, or all of it
+/// when none accepts and `all_down = "use-all"`. The one definition the data plane's
+/// routing and `ringway route` share.
+pub fn live_snapshot(
+    config: &ListenerConfig,
+    base: &Snapshot,
+    up: Vec<bool>,
+    accepting: Vec<bool>,
+) -> Snapshot {
+    base.with_states(up, accepting, config.health.all_down == AllDown::UseAll)
+}
+
 fn routing(config: &ListenerConfig, base: &Snapshot, backends: &[BackendState]) -> Routing {
     let up = backends.iter().map(BackendState::is_up).collect();
     let accepting = backends.iter().map(BackendState::is_accepting).collect();
-    let fail_open = config.health.all_down == AllDown::UseAll;
     Routing {
         params: params(config),
-        snapshot: base.with_states(up, accepting, fail_open),
+        snapshot: live_snapshot(config, base, up, accepting),
         backends: backends.iter().map(|b| Arc::clone(&b.stats)).collect(),
         passive: config.health.active() && config.health.passive,
     }
