@@ -206,3 +206,55 @@ fn signals_right_after_listening_are_handled_not_fatal() {
         }
     }
 }
+
+/// Signals an operator may send out of habit (HAProxy's and NGINX's USR1/USR2, a
+/// terminal's WINCH/TTIN/TTOU) are logged and never kill or stop ringway; QUIT drains
+/// like TERM (NGINX's graceful stop). Issue 9, defect 7.
+#[test]
+fn operator_signals_are_handled_not_fatal() {
+    let b = Backend::named_echo("127.0.0.1:0", "b");
+    let listen = free_addr();
+    let mut rw = Ringway::start(&config(listen, &[(b.addr, "b")], ""), &[listen]);
+    for (sig, name) in [
+        (Signal::Usr1, "SIGUSR1"),
+        (Signal::Usr2, "SIGUSR2"),
+        (Signal::Winch, "SIGWINCH"),
+        (Signal::Ttin, "SIGTTIN"),
+        (Signal::Ttou, "SIGTTOU"),
+    ] {
+        rw.signal(sig);
+        assert!(
+            eventually(Duration::from_secs(5), || rw.log().contains(name)),
+            "{name} was not logged:\n{}",
+            rw.log()
+        );
+        assert!(
+            rw.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+            "{name} ended the process:\n{}",
+            rw.log()
+        );
+        let (_, greeting) = connect_named(listen);
+        assert_eq!(greeting, "b", "not serving after {name}");
+    }
+    assert!(
+        rw.log().contains("SIGUSR1: reopening log files"),
+        "{}",
+        rw.log()
+    );
+    // QUIT: a graceful stop, exit 0.
+    let (mut held, _) = connect_named(listen);
+    rw.signal(Signal::Quit);
+    assert!(
+        eventually(Duration::from_secs(5), || TcpStream::connect(listen)
+            .is_err()),
+        "still accepting after SIGQUIT"
+    );
+    held.write_all(b"x").unwrap();
+    let mut one = [0u8; 1];
+    held.read_exact(&mut one).unwrap();
+    drop(held);
+    let st = rw
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after draining");
+    assert!(st.success(), "{st:?}: {}", rw.log());
+}

@@ -1,12 +1,12 @@
-//! Signals: SIGHUP reloads; SIGTERM/SIGINT drain and stop.
+//! Signals: SIGHUP reloads; SIGTERM/SIGINT/SIGQUIT drain and stop; SIGUSR1 reopens log
+//! files; the others an operator might send are logged and ignored (see [`TABLE`]).
 //!
-//! The first SIGTERM or SIGINT tells every worker to stop accepting and to finish open
+//! The first stop signal tells every worker to stop accepting and to finish open
 //! connections within `shutdown_timeout`; a second one exits at once.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::admin::{lock, Shared};
@@ -16,46 +16,114 @@ use crate::dataplane::{Command, WorkerHandle};
 /// Exit status of a forced exit (second signal).
 const FORCED_EXIT: i32 = 1;
 
-/// The signals ringway answers, caught from the moment this is built: until then
-/// SIGTERM and SIGHUP would kill the process, so it is built before any socket is bound.
+/// What a signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    /// SIGTERM, SIGINT, SIGQUIT: stop accepting, drain, exit.
+    Stop(&'static str),
+    /// SIGHUP: reload the config.
+    Reload,
+    /// SIGUSR1: reopen log files (logrotate's `postrotate`).
+    ReopenLogs,
+    /// Anything else an operator might send out of habit: logged, ignored.
+    Nothing(&'static str),
+}
+
+/// The signals ringway answers, with what each asks for:
+///
+/// | signal | does |
+/// |---|---|
+/// | TERM, INT, QUIT | stop accepting, drain for `shutdown_timeout`, exit 0; a second one exits at once |
+/// | HUP | reload the config file |
+/// | USR1 | reopen log files |
+/// | USR2, WINCH, TTIN, TTOU | logged and ignored (HAProxy and NGINX give them other meanings) |
+const TABLE: [(i32, &str, Asked); 9] = [
+    (libc::SIGTERM, "SIGTERM", Asked::Stop("SIGTERM")),
+    (libc::SIGINT, "SIGINT", Asked::Stop("SIGINT")),
+    (libc::SIGQUIT, "SIGQUIT", Asked::Stop("SIGQUIT")),
+    (libc::SIGHUP, "SIGHUP", Asked::Reload),
+    (libc::SIGUSR1, "SIGUSR1", Asked::ReopenLogs),
+    (libc::SIGUSR2, "SIGUSR2", Asked::Nothing("SIGUSR2")),
+    (libc::SIGWINCH, "SIGWINCH", Asked::Nothing("SIGWINCH")),
+    (libc::SIGTTIN, "SIGTTIN", Asked::Nothing("SIGTTIN")),
+    (libc::SIGTTOU, "SIGTTOU", Asked::Nothing("SIGTTOU")),
+];
+
+/// The signals ringway answers, caught from the moment this is built: until then most
+/// of them would kill (or stop) the process, so it is built before any socket is bound.
 pub struct Watch {
-    term: Signal,
-    int: Signal,
-    hup: Signal,
+    streams: Vec<(Signal, Asked)>,
 }
 
 impl Watch {
     /// Installs the handlers; must run inside the control runtime's context.
-    pub fn install() -> anyhow::Result<Watch> {
-        Ok(Watch {
-            term: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
-            int: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
-            hup: signal(SignalKind::hangup()).context("cannot watch SIGHUP")?,
+    pub fn install() -> Result<Watch, SignalError> {
+        let mut streams = Vec::with_capacity(TABLE.len());
+        for (number, name, asked) in TABLE {
+            let stream = signal(SignalKind::from_raw(number))
+                .map_err(|source| SignalError { name, source })?;
+            streams.push((stream, asked));
+        }
+        Ok(Watch { streams })
+    }
+
+    /// The next signal.
+    async fn next(&mut self) -> Asked {
+        std::future::poll_fn(|cx| {
+            for (stream, asked) in &mut self.streams {
+                if stream.poll_recv(cx).is_ready() {
+                    return std::task::Poll::Ready(*asked);
+                }
+            }
+            std::task::Poll::Pending
         })
+        .await
     }
 }
 
+/// A signal handler could not be installed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot watch {name}")]
+pub struct SignalError {
+    name: &'static str,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Logs a signal that asks for nothing but a log line.
+fn ignored(name: &str) {
+    tracing::info!("{name}: ignored (SIGHUP reloads, SIGUSR1 reopens log files, SIGTERM stops)");
+}
+
+/// SIGUSR1: reopens the log files ringway writes. Logs go to stderr today; the file
+/// outputs (an access log) reopen here.
+fn reopen_logs() {
+    tracing::info!("SIGUSR1: reopening log files (none is configured: logs go to stderr)");
+}
+
 /// Serves signals until a stop signal, then drains the workers and joins them.
-pub async fn run(watch: Watch, workers: Vec<WorkerHandle>, control: Shared) -> anyhow::Result<()> {
-    let Watch {
-        mut term,
-        mut int,
-        mut hup,
-    } = watch;
+pub async fn run(
+    mut watch: Watch,
+    workers: Vec<WorkerHandle>,
+    control: Shared,
+) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let why = loop {
         tokio::select! {
-            _ = term.recv() => break "SIGTERM",
-            _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading the config");
-                notify("RELOADING=1");
-                let status = match lock(&control).reload() {
-                    Ok(summary) => format!("reloaded: {summary}"),
-                    Err(_) => "reload failed: the running config stays (see the log)".to_string(),
-                };
-                notify(&format!("READY=1\nSTATUS={status}"));
-            }
+            asked = watch.next() => match asked {
+                Asked::Stop(name) => break name,
+                Asked::Reload => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    notify("RELOADING=1");
+                    let status = match lock(&control).reload() {
+                        Ok(summary) => format!("reloaded: {summary}"),
+                        Err(_) => "reload failed: the running config stays (see the log)".to_string(),
+                    };
+                    notify(&format!("READY=1\nSTATUS={status}"));
+                }
+                Asked::ReopenLogs => reopen_logs(),
+                Asked::Nothing(name) => ignored(name),
+            },
             _ = tick.tick() => {
                 if workers.iter().all(WorkerHandle::is_finished) {
                     anyhow::bail!("every worker thread has stopped");
@@ -82,9 +150,12 @@ pub async fn run(watch: Watch, workers: Vec<WorkerHandle>, control: Shared) -> a
     }
     loop {
         tokio::select! {
-            _ = term.recv() => force(),
-            _ = int.recv() => force(),
-            _ = hup.recv() => tracing::info!("SIGHUP while draining: ignored"),
+            asked = watch.next() => match asked {
+                Asked::Stop(_) => force(),
+                Asked::Reload => tracing::info!("SIGHUP while draining: ignored"),
+                Asked::ReopenLogs => reopen_logs(),
+                Asked::Nothing(name) => ignored(name),
+            },
             _ = tokio::time::sleep(Duration::from_millis(20)) => {
                 if workers.iter().all(WorkerHandle::is_finished) {
                     break;

@@ -16,6 +16,18 @@ pub enum Signal {
     Stop,
     /// SIGCONT: resume.
     Cont,
+    /// SIGQUIT.
+    Quit,
+    /// SIGUSR1.
+    Usr1,
+    /// SIGUSR2.
+    Usr2,
+    /// SIGWINCH.
+    Winch,
+    /// SIGTTIN.
+    Ttin,
+    /// SIGTTOU.
+    Ttou,
 }
 
 impl Signal {
@@ -26,6 +38,12 @@ impl Signal {
             Signal::Hup => libc::SIGHUP,
             Signal::Stop => libc::SIGSTOP,
             Signal::Cont => libc::SIGCONT,
+            Signal::Quit => libc::SIGQUIT,
+            Signal::Usr1 => libc::SIGUSR1,
+            Signal::Usr2 => libc::SIGUSR2,
+            Signal::Winch => libc::SIGWINCH,
+            Signal::Ttin => libc::SIGTTIN,
+            Signal::Ttou => libc::SIGTTOU,
         }
     }
 }
