@@ -34,11 +34,35 @@ pub enum Received {
     Invalid(String),
 }
 
+/// The v2 signature.
+const V2_SIG: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+
+/// The v2 fixed part: signature, version/command, family/transport, length.
+const V2_FIXED: usize = 16;
+
+/// TLV types the receiver checks.
+const PP2_TYPE_CRC32C: u8 = 0x03;
+
 /// Reads a v1 or v2 header at the start of `buf` (at most [`MAX_HEADER`] bytes are
 /// looked at).
 pub fn parse(buf: &[u8]) -> Received {
     let buf = &buf[..buf.len().min(MAX_HEADER)];
     let full = buf.len() == MAX_HEADER;
+    if buf.len() >= V2_FIXED && buf.starts_with(V2_SIG) {
+        let total = V2_FIXED + u16::from_be_bytes([buf[14], buf[15]]) as usize;
+        if total > MAX_HEADER {
+            // Refused as soon as the length is known: waiting would only run the timer.
+            return Received::Invalid(format!(
+                "PROXY v2 header of {total} bytes announced; at most {MAX_HEADER} are read"
+            ));
+        }
+        if buf.len() < total {
+            return Received::Incomplete;
+        }
+        if let Err(why) = check_v2(&buf[..total]) {
+            return Received::Invalid(why);
+        }
+    }
     // ppp judges a v1 line cut inside a field (`... 51000 4`) as invalid: wait for the
     // line's end (a v1 header is at most 107 bytes, CRLF included).
     let v1_start = buf.starts_with(b"PROXY") || b"PROXY".starts_with(buf);
@@ -94,6 +118,71 @@ pub fn parse(buf: &[u8]) -> Received {
         HeaderResult::V1(Err(e)) => Received::Invalid(format!("not a PROXY header: {e}")),
         HeaderResult::V2(Err(e)) => Received::Invalid(format!("bad PROXY v2 header: {e}")),
     }
+}
+
+/// What `ppp` does not check of a complete v2 header and HAProxy does: that the
+/// addresses are a stream's (a TCP listener takes no AF_UNIX or UDP addresses), that
+/// every TLV fits the header, and a CRC32c TLV's checksum.
+fn check_v2(header: &[u8]) -> Result<(), String> {
+    let command = header[12] & 0x0F;
+    let (family, transport) = (header[13] >> 4, header[13] & 0x0F);
+    let addresses = match family {
+        0x0 => 0,
+        0x1 => 12,
+        0x2 => 36,
+        0x3 => 216,
+        f => {
+            return Err(format!(
+                "bad PROXY v2 header: unknown address family {f:#x}"
+            ))
+        }
+    };
+    if command == 0x1 {
+        if family == 0x3 {
+            return Err("PROXY v2 header with AF_UNIX addresses on a TCP listener".into());
+        }
+        if transport == 0x2 {
+            return Err("PROXY v2 header with UDP addresses on a TCP listener".into());
+        }
+    }
+    let body = &header[V2_FIXED..];
+    if body.len() < addresses {
+        return Err(format!(
+            "bad PROXY v2 header: {} bytes of addresses for a family that needs {addresses}",
+            body.len()
+        ));
+    }
+    let mut at = V2_FIXED + addresses;
+    while at < header.len() {
+        let Some(tlv) = header.get(at..at + 3) else {
+            return Err("bad PROXY v2 header: a TLV is cut short by the header's end".into());
+        };
+        let (kind, len) = (tlv[0], u16::from_be_bytes([tlv[1], tlv[2]]) as usize);
+        let value = at + 3..at + 3 + len;
+        if value.end > header.len() {
+            return Err(format!(
+                "bad PROXY v2 header: TLV {kind:#04x} of {len} bytes runs past the header's end"
+            ));
+        }
+        if kind == PP2_TYPE_CRC32C {
+            if len != 4 {
+                return Err(format!("bad PROXY v2 header: CRC32c TLV of {len} bytes"));
+            }
+            let mut zeroed = header.to_vec();
+            zeroed[value.clone()].fill(0);
+            let want = u32::from_be_bytes(header[value.clone()].try_into().expect("4 bytes"));
+            if crc32c(&zeroed) != want {
+                return Err("bad PROXY v2 header: CRC32c checksum mismatch".into());
+            }
+        }
+        at = value.end;
+    }
+    Ok(())
+}
+
+/// The CRC32c (Castagnoli) of `bytes`, as the PROXY v2 checksum TLV carries it.
+pub fn crc32c(bytes: &[u8]) -> u32 {
+    crc::Crc::<u32>::new(&crc::CRC_32_ISCSI).checksum(bytes)
 }
 
 /// A header's (client, destination) pair.
@@ -295,8 +384,10 @@ mod tests {
         big.extend_from_slice(&[0x21, 0x11]);
         big.extend_from_slice(&(2000u16).to_be_bytes());
         big.resize(MAX_HEADER + 10, 0);
-        assert!(matches!(parse(&big), Received::Invalid(m) if m.contains("longer")));
-        assert_eq!(parse(&big[..MAX_HEADER - 1]), Received::Incomplete);
+        assert!(matches!(parse(&big), Received::Invalid(_)));
+        // Its length field says so in the first 16 bytes: no need to wait for more.
+        assert!(matches!(parse(&big[..16]), Received::Invalid(m) if m.contains("at most")));
+        assert_eq!(parse(&big[..15]), Received::Incomplete);
         let long_v1 = format!("PROXY TCP4 {}", "1".repeat(120));
         assert!(matches!(parse(long_v1.as_bytes()), Received::Invalid(_)));
         assert_eq!(parse(&long_v1.as_bytes()[..106]), Received::Incomplete);
@@ -365,6 +456,71 @@ mod tests {
             );
             let cut = cut.min(header.len() - 1);
             proptest::prop_assert_eq!(parse(&bytes[..cut]), Received::Incomplete);
+        }
+    }
+
+    /// An IPv4 v2 header whose length field is bumped by `extra.len()`, with `extra`
+    /// (TLVs) appended.
+    fn v2_with(extra: &[u8]) -> Vec<u8> {
+        let mut h = relayed(
+            Version::V2,
+            "192.0.2.7:1".parse().unwrap(),
+            "192.0.2.8:2".parse().unwrap(),
+        );
+        let len = u16::from_be_bytes([h[14], h[15]]) + extra.len() as u16;
+        h[14..16].copy_from_slice(&len.to_be_bytes());
+        h.extend_from_slice(extra);
+        h
+    }
+
+    /// With a CRC32c TLV whose checksum is right (or, with `spoil`, wrong).
+    fn v2_with_crc(spoil: bool) -> Vec<u8> {
+        let mut h = v2_with(&[PP2_TYPE_CRC32C, 0, 4, 0, 0, 0, 0]);
+        let sum = crc32c(&h) ^ spoil as u32;
+        let at = h.len() - 4;
+        h[at..].copy_from_slice(&sum.to_be_bytes());
+        h
+    }
+
+    #[test]
+    fn v2_headers_are_as_strict_as_haproxy() {
+        // A TLV whose length runs past the header's end.
+        let past = v2_with(&[0x04, 0, 5, b'a', b'b']);
+        assert!(matches!(parse(&past), Received::Invalid(m) if m.contains("runs past")));
+        // A TLV header cut by the end.
+        let cut = v2_with(&[0x04, 0]);
+        assert!(matches!(parse(&cut), Received::Invalid(m) if m.contains("cut short")));
+        // A CRC32c TLV: right is accepted, wrong refused.
+        let good = v2_with_crc(false);
+        assert!(matches!(
+            parse(&good),
+            Received::Header {
+                addresses: Some(_),
+                ..
+            }
+        ));
+        let bad = v2_with_crc(true);
+        assert!(matches!(parse(&bad), Received::Invalid(m) if m.contains("CRC32c")));
+        // AF_UNIX (and UDP) addresses on a TCP listener.
+        let mut unix = SIG.to_vec();
+        unix.extend_from_slice(&[0x21, 0x31, 0, 216]);
+        unix.resize(16 + 216, b'/');
+        assert!(matches!(parse(&unix), Received::Invalid(m) if m.contains("AF_UNIX")));
+        let mut udp = relayed(
+            Version::V2,
+            "192.0.2.7:1".parse().unwrap(),
+            "192.0.2.8:2".parse().unwrap(),
+        );
+        udp[13] = 0x12;
+        assert!(matches!(parse(&udp), Received::Invalid(m) if m.contains("UDP")));
+        // A length above what is read: refused from the first 16 bytes on.
+        let mut huge = SIG.to_vec();
+        huge.extend_from_slice(&[0x21, 0x11]);
+        huge.extend_from_slice(&2000u16.to_be_bytes());
+        assert!(matches!(parse(&huge), Received::Invalid(m) if m.contains("at most")));
+        // Every strict prefix of a good header with TLVs still waits.
+        for n in 0..good.len() {
+            assert_eq!(parse(&good[..n]), Received::Incomplete, "{n}");
         }
     }
 

@@ -595,3 +595,93 @@ fn accept_proxy_from_reads_headers_of_trusted_peers_only() {
     s.read_exact(&mut echoed).unwrap();
     assert_eq!(echoed, fake);
 }
+
+/// PROXY v2 headers HAProxy refuses are refused at once and counted (issue 9, defect
+/// 5): a TLV running past the header, a wrong CRC32c, AF_UNIX addresses on a TCP
+/// listener, a length above what ringway reads. A good header with a CRC32c TLV that
+/// arrives a few bytes at a time is still served.
+#[test]
+fn accept_proxy_refuses_malformed_v2_headers_at_once() {
+    let b = Backend::named_echo("127.0.0.1:0", "b");
+    let (listen, metrics) = (free_addr(), free_addr());
+    // A long connect_timeout: a refusal "at once" cannot be the header timer.
+    let cfg = config(
+        listen,
+        &[(b.addr, "b")],
+        "accept_proxy = true\n[listener.health]\ncheck = \"none\"",
+    )
+    .replace("connect_timeout = \"1s\"", "connect_timeout = \"30s\"");
+    let rw = Ringway::start(
+        &with_tables(&cfg, &format!("[metrics]\nlisten = \"{metrics}\"\n")),
+        &[listen, metrics],
+    );
+    let v2 = |extra: &[u8]| {
+        let mut h = ringway::proxy_protocol::relayed(
+            ringway::proxy_protocol::Version::V2,
+            "192.0.2.7:40000".parse().unwrap(),
+            "198.51.100.1:443".parse().unwrap(),
+        );
+        let len = u16::from_be_bytes([h[14], h[15]]) + extra.len() as u16;
+        h[14..16].copy_from_slice(&len.to_be_bytes());
+        h.extend_from_slice(extra);
+        h
+    };
+    let with_crc = |spoil: bool| {
+        let mut h = v2(&[0x03, 0, 4, 0, 0, 0, 0]);
+        let sum = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI).checksum(&h) ^ spoil as u32;
+        let at = h.len() - 4;
+        h[at..].copy_from_slice(&sum.to_be_bytes());
+        h
+    };
+    let mut unix = ringway::proxy_protocol::local(ringway::proxy_protocol::Version::V2);
+    unix[12] = 0x21;
+    unix[13] = 0x31;
+    unix[14..16].copy_from_slice(&216u16.to_be_bytes());
+    unix.resize(16 + 216, b'/');
+    let mut huge = ringway::proxy_protocol::local(ringway::proxy_protocol::Version::V2);
+    huge[12] = 0x21;
+    huge[13] = 0x11;
+    huge[14..16].copy_from_slice(&2000u16.to_be_bytes());
+    let bad = [
+        ("TLV past the end", v2(&[0x04, 0, 5, b'a', b'b'])),
+        ("wrong CRC32c", with_crc(true)),
+        ("AF_UNIX", unix),
+        ("length above the limit", huge),
+    ];
+    for (what, header) in &bad {
+        let mut s = TcpStream::connect(listen).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(header).unwrap();
+        let mut buf = [0u8; 16];
+        let r = s.read(&mut buf);
+        assert!(
+            matches!(&r, Ok(0))
+                || matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{what}: {r:?} (a timeout means it waited for connect_timeout)"
+        );
+    }
+    let rejected = || {
+        sample(
+            &scrape(metrics),
+            "ringway_listener_rejected_connections_total",
+            &[("listener", "t"), ("reason", "proxy_header")],
+        )
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || rejected() == Some(4.0)),
+        "{:?}",
+        rejected()
+    );
+    assert_eq!(b.accepted.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // A good one, in pieces: served.
+    let good = with_crc(false);
+    let mut s = TcpStream::connect(listen).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for piece in good.chunks(5) {
+        s.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(read_line(&s), "b");
+    drop(rw);
+}
