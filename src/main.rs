@@ -14,7 +14,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { config } => config::load(&config)
-            .map(|c| println!("{}", c.summary()))
+            .map(|c| {
+                println!("{}", c.summary());
+                if let Some(w) = control::fd_warning(&c) {
+                    eprintln!("warning: {w}");
+                }
+            })
             .map_err(anyhow::Error::from),
         Command::Run { config, log_level } => init_logging(&log_level).and_then(|()| {
             config::load(&config)

@@ -20,9 +20,6 @@ use tokio::sync::Semaphore;
 /// Response body type.
 pub type Body = Full<Bytes>;
 
-/// Connections served at once per server.
-const MAX_CONNECTIONS: usize = 64;
-
 /// Time a client has to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -32,6 +29,7 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Serves `handler` on `listener` (already bound) until the runtime stops.
 pub fn spawn<H, F>(
     listener: std::net::TcpListener,
+    slots: usize,
     what: &'static str,
     handler: H,
 ) -> io::Result<()>
@@ -42,7 +40,7 @@ where
     listener.set_nonblocking(true)?;
     tracing::info!("{what} on http://{}", listener.local_addr()?);
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Semaphore::new(slots));
     tokio::spawn(async move {
         loop {
             let (stream, _) = match listener.accept().await {

@@ -10,6 +10,7 @@
 
 mod admin;
 mod core;
+mod fds;
 mod http;
 mod notify;
 mod privileges;
@@ -32,11 +33,30 @@ use state::ListenerState;
 
 pub use state::{live_snapshot, params};
 
+/// The warning `ringway check` gives when `config`'s limits do not fit the open files
+/// limit `run` will have (the hard limit, which it raises the soft one to).
+pub fn fd_warning(config: &Config) -> Option<String> {
+    let (_, hard) = crate::sys::rlimit::nofile().ok()?;
+    fds::warning(config, hard)
+}
+
+/// Descriptors this process has open now.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
 /// Runs the balancer described by `config` until SIGTERM/SIGINT and a graceful drain.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    match crate::sys::rlimit::raise_nofile() {
-        Ok((soft, _)) => tracing::debug!("open files limit: {soft}"),
-        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+    let limit = match crate::sys::rlimit::raise_nofile() {
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            tracing::warn!("cannot raise the open files limit: {e}");
+            crate::sys::rlimit::nofile().map_or(1024, |(soft, _)| soft)
+        }
+    };
+    tracing::debug!("open files limit: {limit}");
+    if let Some(w) = fds::warning(&config, limit) {
+        tracing::warn!("{w}");
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -84,11 +104,22 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     if let Some(user) = &config.user {
         privileges::drop_to(user, config.group.as_deref())?;
     }
+    let fd_plan = fds::plan(limit, open_fds(), &config);
+    tracing::debug!(
+        "file descriptors: {} kept for the control plane, {} per worker",
+        fd_plan.reserve,
+        fd_plan.per_worker
+    );
     let mut workers = Vec::with_capacity(config.workers);
     for (index, listeners) in per_worker.into_iter().enumerate() {
         workers.push(
-            dataplane::spawn(WorkerParams { index, listeners })
-                .context("cannot start a worker thread")?,
+            dataplane::spawn(WorkerParams {
+                index,
+                workers: config.workers,
+                fd_budget: fd_plan.per_worker,
+                listeners,
+            })
+            .context("cannot start a worker thread")?,
         );
     }
     tracing::info!("{}", config.summary());
@@ -128,15 +159,21 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         });
         if let Some(socket) = metrics_socket {
             let c = Arc::clone(&control);
-            http::spawn(socket, "metrics: GET /metrics", move |r| {
-                admin::metrics(Arc::clone(&c), r)
-            })?;
+            http::spawn(
+                socket,
+                fd_plan.http_slots,
+                "metrics: GET /metrics",
+                move |r| admin::metrics(Arc::clone(&c), r),
+            )?;
         }
         if let Some(socket) = admin_socket {
             let c = Arc::clone(&control);
-            http::spawn(socket, "admin API: GET /status", move |r| {
-                admin::admin(Arc::clone(&c), r)
-            })?;
+            http::spawn(
+                socket,
+                fd_plan.http_slots,
+                "admin API: GET /status",
+                move |r| admin::admin(Arc::clone(&c), r),
+            )?;
         }
         notify::notify("READY=1\nSTATUS=serving");
         signals::run(watch, workers, control).await

@@ -22,7 +22,7 @@ use super::probes::ProbeTask;
 use crate::balance::Snapshot;
 use crate::config::{ForwardMode, ListenerConfig, Protocol};
 use crate::dataplane::stats::BackendStats;
-use crate::dataplane::{forward, ListenerParams, ListenerShared, PassiveFailure, Routing};
+use crate::dataplane::{ListenerParams, ListenerShared, Mode, PassiveFailure, Routing};
 use crate::health::state::{HealthState, Thresholds, Transition};
 use crate::health::AllDown;
 use crate::metrics::{BackendSample, ListenerSample};
@@ -369,9 +369,9 @@ pub fn params(l: &ListenerConfig) -> ListenerParams {
         },
         udp_responses: l.udp_responses,
         forward: match (l.protocol, l.forward) {
-            (Protocol::Udp, _) | (Protocol::Tcp, ForwardMode::Auto) => forward::Mode::Auto,
-            (Protocol::Tcp, ForwardMode::Splice) => forward::Mode::Splice,
-            (Protocol::Tcp, ForwardMode::Copy) => forward::Mode::Copy,
+            (Protocol::Udp, _) | (Protocol::Tcp, ForwardMode::Auto) => Mode::Auto,
+            (Protocol::Tcp, ForwardMode::Splice) => Mode::Splice,
+            (Protocol::Tcp, ForwardMode::Copy) => Mode::Copy,
         },
         send_proxy: l.send_proxy,
         accept_proxy: l.accept_proxy,

@@ -15,13 +15,13 @@
 //! have passed their EOF on, on an error or reset of either side, or after
 //! `idle_timeout` without traffic.
 
-mod accept;
-pub mod forward;
-mod header;
-pub mod pipes;
-mod session;
+mod budget;
+mod ratelimit;
+mod socket;
 pub mod stats;
-pub mod token;
+mod tcp;
+mod timers;
+mod token;
 mod udp;
 mod worker;
 
@@ -35,7 +35,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-pub use accept::bind_tcp;
+pub use tcp::bind_tcp;
+pub use tcp::forward::Mode;
 pub use udp::bind_udp;
 
 use crate::balance::{HashMode, Snapshot};
@@ -58,7 +59,7 @@ pub struct ListenerParams {
     /// UDP: replies expected per forwarded datagram before a flow closes (0: no limit).
     pub udp_responses: u32,
     /// Copy, splice, or both.
-    pub forward: forward::Mode,
+    pub forward: Mode,
     /// TCP: the PROXY protocol header written to a backend once connected.
     pub send_proxy: Option<crate::proxy_protocol::Version>,
     /// TCP: read a PROXY protocol header first; its addresses stand for the client's.
@@ -196,6 +197,11 @@ pub struct WorkerListener {
 pub struct WorkerParams {
     /// Worker number, for logs and the thread name.
     pub index: usize,
+    /// How many workers there are.
+    pub workers: usize,
+    /// File descriptors this worker may open for traffic (its share of what the
+    /// control plane does not reserve).
+    pub fd_budget: usize,
     /// Its listeners.
     pub listeners: Vec<WorkerListener>,
 }

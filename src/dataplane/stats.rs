@@ -102,6 +102,12 @@ pub struct ListenerCounters {
     /// Connections closed because they did not start with a PROXY header
     /// (`accept_proxy`), or it came too late.
     pub rejected_proxy_header: Counter,
+    /// Connections closed at once because the worker's file-descriptor budget was
+    /// spent (or the process hit its limit).
+    pub rejected_fd_limit: Counter,
+    /// Clients reset because this machine could not open a backend socket for
+    /// another reason (no local port, no memory).
+    pub rejected_local_error: Counter,
     /// UDP flows created.
     pub udp_flows: Counter,
     /// UDP datagrams received from clients.
@@ -112,6 +118,8 @@ pub struct ListenerCounters {
     pub udp_dropped_max_flows: Counter,
     /// New UDP flows dropped because no backend was up.
     pub udp_dropped_no_backend: Counter,
+    /// New UDP flows dropped because the worker's file-descriptor budget was spent.
+    pub udp_dropped_fd_limit: Counter,
     /// UDP datagrams the kernel would not send (either direction).
     pub udp_dropped_send: Counter,
     /// Datagrams for new flows on a listener removed by a reload (its old flows live on).

@@ -1,76 +1,177 @@
-//! The token namespace of a worker's poll: what an event belongs to.
+//! Tokens: what an epoll event belongs to, and which life of it.
 //!
-//! `0` is the waker, `1..=MAX_LISTENERS` are listening sockets, from `SESSION_BASE`
-//! on each TCP session has two tokens, one per socket, and from `FLOW_BASE` on each UDP
-//! flow has one (its upstream socket).
+//! A slot of a slab is reused as soon as its connection closes, so a token that named
+//! only the slot could deliver an event of a connection closed earlier in the same
+//! `epoll_wait` batch to the new connection that took its place (tokio's I/O driver
+//! guards against this the same way). Every token therefore carries a [`Key`]: the
+//! slot's index and the generation it had when the socket was registered. [`Slots`]
+//! hands out keys and answers only to the current generation of a slot, so a stale
+//! event finds nothing. This module is the one place where tokens are made and read.
+//!
+//! Layout of the 64 bits: kind (3) | index (32) | generation (29).
 
 use mio::Token;
+use slab::Slab;
 
-/// The worker's waker (commands from the control plane).
-pub const WAKER: Token = Token(0);
+/// Generations wrap after 2^29 insertions into one slab: a stale event would have to
+/// survive that many new connections on one worker to be mistaken.
+const GEN_BITS: u32 = 29;
+const GEN_MASK: u32 = (1 << GEN_BITS) - 1;
+const KIND_BITS: u32 = 3;
 
-/// Listening sockets one worker can hold.
-pub const MAX_LISTENERS: usize = 65_535;
+const _: () = assert!(usize::BITS == 64, "tokens pack 64 bits");
 
-/// First session token.
-const SESSION_BASE: usize = MAX_LISTENERS + 1;
+/// One life of one slot: its index and generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    index: u32,
+    gen: u32,
+}
 
-/// First flow token; sessions stay below it (2^39 sessions is far beyond any fd limit).
-const FLOW_BASE: usize = 1 << 40;
+impl Key {
+    /// The key packed into 61 bits (for timers).
+    pub fn pack(self) -> u64 {
+        (u64::from(self.index) << GEN_BITS) | u64::from(self.gen)
+    }
 
-/// Which socket of a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// The accepted client connection.
-    Client,
-    /// The connection to the backend.
-    Backend,
+    /// The inverse of [`Key::pack`].
+    pub fn unpack(bits: u64) -> Key {
+        Key {
+            index: (bits >> GEN_BITS) as u32,
+            gen: (bits as u32) & GEN_MASK,
+        }
+    }
 }
 
 /// What a token refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    /// The waker.
+pub enum Kind {
+    /// The worker's waker (commands from the control plane).
     Waker,
-    /// Listener at this index.
-    Listener(usize),
-    /// Session with this slab key, this socket.
-    Session(usize, Side),
-    /// UDP flow with this slab key.
-    Flow(usize),
+    /// A TCP listening socket.
+    TcpListener,
+    /// A UDP listening socket.
+    UdpListener,
+    /// The client socket of a TCP session.
+    Client,
+    /// The backend socket of a TCP session.
+    Backend,
+    /// The upstream socket of a UDP flow.
+    Flow,
 }
 
-/// Token of listener `index`.
-pub fn listener(index: usize) -> Token {
-    debug_assert!(index < MAX_LISTENERS);
-    Token(index + 1)
+impl Kind {
+    const ALL: [Kind; 6] = [
+        Kind::Waker,
+        Kind::TcpListener,
+        Kind::UdpListener,
+        Kind::Client,
+        Kind::Backend,
+        Kind::Flow,
+    ];
+
+    fn bits(self) -> usize {
+        Kind::ALL.iter().position(|k| *k == self).unwrap_or(0)
+    }
 }
 
-/// Token of one socket of session `key`.
-pub fn session(key: usize, side: Side) -> Token {
-    Token(SESSION_BASE + key * 2 + (side == Side::Backend) as usize)
+/// The waker's token.
+pub const WAKER: Token = Token(0);
+
+/// The token of `kind` for `key`.
+pub fn token(kind: Kind, key: Key) -> Token {
+    Token((key.pack() as usize) << KIND_BITS | kind.bits())
 }
 
-/// Token of UDP flow `key`.
-pub fn flow(key: usize) -> Token {
-    Token(FLOW_BASE + key)
+/// What `token` names, `None` for a token no [`token`] call makes.
+pub fn decode(token: Token) -> Option<(Kind, Key)> {
+    let kind = *Kind::ALL.get(token.0 & ((1 << KIND_BITS) - 1))?;
+    Some((kind, Key::unpack((token.0 >> KIND_BITS) as u64)))
 }
 
-/// Decodes a token.
-pub fn decode(token: Token) -> Target {
-    match token.0 {
-        0 => Target::Waker,
-        t if t < SESSION_BASE => Target::Listener(t - 1),
-        t if t >= FLOW_BASE => Target::Flow(t - FLOW_BASE),
-        t => {
-            let x = t - SESSION_BASE;
-            let side = if x % 2 == 0 {
-                Side::Client
-            } else {
-                Side::Backend
-            };
-            Target::Session(x / 2, side)
+/// A slab whose entries are reached by [`Key`]: a key of an entry removed since (even
+/// if its slot holds a new entry now) finds nothing.
+#[derive(Debug)]
+pub struct Slots<T> {
+    slab: Slab<(u32, T)>,
+    next_gen: u32,
+}
+
+impl<T> Default for Slots<T> {
+    fn default() -> Self {
+        Slots {
+            slab: Slab::new(),
+            next_gen: 0,
         }
+    }
+}
+
+impl<T> Slots<T> {
+    /// Builds an entry with the key it will have (so its sockets can be registered
+    /// under their tokens first) and inserts it; inserts nothing when `build` fails.
+    pub fn insert_with<E>(&mut self, build: impl FnOnce(Key) -> Result<T, E>) -> Result<Key, E> {
+        let key = Key {
+            index: u32::try_from(self.slab.vacant_key()).expect("fewer than 2^32 entries"),
+            gen: self.next_gen,
+        };
+        let value = build(key)?;
+        self.next_gen = (self.next_gen + 1) & GEN_MASK;
+        self.slab.insert((key.gen, value));
+        Ok(key)
+    }
+
+    /// The entry of `key`, if it is still that entry.
+    pub fn get(&self, key: Key) -> Option<&T> {
+        match self.slab.get(key.index as usize) {
+            Some((gen, value)) if *gen == key.gen => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The entry of `key`, mutably, if it is still that entry.
+    pub fn get_mut(&mut self, key: Key) -> Option<&mut T> {
+        match self.slab.get_mut(key.index as usize) {
+            Some((gen, value)) if *gen == key.gen => Some(value),
+            _ => None,
+        }
+    }
+
+    /// Removes and returns the entry of `key`, if it is still that entry.
+    pub fn remove(&mut self, key: Key) -> Option<T> {
+        self.get(key)?;
+        Some(self.slab.remove(key.index as usize).1)
+    }
+
+    /// Entries.
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// No entries.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    /// Every entry with its key.
+    pub fn iter(&self) -> impl Iterator<Item = (Key, &T)> {
+        self.slab.iter().map(|(i, (gen, v))| {
+            (
+                Key {
+                    index: i as u32,
+                    gen: *gen,
+                },
+                v,
+            )
+        })
+    }
+
+    /// The keys of the entries `keep` selects.
+    pub fn keys_where(&self, mut keep: impl FnMut(&T) -> bool) -> Vec<Key> {
+        self.iter()
+            .filter(|(_, v)| keep(v))
+            .map(|(k, _)| k)
+            .collect()
     }
 }
 
@@ -79,16 +180,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trip() {
-        assert_eq!(decode(WAKER), Target::Waker);
-        for i in [0, 1, MAX_LISTENERS - 1] {
-            assert_eq!(decode(listener(i)), Target::Listener(i));
-        }
-        for k in [0, 1, 12345] {
-            assert_eq!(decode(flow(k)), Target::Flow(k));
-            for s in [Side::Client, Side::Backend] {
-                assert_eq!(decode(session(k, s)), Target::Session(k, s));
+    fn tokens_round_trip() {
+        assert_eq!(decode(WAKER).map(|(k, _)| k), Some(Kind::Waker));
+        let mut slots = Slots::default();
+        for _ in 0..3 {
+            let key = slots.insert_with(|_| Ok::<_, ()>(())).unwrap();
+            for kind in Kind::ALL {
+                assert_eq!(decode(token(kind, key)), Some((kind, key)));
             }
         }
+        let big = Key {
+            index: u32::MAX,
+            gen: GEN_MASK,
+        };
+        assert_eq!(decode(token(Kind::Flow, big)), Some((Kind::Flow, big)));
+        assert_eq!(Key::unpack(big.pack()), big);
+        assert_eq!(decode(Token(7)), None, "no kind 7");
+    }
+
+    /// The stale-event risk, disproved at its root: a key of a closed entry does not
+    /// reach the entry that reused its slot.
+    #[test]
+    fn a_reused_slot_does_not_answer_the_old_key() {
+        let mut slots = Slots::default();
+        let old = slots.insert_with(|_| Ok::<_, ()>("old")).unwrap();
+        assert_eq!(slots.remove(old), Some("old"));
+        let new = slots.insert_with(|_| Ok::<_, ()>("new")).unwrap();
+        assert_eq!(old.index, new.index, "the slot is reused");
+        assert_eq!(slots.get(old), None);
+        assert_eq!(slots.get_mut(old), None);
+        assert_eq!(slots.remove(old), None);
+        assert_eq!(slots.get(new), Some(&"new"));
+        // An event for the old life decodes to a key that finds nothing.
+        let (_, key) = decode(token(Kind::Backend, old)).unwrap();
+        assert_eq!(slots.get(key), None);
+    }
+
+    #[test]
+    fn a_failed_build_inserts_nothing() {
+        let mut slots: Slots<u8> = Slots::default();
+        let key = Key { index: 0, gen: 0 };
+        assert_eq!(slots.insert_with(Err::<u8, Key>), Err(key));
+        assert!(slots.is_empty());
+        let k = slots.insert_with(|_| Ok::<_, ()>(1)).unwrap();
+        assert_eq!(slots.get(k), Some(&1));
+        assert_eq!(slots.keys_where(|v| *v == 1), vec![k]);
     }
 }

@@ -28,3 +28,18 @@ pub mod sockopt;
 pub mod splice;
 
 pub use pipe::Pipe;
+
+/// Whether `e` says this process or host ran short of something (descriptors, buffer
+/// space, memory, local ports) rather than anything about the peer: such an error is
+/// no evidence about a backend.
+pub fn is_resource_shortage(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
+}
+
+/// Whether `e` is the process (EMFILE) or system (ENFILE) running out of descriptors.
+pub fn is_fd_limit(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}

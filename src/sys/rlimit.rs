@@ -2,6 +2,17 @@
 
 use std::io;
 
+/// The `RLIMIT_NOFILE` limits: `(soft, hard)`.
+pub fn nofile() -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit struct.
+    syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim))?;
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns `(soft, hard)` after.
 pub fn raise_nofile() -> io::Result<(u64, u64)> {
     let mut lim = libc::rlimit {

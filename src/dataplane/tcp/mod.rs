@@ -1,0 +1,467 @@
+//! The TCP plane of a worker: its listening sockets, its sessions and their timers,
+//! its pipes and scratch buffer. It owns all of them; the worker hands it events,
+//! the poll registry and the time, and asks when it next needs to run.
+//!
+//! * [`accept`]: listening sockets, accepting, shedding at the descriptor limit.
+//! * [`session`]: one proxied connection (with [`connect`] and [`header`]).
+//! * [`forward`]: one direction of a session, pure over an I/O trait ([`io`]).
+//! * [`pipes`]: the splice pipe pool.
+
+mod accept;
+mod connect;
+pub mod forward;
+mod header;
+mod io;
+mod pipes;
+mod session;
+
+use std::sync::Arc;
+
+use mio::event::Event;
+use mio::Registry;
+
+pub use accept::bind_tcp;
+
+use super::budget::{FdBudget, SESSION_FDS};
+use super::ratelimit::RateLimit;
+use super::stats::{BackendStats, ListenerCounters};
+use super::timers::{Millis, Timers};
+use super::token::{self, Key, Kind, Slots};
+use super::ListenerShared;
+use crate::balance::hash::{flow_hash, PROTO_TCP};
+use accept::{Accepted, Listener, Spare};
+use forward::COPY_BUF;
+use pipes::PipePool;
+use session::{Ending, Env, Session, Side, Step};
+
+/// Connections accepted per listener event before other work gets a turn.
+const ACCEPT_BATCH: usize = 64;
+
+/// Work left over by a budget or batch limit, done before the next wait.
+#[derive(Debug, Clone, Copy)]
+enum Work {
+    Accept(Key),
+    Drive(Key),
+}
+
+/// A worker's TCP listeners and sessions.
+#[derive(Debug)]
+pub(super) struct TcpPlane {
+    worker: usize,
+    listeners: Slots<Listener>,
+    sessions: Slots<Session>,
+    timers: Timers,
+    buf: Box<[u8]>,
+    pool: PipePool,
+    requeue: Vec<Work>,
+    budget: FdBudget,
+    spare: Spare,
+    warn: RateLimit,
+}
+
+impl TcpPlane {
+    /// An empty plane for worker `worker` of `workers`, drawing descriptors from
+    /// `budget`.
+    pub fn new(worker: usize, workers: usize, budget: FdBudget) -> TcpPlane {
+        TcpPlane {
+            worker,
+            listeners: Slots::default(),
+            sessions: Slots::default(),
+            timers: Timers::default(),
+            buf: vec![0u8; COPY_BUF].into_boxed_slice(),
+            pool: PipePool::new(budget.clone(), workers),
+            requeue: Vec::new(),
+            budget,
+            spare: Spare::new(),
+            warn: RateLimit::default(),
+        }
+    }
+
+    /// Open sessions.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Starts serving a listening socket. Connections queued before it was registered
+    /// raise no edge, so it is accepted from at once.
+    pub fn add_listener(
+        &mut self,
+        socket: std::net::TcpListener,
+        shared: Arc<ListenerShared>,
+        registry: &Registry,
+    ) -> std::io::Result<()> {
+        let key = self.listeners.insert_with(|k| {
+            Listener::new(socket, shared, registry, token::token(Kind::TcpListener, k))
+        })?;
+        self.requeue.push(Work::Accept(key));
+        Ok(())
+    }
+
+    /// Stops accepting on `shared`'s socket: connections already queued are taken
+    /// (closing the socket would reset them); open sessions carry on.
+    pub fn remove_listener(
+        &mut self,
+        shared: &Arc<ListenerShared>,
+        registry: &Registry,
+        now: Millis,
+    ) {
+        let keys = self
+            .listeners
+            .keys_where(|l| Arc::ptr_eq(l.shared(), shared));
+        for key in keys {
+            while self.accept(key, registry, now, true) {}
+            if let Some(l) = self.listeners.remove(key) {
+                l.deregister(registry);
+            }
+        }
+    }
+
+    /// Stops accepting on every listener (a drain).
+    pub fn close_listeners(&mut self, registry: &Registry) {
+        for key in self.listeners.keys_where(|_| true) {
+            if let Some(l) = self.listeners.remove(key) {
+                l.deregister(registry);
+            }
+        }
+    }
+
+    /// An event for a token of this plane.
+    pub fn on_event(
+        &mut self,
+        kind: Kind,
+        key: Key,
+        event: &Event,
+        registry: &Registry,
+        now: Millis,
+    ) {
+        match kind {
+            Kind::TcpListener if self.accept(key, registry, now, false) => {
+                self.requeue.push(Work::Accept(key));
+            }
+            Kind::Client | Kind::Backend => {
+                let side = if kind == Kind::Client {
+                    Side::Client
+                } else {
+                    Side::Backend
+                };
+                let mut env = Env::new(
+                    registry,
+                    key,
+                    self.worker,
+                    now,
+                    &mut self.buf,
+                    &mut self.pool,
+                );
+                // A stale event (its session closed, the slot maybe reused) finds nothing.
+                let Some(s) = self.sessions.get_mut(key) else {
+                    return;
+                };
+                let step = s.on_event(side, event, &mut env);
+                self.settle(key, step, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs the work a budget left over; true if some is still left.
+    pub fn run_requeued(&mut self, registry: &Registry, now: Millis) -> bool {
+        for work in std::mem::take(&mut self.requeue) {
+            match work {
+                Work::Accept(key) => {
+                    if self.accept(key, registry, now, false) {
+                        self.requeue.push(work);
+                    }
+                }
+                Work::Drive(key) => {
+                    let mut env = Env::new(
+                        registry,
+                        key,
+                        self.worker,
+                        now,
+                        &mut self.buf,
+                        &mut self.pool,
+                    );
+                    let Some(s) = self.sessions.get_mut(key) else {
+                        continue;
+                    };
+                    let step = s.drive(&mut env);
+                    self.settle(key, step, now);
+                }
+            }
+        }
+        !self.requeue.is_empty()
+    }
+
+    /// Work is waiting: the worker must not sleep.
+    pub fn busy(&self) -> bool {
+        !self.requeue.is_empty()
+    }
+
+    /// Fires due timers and ends accept pauses that are over.
+    pub fn fire_timers(&mut self, registry: &Registry, now: Millis) {
+        while let Some((at, key)) = self.timers.pop_due(now) {
+            let mut env = Env::new(
+                registry,
+                key,
+                self.worker,
+                now,
+                &mut self.buf,
+                &mut self.pool,
+            );
+            let Some(s) = self.sessions.get_mut(key) else {
+                continue;
+            };
+            if !Timers::fired(s.armed(), at) {
+                continue;
+            }
+            let step = s.on_timer(&mut env);
+            self.settle(key, step, now);
+        }
+        let sessions = &mut self.sessions;
+        self.timers.compact(sessions.len(), |at, key| {
+            sessions.get_mut(key).is_some_and(|s| s.armed().is(at))
+        });
+        let resumed = self.listeners.keys_where(|l| l.paused());
+        for key in resumed {
+            if self.listeners.get_mut(key).is_some_and(|l| l.resume(now)) {
+                // One batch now, the rest behind other work: no burst after a pause.
+                self.requeue.push(Work::Accept(key));
+            }
+        }
+    }
+
+    /// When a timer or an accept pause is next due.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        let pauses = self.listeners.iter().filter_map(|(_, l)| l.pause_ends());
+        self.timers.next().into_iter().chain(pauses).min()
+    }
+
+    /// Resets every open connection of `listener` to `backend` (`on_down = "close"`);
+    /// returns how many.
+    pub fn close_backend(
+        &mut self,
+        listener: &Arc<ListenerShared>,
+        backend: &Arc<BackendStats>,
+        now: Millis,
+    ) -> usize {
+        let doomed = self.sessions.keys_where(|s| s.serves(listener, backend));
+        let n = doomed.len();
+        for key in doomed {
+            self.end(key, Ending::Aborted, now);
+        }
+        n
+    }
+
+    /// Closes every session (the drain deadline passed).
+    pub fn close_all(&mut self, now: Millis) {
+        for key in self.sessions.keys_where(|_| true) {
+            self.end(key, Ending::Shutdown, now);
+        }
+    }
+
+    /// Accepts up to a batch on listener `key`; true when it stopped at the batch limit
+    /// (more may be waiting). `all`: even while paused (a listener being removed).
+    fn accept(&mut self, key: Key, registry: &Registry, now: Millis, all: bool) -> bool {
+        for _ in 0..ACCEPT_BATCH {
+            let Some(l) = self.listeners.get_mut(key) else {
+                return false;
+            };
+            if l.paused() && !all {
+                return false;
+            }
+            match l.accept() {
+                Accepted::Client(stream, peer) => self.admit(key, stream, peer, registry, now),
+                Accepted::Drained => return false,
+                Accepted::FdLimit(e) => {
+                    let shared = Arc::clone(l.shared());
+                    if self.spare.shed(l) {
+                        self.refused(
+                            &shared,
+                            now,
+                            |c| &c.rejected_fd_limit,
+                            &format!("accept failed ({e}): closing the newest connection"),
+                        );
+                    } else {
+                        l.pause(now);
+                        self.log_accept_error(&shared, &e, now);
+                        return false;
+                    }
+                }
+                Accepted::Failed(e) => {
+                    l.pause(now);
+                    let shared = Arc::clone(l.shared());
+                    self.log_accept_error(&shared, &e, now);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn log_accept_error(&mut self, shared: &ListenerShared, e: &std::io::Error, now: Millis) {
+        if let Some(suppressed) = self.warn.allow(now) {
+            tracing::warn!(listener = %shared.name, suppressed, "accept failed: {e}; retrying shortly");
+        }
+    }
+
+    /// Admits a client or refuses it at once: no descriptor budget left, the listener
+    /// full, no backend up.
+    fn admit(
+        &mut self,
+        lkey: Key,
+        mut stream: mio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        registry: &Registry,
+        now: Millis,
+    ) {
+        let Some(shared) = self.listeners.get(lkey).map(|l| Arc::clone(l.shared())) else {
+            return;
+        };
+        if !self.budget.take(SESSION_FDS) {
+            let why = format!(
+                "{} of this worker's {} file descriptors in use: closing new connection",
+                self.budget.used(),
+                self.budget.limit()
+            );
+            return self.refused(&shared, now, |c| &c.rejected_fd_limit, &why);
+        }
+        let routing = shared.routing.load_full();
+        let params = &routing.params;
+        if !shared.try_acquire(params.max_connections) {
+            self.budget.give(SESSION_FDS);
+            let why = format!(
+                "max_connections ({}) reached: closing new connection",
+                params.max_connections
+            );
+            return self.refused(&shared, now, |c| &c.rejected_max_connections, &why);
+        }
+        let flow = if params.expects_header(peer.ip()) {
+            // The backend is chosen once the PROXY header says who the client is.
+            None
+        } else {
+            let reached = session::reached(shared.listen, &stream);
+            let flow = flow_hash(params.hash, PROTO_TCP, peer, reached);
+            if routing.snapshot.pick(flow).is_none() {
+                shared.release();
+                self.budget.give(SESSION_FDS);
+                return self.refused(
+                    &shared,
+                    now,
+                    |c| &c.rejected_no_backend,
+                    "no backend is up: closing new connection",
+                );
+            }
+            Some(flow)
+        };
+        let inserted = self.sessions.insert_with(|k| {
+            registry
+                .register(
+                    &mut stream,
+                    token::token(Kind::Client, k),
+                    mio::Interest::READABLE | mio::Interest::WRITABLE,
+                )
+                .map(|()| Session::new(Arc::clone(&shared), stream, peer, flow, routing, now))
+        });
+        let key = match inserted {
+            Ok(key) => key,
+            Err(e) => {
+                shared.release();
+                self.budget.give(SESSION_FDS);
+                if let Some(suppressed) = self.warn.allow(now) {
+                    tracing::warn!(listener = %shared.name, suppressed, "cannot register a client socket: {e}");
+                }
+                return;
+            }
+        };
+        let mut env = Env::new(
+            registry,
+            key,
+            self.worker,
+            now,
+            &mut self.buf,
+            &mut self.pool,
+        );
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let step = s.start(&mut env);
+        self.settle(key, step, now);
+    }
+
+    /// Counts a refused connection and logs it (at most once a second).
+    fn refused(
+        &mut self,
+        shared: &ListenerShared,
+        now: Millis,
+        counter: impl Fn(&ListenerCounters) -> &super::stats::Counter,
+        why: &str,
+    ) {
+        counter(shared.stats.shard(self.worker)).inc();
+        if let Some(suppressed) = self.warn.allow(now) {
+            tracing::warn!(listener = %shared.name, suppressed, "{why}");
+        }
+    }
+
+    /// Acts on what a session said: re-arm its timer, run it again, or end it.
+    fn settle(&mut self, key: Key, step: Step, now: Millis) {
+        match step {
+            Step::End(ending) => return self.end(key, ending, now),
+            Step::Again => self.requeue.push(Work::Drive(key)),
+            Step::Wait => {}
+        }
+        if let Some(s) = self.sessions.get_mut(key) {
+            let at = s.deadline(now);
+            self.timers.arm(s.armed(), at, key);
+        }
+    }
+
+    /// Ends session `key`: counts and logs why, closes it, gives its descriptors back.
+    fn end(&mut self, key: Key, ending: Ending, now: Millis) {
+        let Some(s) = self.sessions.remove(key) else {
+            return;
+        };
+        let shared = Arc::clone(s.listener());
+        let client = s.client();
+        s.close(ending.reset(), self.worker, &mut self.pool);
+        self.budget.give(SESSION_FDS);
+        let client = client.map_or_else(|| "?".to_string(), |c| c.to_string());
+        match ending {
+            Ending::NoBackend(c) => self.refused(
+                &shared,
+                now,
+                |x| &x.rejected_no_backend,
+                &format!("no backend is up: closing the connection of {c}"),
+            ),
+            Ending::BackendsFailed { client, attempts } => self.refused(
+                &shared,
+                now,
+                |x| &x.rejected_backends_failed,
+                &format!("every backend attempt failed ({attempts}): resetting client {client}"),
+            ),
+            Ending::ProxyHeader(why) => self.refused(
+                &shared,
+                now,
+                |x| &x.rejected_proxy_header,
+                &format!("accept_proxy: {why}: closing the connection of {client}"),
+            ),
+            Ending::Local(e) if crate::sys::is_fd_limit(&e) => self.refused(
+                &shared,
+                now,
+                |x| &x.rejected_fd_limit,
+                &format!("cannot open a backend socket ({e}): resetting client {client}"),
+            ),
+            Ending::Local(e) => self.refused(
+                &shared,
+                now,
+                |x| &x.rejected_local_error,
+                &format!("cannot open a backend socket ({e}): resetting client {client}"),
+            ),
+            Ending::Done
+            | Ending::Failed(_)
+            | Ending::Idle
+            | Ending::ClosedEarly
+            | Ending::Aborted
+            | Ending::Shutdown => {}
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! A proxied TCP connection: waiting for a PROXY header (`accept_proxy`), connecting
+//! to a backend (with retries), then forwarding both ways until both directions end,
+//! either side fails, or it idles out. See `docs/LIFECYCLE.md`.
+//!
+//! A session only decides; the plane ([`super::TcpPlane`]) owns the slab, the timers,
+//! the counters of why sessions end and the log. Every entry point returns a [`Step`]
+//! and the plane re-arms the session's timer from [`Session::deadline`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mio::net::TcpStream;
+use mio::Registry;
+
+use super::connect::{self, Attempt, Connecting};
+use super::forward::{End, Half, Ready};
+use super::header;
+use super::pipes::PipePool;
+use crate::dataplane::stats::BackendStats;
+use crate::dataplane::timers::{millis, Armed, Millis};
+use crate::dataplane::token::{self, Key, Kind};
+use crate::dataplane::{ListenerShared, Routing};
+use crate::sys::Pipe;
+
+/// Source reads one direction may do per wake-up before others get a turn.
+const PUMP_BUDGET: u32 = 16;
+
+/// How often a direction holding a pipe is looked at: idle ones give it back.
+const PIPE_CHECK: Millis = 1000;
+
+/// Which socket of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    /// The accepted client connection.
+    Client,
+    /// The connection to the backend.
+    Backend,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Backend,
+            Side::Backend => Side::Client,
+        }
+    }
+}
+
+/// Why a session ends.
+#[derive(Debug)]
+pub(super) enum Ending {
+    /// Both directions passed their EOF on.
+    Done,
+    /// A socket failed or was reset: the other side gets a reset.
+    Failed(Side),
+    /// No bytes either way for the idle timeout.
+    Idle,
+    /// No backend is up for its key.
+    NoBackend(SocketAddr),
+    /// Every connect attempt failed.
+    BackendsFailed {
+        /// The client.
+        client: SocketAddr,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// `accept_proxy`: no usable PROXY header.
+    ProxyHeader(String),
+    /// Closed before sending a byte (a health check of a balancer in front).
+    ClosedEarly,
+    /// This machine ran short (descriptors, ports) while connecting.
+    Local(io::Error),
+    /// Its backend went down and the listener closes such connections.
+    Aborted,
+    /// The drain deadline passed.
+    Shutdown,
+}
+
+impl Ending {
+    /// The side that gets a reset (`SO_LINGER` 0) instead of an orderly close.
+    pub fn reset(&self) -> Option<Side> {
+        match self {
+            Ending::Done
+            | Ending::Idle
+            | Ending::NoBackend(_)
+            | Ending::ClosedEarly
+            | Ending::Shutdown => None,
+            Ending::Failed(side) => Some(*side),
+            Ending::BackendsFailed { .. }
+            | Ending::ProxyHeader(_)
+            | Ending::Local(_)
+            | Ending::Aborted => Some(Side::Client),
+        }
+    }
+}
+
+/// What the plane does next with a session.
+#[derive(Debug)]
+pub(super) enum Step {
+    /// Nothing until the next event or deadline.
+    Wait,
+    /// It stopped at its budget with more to do: run it again before the next wait.
+    Again,
+    /// It has ended.
+    End(Ending),
+}
+
+/// What a session's work needs besides the session: the poll registry, the session's
+/// own key, the worker, the time, and the worker's scratch buffer and pipes.
+#[derive(Debug)]
+pub(super) struct Env<'a> {
+    registry: &'a Registry,
+    key: Key,
+    worker: usize,
+    now: Millis,
+    buf: &'a mut [u8],
+    pool: &'a mut PipePool,
+}
+
+impl<'a> Env<'a> {
+    /// Bundles the arguments.
+    pub fn new(
+        registry: &'a Registry,
+        key: Key,
+        worker: usize,
+        now: Millis,
+        buf: &'a mut [u8],
+        pool: &'a mut PipePool,
+    ) -> Env<'a> {
+        Env {
+            registry,
+            key,
+            worker,
+            now,
+            buf,
+            pool,
+        }
+    }
+}
+
+/// A session between a client and a backend.
+#[derive(Debug)]
+pub(super) struct Session {
+    listener: Arc<ListenerShared>,
+    client: TcpStream,
+    client_ready: Ready,
+    backend: Option<TcpStream>,
+    backend_ready: Ready,
+    /// Present until a backend connection is established (boxed: an established
+    /// session, the common idle case, carries 8 bytes for it instead of the whole).
+    connecting: Option<Box<Connecting>>,
+    /// Client -> backend.
+    up: Half<Pipe>,
+    /// Backend -> client.
+    down: Half<Pipe>,
+    last_active: Millis,
+    /// The idle timeout of the routing the session started with.
+    idle: Millis,
+    /// The backend forwarded to (set once connected): its counters, and its identity
+    /// for `on_down = "close"`.
+    target: Option<Arc<BackendStats>>,
+    armed: Armed,
+}
+
+impl Session {
+    /// A session for an accepted client (already registered under `key`'s client
+    /// token): it connects to the owner of `flow` or, without one (`accept_proxy`),
+    /// waits for the client's PROXY header first. Call [`Session::start`] next.
+    pub fn new(
+        listener: Arc<ListenerShared>,
+        client: TcpStream,
+        peer: SocketAddr,
+        flow: Option<u64>,
+        routing: Arc<Routing>,
+        now: Millis,
+    ) -> Session {
+        let mode = routing.params.forward;
+        let idle = millis(routing.params.idle_timeout);
+        Session {
+            listener,
+            client,
+            client_ready: Ready::default(),
+            backend: None,
+            backend_ready: Ready::default(),
+            connecting: Some(Box::new(Connecting::new(routing, flow, peer, now))),
+            up: Half::new(mode),
+            down: Half::new(mode),
+            last_active: now,
+            idle,
+            target: None,
+            armed: Armed::default(),
+        }
+    }
+
+    /// The listener it belongs to.
+    pub fn listener(&self) -> &Arc<ListenerShared> {
+        &self.listener
+    }
+
+    /// Its timer slot.
+    pub fn armed(&mut self) -> &mut Armed {
+        &mut self.armed
+    }
+
+    /// The client, as far as known (a PROXY header may have named another).
+    pub fn client(&self) -> Option<SocketAddr> {
+        match &self.connecting {
+            Some(c) => Some(c.client()),
+            None => self.client.peer_addr().ok(),
+        }
+    }
+
+    /// Established to `backend` of `listener`.
+    pub fn serves(&self, listener: &Arc<ListenerShared>, backend: &Arc<BackendStats>) -> bool {
+        self.connecting.is_none()
+            && Arc::ptr_eq(&self.listener, listener)
+            && self
+                .target
+                .as_ref()
+                .is_some_and(|t| Arc::ptr_eq(t, backend))
+    }
+
+    /// The first step: read the header already there, or start connecting.
+    pub fn start(&mut self, env: &mut Env<'_>) -> Step {
+        match &self.connecting {
+            // The header often arrives with the handshake: no need to wait for epoll.
+            Some(c) if c.awaiting_header() => {
+                self.client_ready.read = true;
+                self.read_header(env)
+            }
+            _ => self.connect(env),
+        }
+    }
+
+    /// An event on one of its sockets.
+    pub fn on_event(&mut self, side: Side, event: &mio::event::Event, env: &mut Env<'_>) -> Step {
+        let ready = match side {
+            Side::Client => &mut self.client_ready,
+            Side::Backend => &mut self.backend_ready,
+        };
+        let err = event.is_error();
+        if event.is_readable() || event.is_read_closed() || err {
+            ready.read = true;
+        }
+        if event.is_read_closed() || err {
+            ready.hup = true;
+        }
+        if event.is_writable() || event.is_write_closed() || err {
+            ready.write = true;
+        }
+        match &self.connecting {
+            None => self.drive(env),
+            Some(_) if side == Side::Backend => {
+                let clean = event.is_writable() && !err && !event.is_write_closed();
+                self.check_connect(clean, false, env)
+            }
+            Some(c) if c.awaiting_header() && self.client_ready.read => self.read_header(env),
+            Some(_) => Step::Wait,
+        }
+    }
+
+    /// Its timer fired: a deadline may have passed.
+    pub fn on_timer(&mut self, env: &mut Env<'_>) -> Step {
+        if let Some(c) = &self.connecting {
+            if env.now < c.deadline() {
+                return Step::Wait;
+            }
+            if c.awaiting_header() {
+                return Step::End(Ending::ProxyHeader(
+                    "no complete PROXY header within connect_timeout".into(),
+                ));
+            }
+            return self.check_connect(false, true, env);
+        }
+        if env.now >= self.last_active + self.idle {
+            return Step::End(Ending::Idle);
+        }
+        self.up.sweep(env.pool);
+        self.down.sweep(env.pool);
+        Step::Wait
+    }
+
+    /// When it next needs a look: its connect or header deadline, its idle deadline,
+    /// or the next check of a pipe it holds.
+    pub fn deadline(&self, now: Millis) -> Millis {
+        if let Some(c) = &self.connecting {
+            return c.deadline();
+        }
+        let idle_at = self.last_active + self.idle;
+        if self.up.has_pipe() || self.down.has_pipe() {
+            idle_at.min(now + PIPE_CHECK)
+        } else {
+            idle_at
+        }
+    }
+
+    fn read_header(&mut self, env: &mut Env<'_>) -> Step {
+        let Some(c) = self.connecting.as_mut() else {
+            return Step::Wait;
+        };
+        match header::read(&self.client, &mut self.client_ready) {
+            header::Read::Wait => Step::Wait,
+            header::Read::ClosedEarly => Step::End(Ending::ClosedEarly),
+            header::Read::Broken => Step::End(Ending::Failed(Side::Client)),
+            header::Read::Invalid(why) => Step::End(Ending::ProxyHeader(why)),
+            header::Read::Header(addresses) => {
+                let own = reached(self.listener.listen, &self.client);
+                if c.header_read(addresses, own) {
+                    self.connect(env)
+                } else {
+                    Step::End(Ending::NoBackend(c.client()))
+                }
+            }
+        }
+    }
+
+    /// Starts the current connect attempt (moving past backends that refuse at once).
+    fn connect(&mut self, env: &mut Env<'_>) -> Step {
+        let Some(c) = self.connecting.as_mut() else {
+            return Step::Wait;
+        };
+        let token = token::token(Kind::Backend, env.key);
+        match c.start(env.registry, token, &self.listener, env.worker, env.now) {
+            Attempt::Started(stream) => {
+                self.backend = Some(stream);
+                self.backend_ready = Ready::default();
+                Step::Wait
+            }
+            Attempt::Exhausted { attempts } => Step::End(Ending::BackendsFailed {
+                client: c.client(),
+                attempts,
+            }),
+            Attempt::Local(e) => Step::End(Ending::Local(e)),
+        }
+    }
+
+    /// The backend socket reported readiness (`writable`: cleanly, which means
+    /// connected) or the connect deadline passed (`timed_out`).
+    fn check_connect(&mut self, writable: bool, timed_out: bool, env: &mut Env<'_>) -> Step {
+        let (Some(c), Some(stream)) = (self.connecting.as_mut(), self.backend.as_ref()) else {
+            return Step::Wait;
+        };
+        let result = if timed_out {
+            Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+        } else {
+            connect::outcome(stream, writable)
+        };
+        let result = result.and_then(|connected| {
+            if connected {
+                c.send_header(stream, reached(self.listener.listen, &self.client))?;
+            }
+            Ok(connected)
+        });
+        match result {
+            Ok(false) => Step::Wait,
+            Ok(true) => {
+                let _ = stream.set_nodelay(true);
+                self.target = c.established(env.worker);
+                self.connecting = None;
+                self.backend_ready.write = true;
+                self.last_active = env.now;
+                self.listener.stats.shard(env.worker).connections.inc();
+                self.drive(env)
+            }
+            Err(e) => {
+                tracing::debug!(listener = %self.listener.name, client = %c.client(), "connect failed: {e}");
+                c.failed(&self.listener, env.worker, &e);
+                // Dropping the stream closes it and takes it out of epoll.
+                self.backend = None;
+                self.connect(env)
+            }
+        }
+    }
+
+    /// Moves bytes both ways as far as readiness allows.
+    pub fn drive(&mut self, env: &mut Env<'_>) -> Step {
+        if self.connecting.is_some() {
+            return Step::Wait;
+        }
+        let Some(backend) = self.backend.as_ref() else {
+            return Step::Wait;
+        };
+        let before = (self.up.bytes(), self.down.bytes());
+        let up = self.up.pump(
+            (&self.client, &mut self.client_ready),
+            (backend, &mut self.backend_ready),
+            (&mut *env.buf, &mut *env.pool),
+            PUMP_BUDGET,
+            self.down.done(),
+        );
+        let down = match &up {
+            Ok(_) => Some(self.down.pump(
+                (backend, &mut self.backend_ready),
+                (&self.client, &mut self.client_ready),
+                (&mut *env.buf, &mut *env.pool),
+                PUMP_BUDGET,
+                self.up.done(),
+            )),
+            Err(_) => None,
+        };
+        if let Some(t) = &self.target {
+            let counters = t.counters.shard(env.worker);
+            let (sent, received) = (self.up.bytes() - before.0, self.down.bytes() - before.1);
+            if sent > 0 {
+                counters.sent_bytes.add(sent);
+            }
+            if received > 0 {
+                counters.received_bytes.add(received);
+            }
+        }
+        let failed = |f: super::forward::Failure, src: Side| {
+            tracing::debug!(listener = %self.listener.name, "{src:?} -> {:?}: {:?} failed: {}", src.other(), f.end, f.error);
+            Step::End(Ending::Failed(reset_for(f.end, src)))
+        };
+        let (up, down) = match (up, down) {
+            (Err(f), _) => return failed(f, Side::Client),
+            (Ok(_), Some(Err(f))) => return failed(f, Side::Backend),
+            (Ok(a), b) => (a, b.and_then(Result::ok).unwrap_or_default()),
+        };
+        if up.moved || down.moved {
+            self.last_active = env.now;
+        }
+        if self.up.done() && self.down.done() {
+            Step::End(Ending::Done)
+        } else if up.more || down.more {
+            Step::Again
+        } else {
+            Step::Wait
+        }
+    }
+
+    /// Ends the session: returns its pipes, resets one side if asked, takes it off
+    /// its backend's and listener's counts. The sockets close when it is dropped.
+    pub fn close(mut self, reset: Option<Side>, worker: usize, pool: &mut PipePool) {
+        self.up.release(pool);
+        self.down.release(pool);
+        let target = match reset {
+            Some(Side::Client) => Some(&self.client),
+            Some(Side::Backend) => self.backend.as_ref(),
+            None => None,
+        };
+        if let Some(t) = target {
+            let _ = socket2::SockRef::from(t).set_linger(Some(std::time::Duration::ZERO));
+        }
+        if let Some(t) = &self.target {
+            t.counters.shard(worker).active.add(-1);
+        }
+        self.listener.release();
+    }
+}
+
+/// A failure at `end` of the direction whose source is `src`: which side gets a reset.
+fn reset_for(end: End, src: Side) -> Side {
+    match end {
+        // The source failed (e.g. reset): reset the destination, the other side.
+        End::Source => src.other(),
+        // The destination failed: reset the source side.
+        End::Destination => src,
+    }
+}
+
+/// The address a client of a listener on `listen` reached: the listen address, or, for
+/// a wildcard listener, the accepted socket's own (`getsockname`).
+pub(super) fn reached(listen: SocketAddr, client: &TcpStream) -> SocketAddr {
+    if listen.ip().is_unspecified() {
+        client.local_addr().unwrap_or(listen)
+    } else {
+        listen
+    }
+}

@@ -1,0 +1,171 @@
+//! One client's UDP flow: its own connected upstream socket to its backend, what it
+//! sent and got back, and when it was last active.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use mio::net::UdpSocket;
+use mio::{Interest, Registry, Token};
+
+use crate::dataplane::stats::BackendStats;
+use crate::dataplane::timers::{Armed, Millis};
+use crate::dataplane::token::Key;
+use crate::dataplane::Routing;
+
+/// A flow's identity: listener, client address, and the local address the client
+/// reached when the listener binds a wildcard address (`None` otherwise).
+pub(super) type FlowId = (Key, SocketAddr, Option<IpAddr>);
+
+/// One client's flow.
+#[derive(Debug)]
+pub(super) struct Flow {
+    listener: Key,
+    client: SocketAddr,
+    /// The local address the client reached (wildcard listeners only).
+    local: Option<IpAddr>,
+    socket: UdpSocket,
+    /// Index of its backend in the routing of `epoch`.
+    backend: usize,
+    /// That backend's counters (and identity across routings).
+    target: Arc<BackendStats>,
+    epoch: u64,
+    last_active: Millis,
+    /// Datagrams forwarded to the backend.
+    sent: u64,
+    /// Replies sent back to the client.
+    replies: u64,
+    armed: Armed,
+}
+
+impl Flow {
+    /// A flow through `socket` (registered by the caller) to backend `backend` of the
+    /// routing of `epoch`.
+    pub fn new(
+        (listener, client, local): FlowId,
+        socket: UdpSocket,
+        (backend, target): (usize, Arc<BackendStats>),
+        epoch: u64,
+        now: Millis,
+    ) -> Flow {
+        Flow {
+            listener,
+            client,
+            local,
+            socket,
+            backend,
+            target,
+            epoch,
+            last_active: now,
+            sent: 0,
+            replies: 0,
+            armed: Armed::default(),
+        }
+    }
+
+    /// Its identity.
+    pub fn id(&self) -> FlowId {
+        (self.listener, self.client, self.local)
+    }
+
+    /// Its listener.
+    pub fn listener(&self) -> Key {
+        self.listener
+    }
+
+    /// The client.
+    pub fn client(&self) -> SocketAddr {
+        self.client
+    }
+
+    /// The local address the client reached (wildcard listeners).
+    pub fn local(&self) -> Option<IpAddr> {
+        self.local
+    }
+
+    /// Its backend's counters.
+    pub fn target(&self) -> &Arc<BackendStats> {
+        &self.target
+    }
+
+    /// Its backend's index in the routing it was last checked against.
+    pub fn backend(&self) -> usize {
+        self.backend
+    }
+
+    /// Its timer slot.
+    pub fn armed(&mut self) -> &mut Armed {
+        &mut self.armed
+    }
+
+    /// When it idles out.
+    pub fn idle_deadline(&self, idle: Millis) -> Millis {
+        self.last_active + idle
+    }
+
+    /// Sends a client datagram to the backend.
+    pub fn send(&mut self, data: &[u8], now: Millis) -> io::Result<usize> {
+        let n = self.socket.send(data)?;
+        self.sent += 1;
+        self.last_active = now;
+        Ok(n)
+    }
+
+    /// Receives a reply into `buf`; true when, with `responses` replies expected per
+    /// datagram (`udp_responses`, 0: no limit), every datagram has its replies.
+    pub fn recv(
+        &mut self,
+        buf: &mut [u8],
+        responses: u64,
+        now: Millis,
+    ) -> io::Result<(usize, bool)> {
+        let n = self.socket.recv(buf)?;
+        self.replies += 1;
+        self.last_active = now;
+        let finished = responses > 0 && self.replies >= self.sent.saturating_mul(responses);
+        Ok((n, finished))
+    }
+
+    /// Whether it was checked against the routing of `epoch` already; marks it so.
+    pub fn checked(&mut self, epoch: u64) -> bool {
+        std::mem::replace(&mut self.epoch, epoch) == epoch
+    }
+
+    /// Flow affinity: a flow keeps its backend while it is up (draining included) and
+    /// still configured; once `routing` says it is down or gone, the flow belongs to
+    /// the backend the ring gives `key` now. Backends are matched by identity, not
+    /// position, so a reload that reorders, adds or removes others moves nothing.
+    /// `Some(index)` when the flow must move there.
+    pub fn placement(&mut self, routing: &Routing, key: u64) -> Option<usize> {
+        let now_at = routing
+            .backends
+            .iter()
+            .position(|b| Arc::ptr_eq(b, &self.target));
+        if let Some(i) = now_at {
+            self.backend = i;
+            if routing.snapshot.is_up(i) {
+                return None;
+            }
+        }
+        // Fail-open (all down, use-all) may give the same one back.
+        routing.snapshot.pick(key).filter(|&b| Some(b) != now_at)
+    }
+
+    /// Moves the flow to backend `backend` of `routing` through a new upstream socket
+    /// (registered here under `token`); the old socket closes. Returns the old
+    /// backend's counters.
+    pub fn move_to(
+        &mut self,
+        mut socket: UdpSocket,
+        (backend, target): (usize, Arc<BackendStats>),
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<Arc<BackendStats>> {
+        registry.register(&mut socket, token, Interest::READABLE)?;
+        self.socket = socket;
+        self.backend = backend;
+        self.sent = 0;
+        self.replies = 0;
+        Ok(std::mem::replace(&mut self.target, target))
+    }
+}

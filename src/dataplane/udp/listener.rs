@@ -1,0 +1,160 @@
+//! One worker's socket of one UDP listener: client datagrams come in on it, replies
+//! leave from it (batched with `sendmmsg`), and the routing its flows were last checked
+//! against.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use mio::net::UdpSocket;
+use mio::{Interest, Registry, Token};
+
+use crate::dataplane::stats::ListenerCounters;
+use crate::dataplane::{ListenerShared, Routing};
+use crate::sys::mmsg::Batch;
+
+/// Datagrams per `recvmmsg`/`sendmmsg` call.
+pub(super) const BATCH: usize = 32;
+
+/// Bytes per batch slot: the largest UDP payload (65,507 over IPv4) fits.
+pub(super) const SLOT: usize = 65_535;
+
+/// A UDP listener inside a worker.
+#[derive(Debug)]
+pub(super) struct UdpListener {
+    socket: UdpSocket,
+    shared: Arc<ListenerShared>,
+    /// Replies waiting for the next `sendmmsg`.
+    replies: Batch,
+    /// The routing flows were last checked against, and a counter bumped when it
+    /// changes, so a flow re-checks its backend once per change, not per datagram.
+    seen: Arc<Routing>,
+    epoch: u64,
+    /// Removed by a reload: takes no new flows; kept while its flows live (their
+    /// replies leave from its socket).
+    retired: bool,
+    /// Flows of this listener still open.
+    open: usize,
+}
+
+impl UdpListener {
+    /// Registers `socket` under `token`.
+    pub fn new(
+        socket: std::net::UdpSocket,
+        shared: Arc<ListenerShared>,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<UdpListener> {
+        let mut socket = UdpSocket::from_std(socket);
+        registry.register(&mut socket, token, Interest::READABLE)?;
+        let seen = shared.routing.load_full();
+        Ok(UdpListener {
+            socket,
+            shared,
+            replies: Batch::with_pktinfo(BATCH, SLOT),
+            seen,
+            epoch: 0,
+            retired: false,
+            open: 0,
+        })
+    }
+
+    /// The listener's shared state.
+    pub fn shared(&self) -> &Arc<ListenerShared> {
+        &self.shared
+    }
+
+    /// Reads a batch of client datagrams.
+    pub fn recv(&self, batch: &mut Batch) -> io::Result<usize> {
+        batch.recv_from(self.socket.as_fd())
+    }
+
+    /// The routing epoch: bumped when the control plane has published a new routing
+    /// since the last look. `ArcSwap::load` takes no shared lock or refcount.
+    pub fn refresh(&mut self) -> u64 {
+        let current = self.shared.routing.load();
+        if !Arc::ptr_eq(&current, &self.seen) {
+            self.seen = Arc::clone(&current);
+            self.epoch += 1;
+        }
+        self.epoch
+    }
+
+    /// The routing its flows are checked against.
+    pub fn routing(&self) -> &Arc<Routing> {
+        &self.seen
+    }
+
+    /// A slot for the next reply; the batch is sent first if it is full.
+    pub fn reply_slot(&mut self, stats: &ListenerCounters) -> &mut [u8] {
+        if self.replies.is_full() {
+            self.flush(stats);
+        }
+        self.replies.next_slot().expect("flushed above")
+    }
+
+    /// Queues the `len` bytes just written to the reply slot, for `client`, from
+    /// `local` (wildcard listeners).
+    pub fn commit_reply(&mut self, len: usize, client: SocketAddr, local: Option<IpAddr>) {
+        self.replies.commit_from(len, client, local);
+    }
+
+    /// Sends the queued replies; what the kernel will not take now is dropped (UDP)
+    /// and counted.
+    pub fn flush(&mut self, stats: &ListenerCounters) {
+        let total = self.replies.len();
+        let mut from = 0;
+        while from < total {
+            match self.replies.send_to(self.socket.as_fd(), from) {
+                Ok(0) => break,
+                Ok(n) => from += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // This datagram failed (e.g. the client's network is unreachable): skip it.
+                Err(_) => {
+                    stats.udp_dropped_send.inc();
+                    from += 1;
+                }
+            }
+        }
+        stats.udp_out.add(from as u64);
+        if from < total {
+            stats.udp_dropped_send.add((total - from) as u64);
+        }
+        self.replies.clear();
+    }
+
+    /// Replies are waiting.
+    pub fn has_replies(&self) -> bool {
+        !self.replies.is_empty()
+    }
+
+    /// Removed by a reload.
+    pub fn retired(&self) -> bool {
+        self.retired
+    }
+
+    /// Marks it removed; true when no flow keeps it (the caller drops it).
+    pub fn retire(&mut self) -> bool {
+        self.retired = true;
+        self.open == 0
+    }
+
+    /// One more flow uses it.
+    pub fn flow_opened(&mut self) {
+        self.open += 1;
+    }
+
+    /// One flow ended; true when it was the last of a retired listener (the caller
+    /// drops it).
+    pub fn flow_closed(&mut self) -> bool {
+        self.open -= 1;
+        self.retired && self.open == 0
+    }
+
+    /// Takes the socket out of the poll (it closes when dropped).
+    pub fn deregister(mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.socket);
+    }
+}

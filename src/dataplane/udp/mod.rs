@@ -1,0 +1,565 @@
+//! The UDP plane of a worker: a flow table, batched receive from clients, batched
+//! replies.
+//!
+//! A flow is (listener, client address, local address). The local address is the
+//! listener's, or, for a listener on a wildcard address, the datagram's destination as
+//! `IP_PKTINFO`/`IPV6_PKTINFO` reports it. Its first datagram picks a backend from the
+//! ring (protocol byte 17) and gets the flow its own connected upstream socket, so the
+//! backend's replies arrive on that socket and are sent back to the client from the
+//! listener's socket, from the address the client sent to: the client only ever sees
+//! that address.
+//!
+//! Client datagrams come in with `recvmmsg` (up to 32 per call); replies go out with
+//! `sendmmsg`, gathered from every flow that had replies in one loop iteration.
+//! Buffers are allocated once per worker; nothing is allocated per datagram.
+//!
+//! A flow ends after `udp_idle_timeout` without datagrams either way (one timer entry
+//! per flow, see [`super::timers`]), or, with `udp_responses = N`, as soon as every
+//! datagram it forwarded got N replies (NGINX's `proxy_responses`: 1 for DNS). A flow
+//! keeps its backend while that backend is up; when the published routing says it is
+//! down, the flow's next datagram re-picks. An ICMP error from a backend (its port is
+//! closed) is counted and reported as a passive health failure, so a dead backend is
+//! taken out even without active checks.
+
+mod flow;
+mod listener;
+mod socket;
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+
+use mio::{Interest, Registry};
+
+pub use socket::bind_udp;
+
+use super::budget::{FdBudget, FLOW_FDS};
+use super::ratelimit::RateLimit;
+use super::stats::{Counter, ListenerCounters};
+use super::timers::{millis, Millis, Timers};
+use super::token::{self, Key, Kind, Slots};
+use super::ListenerShared;
+use crate::balance::hash::{flow_hash, PROTO_UDP};
+use crate::sys::mmsg::Batch;
+use flow::{Flow, FlowId};
+use listener::{UdpListener, BATCH, SLOT};
+use socket::{reached, upstream};
+
+/// Batches read from one listener per wake-up before other work gets a turn.
+const BATCHES_PER_WAKEUP: usize = 8;
+
+/// Replies read from one flow per wake-up before other work gets a turn.
+const REPLIES_PER_WAKEUP: usize = 64;
+
+/// Work left over by a budget, done before the next wait.
+#[derive(Debug, Clone, Copy)]
+enum Work {
+    Listener(Key),
+    Flow(Key),
+}
+
+/// A worker's UDP listeners and flows.
+#[derive(Debug)]
+pub(super) struct UdpPlane {
+    worker: usize,
+    listeners: Slots<UdpListener>,
+    flows: Slots<Flow>,
+    index: HashMap<FlowId, Key>,
+    /// Receive batch (allocated with the first listener).
+    batch: Option<Batch>,
+    timers: Timers,
+    requeue: Vec<Work>,
+    budget: FdBudget,
+    warn: RateLimit,
+}
+
+fn is(e: &io::Error, errno: i32) -> bool {
+    e.raw_os_error() == Some(errno)
+}
+
+impl UdpPlane {
+    /// An empty plane for worker `worker`, drawing descriptors from `budget`.
+    pub fn new(worker: usize, budget: FdBudget) -> UdpPlane {
+        UdpPlane {
+            worker,
+            listeners: Slots::default(),
+            flows: Slots::default(),
+            index: HashMap::new(),
+            batch: None,
+            timers: Timers::default(),
+            requeue: Vec::new(),
+            budget,
+            warn: RateLimit::default(),
+        }
+    }
+
+    /// Starts serving a listening socket (datagrams queued before registration raise
+    /// no edge: it is read at once).
+    pub fn add_listener(
+        &mut self,
+        socket: std::net::UdpSocket,
+        shared: Arc<ListenerShared>,
+        registry: &Registry,
+    ) -> io::Result<()> {
+        let key = self.listeners.insert_with(|k| {
+            UdpListener::new(socket, shared, registry, token::token(Kind::UdpListener, k))
+        })?;
+        self.batch
+            .get_or_insert_with(|| Batch::with_pktinfo(BATCH, SLOT));
+        self.requeue.push(Work::Listener(key));
+        Ok(())
+    }
+
+    /// Takes no new flows on `shared`'s socket; it stays until its flows end (their
+    /// replies leave from it).
+    pub fn remove_listener(&mut self, shared: &Arc<ListenerShared>, registry: &Registry) {
+        let keys = self
+            .listeners
+            .keys_where(|l| !l.retired() && Arc::ptr_eq(l.shared(), shared));
+        for key in keys {
+            if self.listeners.get_mut(key).is_some_and(UdpListener::retire) {
+                if let Some(l) = self.listeners.remove(key) {
+                    l.deregister(registry);
+                }
+            }
+        }
+    }
+
+    /// Drain: without its listener socket a flow cannot reply, so flows end now.
+    pub fn close_all(&mut self, registry: &Registry) {
+        for key in self.flows.keys_where(|_| true) {
+            self.close_flow(key, registry);
+        }
+        for key in self.listeners.keys_where(|_| true) {
+            if let Some(l) = self.listeners.remove(key) {
+                l.deregister(registry);
+            }
+        }
+    }
+
+    /// An event for a token of this plane.
+    pub fn on_event(&mut self, kind: Kind, key: Key, registry: &Registry, now: Millis) {
+        let more = match kind {
+            Kind::UdpListener => self.readable(key, registry, now),
+            Kind::Flow => self.flow_readable(key, registry, now),
+            _ => false,
+        };
+        if more {
+            self.requeue.push(match kind {
+                Kind::Flow => Work::Flow(key),
+                _ => Work::Listener(key),
+            });
+        }
+    }
+
+    /// Runs the work a budget left over.
+    pub fn run_requeued(&mut self, registry: &Registry, now: Millis) {
+        for work in std::mem::take(&mut self.requeue) {
+            let more = match work {
+                Work::Listener(key) => self.readable(key, registry, now),
+                Work::Flow(key) => self.flow_readable(key, registry, now),
+            };
+            if more {
+                self.requeue.push(work);
+            }
+        }
+    }
+
+    /// Work is waiting: the worker must not sleep.
+    pub fn busy(&self) -> bool {
+        !self.requeue.is_empty()
+    }
+
+    /// Sends every listener's pending replies.
+    pub fn flush_replies(&mut self) {
+        let worker = self.worker;
+        for key in self.listeners.keys_where(UdpListener::has_replies) {
+            if let Some(l) = self.listeners.get_mut(key) {
+                let shared = Arc::clone(l.shared());
+                l.flush(shared.stats.shard(worker));
+            }
+        }
+    }
+
+    /// Closes flows whose idle deadline passed; re-arms the others.
+    pub fn fire_timers(&mut self, registry: &Registry, now: Millis) {
+        while let Some((at, key)) = self.timers.pop_due(now) {
+            let Some(f) = self.flows.get_mut(key) else {
+                continue;
+            };
+            if !Timers::fired(f.armed(), at) {
+                continue;
+            }
+            let lkey = f.listener();
+            let Some(idle) = self.idle_of(lkey) else {
+                continue;
+            };
+            let Some(f) = self.flows.get_mut(key) else {
+                continue;
+            };
+            let due = f.idle_deadline(idle);
+            if due <= now {
+                self.close_flow(key, registry);
+            } else {
+                self.timers.arm(f.armed(), due, key);
+            }
+        }
+        let flows = &mut self.flows;
+        self.timers.compact(flows.len(), |at, key| {
+            flows.get_mut(key).is_some_and(|f| f.armed().is(at))
+        });
+    }
+
+    /// When a flow next idles out.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.timers.next()
+    }
+
+    /// The idle timeout flows of listener `lkey` have now.
+    fn idle_of(&mut self, lkey: Key) -> Option<Millis> {
+        let l = self.listeners.get_mut(lkey)?;
+        l.refresh();
+        Some(millis(l.routing().params.idle_timeout))
+    }
+
+    /// Arms flow `key`'s idle timer.
+    fn rearm(&mut self, key: Key) {
+        let Some(lkey) = self.flows.get(key).map(Flow::listener) else {
+            return;
+        };
+        let Some(idle) = self.idle_of(lkey) else {
+            return;
+        };
+        if let Some(f) = self.flows.get_mut(key) {
+            let at = f.idle_deadline(idle);
+            self.timers.arm(f.armed(), at, key);
+        }
+    }
+
+    /// Reads client datagrams from listener `lkey`; true if it stopped at its budget.
+    fn readable(&mut self, lkey: Key, registry: &Registry, now: Millis) -> bool {
+        let Some(mut batch) = self.batch.take() else {
+            return false;
+        };
+        let mut more = true;
+        for _ in 0..BATCHES_PER_WAKEUP {
+            let Some(l) = self.listeners.get(lkey) else {
+                more = false;
+                break;
+            };
+            match l.recv(&mut batch) {
+                Ok(n) => {
+                    for i in 0..n {
+                        let (data, from) = batch.get(i);
+                        if let Some(client) = from {
+                            self.client_datagram(
+                                (lkey, client, batch.local(i)),
+                                data,
+                                registry,
+                                now,
+                            );
+                        }
+                    }
+                    if n < batch.capacity() {
+                        more = false;
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    more = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // ICMP errors for replies we sent show up here; they are not fatal.
+                    if let Some(suppressed) = self.warn.allow(now) {
+                        tracing::debug!(listener = %l.shared().name, suppressed, "udp receive: {e}");
+                    }
+                }
+            }
+        }
+        self.batch = Some(batch);
+        more
+    }
+
+    /// A datagram from `client` to local address `local` (only wildcard listeners ask
+    /// for `IP_PKTINFO`, so it is `None` on the others).
+    fn client_datagram(&mut self, id: FlowId, data: &[u8], registry: &Registry, now: Millis) {
+        // A listener removed by a reload keeps its socket for its old flows; when a
+        // listener on the same address replaced it (renamed), the kernel still hashes
+        // some new clients to the old socket: their flows belong to the new listener.
+        let (lkey, client, local) = id;
+        let lkey = match self.listeners.get(lkey) {
+            Some(l) if l.retired() && !self.index.contains_key(&id) => {
+                self.successor(lkey).unwrap_or(lkey)
+            }
+            Some(_) => lkey,
+            None => return,
+        };
+        let id = (lkey, client, local);
+        let Some(shared) = self.listeners.get(lkey).map(|l| Arc::clone(l.shared())) else {
+            return;
+        };
+        let stats = shared.stats.shard(self.worker);
+        stats.udp_in.inc();
+        let fkey = match self.index.get(&id) {
+            Some(&k) => {
+                self.check_backend(k, registry);
+                k
+            }
+            None => match self.open_flow(id, &shared, registry, now) {
+                Some(k) => k,
+                None => return,
+            },
+        };
+        let (Some(f), Some(l)) = (self.flows.get_mut(fkey), self.listeners.get(lkey)) else {
+            return;
+        };
+        let mut result = f.send(data, now);
+        if let Err(e) = result.as_ref().map(|_| ()) {
+            if is(e, libc::ECONNREFUSED) {
+                // A previous datagram drew an ICMP port-unreachable; this one was not sent.
+                stats.backend_icmp_errors.inc();
+                f.target().counters.shard(self.worker).connect_errors.inc();
+                shared.report_failure(l.routing(), f.backend(), e);
+                result = f.send(data, now);
+            }
+        }
+        match result {
+            Ok(n) => f
+                .target()
+                .counters
+                .shard(self.worker)
+                .sent_bytes
+                .add(n as u64),
+            Err(e) => {
+                stats.udp_dropped_send.inc();
+                if let Some(suppressed) = self.warn.allow(now) {
+                    tracing::warn!(listener = %shared.name, client = %client, suppressed, "udp datagram to backend dropped: {e}");
+                }
+            }
+        }
+    }
+
+    /// The live UDP listener on the same address as retired listener `lkey`, if any.
+    fn successor(&self, lkey: Key) -> Option<Key> {
+        let listen = self.listeners.get(lkey)?.shared().listen;
+        self.listeners
+            .iter()
+            .find(|(_, l)| !l.retired() && l.shared().listen == listen)
+            .map(|(k, _)| k)
+    }
+
+    /// Counts and logs (at most once a second) a datagram dropped for a new flow.
+    fn dropped(
+        &mut self,
+        shared: &ListenerShared,
+        counter: impl Fn(&ListenerCounters) -> &Counter,
+        now: Millis,
+        why: &str,
+    ) {
+        counter(shared.stats.shard(self.worker)).inc();
+        if let Some(suppressed) = self.warn.allow(now) {
+            tracing::warn!(listener = %shared.name, suppressed, "{why}");
+        }
+    }
+
+    /// Creates the flow for a new client, or drops its datagram (removed listener, max
+    /// flows, no descriptor, no backend).
+    fn open_flow(
+        &mut self,
+        id: FlowId,
+        shared: &Arc<ListenerShared>,
+        registry: &Registry,
+        now: Millis,
+    ) -> Option<Key> {
+        let (lkey, client, local) = id;
+        let l = self.listeners.get_mut(lkey)?;
+        if l.retired() {
+            shared.stats.shard(self.worker).udp_dropped_removed.inc();
+            return None;
+        }
+        let epoch = l.refresh();
+        let routing = Arc::clone(l.routing());
+        let params = &routing.params;
+        if !shared.try_acquire(params.max_connections) {
+            let why = format!(
+                "udp_max_flows ({}) reached: dropping a new flow from {client}",
+                params.max_connections
+            );
+            self.dropped(shared, |c| &c.udp_dropped_max_flows, now, &why);
+            return None;
+        }
+        if !self.budget.take(FLOW_FDS) {
+            shared.release();
+            let why = format!(
+                "{} of this worker's {} file descriptors in use: dropping a new flow from {client}",
+                self.budget.used(),
+                self.budget.limit()
+            );
+            self.dropped(shared, |c| &c.udp_dropped_fd_limit, now, &why);
+            return None;
+        }
+        let key = flow_hash(
+            params.hash,
+            PROTO_UDP,
+            client,
+            reached(shared.listen, local),
+        );
+        let opened = routing.snapshot.pick(key).map(|b| {
+            let addr = routing.snapshot.backends()[b].addr;
+            let target = Arc::clone(&routing.backends[b]);
+            let inserted = self.flows.insert_with(|k| {
+                let mut socket = upstream(addr)?;
+                registry.register(&mut socket, token::token(Kind::Flow, k), Interest::READABLE)?;
+                Ok::<_, io::Error>(Flow::new(id, socket, (b, target), epoch, now))
+            });
+            (addr, inserted)
+        });
+        let fkey = match opened {
+            Some((_, Ok(k))) => k,
+            failed => {
+                shared.release();
+                self.budget.give(FLOW_FDS);
+                let (counter, why): (fn(&ListenerCounters) -> &Counter, String) = match failed {
+                    Some((addr, Err(e))) if crate::sys::is_fd_limit(&e) => (
+                        |c| &c.udp_dropped_fd_limit,
+                        format!("no descriptor for a flow to {addr} ({e}): dropping"),
+                    ),
+                    Some((addr, Err(e))) => (
+                        |c| &c.udp_dropped_send,
+                        format!("cannot open a flow to {addr} ({e}): dropping"),
+                    ),
+                    _ => (
+                        |c| &c.udp_dropped_no_backend,
+                        format!("no backend for a new udp flow from {client}: dropping"),
+                    ),
+                };
+                self.dropped(shared, counter, now, &why);
+                return None;
+            }
+        };
+        if let Some(f) = self.flows.get(fkey) {
+            let counters = f.target().counters.shard(self.worker);
+            counters.connections.inc();
+            counters.active.add(1);
+        }
+        self.index.insert(id, fkey);
+        if let Some(l) = self.listeners.get_mut(lkey) {
+            l.flow_opened();
+        }
+        shared.stats.shard(self.worker).udp_flows.inc();
+        self.rearm(fkey);
+        Some(fkey)
+    }
+
+    /// Re-checks flow `fkey`'s backend once per published routing (see
+    /// [`Flow::placement`]); moves it when its backend is down or gone.
+    fn check_backend(&mut self, fkey: Key, registry: &Registry) {
+        let Some(lkey) = self.flows.get(fkey).map(Flow::listener) else {
+            return;
+        };
+        let Some(l) = self.listeners.get_mut(lkey) else {
+            return;
+        };
+        let epoch = l.refresh();
+        let routing = Arc::clone(l.routing());
+        let listen = l.shared().listen;
+        let Some(f) = self.flows.get_mut(fkey) else {
+            return;
+        };
+        if f.checked(epoch) {
+            return;
+        }
+        let key = flow_hash(
+            routing.params.hash,
+            PROTO_UDP,
+            f.client(),
+            reached(listen, f.local()),
+        );
+        let Some(b) = f.placement(&routing, key) else {
+            return;
+        };
+        let Ok(socket) = upstream(routing.snapshot.backends()[b].addr) else {
+            return;
+        };
+        let target = Arc::clone(&routing.backends[b]);
+        let token = token::token(Kind::Flow, fkey);
+        if let Ok(old) = f.move_to(socket, (b, Arc::clone(&target)), registry, token) {
+            old.counters.shard(self.worker).active.add(-1);
+            let counters = target.counters.shard(self.worker);
+            counters.connections.inc();
+            counters.active.add(1);
+        }
+    }
+
+    /// Reads a flow's replies into its listener's reply batch; true if it stopped at
+    /// its budget.
+    fn flow_readable(&mut self, fkey: Key, registry: &Registry, now: Millis) -> bool {
+        let Some(f) = self.flows.get_mut(fkey) else {
+            return false;
+        };
+        let Some(l) = self.listeners.get_mut(f.listener()) else {
+            return false;
+        };
+        let shared = Arc::clone(l.shared());
+        let stats = shared.stats.shard(self.worker);
+        let responses = u64::from(l.routing().params.udp_responses);
+        let (mut finished, mut more) = (false, true);
+        for _ in 0..REPLIES_PER_WAKEUP {
+            let buf = l.reply_slot(stats);
+            let got = f.recv(buf, responses, now);
+            let counters = f.target().counters.shard(self.worker);
+            match got {
+                Ok((n, done)) => {
+                    l.commit_reply(n, f.client(), f.local());
+                    counters.received_bytes.add(n as u64);
+                    if done {
+                        (finished, more) = (true, false);
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    more = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if is(&e, libc::ECONNREFUSED) {
+                        stats.backend_icmp_errors.inc();
+                        counters.connect_errors.inc();
+                        shared.report_failure(l.routing(), f.backend(), &e);
+                    }
+                    if let Some(suppressed) = self.warn.allow(now) {
+                        tracing::warn!(listener = %shared.name, client = %f.client(), suppressed, "udp backend error: {e}");
+                    }
+                }
+            }
+        }
+        if finished {
+            self.close_flow(fkey, registry);
+        }
+        more
+    }
+
+    /// Ends flow `fkey`: its socket closes, its listener slot and descriptor come back.
+    fn close_flow(&mut self, fkey: Key, registry: &Registry) {
+        let Some(f) = self.flows.remove(fkey) else {
+            return;
+        };
+        self.index.remove(&f.id());
+        f.target().counters.shard(self.worker).active.add(-1);
+        self.budget.give(FLOW_FDS);
+        let lkey = f.listener();
+        drop(f);
+        let Some(l) = self.listeners.get_mut(lkey) else {
+            return;
+        };
+        l.shared().release();
+        if l.flow_closed() {
+            if let Some(l) = self.listeners.remove(lkey) {
+                l.deregister(registry);
+            }
+        }
+    }
+}
