@@ -25,3 +25,5 @@ mod reload;
 mod privileges;
 // PROXY protocol: send_proxy to backends and their checks, accept_proxy from a balancer.
 mod proxy_protocol;
+// Layering rules read from the source tree: no import loops, no shared pub fields.
+mod structure;

@@ -12,11 +12,12 @@ use mio::event::Event;
 use mio::{Events, Poll, Waker};
 
 use super::budget::FdBudget;
+use super::command::{BoundSocket, Command, WorkerListener, WorkerParams};
+use super::listener::ListenerShared;
 use super::tcp::TcpPlane;
 use super::timers::{millis, Millis};
 use super::token::{self, Kind};
 use super::udp::UdpPlane;
-use super::{BoundSocket, Command, ListenerShared, WorkerListener, WorkerParams};
 
 /// Events taken from epoll per wait.
 const EVENTS: usize = 1024;

@@ -9,9 +9,9 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use socket2::{Protocol, Type};
 
+use crate::dataplane::listener::ListenerShared;
 use crate::dataplane::socket::reuseport_socket;
 use crate::dataplane::timers::Millis;
-use crate::dataplane::ListenerShared;
 
 /// Accept backlog of each listening socket.
 const BACKLOG: i32 = 4096;

@@ -15,9 +15,9 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::balance::hash::{flow_hash, PROTO_TCP};
+use crate::dataplane::listener::{ListenerShared, Routing};
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::timers::{millis, Millis};
-use crate::dataplane::{ListenerShared, Routing};
 use crate::proxy_protocol::{self, Version};
 
 /// State of a session until its backend connection is established.

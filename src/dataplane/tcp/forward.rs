@@ -22,6 +22,8 @@
 
 use std::io;
 
+pub use crate::dataplane::listener::Mode;
+
 /// Size of the scratch buffer used in copy mode; a read that fills it switches the
 /// direction to splice.
 pub const COPY_BUF: usize = 16 * 1024;
@@ -67,24 +69,41 @@ pub trait Pipes<P> {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Ready {
     /// Data (or EOF, or an error) may be readable.
-    pub read: bool,
+    read: bool,
     /// There may be room to write.
-    pub write: bool,
+    write: bool,
     /// The peer has closed its sending side (or the socket has an error): EOF is
     /// waiting behind any data, so a short read no longer means "drained".
-    pub hup: bool,
+    hup: bool,
 }
 
-/// How a listener moves bytes (`forward` in the config).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Copy small messages, splice bulk data (the default).
-    #[default]
-    Auto,
-    /// Always splice (what HAProxy's `option splice-request/response` does).
-    Splice,
-    /// Never splice: read/write through the scratch buffer.
-    Copy,
+impl Ready {
+    /// Takes in what an event said.
+    pub fn mark(&mut self, readable: bool, closed: bool, writable: bool) {
+        self.read |= readable || closed;
+        self.hup |= closed;
+        self.write |= writable;
+    }
+
+    /// Something may be readable.
+    pub fn readable(&self) -> bool {
+        self.read
+    }
+
+    /// The peer closed its side (or the socket failed).
+    pub fn closed(&self) -> bool {
+        self.hup
+    }
+
+    /// Says whether something may be readable now.
+    pub fn set_readable(&mut self, readable: bool) {
+        self.read = readable;
+    }
+
+    /// There is room to write (a connect just completed).
+    pub fn set_writable(&mut self) {
+        self.write = true;
+    }
 }
 
 /// Which end of a direction failed.
@@ -99,19 +118,41 @@ pub enum End {
 /// A direction failed.
 #[derive(Debug)]
 pub struct Failure {
+    end: End,
+    error: io::Error,
+}
+
+impl Failure {
     /// Where.
-    pub end: End,
+    pub fn end(&self) -> End {
+        self.end
+    }
+
     /// What the OS said.
-    pub error: io::Error,
+    pub fn error(&self) -> &io::Error {
+        &self.error
+    }
 }
 
 /// What a pump call achieved.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     /// Bytes were read or written.
-    pub moved: bool,
+    moved: bool,
     /// The call stopped because its budget ran out, not because it had to wait.
-    pub more: bool,
+    more: bool,
+}
+
+impl Progress {
+    /// Bytes were read or written.
+    pub fn moved(&self) -> bool {
+        self.moved
+    }
+
+    /// It stopped at its budget with more to do.
+    pub fn more(&self) -> bool {
+        self.more
+    }
 }
 
 /// State of one direction.

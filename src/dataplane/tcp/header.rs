@@ -39,17 +39,17 @@ pub(super) fn read(client: &TcpStream, ready: &mut Ready) -> Read {
         Ok(0) => return Read::ClosedEarly,
         Ok(n) => n,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            ready.read = false;
+            ready.set_readable(false);
             return Read::Wait;
         }
         Err(_) => return Read::Broken,
     };
     let (len, addresses) = match proxy_protocol::parse(&buf[..seen]) {
-        Received::Incomplete if ready.hup => {
+        Received::Incomplete if ready.closed() => {
             return Read::Invalid("closed before its PROXY header ended".into())
         }
         Received::Incomplete => {
-            ready.read = false;
+            ready.set_readable(false);
             return Read::Wait;
         }
         Received::Invalid(why) => return Read::Invalid(why),
@@ -62,7 +62,7 @@ pub(super) fn read(client: &TcpStream, ready: &mut Ready) -> Read {
     }
     if seen > len {
         // Client bytes after the header are waiting: the forwarding path takes them.
-        ready.read = true;
+        ready.set_readable(true);
     }
     Read::Header(addresses)
 }

@@ -23,11 +23,11 @@ use mio::Registry;
 pub use accept::bind_tcp;
 
 use super::budget::{FdBudget, SESSION_FDS};
+use super::listener::ListenerShared;
 use super::ratelimit::RateLimit;
 use super::stats::{BackendStats, ListenerCounters};
 use super::timers::{Millis, Timers};
 use super::token::{self, Key, Kind, Slots};
-use super::ListenerShared;
 use crate::balance::hash::{flow_hash, PROTO_TCP};
 use accept::{Accepted, Listener, Spare};
 use forward::COPY_BUF;

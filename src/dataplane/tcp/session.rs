@@ -17,10 +17,10 @@ use super::connect::{self, Attempt, Connecting};
 use super::forward::{End, Half, Ready};
 use super::header;
 use super::pipes::PipePool;
+use crate::dataplane::listener::{ListenerShared, Routing};
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::timers::{millis, Armed, Millis};
 use crate::dataplane::token::{self, Key, Kind};
-use crate::dataplane::{ListenerShared, Routing};
 use crate::sys::Pipe;
 
 /// Source reads one direction may do per wake-up before others get a turn.
@@ -226,7 +226,7 @@ impl Session {
         match &self.connecting {
             // The header often arrives with the handshake: no need to wait for epoll.
             Some(c) if c.awaiting_header() => {
-                self.client_ready.read = true;
+                self.client_ready.set_readable(true);
                 self.read_header(env)
             }
             _ => self.connect(env),
@@ -240,22 +240,18 @@ impl Session {
             Side::Backend => &mut self.backend_ready,
         };
         let err = event.is_error();
-        if event.is_readable() || event.is_read_closed() || err {
-            ready.read = true;
-        }
-        if event.is_read_closed() || err {
-            ready.hup = true;
-        }
-        if event.is_writable() || event.is_write_closed() || err {
-            ready.write = true;
-        }
+        ready.mark(
+            event.is_readable() || err,
+            event.is_read_closed() || err,
+            event.is_writable() || event.is_write_closed() || err,
+        );
         match &self.connecting {
             None => self.drive(env),
             Some(_) if side == Side::Backend => {
                 let clean = event.is_writable() && !err && !event.is_write_closed();
                 self.check_connect(clean, false, env)
             }
-            Some(c) if c.awaiting_header() && self.client_ready.read => self.read_header(env),
+            Some(c) if c.awaiting_header() && self.client_ready.readable() => self.read_header(env),
             Some(_) => Step::Wait,
         }
     }
@@ -358,7 +354,7 @@ impl Session {
                 let _ = stream.set_nodelay(true);
                 self.target = c.established(env.worker);
                 self.connecting = None;
-                self.backend_ready.write = true;
+                self.backend_ready.set_writable();
                 self.last_active = env.now;
                 self.listener.stats.shard(env.worker).connections.inc();
                 self.drive(env)
@@ -410,20 +406,20 @@ impl Session {
             }
         }
         let failed = |f: super::forward::Failure, src: Side| {
-            tracing::debug!(listener = %self.listener.name, "{src:?} -> {:?}: {:?} failed: {}", src.other(), f.end, f.error);
-            Step::End(Ending::Failed(reset_for(f.end, src)))
+            tracing::debug!(listener = %self.listener.name, "{src:?} -> {:?}: {:?} failed: {}", src.other(), f.end(), f.error());
+            Step::End(Ending::Failed(reset_for(f.end(), src)))
         };
         let (up, down) = match (up, down) {
             (Err(f), _) => return failed(f, Side::Client),
             (Ok(_), Some(Err(f))) => return failed(f, Side::Backend),
             (Ok(a), b) => (a, b.and_then(Result::ok).unwrap_or_default()),
         };
-        if up.moved || down.moved {
+        if up.moved() || down.moved() {
             self.last_active = env.now;
         }
         if self.up.done() && self.down.done() {
             Step::End(Ending::Done)
-        } else if up.more || down.more {
+        } else if up.more() || down.more() {
             Step::Again
         } else {
             Step::Wait

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 
+use crate::dataplane::listener::Routing;
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::timers::{Armed, Millis};
 use crate::dataplane::token::Key;
-use crate::dataplane::Routing;
 
 /// A flow's identity: listener, client address, and the local address the client
 /// reached when the listener binds a wildcard address (`None` otherwise).

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 
+use crate::dataplane::listener::{ListenerShared, Routing};
 use crate::dataplane::stats::ListenerCounters;
-use crate::dataplane::{ListenerShared, Routing};
 use crate::sys::mmsg::Batch;
 
 /// Datagrams per `recvmmsg`/`sendmmsg` call.

@@ -34,11 +34,11 @@ use mio::{Interest, Registry};
 pub use socket::bind_udp;
 
 use super::budget::{FdBudget, FLOW_FDS};
+use super::listener::ListenerShared;
 use super::ratelimit::RateLimit;
 use super::stats::{Counter, ListenerCounters};
 use super::timers::{millis, Millis, Timers};
 use super::token::{self, Key, Kind, Slots};
-use super::ListenerShared;
 use crate::balance::hash::{flow_hash, PROTO_UDP};
 use crate::sys::mmsg::Batch;
 use flow::{Flow, FlowId};

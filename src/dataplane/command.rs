@@ -1,0 +1,61 @@
+//! What the control plane hands workers: their sockets at start, and commands later.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::listener::ListenerShared;
+use super::stats::BackendStats;
+
+/// A worker's own bound socket for one listener.
+#[derive(Debug)]
+pub enum BoundSocket {
+    /// From [`bind_tcp`].
+    Tcp(std::net::TcpListener),
+    /// From [`bind_udp`].
+    Udp(std::net::UdpSocket),
+}
+
+/// One listener as handed to one worker: its own bound socket plus the shared state.
+#[derive(Debug)]
+pub struct WorkerListener {
+    /// A non-blocking socket bound with `SO_REUSEPORT`.
+    pub socket: BoundSocket,
+    /// Shared state.
+    pub shared: Arc<ListenerShared>,
+}
+
+/// Everything a worker starts with.
+#[derive(Debug)]
+pub struct WorkerParams {
+    /// Worker number, for logs and the thread name.
+    pub index: usize,
+    /// How many workers there are.
+    pub workers: usize,
+    /// File descriptors this worker may open for traffic (its share of what the
+    /// control plane does not reserve).
+    pub fd_budget: usize,
+    /// Its listeners.
+    pub listeners: Vec<WorkerListener>,
+}
+
+/// Messages from the control plane.
+#[derive(Debug)]
+pub enum Command {
+    /// Stop accepting; finish open sessions until `deadline`, then close them and exit.
+    Drain {
+        /// When to give up on open sessions.
+        deadline: Instant,
+    },
+    /// Close every open TCP session of `listener` to `backend` (`on_down = "close"`).
+    CloseBackend {
+        /// The listener.
+        listener: Arc<ListenerShared>,
+        /// The backend.
+        backend: Arc<BackendStats>,
+    },
+    /// Start serving a listener added by a reload.
+    AddListener(WorkerListener),
+    /// Stop accepting on a listener removed by a reload; its open connections and
+    /// flows carry on until they end.
+    RemoveListener(Arc<ListenerShared>),
+}
