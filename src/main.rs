@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         Command::Run { config, log_level } => init_logging(&log_level).and_then(|()| {
             config::load(&config)
                 .map_err(anyhow::Error::from)
-                .and_then(control::run)
+                .and_then(|c| control::run(c).map_err(anyhow::Error::from))
         }),
         Command::Route {
             config,

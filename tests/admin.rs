@@ -49,7 +49,17 @@ fn every_admin_call_and_every_bad_one() {
         401
     );
 
-    // Status: listeners, backends with every documented field, process info.
+    // Status: listeners, backends with every documented field, process info. The
+    // readiness probe's connection closes asynchronously: wait until it is counted
+    // out.
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || {
+            let s = json(&http("GET", admin, "/status", t).body);
+            backend(&s, "a")["active_connections"] == 0
+                && backend(&s, "b")["active_connections"] == 0
+        }),
+        "the readiness probe's connection is still counted"
+    );
     let r = http("GET", admin, "/status", t);
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.content_type.starts_with("application/json"));

@@ -272,7 +272,9 @@ fn a_connect_that_hangs_times_out_and_goes_to_the_next_backend() {
     let listen = free_addr();
     let toml = config(listen, &[(stuck_addr, "stuck"), (good.addr, "good")], "")
         .replace("connect_timeout = \"1s\"", "connect_timeout = \"300ms\"")
-        + "\n[listener.health]\ncheck = \"none\"\n";
+        // Passive checks would take the stuck backend out after its first timeouts;
+        // this test is about every connect to it waiting for connect_timeout.
+        + "\n[listener.health]\ncheck = \"none\"\npassive = false\n";
     let rw = Ringway::start(&toml, &[listen]);
     let mut seen = Vec::new();
     for _ in 0..30 {

@@ -27,3 +27,5 @@ mod privileges;
 mod proxy_protocol;
 // Layering rules read from the source tree: no import loops, no shared pub fields.
 mod structure;
+// Safe by default: faults injected from outside (prlimit, dead backends, idle sockets).
+mod safety;

@@ -13,48 +13,39 @@
 //! (401 otherwise). Unknown listeners, backends and paths get 404, a wrong method 405,
 //! a malformed path 400; all errors are JSON `{"error": "..."}`.
 
-use std::sync::{Arc, Mutex};
-
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::core::{AdminError, Control};
+use super::actor::Handle;
+use super::core::AdminError;
 use super::http::{self, Body};
 use super::state::Admin;
 
-/// Shared control state, as the servers see it.
-pub type Shared = Arc<Mutex<Control>>;
-
-/// Locks the control state; a panic elsewhere must not take the API down with it.
-pub fn lock(control: &Shared) -> std::sync::MutexGuard<'_, Control> {
-    control.lock().unwrap_or_else(|e| e.into_inner())
+/// The control task did not answer (ringway is shutting down).
+fn gone() -> Response<Body> {
+    http::error(StatusCode::SERVICE_UNAVAILABLE, "ringway is shutting down")
 }
 
 /// `GET /metrics`.
-pub async fn metrics(control: Shared, req: Request<Incoming>) -> Response<Body> {
+pub async fn metrics(control: Handle, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/metrics") => {
-            let text = lock(&control).metrics();
-            http::respond(
+        (&Method::GET | &Method::HEAD, "/metrics") => match control.metrics().await {
+            Some(text) => http::respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
                 text,
-            )
-        }
+            ),
+            None => gone(),
+        },
         (_, "/metrics") => not_allowed("GET, HEAD"),
         _ => http::error(StatusCode::NOT_FOUND, "not found: try GET /metrics"),
     }
 }
 
 /// Every admin request.
-pub async fn admin(control: Shared, req: Request<Incoming>) -> Response<Body> {
-    let token = lock(&control)
-        .config
-        .admin
-        .as_ref()
-        .and_then(|a| a.token.clone());
-    if let Some(token) = token {
+pub async fn admin(control: Handle, req: Request<Incoming>) -> Response<Body> {
+    if let Some(token) = control.token() {
         let given = req
             .headers()
             .get(AUTHORIZATION)
@@ -69,19 +60,23 @@ pub async fn admin(control: Shared, req: Request<Incoming>) -> Response<Body> {
     }
     let segments = match segments(req.uri().path()) {
         Ok(s) => s,
-        Err(why) => return http::error(StatusCode::BAD_REQUEST, &why),
+        Err(why) => return http::error(StatusCode::BAD_REQUEST, &why.to_string()),
     };
     let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = req.method();
     match parts.as_slice() {
         ["status"] => match *method {
-            Method::GET | Method::HEAD => http::json(StatusCode::OK, &lock(&control).status()),
+            Method::GET | Method::HEAD => match control.status().await {
+                Some(status) => http::json(StatusCode::OK, &status),
+                None => gone(),
+            },
             _ => not_allowed("GET, HEAD"),
         },
         ["reload"] => match *method {
-            Method::POST => match lock(&control).reload() {
+            Method::POST => match control.reload().await {
                 Ok(summary) => http::json(StatusCode::OK, &serde_json::json!({ "reloaded": summary })),
-                Err(why) => http::error(StatusCode::UNPROCESSABLE_ENTITY, &why),
+                Err(super::reload::ReloadError::Stopped) => gone(),
+                Err(why) => http::error(StatusCode::UNPROCESSABLE_ENTITY, &why.to_string()),
             },
             _ => not_allowed("POST"),
         },
@@ -100,11 +95,12 @@ pub async fn admin(control: Shared, req: Request<Incoming>) -> Response<Body> {
             if method != Method::POST {
                 return not_allowed("POST");
             }
-            match lock(&control).set_admin(listener, id, admin) {
-                Ok(status) => http::json(StatusCode::OK, &status),
-                Err(e @ (AdminError::NoListener(_) | AdminError::NoBackend { .. })) => {
+            match control.set_admin(listener, id, admin).await {
+                Some(Ok(status)) => http::json(StatusCode::OK, &status),
+                Some(Err(e @ (AdminError::NoListener(_) | AdminError::NoBackend { .. }))) => {
                     http::error(StatusCode::NOT_FOUND, &e.to_string())
                 }
+                None => gone(),
             }
         }
         _ => http::error(
@@ -135,20 +131,29 @@ fn not_allowed(allow: &'static str) -> Response<Body> {
     r
 }
 
+/// A path the admin API cannot read.
+#[derive(Debug, thiserror::Error)]
+enum PathError {
+    #[error("malformed path: empty segment")]
+    Empty,
+    #[error("malformed path: segment {0:?} is not UTF-8 once decoded")]
+    NotUtf8(String),
+}
+
 /// The path's segments, percent-decoded; an error for empty segments or bytes that
 /// do not decode to UTF-8.
-fn segments(path: &str) -> Result<Vec<String>, String> {
+fn segments(path: &str) -> Result<Vec<String>, PathError> {
     let path = path.strip_prefix('/').unwrap_or(path);
     let path = path.strip_suffix('/').unwrap_or(path);
     path.split('/')
         .map(|s| {
             if s.is_empty() {
-                return Err("malformed path: empty segment".to_string());
+                return Err(PathError::Empty);
             }
             percent_encoding::percent_decode_str(s)
                 .decode_utf8()
                 .map(|c| c.into_owned())
-                .map_err(|_| format!("malformed path: segment {s:?} is not UTF-8 once decoded"))
+                .map_err(|_| PathError::NotUtf8(s.to_string()))
         })
         .collect()
 }

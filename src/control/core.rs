@@ -1,18 +1,21 @@
-//! The control plane's state and the operations on it: health results, admin calls,
-//! metrics, status. One [`Control`] behind a mutex, locked briefly by the tasks of the
-//! control runtime (never by a worker, never across an `.await`).
+//! The control plane's state and the operations on it: health results (active and
+//! passive), re-admission after a hold-down, admin calls, metrics, status. Owned by
+//! one task ([`super::actor`]); every method runs on it, in message order.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
-use tokio::sync::mpsc::UnboundedSender;
 
+use super::actor::Handle;
 use super::probes::{self, Outcome};
+use super::reload::Reloads;
+use super::resolver::Resolving;
 use super::state::{Admin, BackendStatus, ListenerState, ListenerStatus};
 use crate::config::Config;
 use crate::dataplane::{Command, PassiveFailure, WorkerControl};
-use crate::health::state::Transition;
+use crate::health::state::{HealthState, Transition};
 use crate::health::{AllDown, OnDown};
 use crate::metrics::{Exporter, Sample};
 
@@ -25,20 +28,20 @@ pub struct Control {
     pub listeners: Vec<ListenerState>,
     /// Command channels of the workers.
     pub workers: Vec<WorkerControl>,
-    /// Where probes send results.
-    pub probes: UnboundedSender<Outcome>,
+    /// This task's own address: probes and background jobs report through it.
+    pub me: Handle,
     /// Where workers send passive failures (handed to new listeners).
-    pub passive: UnboundedSender<PassiveFailure>,
+    pub passive: tokio::sync::mpsc::UnboundedSender<PassiveFailure>,
     /// The Prometheus recorder.
     pub exporter: Exporter,
-    /// Reloads applied.
-    pub reloads_ok: u64,
-    /// Reloads rejected.
-    pub reloads_failed: u64,
-    /// Why the last rejected reload was rejected.
-    pub last_reload_error: Option<String>,
+    /// Reloads: counts, the last error, loads in flight.
+    pub reloads: Reloads,
+    /// Host-name re-resolution schedule.
+    pub resolving: Resolving,
     /// When ringway started.
     pub started: Instant,
+    /// When a check that could not run was last logged, per listener.
+    unknown_logged: HashMap<String, Instant>,
 }
 
 /// Why an admin call failed.
@@ -83,11 +86,35 @@ pub struct ProcessStatus {
     pub reloads_ok: u64,
     /// Reloads rejected.
     pub reloads_failed: u64,
-    /// Why the last rejected reload was rejected.
+    /// Why the last reload was rejected; cleared by a successful one.
     pub last_reload_error: Option<String>,
 }
 
 impl Control {
+    /// The state for `config` with its listeners built.
+    pub fn new(
+        config: Config,
+        listeners: Vec<ListenerState>,
+        workers: Vec<WorkerControl>,
+        me: Handle,
+        passive: tokio::sync::mpsc::UnboundedSender<PassiveFailure>,
+    ) -> Control {
+        let now = Instant::now();
+        let resolving = Resolving::new(now + config.resolve_interval);
+        Control {
+            config,
+            listeners,
+            workers,
+            me,
+            passive,
+            exporter: Exporter::new(crate::metrics::STALE_AFTER),
+            reloads: Reloads::default(),
+            resolving,
+            started: now,
+            unknown_logged: HashMap::new(),
+        }
+    }
+
     /// Starts a probe for every checked backend that has none.
     pub fn start_probes(&mut self) {
         for l in &mut self.listeners {
@@ -101,53 +128,124 @@ impl Control {
                         Arc::clone(&b.stats),
                         conf.addr,
                         l.config.health.clone(),
-                        self.probes.clone(),
+                        self.me.clone(),
                     ));
                 }
             }
         }
     }
 
-    /// Applies one check result (stale ones, about replaced backends, are ignored).
-    pub fn on_outcome(&mut self, o: Outcome) {
-        let Some(li) = self
+    /// The listener and backend a report is about (by identity: a report about a
+    /// backend a reload has replaced since finds nothing and is ignored).
+    fn locate(
+        &self,
+        listener: &Arc<crate::dataplane::ListenerShared>,
+        backend: &Arc<crate::dataplane::stats::BackendStats>,
+    ) -> Option<(usize, usize)> {
+        let li = self
             .listeners
             .iter()
-            .position(|l| Arc::ptr_eq(&l.shared, &o.listener))
-        else {
+            .position(|l| Arc::ptr_eq(&l.shared, listener))?;
+        let bi = self.listeners[li].backend_of(backend)?;
+        Some((li, bi))
+    }
+
+    /// Applies one active check result.
+    pub fn on_checked(&mut self, o: Outcome, now: Instant) {
+        let Some((li, bi)) = self.locate(&o.listener, &o.backend) else {
             return;
         };
-        let active = o.took.is_some();
         let l = &mut self.listeners[li];
-        let health = &l.config.health;
-        // Passive failures only count where active checks can bring a backend back.
-        if !(active || health.active() && health.passive) {
-            return;
+        match o.result {
+            Err(e) if e.is_local() => {
+                // No evidence about the backend: counted, logged once per interval.
+                l.backends[bi].checks_unknown += 1;
+                let name = &l.config.name;
+                let every = l.config.health.interval;
+                let last = self.unknown_logged.get(name);
+                if last.is_none_or(|t| now.duration_since(*t) >= every) {
+                    self.unknown_logged.insert(name.clone(), now);
+                    tracing::warn!(listener = %name, "health check of backend {} could not run: {e}; counted as unknown, not as a failure", o.backend.id);
+                }
+            }
+            result => {
+                self.exporter
+                    .record_check(&l.config.name, &o.backend.id, o.took);
+                let why = result.as_ref().err().map(ToString::to_string);
+                if let Some(tr) = l.observe(bi, result.is_ok()) {
+                    self.transition(li, bi, tr, why.as_deref(), "failed checks");
+                }
+            }
         }
-        let Some(bi) = l.backend_of(&o.backend) else {
+    }
+
+    /// Applies a failure seen on the data path (a refused or timed-out connect, an
+    /// ICMP error): it counts as a failed check. Where no active check can bring the
+    /// backend back, it is re-admitted after a hold-down.
+    pub fn on_passive(&mut self, p: PassiveFailure, now: Instant) {
+        let Some((li, bi)) = self.locate(&p.listener, &p.backend) else {
             return;
         };
-        if let Some(took) = o.took {
-            self.exporter
-                .record_check(&l.config.name, &o.backend.id, took);
+        let l = &mut self.listeners[li];
+        if !l.config.health.passive {
+            return;
         }
-        let Some(tr) = l.observe(bi, o.result.is_ok(), active) else {
+        let Some(tr) = l.observe_passive(bi, now.duration_since(self.started)) else {
             return;
         };
+        if !l.config.health.active() {
+            l.backends[bi].readmit_at = Some(now + l.config.health.readmit_after());
+        }
+        self.transition(
+            li,
+            bi,
+            tr,
+            Some(&p.error),
+            "failed checks (the last a connect on the data path)",
+        );
+    }
+
+    /// Re-admits backends whose hold-down is over.
+    pub fn readmit(&mut self, now: Instant) {
+        for li in 0..self.listeners.len() {
+            let l = &mut self.listeners[li];
+            let due: Vec<usize> = (0..l.backends.len())
+                .filter(|&bi| l.backends[bi].readmit_at.is_some_and(|t| t <= now))
+                .collect();
+            if due.is_empty() {
+                continue;
+            }
+            for bi in due {
+                let b = &mut l.backends[bi];
+                b.readmit_at = None;
+                b.health = HealthState::new(true);
+                let conf = &l.config.backends[bi];
+                tracing::info!(listener = %l.config.name, "backend {} ({}) UP: re-admitted after {:?} out (no active check; failures on the data path take it out again)", conf.id, conf.addr_text, l.config.health.readmit_after());
+            }
+            self.publish(li);
+        }
+    }
+
+    /// When the next hold-down ends.
+    pub fn next_readmit(&self) -> Option<Instant> {
+        self.listeners
+            .iter()
+            .flat_map(|l| l.backends.iter().filter_map(|b| b.readmit_at))
+            .min()
+    }
+
+    /// Logs a health transition of backend `bi` of listener `li` and publishes it.
+    fn transition(&mut self, li: usize, bi: usize, tr: Transition, why: Option<&str>, what: &str) {
+        let l = &self.listeners[li];
         let health = &l.config.health;
         let b = &l.config.backends[bi];
         let name = &l.config.name;
-        match (tr, &o.result) {
-            (Transition::Down, Err(why)) => {
-                let what = if active {
-                    "failed checks"
-                } else {
-                    "failed checks (the last a connect on the data path)"
-                };
-                tracing::warn!(listener = %name, "backend {} ({}) DOWN after {} {what}: {why}", b.id, b.addr_text, health.fall);
+        match tr {
+            Transition::Down => {
+                tracing::warn!(listener = %name, "backend {} ({}) DOWN after {} {what}: {}", b.id, b.addr_text, health.fall, why.unwrap_or("?"));
             }
-            _ => {
-                tracing::info!(listener = %name, "backend {} ({}) UP after {} successful checks", b.id, b.addr_text, health.rise)
+            Transition::Up => {
+                tracing::info!(listener = %name, "backend {} ({}) UP after {} successful checks", b.id, b.addr_text, health.rise);
             }
         }
         if !l.backends.iter().any(|b| b.health.is_up()) {
@@ -217,9 +315,9 @@ impl Control {
                 uptime_seconds: self.started.elapsed().as_secs(),
                 workers: self.workers.len(),
                 config: self.config.path.display().to_string(),
-                reloads_ok: self.reloads_ok,
-                reloads_failed: self.reloads_failed,
-                last_reload_error: self.last_reload_error.clone(),
+                reloads_ok: self.reloads.ok,
+                reloads_failed: self.reloads.failed,
+                last_reload_error: self.reloads.last_error.clone(),
             },
             listeners: self.listeners.iter().map(ListenerState::status).collect(),
         }
@@ -229,9 +327,17 @@ impl Control {
     pub fn metrics(&self) -> String {
         let sample = Sample {
             listeners: self.listeners.iter().map(ListenerState::sample).collect(),
-            reloads_ok: self.reloads_ok,
-            reloads_failed: self.reloads_failed,
+            reloads_ok: self.reloads.ok,
+            reloads_failed: self.reloads.failed,
         };
         self.exporter.render(&sample)
+    }
+
+    /// Connections and flows open now, all listeners together.
+    pub fn open(&self) -> usize {
+        self.listeners
+            .iter()
+            .map(|l| l.shared.active.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
     }
 }

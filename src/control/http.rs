@@ -1,12 +1,20 @@
 //! A small HTTP/1.1 server (hyper) for `/metrics` and the admin API, on the control
-//! runtime. Connections are limited in number and time: these endpoints are for
-//! scrapers and operators, not traffic.
+//! runtime. A scraper or an operator must always get through, so:
+//!
+//! * the listening socket has a backlog like the data plane's (4,096);
+//! * every connection is accepted at once; at most `slots` stay open, and a new one
+//!   beyond that closes the connection idle the longest (one that sent nothing yet or
+//!   sits between requests), as HAProxy does with idle connections;
+//! * a connection has [`HEADER_TIMEOUT`] to send a request head, and the same to send
+//!   the next one on keep-alive; no connection lives past [`CONNECTION_TIMEOUT`];
+//! * failed accepts (out of descriptors) are logged at most once a second.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -15,18 +23,81 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use slab::Slab;
+use socket2::{Domain, Socket, Type};
+use tokio::task::AbortHandle;
 
 /// Response body type.
 pub type Body = Full<Bytes>;
 
-/// Time a client has to send its request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time to send a request head, and between requests on keep-alive.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Longest life of one connection.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Serves `handler` on `listener` (already bound) until the runtime stops.
+/// Accept backlog (the data plane's).
+const BACKLOG: i32 = 4096;
+
+/// Binds an HTTP listening socket with a deep backlog.
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// One open connection.
+#[derive(Debug)]
+struct Conn {
+    /// Tells a reused slot from the connection that had it.
+    id: u64,
+    /// Since when it has been idle; `None` while a request is being answered.
+    idle_since: Option<Instant>,
+    task: AbortHandle,
+}
+
+/// The open connections of one server.
+#[derive(Debug, Default)]
+struct Table {
+    conns: Slab<Conn>,
+    next_id: u64,
+}
+
+type Shared = Arc<Mutex<Table>>;
+
+fn lock(t: &Shared) -> std::sync::MutexGuard<'_, Table> {
+    t.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes a connection's entry when its task ends (or is aborted).
+struct Leave {
+    table: Shared,
+    key: usize,
+    id: u64,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        let mut t = lock(&self.table);
+        if t.conns.get(self.key).is_some_and(|c| c.id == self.id) {
+            t.conns.remove(self.key);
+        }
+    }
+}
+
+/// Marks a connection busy or idle.
+fn mark(table: &Shared, key: usize, id: u64, idle: bool) {
+    let mut t = lock(table);
+    if let Some(c) = t.conns.get_mut(key).filter(|c| c.id == id) {
+        c.idle_since = idle.then(Instant::now);
+    }
+}
+
+/// Serves `handler` on `listener` (from [`bind`]) until the runtime stops, with at
+/// most `slots` connections open.
 pub fn spawn<H, F>(
     listener: std::net::TcpListener,
     slots: usize,
@@ -37,39 +108,85 @@ where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    listener.set_nonblocking(true)?;
     tracing::info!("{what} on http://{}", listener.local_addr()?);
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let slots = Arc::new(Semaphore::new(slots));
+    let table: Shared = Arc::default();
     tokio::spawn(async move {
+        let mut last_warning: Option<Instant> = None;
+        let mut held_back = 0u64;
         loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(c) => c,
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
                 Err(e) => {
-                    tracing::warn!("{what}: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        tracing::warn!(suppressed = held_back, "{what}: accept failed: {e}");
+                        last_warning = Some(Instant::now());
+                        held_back = 0;
+                    } else {
+                        held_back += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
-            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-                return;
-            };
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler(req).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service);
-                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
-                drop(permit);
+            let mut t = lock(&table);
+            if t.conns.len() >= slots {
+                let oldest = t
+                    .conns
+                    .iter()
+                    .filter_map(|(k, c)| c.idle_since.map(|since| (since, k)))
+                    .min();
+                match oldest {
+                    Some((_, k)) => t.conns.remove(k).task.abort(),
+                    // Every connection is in the middle of a request: this one waits
+                    // for none of them, it is closed.
+                    None => continue,
+                }
+            }
+            t.next_id += 1;
+            let id = t.next_id;
+            let key = t.conns.vacant_key();
+            let task = tokio::spawn(serve(
+                stream,
+                Leave {
+                    table: Arc::clone(&table),
+                    key,
+                    id,
+                },
+                handler.clone(),
+            ));
+            t.conns.insert(Conn {
+                id,
+                idle_since: Some(Instant::now()),
+                task: task.abort_handle(),
             });
         }
     });
     Ok(())
+}
+
+async fn serve<H, F>(stream: tokio::net::TcpStream, leave: Leave, handler: H)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let (table, key, id) = (Arc::clone(&leave.table), leave.key, leave.id);
+    let service = hyper::service::service_fn(move |req| {
+        let handler = handler.clone();
+        let table = Arc::clone(&table);
+        async move {
+            mark(&table, key, id, false);
+            let response = handler(req).await;
+            mark(&table, key, id, true);
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+    drop(leave);
 }
 
 /// A response with a body and content type.

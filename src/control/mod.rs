@@ -3,11 +3,14 @@
 //! SIGTERM/SIGINT.
 //!
 //! It binds every socket before any worker starts (so a bad address fails the start,
-//! not a worker), drops privileges when `user` is set, builds each listener's
+//! not a worker), drops privileges when `user` is set, splits the file descriptors
+//! between itself and the workers ([`fds`]), builds each listener's
 //! [`Routing`](crate::dataplane::Routing) and publishes it through the listener's
-//! `ArcSwap`. Everything else runs on one small tokio runtime on the main thread, around
-//! one `core::Control` behind a mutex. Nothing here runs on a worker.
+//! `ArcSwap`. Everything else runs on one small tokio runtime on the main thread: one
+//! task owns the state ([`actor`], [`core`]) and everything else talks to it with
+//! messages. Nothing here runs on a worker.
 
+mod actor;
 mod admin;
 mod core;
 mod fds;
@@ -20,18 +23,62 @@ mod resolver;
 mod signals;
 mod state;
 
+use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
-
-use anyhow::Context as _;
+use std::sync::Arc;
 
 use crate::config::{Config, ListenerConfig, Protocol};
 use crate::dataplane::{self, BoundSocket, WorkerListener, WorkerParams};
-use crate::metrics::{Exporter, STALE_AFTER};
 use state::ListenerState;
 
+pub use privileges::PrivilegeError;
+pub use reload::BindError;
+pub use signals::SignalError;
 pub use state::{live_snapshot, params};
+
+/// Why ringway could not start, or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The control runtime could not be built.
+    #[error("cannot start the control runtime: {0}")]
+    Runtime(io::Error),
+    /// A signal handler could not be installed.
+    #[error(transparent)]
+    Signals(#[from] SignalError),
+    /// A listener could not bind its address.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// `metrics.listen` or `admin.listen` could not be bound.
+    #[error("{key}: cannot listen on {addr}: {source}")]
+    BindHttp {
+        /// The config key.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The metrics or admin server could not start.
+    #[error("cannot serve {what}: {source}")]
+    Serve {
+        /// Which.
+        what: &'static str,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// `user`/`group` could not be switched to.
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
+    /// A worker thread could not be started.
+    #[error("cannot start a worker thread: {0}")]
+    Worker(io::Error),
+    /// Every worker thread stopped on its own.
+    #[error("every worker thread has stopped")]
+    WorkersStopped,
+    /// Worker threads panicked.
+    #[error("{0} worker thread(s) panicked")]
+    WorkersPanicked(usize),
+}
 
 /// The warning `ringway check` gives when `config`'s limits do not fit the open files
 /// limit `run` will have (the hard limit, which it raises the soft one to).
@@ -46,7 +93,7 @@ fn open_fds() -> usize {
 }
 
 /// Runs the balancer described by `config` until SIGTERM/SIGINT and a graceful drain.
-pub fn run(config: Config) -> anyhow::Result<()> {
+pub fn run(config: Config) -> Result<(), RunError> {
     let limit = match crate::sys::rlimit::raise_nofile() {
         Ok((soft, _)) => soft,
         Err(e) => {
@@ -61,14 +108,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the control runtime")?;
+        .map_err(RunError::Runtime)?;
     // Before the first bind: a signal that finds ringway listening must find it handled.
     let watch = {
         let _in_runtime = rt.enter();
         signals::Watch::install()?
     };
-    let (passive_tx, mut passive_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (probe_tx, mut probe_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (passive_tx, passive_rx) = tokio::sync::mpsc::unbounded_channel();
     let listeners: Vec<ListenerState> = config
         .listeners
         .iter()
@@ -119,85 +165,69 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 fd_budget: fd_plan.per_worker,
                 listeners,
             })
-            .context("cannot start a worker thread")?,
+            .map_err(RunError::Worker)?,
         );
     }
     tracing::info!("{}", config.summary());
     for l in &config.listeners {
         tracing::info!(listener = %l.name, "listening on {} {}", l.protocol, l.listen);
     }
-    let control = Arc::new(Mutex::new(core::Control {
+    let token = config.admin.as_ref().and_then(|a| a.token.clone());
+    let (handle, mailbox) = actor::channel(token);
+    let mut control = core::Control::new(
         config,
         listeners,
-        workers: workers.iter().map(|w| w.control()).collect(),
-        probes: probe_tx,
-        passive: passive_tx,
-        exporter: Exporter::new(STALE_AFTER),
-        reloads_ok: 0,
-        reloads_failed: 0,
-        last_reload_error: None,
-        started: Instant::now(),
-    }));
+        workers.iter().map(|w| w.control()).collect(),
+        handle.clone(),
+        passive_tx,
+    );
     rt.block_on(async move {
-        admin::lock(&control).start_probes();
-        tokio::spawn(resolver::run(Arc::clone(&control)));
-        let c = Arc::clone(&control);
-        tokio::spawn(async move {
-            loop {
-                let outcome = tokio::select! {
-                    Some(o) = probe_rx.recv() => o,
-                    Some(p) = passive_rx.recv() => probes::Outcome {
-                        listener: p.listener,
-                        backend: p.backend,
-                        result: Err(p.error),
-                        took: None,
-                    },
-                    else => return,
-                };
-                admin::lock(&c).on_outcome(outcome);
-            }
-        });
+        control.start_probes();
+        tokio::spawn(actor::run(control, mailbox, passive_rx));
+        let http_error = |what| move |source| RunError::Serve { what, source };
         if let Some(socket) = metrics_socket {
-            let c = Arc::clone(&control);
+            let h = handle.clone();
             http::spawn(
                 socket,
                 fd_plan.http_slots,
                 "metrics: GET /metrics",
-                move |r| admin::metrics(Arc::clone(&c), r),
-            )?;
+                move |r| admin::metrics(h.clone(), r),
+            )
+            .map_err(http_error("/metrics"))?;
         }
         if let Some(socket) = admin_socket {
-            let c = Arc::clone(&control);
+            let h = handle.clone();
             http::spawn(
                 socket,
                 fd_plan.http_slots,
                 "admin API: GET /status",
-                move |r| admin::admin(Arc::clone(&c), r),
-            )?;
+                move |r| admin::admin(h.clone(), r),
+            )
+            .map_err(http_error("the admin API"))?;
         }
         notify::notify("READY=1\nSTATUS=serving");
-        signals::run(watch, workers, control).await
+        signals::run(watch, workers, handle).await
     })
 }
 
 /// One socket per worker for listener `l`.
-fn bind(l: &ListenerConfig, workers: usize) -> anyhow::Result<Vec<BoundSocket>> {
+fn bind(l: &ListenerConfig, workers: usize) -> Result<Vec<BoundSocket>, BindError> {
     (0..workers)
         .map(|_| {
             match l.protocol {
                 Protocol::Tcp => dataplane::bind_tcp(l.listen).map(BoundSocket::Tcp),
                 Protocol::Udp => dataplane::bind_udp(l.listen).map(BoundSocket::Udp),
             }
-            .with_context(|| {
-                format!(
-                    "listener {:?}: cannot listen on {} {}",
-                    l.name, l.protocol, l.listen
-                )
+            .map_err(|source| BindError {
+                listener: l.name.clone(),
+                protocol: l.protocol,
+                addr: l.listen,
+                source,
             })
         })
         .collect()
 }
 
-fn bind_http(addr: SocketAddr, key: &str) -> anyhow::Result<std::net::TcpListener> {
-    std::net::TcpListener::bind(addr).with_context(|| format!("{key}: cannot listen on {addr}"))
+fn bind_http(addr: SocketAddr, key: &'static str) -> Result<std::net::TcpListener, RunError> {
+    http::bind(addr).map_err(|source| RunError::BindHttp { key, addr, source })
 }

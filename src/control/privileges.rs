@@ -1,45 +1,106 @@
 //! Dropping root: after every socket is bound, switch to the configured user and group.
 
-use anyhow::{bail, Context as _};
 use nix::unistd::{getgid, getuid, setgid, setgroups, setuid, Gid, Group, Uid, User};
+
+/// Why the switch failed (ringway then does not start).
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    /// The user or group database could not be read.
+    #[error("{kind} {name:?}: cannot look it up: {source}")]
+    Lookup {
+        /// `user` or `group`.
+        kind: &'static str,
+        /// The name.
+        name: String,
+        /// What the C library said.
+        source: nix::Error,
+    },
+    /// No such user or group.
+    #[error("{kind} {name:?} does not exist")]
+    Missing {
+        /// `user` or `group`.
+        kind: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// A set*id call failed.
+    #[error("cannot switch to user {user:?} (uid {uid}) / gid {gid}: {call}: {source}; refusing to run as uid {now}")]
+    Refused {
+        /// The user.
+        user: String,
+        /// Its uid.
+        uid: Uid,
+        /// The group id.
+        gid: Gid,
+        /// `setgroups`, `setgid` or `setuid`.
+        call: &'static str,
+        /// What the kernel said.
+        source: nix::Error,
+        /// The uid still in effect.
+        now: Uid,
+    },
+    /// The calls succeeded but the process still runs as someone else.
+    #[error("switched to user {user:?} but still running as uid {now}")]
+    Unchanged {
+        /// The user.
+        user: String,
+        /// The effective uid.
+        now: Uid,
+    },
+}
+
+fn lookup(kind: &'static str, name: &str) -> impl FnOnce(nix::Error) -> PrivilegeError {
+    let name = name.to_string();
+    move |source| PrivilegeError::Lookup { kind, name, source }
+}
+
+fn missing(kind: &'static str, name: &str) -> PrivilegeError {
+    PrivilegeError::Missing {
+        kind,
+        name: name.to_string(),
+    }
+}
 
 /// Switches the whole process (every thread; called before any worker starts) to
 /// `user` and `group` (default: the user's primary group). Fails, and ringway does not
 /// start, when the user or group does not exist or the switch is not allowed: it never
 /// carries on as root when told not to.
-pub fn drop_to(user: &str, group: Option<&str>) -> anyhow::Result<()> {
+pub fn drop_to(user: &str, group: Option<&str>) -> Result<(), PrivilegeError> {
     let u = User::from_name(user)
-        .with_context(|| format!("user {user:?}: cannot look it up"))?
-        .with_context(|| format!("user {user:?} does not exist"))?;
+        .map_err(lookup("user", user))?
+        .ok_or_else(|| missing("user", user))?;
     let gid: Gid = match group {
         None => u.gid,
         Some(g) => {
             Group::from_name(g)
-                .with_context(|| format!("group {g:?}: cannot look it up"))?
-                .with_context(|| format!("group {g:?} does not exist"))?
+                .map_err(lookup("group", g))?
+                .ok_or_else(|| missing("group", g))?
                 .gid
         }
     };
     if getuid() == u.uid && getgid() == gid {
         return Ok(());
     }
-    let refuse = |what: &str, e: nix::Error| {
-        anyhow::anyhow!(
-            "cannot switch to user {user:?} (uid {}) / gid {gid}: {what}: {e}; refusing to run as uid {}",
-            u.uid,
-            getuid()
-        )
+    let refuse = |call: &'static str| {
+        move |source| PrivilegeError::Refused {
+            user: user.to_string(),
+            uid: u.uid,
+            gid,
+            call,
+            source,
+            now: getuid(),
+        }
     };
     if getuid().is_root() {
-        setgroups(&[gid]).map_err(|e| refuse("setgroups", e))?;
+        setgroups(&[gid]).map_err(refuse("setgroups"))?;
     }
-    setgid(gid).map_err(|e| refuse("setgid", e))?;
-    setuid(u.uid).map_err(|e| refuse("setuid", e))?;
+    setgid(gid).map_err(refuse("setgid"))?;
+    setuid(u.uid).map_err(refuse("setuid"))?;
     if getuid() != u.uid || Uid::effective() != u.uid {
-        bail!(
-            "switched to user {user:?} but still running as uid {}",
-            Uid::effective()
-        );
+        return Err(PrivilegeError::Unchanged {
+            user: user.to_string(),
+            now: Uid::effective(),
+        });
     }
     tracing::info!("running as user {user} (uid {}), gid {gid}", u.uid);
     Ok(())

@@ -2,33 +2,34 @@
 //!
 //! A backend is probed every `interval` plus up to 10% jitter; its first probe comes
 //! after a delay spread over one interval by a hash of its identity, so that checks of
-//! many backends do not line up. Results go to the control plane's aggregator with the
-//! listener's and backend's identities: a result about a backend a reload has since
-//! replaced matches nothing and is ignored.
+//! many backends do not line up. Results go to the control task with the listener's
+//! and backend's identities: a result about a backend a reload has since replaced
+//! matches nothing and is ignored.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::AbortHandle;
 
+use super::actor::{Handle, Msg};
 use crate::balance::hash::xxh3;
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::ListenerShared;
-use crate::health::{probe, HealthConfig};
+use crate::health::probe::{self, ProbeError};
+use crate::health::HealthConfig;
 
-/// A check result, active or passive.
+/// An active check result.
 #[derive(Debug)]
 pub struct Outcome {
     /// The listener.
     pub listener: Arc<ListenerShared>,
     /// The backend.
     pub backend: Arc<BackendStats>,
-    /// Ok, or why not.
-    pub result: Result<(), String>,
-    /// How long an active check took; `None` for a failure seen on the data path.
-    pub took: Option<Duration>,
+    /// Healthy, or why not.
+    pub result: Result<(), ProbeError>,
+    /// How long the check took.
+    pub took: Duration,
 }
 
 /// A running probe; dropping it stops the probe.
@@ -48,7 +49,7 @@ pub fn spawn(
     backend: Arc<BackendStats>,
     mut addr: SocketAddr,
     cfg: HealthConfig,
-    tx: UnboundedSender<Outcome>,
+    control: Handle,
 ) -> ProbeTask {
     if let Some(port) = cfg.port {
         addr.set_port(port);
@@ -65,9 +66,9 @@ pub fn spawn(
                 listener: Arc::clone(&listener),
                 backend: Arc::clone(&backend),
                 result,
-                took: Some(started.elapsed()),
+                took: started.elapsed(),
             };
-            if tx.send(outcome).is_err() {
+            if !control.send(Msg::Checked(outcome)) {
                 return;
             }
             let jitter =

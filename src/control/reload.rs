@@ -1,8 +1,12 @@
 //! Live reload: SIGHUP (or `POST /reload`) re-reads the config file and applies it
 //! without dropping a connection or a flow.
 //!
-//! Everything that can fail (reading, validating, binding new listeners) happens
-//! before anything changes; then the new state is committed in one step:
+//! Reading and validating the file (which resolves backend host names) runs on the
+//! blocking pool, off the control task: a slow resolver delays that reload only, not
+//! health checks, metrics or the admin API. Requests that arrive while a load is in
+//! flight are answered by the next load, which reads the file again. Everything that
+//! can fail (validating, binding new listeners) happens before anything changes; then
+//! the new state is committed in one step:
 //! - a listener with the same name, protocol and address keeps its sockets; its new
 //!   settings and backends are published as a new routing (open connections keep the
 //!   backend they have; backends keep health, admin state and counters by id);
@@ -13,41 +17,130 @@
 //! `workers`, `user`, `group`, `metrics.listen` and `admin.listen` need a restart: a
 //! reload that changes them says so and keeps the running values.
 
-use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
+use tokio::sync::oneshot;
+
+use super::actor::{Msg, Reloaded};
 use super::core::Control;
 use super::state::ListenerState;
-use crate::config::Config;
+use crate::config::{Config, ConfigError, Protocol};
 use crate::dataplane::{BoundSocket, Command, WorkerListener};
 
+/// Why a reload was not applied.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReloadError {
+    /// The file could not be read or is not a valid config.
+    #[error("{}", chain(.0.as_ref()))]
+    Config(Arc<ConfigError>),
+    /// A new listener could not bind its address.
+    #[error(transparent)]
+    Bind(Arc<BindError>),
+    /// The control plane is gone (shutting down).
+    #[error("ringway is shutting down")]
+    Stopped,
+}
+
+/// A listener's address could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("listener {listener:?}: cannot listen on {protocol} {addr}: {source}")]
+pub struct BindError {
+    /// The listener.
+    pub listener: String,
+    /// Its protocol.
+    pub protocol: Protocol,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// What the OS said.
+    pub source: std::io::Error,
+}
+
+/// An error with its causes, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    out
+}
+
+/// Reload counts and the loads in flight.
+#[derive(Debug, Default)]
+pub struct Reloads {
+    /// Applied.
+    pub ok: u64,
+    /// Rejected.
+    pub failed: u64,
+    /// Why the last one was rejected; cleared by a successful one.
+    pub last_error: Option<String>,
+    /// A load is running on the blocking pool.
+    loading: bool,
+    /// Who waits for the running load.
+    current: Vec<oneshot::Sender<Reloaded>>,
+    /// Asked while a load ran: another load follows.
+    again: bool,
+    /// Who waits for that one.
+    next: Vec<oneshot::Sender<Reloaded>>,
+}
+
 impl Control {
-    /// Re-reads the config file and applies it; on any error keeps the running config.
-    /// Returns the error, if any, as logged.
-    pub fn reload(&mut self) -> Result<String, String> {
+    /// A reload was asked for (`reply`: where its outcome goes).
+    pub fn request_reload(&mut self, reply: Option<oneshot::Sender<Reloaded>>) {
+        let r = &mut self.reloads;
+        if r.loading {
+            r.again = true;
+            r.next.extend(reply);
+            return;
+        }
+        r.current.extend(reply);
+        self.start_load();
+    }
+
+    fn start_load(&mut self) {
+        self.reloads.loading = true;
         let path = self.config.path.clone();
-        let result = crate::config::load(&path)
-            .map_err(anyhow::Error::from)
-            .and_then(|c| self.apply(c));
-        match result {
+        let me = self.me.clone();
+        tokio::task::spawn_blocking(move || {
+            me.send(Msg::Loaded(crate::config::load(&path)));
+        });
+    }
+
+    /// A load finished: applies it (or keeps the running config), answers whoever
+    /// waited, and starts the next load if one was asked for meanwhile.
+    pub fn on_loaded(&mut self, loaded: Result<Config, ConfigError>) {
+        let path = self.config.path.clone();
+        let result = loaded
+            .map_err(|e| ReloadError::Config(Arc::new(e)))
+            .and_then(|c| self.apply(c).map_err(|e| ReloadError::Bind(Arc::new(e))));
+        match &result {
             Ok(summary) => {
-                self.reloads_ok += 1;
-                self.last_reload_error = None;
+                self.reloads.ok += 1;
+                self.reloads.last_error = None;
                 tracing::info!("reloaded {}: {summary}", path.display());
-                Ok(summary)
             }
             Err(e) => {
-                self.reloads_failed += 1;
-                let why = format!("{e:#}");
-                tracing::error!("reload failed, the running config stays: {why}");
-                self.last_reload_error = Some(why.clone());
-                Err(why)
+                self.reloads.failed += 1;
+                self.reloads.last_error = Some(e.to_string());
+                tracing::error!("reload failed, the running config stays: {e}");
             }
+        }
+        let r = &mut self.reloads;
+        for waiting in r.current.drain(..) {
+            let _ = waiting.send(result.clone());
+        }
+        r.loading = false;
+        if std::mem::take(&mut r.again) {
+            r.current = std::mem::take(&mut r.next);
+            self.start_load();
         }
     }
 
     /// Applies `new` (a reloaded config, or the running one with re-resolved backend
     /// addresses): binds what is new first, then commits.
-    pub(super) fn apply(&mut self, new: Config) -> anyhow::Result<String> {
+    pub(super) fn apply(&mut self, new: Config) -> Result<String, BindError> {
         let workers = self.workers.len();
         // Plan: bind everything new first; an error here changes nothing.
         let mut plans = Vec::with_capacity(new.listeners.len());
@@ -71,7 +164,9 @@ impl Control {
         for (l, plan) in applied.listeners.iter().zip(plans) {
             match plan {
                 Plan::Keep(i) => {
-                    let mut state = old[i].take().context("listener planned twice")?;
+                    let Some(mut state) = old[i].take() else {
+                        continue;
+                    };
                     if state.config != *l {
                         state.reconfigure(l.clone());
                         to_publish.push(next.len());
@@ -84,7 +179,7 @@ impl Control {
                     for (w, socket) in self.workers.iter().zip(sockets) {
                         let _ = w.send(Command::AddListener(WorkerListener {
                             socket,
-                            shared: std::sync::Arc::clone(&state.shared),
+                            shared: Arc::clone(&state.shared),
                         }));
                     }
                     tracing::info!(listener = %l.name, "listening on {} {}", l.protocol, l.listen);
@@ -95,9 +190,7 @@ impl Control {
         }
         for state in old.into_iter().flatten() {
             for w in &self.workers {
-                let _ = w.send(Command::RemoveListener(std::sync::Arc::clone(
-                    &state.shared,
-                )));
+                let _ = w.send(Command::RemoveListener(Arc::clone(&state.shared)));
             }
             tracing::info!(listener = %state.config.name, "listener removed: no longer accepting on {} {}; open connections carry on", state.config.protocol, state.config.listen);
             removed += 1;
@@ -106,8 +199,8 @@ impl Control {
         for li in to_publish {
             self.publish(li);
         }
-        self.start_probes();
         self.config = applied;
+        self.start_probes();
         Ok(format!(
             "{added} listener(s) added, {changed} changed, {removed} removed"
         ))
@@ -152,4 +245,22 @@ enum Plan {
     Keep(usize),
     /// New sockets, one per worker.
     New(Vec<BoundSocket>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_show_their_causes() {
+        let e = ConfigError::Read {
+            path: "/etc/ringway.toml".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        let shown = ReloadError::Config(Arc::new(e)).to_string();
+        assert!(
+            shown.starts_with("/etc/ringway.toml: cannot read the config file: "),
+            "{shown}"
+        );
+    }
 }

@@ -4,13 +4,13 @@
 //! The first stop signal tells every worker to stop accepting and to finish open
 //! connections within `shutdown_timeout`; a second one exits at once.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use super::admin::{lock, Shared};
+use super::actor::Handle;
 use super::notify::notify;
+use super::RunError;
 use crate::dataplane::{Command, WorkerHandle};
 
 /// Exit status of a forced exit (second signal).
@@ -105,8 +105,8 @@ fn reopen_logs() {
 pub async fn run(
     mut watch: Watch,
     workers: Vec<WorkerHandle>,
-    control: Shared,
-) -> anyhow::Result<()> {
+    control: Handle,
+) -> Result<(), RunError> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let why = loop {
         tokio::select! {
@@ -115,31 +115,29 @@ pub async fn run(
                 Asked::Reload => {
                     tracing::info!("SIGHUP: reloading the config");
                     notify("RELOADING=1");
-                    let status = match lock(&control).reload() {
-                        Ok(summary) => format!("reloaded: {summary}"),
-                        Err(_) => "reload failed: the running config stays (see the log)".to_string(),
-                    };
-                    notify(&format!("READY=1\nSTATUS={status}"));
+                    let control = control.clone();
+                    tokio::spawn(async move {
+                        let status = match control.reload().await {
+                            Ok(summary) => format!("reloaded: {summary}"),
+                            Err(_) => "reload failed: the running config stays (see the log)".to_string(),
+                        };
+                        notify(&format!("READY=1\nSTATUS={status}"));
+                    });
                 }
                 Asked::ReopenLogs => reopen_logs(),
                 Asked::Nothing(name) => ignored(name),
             },
             _ = tick.tick() => {
                 if workers.iter().all(WorkerHandle::is_finished) {
-                    anyhow::bail!("every worker thread has stopped");
+                    return Err(RunError::WorkersStopped);
                 }
             }
         }
     };
-    let (open, timeout) = {
-        let c = lock(&control);
-        let open: usize = c
-            .listeners
-            .iter()
-            .map(|l| l.shared.active.load(Ordering::Relaxed))
-            .sum();
-        (open, c.config.shutdown_timeout)
-    };
+    let (open, timeout) = control
+        .draining()
+        .await
+        .unwrap_or((0, crate::config::Tuning::DEFAULT_SHUTDOWN_TIMEOUT));
     tracing::info!(
         "{why}: no longer accepting; draining {open} open connection(s) for up to {timeout:?}"
     );
@@ -163,14 +161,13 @@ pub async fn run(
             }
         }
     }
-    let mut panicked = 0;
-    for w in workers {
-        if w.join().is_err() {
-            panicked += 1;
-        }
-    }
+    let panicked = workers
+        .into_iter()
+        .map(WorkerHandle::join)
+        .filter(Result::is_err)
+        .count();
     if panicked > 0 {
-        anyhow::bail!("{panicked} worker thread(s) panicked");
+        return Err(RunError::WorkersPanicked(panicked));
     }
     tracing::info!("stopped");
     Ok(())

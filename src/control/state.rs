@@ -54,6 +54,12 @@ pub struct BackendState {
     pub checks_ok: u64,
     /// Failed active checks.
     pub checks_failed: u64,
+    /// Active checks that could not run (this machine out of descriptors or ports):
+    /// neither success nor failure.
+    pub checks_unknown: u64,
+    /// Taken out by data-path failures on a listener without active checks: when it
+    /// is re-admitted.
+    pub readmit_at: Option<std::time::Instant>,
     /// Published transitions to up.
     pub to_up: u64,
     /// Published transitions to down.
@@ -71,6 +77,8 @@ impl BackendState {
             up: true,
             checks_ok: 0,
             checks_failed: 0,
+            checks_unknown: 0,
+            readmit_at: None,
             to_up: 0,
             to_down: 0,
             probe: None,
@@ -167,9 +175,10 @@ impl ListenerState {
         if config.health != self.config.health {
             for b in &mut backends {
                 b.probe = None;
-                // Without checks nothing could bring a down backend back.
+                // Without checks only a hold-down brings a down backend back: start over.
                 if !config.health.active() {
                     b.health = HealthState::default();
+                    b.readmit_at = None;
                 }
             }
         }
@@ -199,21 +208,31 @@ impl ListenerState {
             .position(|b| Arc::ptr_eq(&b.stats, stats))
     }
 
-    /// Feeds one check result of backend `bi` to its health machine.
-    pub fn observe(&mut self, bi: usize, ok: bool, active: bool) -> Option<Transition> {
-        let t = Thresholds {
+    fn thresholds(&self) -> Thresholds {
+        Thresholds {
             rise: self.config.health.rise,
             fall: self.config.health.fall,
-        };
+        }
+    }
+
+    /// Feeds one active check result of backend `bi` to its health machine.
+    pub fn observe(&mut self, bi: usize, ok: bool) -> Option<Transition> {
+        let t = self.thresholds();
         let b = &mut self.backends[bi];
-        if active {
-            if ok {
-                b.checks_ok += 1;
-            } else {
-                b.checks_failed += 1;
-            }
+        if ok {
+            b.checks_ok += 1;
+        } else {
+            b.checks_failed += 1;
         }
         b.health.observe(ok, t)
+    }
+
+    /// Feeds a failure seen on the data path at `at` (since the control plane started)
+    /// to backend `bi`'s health machine.
+    pub fn observe_passive(&mut self, bi: usize, at: std::time::Duration) -> Option<Transition> {
+        let t = self.thresholds();
+        let window = self.config.health.passive_window();
+        self.backends[bi].health.observe_passive(at, window, t)
     }
 
     /// Publishes the current states as a new routing for the workers. Counts
@@ -269,6 +288,7 @@ impl ListenerState {
                     share,
                     checks_ok: b.checks_ok,
                     checks_failed: b.checks_failed,
+                    checks_unknown: b.checks_unknown,
                     to_up: b.to_up,
                     to_down: b.to_down,
                     checked: self.config.health.active(),
@@ -399,6 +419,6 @@ fn routing(config: &ListenerConfig, base: &Snapshot, backends: &[BackendState]) 
         params: params(config),
         snapshot: live_snapshot(config, base, up, accepting),
         backends: backends.iter().map(|b| Arc::clone(&b.stats)).collect(),
-        passive: config.health.active() && config.health.passive,
+        passive: config.health.passive,
     }
 }

@@ -84,7 +84,8 @@ pub struct HealthConfig {
     /// The PROXY protocol header (LOCAL/UNKNOWN) that `send-expect` and `http` checks
     /// send first, for backends that require one.
     pub send_proxy: Option<crate::proxy_protocol::Version>,
-    /// Failed connects on the data path count as failed checks.
+    /// Failed connects (TCP) and ICMP errors (UDP) on the data path count as failed
+    /// checks (on by default, with or without active checks).
     pub passive: bool,
     /// Open connections of a backend that goes down.
     pub on_down: OnDown,
@@ -96,5 +97,17 @@ impl HealthConfig {
     /// True when backends are checked at all.
     pub fn active(&self) -> bool {
         self.check != Check::None
+    }
+
+    /// Failures on the data path take a backend out when `fall` of them come within
+    /// this long of each other: `fall` x `interval` (6 s by default).
+    pub fn passive_window(&self) -> std::time::Duration {
+        self.interval * self.fall
+    }
+
+    /// On a listener without active checks, how long a backend taken out by
+    /// data-path failures stays out before it is tried again: `fall` x `interval`.
+    pub fn readmit_after(&self) -> std::time::Duration {
+        self.interval * self.fall
     }
 }

@@ -5,6 +5,13 @@
 //! `fall` consecutive failures take it down; while down, `rise` consecutive successes
 //! bring it back. A result that agrees with the current state resets the opposite
 //! streak, so only uninterrupted runs count, as in HAProxy.
+//!
+//! Failures seen on the data path (passive checks) bring no successes with them, so
+//! they also have to come close together: one more than a `window` after the previous
+//! starts the count over (NGINX's `max_fails` within `fail_timeout`). Time is passed
+//! in, as a duration since any fixed origin.
+
+use std::time::Duration;
 
 /// A change of state, returned when (and only when) the state flips.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,21 +37,24 @@ pub struct HealthState {
     up: bool,
     /// Consecutive results against the current state.
     streak: u32,
+    /// When the last passive failure was seen.
+    last_passive: Option<Duration>,
 }
 
 impl Default for HealthState {
     fn default() -> Self {
-        HealthState {
-            up: true,
-            streak: 0,
-        }
+        HealthState::new(true)
     }
 }
 
 impl HealthState {
     /// A backend in the given state with no streak.
     pub fn new(up: bool) -> HealthState {
-        HealthState { up, streak: 0 }
+        HealthState {
+            up,
+            streak: 0,
+            last_passive: None,
+        }
     }
 
     /// Whether the backend is up.
@@ -71,6 +81,24 @@ impl HealthState {
         self.up = ok;
         self.streak = 0;
         Some(if ok { Transition::Up } else { Transition::Down })
+    }
+
+    /// Records a failure seen on the data path at time `at`: it continues the run of
+    /// failures only when the previous passive failure came within `window`.
+    pub fn observe_passive(
+        &mut self,
+        at: Duration,
+        window: Duration,
+        t: Thresholds,
+    ) -> Option<Transition> {
+        let stale = self
+            .last_passive
+            .is_some_and(|last| at.saturating_sub(last) > window);
+        if self.up && stale {
+            self.streak = 0;
+        }
+        self.last_passive = Some(at);
+        self.observe(false, t)
     }
 }
 
@@ -139,6 +167,34 @@ mod tests {
         assert_eq!(s.observe(true, t), None);
         assert_eq!(s.observe(true, t), Some(Transition::Up));
         assert!(s.is_up());
+    }
+
+    #[test]
+    fn passive_failures_count_only_when_they_come_close_together() {
+        let t = Thresholds { rise: 2, fall: 3 };
+        let w = Duration::from_secs(6);
+        let secs = Duration::from_secs;
+        // One failure every 10 s, for an hour: never down.
+        let mut s = HealthState::default();
+        for i in 0..360 {
+            assert_eq!(s.observe_passive(secs(10 * i), w, t), None, "{i}");
+        }
+        assert!(s.is_up());
+        // Three within the window: down at the third.
+        let mut s = HealthState::default();
+        assert_eq!(s.observe_passive(secs(100), w, t), None);
+        assert_eq!(s.observe_passive(secs(103), w, t), None);
+        assert_eq!(s.observe_passive(secs(106), w, t), Some(Transition::Down));
+        // While down they change nothing; successes (a re-check) bring it back.
+        assert_eq!(s.observe_passive(secs(107), w, t), None);
+        assert_eq!(s.observe(true, t), None);
+        assert_eq!(s.observe(true, t), Some(Transition::Up));
+        // A gap beyond the window in the middle starts the count over.
+        let mut s = HealthState::default();
+        s.observe_passive(secs(0), w, t);
+        s.observe_passive(secs(1), w, t);
+        assert_eq!(s.observe_passive(secs(20), w, t), None);
+        assert_eq!(s.streak(), 1);
     }
 
     #[test]

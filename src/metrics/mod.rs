@@ -39,6 +39,8 @@ pub struct BackendSample<'a> {
     pub checks_ok: u64,
     /// Failed active checks.
     pub checks_failed: u64,
+    /// Active checks that could not run here.
+    pub checks_unknown: u64,
     /// Transitions to up.
     pub to_up: u64,
     /// Transitions to down.
@@ -146,6 +148,7 @@ fn listener(l: &ListenerSample<'_>) {
             ("no_backend", sum(|c| c.udp_dropped_no_backend.get())),
             ("send_failed", sum(|c| c.udp_dropped_send.get())),
             ("listener_removed", sum(|c| c.udp_dropped_removed.get())),
+            ("fd_limit", sum(|c| c.udp_dropped_fd_limit.get())),
         ] {
             counter!(UDP_DROPPED, &lbl(reason)).absolute(v);
         }
@@ -158,6 +161,8 @@ fn listener(l: &ListenerSample<'_>) {
             ("no_backend", sum(|c| c.rejected_no_backend.get())),
             ("backends_failed", sum(|c| c.rejected_backends_failed.get())),
             ("proxy_header", sum(|c| c.rejected_proxy_header.get())),
+            ("fd_limit", sum(|c| c.rejected_fd_limit.get())),
+            ("local_error", sum(|c| c.rejected_local_error.get())),
         ] {
             counter!(LISTENER_REJECTED, &lbl(reason)).absolute(v);
         }
@@ -189,6 +194,7 @@ fn backend(listener: &str, b: &BackendSample<'_>) {
     gauge!(BACKEND_RING_SHARE, &labels).set(b.share);
     counter!(HEALTH_CHECKS, &with(RESULT, SUCCESS)).absolute(b.checks_ok);
     counter!(HEALTH_CHECKS, &with(RESULT, FAILURE)).absolute(b.checks_failed);
+    counter!(HEALTH_CHECKS, &with(RESULT, UNKNOWN)).absolute(b.checks_unknown);
     if b.checked {
         // Registering shows the histogram (empty) before the first check finishes.
         let _ = histogram!(HEALTH_CHECK_DURATION, &labels);

@@ -20,6 +20,9 @@ pub const VERSION: &str = "version";
 pub const SUCCESS: &str = "success";
 /// `result` value of a failed check or rejected reload.
 pub const FAILURE: &str = "failure";
+/// `result` value of a check that could not run (no descriptor or port here): no
+/// evidence about the backend either way.
+pub const UNKNOWN: &str = "unknown";
 
 /// Connections accepted and established to a backend (TCP listeners).
 pub const LISTENER_CONNECTIONS: &str = "ringway_listener_connections_total";
@@ -27,7 +30,9 @@ pub const LISTENER_CONNECTIONS: &str = "ringway_listener_connections_total";
 pub const LISTENER_ACTIVE: &str = "ringway_listener_active_connections";
 /// Connections refused or reset by ringway, by `reason`: `max_connections`,
 /// `no_backend` (none up), `backends_failed` (every connect attempt failed),
-/// `proxy_header` (`accept_proxy` and no valid PROXY header in time).
+/// `proxy_header` (`accept_proxy` and no valid PROXY header in time), `fd_limit` (the
+/// worker's share of file descriptors is spent), `local_error` (no local port or
+/// memory for the backend socket).
 pub const LISTENER_REJECTED: &str = "ringway_listener_rejected_connections_total";
 /// Connections (TCP) or flows (UDP) established to a backend.
 pub const BACKEND_CONNECTIONS: &str = "ringway_backend_connections_total";
@@ -43,7 +48,8 @@ pub const BACKEND_SENT_BYTES: &str = "ringway_backend_sent_bytes_total";
 pub const BACKEND_UP: &str = "ringway_backend_up";
 /// Fraction of the key space a backend owns now (0 when down or draining).
 pub const BACKEND_RING_SHARE: &str = "ringway_backend_ring_share";
-/// Active health checks, by `result`.
+/// Active health checks, by `result`: `success`, `failure`, `unknown` (could not run
+/// here).
 pub const HEALTH_CHECKS: &str = "ringway_health_checks_total";
 /// Duration of active health checks.
 pub const HEALTH_CHECK_DURATION: &str = "ringway_health_check_duration_seconds";
@@ -56,7 +62,7 @@ pub const UDP_FLOWS: &str = "ringway_udp_flows_total";
 /// UDP datagrams, by `direction`: `in` from clients, `out` to clients.
 pub const UDP_DATAGRAMS: &str = "ringway_udp_datagrams_total";
 /// UDP datagrams dropped, by `reason`: `max_flows`, `no_backend`, `send_failed`,
-/// `listener_removed`.
+/// `listener_removed`, `fd_limit`.
 pub const UDP_DROPPED: &str = "ringway_udp_dropped_datagrams_total";
 /// Fraction of the key space that changed backend at the listener's last ring change.
 pub const RING_REMAPPED: &str = "ringway_ring_remapped_ratio";
@@ -75,7 +81,7 @@ pub const CHECK_DURATION_BUCKETS: &[f64] = &[
 pub const ALL: &[(&str, &[&str], &str, &str)] = &[
     (LISTENER_CONNECTIONS, &[LISTENER], "counter", "TCP connections accepted and established to a backend"),
     (LISTENER_ACTIVE, &[LISTENER], "gauge", "Connections (TCP) or flows (UDP) open now"),
-    (LISTENER_REJECTED, &[LISTENER, REASON], "counter", "Connections refused or reset by ringway: max_connections, no_backend, backends_failed, proxy_header"),
+    (LISTENER_REJECTED, &[LISTENER, REASON], "counter", "Connections refused or reset by ringway: max_connections, no_backend, backends_failed, proxy_header, fd_limit, local_error"),
     (BACKEND_CONNECTIONS, &[LISTENER, BACKEND], "counter", "Connections (TCP) or flows (UDP) established to the backend"),
     (BACKEND_ACTIVE, &[LISTENER, BACKEND], "gauge", "Connections (TCP) or flows (UDP) open to the backend now"),
     (BACKEND_CONNECT_ERRORS, &[LISTENER, BACKEND], "counter", "Failed connect attempts (TCP) or ICMP errors (UDP)"),
@@ -83,13 +89,13 @@ pub const ALL: &[(&str, &[&str], &str, &str)] = &[
     (BACKEND_SENT_BYTES, &[LISTENER, BACKEND], "counter", "Bytes sent to the backend"),
     (BACKEND_UP, &[LISTENER, BACKEND], "gauge", "1 when the backend is up (healthy, not disabled), else 0"),
     (BACKEND_RING_SHARE, &[LISTENER, BACKEND], "gauge", "Fraction of the key space the backend owns now"),
-    (HEALTH_CHECKS, &[LISTENER, BACKEND, RESULT], "counter", "Active health checks by result: success, failure"),
+    (HEALTH_CHECKS, &[LISTENER, BACKEND, RESULT], "counter", "Active health checks by result: success, failure, unknown (could not run here)"),
     (HEALTH_CHECK_DURATION, &[LISTENER, BACKEND], "histogram", "Duration of active health checks in seconds"),
     (BACKEND_TRANSITIONS, &[LISTENER, BACKEND, TO], "counter", "Backend state changes by new state: up, down"),
     (UDP_FLOWS_ACTIVE, &[LISTENER], "gauge", "UDP flows open now"),
     (UDP_FLOWS, &[LISTENER], "counter", "UDP flows created"),
     (UDP_DATAGRAMS, &[LISTENER, DIRECTION], "counter", "UDP datagrams: in from clients, out to clients"),
-    (UDP_DROPPED, &[LISTENER, REASON], "counter", "UDP datagrams dropped: max_flows, no_backend, send_failed, listener_removed"),
+    (UDP_DROPPED, &[LISTENER, REASON], "counter", "UDP datagrams dropped: max_flows, no_backend, send_failed, listener_removed, fd_limit"),
     (RING_REMAPPED, &[LISTENER], "gauge", "Fraction of the key space that changed backend at the last ring change"),
     (CONFIG_RELOADS, &[RESULT], "counter", "Config reloads by result: success, failure"),
     (BUILD_INFO, &[VERSION], "gauge", "Always 1; labelled with the version"),

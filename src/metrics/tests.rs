@@ -16,6 +16,7 @@ fn sample<'a>(stats: &'a Sharded<ListenerCounters>, backends: &'a [BackendStats]
                     share: 0.5,
                     checks_ok: 3,
                     checks_failed: 1,
+                    checks_unknown: 0,
                     to_up: 0,
                     to_down: 1,
                     checked: true,

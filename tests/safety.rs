@@ -1,0 +1,301 @@
+//! Safe by default (issue 9): faults injected from outside (a dead backend without
+//! health checks, a low descriptor limit with prlimit, hundreds of idle sockets on the
+//! control ports) must not lose traffic silently, take healthy backends out, or lock
+//! the operator out.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+/// Raises this test process's own descriptor limit (its clients and backends).
+fn roomy() {
+    ringway::sys::rlimit::raise_nofile().unwrap();
+}
+
+/// One query from a fresh client socket (a new flow); the answering backend's name.
+fn ask_once(to: SocketAddr, timeout: Duration) -> Option<String> {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(timeout)).unwrap();
+    sock.send_to(b"q", to).unwrap();
+    let mut buf = [0u8; 256];
+    let (n, _) = sock.recv_from(&mut buf).ok()?;
+    Some(
+        String::from_utf8_lossy(&buf[..n])
+            .split('|')
+            .next()
+            .unwrap()
+            .to_string(),
+    )
+}
+
+/// Defect 1: a UDP listener with no `[listener.health]` at all takes a dead backend
+/// out by its ICMP errors (passive health is on by default), new flows are all
+/// answered again, and the backend is re-admitted after its hold-down once it is back.
+#[test]
+fn a_dead_udp_backend_is_taken_out_without_a_health_check() {
+    let a = UdpBackend::spawn("127.0.0.1:0", "a");
+    let b = UdpBackend::spawn("127.0.0.1:0", "b");
+    let c = UdpBackend::spawn("127.0.0.1:0", "c");
+    let (listen, metrics) = (free_udp_addr(), free_addr());
+    let list = [(a.addr, "a"), (b.addr, "b"), (c.addr, "c")];
+    let toml = with_tables(
+        &udp_config(listen, &list, ""),
+        &format!("[metrics]\nlisten = \"{metrics}\"\n"),
+    );
+    let rw = start_udp(&toml, listen);
+    let c_addr = c.addr;
+    c.stop();
+    drop(c);
+    // Wait until its socket is closed: a datagram to it draws port-unreachable.
+    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe.connect(c_addr).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    assert!(eventually(Duration::from_secs(3), || {
+        let _ = probe.send(b"x");
+        let mut b = [0u8; 8];
+        matches!(probe.recv(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+    }));
+    // New flows: a few land on the dead backend until its ICMP errors take it out;
+    // then every new flow is answered.
+    let started = Instant::now();
+    let all_answered = eventually(Duration::from_secs(10), || {
+        (0..60).all(|_| ask_once(listen, Duration::from_millis(300)).is_some())
+    });
+    assert!(
+        all_answered,
+        "new flows still go unanswered {:?} after the backend died:\n{}",
+        started.elapsed(),
+        rw.log()
+    );
+    let up = |m: &str, id: &str| {
+        sample(
+            m,
+            "ringway_backend_up",
+            &[("listener", "u"), ("backend", id)],
+        )
+    };
+    let m = scrape(metrics);
+    assert_eq!(up(&m, "c"), Some(0.0), "{m}");
+    assert_eq!(up(&m, "a"), Some(1.0));
+    assert!(rw.log().contains("backend c ("), "{}", rw.log());
+    // Back on its port: re-admitted after the hold-down (fall x interval = 6 s).
+    let back = UdpBackend::spawn(&c_addr.to_string(), "c");
+    assert!(
+        eventually(Duration::from_secs(20), || up(&scrape(metrics), "c")
+            == Some(1.0)),
+        "not re-admitted:\n{}",
+        rw.log()
+    );
+    // And its own keys come back to it.
+    let served: Vec<String> = (0..60)
+        .filter_map(|_| ask_once(listen, Duration::from_secs(1)))
+        .collect();
+    assert!(served.iter().any(|n| n == "c"), "{served:?}");
+    drop(back);
+}
+
+/// Defect 1, TCP: with `check = "none"`, refused connects still take a backend out
+/// (and clients are served by the next backend meanwhile).
+#[test]
+fn refused_connects_take_a_tcp_backend_out_without_active_checks() {
+    let (backends, list) = named_backends(&["a", "b"]);
+    let (listen, metrics) = (free_addr(), free_addr());
+    let toml = with_tables(
+        &format!(
+            "{}\n[listener.health]\ncheck = \"none\"\n",
+            config(listen, &list, "")
+        ),
+        &format!("[metrics]\nlisten = \"{metrics}\"\n"),
+    );
+    let rw = Ringway::start(&toml, &[listen, metrics]);
+    backends[1].stop();
+    let seen = connect_many(listen, 60);
+    assert!(
+        seen.iter().all(|(_, n)| n == "a"),
+        "retries serve every client"
+    );
+    let up = || {
+        sample(
+            &scrape(metrics),
+            "ringway_backend_up",
+            &[("listener", "t"), ("backend", "b")],
+        )
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || up() == Some(0.0)),
+        "b stays up: {:?}\n{}",
+        up(),
+        rw.log()
+    );
+}
+
+/// Defects 2 and 3: under `prlimit --nofile=256` with 400 clients, no healthy backend
+/// is marked down, every client is either served or closed promptly (none hangs in
+/// the backlog), the closed ones are counted as `fd_limit`, and `/metrics` and
+/// `/status` keep answering.
+#[test]
+fn at_the_descriptor_limit_clients_are_refused_promptly_and_backends_stay_up() {
+    roomy();
+    let (_backends, list) = named_backends(&["a", "b", "c"]);
+    let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
+    let toml = with_tables(
+        &format!(
+            "{}\n[listener.health]\n{FAST_HEALTH}\n",
+            config(listen, &list, "")
+        ),
+        &ops_tables(metrics, admin, None),
+    );
+    let rw = Ringway::spawn_via(&toml, &[], &["prlimit", "--nofile=256:256", "--"]);
+    assert!(
+        eventually(Duration::from_secs(10), || TcpStream::connect(listen)
+            .is_ok()),
+        "{}",
+        rw.log()
+    );
+    // 400 clients at once, each held open.
+    let clients: Vec<thread::JoinHandle<(Option<TcpStream>, &'static str)>> = (0..400)
+        .map(|_| {
+            thread::spawn(move || {
+                let Ok(s) = TcpStream::connect(listen) else {
+                    return (None, "refused");
+                };
+                s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+                let mut b = [0u8; 2];
+                let what = match (&s).read(&mut b) {
+                    Ok(n) if n > 0 => "served",
+                    Ok(_) => "closed",
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "closed",
+                    Err(_) => "hung",
+                };
+                (Some(s), what)
+            })
+        })
+        .collect();
+    // The control plane answers while they wait.
+    let scraped = eventually(Duration::from_secs(5), || {
+        http("GET", admin, "/status", None).status == 200
+    });
+    assert!(scraped, "the admin API did not answer at the limit");
+    let mut held = Vec::new();
+    let mut counts = std::collections::HashMap::new();
+    for c in clients {
+        let (s, what) = c.join().unwrap();
+        *counts.entry(what).or_insert(0) += 1;
+        held.extend(s);
+    }
+    assert_eq!(
+        counts.get("hung"),
+        None,
+        "clients hung in the backlog: {counts:?}"
+    );
+    assert!(
+        counts.get("served").copied().unwrap_or(0) > 20,
+        "{counts:?}"
+    );
+    assert!(counts.get("closed").copied().unwrap_or(0) > 0, "{counts:?}");
+    // Health checks kept running and found nothing wrong.
+    thread::sleep(Duration::from_secs(2));
+    let m = scrape(metrics);
+    for id in ["a", "b", "c"] {
+        assert_eq!(
+            sample(
+                &m,
+                "ringway_backend_up",
+                &[("listener", "t"), ("backend", id)]
+            ),
+            Some(1.0),
+            "{id} went down at the fd limit:\n{}",
+            rw.log()
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "ringway_backend_transitions_total",
+                &[("listener", "t"), ("backend", id), ("to", "down")]
+            ),
+            Some(0.0),
+            "{id}"
+        );
+    }
+    let refused = sample(
+        &m,
+        "ringway_listener_rejected_connections_total",
+        &[("listener", "t"), ("reason", "fd_limit")],
+    )
+    .unwrap_or(0.0);
+    assert!(refused >= 1.0, "fd_limit not counted:\n{m}");
+    assert!(!rw.log().contains(" DOWN "), "{}", rw.log());
+    // Room again once the clients leave: new clients are served.
+    drop(held);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let Ok(s) = TcpStream::connect(listen) else {
+                return false;
+            };
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut b = [0u8; 2];
+            matches!((&s).read(&mut b), Ok(n) if n > 0)
+        }),
+        "not serving after the clients left:\n{}",
+        rw.log()
+    );
+    assert!(status(admin)["listeners"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|b| b["state"] == "up"));
+}
+
+/// Defect 4: hundreds of idle sockets on the admin and metrics ports do not lock a
+/// scraper or an operator out.
+#[test]
+fn idle_sockets_do_not_lock_out_metrics_or_the_admin_api() {
+    roomy();
+    let b = Backend::named_echo("127.0.0.1:0", "b");
+    let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
+    let toml = with_tables(
+        &config(listen, &[(b.addr, "b")], ""),
+        &ops_tables(metrics, admin, None),
+    );
+    let rw = Ringway::start(&toml, &[listen, metrics, admin]);
+    let mut idle = Vec::new();
+    for port in [metrics, admin] {
+        for _ in 0..500 {
+            if let Ok(s) = TcpStream::connect_timeout(&port, Duration::from_secs(1)) {
+                idle.push(s);
+            }
+        }
+    }
+    // A client with a 5 s budget per request gets through, again and again.
+    for _ in 0..3 {
+        let started = Instant::now();
+        let m = http("GET", metrics, "/metrics", None);
+        assert_eq!(m.status, 200);
+        let s = http("GET", admin, "/status", None);
+        assert_eq!(s.status, 200, "{}", s.body);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "locked out for {:?}",
+            started.elapsed()
+        );
+    }
+    // A half-sent request does not hold a slot for ever either.
+    let mut slow = TcpStream::connect(admin).unwrap();
+    slow.write_all(b"GET /status HTTP/1.1\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let r = slow.read(&mut buf);
+    assert!(
+        matches!(r, Ok(0)) || r.is_err() || String::from_utf8_lossy(&buf).contains("408"),
+        "a request that never ends keeps its connection: {r:?}"
+    );
+    drop(idle);
+    let accept_warnings = log_count(&rw, "accept failed");
+    assert!(accept_warnings < 20, "{accept_warnings} accept warnings");
+}
