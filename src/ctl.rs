@@ -4,9 +4,10 @@
 //! of `--config`, else `127.0.0.1:9101` and the `RINGWAY_ADMIN_TOKEN` environment
 //! variable.
 
+use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::header::{AUTHORIZATION, HOST};
@@ -16,6 +17,53 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 /// The admin address used when none is given.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9101";
+
+/// How long a call may take.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// Drain, enable and disable name a listener and a backend.
+    #[error("this action needs a listener and a backend id")]
+    NeedsTarget,
+    /// The client's runtime could not start.
+    #[error("cannot start the client: {0}")]
+    Runtime(io::Error),
+    /// Nothing answered in time.
+    #[error("admin API at {0}: no answer within {TIMEOUT:?}")]
+    Timeout(SocketAddr),
+    /// Nothing listens there.
+    #[error("cannot reach the admin API at {addr} (is [admin] configured?): {source}")]
+    Connect {
+        /// Where.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The HTTP exchange failed.
+    #[error("admin API at {addr}: {source}")]
+    Http {
+        /// Where.
+        addr: SocketAddr,
+        /// What hyper said.
+        source: hyper::Error,
+    },
+    /// The request could not be built (a bad header value in the token).
+    #[error("cannot build the request: {0}")]
+    Request(hyper::http::Error),
+    /// The API said no.
+    #[error("admin API answered {status}: {message}")]
+    Refused {
+        /// Its status.
+        status: StatusCode,
+        /// Its message.
+        message: String,
+    },
+    /// `/status` did not answer JSON.
+    #[error("status is not JSON: {0}")]
+    NotJson(serde_json::Error),
+}
 
 /// What to ask.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +87,7 @@ pub fn call(
     token: Option<&str>,
     action: &Action,
     target: Option<(&str, &str)>,
-) -> anyhow::Result<String> {
+) -> Result<String, CtlError> {
     let (method, path) = match (action, target) {
         (Action::Status, _) => (Method::GET, "/status".to_string()),
         (Action::Reload, _) => (Method::POST, "/reload".to_string()),
@@ -59,25 +107,23 @@ pub fn call(
                 ),
             )
         }
-        (_, None) => bail!("this action needs a listener and a backend id"),
+        (_, None) => return Err(CtlError::NeedsTarget),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
+        .build()
+        .map_err(CtlError::Runtime)?;
     let (status, body) = rt.block_on(async {
-        tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            request(admin, token, method, &path),
-        )
-        .await
-        .with_context(|| format!("admin API at {admin}: no answer within 10 s"))?
+        tokio::time::timeout(TIMEOUT, request(admin, token, method, &path))
+            .await
+            .map_err(|_| CtlError::Timeout(admin))?
     })?;
     if !status.is_success() {
         let message = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
             .unwrap_or(body);
-        bail!("admin API answered {status}: {message}");
+        return Err(CtlError::Refused { status, message });
     }
     Ok(body)
 }
@@ -87,13 +133,20 @@ async fn request(
     token: Option<&str>,
     method: Method,
     path: &str,
-) -> anyhow::Result<(StatusCode, String)> {
+) -> Result<(StatusCode, String), CtlError> {
+    let http = |source| CtlError::Http {
+        addr: admin,
+        source,
+    };
     let stream = tokio::net::TcpStream::connect(admin)
         .await
-        .with_context(|| {
-            format!("cannot reach the admin API at {admin} (is [admin] configured?)")
+        .map_err(|source| CtlError::Connect {
+            addr: admin,
+            source,
         })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(http)?;
     tokio::spawn(conn);
     let mut req = Request::builder()
         .method(method)
@@ -102,17 +155,16 @@ async fn request(
     if let Some(t) = token {
         req = req.header(AUTHORIZATION, format!("Bearer {t}"));
     }
-    let res = sender
-        .send_request(req.body(Empty::<Bytes>::new())?)
-        .await?;
+    let req = req.body(Empty::<Bytes>::new()).map_err(CtlError::Request)?;
+    let res = sender.send_request(req).await.map_err(http)?;
     let status = res.status();
-    let body = res.into_body().collect().await?.to_bytes();
+    let body = res.into_body().collect().await.map_err(http)?.to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// `GET /status` as a table.
-pub fn render_status(json: &str) -> anyhow::Result<String> {
-    let v: serde_json::Value = serde_json::from_str(json).context("status is not JSON")?;
+pub fn render_status(json: &str) -> Result<String, CtlError> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(CtlError::NotJson)?;
     let mut out = String::new();
     let p = &v["process"];
     out.push_str(&format!(

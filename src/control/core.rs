@@ -341,3 +341,6 @@ impl Control {
             .sum()
     }
 }
+
+#[cfg(test)]
+mod tests;
