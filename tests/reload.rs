@@ -372,3 +372,47 @@ fn a_renamed_udp_listener_drops_no_new_flow() {
         );
     }
 }
+
+/// A connection keeps the idle timeout of the routing it started with (the risk read
+/// from the code: the sweep read the current routing's). Raising `idle_timeout` by a
+/// reload does not keep an old connection open past its own 1 s; a connection opened
+/// after the reload gets the new, longer one.
+#[test]
+fn open_connections_keep_the_idle_timeout_they_started_with() {
+    let b = Backend::named_echo("127.0.0.1:0", "b");
+    let listen = free_addr();
+    let short = config(listen, &[(b.addr, "b")], "idle_timeout = \"1s\"");
+    let rw = Ringway::start(&short, &[listen]);
+    let (old, _) = connect_named(listen);
+    reload(
+        &rw,
+        &short.replace("idle_timeout = \"1s\"", "idle_timeout = \"1h\""),
+        1,
+    );
+    let (new, _) = connect_named(listen);
+    // Closed (EOF or reset) within 5 s, or still open (the read timed out).
+    old.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 1];
+    let r = (&old).read(&mut buf);
+    assert!(
+        matches!(&r, Ok(0))
+            || matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the old connection was kept open: {r:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+    // The new one is still open after the old one's timeout.
+    thread::sleep(Duration::from_millis(1500));
+    new.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let r = (&new).read(&mut buf);
+    assert!(
+        matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+        "the new connection was closed: {r:?}"
+    );
+}

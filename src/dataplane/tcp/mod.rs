@@ -465,3 +465,78 @@ impl TcpPlane {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::balance::{Backend, HashMode, Snapshot};
+    use crate::dataplane::listener::{ListenerParams, Mode, Routing};
+
+    /// A listener whose `max_connections` is 0: every connection accepted is counted
+    /// as refused, which counts accepts.
+    fn counting_listener(listen: std::net::SocketAddr) -> Arc<ListenerShared> {
+        let params = ListenerParams {
+            hash: HashMode::FiveTuple,
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
+            retries: 0,
+            max_connections: 0,
+            udp_responses: 0,
+            forward: Mode::Auto,
+            send_proxy: None,
+            accept_proxy: false,
+            accept_proxy_from: Vec::new(),
+        };
+        let backend = Backend {
+            id: "b".into(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            addr_text: "127.0.0.1:1".into(),
+            weight: 1,
+        };
+        let routing = Routing {
+            params,
+            snapshot: Snapshot::new(vec![backend], 16),
+            backends: vec![Arc::new(BackendStats::new("b", 1))],
+            passive: false,
+        };
+        let (passive, _) = tokio::sync::mpsc::unbounded_channel();
+        Arc::new(ListenerShared::new("t", listen, routing, 1, passive))
+    }
+
+    /// The accept-burst risk: when an accept pause ends, one batch is accepted and
+    /// the rest waits behind other work (it used to be up to 64 batches at once).
+    #[test]
+    fn an_accept_pause_ends_with_one_batch_not_a_burst() {
+        let poll = mio::Poll::new().unwrap();
+        let registry = poll.registry();
+        let socket = bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let shared = counting_listener(addr);
+        let mut plane = TcpPlane::new(0, 1, FdBudget::new(100_000));
+        plane
+            .add_listener(socket, Arc::clone(&shared), registry)
+            .unwrap();
+        plane.requeue.clear();
+        let _clients: Vec<std::net::TcpStream> = (0..300)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let key = plane.listeners.iter().next().unwrap().0;
+        plane.listeners.get_mut(key).unwrap().pause(0);
+        let accepted = || shared.stats.shard(0).rejected_max_connections.get();
+        plane.fire_timers(registry, 50);
+        assert!(!plane.busy(), "still paused");
+        plane.fire_timers(registry, 100);
+        assert!(plane.busy(), "the pause ended: one batch queued");
+        plane.run_requeued(registry, 100);
+        assert_eq!(accepted(), ACCEPT_BATCH as u64);
+        assert!(plane.busy(), "the rest waits behind other work");
+        let mut rounds = 1;
+        while plane.run_requeued(registry, 100) {
+            rounds += 1;
+        }
+        assert_eq!(accepted(), 300);
+        assert!(rounds >= 300 / ACCEPT_BATCH, "{rounds} rounds");
+    }
+}
