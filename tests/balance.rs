@@ -267,7 +267,10 @@ fn a_connect_that_hangs_times_out_and_goes_to_the_next_backend() {
         let _ = s.connect(&stuck_addr.into());
         fillers.push(s);
     }
-    std::thread::sleep(Duration::from_millis(200));
+    // Full once a new connect neither succeeds nor fails.
+    assert!(eventually(Duration::from_secs(5), || {
+        std::net::TcpStream::connect_timeout(&stuck_addr, Duration::from_millis(100)).is_err()
+    }));
     let good = Backend::named_echo("127.0.0.1:0", "good");
     let listen = free_addr();
     let toml = config(listen, &[(stuck_addr, "stuck"), (good.addr, "good")], "")

@@ -169,15 +169,14 @@ fn route_with_a_wildcard_listener_needs_dst() {
 /// network namespace of the test's own no DNS server is reachable, so the lookup fails
 /// at once instead of waiting for a resolver.
 #[test]
+#[ignore = "needs root"]
 fn an_unresolvable_backend_name_is_a_config_error() {
     let toml = BASE.replace("127.0.0.1:9001", "nowhere.invalid:9001");
-    let Some((code, out, err, took)) = in_netns("resolve", move || {
+    let (code, out, err, took) = in_netns("resolve", move || {
         let started = std::time::Instant::now();
         let (code, out, err) = check(&toml);
         (code, out, err, started.elapsed())
-    }) else {
-        return;
-    };
+    });
     assert_eq!(code, 2, "{err}");
     assert!(out.is_empty(), "{out}");
     let place = "bad.toml:6:11: `listener[0].backend[0].address`";

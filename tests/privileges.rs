@@ -19,23 +19,15 @@ fn uid_of(pid: i32) -> u32 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn runs_as_the_configured_user_after_binding() {
+    require_root();
     let a = Backend::named_echo("127.0.0.1:0", "a");
     let listen = free_addr();
     let toml = with_tables(
         &config(listen, &[(a.addr, "a")], ""),
         "user = \"nobody\"\ngroup = \"nogroup\"\n",
     );
-    if !is_root() {
-        // Not root: switching is impossible, so ringway must refuse to start.
-        let mut rw = Ringway::spawn(&toml);
-        let st = rw
-            .wait_exit(Duration::from_secs(10))
-            .expect("ringway kept running");
-        assert_eq!(st.code(), Some(2));
-        assert!(rw.log().contains("refusing"), "{}", rw.log());
-        return;
-    }
     let rw = Ringway::start(&toml, &[listen]);
     let nobody = std::process::Command::new("id")
         .args(["-u", "nobody"])
@@ -72,11 +64,10 @@ fn an_unknown_user_stops_the_start() {
     );
 }
 
-/// What conf/ringway.service does (User=, AmbientCapabilities=CAP_NET_BIND_SERVICE,
-/// ExecReload= SIGHUP), without systemd: setpriv gives the same uid and ambient
-/// capability. A port below 1024 binds, and a reload can bind another one.
+/// conf/ringway.service runs ringway unprivileged with the one capability it needs,
+/// reloads with SIGHUP and restarts it on failure.
 #[test]
-fn the_systemd_unit_settings_bind_low_ports_and_reload_without_root() {
+fn the_systemd_unit_has_the_settings_ringway_relies_on() {
     let unit =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/ringway.service"))
             .unwrap();
@@ -89,13 +80,19 @@ fn the_systemd_unit_settings_bind_low_ports_and_reload_without_root() {
     ] {
         assert!(unit.lines().any(|l| l == line), "the unit lacks {line}");
     }
+}
+
+/// What conf/ringway.service does (User=, AmbientCapabilities=CAP_NET_BIND_SERVICE,
+/// ExecReload= SIGHUP), without systemd: setpriv gives the same uid and ambient
+/// capability. A port below 1024 binds, and a reload can bind another one.
+#[test]
+#[ignore = "needs root"]
+fn the_systemd_unit_settings_bind_low_ports_and_reload_without_root() {
+    require_root();
     let setpriv = std::process::Command::new("setpriv")
         .arg("--version")
         .output();
-    if !is_root() || setpriv.is_err() {
-        eprintln!("skipped: needs root and setpriv (util-linux)");
-        return;
-    }
+    assert!(setpriv.is_ok(), "needs setpriv (util-linux)");
     let low = |skip: u16| {
         (600u16..1000)
             .filter(|&p| p != skip)

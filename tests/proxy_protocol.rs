@@ -210,8 +210,7 @@ fn health_checks_speak_proxy_to_backends_that_require_it() {
     let gone = eventually(Duration::from_secs(5), || {
         let s = TcpStream::connect(listen).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut buf = [0u8; 1];
-        matches!((&s).read(&mut buf), Ok(0) | Err(_))
+        closed_by_peer(&s)
     });
     assert!(gone, "the backend stayed up: {}", rw.log());
     assert!(
@@ -223,6 +222,7 @@ fn health_checks_speak_proxy_to_backends_that_require_it() {
 /// On a wildcard listener the header names the address each client reached (in a
 /// network namespace of the test's own, so nothing listens on the machine's interfaces).
 #[test]
+#[ignore = "needs root"]
 fn a_wildcard_listener_names_the_address_each_client_reached() {
     in_netns("proxywild", || {
         let b = ProxyBackend::spawn("127.0.0.1:0");
@@ -251,16 +251,17 @@ struct Nginx {
 impl Nginx {
     const MODULE: &'static str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
-    /// `None` (the caller skips) where NGINX or its stream module is not installed.
-    fn start(servers: &str, listens: &[SocketAddr]) -> Option<Nginx> {
+    /// Starts NGINX (the test fails where it or its stream module is not installed:
+    /// such tests are `#[ignore]`d by default and CI installs both).
+    fn start(servers: &str, listens: &[SocketAddr]) -> Nginx {
         let installed = std::process::Command::new("nginx")
             .arg("-v")
             .output()
             .is_ok_and(|o| o.status.success());
-        if !installed || !std::path::Path::new(Self::MODULE).exists() {
-            eprintln!("skipped: needs nginx and libnginx-mod-stream (apt-get install nginx libnginx-mod-stream)");
-            return None;
-        }
+        assert!(
+            installed && std::path::Path::new(Self::MODULE).exists(),
+            "needs nginx and libnginx-mod-stream (apt-get install nginx libnginx-mod-stream)"
+        );
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display();
         let conf = format!(
@@ -286,7 +287,7 @@ impl Nginx {
                 std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
             );
         }
-        Some(Nginx { child, _dir: dir })
+        Nginx { child, _dir: dir }
     }
 }
 
@@ -300,6 +301,7 @@ impl Drop for Nginx {
 /// A real receiver agrees: NGINX parses ringway's v1 and v2 headers, IPv4 and IPv6,
 /// into the client's address and port and the address and port it reached.
 #[test]
+#[ignore = "needs nginx (apt-get install nginx libnginx-mod-stream)"]
 fn nginx_reads_the_headers_ringway_sends() {
     let targets = [
         free_addr(),
@@ -314,9 +316,7 @@ fn nginx_reads_the_headers_ringway_sends() {
             )
         })
         .collect();
-    let Some(_nginx) = Nginx::start(&servers, &targets) else {
-        return;
-    };
+    let _nginx = Nginx::start(&servers, &targets);
     for version in ["v1", "v2"] {
         for target in targets {
             let port = free_addr().port();
@@ -520,6 +520,7 @@ fn accept_proxy_closes_connections_without_a_header() {
 /// A real sender: NGINX in front (`proxy_protocol on`, v1) sends headers to ringway
 /// (`accept_proxy`), which passes the client on (`send_proxy`) to the backend.
 #[test]
+#[ignore = "needs nginx (apt-get install nginx libnginx-mod-stream)"]
 fn accept_proxy_reads_what_nginx_sends() {
     let b = ProxyBackend::spawn("127.0.0.1:0");
     let (front, listen) = (free_addr(), free_addr());
@@ -528,9 +529,7 @@ fn accept_proxy_reads_what_nginx_sends() {
     );
     let extra = "accept_proxy = true\nsend_proxy = \"v2\"";
     let _rw = Ringway::start(&config(listen, &[(b.backend.addr, "b")], extra), &[listen]);
-    let Some(_nginx) = Nginx::start(&servers, &[front]) else {
-        return;
-    };
+    let _nginx = Nginx::start(&servers, &[front]);
     for _ in 0..3 {
         let mut s = TcpStream::connect(front).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -567,10 +566,9 @@ fn accept_proxy_from_reads_headers_of_trusted_peers_only() {
     // The balancer without a header: refused.
     let mut s = from("127.0.0.2");
     s.write_all(b"hello, no header here\r\n").unwrap();
-    let mut buf = [0u8; 8];
     assert!(
-        matches!(s.read(&mut buf), Ok(0) | Err(_)),
-        "served without a header"
+        closed_by_peer(&s),
+        "served without a header, or left waiting"
     );
     // A direct client: served by its own address, no header read.
     for _ in 0..4 {

@@ -416,3 +416,66 @@ fn open_connections_keep_the_idle_timeout_they_started_with() {
         "the new connection was closed: {r:?}"
     );
 }
+
+/// A reload resolves backend host names off the control task: while it waits on a DNS
+/// server that never answers, `/metrics` and `/status` keep answering at once (the
+/// risk read from the code: getaddrinfo ran on the control runtime, under its lock).
+/// ringway runs under `ip netns exec`, which gives it the namespace's resolv.conf.
+#[test]
+#[ignore = "needs root"]
+fn a_slow_resolver_delays_the_reload_only() {
+    in_named_netns("slowdns", |ns| {
+        let etc = format!("/etc/netns/{ns}");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            format!("{etc}/resolv.conf"),
+            "nameserver 127.0.0.1\noptions timeout:3 attempts:1\n",
+        )
+        .unwrap();
+        // The namespace's DNS server: it reads queries and never answers.
+        let _silent = UdpSocket::bind("127.0.0.1:53").unwrap();
+        let b = Backend::named_echo("127.0.0.1:0", "b");
+        let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
+        let toml = with_tables(
+            &config(listen, &[(b.addr, "b")], ""),
+            &ops_tables(metrics, admin, None),
+        );
+        let rw = Ringway::spawn_via(&toml, &[], &["ip", "netns", "exec", ns]);
+        assert!(
+            eventually(Duration::from_secs(10), || TcpStream::connect(metrics)
+                .is_ok()),
+            "{}",
+            rw.log()
+        );
+        let slow = format!("{toml}\n[[listener.backend]]\naddress = \"slow.example.test:9001\"\n");
+        std::fs::write(&rw.config, slow).unwrap();
+        rw.signal(Signal::Hup);
+        let started = Instant::now();
+        let mut worst = Duration::ZERO;
+        let mut answers = 0;
+        while !rw.log().contains("reload failed") && started.elapsed() < Duration::from_secs(20) {
+            let t = Instant::now();
+            assert_eq!(http("GET", metrics, "/metrics", None).status, 200);
+            assert_eq!(http("GET", admin, "/status", None).status, 200);
+            worst = worst.max(t.elapsed());
+            answers += 1;
+            thread::sleep(Duration::from_millis(100));
+        }
+        let waited = started.elapsed();
+        let _ = std::fs::remove_dir_all(&etc);
+        assert!(
+            rw.log().contains("cannot resolve \"slow.example.test\""),
+            "{}",
+            rw.log()
+        );
+        assert!(
+            waited >= Duration::from_secs(2),
+            "the lookup did not wait on the silent server ({waited:?}): this proves nothing"
+        );
+        assert!(answers >= 5, "{answers} answers in {waited:?}");
+        assert!(
+            worst < Duration::from_secs(1),
+            "the control plane stalled {worst:?} behind the resolver"
+        );
+    });
+}

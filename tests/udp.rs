@@ -117,15 +117,29 @@ fn without_udp_responses_a_flow_keeps_its_upstream_socket() {
 #[test]
 fn idle_flows_expire_and_free_their_slots() {
     let b = UdpBackend::spawn("127.0.0.1:0", "g");
-    let listen = free_udp_addr();
-    let cfg = udp_config(
-        listen,
-        &[(b.addr, "g")],
-        "udp_idle_timeout = \"1s\"\nudp_max_flows = 2",
+    let (listen, metrics) = (free_udp_addr(), free_addr());
+    let cfg = with_tables(
+        &udp_config(
+            listen,
+            &[(b.addr, "g")],
+            "udp_idle_timeout = \"1s\"\nudp_max_flows = 2",
+        ),
+        &format!("[metrics]\nlisten = \"{metrics}\"\n"),
     );
     let _rw = start_udp(&cfg, listen);
-    // Let the readiness probe's flow expire.
-    std::thread::sleep(Duration::from_millis(1600));
+    let flows = || {
+        sample(
+            &scrape(metrics),
+            "ringway_udp_flows_active",
+            &[("listener", "u")],
+        )
+    };
+    // The readiness probe's flow expires first.
+    assert!(
+        eventually(Duration::from_secs(5), || flows() == Some(0.0)),
+        "{:?}",
+        flows()
+    );
     let (s1, s2, s3) = (
         UdpSocket::bind("127.0.0.1:0").unwrap(),
         UdpSocket::bind("127.0.0.1:0").unwrap(),
@@ -145,7 +159,11 @@ fn idle_flows_expire_and_free_their_slots() {
         "udp_max_flows = 2 let a third flow in"
     );
     // After the idle timeout both flows are gone (the count is back to zero) ...
-    std::thread::sleep(Duration::from_millis(1600));
+    assert!(
+        eventually(Duration::from_secs(5), || flows() == Some(0.0)),
+        "flows were not freed: {:?}",
+        flows()
+    );
     // ... so the third client gets in, and the first one gets a new flow.
     assert!(udp_ask(&s3, listen, b"3").is_some(), "flows were not freed");
     udp_ask(&s1, listen, b"1 again").unwrap();
@@ -177,7 +195,7 @@ fn a_vanished_backend_does_not_stall_other_flows() {
         "{names:?}"
     );
     bad.stop(); // its port closes: datagrams to it now draw ICMP port-unreachable
-    std::thread::sleep(Duration::from_millis(200));
+    wait_udp_closed(bad.addr);
     for round in 0..3 {
         for (s, n) in socks.iter().zip(&names) {
             if n == "good" {
@@ -189,7 +207,6 @@ fn a_vanished_backend_does_not_stall_other_flows() {
             }
         }
     }
-    assert!(rw.child.as_ref().is_some());
     let mut rw = rw;
     assert!(
         rw.wait_exit(Duration::from_millis(100)).is_none(),
@@ -202,6 +219,7 @@ fn a_vanished_backend_does_not_stall_other_flows() {
 /// every reply comes from the address the client sent to, a client reaching two local
 /// addresses has two flows, and each goes where `route --dst` says.
 #[test]
+#[ignore = "needs root"]
 fn a_wildcard_listener_replies_from_the_address_each_client_reached() {
     in_netns("udpwild", || {
         for (wild, dsts) in [

@@ -84,7 +84,7 @@ pub fn warning(config: &Config, limit: u64) -> Option<String> {
         return None;
     }
     Some(format!(
-        "at its limits this config needs {need} file descriptors (each TCP connection up to {FDS_PER_CONNECTION} x max_connections, each UDP flow {FDS_PER_FLOW} x udp_max_flows, plus {reserve} kept for health checks, metrics and the admin API), but the open files limit is {limit}: raise it to at least {need} (LimitNOFILE= in the systemd unit, ulimit -n) or lower max_connections/udp_max_flows; past the limit new connections are refused and counted as reason=\"fd_limit\""
+        "at its limits this config needs {need} file descriptors (max_connections x {FDS_PER_CONNECTION} per TCP listener: client, backend and a splice pipe; udp_max_flows x {FDS_PER_FLOW} per UDP listener; {reserve} kept for health checks, metrics and the admin API), but the open files limit is {limit}: raise it to at least {need} (LimitNOFILE= in the systemd unit, ulimit -n) or lower max_connections/udp_max_flows; past the limit new connections are refused and counted as reason=\"fd_limit\""
     ))
 }
 

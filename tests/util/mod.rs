@@ -316,6 +316,35 @@ pub fn connect_from(ip: std::net::Ipv4Addr, to: SocketAddr) -> TcpStream {
     s
 }
 
+/// Whether the peer closed `s` (EOF or reset) within its read timeout. A read that
+/// times out, or data, is not a close: a test built on this cannot pass by waiting.
+pub fn closed_by_peer(s: &TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    match (&*s).read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// Waits until datagrams to `addr` draw ICMP port-unreachable (its socket is closed).
+pub fn wait_udp_closed(addr: SocketAddr) {
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe.connect(addr).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let refused = eventually(Duration::from_secs(3), || {
+        let _ = probe.send(b"x");
+        let mut b = [0u8; 8];
+        matches!(probe.recv(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+    });
+    assert!(refused, "{addr} still open");
+}
+
 /// Connects and reads the greeting line of a named backend.
 pub fn connect_named(addr: SocketAddr) -> (TcpStream, String) {
     let s = TcpStream::connect(addr).unwrap();
@@ -662,16 +691,34 @@ pub fn named_backends(names: &[&'static str]) -> (Vec<Backend>, Vec<(SocketAddr,
     (backends, list)
 }
 
+/// Fails the test unless it runs as root (for tests marked `#[ignore = "needs root"]`
+/// that were asked to run anyway).
+pub fn require_root() {
+    assert!(
+        is_root(),
+        "this test needs root (network namespaces, other users, mounts): run the suite as CI does, as root"
+    );
+}
+
 /// Runs `f` on a thread inside a fresh network namespace (its own loopback, up), so a
 /// test may bind wildcard addresses without listening on the machine's interfaces.
 /// Processes spawned from that thread (ringway, `route`) live in it too. The namespace
-/// is deleted afterwards. `None` (the test skips) without root or `ip`.
-pub fn in_netns<T: Send + 'static>(tag: &str, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+/// is deleted afterwards. Needs root and iproute2 (the test fails without them).
+pub fn in_netns<T: Send + 'static>(tag: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    in_named_netns(tag, move |_| f())
+}
+
+/// Like [`in_netns`], telling `f` the namespace's name (for `ip netns exec`).
+pub fn in_named_netns<T: Send + 'static>(
+    tag: &str,
+    f: impl FnOnce(&str) -> T + Send + 'static,
+) -> T {
     let ip = |args: &[&str]| Command::new("ip").args(args).output();
-    if !is_root() || ip(&["-V"]).is_err() {
-        eprintln!("skipped: needs root and iproute2 to make a network namespace");
-        return None;
-    }
+    require_root();
+    assert!(
+        ip(&["-V"]).is_ok(),
+        "needs iproute2 (apt-get install iproute2)"
+    );
     let name = format!("rw-{tag}-{}", std::process::id());
     let _ = ip(&["netns", "del", &name]);
     let made = ip(&["netns", "add", &name]).unwrap();
@@ -683,15 +730,16 @@ pub fn in_netns<T: Send + 'static>(tag: &str, f: impl FnOnce() -> T + Send + 'st
     let up = ip(&["-n", &name, "link", "set", "lo", "up"]).unwrap();
     assert!(up.status.success());
     let path = format!("/var/run/netns/{name}");
+    let inside = name.clone();
     let result = thread::spawn(move || {
         let ns = std::fs::File::open(&path).unwrap();
         nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f()
+        f(&inside)
     })
     .join();
     let _ = ip(&["netns", "del", &name]);
     match result {
-        Ok(v) => Some(v),
+        Ok(v) => v,
         Err(panic) => std::panic::resume_unwind(panic),
     }
 }
