@@ -24,13 +24,19 @@
 //!   load a [`dataplane::Routing`] (settings + [`balance::Snapshot`] + backend
 //!   counters) published through `arc-swap` once per new connection or flow, take
 //!   listeners added or removed by a reload as commands, and count into their own
-//!   shard of [`dataplane::stats`].
+//!   shard of [`dataplane::stats`]. A worker is a small dispatcher over two planes that
+//!   own their state: TCP (listeners, sessions, a deadline heap, the pipe pool) and UDP
+//!   (the flow table, batches). Tokens carry a slot generation, so no event reaches a
+//!   connection that reused a closed one's slot; each worker draws its file
+//!   descriptors from a budget the control plane sizes.
 //! * [`metrics`]: every metric name ([`metrics::names`]) and the Prometheus exporter,
 //!   which sums the workers' shards when scraped.
-//! * [`control`]: the control plane, on one tokio runtime on the main thread. Owns the
-//!   config, binds sockets, drops privileges, starts workers, runs health checks,
-//!   serves `/metrics` and the admin API, reloads on SIGHUP, drains on SIGTERM, and
-//!   publishes every change as a new routing.
+//! * [`control`]: the control plane, on one tokio runtime on the main thread. One task
+//!   owns its state and takes typed messages (check results, passive failures, admin
+//!   calls, reloads, resolver answers); it binds sockets, drops privileges, keeps a
+//!   reserve of file descriptors, starts workers, runs health checks, serves `/metrics`
+//!   and the admin API, reloads on SIGHUP, drains on SIGTERM, and publishes every change
+//!   as a new routing. Slow work (config loads, DNS) runs on the blocking pool.
 //! * [`cli`], [`route`], [`ctl`]: the command line (`run`, `check`, `route`, `ctl`),
 //!   parsed with clap; `ctl` is an HTTP client of the admin API.
 //!

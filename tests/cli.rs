@@ -427,3 +427,32 @@ fn route_follows_all_down_use_all() {
     let rejected = route(&p, "web", &["127.0.0.1:9001", "127.0.0.1:9002"], &clients);
     assert!(rejected.iter().all(|(_, b)| b == "-"), "{rejected:?}");
 }
+
+/// `check` and `run` warn when the config's limits do not fit the open files limit,
+/// and say what to set (issue 9, defect 3); `check` still exits 0.
+#[test]
+fn check_and_run_warn_when_max_connections_exceed_the_open_files_limit() {
+    let big = BASE.replace(
+        "listen = \"127.0.0.1:8080\"\n",
+        "listen = \"127.0.0.1:8080\"\nmax_connections = 10000000\n",
+    );
+    let (code, out, err) = check(&big);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("web tcp"), "{out}");
+    assert!(
+        err.contains("warning: at its limits this config needs 40000"),
+        "{err}"
+    );
+    assert!(err.contains("raise it to at least"), "{err}");
+    assert!(err.contains("LimitNOFILE"), "{err}");
+    let (_, _, err) = check(&BASE.replace(
+        "listen = \"127.0.0.1:8080\"\n",
+        "listen = \"127.0.0.1:8080\"\nmax_connections = 100\n",
+    ));
+    assert!(!err.contains("warning"), "{err}");
+    // `run` says the same in its log.
+    let port = free_port("127.0.0.1");
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let rw = Ringway::start(&big.replace("8080", &port.to_string()), &[listen]);
+    assert!(rw.log().contains("raise it to at least"), "{}", rw.log());
+}

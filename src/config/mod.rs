@@ -1,7 +1,7 @@
 //! Configuration: a TOML file in, a validated [`Config`] out.
 //!
-//! Two stages, as ripgrep's low/high arguments: [`file`] is the serde mirror
-//! (`deny_unknown_fields`, no logic), [`validate`] turns it into typed values and
+//! Two stages, as ripgrep's low/high arguments: `file.rs` is the serde mirror
+//! (`deny_unknown_fields`, no logic), `validate.rs` turns it into typed values and
 //! checks everything that can be checked without binding a socket. Every error is a
 //! [`ConfigError`] naming the file, line, column and key.
 //!

@@ -4,10 +4,10 @@
 //!
 //! It binds every socket before any worker starts (so a bad address fails the start,
 //! not a worker), drops privileges when `user` is set, splits the file descriptors
-//! between itself and the workers ([`fds`]), builds each listener's
+//! between itself and the workers (`fds.rs`), builds each listener's
 //! [`Routing`](crate::dataplane::Routing) and publishes it through the listener's
 //! `ArcSwap`. Everything else runs on one small tokio runtime on the main thread: one
-//! task owns the state ([`actor`], [`core`]) and everything else talks to it with
+//! task owns the state (`actor.rs`, `core.rs`) and everything else talks to it with
 //! messages. Nothing here runs on a worker.
 
 mod actor;

@@ -9,9 +9,9 @@ use super::stats::BackendStats;
 /// A worker's own bound socket for one listener.
 #[derive(Debug)]
 pub enum BoundSocket {
-    /// From [`bind_tcp`].
+    /// From [`bind_tcp`](super::bind_tcp).
     Tcp(std::net::TcpListener),
-    /// From [`bind_udp`].
+    /// From [`bind_udp`](super::bind_udp).
     Udp(std::net::UdpSocket),
 }
 

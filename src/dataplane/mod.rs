@@ -1,19 +1,23 @@
 //! The data plane: worker threads that accept, connect and forward.
 //!
-//! Each worker owns a mio `Poll` (epoll, edge-triggered), its own `SO_REUSEPORT`
-//! listening socket per listener, a slab of sessions, a pipe pool and a scratch buffer.
-//! Workers share nothing mutable with each other except one atomic connection counter
-//! per listener (for `max_connections`); each counts into its own shard of the
-//! statistics ([`stats`]). They read settings and backends only from the [`Routing`]
-//! the control plane publishes in [`ListenerShared::routing`], once per new connection
-//! or flow, and never see the config. A reload adds and removes listeners with
-//! [`Command`]s; open connections keep the routing they started with.
+//! Each worker owns a mio `Poll` (epoll, edge-triggered) and dispatches its events to
+//! two planes that own their state (`worker.rs`): the TCP plane (`tcp/`: its own
+//! `SO_REUSEPORT` listening sockets, a slab of sessions, a deadline heap, a pipe pool
+//! and a scratch buffer) and the UDP plane (`udp/`: the flow table and datagram
+//! batches). Tokens name a slot and its generation (`token.rs`). Workers share nothing
+//! mutable with each other except one atomic connection counter per listener (for
+//! `max_connections`); each counts into its own shard of the statistics ([`stats`])
+//! and draws file descriptors from its own budget (`budget.rs`). They read settings and
+//! backends only from the [`Routing`] the control plane publishes in
+//! [`ListenerShared::routing`], once per new connection or flow, and never see the
+//! config. A reload adds and removes listeners with [`Command`]s; open connections keep
+//! the routing they started with.
 //!
 //! A session's life (see `docs/LIFECYCLE.md`): accepted -> connecting (to the ring's
 //! pick; on refusal or `connect_timeout`, to the next distinct backend clockwise, up to
-//! `retries` times) -> streaming (two [`forward::Half`]s) -> closed when both directions
-//! have passed their EOF on, on an error or reset of either side, or after
-//! `idle_timeout` without traffic.
+//! `retries` times) -> streaming (two directions, `tcp/forward.rs`) -> closed when both
+//! directions have passed their EOF on, on an error or reset of either side, or after
+//! its `idle_timeout` without traffic.
 
 mod budget;
 mod command;
