@@ -39,6 +39,8 @@ use std::thread::JoinHandle;
 pub use command::{BoundSocket, Command, WorkerListener, WorkerParams};
 pub use listener::{ListenerParams, ListenerShared, Mode, PassiveFailure, Routing};
 pub use tcp::bind_tcp;
+/// One direction of a TCP session, public for `benches/forward.rs`.
+pub use tcp::forward;
 pub use udp::bind_udp;
 
 /// A cloneable way to send commands to a worker.
