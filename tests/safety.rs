@@ -323,3 +323,61 @@ fn idle_sockets_do_not_lock_out_metrics_or_the_admin_api() {
     let accept_warnings = log_count(&rw, "accept failed");
     assert!(accept_warnings < 20, "{accept_warnings} accept warnings");
 }
+
+/// The pipe-pool risk: past `fs.pipe-user-pages-soft` an unprivileged user's new pipes
+/// get two pages and `F_SETPIPE_SZ` fails. ringway, running as nobody, says so once and
+/// copies instead of splicing through them; every byte still arrives.
+#[test]
+#[ignore = "needs root"]
+fn small_pipes_past_the_user_limit_degrade_to_copy() {
+    require_root();
+    const KNOB: &str = "/proc/sys/fs/pipe-user-pages-soft";
+    struct Restore(String);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = std::fs::write(KNOB, &self.0);
+        }
+    }
+    let _restore = Restore(std::fs::read_to_string(KNOB).unwrap());
+    // One full-size (256 KiB) pipe's worth of pages for the user: every pipe after the
+    // first is small.
+    std::fs::write(KNOB, "64").unwrap();
+    let b = Backend::echo("127.0.0.1:0");
+    let listen = free_addr();
+    let toml = with_tables(
+        &config(listen, &[(b.addr, "b")], "forward = \"splice\""),
+        "user = \"nobody\"\ngroup = \"nogroup\"\n",
+    );
+    let rw = Ringway::start(&toml, &[listen]);
+    const SIZE: usize = 4 << 20;
+    let transfers: Vec<_> = (0..6u8)
+        .map(|i| {
+            thread::spawn(move || {
+                let s = TcpStream::connect(listen).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let data: Vec<u8> = (0..SIZE).map(|j| (j as u8).wrapping_mul(31) ^ i).collect();
+                let mut w = s.try_clone().unwrap();
+                let sent = data.clone();
+                let writer = thread::spawn(move || w.write_all(&sent).unwrap());
+                let mut back = vec![0u8; SIZE];
+                (&s).read_exact(&mut back).unwrap();
+                writer.join().unwrap();
+                back == data
+            })
+        })
+        .collect();
+    for t in transfers {
+        assert!(t.join().unwrap(), "bytes changed on the way");
+    }
+    assert!(
+        rw.log().contains("the kernel grants pipes of"),
+        "small pipes not noticed:\n{}",
+        rw.log()
+    );
+    // Once per worker (2), not once per pipe.
+    assert!(
+        log_count(&rw, "the kernel grants pipes of") <= 2,
+        "{}",
+        rw.log()
+    );
+}

@@ -166,6 +166,19 @@ impl<T> Slots<T> {
         })
     }
 
+    /// Every entry with its key, mutably.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (Key, &mut T)> {
+        self.slab.iter_mut().map(|(i, (gen, v))| {
+            (
+                Key {
+                    index: i as u32,
+                    gen: *gen,
+                },
+                v,
+            )
+        })
+    }
+
     /// The keys of the entries `keep` selects.
     pub fn keys_where(&self, mut keep: impl FnMut(&T) -> bool) -> Vec<Key> {
         self.iter()

@@ -69,7 +69,7 @@ impl TcpPlane {
             sessions: Slots::default(),
             timers: Timers::default(),
             buf: vec![0u8; COPY_BUF].into_boxed_slice(),
-            pool: PipePool::new(budget.clone(), workers),
+            pool: PipePool::new(budget.clone(), worker, workers),
             requeue: Vec::new(),
             budget,
             spare: Spare::new(),
@@ -221,9 +221,8 @@ impl TcpPlane {
         self.timers.compact(sessions.len(), |at, key| {
             sessions.get_mut(key).is_some_and(|s| s.armed().is(at))
         });
-        let resumed = self.listeners.keys_where(|l| l.paused());
-        for key in resumed {
-            if self.listeners.get_mut(key).is_some_and(|l| l.resume(now)) {
+        for (key, l) in self.listeners.iter_mut() {
+            if l.resume(now) {
                 // One batch now, the rest behind other work: no burst after a pause.
                 self.requeue.push(Work::Accept(key));
             }
@@ -279,7 +278,7 @@ impl TcpPlane {
                             &shared,
                             now,
                             |c| &c.rejected_fd_limit,
-                            &format!("accept failed ({e}): closing the newest connection"),
+                            || format!("accept failed ({e}): closing the newest connection"),
                         );
                     } else {
                         l.pause(now);
@@ -318,22 +317,22 @@ impl TcpPlane {
             return;
         };
         if !self.budget.take(SESSION_FDS) {
-            let why = format!(
-                "{} of this worker's {} file descriptors in use: closing new connection",
-                self.budget.used(),
-                self.budget.limit()
-            );
-            return self.refused(&shared, now, |c| &c.rejected_fd_limit, &why);
+            let (used, limit) = (self.budget.used(), self.budget.limit());
+            return self.refused(&shared, now, |c| &c.rejected_fd_limit, || {
+                format!("{used} of this worker's {limit} file descriptors in use: closing new connection")
+            });
         }
         let routing = shared.routing.load_full();
         let params = &routing.params;
         if !shared.try_acquire(params.max_connections) {
             self.budget.give(SESSION_FDS);
-            let why = format!(
-                "max_connections ({}) reached: closing new connection",
-                params.max_connections
+            let max = params.max_connections;
+            return self.refused(
+                &shared,
+                now,
+                |c| &c.rejected_max_connections,
+                || format!("max_connections ({max}) reached: closing new connection"),
             );
-            return self.refused(&shared, now, |c| &c.rejected_max_connections, &why);
         }
         let flow = if params.expects_header(peer.ip()) {
             // The backend is chosen once the PROXY header says who the client is.
@@ -348,7 +347,7 @@ impl TcpPlane {
                     &shared,
                     now,
                     |c| &c.rejected_no_backend,
-                    "no backend is up: closing new connection",
+                    || "no backend is up: closing new connection".to_string(),
                 );
             }
             Some(flow)
@@ -388,17 +387,18 @@ impl TcpPlane {
         self.settle(key, step, now);
     }
 
-    /// Counts a refused connection and logs it (at most once a second).
+    /// Counts a refused connection and logs why (at most once a second; the message is
+    /// only built when it is logged).
     fn refused(
         &mut self,
         shared: &ListenerShared,
         now: Millis,
         counter: impl Fn(&ListenerCounters) -> &super::stats::Counter,
-        why: &str,
+        why: impl FnOnce() -> String,
     ) {
         counter(shared.stats.shard(self.worker)).inc();
         if let Some(suppressed) = self.warn.allow(now) {
-            tracing::warn!(listener = %shared.name, suppressed, "{why}");
+            tracing::warn!(listener = %shared.name, suppressed, "{}", why());
         }
     }
 
@@ -420,41 +420,56 @@ impl TcpPlane {
         let Some(s) = self.sessions.remove(key) else {
             return;
         };
-        let shared = Arc::clone(s.listener());
-        let client = s.client();
-        s.close(ending.reset(), self.worker, &mut self.pool);
-        self.budget.give(SESSION_FDS);
-        let client = client.map_or_else(|| "?".to_string(), |c| c.to_string());
-        match ending {
+        let shared = s.listener();
+        let client = || {
+            s.client()
+                .map_or_else(|| "?".to_string(), |c| c.to_string())
+        };
+        match &ending {
             Ending::NoBackend(c) => self.refused(
-                &shared,
+                shared,
                 now,
                 |x| &x.rejected_no_backend,
-                &format!("no backend is up: closing the connection of {c}"),
+                || format!("no backend is up: closing the connection of {c}"),
             ),
             Ending::BackendsFailed { client, attempts } => self.refused(
-                &shared,
+                shared,
                 now,
                 |x| &x.rejected_backends_failed,
-                &format!("every backend attempt failed ({attempts}): resetting client {client}"),
+                || format!("every backend attempt failed ({attempts}): resetting client {client}"),
             ),
             Ending::ProxyHeader(why) => self.refused(
-                &shared,
+                shared,
                 now,
                 |x| &x.rejected_proxy_header,
-                &format!("accept_proxy: {why}: closing the connection of {client}"),
+                || {
+                    format!(
+                        "accept_proxy: {why}: closing the connection of {}",
+                        client()
+                    )
+                },
             ),
-            Ending::Local(e) if crate::sys::is_fd_limit(&e) => self.refused(
-                &shared,
+            Ending::Local(e) if crate::sys::is_fd_limit(e) => self.refused(
+                shared,
                 now,
                 |x| &x.rejected_fd_limit,
-                &format!("cannot open a backend socket ({e}): resetting client {client}"),
+                || {
+                    format!(
+                        "cannot open a backend socket ({e}): resetting client {}",
+                        client()
+                    )
+                },
             ),
             Ending::Local(e) => self.refused(
-                &shared,
+                shared,
                 now,
                 |x| &x.rejected_local_error,
-                &format!("cannot open a backend socket ({e}): resetting client {client}"),
+                || {
+                    format!(
+                        "cannot open a backend socket ({e}): resetting client {}",
+                        client()
+                    )
+                },
             ),
             Ending::Done
             | Ending::Failed(_)
@@ -463,6 +478,8 @@ impl TcpPlane {
             | Ending::Aborted
             | Ending::Shutdown => {}
         }
+        s.close(ending.reset(), self.worker, &mut self.pool);
+        self.budget.give(SESSION_FDS);
     }
 }
 

@@ -30,6 +30,7 @@ const SOFT_LIMIT: &str = "/proc/sys/fs/pipe-user-pages-soft";
 /// Free pipes of one worker.
 #[derive(Debug)]
 pub struct PipePool {
+    worker: usize,
     free: Vec<Pipe>,
     max_free: usize,
     budget: FdBudget,
@@ -38,13 +39,14 @@ pub struct PipePool {
 }
 
 impl PipePool {
-    /// An empty pool for one of `workers` workers, drawing on `budget`.
-    pub fn new(budget: FdBudget, workers: usize) -> PipePool {
+    /// An empty pool for worker `worker` of `workers`, drawing on `budget`.
+    pub fn new(budget: FdBudget, worker: usize, workers: usize) -> PipePool {
         let soft_pages = std::fs::read_to_string(SOFT_LIMIT)
             .ok()
             .and_then(|s| s.trim().parse::<usize>().ok())
             .unwrap_or(0);
         PipePool {
+            worker,
             free: Vec::new(),
             max_free: max_free(soft_pages, workers),
             budget,
@@ -90,7 +92,8 @@ impl Pipes<Pipe> for PipePool {
                 if p.capacity() < MIN_SPLICE_PIPE && !self.warned_small {
                     self.warned_small = true;
                     tracing::warn!(
-                        "the kernel grants pipes of {} bytes only (over fs.pipe-user-pages-soft?): transfers copy instead of splicing",
+                        worker = self.worker,
+                        "the kernel grants pipes of {} bytes only (over fs.pipe-user-pages-soft?): transfers copy instead of splicing (logged once per worker)",
                         p.capacity()
                     );
                 }
@@ -130,7 +133,7 @@ mod tests {
     #[test]
     fn pipes_cost_budget_and_come_back() {
         let budget = FdBudget::new(5);
-        let mut pool = PipePool::new(budget.clone(), 1);
+        let mut pool = PipePool::new(budget.clone(), 0, 1);
         let a = pool.take().expect("budget for one");
         let b = pool.take().expect("and two");
         assert!(pool.take().is_none(), "6 descriptors > 5");

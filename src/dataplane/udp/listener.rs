@@ -86,10 +86,11 @@ impl UdpListener {
         &self.seen
     }
 
-    /// A slot for the next reply; the batch is sent first if it is full.
-    pub fn reply_slot(&mut self, stats: &ListenerCounters) -> &mut [u8] {
+    /// A slot for the next reply; the batch is sent first if it is full (`worker`: whose
+    /// counters say so).
+    pub fn reply_slot(&mut self, worker: usize) -> &mut [u8] {
         if self.replies.is_full() {
-            self.flush(stats);
+            self.flush(worker);
         }
         self.replies.next_slot().expect("flushed above")
     }
@@ -101,28 +102,13 @@ impl UdpListener {
     }
 
     /// Sends the queued replies; what the kernel will not take now is dropped (UDP)
-    /// and counted.
-    pub fn flush(&mut self, stats: &ListenerCounters) {
-        let total = self.replies.len();
-        let mut from = 0;
-        while from < total {
-            match self.replies.send_to(self.socket.as_fd(), from) {
-                Ok(0) => break,
-                Ok(n) => from += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                // This datagram failed (e.g. the client's network is unreachable): skip it.
-                Err(_) => {
-                    stats.udp_dropped_send.inc();
-                    from += 1;
-                }
-            }
-        }
-        stats.udp_out.add(from as u64);
-        if from < total {
-            stats.udp_dropped_send.add((total - from) as u64);
-        }
-        self.replies.clear();
+    /// and counted in worker `worker`'s counters.
+    pub fn flush(&mut self, worker: usize) {
+        send(
+            &mut self.replies,
+            &self.socket,
+            self.shared.stats.shard(worker),
+        );
     }
 
     /// Replies are waiting.
@@ -157,4 +143,29 @@ impl UdpListener {
     pub fn deregister(mut self, registry: &Registry) {
         let _ = registry.deregister(&mut self.socket);
     }
+}
+
+/// Sends the queued `replies` from `socket`; what the kernel will not take now is
+/// dropped (UDP) and counted in `stats`.
+fn send(replies: &mut Batch, socket: &UdpSocket, stats: &ListenerCounters) {
+    let total = replies.len();
+    let mut from = 0;
+    while from < total {
+        match replies.send_to(socket.as_fd(), from) {
+            Ok(0) => break,
+            Ok(n) => from += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            // This datagram failed (e.g. the client's network is unreachable): skip it.
+            Err(_) => {
+                stats.udp_dropped_send.inc();
+                from += 1;
+            }
+        }
+    }
+    stats.udp_out.add(from as u64);
+    if from < total {
+        stats.udp_dropped_send.add((total - from) as u64);
+    }
+    replies.clear();
 }

@@ -173,10 +173,9 @@ impl UdpPlane {
     /// Sends every listener's pending replies.
     pub fn flush_replies(&mut self) {
         let worker = self.worker;
-        for key in self.listeners.keys_where(UdpListener::has_replies) {
-            if let Some(l) = self.listeners.get_mut(key) {
-                let shared = Arc::clone(l.shared());
-                l.flush(shared.stats.shard(worker));
+        for (_, l) in self.listeners.iter_mut() {
+            if l.has_replies() {
+                l.flush(worker);
             }
         }
     }
@@ -297,17 +296,15 @@ impl UdpPlane {
             None => return,
         };
         let id = (lkey, client, local);
-        let Some(shared) = self.listeners.get(lkey).map(|l| Arc::clone(l.shared())) else {
-            return;
-        };
-        let stats = shared.stats.shard(self.worker);
-        stats.udp_in.inc();
+        if let Some(l) = self.listeners.get(lkey) {
+            l.shared().stats.shard(self.worker).udp_in.inc();
+        }
         let fkey = match self.index.get(&id) {
             Some(&k) => {
                 self.check_backend(k, registry);
                 k
             }
-            None => match self.open_flow(id, &shared, registry, now) {
+            None => match self.open_flow(id, registry, now) {
                 Some(k) => k,
                 None => return,
             },
@@ -315,6 +312,8 @@ impl UdpPlane {
         let (Some(f), Some(l)) = (self.flows.get_mut(fkey), self.listeners.get(lkey)) else {
             return;
         };
+        let shared = l.shared();
+        let stats = shared.stats.shard(self.worker);
         let mut result = f.send(data, now);
         if let Err(e) = result.as_ref().map(|_| ()) {
             if is(e, libc::ECONNREFUSED) {
@@ -366,15 +365,10 @@ impl UdpPlane {
 
     /// Creates the flow for a new client, or drops its datagram (removed listener, max
     /// flows, no descriptor, no backend).
-    fn open_flow(
-        &mut self,
-        id: FlowId,
-        shared: &Arc<ListenerShared>,
-        registry: &Registry,
-        now: Millis,
-    ) -> Option<Key> {
+    fn open_flow(&mut self, id: FlowId, registry: &Registry, now: Millis) -> Option<Key> {
         let (lkey, client, local) = id;
         let l = self.listeners.get_mut(lkey)?;
+        let shared = &Arc::clone(l.shared());
         if l.retired() {
             shared.stats.shard(self.worker).udp_dropped_removed.inc();
             return None;
@@ -463,14 +457,15 @@ impl UdpPlane {
             return;
         };
         let epoch = l.refresh();
-        let routing = Arc::clone(l.routing());
-        let listen = l.shared().listen;
         let Some(f) = self.flows.get_mut(fkey) else {
             return;
         };
+        // Once per published routing, not per datagram.
         if f.checked(epoch) {
             return;
         }
+        let routing = Arc::clone(l.routing());
+        let listen = l.shared().listen;
         let key = flow_hash(
             routing.params.hash,
             PROTO_UDP,
@@ -496,20 +491,18 @@ impl UdpPlane {
     /// Reads a flow's replies into its listener's reply batch; true if it stopped at
     /// its budget.
     fn flow_readable(&mut self, fkey: Key, registry: &Registry, now: Millis) -> bool {
+        let worker = self.worker;
         let Some(f) = self.flows.get_mut(fkey) else {
             return false;
         };
         let Some(l) = self.listeners.get_mut(f.listener()) else {
             return false;
         };
-        let shared = Arc::clone(l.shared());
-        let stats = shared.stats.shard(self.worker);
         let responses = u64::from(l.routing().params.udp_responses);
         let (mut finished, mut more) = (false, true);
         for _ in 0..REPLIES_PER_WAKEUP {
-            let buf = l.reply_slot(stats);
-            let got = f.recv(buf, responses, now);
-            let counters = f.target().counters.shard(self.worker);
+            let got = f.recv(l.reply_slot(worker), responses, now);
+            let counters = f.target().counters.shard(worker);
             match got {
                 Ok((n, done)) => {
                     l.commit_reply(n, f.client(), f.local());
@@ -525,8 +518,9 @@ impl UdpPlane {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
+                    let shared = l.shared();
                     if is(&e, libc::ECONNREFUSED) {
-                        stats.backend_icmp_errors.inc();
+                        shared.stats.shard(worker).backend_icmp_errors.inc();
                         counters.connect_errors.inc();
                         shared.report_failure(l.routing(), f.backend(), &e);
                     }
