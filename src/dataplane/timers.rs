@@ -18,15 +18,13 @@ use super::token::Key;
 /// Milliseconds since the worker started.
 pub type Millis = u64;
 
-/// `d` in milliseconds, rounded up (a deadline never fires early).
+/// `d` in milliseconds, rounded up (a deadline never fires early). No 128-bit
+/// arithmetic: the worker converts its clock once per loop.
 pub fn millis(d: Duration) -> Millis {
-    let ms = d.as_millis();
-    let ms = if Duration::from_millis(ms as u64) < d {
-        ms + 1
-    } else {
-        ms
-    };
-    ms.min(u64::MAX as u128) as Millis
+    let sub = d.subsec_nanos();
+    d.as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(sub.div_ceil(1_000_000)))
 }
 
 /// The time an owner is armed for. Kept by the owner.
@@ -129,6 +127,9 @@ mod tests {
         assert_eq!(millis(Duration::from_micros(1)), 1);
         assert_eq!(millis(Duration::from_millis(7)), 7);
         assert_eq!(millis(Duration::from_micros(7001)), 8);
+        assert_eq!(millis(Duration::new(3, 999_999_999)), 4000);
+        assert_eq!(millis(Duration::new(2, 0)), 2000);
+        assert_eq!(millis(Duration::MAX), u64::MAX);
     }
 
     #[test]

@@ -22,10 +22,17 @@ const KIND_BITS: u32 = 3;
 const _: () = assert!(usize::BITS == 64, "tokens pack 64 bits");
 
 /// One life of one slot: its index and generation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Key {
     index: u32,
     gen: u32,
+}
+
+impl std::hash::Hash for Key {
+    /// One write of the packed bits (flow-table keys are hashed per datagram).
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.pack());
+    }
 }
 
 impl Key {

@@ -77,15 +77,16 @@ impl Worker {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(EVENTS);
         tracing::debug!(worker = self.index, "worker started");
+        let mut now = self.now();
         loop {
-            let timeout = self.next_wakeup();
+            let timeout = self.next_wakeup(now);
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(worker = self.index, "epoll_wait failed: {e}");
                     break;
                 }
             }
-            let now = self.now();
+            now = self.now();
             for event in events.iter() {
                 self.dispatch(event, now);
             }
@@ -106,8 +107,10 @@ impl Worker {
         tracing::debug!(worker = self.index, closed = left, "worker stopped");
     }
 
-    /// How long the next wait may last.
-    fn next_wakeup(&self) -> Duration {
+    /// How long the next wait may last, from `now` (the time this loop pass started:
+    /// waking a little late for a deadline is harmless, reading the clock twice a pass
+    /// is not free).
+    fn next_wakeup(&self, now: Millis) -> Duration {
         if self.tcp.busy() || self.udp.busy() {
             return Duration::ZERO;
         }
@@ -121,7 +124,7 @@ impl Worker {
         .min();
         match due {
             // Round up so a sub-millisecond wait is not a busy loop.
-            Some(at) => Duration::from_millis(at.saturating_sub(self.now()) + 1).min(MAX_WAIT),
+            Some(at) => Duration::from_millis(at.saturating_sub(now) + 1).min(MAX_WAIT),
             None => MAX_WAIT,
         }
     }

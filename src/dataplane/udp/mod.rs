@@ -221,20 +221,6 @@ impl UdpPlane {
         Some(millis(l.routing().params.idle_timeout))
     }
 
-    /// Arms flow `key`'s idle timer.
-    fn rearm(&mut self, key: Key) {
-        let Some(lkey) = self.flows.get(key).map(Flow::listener) else {
-            return;
-        };
-        let Some(idle) = self.idle_of(lkey) else {
-            return;
-        };
-        if let Some(f) = self.flows.get_mut(key) {
-            let at = f.idle_deadline(idle);
-            self.timers.arm(f.armed(), at, key);
-        }
-    }
-
     /// Reads client datagrams from listener `lkey`; true if it stopped at its budget.
     fn readable(&mut self, lkey: Key, registry: &Registry, now: Millis) -> bool {
         let Some(mut batch) = self.batch.take() else {
@@ -349,17 +335,18 @@ impl UdpPlane {
             .map(|(k, _)| k)
     }
 
-    /// Counts and logs (at most once a second) a datagram dropped for a new flow.
+    /// Counts and logs (at most once a second; the message is only built when it is
+    /// logged) a datagram dropped for a new flow.
     fn dropped(
         &mut self,
         shared: &ListenerShared,
         counter: impl Fn(&ListenerCounters) -> &Counter,
         now: Millis,
-        why: &str,
+        why: impl FnOnce() -> String,
     ) {
         counter(shared.stats.shard(self.worker)).inc();
         if let Some(suppressed) = self.warn.allow(now) {
-            tracing::warn!(listener = %shared.name, suppressed, "{why}");
+            tracing::warn!(listener = %shared.name, suppressed, "{}", why());
         }
     }
 
@@ -377,21 +364,21 @@ impl UdpPlane {
         let routing = Arc::clone(l.routing());
         let params = &routing.params;
         if !shared.try_acquire(params.max_connections) {
-            let why = format!(
-                "udp_max_flows ({}) reached: dropping a new flow from {client}",
-                params.max_connections
+            let max = params.max_connections;
+            self.dropped(
+                shared,
+                |c| &c.udp_dropped_max_flows,
+                now,
+                || format!("udp_max_flows ({max}) reached: dropping a new flow from {client}"),
             );
-            self.dropped(shared, |c| &c.udp_dropped_max_flows, now, &why);
             return None;
         }
         if !self.budget.take(FLOW_FDS) {
             shared.release();
-            let why = format!(
-                "{} of this worker's {} file descriptors in use: dropping a new flow from {client}",
-                self.budget.used(),
-                self.budget.limit()
-            );
-            self.dropped(shared, |c| &c.udp_dropped_fd_limit, now, &why);
+            let (used, limit) = (self.budget.used(), self.budget.limit());
+            self.dropped(shared, |c| &c.udp_dropped_fd_limit, now, || {
+                format!("{used} of this worker's {limit} file descriptors in use: dropping a new flow from {client}")
+            });
             return None;
         }
         let key = flow_hash(
@@ -415,35 +402,42 @@ impl UdpPlane {
             failed => {
                 shared.release();
                 self.budget.give(FLOW_FDS);
-                let (counter, why): (fn(&ListenerCounters) -> &Counter, String) = match failed {
-                    Some((addr, Err(e))) if crate::sys::is_fd_limit(&e) => (
+                match failed {
+                    Some((addr, Err(e))) if crate::sys::is_fd_limit(&e) => self.dropped(
+                        shared,
                         |c| &c.udp_dropped_fd_limit,
-                        format!("no descriptor for a flow to {addr} ({e}): dropping"),
+                        now,
+                        || format!("no descriptor for a flow to {addr} ({e}): dropping"),
                     ),
-                    Some((addr, Err(e))) => (
+                    Some((addr, Err(e))) => self.dropped(
+                        shared,
                         |c| &c.udp_dropped_send,
-                        format!("cannot open a flow to {addr} ({e}): dropping"),
+                        now,
+                        || format!("cannot open a flow to {addr} ({e}): dropping"),
                     ),
-                    _ => (
+                    _ => self.dropped(
+                        shared,
                         |c| &c.udp_dropped_no_backend,
-                        format!("no backend for a new udp flow from {client}: dropping"),
+                        now,
+                        || format!("no backend for a new udp flow from {client}: dropping"),
                     ),
-                };
-                self.dropped(shared, counter, now, &why);
+                }
                 return None;
             }
         };
-        if let Some(f) = self.flows.get(fkey) {
-            let counters = f.target().counters.shard(self.worker);
-            counters.connections.inc();
-            counters.active.add(1);
-        }
         self.index.insert(id, fkey);
         if let Some(l) = self.listeners.get_mut(lkey) {
             l.flow_opened();
         }
         shared.stats.shard(self.worker).udp_flows.inc();
-        self.rearm(fkey);
+        if let Some(f) = self.flows.get_mut(fkey) {
+            let counters = f.target().counters.shard(self.worker);
+            counters.connections.inc();
+            counters.active.add(1);
+            // The routing just loaded says the idle timeout: no second look.
+            let at = f.idle_deadline(millis(params.idle_timeout));
+            self.timers.arm(f.armed(), at, fkey);
+        }
         Some(fkey)
     }
 
