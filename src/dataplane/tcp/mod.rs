@@ -144,20 +144,9 @@ impl TcpPlane {
                 } else {
                     Side::Backend
                 };
-                let mut env = Env::new(
-                    registry,
-                    key,
-                    self.worker,
-                    now,
-                    &mut self.buf,
-                    &mut self.pool,
-                );
-                // A stale event (its session closed, the slot maybe reused) finds nothing.
-                let Some(s) = self.sessions.get_mut(key) else {
-                    return;
-                };
-                let step = s.on_event(side, event, &mut env);
-                self.settle(key, step, now);
+                self.run_session(key, registry, now, |s, env| {
+                    Some(s.on_event(side, event, env))
+                });
             }
             _ => {}
         }
@@ -173,19 +162,7 @@ impl TcpPlane {
                     }
                 }
                 Work::Drive(key) => {
-                    let mut env = Env::new(
-                        registry,
-                        key,
-                        self.worker,
-                        now,
-                        &mut self.buf,
-                        &mut self.pool,
-                    );
-                    let Some(s) = self.sessions.get_mut(key) else {
-                        continue;
-                    };
-                    let step = s.drive(&mut env);
-                    self.settle(key, step, now);
+                    self.run_session(key, registry, now, |s, env| Some(s.drive(env)));
                 }
             }
         }
@@ -200,22 +177,10 @@ impl TcpPlane {
     /// Fires due timers and ends accept pauses that are over.
     pub fn fire_timers(&mut self, registry: &Registry, now: Millis) {
         while let Some((at, key)) = self.timers.pop_due(now) {
-            let mut env = Env::new(
-                registry,
-                key,
-                self.worker,
-                now,
-                &mut self.buf,
-                &mut self.pool,
-            );
-            let Some(s) = self.sessions.get_mut(key) else {
-                continue;
-            };
-            if !Timers::fired(s.armed(), at) {
-                continue;
-            }
-            let step = s.on_timer(&mut env);
-            self.settle(key, step, now);
+            // Only the entry the session is armed for fires; others are stale.
+            self.run_session(key, registry, now, |s, env| {
+                Timers::fired(s.armed(), at).then(|| s.on_timer(env))
+            });
         }
         let sessions = &mut self.sessions;
         self.timers.compact(sessions.len(), |at, key| {
@@ -372,6 +337,18 @@ impl TcpPlane {
                 return;
             }
         };
+        self.run_session(key, registry, now, |s, env| Some(s.start(env)));
+    }
+
+    /// Runs `work` on session `key` (if the key still names it: a stale key finds
+    /// nothing) and acts on the step it returns.
+    fn run_session(
+        &mut self,
+        key: Key,
+        registry: &Registry,
+        now: Millis,
+        work: impl FnOnce(&mut Session, &mut Env<'_>) -> Option<Step>,
+    ) {
         let mut env = Env::new(
             registry,
             key,
@@ -383,8 +360,9 @@ impl TcpPlane {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        let step = s.start(&mut env);
-        self.settle(key, step, now);
+        if let Some(step) = work(s, &mut env) {
+            self.settle(key, step, now);
+        }
     }
 
     /// Counts a refused connection and logs why (at most once a second; the message is
