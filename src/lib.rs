@@ -54,4 +54,5 @@ pub mod health;
 pub mod metrics;
 pub mod proxy_protocol;
 pub mod route;
+pub mod shard;
 pub mod sys;

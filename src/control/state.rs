@@ -69,9 +69,9 @@ pub struct BackendState {
 }
 
 impl BackendState {
-    fn new(id: &str, workers: usize) -> BackendState {
+    fn new(backend: &crate::balance::Backend, workers: usize) -> BackendState {
         BackendState {
-            stats: Arc::new(BackendStats::new(id, workers)),
+            stats: Arc::new(BackendStats::new(&backend.id, backend.addr, workers)),
             health: HealthState::default(),
             admin: Admin::Enabled,
             up: true,
@@ -132,7 +132,7 @@ impl ListenerState {
         let backends: Vec<BackendState> = config
             .backends
             .iter()
-            .map(|b| BackendState::new(&b.id, workers))
+            .map(|b| BackendState::new(b, workers))
             .collect();
         let routing = routing(&config, &base, &backends);
         let shared = Arc::new(ListenerShared::new(
@@ -167,7 +167,7 @@ impl ListenerState {
                 .position(|o| o.id == b.id && o.addr == b.addr);
             let state = kept
                 .and_then(|i| old[i].take())
-                .unwrap_or_else(|| BackendState::new(&b.id, self.workers));
+                .unwrap_or_else(|| BackendState::new(b, self.workers));
             backends.push(state);
         }
         // Dropped states stop their probes.

@@ -90,8 +90,8 @@ pub struct PassiveFailure {
 /// State of one listener shared by the control plane and all workers.
 #[derive(Debug)]
 pub struct ListenerShared {
-    /// Listener name, for logs and metrics.
-    pub name: String,
+    /// Listener name, for logs, metrics and the access log.
+    pub name: Arc<str>,
     /// The address it listens on (fixed: a reload that changes it makes a new listener).
     pub listen: SocketAddr,
     /// Settings, backends and ring, replaced whole by the control plane.
@@ -114,7 +114,7 @@ impl ListenerShared {
         passive: tokio::sync::mpsc::UnboundedSender<PassiveFailure>,
     ) -> ListenerShared {
         ListenerShared {
-            name: name.to_string(),
+            name: name.into(),
             listen,
             routing: ArcSwap::from_pointee(routing),
             active: AtomicUsize::new(0),

@@ -176,12 +176,12 @@ fn backend(listener: &str, b: &BackendSample<'_>) {
     let c = &b.stats.counters;
     let labels = [
         (LISTENER, listener.to_string()),
-        (BACKEND, b.stats.id.clone()),
+        (BACKEND, b.stats.id.to_string()),
     ];
     let with = |k: &'static str, v: &'static str| {
         [
             (LISTENER, listener.to_string()),
-            (BACKEND, b.stats.id.clone()),
+            (BACKEND, b.stats.id.to_string()),
             (k, v.to_string()),
         ]
     };

@@ -55,7 +55,7 @@ fn shards_are_summed_and_labelled() {
     let stats: Sharded<ListenerCounters> = Sharded::new(2);
     stats.shard(0).connections.add(3);
     stats.shard(1).connections.add(4);
-    let b = [BackendStats::new("b1", 2)];
+    let b = [BackendStats::new("b1", "127.0.0.1:1".parse().unwrap(), 2)];
     b[0].counters.shard(1).sent_bytes.add(10);
     let e = Exporter::new(STALE_AFTER);
     let text = e.render(&sample(&stats, &b));
@@ -77,7 +77,7 @@ fn shards_are_summed_and_labelled() {
 #[test]
 fn series_nobody_updates_disappear() {
     let stats: Sharded<ListenerCounters> = Sharded::new(1);
-    let b = [BackendStats::new("gone", 1), BackendStats::new("stays", 1)];
+    let b = [BackendStats::new("gone", "127.0.0.1:1".parse().unwrap(), 1), BackendStats::new("stays", "127.0.0.1:2".parse().unwrap(), 1)];
     let e = Exporter::new(Duration::from_millis(200));
     assert!(e.render(&sample(&stats, &b)).contains("backend=\"gone\""));
     std::thread::sleep(Duration::from_millis(400));
@@ -89,7 +89,7 @@ fn series_nobody_updates_disappear() {
 #[test]
 fn checked_backends_have_a_histogram_before_the_first_check() {
     let stats: Sharded<ListenerCounters> = Sharded::new(1);
-    let b = [BackendStats::new("b1", 1)];
+    let b = [BackendStats::new("b1", "127.0.0.1:1".parse().unwrap(), 1)];
     let e = Exporter::new(STALE_AFTER);
     let text = e.render(&sample(&stats, &b));
     assert!(

@@ -493,7 +493,11 @@ mod tests {
         let routing = Routing {
             params,
             snapshot: Snapshot::new(vec![backend], 16),
-            backends: vec![Arc::new(BackendStats::new("b", 1))],
+            backends: vec![Arc::new(BackendStats::new(
+                "b",
+                "127.0.0.1:1".parse().unwrap(),
+                1,
+            ))],
             passive: false,
         };
         let (passive, _) = tokio::sync::mpsc::unbounded_channel();

@@ -465,3 +465,4 @@ pub(super) fn reached(listen: SocketAddr, client: &TcpStream) -> SocketAddr {
         listen
     }
 }
+
