@@ -44,6 +44,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod accesslog;
 pub mod balance;
 pub mod cli;
 pub mod config;

@@ -88,4 +88,3 @@ impl<T> Sharded<T> {
         self.shards.iter().map(|s| f(&s.0)).sum()
     }
 }
-

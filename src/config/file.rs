@@ -19,6 +19,7 @@ pub struct FileConfig {
     pub group: Option<Spanned<String>>,
     pub metrics: Option<Spanned<FileMetrics>>,
     pub admin: Option<Spanned<FileAdmin>>,
+    pub access_log: Option<Spanned<FileAccessLog>>,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<Spanned<FileListener>>,
 }
@@ -36,6 +37,23 @@ pub struct FileMetrics {
 pub struct FileAdmin {
     pub listen: Spanned<String>,
     pub token: Option<Spanned<String>>,
+}
+
+/// `[access_log]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccessLog {
+    pub path: Spanned<String>,
+    pub format: Option<Spanned<FileLogFormat>>,
+    pub sample: Option<Spanned<f64>>,
+}
+
+/// `format = "json" | "text"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileLogFormat {
+    Json,
+    Text,
 }
 
 /// One `[[listener]]`.

@@ -45,6 +45,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// The admin API (off when `None`).
     pub admin: Option<AdminConfig>,
+    /// The access log (off when `None`).
+    pub access_log: Option<AccessLogConfig>,
     /// The listeners, in file order.
     pub listeners: Vec<ListenerConfig>,
 }
@@ -56,6 +58,37 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token every request must carry, when set.
     pub token: Option<String>,
+}
+
+/// `[access_log]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLogConfig {
+    /// Where records go: a file, or standard error (`"-"`).
+    pub path: LogPath,
+    /// JSON lines or text lines.
+    pub format: LogFormat,
+    /// The fraction of successful connections and flows logged (failed ones always
+    /// are), 0.0..=1.0.
+    pub sample: f64,
+}
+
+/// `[access_log] path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogPath {
+    /// `"-"`.
+    Stderr,
+    /// A file, appended to.
+    File(PathBuf),
+}
+
+/// `[access_log] format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (the default).
+    #[default]
+    Json,
+    /// One human line per record.
+    Text,
 }
 
 /// Transport protocol of a listener.

@@ -11,11 +11,13 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Located};
 use super::file::{
-    FileBackend, FileConfig, FileForward, FileHash, FileListener, FileProtocol, FileSendProxy,
+    FileAccessLog, FileBackend, FileConfig, FileForward, FileHash, FileListener, FileLogFormat,
+    FileProtocol, FileSendProxy,
 };
 use super::resolve;
 use super::{
-    keypath, AdminConfig, Config, ForwardMode, ListenerConfig, Protocol, ProxyVersion, Tuning,
+    keypath, AccessLogConfig, AdminConfig, Config, ForwardMode, ListenerConfig, LogFormat, LogPath,
+    Protocol, ProxyVersion, Tuning,
 };
 use crate::balance::ring::{DEFAULT_VNODES, MAX_POINTS};
 use crate::balance::{Backend, HashMode};
@@ -179,6 +181,10 @@ pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, Con
             Some(s) => Ok(Some(s.get_ref().trim().to_string())),
         }
     };
+    let access_log = match &file.access_log {
+        None => None,
+        Some(a) => Some(access_log(src, a.get_ref())?),
+    };
     let user = name_of(&file.user, "user")?;
     let group = name_of(&file.group, "group")?;
     if let (None, Some(g)) = (&user, &file.group) {
@@ -197,7 +203,45 @@ pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, Con
         group,
         metrics,
         admin,
+        access_log,
         listeners,
+    })
+}
+
+/// `[access_log]`.
+fn access_log(src: &Source<'_>, a: &FileAccessLog) -> Result<AccessLogConfig, ConfigError> {
+    let text = a.path.get_ref().trim();
+    let path = match text {
+        "" => {
+            return Err(src.error(
+                a.path.span(),
+                "access_log.path",
+                "expected a file path, or \"-\" for standard error",
+            ))
+        }
+        "-" => LogPath::Stderr,
+        p => LogPath::File(p.into()),
+    };
+    let format = match a.format.as_ref().map(|f| *f.get_ref()) {
+        None | Some(FileLogFormat::Json) => LogFormat::Json,
+        Some(FileLogFormat::Text) => LogFormat::Text,
+    };
+    let sample = match &a.sample {
+        None => 1.0,
+        Some(s) if (0.0..=1.0).contains(s.get_ref()) => *s.get_ref(),
+        Some(s) => return Err(src.error(
+            s.span(),
+            "access_log.sample",
+            format!(
+                "expected the fraction of successful connections to log, from 0.0 to 1.0, got {}",
+                s.get_ref()
+            ),
+        )),
+    };
+    Ok(AccessLogConfig {
+        path,
+        format,
+        sample,
     })
 }
 

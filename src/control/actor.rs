@@ -52,8 +52,8 @@ pub enum Msg {
     Loaded(Result<Config, ConfigError>),
     /// Backend host names resolved off the task.
     Resolved(HashMap<String, Result<SocketAddr, AddrError>>),
-    /// Connections open now and the shutdown timeout, for a drain.
-    Draining(oneshot::Sender<(usize, Duration)>),
+    /// TCP connections and UDP flows open now and the shutdown timeout, for a drain.
+    Draining(oneshot::Sender<((usize, usize), Duration)>),
 }
 
 /// A way to reach the control task.
@@ -111,8 +111,8 @@ impl Handle {
             .unwrap_or(Err(ReloadError::Stopped))
     }
 
-    /// Open connections and the shutdown timeout.
-    pub async fn draining(&self) -> Option<(usize, Duration)> {
+    /// Open TCP connections and UDP flows, and the shutdown timeout.
+    pub async fn draining(&self) -> Option<((usize, usize), Duration)> {
         self.ask(Msg::Draining).await
     }
 

@@ -30,6 +30,8 @@ pub struct Control {
     pub workers: Vec<WorkerControl>,
     /// This task's own address: probes and background jobs report through it.
     pub me: Handle,
+    /// The access log's writer (reloads reconfigure it).
+    pub access_log: crate::accesslog::Control,
     /// Where workers send passive failures (handed to new listeners).
     pub passive: tokio::sync::mpsc::UnboundedSender<PassiveFailure>,
     /// The Prometheus recorder.
@@ -96,7 +98,7 @@ impl Control {
         config: Config,
         listeners: Vec<ListenerState>,
         workers: Vec<WorkerControl>,
-        me: Handle,
+        (me, access_log): (Handle, crate::accesslog::Control),
         passive: tokio::sync::mpsc::UnboundedSender<PassiveFailure>,
     ) -> Control {
         let now = Instant::now();
@@ -106,6 +108,7 @@ impl Control {
             listeners,
             workers,
             me,
+            access_log,
             passive,
             exporter: Exporter::new(crate::metrics::STALE_AFTER),
             reloads: Reloads::default(),
@@ -329,16 +332,22 @@ impl Control {
             listeners: self.listeners.iter().map(ListenerState::sample).collect(),
             reloads_ok: self.reloads.ok,
             reloads_failed: self.reloads.failed,
+            access_log_dropped: self.access_log.dropped(),
         };
         self.exporter.render(&sample)
     }
 
-    /// Connections and flows open now, all listeners together.
-    pub fn open(&self) -> usize {
-        self.listeners
-            .iter()
-            .map(|l| l.shared.active.load(std::sync::atomic::Ordering::Relaxed))
-            .sum()
+    /// TCP connections and UDP flows open now, all listeners together.
+    pub fn open(&self) -> (usize, usize) {
+        let mut open = (0, 0);
+        for l in &self.listeners {
+            let n = l.shared.active.load(std::sync::atomic::Ordering::Relaxed);
+            match l.config.protocol {
+                crate::config::Protocol::Tcp => open.0 += n,
+                crate::config::Protocol::Udp => open.1 += n,
+            }
+        }
+        open
     }
 }
 

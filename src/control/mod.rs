@@ -27,7 +27,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::config::{Config, ListenerConfig, Protocol};
+use crate::accesslog::{self, AccessLog};
+use crate::config::{AccessLogConfig, Config, ListenerConfig, LogFormat, LogPath, Protocol};
 use crate::dataplane::{self, BoundSocket, WorkerListener, WorkerParams};
 use state::ListenerState;
 
@@ -150,6 +151,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
     if let Some(user) = &config.user {
         privileges::drop_to(user, config.group.as_deref())?;
     }
+    // After the switch: the log file is the service user's, as its reopens will be.
+    let (access_log, sinks) =
+        AccessLog::start(config.workers, config.access_log.as_ref().map(log_settings))
+            .map_err(RunError::Worker)?;
     let fd_plan = fds::plan(limit, open_fds(), &config);
     tracing::debug!(
         "file descriptors: {} kept for the control plane, {} per worker",
@@ -157,13 +162,14 @@ pub fn run(config: Config) -> Result<(), RunError> {
         fd_plan.per_worker
     );
     let mut workers = Vec::with_capacity(config.workers);
-    for (index, listeners) in per_worker.into_iter().enumerate() {
+    for ((index, listeners), access_log) in per_worker.into_iter().enumerate().zip(sinks) {
         workers.push(
             dataplane::spawn(WorkerParams {
                 index,
                 workers: config.workers,
                 fd_budget: fd_plan.per_worker,
                 listeners,
+                access_log,
             })
             .map_err(RunError::Worker)?,
         );
@@ -174,14 +180,15 @@ pub fn run(config: Config) -> Result<(), RunError> {
     }
     let token = config.admin.as_ref().and_then(|a| a.token.clone());
     let (handle, mailbox) = actor::channel(token);
+    let logs = access_log.control();
     let mut control = core::Control::new(
         config,
         listeners,
         workers.iter().map(|w| w.control()).collect(),
-        handle.clone(),
+        (handle.clone(), logs.clone()),
         passive_tx,
     );
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         control.start_probes();
         tokio::spawn(actor::run(control, mailbox, passive_rx));
         let http_error = |what| move |source| RunError::Serve { what, source };
@@ -206,8 +213,26 @@ pub fn run(config: Config) -> Result<(), RunError> {
             .map_err(http_error("the admin API"))?;
         }
         notify::notify("READY=1\nSTATUS=serving");
-        signals::run(watch, workers, handle).await
-    })
+        signals::run(watch, workers, handle, logs).await
+    });
+    // The workers have stopped: what they logged is queued; write it out.
+    access_log.stop();
+    result
+}
+
+/// `[access_log]` as the writer takes it.
+fn log_settings(c: &AccessLogConfig) -> accesslog::Settings {
+    accesslog::Settings {
+        target: match &c.path {
+            LogPath::Stderr => accesslog::Target::Stderr,
+            LogPath::File(p) => accesslog::Target::File(p.clone()),
+        },
+        format: match c.format {
+            LogFormat::Json => accesslog::Format::Json,
+            LogFormat::Text => accesslog::Format::Text,
+        },
+        sample: c.sample,
+    }
 }
 
 /// One socket per worker for listener `l`.

@@ -199,6 +199,10 @@ impl Control {
         for li in to_publish {
             self.publish(li);
         }
+        if applied.access_log != self.config.access_log {
+            self.access_log
+                .configure(applied.access_log.as_ref().map(super::log_settings));
+        }
         self.config = applied;
         self.start_probes();
         Ok(format!(

@@ -95,10 +95,11 @@ fn ignored(name: &str) {
     tracing::info!("{name}: ignored (SIGHUP reloads, SIGUSR1 reopens log files, SIGTERM stops)");
 }
 
-/// SIGUSR1: reopens the log files ringway writes. Logs go to stderr today; the file
-/// outputs (an access log) reopen here.
-fn reopen_logs() {
-    tracing::info!("SIGUSR1: reopening log files (none is configured: logs go to stderr)");
+/// SIGUSR1: reopens the access log at its path (logrotate's `postrotate`); ringway's
+/// own log goes to stderr.
+fn reopen_logs(logs: &crate::accesslog::Control) {
+    tracing::info!("SIGUSR1: reopening log files");
+    logs.reopen();
 }
 
 /// Serves signals until a stop signal, then drains the workers and joins them.
@@ -106,6 +107,7 @@ pub async fn run(
     mut watch: Watch,
     workers: Vec<WorkerHandle>,
     control: Handle,
+    logs: crate::accesslog::Control,
 ) -> Result<(), RunError> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let why = loop {
@@ -124,7 +126,7 @@ pub async fn run(
                         notify(&format!("READY=1\nSTATUS={status}"));
                     });
                 }
-                Asked::ReopenLogs => reopen_logs(),
+                Asked::ReopenLogs => reopen_logs(&logs),
                 Asked::Nothing(name) => ignored(name),
             },
             _ = tick.tick() => {
@@ -134,12 +136,12 @@ pub async fn run(
             }
         }
     };
-    let (open, timeout) = control
+    let ((tcp, udp), timeout) = control
         .draining()
         .await
-        .unwrap_or((0, crate::config::Tuning::DEFAULT_SHUTDOWN_TIMEOUT));
+        .unwrap_or(((0, 0), crate::config::Tuning::DEFAULT_SHUTDOWN_TIMEOUT));
     tracing::info!(
-        "{why}: no longer accepting; draining {open} open connection(s) for up to {timeout:?}"
+        "{why}: no longer accepting; draining {tcp} TCP connection(s) for up to {timeout:?}; closing {udp} UDP flow(s)"
     );
     notify("STOPPING=1");
     let deadline = Instant::now() + timeout;
@@ -151,7 +153,7 @@ pub async fn run(
             asked = watch.next() => match asked {
                 Asked::Stop(_) => force(),
                 Asked::Reload => tracing::info!("SIGHUP while draining: ignored"),
-                Asked::ReopenLogs => reopen_logs(),
+                Asked::ReopenLogs => reopen_logs(&logs),
                 Asked::Nothing(name) => ignored(name),
             },
             _ = tokio::time::sleep(Duration::from_millis(20)) => {

@@ -36,6 +36,8 @@ pub struct WorkerParams {
     pub fd_budget: usize,
     /// Its listeners.
     pub listeners: Vec<WorkerListener>,
+    /// Where its access-log records go.
+    pub access_log: crate::accesslog::Sink,
 }
 
 /// Messages from the control plane.

@@ -51,8 +51,13 @@ impl Worker {
         let budget = FdBudget::new(params.fd_budget);
         let mut worker = Worker {
             index: params.index,
-            tcp: TcpPlane::new(params.index, params.workers, budget.clone()),
-            udp: UdpPlane::new(params.index, budget),
+            tcp: TcpPlane::new(
+                params.index,
+                params.workers,
+                budget.clone(),
+                params.access_log.clone(),
+            ),
+            udp: UdpPlane::new(params.index, budget, params.access_log),
             poll,
             commands,
             epoch: Instant::now(),
@@ -166,7 +171,7 @@ impl Worker {
                     let registry = self.poll.registry();
                     self.tcp.close_listeners(registry);
                     // Without its listener socket a flow cannot reply: flows end now.
-                    self.udp.close_all(registry);
+                    self.udp.close_all(registry, now);
                     let left = deadline.saturating_duration_since(Instant::now());
                     self.drain_deadline = Some(now + millis(left));
                     tracing::debug!(worker = self.index, open = self.tcp.sessions(), "draining");

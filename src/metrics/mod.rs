@@ -75,6 +75,8 @@ pub struct Sample<'a> {
     pub reloads_ok: u64,
     /// Reloads rejected.
     pub reloads_failed: u64,
+    /// Access-log records dropped because a worker's queue was full.
+    pub access_log_dropped: u64,
 }
 
 /// The Prometheus recorder and its renderer.
@@ -122,6 +124,7 @@ impl Exporter {
             gauge!(BUILD_INFO, VERSION => env!("CARGO_PKG_VERSION")).set(1.0);
             counter!(CONFIG_RELOADS, RESULT => SUCCESS).absolute(sample.reloads_ok);
             counter!(CONFIG_RELOADS, RESULT => FAILURE).absolute(sample.reloads_failed);
+            counter!(ACCESS_LOG_DROPPED).absolute(sample.access_log_dropped);
             for l in &sample.listeners {
                 listener(l);
             }

@@ -70,6 +70,8 @@ pub const RING_REMAPPED: &str = "ringway_ring_remapped_ratio";
 pub const CONFIG_RELOADS: &str = "ringway_config_reloads_total";
 /// Always 1; the `version` label carries the version.
 pub const BUILD_INFO: &str = "ringway_build_info";
+/// Access-log records dropped because a worker's queue to the writer was full.
+pub const ACCESS_LOG_DROPPED: &str = "ringway_access_log_dropped_total";
 
 /// Buckets of [`HEALTH_CHECK_DURATION`] (seconds).
 pub const CHECK_DURATION_BUCKETS: &[f64] = &[
@@ -99,4 +101,5 @@ pub const ALL: &[(&str, &[&str], &str, &str)] = &[
     (RING_REMAPPED, &[LISTENER], "gauge", "Fraction of the key space that changed backend at the last ring change"),
     (CONFIG_RELOADS, &[RESULT], "counter", "Config reloads by result: success, failure"),
     (BUILD_INFO, &[VERSION], "gauge", "Always 1; labelled with the version"),
+    (ACCESS_LOG_DROPPED, &[], "counter", "Access-log records dropped because a worker's queue to the writer was full"),
 ];

@@ -25,6 +25,7 @@ fn sample<'a>(stats: &'a Sharded<ListenerCounters>, backends: &'a [BackendStats]
         }],
         reloads_ok: 1,
         reloads_failed: 0,
+        access_log_dropped: 0,
     }
 }
 
@@ -77,7 +78,10 @@ fn shards_are_summed_and_labelled() {
 #[test]
 fn series_nobody_updates_disappear() {
     let stats: Sharded<ListenerCounters> = Sharded::new(1);
-    let b = [BackendStats::new("gone", "127.0.0.1:1".parse().unwrap(), 1), BackendStats::new("stays", "127.0.0.1:2".parse().unwrap(), 1)];
+    let b = [
+        BackendStats::new("gone", "127.0.0.1:1".parse().unwrap(), 1),
+        BackendStats::new("stays", "127.0.0.1:2".parse().unwrap(), 1),
+    ];
     let e = Exporter::new(Duration::from_millis(200));
     assert!(e.render(&sample(&stats, &b)).contains("backend=\"gone\""));
     std::thread::sleep(Duration::from_millis(400));

@@ -17,7 +17,14 @@ fn control(toml: &str) -> Control {
         .map(|l| ListenerState::new(l.clone(), 1, passive.clone()))
         .collect();
     let (handle, _) = super::super::actor::channel(None);
-    Control::new(config, listeners, Vec::new(), handle, passive)
+    let (log, _) = crate::accesslog::AccessLog::start(1, None).unwrap();
+    Control::new(
+        config,
+        listeners,
+        Vec::new(),
+        (handle, log.control()),
+        passive,
+    )
 }
 
 const TCP: &str = "[[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:1\"\nhealth = { fall = 3, rise = 2 }\n[[listener.backend]]\naddress = \"127.0.0.1:9001\"\nid = \"a\"\n[[listener.backend]]\naddress = \"127.0.0.1:9002\"\nid = \"b\"\n";

@@ -141,12 +141,13 @@ impl Spare {
     }
 
     /// Frees the spare, accepts and closes one waiting connection, takes the spare
-    /// back. True when a connection was closed.
-    pub fn shed(&mut self, listener: &Listener) -> bool {
-        if self.0.take().is_none() {
-            return false;
-        }
-        let shed = matches!(listener.accept(), Accepted::Client(..));
+    /// back. The client closed, if one was.
+    pub fn shed(&mut self, listener: &Listener) -> Option<SocketAddr> {
+        self.0.take()?;
+        let shed = match listener.accept() {
+            Accepted::Client(_, peer) => Some(peer),
+            _ => None,
+        };
         self.0 = std::fs::File::open("/dev/null").ok();
         shed
     }

@@ -109,6 +109,12 @@ impl Connecting {
         self.routing.snapshot.pick(self.key).is_some()
     }
 
+    /// The current attempt's number: 0 for the ring's pick, then one per retry; one
+    /// past the last once every attempt failed.
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+
     /// The backend (index in the routing) of the current attempt.
     pub fn current(&self) -> Option<usize> {
         if self.attempt > self.routing.params.retries {

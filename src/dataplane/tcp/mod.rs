@@ -28,6 +28,7 @@ use super::ratelimit::RateLimit;
 use super::stats::{BackendStats, ListenerCounters};
 use super::timers::{Millis, Timers};
 use super::token::{self, Key, Kind, Slots};
+use crate::accesslog::{End, Proto, Record, Sink};
 use crate::balance::hash::{flow_hash, PROTO_TCP};
 use accept::{Accepted, Listener, Spare};
 use forward::COPY_BUF;
@@ -57,12 +58,13 @@ pub(super) struct TcpPlane {
     budget: FdBudget,
     spare: Spare,
     warn: RateLimit,
+    log: Sink,
 }
 
 impl TcpPlane {
     /// An empty plane for worker `worker` of `workers`, drawing descriptors from
-    /// `budget`.
-    pub fn new(worker: usize, workers: usize, budget: FdBudget) -> TcpPlane {
+    /// `budget` and handing access-log records to `log`.
+    pub fn new(worker: usize, workers: usize, budget: FdBudget, log: Sink) -> TcpPlane {
         TcpPlane {
             worker,
             listeners: Slots::default(),
@@ -74,6 +76,7 @@ impl TcpPlane {
             budget,
             spare: Spare::new(),
             warn: RateLimit::default(),
+            log,
         }
     }
 
@@ -238,7 +241,8 @@ impl TcpPlane {
                 Accepted::Drained => return false,
                 Accepted::FdLimit(e) => {
                     let shared = Arc::clone(l.shared());
-                    if self.spare.shed(l) {
+                    if let Some(peer) = self.spare.shed(l) {
+                        self.log_refused(&shared, peer, End::Rejected, Some("fd_limit"));
                         self.refused(
                             &shared,
                             now,
@@ -282,6 +286,7 @@ impl TcpPlane {
             return;
         };
         if !self.budget.take(SESSION_FDS) {
+            self.log_refused(&shared, peer, End::Rejected, Some("fd_limit"));
             let (used, limit) = (self.budget.used(), self.budget.limit());
             return self.refused(&shared, now, |c| &c.rejected_fd_limit, || {
                 format!("{used} of this worker's {limit} file descriptors in use: closing new connection")
@@ -291,6 +296,7 @@ impl TcpPlane {
         let params = &routing.params;
         if !shared.try_acquire(params.max_connections) {
             self.budget.give(SESSION_FDS);
+            self.log_refused(&shared, peer, End::Rejected, Some("max_connections"));
             let max = params.max_connections;
             return self.refused(
                 &shared,
@@ -308,6 +314,7 @@ impl TcpPlane {
             if routing.snapshot.pick(flow).is_none() {
                 shared.release();
                 self.budget.give(SESSION_FDS);
+                self.log_refused(&shared, peer, End::NoBackend, None);
                 return self.refused(
                     &shared,
                     now,
@@ -393,71 +400,89 @@ impl TcpPlane {
         }
     }
 
-    /// Ends session `key`: counts and logs why, closes it, gives its descriptors back.
+    /// Ends session `key`: counts and logs why, hands its access-log record over,
+    /// closes it, gives its descriptors back.
     fn end(&mut self, key: Key, ending: Ending, now: Millis) {
         let Some(s) = self.sessions.remove(key) else {
             return;
         };
         let shared = s.listener();
-        let client = || {
-            s.client()
-                .map_or_else(|| "?".to_string(), |c| c.to_string())
-        };
-        match &ending {
-            Ending::NoBackend(c) => self.refused(
-                shared,
-                now,
-                |x| &x.rejected_no_backend,
-                || format!("no backend is up: closing the connection of {c}"),
-            ),
-            Ending::BackendsFailed { client, attempts } => self.refused(
-                shared,
-                now,
-                |x| &x.rejected_backends_failed,
-                || format!("every backend attempt failed ({attempts}): resetting client {client}"),
-            ),
-            Ending::ProxyHeader(why) => self.refused(
-                shared,
-                now,
-                |x| &x.rejected_proxy_header,
-                || {
-                    format!(
-                        "accept_proxy: {why}: closing the connection of {}",
-                        client()
-                    )
+        let client = s.client();
+        let (end, detail) =
+            match &ending {
+                Ending::Done => match s.first_eof() {
+                    Some(Side::Backend) => (End::BackendClosed, None),
+                    _ => (End::ClientClosed, None),
                 },
-            ),
-            Ending::Local(e) if crate::sys::is_fd_limit(e) => self.refused(
-                shared,
-                now,
-                |x| &x.rejected_fd_limit,
-                || {
-                    format!(
-                        "cannot open a backend socket ({e}): resetting client {}",
-                        client()
-                    )
+                Ending::Failed { failed, .. } => match failed {
+                    Side::Client => (End::ClientReset, None),
+                    Side::Backend => (End::BackendReset, None),
                 },
-            ),
-            Ending::Local(e) => self.refused(
-                shared,
-                now,
-                |x| &x.rejected_local_error,
-                || {
-                    format!(
-                        "cannot open a backend socket ({e}): resetting client {}",
-                        client()
-                    )
-                },
-            ),
-            Ending::Done
-            | Ending::Failed(_)
-            | Ending::Idle
-            | Ending::ClosedEarly
-            | Ending::Aborted
-            | Ending::Shutdown => {}
+                Ending::Idle => (End::IdleTimeout, None),
+                Ending::NoBackend(c) => {
+                    self.refused(
+                        shared,
+                        now,
+                        |x| &x.rejected_no_backend,
+                        || format!("no backend is up: closing the connection of {c}"),
+                    );
+                    (End::NoBackend, None)
+                }
+                Ending::BackendsFailed { client, attempts } => {
+                    self.refused(shared, now, |x| &x.rejected_backends_failed, || {
+                    format!("every backend attempt failed ({attempts}): resetting client {client}")
+                });
+                    (End::ConnectFailed, None)
+                }
+                Ending::ProxyHeader(why) => {
+                    self.refused(
+                        shared,
+                        now,
+                        |x| &x.rejected_proxy_header,
+                        || format!("accept_proxy: {why}: closing the connection of {client}"),
+                    );
+                    (End::ProxyHeader, None)
+                }
+                Ending::Local(e) => {
+                    let fd = crate::sys::is_fd_limit(e);
+                    let counter: fn(&ListenerCounters) -> &super::stats::Counter = if fd {
+                        |x| &x.rejected_fd_limit
+                    } else {
+                        |x| &x.rejected_local_error
+                    };
+                    self.refused(shared, now, counter, || {
+                        format!("cannot open a backend socket ({e}): resetting client {client}")
+                    });
+                    (End::LocalError, fd.then_some("fd_limit"))
+                }
+                Ending::ClosedEarly => (End::ClientClosed, None),
+                Ending::Aborted => (End::BackendDown, None),
+                Ending::Shutdown => (End::Shutdown, None),
+            };
+        if self.log.wants(end) {
+            self.log.send(s.record(end, detail, now));
         }
         s.close(ending.reset(), self.worker, &mut self.pool);
         self.budget.give(SESSION_FDS);
+    }
+
+    /// Hands over the record of a connection refused at the door, if wanted.
+    fn log_refused(
+        &mut self,
+        shared: &ListenerShared,
+        client: std::net::SocketAddr,
+        end: End,
+        detail: Option<&'static str>,
+    ) {
+        if self.log.wants(end) {
+            self.log.send(Record::refused(
+                &shared.name,
+                Proto::Tcp,
+                client,
+                end,
+                detail,
+            ));
+        }
     }
 }
 
@@ -513,7 +538,9 @@ mod tests {
         let socket = bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = socket.local_addr().unwrap();
         let shared = counting_listener(addr);
-        let mut plane = TcpPlane::new(0, 1, FdBudget::new(100_000));
+        let (log, sinks) = crate::accesslog::AccessLog::start(1, None).unwrap();
+        let sink = sinks.into_iter().next().unwrap();
+        let mut plane = TcpPlane::new(0, 1, FdBudget::new(100_000), sink);
         plane
             .add_listener(socket, Arc::clone(&shared), registry)
             .unwrap();
@@ -537,5 +564,6 @@ mod tests {
         }
         assert_eq!(accepted(), 300);
         assert!(rounds >= 300 / ACCEPT_BATCH, "{rounds} rounds");
+        log.stop();
     }
 }

@@ -14,9 +14,10 @@ use mio::net::TcpStream;
 use mio::Registry;
 
 use super::connect::{self, Attempt, Connecting};
-use super::forward::{End, Half, Ready};
+use super::forward::{self, Half, Ready};
 use super::header;
 use super::pipes::PipePool;
+use crate::accesslog::{End, Proto, Reached, Record};
 use crate::dataplane::listener::{ListenerShared, Routing};
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::timers::{millis, Armed, Millis};
@@ -52,8 +53,13 @@ impl Side {
 pub(super) enum Ending {
     /// Both directions passed their EOF on.
     Done,
-    /// A socket failed or was reset: the other side gets a reset.
-    Failed(Side),
+    /// A socket failed or was reset.
+    Failed {
+        /// Whose socket failed.
+        failed: Side,
+        /// Who gets a reset for it.
+        reset: Side,
+    },
     /// No bytes either way for the idle timeout.
     Idle,
     /// No backend is up for its key.
@@ -86,7 +92,7 @@ impl Ending {
             | Ending::NoBackend(_)
             | Ending::ClosedEarly
             | Ending::Shutdown => None,
-            Ending::Failed(side) => Some(*side),
+            Ending::Failed { reset, .. } => Some(*reset),
             Ending::BackendsFailed { .. }
             | Ending::ProxyHeader(_)
             | Ending::Local(_)
@@ -143,6 +149,9 @@ impl<'a> Env<'a> {
 #[derive(Debug)]
 pub(super) struct Session {
     listener: Arc<ListenerShared>,
+    /// The client's address once connected (while connecting, the connect state's,
+    /// which a PROXY header may change).
+    client_addr: SocketAddr,
     client: TcpStream,
     client_ready: Ready,
     backend: Option<TcpStream>,
@@ -154,9 +163,17 @@ pub(super) struct Session {
     up: Half<Pipe>,
     /// Backend -> client.
     down: Half<Pipe>,
+    /// When it was accepted.
+    started: Millis,
     last_active: Millis,
     /// The idle timeout of the routing the session started with.
-    idle: Millis,
+    idle: u32,
+    /// Milliseconds from accept to the backend connection (`u32::MAX`: not yet).
+    connect_ms: u32,
+    /// Connect attempts after the first.
+    retries: u8,
+    /// Whose EOF came first (for the access log's `client_closed`/`backend_closed`).
+    first_eof: Option<Side>,
     /// The backend forwarded to (set once connected): its counters, and its identity
     /// for `on_down = "close"`.
     target: Option<Arc<BackendStats>>,
@@ -176,9 +193,10 @@ impl Session {
         now: Millis,
     ) -> Session {
         let mode = routing.params.forward;
-        let idle = millis(routing.params.idle_timeout);
+        let idle = u32::try_from(millis(routing.params.idle_timeout)).unwrap_or(u32::MAX);
         Session {
             listener,
+            client_addr: peer,
             client,
             client_ready: Ready::default(),
             backend: None,
@@ -186,8 +204,12 @@ impl Session {
             connecting: Some(Box::new(Connecting::new(routing, flow, peer, now))),
             up: Half::new(mode),
             down: Half::new(mode),
+            started: now,
             last_active: now,
             idle,
+            connect_ms: u32::MAX,
+            retries: 0,
+            first_eof: None,
             target: None,
             armed: Armed::default(),
         }
@@ -203,12 +225,45 @@ impl Session {
         &mut self.armed
     }
 
-    /// The client, as far as known (a PROXY header may have named another).
-    pub fn client(&self) -> Option<SocketAddr> {
+    /// The client (the one a PROXY header named, when one did).
+    pub fn client(&self) -> SocketAddr {
         match &self.connecting {
-            Some(c) => Some(c.client()),
-            None => self.client.peer_addr().ok(),
+            Some(c) => c.client(),
+            None => self.client_addr,
         }
+    }
+
+    /// Its access-log record, ending now (`now`) so.
+    pub fn record(&self, end: End, detail: Option<&'static str>, now: Millis) -> Record {
+        let ms = |m: u64| std::time::Duration::from_millis(m);
+        Record {
+            time: std::time::SystemTime::now(),
+            listener: Arc::clone(&self.listener.name),
+            proto: Proto::Tcp,
+            client: self.client(),
+            backend: self.target.as_ref().map(|t| Reached {
+                id: Arc::clone(&t.id),
+                addr: t.addr,
+            }),
+            bytes_in: self.up.bytes(),
+            bytes_out: self.down.bytes(),
+            duration: ms(now.saturating_sub(self.started)),
+            connect: (self.connect_ms != u32::MAX).then(|| ms(u64::from(self.connect_ms))),
+            retries: match &self.connecting {
+                // Every attempt failed: the number points one past the last.
+                Some(c) if end == End::ConnectFailed => c.attempts().saturating_sub(1),
+                Some(c) => c.attempts(),
+                None => u32::from(self.retries),
+            },
+            end,
+            detail,
+            datagrams: None,
+        }
+    }
+
+    /// Whose EOF came first, once both directions are done.
+    pub fn first_eof(&self) -> Option<Side> {
+        self.first_eof
     }
 
     /// Established to `backend` of `listener`.
@@ -269,7 +324,7 @@ impl Session {
             }
             return self.check_connect(false, true, env);
         }
-        if env.now >= self.last_active + self.idle {
+        if env.now >= self.last_active + u64::from(self.idle) {
             return Step::End(Ending::Idle);
         }
         self.up.sweep(env.pool);
@@ -283,7 +338,7 @@ impl Session {
         if let Some(c) = &self.connecting {
             return c.deadline();
         }
-        let idle_at = self.last_active + self.idle;
+        let idle_at = self.last_active + u64::from(self.idle);
         if self.up.has_pipe() || self.down.has_pipe() {
             idle_at.min(now + PIPE_CHECK)
         } else {
@@ -298,7 +353,10 @@ impl Session {
         match header::read(&self.client, &mut self.client_ready) {
             header::Read::Wait => Step::Wait,
             header::Read::ClosedEarly => Step::End(Ending::ClosedEarly),
-            header::Read::Broken => Step::End(Ending::Failed(Side::Client)),
+            header::Read::Broken => Step::End(Ending::Failed {
+                failed: Side::Client,
+                reset: Side::Client,
+            }),
             header::Read::Invalid(why) => Step::End(Ending::ProxyHeader(why)),
             header::Read::Header(addresses) => {
                 let own = reached(self.listener.listen, &self.client);
@@ -353,6 +411,10 @@ impl Session {
             Ok(true) => {
                 let _ = stream.set_nodelay(true);
                 self.target = c.established(env.worker);
+                self.client_addr = c.client();
+                self.retries = u8::try_from(c.attempts()).unwrap_or(u8::MAX);
+                self.connect_ms =
+                    u32::try_from(env.now.saturating_sub(self.started)).unwrap_or(u32::MAX - 1);
                 self.connecting = None;
                 self.backend_ready.set_writable();
                 self.last_active = env.now;
@@ -405,9 +467,13 @@ impl Session {
                 counters.received_bytes.add(received);
             }
         }
-        let failed = |f: super::forward::Failure, src: Side| {
+        let failed = |f: forward::Failure, src: Side| {
             tracing::debug!(listener = %self.listener.name, "{src:?} -> {:?}: {:?} failed: {}", src.other(), f.end(), f.error());
-            Step::End(Ending::Failed(reset_for(f.end(), src)))
+            let reset = reset_for(f.end(), src);
+            Step::End(Ending::Failed {
+                failed: reset.other(),
+                reset,
+            })
         };
         let (up, down) = match (up, down) {
             (Err(f), _) => return failed(f, Side::Client),
@@ -416,6 +482,13 @@ impl Session {
         };
         if up.moved() || down.moved() {
             self.last_active = env.now;
+        }
+        if self.first_eof.is_none() {
+            if self.up.done() {
+                self.first_eof = Some(Side::Client);
+            } else if self.down.done() {
+                self.first_eof = Some(Side::Backend);
+            }
         }
         if self.up.done() && self.down.done() {
             Step::End(Ending::Done)
@@ -447,12 +520,12 @@ impl Session {
 }
 
 /// A failure at `end` of the direction whose source is `src`: which side gets a reset.
-fn reset_for(end: End, src: Side) -> Side {
+fn reset_for(end: forward::End, src: Side) -> Side {
     match end {
         // The source failed (e.g. reset): reset the destination, the other side.
-        End::Source => src.other(),
+        forward::End::Source => src.other(),
         // The destination failed: reset the source side.
-        End::Destination => src,
+        forward::End::Destination => src,
     }
 }
 
@@ -465,4 +538,3 @@ pub(super) fn reached(listen: SocketAddr, client: &TcpStream) -> SocketAddr {
         listen
     }
 }
-

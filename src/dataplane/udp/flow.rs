@@ -8,6 +8,7 @@ use std::sync::Arc;
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 
+use crate::accesslog::{End, Proto, Reached, Record};
 use crate::dataplane::listener::Routing;
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::timers::{Armed, Millis};
@@ -30,11 +31,15 @@ pub(super) struct Flow {
     /// That backend's counters (and identity across routings).
     target: Arc<BackendStats>,
     epoch: u64,
+    started: Millis,
     last_active: Millis,
-    /// Datagrams forwarded to the backend.
+    /// Datagrams forwarded to the backend (since the last backend change).
     sent: u64,
-    /// Replies sent back to the client.
+    /// Replies sent back to the client (since the last backend change).
     replies: u64,
+    /// Over the flow's life: datagrams and bytes in (from the client) and out.
+    datagrams: (u64, u64),
+    bytes: (u64, u64),
     armed: Armed,
 }
 
@@ -56,9 +61,12 @@ impl Flow {
             backend,
             target,
             epoch,
+            started: now,
             last_active: now,
             sent: 0,
             replies: 0,
+            datagrams: (0, 0),
+            bytes: (0, 0),
             armed: Armed::default(),
         }
     }
@@ -107,6 +115,8 @@ impl Flow {
     pub fn send(&mut self, data: &[u8], now: Millis) -> io::Result<usize> {
         let n = self.socket.send(data)?;
         self.sent += 1;
+        self.datagrams.0 += 1;
+        self.bytes.0 += n as u64;
         self.last_active = now;
         Ok(n)
     }
@@ -121,9 +131,33 @@ impl Flow {
     ) -> io::Result<(usize, bool)> {
         let n = self.socket.recv(buf)?;
         self.replies += 1;
+        self.datagrams.1 += 1;
+        self.bytes.1 += n as u64;
         self.last_active = now;
         let finished = responses > 0 && self.replies >= self.sent.saturating_mul(responses);
         Ok((n, finished))
+    }
+
+    /// Its access-log record, ending now (`now`) so; `listener`: its listener's name.
+    pub fn record(&self, listener: &Arc<str>, end: End, now: Millis) -> Record {
+        Record {
+            time: std::time::SystemTime::now(),
+            listener: Arc::clone(listener),
+            proto: Proto::Udp,
+            client: self.client,
+            backend: Some(Reached {
+                id: Arc::clone(&self.target.id),
+                addr: self.target.addr,
+            }),
+            bytes_in: self.bytes.0,
+            bytes_out: self.bytes.1,
+            duration: std::time::Duration::from_millis(now.saturating_sub(self.started)),
+            connect: None,
+            retries: 0,
+            end,
+            detail: None,
+            datagrams: Some(self.datagrams),
+        }
     }
 
     /// Whether it was checked against the routing of `epoch` already; marks it so.

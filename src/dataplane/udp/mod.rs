@@ -39,6 +39,7 @@ use super::ratelimit::RateLimit;
 use super::stats::{Counter, ListenerCounters};
 use super::timers::{millis, Millis, Timers};
 use super::token::{self, Key, Kind, Slots};
+use crate::accesslog::{End, Proto, Record, Sink};
 use crate::balance::hash::{flow_hash, PROTO_UDP};
 use crate::sys::mmsg::Batch;
 use flow::{Flow, FlowId};
@@ -71,6 +72,7 @@ pub(super) struct UdpPlane {
     requeue: Vec<Work>,
     budget: FdBudget,
     warn: RateLimit,
+    log: Sink,
 }
 
 fn is(e: &io::Error, errno: i32) -> bool {
@@ -78,8 +80,9 @@ fn is(e: &io::Error, errno: i32) -> bool {
 }
 
 impl UdpPlane {
-    /// An empty plane for worker `worker`, drawing descriptors from `budget`.
-    pub fn new(worker: usize, budget: FdBudget) -> UdpPlane {
+    /// An empty plane for worker `worker`, drawing descriptors from `budget` and
+    /// handing access-log records to `log`.
+    pub fn new(worker: usize, budget: FdBudget, log: Sink) -> UdpPlane {
         UdpPlane {
             worker,
             listeners: Slots::default(),
@@ -90,6 +93,7 @@ impl UdpPlane {
             requeue: Vec::new(),
             budget,
             warn: RateLimit::default(),
+            log,
         }
     }
 
@@ -126,9 +130,9 @@ impl UdpPlane {
     }
 
     /// Drain: without its listener socket a flow cannot reply, so flows end now.
-    pub fn close_all(&mut self, registry: &Registry) {
+    pub fn close_all(&mut self, registry: &Registry, now: Millis) {
         for key in self.flows.keys_where(|_| true) {
-            self.close_flow(key, registry);
+            self.close_flow(key, End::Drained, registry, now);
         }
         for key in self.listeners.keys_where(|_| true) {
             if let Some(l) = self.listeners.remove(key) {
@@ -198,7 +202,7 @@ impl UdpPlane {
             };
             let due = f.idle_deadline(idle);
             if due <= now {
-                self.close_flow(key, registry);
+                self.close_flow(key, End::UdpIdle, registry, now);
             } else {
                 self.timers.arm(f.armed(), due, key);
             }
@@ -339,12 +343,22 @@ impl UdpPlane {
     /// logged) a datagram dropped for a new flow.
     fn dropped(
         &mut self,
-        shared: &ListenerShared,
+        (shared, client): (&ListenerShared, std::net::SocketAddr),
+        (end, detail): (End, Option<&'static str>),
         counter: impl Fn(&ListenerCounters) -> &Counter,
         now: Millis,
         why: impl FnOnce() -> String,
     ) {
         counter(shared.stats.shard(self.worker)).inc();
+        if self.log.wants(end) {
+            self.log.send(Record::refused(
+                &shared.name,
+                Proto::Udp,
+                client,
+                end,
+                detail,
+            ));
+        }
         if let Some(suppressed) = self.warn.allow(now) {
             tracing::warn!(listener = %shared.name, suppressed, "{}", why());
         }
@@ -358,6 +372,15 @@ impl UdpPlane {
         let shared = &Arc::clone(l.shared());
         if l.retired() {
             shared.stats.shard(self.worker).udp_dropped_removed.inc();
+            if self.log.wants(End::ListenerRemoved) {
+                self.log.send(Record::refused(
+                    &shared.name,
+                    Proto::Udp,
+                    client,
+                    End::ListenerRemoved,
+                    None,
+                ));
+            }
             return None;
         }
         let epoch = l.refresh();
@@ -366,7 +389,8 @@ impl UdpPlane {
         if !shared.try_acquire(params.max_connections) {
             let max = params.max_connections;
             self.dropped(
-                shared,
+                (shared, client),
+                (End::Rejected, Some("max_flows")),
                 |c| &c.udp_dropped_max_flows,
                 now,
                 || format!("udp_max_flows ({max}) reached: dropping a new flow from {client}"),
@@ -376,7 +400,8 @@ impl UdpPlane {
         if !self.budget.take(FLOW_FDS) {
             shared.release();
             let (used, limit) = (self.budget.used(), self.budget.limit());
-            self.dropped(shared, |c| &c.udp_dropped_fd_limit, now, || {
+            let rejected = (End::Rejected, Some("fd_limit"));
+            self.dropped((shared, client), rejected, |c| &c.udp_dropped_fd_limit, now, || {
                 format!("{used} of this worker's {limit} file descriptors in use: dropping a new flow from {client}")
             });
             return None;
@@ -404,19 +429,22 @@ impl UdpPlane {
                 self.budget.give(FLOW_FDS);
                 match failed {
                     Some((addr, Err(e))) if crate::sys::is_fd_limit(&e) => self.dropped(
-                        shared,
+                        (shared, client),
+                        (End::Rejected, Some("fd_limit")),
                         |c| &c.udp_dropped_fd_limit,
                         now,
                         || format!("no descriptor for a flow to {addr} ({e}): dropping"),
                     ),
                     Some((addr, Err(e))) => self.dropped(
-                        shared,
+                        (shared, client),
+                        (End::LocalError, None),
                         |c| &c.udp_dropped_send,
                         now,
                         || format!("cannot open a flow to {addr} ({e}): dropping"),
                     ),
                     _ => self.dropped(
-                        shared,
+                        (shared, client),
+                        (End::NoBackend, None),
                         |c| &c.udp_dropped_no_backend,
                         now,
                         || format!("no backend for a new udp flow from {client}: dropping"),
@@ -525,13 +553,14 @@ impl UdpPlane {
             }
         }
         if finished {
-            self.close_flow(fkey, registry);
+            self.close_flow(fkey, End::UdpAnswered, registry, now);
         }
         more
     }
 
-    /// Ends flow `fkey`: its socket closes, its listener slot and descriptor come back.
-    fn close_flow(&mut self, fkey: Key, registry: &Registry) {
+    /// Ends flow `fkey` (`end`: why, at `now`): its record goes to the access log, its
+    /// socket closes, its listener slot and descriptor come back.
+    fn close_flow(&mut self, fkey: Key, end: End, registry: &Registry, now: Millis) {
         let Some(f) = self.flows.remove(fkey) else {
             return;
         };
@@ -539,10 +568,13 @@ impl UdpPlane {
         f.target().counters.shard(self.worker).active.add(-1);
         self.budget.give(FLOW_FDS);
         let lkey = f.listener();
-        drop(f);
         let Some(l) = self.listeners.get_mut(lkey) else {
             return;
         };
+        if self.log.wants(end) {
+            self.log.send(f.record(&l.shared().name, end, now));
+        }
+        drop(f);
         l.shared().release();
         if l.flow_closed() {
             if let Some(l) = self.listeners.remove(lkey) {
