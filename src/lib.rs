@@ -29,6 +29,8 @@
 //!   (the flow table, batches). Tokens carry a slot generation, so no event reaches a
 //!   connection that reused a closed one's slot; each worker draws its file
 //!   descriptors from a budget the control plane sizes.
+//! * [`accesslog`]: one record per connection and flow, handed by workers to a writer
+//!   thread through bounded queues they never wait on.
 //! * [`metrics`]: every metric name ([`metrics::names`]) and the Prometheus exporter,
 //!   which sums the workers' shards when scraped.
 //! * [`control`]: the control plane, on one tokio runtime on the main thread. One task

@@ -29,3 +29,5 @@ mod proxy_protocol;
 mod structure;
 // Safe by default: faults injected from outside (prlimit, dead backends, idle sockets).
 mod safety;
+// The access log: every record, every end, through reloads, drains and rotation.
+mod access_log;

@@ -229,14 +229,16 @@ fn access_log(src: &Source<'_>, a: &FileAccessLog) -> Result<AccessLogConfig, Co
     let sample = match &a.sample {
         None => 1.0,
         Some(s) if (0.0..=1.0).contains(s.get_ref()) => *s.get_ref(),
-        Some(s) => return Err(src.error(
-            s.span(),
-            "access_log.sample",
-            format!(
+        Some(s) => {
+            return Err(src.error(
+                s.span(),
+                "access_log.sample",
+                format!(
                 "expected the fraction of successful connections to log, from 0.0 to 1.0, got {}",
                 s.get_ref()
             ),
-        )),
+            ))
+        }
     };
     Ok(AccessLogConfig {
         path,
