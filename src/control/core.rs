@@ -12,7 +12,8 @@ use super::actor::Handle;
 use super::probes::{self, Outcome};
 use super::reload::Reloads;
 use super::resolver::Resolving;
-use super::state::{Admin, BackendStatus, ListenerState, ListenerStatus};
+use super::state::{Admin, LastCheck, ListenerState};
+use super::status::{self, BackendStatus, ListenerStatus};
 use crate::config::Config;
 use crate::dataplane::{Command, PassiveFailure, WorkerControl};
 use crate::health::state::{HealthState, Transition};
@@ -159,6 +160,16 @@ impl Control {
             return;
         };
         let l = &mut self.listeners[li];
+        l.backends[bi].last_check = Some(LastCheck {
+            result: match &o.result {
+                Ok(()) => "success",
+                Err(e) if e.is_local() => "unknown",
+                Err(_) => "failure",
+            },
+            error: o.result.as_ref().err().map(ToString::to_string),
+            took: o.took,
+            at: now,
+        });
         match o.result {
             Err(e) if e.is_local() => {
                 // No evidence about the backend: counted, logged once per interval.
@@ -193,6 +204,7 @@ impl Control {
         if !l.config.health.passive {
             return;
         }
+        l.backends[bi].passive_failures += 1;
         let Some(tr) = l.observe_passive(bi, now.duration_since(self.started)) else {
             return;
         };
@@ -222,6 +234,7 @@ impl Control {
                 let b = &mut l.backends[bi];
                 b.readmit_at = None;
                 b.health = HealthState::new(true);
+                b.why = Some("re-admitted after a hold-down (no active check)".into());
                 let conf = &l.config.backends[bi];
                 tracing::info!(listener = %l.config.name, "backend {} ({}) UP: re-admitted after {:?} out (no active check; failures on the data path take it out again)", conf.id, conf.addr_text, l.config.health.readmit_after());
             }
@@ -239,6 +252,16 @@ impl Control {
 
     /// Logs a health transition of backend `bi` of listener `li` and publishes it.
     fn transition(&mut self, li: usize, bi: usize, tr: Transition, why: Option<&str>, what: &str) {
+        let l = &mut self.listeners[li];
+        let fall_rise = match tr {
+            Transition::Down => l.config.health.fall,
+            Transition::Up => l.config.health.rise,
+        };
+        l.backends[bi].why = Some(match (tr, why) {
+            (Transition::Down, Some(why)) => format!("down after {fall_rise} {what}: {why}"),
+            (Transition::Down, None) => format!("down after {fall_rise} {what}"),
+            (Transition::Up, _) => format!("up after {fall_rise} successful checks"),
+        });
         let l = &self.listeners[li];
         let health = &l.config.health;
         let b = &l.config.backends[bi];
@@ -302,11 +325,19 @@ impl Control {
         let before = self.listeners[li].backends[bi].admin;
         if before != admin {
             self.listeners[li].backends[bi].admin = admin;
+            self.listeners[li].backends[bi].why = Some(format!(
+                "{} through the admin API",
+                match admin {
+                    Admin::Enabled => "enabled",
+                    Admin::Draining => "drained",
+                    Admin::Disabled => "disabled",
+                }
+            ));
             tracing::info!(listener = %listener, "backend {id}: admin state {before:?} -> {admin:?} (admin API)");
             self.publish(li);
         }
         let l = &self.listeners[li];
-        Ok(l.backend_status(bi, l.shares()[bi]))
+        Ok(status::backend(l, bi, l.shares()[bi], Instant::now()))
     }
 
     /// The whole status.
@@ -322,7 +353,11 @@ impl Control {
                 reloads_failed: self.reloads.failed,
                 last_reload_error: self.reloads.last_error.clone(),
             },
-            listeners: self.listeners.iter().map(ListenerState::status).collect(),
+            listeners: self
+                .listeners
+                .iter()
+                .map(|l| status::listener(l, Instant::now()))
+                .collect(),
         }
     }
 

@@ -22,6 +22,7 @@ mod reload;
 mod resolver;
 mod signals;
 mod state;
+mod status;
 
 use std::io;
 use std::net::SocketAddr;

@@ -15,6 +15,7 @@
 //! state and the counters of a backend follow its id (and address) across reloads.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -66,6 +67,27 @@ pub struct BackendState {
     pub to_down: u64,
     /// The running probe, if checked.
     pub probe: Option<ProbeTask>,
+    /// Failures seen on the data path (refused or timed-out connects, ICMP errors).
+    pub passive_failures: u64,
+    /// The last active check: when, how long, what it said.
+    pub last_check: Option<LastCheck>,
+    /// Why it is in its state (the last transition's reason), when known.
+    pub why: Option<String>,
+    /// Its state name as last published, and since when.
+    state: (&'static str, Instant),
+}
+
+/// One active check's outcome, for `/status`.
+#[derive(Debug, Clone)]
+pub struct LastCheck {
+    /// `success`, `failure` or `unknown` (could not run here).
+    pub result: &'static str,
+    /// Why not, when not.
+    pub error: Option<String>,
+    /// How long it took.
+    pub took: std::time::Duration,
+    /// When it finished.
+    pub at: Instant,
 }
 
 impl BackendState {
@@ -82,6 +104,10 @@ impl BackendState {
             to_up: 0,
             to_down: 0,
             probe: None,
+            passive_failures: 0,
+            last_check: None,
+            why: None,
+            state: ("up", Instant::now()),
         }
     }
 
@@ -93,6 +119,11 @@ impl BackendState {
     /// Up and enabled: takes new flows.
     pub fn is_accepting(&self) -> bool {
         self.health.is_up() && self.admin == Admin::Enabled
+    }
+
+    /// Since when it is in its published state.
+    pub fn state_since(&self) -> Instant {
+        self.state.1
     }
 
     /// `up`, `down` or `draining`.
@@ -245,7 +276,12 @@ impl ListenerState {
             self.remapped = moved;
         }
         let mut went_down = Vec::new();
+        let now = Instant::now();
         for b in &mut self.backends {
+            let name = b.state_name();
+            if name != b.state.0 {
+                b.state = (name, now);
+            }
             let up = b.is_up();
             if up != b.up {
                 b.up = up;
@@ -296,81 +332,6 @@ impl ListenerState {
                 .collect(),
         }
     }
-
-    /// The listener as `GET /status` shows it.
-    pub fn status(&self) -> ListenerStatus {
-        let shares = self.shares();
-        ListenerStatus {
-            name: self.config.name.clone(),
-            protocol: self.config.protocol.to_string(),
-            listen: self.config.listen.to_string(),
-            active_connections: self
-                .shared
-                .active
-                .load(std::sync::atomic::Ordering::Relaxed),
-            ring_remapped_ratio: self.remapped,
-            backends: (0..self.backends.len())
-                .map(|i| self.backend_status(i, shares[i]))
-                .collect(),
-        }
-    }
-
-    /// Backend `bi` as the admin API shows it.
-    pub fn backend_status(&self, bi: usize, share: f64) -> BackendStatus {
-        let b = &self.backends[bi];
-        let c = &self.config.backends[bi];
-        BackendStatus {
-            id: c.id.clone(),
-            address: c.addr_text.clone(),
-            resolved: c.addr.to_string(),
-            weight: c.weight,
-            state: b.state_name(),
-            health: if b.health.is_up() { "up" } else { "down" },
-            admin: b.admin,
-            active_connections: b.stats.active(),
-            ring_share: share,
-        }
-    }
-}
-
-/// `GET /status`: one listener.
-#[derive(Debug, Serialize)]
-pub struct ListenerStatus {
-    /// Name.
-    pub name: String,
-    /// `tcp` or `udp`.
-    pub protocol: String,
-    /// Listen address.
-    pub listen: String,
-    /// Connections (TCP) or flows (UDP) open now.
-    pub active_connections: usize,
-    /// Key space moved at the last ring change.
-    pub ring_remapped_ratio: f64,
-    /// Backends.
-    pub backends: Vec<BackendStatus>,
-}
-
-/// `GET /status`: one backend.
-#[derive(Debug, Serialize)]
-pub struct BackendStatus {
-    /// Ring identity.
-    pub id: String,
-    /// Address as configured.
-    pub address: String,
-    /// The IP and port connected to (a host name's address when the config loaded).
-    pub resolved: String,
-    /// Weight.
-    pub weight: u32,
-    /// `up`, `down` or `draining`.
-    pub state: &'static str,
-    /// Health checks' verdict: `up` or `down`.
-    pub health: &'static str,
-    /// Operator's setting.
-    pub admin: Admin,
-    /// Connections or flows open to it now.
-    pub active_connections: u64,
-    /// Fraction of the key space it owns now.
-    pub ring_share: f64,
 }
 
 /// The worker-facing settings of a listener config.

@@ -50,6 +50,39 @@ pub struct ListenerCounters {
     pub backend_icmp_errors: Counter,
 }
 
+impl ListenerCounters {
+    /// TCP connections refused or reset by ringway, by reason (the `reason` label of
+    /// `ringway_listener_rejected_connections_total`), all workers together.
+    pub fn rejected(s: &Sharded<ListenerCounters>) -> [(&'static str, u64); 6] {
+        [
+            (
+                "max_connections",
+                s.sum(|c| c.rejected_max_connections.get()),
+            ),
+            ("no_backend", s.sum(|c| c.rejected_no_backend.get())),
+            (
+                "backends_failed",
+                s.sum(|c| c.rejected_backends_failed.get()),
+            ),
+            ("proxy_header", s.sum(|c| c.rejected_proxy_header.get())),
+            ("fd_limit", s.sum(|c| c.rejected_fd_limit.get())),
+            ("local_error", s.sum(|c| c.rejected_local_error.get())),
+        ]
+    }
+
+    /// UDP datagrams dropped, by reason (the `reason` label of
+    /// `ringway_udp_dropped_datagrams_total`), all workers together.
+    pub fn udp_dropped(s: &Sharded<ListenerCounters>) -> [(&'static str, u64); 5] {
+        [
+            ("max_flows", s.sum(|c| c.udp_dropped_max_flows.get())),
+            ("no_backend", s.sum(|c| c.udp_dropped_no_backend.get())),
+            ("send_failed", s.sum(|c| c.udp_dropped_send.get())),
+            ("listener_removed", s.sum(|c| c.udp_dropped_removed.get())),
+            ("fd_limit", s.sum(|c| c.udp_dropped_fd_limit.get())),
+        ]
+    }
+}
+
 /// Counters of one backend of one listener (one shard).
 #[derive(Debug, Default)]
 pub struct BackendCounters {

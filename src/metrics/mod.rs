@@ -146,27 +146,14 @@ fn listener(l: &ListenerSample<'_>) {
             .absolute(sum(|c| c.udp_in.get()));
         counter!(UDP_DATAGRAMS, LISTENER => name.clone(), DIRECTION => "out")
             .absolute(sum(|c| c.udp_out.get()));
-        for (reason, v) in [
-            ("max_flows", sum(|c| c.udp_dropped_max_flows.get())),
-            ("no_backend", sum(|c| c.udp_dropped_no_backend.get())),
-            ("send_failed", sum(|c| c.udp_dropped_send.get())),
-            ("listener_removed", sum(|c| c.udp_dropped_removed.get())),
-            ("fd_limit", sum(|c| c.udp_dropped_fd_limit.get())),
-        ] {
+        for (reason, v) in ListenerCounters::udp_dropped(s) {
             counter!(UDP_DROPPED, &lbl(reason)).absolute(v);
         }
     } else {
         gauge!(LISTENER_ACTIVE, LISTENER => name.clone()).set(l.active as f64);
         counter!(LISTENER_CONNECTIONS, LISTENER => name.clone())
             .absolute(sum(|c| c.connections.get()));
-        for (reason, v) in [
-            ("max_connections", sum(|c| c.rejected_max_connections.get())),
-            ("no_backend", sum(|c| c.rejected_no_backend.get())),
-            ("backends_failed", sum(|c| c.rejected_backends_failed.get())),
-            ("proxy_header", sum(|c| c.rejected_proxy_header.get())),
-            ("fd_limit", sum(|c| c.rejected_fd_limit.get())),
-            ("local_error", sum(|c| c.rejected_local_error.get())),
-        ] {
+        for (reason, v) in ListenerCounters::rejected(s) {
             counter!(LISTENER_REJECTED, &lbl(reason)).absolute(v);
         }
     }

@@ -1,0 +1,162 @@
+//! `GET /status`: what the control plane knows, as JSON. The status page (`GET /` on
+//! the admin port) draws itself from it.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::state::{Admin, BackendState, ListenerState};
+use crate::config::Protocol;
+use crate::dataplane::stats::ListenerCounters;
+
+/// Sectors of the ring picture: one key per degree.
+pub const RING_SECTORS: usize = 360;
+
+/// `GET /status`: one listener.
+#[derive(Debug, Serialize)]
+pub struct ListenerStatus {
+    /// Name.
+    pub name: String,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// Listen address.
+    pub listen: String,
+    /// Connections (TCP) or flows (UDP) open now.
+    pub active_connections: usize,
+    /// Connections established (TCP) or flows created (UDP) since start.
+    pub connections_total: u64,
+    /// TCP: connections refused or reset by ringway, by reason; UDP: datagrams
+    /// dropped, by reason (the metrics' `reason` labels).
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Key space moved at the last ring change.
+    pub ring_remapped_ratio: f64,
+    /// Who owns the ring, degree by degree: for each of 360 keys evenly spread over
+    /// the hash space, the index (in `backends`) of the backend a new flow with that
+    /// key goes to now, or -1 when none is up. A backend going down hands its degrees
+    /// to the next backend clockwise; no other degree changes.
+    pub ring: Vec<i32>,
+    /// Backends.
+    pub backends: Vec<BackendStatus>,
+}
+
+/// `GET /status`: one backend.
+#[derive(Debug, Serialize)]
+pub struct BackendStatus {
+    /// Ring identity.
+    pub id: String,
+    /// Address as configured.
+    pub address: String,
+    /// The IP and port connected to (a host name's address when the config loaded).
+    pub resolved: String,
+    /// Weight.
+    pub weight: u32,
+    /// `up`, `down` or `draining`.
+    pub state: &'static str,
+    /// Seconds since it entered that state.
+    pub state_seconds: f64,
+    /// Why it is in that state, when known (the last transition's reason).
+    pub reason: Option<String>,
+    /// Health checks' verdict: `up` or `down`.
+    pub health: &'static str,
+    /// Operator's setting.
+    pub admin: Admin,
+    /// Connections or flows open to it now.
+    pub active_connections: u64,
+    /// Connections or flows established to it since start.
+    pub connections_total: u64,
+    /// Bytes sent to it since start.
+    pub sent_bytes: u64,
+    /// Bytes received from it since start.
+    pub received_bytes: u64,
+    /// Failed connect attempts (TCP) or ICMP errors (UDP) since start.
+    pub connect_errors: u64,
+    /// Failures seen on the data path and fed to its health.
+    pub passive_failures: u64,
+    /// The last active check, if it is checked.
+    pub last_check: Option<CheckStatus>,
+    /// Fraction of the key space it owns now.
+    pub ring_share: f64,
+}
+
+/// The last active check of a backend.
+#[derive(Debug, Serialize)]
+pub struct CheckStatus {
+    /// `success`, `failure` or `unknown` (could not run here).
+    pub result: &'static str,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// How long it took.
+    pub duration_ms: f64,
+    /// How long ago it finished.
+    pub seconds_ago: f64,
+}
+
+/// Listener `l` as `GET /status` shows it.
+pub fn listener(l: &ListenerState, now: Instant) -> ListenerStatus {
+    let routing = l.shared.routing.load();
+    let shares = routing.snapshot.shares();
+    let stats = &l.shared.stats;
+    let (connections_total, rejected) = match l.config.protocol {
+        Protocol::Tcp => (
+            stats.sum(|c| c.connections.get()),
+            ListenerCounters::rejected(stats).into_iter().collect(),
+        ),
+        Protocol::Udp => (
+            stats.sum(|c| c.udp_flows.get()),
+            ListenerCounters::udp_dropped(stats).into_iter().collect(),
+        ),
+    };
+    let step = u64::MAX / RING_SECTORS as u64;
+    ListenerStatus {
+        name: l.config.name.clone(),
+        protocol: l.config.protocol.to_string(),
+        listen: l.config.listen.to_string(),
+        active_connections: l.shared.active.load(std::sync::atomic::Ordering::Relaxed),
+        connections_total,
+        rejected,
+        ring_remapped_ratio: l.remapped,
+        ring: (0..RING_SECTORS as u64)
+            .map(|i| {
+                routing
+                    .snapshot
+                    .pick(i * step)
+                    .map_or(-1, |b| i32::try_from(b).unwrap_or(-1))
+            })
+            .collect(),
+        backends: (0..l.backends.len())
+            .map(|i| backend(l, i, shares[i], now))
+            .collect(),
+    }
+}
+
+/// Backend `bi` of listener `l` as the admin API shows it.
+pub fn backend(l: &ListenerState, bi: usize, share: f64, now: Instant) -> BackendStatus {
+    let b: &BackendState = &l.backends[bi];
+    let c = &l.config.backends[bi];
+    let counters = &b.stats.counters;
+    BackendStatus {
+        id: c.id.clone(),
+        address: c.addr_text.clone(),
+        resolved: c.addr.to_string(),
+        weight: c.weight,
+        state: b.state_name(),
+        state_seconds: now.saturating_duration_since(b.state_since()).as_secs_f64(),
+        reason: b.why.clone(),
+        health: if b.health.is_up() { "up" } else { "down" },
+        admin: b.admin,
+        active_connections: b.stats.active(),
+        connections_total: counters.sum(|x| x.connections.get()),
+        sent_bytes: counters.sum(|x| x.sent_bytes.get()),
+        received_bytes: counters.sum(|x| x.received_bytes.get()),
+        connect_errors: counters.sum(|x| x.connect_errors.get()),
+        passive_failures: b.passive_failures,
+        last_check: b.last_check.as_ref().map(|c| CheckStatus {
+            result: c.result,
+            error: c.error.clone(),
+            duration_ms: c.took.as_secs_f64() * 1000.0,
+            seconds_ago: now.saturating_duration_since(c.at).as_secs_f64(),
+        }),
+        ring_share: share,
+    }
+}
