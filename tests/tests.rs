@@ -31,3 +31,5 @@ mod structure;
 mod safety;
 // The access log: every record, every end, through reloads, drains and rotation.
 mod access_log;
+// The status page in a real (headless) Chromium: render, drain, down and up, token.
+mod status_page;

@@ -3,6 +3,7 @@
 //!
 //! | request                                             | does                        |
 //! |-----------------------------------------------------|-----------------------------|
+//! | `GET /`                                             | the status page (HTML)      |
 //! | `GET /status`                                       | listeners, backends, process|
 //! | `POST /listeners/{name}/backends/{id}/drain`        | no new flows; old ones stay |
 //! | `POST /listeners/{name}/backends/{id}/enable`       | back to normal              |
@@ -21,6 +22,9 @@ use super::actor::Handle;
 use super::core::AdminError;
 use super::http::{self, Body};
 use super::state::Admin;
+
+/// The status page (`GET /`), compiled in: no CDN, no external asset.
+const STATUS_PAGE: &str = include_str!("status.html");
 
 /// The control task did not answer (ringway is shutting down).
 fn gone() -> Response<Body> {
@@ -45,6 +49,15 @@ pub async fn metrics(control: Handle, req: Request<Incoming>) -> Response<Body> 
 
 /// Every admin request.
 pub async fn admin(control: Handle, req: Request<Incoming>) -> Response<Body> {
+    // The status page is static: it holds no data and asks for the token itself.
+    if req.uri().path() == "/" {
+        return match *req.method() {
+            Method::GET | Method::HEAD => {
+                http::respond(StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE)
+            }
+            _ => not_allowed("GET, HEAD"),
+        };
+    }
     if let Some(token) = control.token() {
         let given = req
             .headers()
