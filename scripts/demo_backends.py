@@ -7,6 +7,7 @@ Standard library only. Listens on 127.0.0.1; stops after --lifetime seconds (def
 """
 import argparse
 import socketserver
+import sys
 import threading
 import time
 
@@ -14,12 +15,17 @@ import time
 def handler_for(name):
     class Handler(socketserver.BaseRequestHandler):
         def handle(self):
-            self.request.sendall(f"hello from {name}\n".encode())
-            while True:
-                data = self.request.recv(65536)
-                if not data:
-                    break
-                self.request.sendall(data)
+            # Health checks and readiness probes connect and close at once, often with
+            # a reset: that ends the conversation, it is not an error.
+            try:
+                self.request.sendall(f"hello from {name}\n".encode())
+                while True:
+                    data = self.request.recv(65536)
+                    if not data:
+                        break
+                    self.request.sendall(data)
+            except (ConnectionError, TimeoutError):
+                pass
 
     return Handler
 
@@ -27,6 +33,11 @@ def handler_for(name):
 class Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A peer that resets before the handler runs is routine; anything else is shown.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 def main():

@@ -14,10 +14,25 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The signals `run` answers, in its `--help` (the same table as `control::signals`).
+const RUN_SIGNALS: &str = "\
+Signals:
+  SIGTERM, SIGINT, SIGQUIT  stop accepting, drain open connections for shutdown_timeout,
+                            exit 0; a second one exits at once
+  SIGHUP                    reload the config file (a bad one is refused and logged; the
+                            running config stays)
+  SIGUSR1                   reopen the access log (logrotate's postrotate)
+  SIGUSR2, SIGWINCH, SIGTTIN, SIGTTOU
+                            logged and ignored
+
+`ringway ctl reload` (POST /reload on the admin API) reloads as SIGHUP does.";
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run in the foreground. SIGTERM/SIGINT stop accepting and drain open connections.
+    /// Run in the foreground: SIGHUP reloads, SIGTERM drains and stops, SIGUSR1
+    /// reopens the access log.
+    #[command(after_help = RUN_SIGNALS)]
     Run {
         /// The config file (TOML).
         #[arg(short, long, value_name = "FILE")]
@@ -34,7 +49,8 @@ pub enum Command {
         config: PathBuf,
     },
     /// Read client addresses (IP:PORT, one per line) on stdin and print, per line,
-    /// `CLIENT BACKEND_ADDRESS`: where a new connection from that client goes.
+    /// `CLIENT BACKEND_ADDRESS` (or `CLIENT BACKEND_ID` with --ids): where a new
+    /// connection from that client goes.
     Route {
         /// The config file (TOML).
         #[arg(short, long, value_name = "FILE")]
@@ -49,6 +65,9 @@ pub enum Command {
         /// address; with `accept_proxy`, the destination their PROXY headers name.
         #[arg(long, value_name = "IP:PORT")]
         dst: Option<SocketAddr>,
+        /// Name each backend by its id instead of its address.
+        #[arg(long)]
+        ids: bool,
     },
     /// Talk to a running ringway's admin API: status, drain, enable, disable, reload.
     Ctl {

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             listener,
             down,
             dst,
+            ids,
         } => config::load(&config)
             .map_err(anyhow::Error::from)
             .and_then(|c| {
@@ -39,6 +40,11 @@ fn main() -> ExitCode {
                     &listener,
                     &down,
                     dst,
+                    if ids {
+                        route::Column::Id
+                    } else {
+                        route::Column::Address
+                    },
                     io::stdin().lock(),
                     io::stdout().lock(),
                 )
@@ -72,8 +78,26 @@ fn run_ctl(
     config: Option<std::path::PathBuf>,
     action: CtlAction,
 ) -> anyhow::Result<()> {
+    let reloading = matches!(action, CtlAction::Reload);
+    // With `-c FILE`, the file is read here first: for the admin address, and before a
+    // reload, so a broken file is caught on this side. Its error names which side
+    // refused, since both quote the same config error.
     let from_file = match &config {
-        Some(path) => config::load(path)?.admin,
+        Some(path) => match config::load(path) {
+            Ok(c) => c.admin,
+            Err(e) if reloading => {
+                return Err(anyhow::Error::from(e).context(format!(
+                    "not reloaded: {} does not pass `ringway check` here, so the running ringway was not asked (it keeps its config)",
+                    path.display()
+                )))
+            }
+            Err(e) => {
+                return Err(anyhow::Error::from(e).context(format!(
+                    "cannot take the admin address and token from {}",
+                    path.display()
+                )))
+            }
+        },
         None => None,
     };
     let addr = match (admin, &from_file) {
@@ -98,7 +122,14 @@ fn run_ctl(
         CtlAction::Reload => (ctl::Action::Reload, None, true),
     };
     let target = target.map(|(l, b)| (l.as_str(), b.as_str()));
-    let body = ctl::call(addr, token.as_deref(), &what, target)?;
+    let body = match ctl::call(addr, token.as_deref(), &what, target) {
+        Err(e @ ctl::CtlError::Refused { .. }) if reloading => {
+            return Err(anyhow::Error::from(e).context(format!(
+                "not reloaded: the running ringway at {addr} refused its config file (it keeps the running config)"
+            )))
+        }
+        other => other?,
+    };
     if json {
         print!("{body}");
     } else {

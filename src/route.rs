@@ -47,13 +47,25 @@ pub enum RouteError {
     Io(#[from] std::io::Error),
 }
 
-/// Prints `CLIENT BACKEND_ADDRESS` for each client address read from `input`; `-` as
-/// the backend when every backend is down. Blank lines and `#` comments are skipped.
+/// What names the backend in `route`'s second column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Column {
+    /// Its address as the config writes it (the default).
+    #[default]
+    Address,
+    /// Its id.
+    Id,
+}
+
+/// Prints `CLIENT BACKEND` (its address, or its id) for each client address read from
+/// `input`; `-` as the backend when every backend is down. Blank lines and `#` comments
+/// are skipped.
 pub fn route(
     config: &Config,
     listener: &str,
     down: &[String],
     dst: Option<SocketAddr>,
+    column: Column,
     input: impl BufRead,
     mut output: impl Write,
 ) -> Result<(), RouteError> {
@@ -96,9 +108,13 @@ pub fn route(
             text: text.to_string(),
         })?;
         let key = flow_hash(l.hash, proto, client, dst);
-        let backend = snapshot
-            .pick(key)
-            .map_or("-", |b| snapshot.backends()[b].addr_text.as_str());
+        let backend = snapshot.pick(key).map_or("-", |b| {
+            let b = &snapshot.backends()[b];
+            match column {
+                Column::Address => b.addr_text.as_str(),
+                Column::Id => b.id.as_ref(),
+            }
+        });
         writeln!(output, "{text} {backend}")?;
     }
     output.flush()?;

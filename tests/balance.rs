@@ -173,6 +173,13 @@ fn a_thousand_concurrent_connections_spread_and_route_agrees() {
         assert_eq!(&client.to_string(), rc);
         assert_eq!(by_addr[rb], name.as_str(), "route disagrees for {client}");
     }
+    // `--ids` names the same backends by id.
+    let args = ["--listener", "t", "--ids"].map(String::from);
+    let by_id = route_with(&rw.config, &args, &clients);
+    for ((client, name, _), (rc, id)) in conns.iter().zip(&by_id) {
+        assert_eq!(&client.to_string(), rc);
+        assert_eq!(id, name, "route --ids disagrees for {client}");
+    }
 }
 
 #[test]

@@ -456,3 +456,25 @@ fn check_and_run_warn_when_max_connections_exceed_the_open_files_limit() {
     let rw = Ringway::start(&big.replace("8080", &port.to_string()), &[listen]);
     assert!(rw.log().contains("raise it to at least"), "{}", rw.log());
 }
+
+#[test]
+fn run_help_says_what_each_signal_does() {
+    let out = ringway(&["run", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for (signal, does) in [
+        ("SIGHUP", "reload the config file"),
+        ("SIGTERM", "drain open connections"),
+        ("SIGUSR1", "reopen the access log"),
+    ] {
+        let line = help
+            .lines()
+            .skip_while(|l| *l != "Signals:")
+            .skip_while(|l| !l.contains(signal))
+            .take(2)
+            .collect::<String>();
+        assert!(line.contains(does), "{signal}: {help}");
+    }
+    let top = String::from_utf8_lossy(&ringway(&["--help"]).stdout).into_owned();
+    assert!(top.contains("SIGHUP reloads, SIGTERM drains"), "{top}");
+}

@@ -117,6 +117,44 @@ fn sigterm_stops_accepting_and_drains_open_connections() {
 }
 
 #[test]
+fn sigterm_says_how_many_connections_and_flows_it_drains() {
+    let b = Backend::named_echo("127.0.0.1:0", "b");
+    let d = UdpBackend::spawn("127.0.0.1:0", "d");
+    let (listen, udp, admin) = (free_addr(), free_udp_addr(), free_addr());
+    let mut toml = with_tables(
+        &config(listen, &[(b.addr, "b")], ""),
+        &ops_tables(free_addr(), admin, None),
+    );
+    toml.push_str(&format!(
+        "\n[[listener]]\nname = \"u\"\nprotocol = \"udp\"\nlisten = \"{udp}\"\n\n[[listener.backend]]\naddress = \"{}\"\nid = \"d\"\n",
+        d.addr
+    ));
+    let mut rw = Ringway::start(&toml, &[listen, admin]);
+    let (_s1, _) = connect_named(listen);
+    let (_s2, _) = connect_named(listen);
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    assert!(udp_ask(&client, udp, b"hi").is_some());
+    // Counted once the readiness probe's connection is gone: 2 TCP, 1 UDP.
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let s = status(admin);
+            s["listeners"][0]["active_connections"] == 2
+                && s["listeners"][1]["active_connections"] == 1
+        }),
+        "{}",
+        status(admin)
+    );
+    rw.signal(Signal::Term);
+    assert!(
+        eventually(Duration::from_secs(5), || rw.log().contains(
+            "SIGTERM: no longer accepting; draining 2 TCP connection(s) and 1 UDP flow(s)"
+        )),
+        "{}",
+        rw.log()
+    );
+}
+
+#[test]
 fn shutdown_timeout_bounds_the_drain() {
     let b = Backend::named_echo("127.0.0.1:0", "b");
     let listen = free_addr();

@@ -268,6 +268,25 @@ fn invalid_reloads_keep_the_running_config_and_say_why() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("422") && err.contains(&path), "{err}");
+    assert!(
+        err.contains(&format!(
+            "not reloaded: the running ringway at {admin} refused its config file"
+        )),
+        "which side refused is not said: {err}"
+    );
+    // With `-c FILE`, a broken file is caught here, says so, and the server is not
+    // asked (the failure count below stays at 3).
+    let out = std::process::Command::new(bin())
+        .args(["ctl", "-c", &path, "reload"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("not reloaded: {path} does not pass `ringway check` here, so the running ringway was not asked"))
+            && err.contains(&format!("{path}:1:")),
+        "{err}"
+    );
 
     let m = scrape(metrics);
     assert_eq!(

@@ -208,7 +208,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             http::spawn(
                 socket,
                 fd_plan.http_slots,
-                "admin API: GET /status",
+                "admin API (status page at /, JSON at /status)",
                 move |r| admin::admin(h.clone(), r),
             )
             .map_err(http_error("the admin API"))?;

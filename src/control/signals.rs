@@ -141,7 +141,7 @@ pub async fn run(
         .await
         .unwrap_or(((0, 0), crate::config::Tuning::DEFAULT_SHUTDOWN_TIMEOUT));
     tracing::info!(
-        "{why}: no longer accepting; draining {tcp} TCP connection(s) for up to {timeout:?}; closing {udp} UDP flow(s)"
+        "{why}: no longer accepting; draining {tcp} TCP connection(s) and {udp} UDP flow(s) (TCP for up to {timeout:?}; a UDP flow cannot answer without its listener, so it ends now)"
     );
     notify("STOPPING=1");
     let deadline = Instant::now() + timeout;

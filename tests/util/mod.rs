@@ -178,16 +178,21 @@ pub fn route_to(
     dst: Option<SocketAddr>,
     clients: &[SocketAddr],
 ) -> Vec<(String, String)> {
-    let mut cmd = Command::new(bin());
-    cmd.args(["route", "-c"])
-        .arg(config)
-        .args(["--listener", listener]);
+    let mut args = vec!["--listener".to_string(), listener.to_string()];
     for d in down {
-        cmd.args(["--down", d]);
+        args.extend(["--down".to_string(), d.to_string()]);
     }
     if let Some(dst) = dst {
-        cmd.args(["--dst", &dst.to_string()]);
+        args.extend(["--dst".to_string(), dst.to_string()]);
     }
+    route_with(config, &args, clients)
+}
+
+/// Runs `ringway route -c CONFIG ARGS...` with `clients` on stdin; returns its two
+/// columns.
+pub fn route_with(config: &Path, args: &[String], clients: &[SocketAddr]) -> Vec<(String, String)> {
+    let mut cmd = Command::new(bin());
+    cmd.args(["route", "-c"]).arg(config).args(args);
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
