@@ -129,7 +129,7 @@ fn sigterm_says_how_many_connections_and_flows_it_drains() {
         "\n[[listener]]\nname = \"u\"\nprotocol = \"udp\"\nlisten = \"{udp}\"\n\n[[listener.backend]]\naddress = \"{}\"\nid = \"d\"\n",
         d.addr
     ));
-    let mut rw = Ringway::start(&toml, &[listen, admin]);
+    let rw = Ringway::start(&toml, &[listen, admin]);
     let (_s1, _) = connect_named(listen);
     let (_s2, _) = connect_named(listen);
     let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
