@@ -33,6 +33,14 @@ fn check_accepts_a_good_config_with_a_summary() {
         out.contains("; metrics on 127.0.0.1:9100; admin API on 127.0.0.1:9101 (with token)"),
         "{out}"
     );
+    let logged =
+        format!("[access_log]\npath = \"/var/log/ringway/access.log\"\nsample = 0.1\n\n{BASE}");
+    let (code, out, err) = check(&logged);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("; access log to /var/log/ringway/access.log (json, 10% of successful ones)"),
+        "{out}"
+    );
 }
 
 /// Every config error names file, line, column and key, and exits 2.

@@ -258,6 +258,22 @@ impl Config {
             };
             ops.push_str(&format!("; admin API on {} ({auth})", a.listen));
         }
+        if let Some(log) = &self.access_log {
+            let to = match &log.path {
+                LogPath::Stderr => "stderr".to_string(),
+                LogPath::File(p) => p.display().to_string(),
+            };
+            let format = match log.format {
+                LogFormat::Json => "json",
+                LogFormat::Text => "text",
+            };
+            let sample = if log.sample < 1.0 {
+                format!(", {}% of successful ones", (log.sample * 1e4).round() / 100.0)
+            } else {
+                String::new()
+            };
+            ops.push_str(&format!("; access log to {to} ({format}{sample})"));
+        }
         if let Some(u) = &self.user {
             ops.push_str(&format!("; runs as user {u}"));
         }
