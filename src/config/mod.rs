@@ -268,7 +268,10 @@ impl Config {
                 LogFormat::Text => "text",
             };
             let sample = if log.sample < 1.0 {
-                format!(", {}% of successful ones", (log.sample * 1e4).round() / 100.0)
+                format!(
+                    ", {}% of successful ones",
+                    (log.sample * 1e4).round() / 100.0
+                )
             } else {
                 String::new()
             };
