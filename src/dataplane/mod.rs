@@ -19,6 +19,7 @@
 //! directions have passed their EOF on, on an error or reset of either side, or after
 //! its `idle_timeout` without traffic.
 
+pub mod admission;
 mod budget;
 mod command;
 mod listener;
