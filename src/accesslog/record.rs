@@ -44,8 +44,11 @@ pub enum End {
     /// No backend was up for the client's key.
     NoBackend,
     /// Refused at the door: `detail` says why (`max_connections`, `fd_limit`,
-    /// `max_flows`).
+    /// `max_flows`, `denied`, `source_limit`, `source_rate`).
     Rejected,
+    /// TCP, `backend_connect = "on-data"`: the client sent nothing within
+    /// `first_data_timeout`.
+    FirstDataTimeout,
     /// TCP, `accept_proxy`: no valid PROXY header in time; `detail` says what was wrong.
     ProxyHeader,
     /// TCP: this machine could not open the backend socket (no local port, memory).
@@ -68,7 +71,7 @@ pub enum End {
 
 impl End {
     /// Every value, for documentation tests.
-    pub const ALL: [End; 16] = [
+    pub const ALL: [End; 17] = [
         End::ClientClosed,
         End::BackendClosed,
         End::ClientReset,
@@ -77,6 +80,7 @@ impl End {
         End::ConnectFailed,
         End::NoBackend,
         End::Rejected,
+        End::FirstDataTimeout,
         End::ProxyHeader,
         End::LocalError,
         End::BackendDown,
@@ -98,6 +102,7 @@ impl End {
             End::ConnectFailed => "connect_failed",
             End::NoBackend => "no_backend",
             End::Rejected => "rejected",
+            End::FirstDataTimeout => "first_data_timeout",
             End::ProxyHeader => "proxy_header",
             End::LocalError => "local_error",
             End::BackendDown => "backend_down",

@@ -76,6 +76,17 @@ pub struct FileListener {
     pub udp_idle_timeout: Option<Spanned<String>>,
     pub udp_responses: Option<Spanned<i64>>,
     pub udp_max_flows: Option<Spanned<i64>>,
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+    pub deny: Option<Spanned<Vec<Spanned<String>>>>,
+    pub max_connections_per_source: Option<Spanned<i64>>,
+    pub connection_rate_per_source: Option<Spanned<String>>,
+    pub udp_max_flows_per_source: Option<Spanned<i64>>,
+    pub udp_flow_rate_per_source: Option<Spanned<String>>,
+    pub source_prefix_v4: Option<Spanned<i64>>,
+    pub source_prefix_v6: Option<Spanned<i64>>,
+    pub source_table_size: Option<Spanned<i64>>,
+    pub backend_connect: Option<Spanned<FileBackendConnect>>,
+    pub first_data_timeout: Option<Spanned<String>>,
     #[serde(default, rename = "backend")]
     pub backends: Vec<Spanned<FileBackend>>,
     pub health: Option<Spanned<FileHealth>>,
@@ -153,6 +164,14 @@ pub enum FileHash {
 pub enum FileSendProxy {
     V1,
     V2,
+}
+
+/// `backend_connect = "at-accept" | "on-data"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileBackendConnect {
+    AtAccept,
+    OnData,
 }
 
 /// `forward = "auto" | "splice" | "copy"`.

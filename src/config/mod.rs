@@ -8,6 +8,7 @@
 //! Only `config/` and `control/` see a whole [`Config`]; the data plane gets its own
 //! small parameter structs built from it.
 
+mod admission;
 mod error;
 mod file;
 mod health;
@@ -147,10 +148,54 @@ pub struct ListenerConfig {
     pub udp_responses: u32,
     /// UDP: flows open at once (all workers together); new flows beyond are dropped.
     pub udp_max_flows: usize,
+    /// Who is served: access lists and per-source limits.
+    pub admission: AdmissionConfig,
+    /// TCP: when the backend connection opens.
+    pub backend_connect: BackendConnect,
+    /// TCP, with `backend_connect = "on-data"`: how long a client may stay silent.
+    pub first_data_timeout: Duration,
     /// Health checking.
     pub health: HealthConfig,
     /// Backends, in file order.
     pub backends: Vec<Backend>,
+}
+
+/// A listener's access lists and per-source limits (TCP: connections, UDP: flows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmissionConfig {
+    /// `allow`: only these sources are served, when set.
+    pub allow: Option<Vec<ipnet::IpNet>>,
+    /// `deny`: never served (wins over `allow`).
+    pub deny: Vec<ipnet::IpNet>,
+    /// `max_connections_per_source` / `udp_max_flows_per_source`.
+    pub max_per_source: Option<u32>,
+    /// `connection_rate_per_source` / `udp_flow_rate_per_source`.
+    pub rate_per_source: Option<RateConfig>,
+    /// `source_prefix_v4`: IPv4 sources are counted per this prefix.
+    pub source_prefix_v4: u8,
+    /// `source_prefix_v6`: IPv6 sources are counted per this prefix.
+    pub source_prefix_v6: u8,
+    /// `source_table_size`: sources tracked at most (least recently used go first).
+    pub source_table_size: usize,
+}
+
+/// A rate: `count` per `per`, with a burst of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateConfig {
+    /// New connections or flows per `per`.
+    pub count: u32,
+    /// A second, a minute or an hour.
+    pub per: Duration,
+}
+
+/// `backend_connect`: when a TCP listener opens the backend connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BackendConnect {
+    /// As soon as the client is accepted (server-speaks-first protocols need it).
+    #[default]
+    AtAccept,
+    /// When the client's first byte arrives.
+    OnData,
 }
 
 /// `forward`: how a TCP listener moves bytes.
@@ -186,6 +231,10 @@ impl Tuning {
     pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
     /// `udp_max_flows` default.
     pub const DEFAULT_UDP_MAX_FLOWS: usize = 10_000;
+    /// `source_table_size` default.
+    pub const DEFAULT_SOURCE_TABLE_SIZE: usize = 65_536;
+    /// `first_data_timeout` default.
+    pub const DEFAULT_FIRST_DATA_TIMEOUT: Duration = Duration::from_secs(10);
 }
 
 /// Reads and validates the config file at `path`.

@@ -14,6 +14,7 @@ use super::file::{
     FileAccessLog, FileBackend, FileConfig, FileForward, FileHash, FileListener, FileLogFormat,
     FileProtocol, FileSendProxy,
 };
+use super::admission;
 use super::resolve;
 use super::{
     keypath, AccessLogConfig, AdminConfig, Config, ForwardMode, ListenerConfig, LogFormat, LogPath,
@@ -271,8 +272,12 @@ fn listener(
         None | Some(FileProtocol::Tcp) => Protocol::Tcp,
         Some(FileProtocol::Udp) => Protocol::Udp,
     };
-    only_for(src, protocol, Protocol::Tcp, key, &tcp_only_keys(l))?;
-    only_for(src, protocol, Protocol::Udp, key, &udp_only_keys(l))?;
+    let mut tcp_keys = tcp_only_keys(l);
+    tcp_keys.extend(admission::tcp_only_keys(l));
+    let mut udp_keys = udp_only_keys(l);
+    udp_keys.extend(admission::udp_only_keys(l));
+    only_for(src, protocol, Protocol::Tcp, key, &tcp_keys)?;
+    only_for(src, protocol, Protocol::Udp, key, &udp_keys)?;
     let listen = listen_addr(src, &l.listen, &format!("{key}.listen"))?;
     let hash = match l.hash.as_ref().map(|h| *h.get_ref()) {
         None | Some(FileHash::FiveTuple) => HashMode::FiveTuple,
@@ -327,6 +332,8 @@ fn listener(
         None => Tuning::DEFAULT_UDP_MAX_FLOWS,
         Some(m) => int_of(src, m, &format!("{key}.udp_max_flows"), 1, 10_000_000)? as usize,
     };
+    let admission = admission::admission(src, l, protocol, key)?;
+    let (backend_connect, first_data_timeout) = admission::backend_connect(src, l, key)?;
     let health = super::health::health(src, l.health.as_ref(), protocol, send_proxy, key)?;
     if l.backends.is_empty() {
         return Err(src.error(
@@ -385,6 +392,9 @@ fn listener(
         udp_idle_timeout,
         udp_responses,
         udp_max_flows,
+        admission,
+        backend_connect,
+        first_data_timeout,
         health,
         backends,
     })
@@ -415,22 +425,7 @@ fn trusted_sources(
             "empty: list the balancers' addresses or networks, or leave the key out so that every peer must send a header",
         ));
     }
-    list.get_ref()
-        .iter()
-        .map(|s| {
-            let text = s.get_ref().trim();
-            text.parse::<ipnet::IpNet>()
-                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map(|n| n.trunc())
-                .map_err(|_| {
-                    src.error(
-                        s.span(),
-                        key.clone(),
-                        format!("{text:?} is not an address or network: expected `10.0.0.0/8`, `192.0.2.7` or `2001:db8::/32`"),
-                    )
-                })
-        })
-        .collect()
+    super::admission::networks(src, list, &key)
 }
 
 /// Keys that only make sense for TCP listeners, with their spans.
@@ -482,8 +477,8 @@ fn only_for(
     for (name, span) in keys {
         if let Some(span) = span {
             let hint = match protocol {
-                Protocol::Udp => "UDP listeners take udp_idle_timeout, udp_responses and udp_max_flows",
-                Protocol::Tcp => "TCP listeners take connect_timeout, idle_timeout, retries, max_connections, forward, send_proxy, accept_proxy and accept_proxy_from",
+                Protocol::Udp => "UDP listeners take udp_idle_timeout, udp_responses, udp_max_flows, udp_max_flows_per_source and udp_flow_rate_per_source",
+                Protocol::Tcp => "TCP listeners take connect_timeout, idle_timeout, retries, max_connections, forward, send_proxy, accept_proxy, accept_proxy_from, max_connections_per_source, connection_rate_per_source, backend_connect and first_data_timeout",
             };
             return Err(src.error(
                 span.clone(),

@@ -163,6 +163,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         fd_plan.per_worker
     );
     let mut workers = Vec::with_capacity(config.workers);
+    let epoch = std::time::Instant::now();
     for ((index, listeners), access_log) in per_worker.into_iter().enumerate().zip(sinks) {
         workers.push(
             dataplane::spawn(WorkerParams {
@@ -171,6 +172,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
                 fd_budget: fd_plan.per_worker,
                 listeners,
                 access_log,
+                epoch,
             })
             .map_err(RunError::Worker)?,
         );

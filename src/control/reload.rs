@@ -161,6 +161,7 @@ impl Control {
         let (mut added, mut changed, mut removed) = (0, 0, 0);
         let mut next = Vec::with_capacity(applied.listeners.len());
         let mut to_publish = Vec::new();
+        let mut to_recheck = Vec::new();
         for (l, plan) in applied.listeners.iter().zip(plans) {
             match plan {
                 Plan::Keep(i) => {
@@ -168,6 +169,13 @@ impl Control {
                         continue;
                     };
                     if state.config != *l {
+                        let (was, now) = (&state.config.admission, &l.admission);
+                        if was.allow != now.allow || was.deny != now.deny {
+                            to_recheck.push(Arc::clone(&state.shared));
+                        }
+                        if was.source_table_size != now.source_table_size {
+                            state.shared.sources.set_capacity(now.source_table_size);
+                        }
                         state.reconfigure(l.clone());
                         to_publish.push(next.len());
                         changed += 1;
@@ -198,6 +206,12 @@ impl Control {
         self.listeners = next;
         for li in to_publish {
             self.publish(li);
+        }
+        // After the new lists are published: workers check open connections by them.
+        for shared in to_recheck {
+            for w in &self.workers {
+                let _ = w.send(Command::Recheck(Arc::clone(&shared)));
+            }
         }
         if applied.access_log != self.config.access_log {
             self.access_log

@@ -21,7 +21,8 @@ use serde::Serialize;
 
 use super::probes::ProbeTask;
 use crate::balance::Snapshot;
-use crate::config::{ForwardMode, ListenerConfig, Protocol};
+use crate::config::{AdmissionConfig, BackendConnect, ForwardMode, ListenerConfig, Protocol};
+use crate::dataplane::admission::{NetSet, Rate, Rules, SourceLimits};
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::{ListenerParams, ListenerShared, Mode, PassiveFailure, Routing};
 use crate::health::state::{HealthState, Thresholds, Transition};
@@ -357,7 +358,28 @@ pub fn params(l: &ListenerConfig) -> ListenerParams {
         send_proxy: l.send_proxy,
         accept_proxy: l.accept_proxy,
         accept_proxy_from: l.accept_proxy_from.clone(),
+        admission: rules(&l.admission),
+        source_table_size: l.admission.source_table_size,
+        first_data: (l.protocol == Protocol::Tcp && l.backend_connect == BackendConnect::OnData)
+            .then_some(l.first_data_timeout),
     }
+}
+
+/// The data plane's admission rules for a listener's admission config.
+fn rules(a: &AdmissionConfig) -> Rules {
+    let limits = (a.max_per_source.is_some() || a.rate_per_source.is_some()).then(|| {
+        SourceLimits::new(
+            a.max_per_source,
+            a.rate_per_source.map(|r| Rate::new(r.count, r.per)),
+            a.source_prefix_v4,
+            a.source_prefix_v6,
+        )
+    });
+    Rules::new(
+        a.allow.as_deref().map(NetSet::new),
+        NetSet::new(&a.deny),
+        limits,
+    )
 }
 
 /// What new connections and flows of listener `config` use, given which backends are

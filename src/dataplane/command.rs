@@ -38,6 +38,9 @@ pub struct WorkerParams {
     pub listeners: Vec<WorkerListener>,
     /// Where its access-log records go.
     pub access_log: crate::accesslog::Sink,
+    /// Time zero of every worker's clock: per-source rates are shared by workers, so
+    /// their times must agree.
+    pub epoch: Instant,
 }
 
 /// Messages from the control plane.
@@ -57,6 +60,10 @@ pub enum Command {
     },
     /// Start serving a listener added by a reload.
     AddListener(WorkerListener),
+    /// A reload changed `listener`'s `allow`/`deny`: close its open TCP connections
+    /// whose source the new lists refuse (UDP flows are checked at their next
+    /// datagram).
+    Recheck(Arc<ListenerShared>),
     /// Stop accepting on a listener removed by a reload; its open connections and
     /// flows carry on until they end.
     RemoveListener(Arc<ListenerShared>),

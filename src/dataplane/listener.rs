@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use super::admission::{Rules, SourceTable};
 use super::stats::{BackendStats, ListenerCounters, Sharded};
 use crate::balance::{HashMode, Snapshot};
 
@@ -49,6 +50,13 @@ pub struct ListenerParams {
     pub accept_proxy: bool,
     /// With `accept_proxy`: the peers whose header is read (empty: every peer's).
     pub accept_proxy_from: Vec<ipnet::IpNet>,
+    /// Who is served: access lists and per-source limits.
+    pub admission: Rules,
+    /// Sources the listener's table tracks at most.
+    pub source_table_size: usize,
+    /// TCP, `backend_connect = "on-data"`: the backend connection waits for the
+    /// client's first byte, this long at most.
+    pub first_data: Option<Duration>,
 }
 
 impl ListenerParams {
@@ -100,6 +108,8 @@ pub struct ListenerShared {
     pub active: AtomicUsize,
     /// Per-worker counters.
     pub stats: Sharded<ListenerCounters>,
+    /// Open connections (or flows) and rates per source, for per-source limits.
+    pub sources: SourceTable,
     /// Where passive failures go.
     passive: tokio::sync::mpsc::UnboundedSender<PassiveFailure>,
 }
@@ -116,6 +126,7 @@ impl ListenerShared {
         ListenerShared {
             name: name.into(),
             listen,
+            sources: SourceTable::new(routing.params.source_table_size, workers),
             routing: ArcSwap::from_pointee(routing),
             active: AtomicUsize::new(0),
             stats: Sharded::new(workers),

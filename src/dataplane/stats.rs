@@ -30,6 +30,16 @@ pub struct ListenerCounters {
     /// Clients reset because this machine could not open a backend socket for
     /// another reason (no local port, no memory).
     pub rejected_local_error: Counter,
+    /// Connections closed at once: `allow`/`deny` refuse their source.
+    pub rejected_denied: Counter,
+    /// Connections closed at once: their source holds `max_connections_per_source`.
+    pub rejected_source_limit: Counter,
+    /// Connections closed at once: their source opens them faster than
+    /// `connection_rate_per_source`.
+    pub rejected_source_rate: Counter,
+    /// Connections closed because the client sent nothing within
+    /// `first_data_timeout` (`backend_connect = "on-data"`).
+    pub rejected_first_data_timeout: Counter,
     /// UDP flows created.
     pub udp_flows: Counter,
     /// UDP datagrams received from clients.
@@ -46,6 +56,13 @@ pub struct ListenerCounters {
     pub udp_dropped_send: Counter,
     /// Datagrams for new flows on a listener removed by a reload (its old flows live on).
     pub udp_dropped_removed: Counter,
+    /// Datagrams dropped: `allow`/`deny` refuse their source.
+    pub udp_dropped_denied: Counter,
+    /// Datagrams for new flows dropped: their source holds `udp_max_flows_per_source`.
+    pub udp_dropped_source_limit: Counter,
+    /// Datagrams for new flows dropped: their source opens flows faster than
+    /// `udp_flow_rate_per_source`.
+    pub udp_dropped_source_rate: Counter,
     /// ICMP errors (port unreachable) reported by backends' UDP sockets.
     pub backend_icmp_errors: Counter,
 }
@@ -53,7 +70,7 @@ pub struct ListenerCounters {
 impl ListenerCounters {
     /// TCP connections refused or reset by ringway, by reason (the `reason` label of
     /// `ringway_listener_rejected_connections_total`), all workers together.
-    pub fn rejected(s: &Sharded<ListenerCounters>) -> [(&'static str, u64); 6] {
+    pub fn rejected(s: &Sharded<ListenerCounters>) -> [(&'static str, u64); 10] {
         [
             (
                 "max_connections",
@@ -67,18 +84,28 @@ impl ListenerCounters {
             ("proxy_header", s.sum(|c| c.rejected_proxy_header.get())),
             ("fd_limit", s.sum(|c| c.rejected_fd_limit.get())),
             ("local_error", s.sum(|c| c.rejected_local_error.get())),
+            ("denied", s.sum(|c| c.rejected_denied.get())),
+            ("source_limit", s.sum(|c| c.rejected_source_limit.get())),
+            ("source_rate", s.sum(|c| c.rejected_source_rate.get())),
+            (
+                "first_data_timeout",
+                s.sum(|c| c.rejected_first_data_timeout.get()),
+            ),
         ]
     }
 
     /// UDP datagrams dropped, by reason (the `reason` label of
     /// `ringway_udp_dropped_datagrams_total`), all workers together.
-    pub fn udp_dropped(s: &Sharded<ListenerCounters>) -> [(&'static str, u64); 5] {
+    pub fn udp_dropped(s: &Sharded<ListenerCounters>) -> [(&'static str, u64); 8] {
         [
             ("max_flows", s.sum(|c| c.udp_dropped_max_flows.get())),
             ("no_backend", s.sum(|c| c.udp_dropped_no_backend.get())),
             ("send_failed", s.sum(|c| c.udp_dropped_send.get())),
             ("listener_removed", s.sum(|c| c.udp_dropped_removed.get())),
             ("fd_limit", s.sum(|c| c.udp_dropped_fd_limit.get())),
+            ("denied", s.sum(|c| c.udp_dropped_denied.get())),
+            ("source_limit", s.sum(|c| c.udp_dropped_source_limit.get())),
+            ("source_rate", s.sum(|c| c.udp_dropped_source_rate.get())),
         ]
     }
 }

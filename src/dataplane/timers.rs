@@ -6,7 +6,7 @@
 //! up. So an idle connection costs one entry that fires once per idle timeout, not a
 //! look at every sweep, and moving bytes costs no timer work at all.
 //!
-//! Time is [`Millis`]: milliseconds since the worker started, passed in by the caller
+//! Time is [`Millis`]: milliseconds since the workers started, passed in by the caller
 //! (nothing here reads a clock).
 
 use std::cmp::Reverse;
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::token::Key;
 
-/// Milliseconds since the worker started.
+/// Milliseconds since the workers started (one time zero for all of them).
 pub type Millis = u64;
 
 /// `d` in milliseconds, rounded up (a deadline never fires early). No 128-bit

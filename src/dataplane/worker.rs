@@ -34,7 +34,7 @@ pub(super) struct Worker {
     commands: mpsc::Receiver<Command>,
     tcp: TcpPlane,
     udp: UdpPlane,
-    /// Time zero of this worker's [`Millis`].
+    /// Time zero of [`Millis`] (the same for every worker).
     epoch: Instant,
     drain_deadline: Option<Millis>,
 }
@@ -49,6 +49,7 @@ impl Worker {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let budget = FdBudget::new(params.fd_budget);
+        let epoch = params.epoch;
         let mut worker = Worker {
             index: params.index,
             tcp: TcpPlane::new(
@@ -60,7 +61,7 @@ impl Worker {
             udp: UdpPlane::new(params.index, budget, params.access_log),
             poll,
             commands,
-            epoch: Instant::now(),
+            epoch,
             drain_deadline: None,
         };
         for l in params.listeners {
@@ -183,6 +184,17 @@ impl Worker {
                     }
                 }
                 Command::RemoveListener(shared) => self.remove_listener(&shared, now),
+                Command::Recheck(listener) => {
+                    let n = self.tcp.close_denied(&listener, now);
+                    if n > 0 {
+                        tracing::info!(
+                            worker = self.index,
+                            listener = %listener.name,
+                            closed = n,
+                            "closed connections whose source the reloaded allow/deny lists refuse"
+                        );
+                    }
+                }
                 Command::CloseBackend { listener, backend } => {
                     let n = self.tcp.close_backend(&listener, &backend, now);
                     if n > 0 {

@@ -32,7 +32,9 @@ pub const LISTENER_ACTIVE: &str = "ringway_listener_active_connections";
 /// `no_backend` (none up), `backends_failed` (every connect attempt failed),
 /// `proxy_header` (`accept_proxy` and no valid PROXY header in time), `fd_limit` (the
 /// worker's share of file descriptors is spent), `local_error` (no local port or
-/// memory for the backend socket).
+/// memory for the backend socket), `denied` (`allow`/`deny`), `source_limit`
+/// (`max_connections_per_source`), `source_rate` (`connection_rate_per_source`),
+/// `first_data_timeout` (`backend_connect = "on-data"` and the client sent nothing).
 pub const LISTENER_REJECTED: &str = "ringway_listener_rejected_connections_total";
 /// Connections (TCP) or flows (UDP) established to a backend.
 pub const BACKEND_CONNECTIONS: &str = "ringway_backend_connections_total";
@@ -62,7 +64,8 @@ pub const UDP_FLOWS: &str = "ringway_udp_flows_total";
 /// UDP datagrams, by `direction`: `in` from clients, `out` to clients.
 pub const UDP_DATAGRAMS: &str = "ringway_udp_datagrams_total";
 /// UDP datagrams dropped, by `reason`: `max_flows`, `no_backend`, `send_failed`,
-/// `listener_removed`, `fd_limit`.
+/// `listener_removed`, `fd_limit`, `denied` (`allow`/`deny`), `source_limit`
+/// (`udp_max_flows_per_source`), `source_rate` (`udp_flow_rate_per_source`).
 pub const UDP_DROPPED: &str = "ringway_udp_dropped_datagrams_total";
 /// Fraction of the key space that changed backend at the listener's last ring change.
 pub const RING_REMAPPED: &str = "ringway_ring_remapped_ratio";

@@ -32,10 +32,21 @@ pub(super) struct Connecting {
     local: Option<SocketAddr>,
     /// 0 for the ring's pick, then 1..=retries.
     attempt: u32,
-    /// `accept_proxy`: no backend is chosen before the client's PROXY header is read.
-    awaiting_header: bool,
-    /// When the header wait or the current connect attempt gives up.
+    /// What it waits for.
+    phase: Phase,
+    /// When the header wait, the wait for data or the current connect attempt gives up.
     deadline: Millis,
+}
+
+/// What a session waits for before it has a backend connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// `accept_proxy`: the client's PROXY header (no backend is chosen before it).
+    Header,
+    /// `backend_connect = "on-data"`: the client's first byte.
+    FirstData,
+    /// A connect attempt (or the next one).
+    Connect,
 }
 
 /// What starting a connect attempt gave.
@@ -53,7 +64,8 @@ pub(super) enum Attempt {
 }
 
 impl Connecting {
-    /// A session's connect state: connecting to the owner of `key`, or, without a key
+    /// A session's connect state: connecting to the owner of `key` (once the client
+    /// has sent a byte, with `backend_connect = "on-data"`), or, without a key
     /// (`accept_proxy`), waiting for the client's PROXY header first.
     pub fn new(
         routing: Arc<Routing>,
@@ -61,21 +73,50 @@ impl Connecting {
         client: SocketAddr,
         now: Millis,
     ) -> Connecting {
-        let deadline = now + millis(routing.params.connect_timeout);
-        Connecting {
+        let mut c = Connecting {
+            deadline: now + millis(routing.params.connect_timeout),
             routing,
             key: key.unwrap_or_default(),
             client,
             local: None,
             attempt: 0,
-            awaiting_header: key.is_none(),
-            deadline,
+            phase: Phase::Header,
+        };
+        if key.is_some() {
+            c.keyed(now);
         }
+        c
+    }
+
+    /// The key is known: wait for data first if the listener says so, else connect.
+    fn keyed(&mut self, now: Millis) {
+        self.phase = match self.routing.params.first_data {
+            Some(wait) => {
+                self.deadline = now + millis(wait);
+                Phase::FirstData
+            }
+            None => Phase::Connect,
+        };
+    }
+
+    /// What it waits for.
+    pub fn phase(&self) -> Phase {
+        self.phase
     }
 
     /// Waiting for a PROXY header.
     pub fn awaiting_header(&self) -> bool {
-        self.awaiting_header
+        self.phase == Phase::Header
+    }
+
+    /// The client's first byte arrived: connecting is next.
+    pub fn data_arrived(&mut self) {
+        self.phase = Phase::Connect;
+    }
+
+    /// The listener's settings it started with.
+    pub fn routing(&self) -> &Routing {
+        &self.routing
     }
 
     /// When the current wait gives up.
@@ -88,15 +129,16 @@ impl Connecting {
         self.client
     }
 
-    /// The PROXY header has been read: `addresses` are the client and the address it
-    /// reached (`None` for LOCAL/UNKNOWN: the connection's own, `client` and `own`).
-    /// Returns false when no backend is up for the key they give.
+    /// The PROXY header has been read at `now`: `addresses` are the client and the
+    /// address it reached (`None` for LOCAL/UNKNOWN: the connection's own, `client` and
+    /// `own`). Returns false when no backend is up for the key they give.
     pub fn header_read(
         &mut self,
         addresses: Option<(SocketAddr, SocketAddr)>,
         own: SocketAddr,
+        now: Millis,
     ) -> bool {
-        self.awaiting_header = false;
+        self.keyed(now);
         let (client, local) = match addresses {
             Some((client, local)) => {
                 self.client = client;

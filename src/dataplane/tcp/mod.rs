@@ -22,6 +22,7 @@ use mio::Registry;
 
 pub use accept::bind_tcp;
 
+use super::admission::Refused;
 use super::budget::{FdBudget, SESSION_FDS};
 use super::listener::ListenerShared;
 use super::ratelimit::RateLimit;
@@ -272,8 +273,8 @@ impl TcpPlane {
         }
     }
 
-    /// Admits a client or refuses it at once: no descriptor budget left, the listener
-    /// full, no backend up.
+    /// Admits a client or refuses it at once: its source refused (lists, per-source
+    /// limits), no descriptor budget left, the listener full, no backend up.
     fn admit(
         &mut self,
         lkey: Key,
@@ -285,16 +286,34 @@ impl TcpPlane {
         let Some(shared) = self.listeners.get(lkey).map(|l| Arc::clone(l.shared())) else {
             return;
         };
+        let routing = shared.routing.load_full();
+        let params = &routing.params;
+        let header = params.expects_header(peer.ip());
+        // Behind a PROXY header, the client it names is judged once it is read.
+        let admitted = if header {
+            None
+        } else {
+            match params.admission.admit(&shared.sources, peer.ip(), now) {
+                Ok(admitted) => admitted,
+                Err(refused) => return self.refuse_source(&shared, peer, refused, now),
+            }
+        };
+        // Refused further on: its place in the per-source table goes back.
+        let undo = || {
+            if let Some(a) = admitted {
+                params.admission.release(&shared.sources, a, now);
+            }
+        };
         if !self.budget.take(SESSION_FDS) {
+            undo();
             self.log_refused(&shared, peer, End::Rejected, Some("fd_limit"));
             let (used, limit) = (self.budget.used(), self.budget.limit());
             return self.refused(&shared, now, |c| &c.rejected_fd_limit, || {
                 format!("{used} of this worker's {limit} file descriptors in use: closing new connection")
             });
         }
-        let routing = shared.routing.load_full();
-        let params = &routing.params;
         if !shared.try_acquire(params.max_connections) {
+            undo();
             self.budget.give(SESSION_FDS);
             self.log_refused(&shared, peer, End::Rejected, Some("max_connections"));
             let max = params.max_connections;
@@ -305,13 +324,14 @@ impl TcpPlane {
                 || format!("max_connections ({max}) reached: closing new connection"),
             );
         }
-        let flow = if params.expects_header(peer.ip()) {
+        let flow = if header {
             // The backend is chosen once the PROXY header says who the client is.
             None
         } else {
             let reached = session::reached(shared.listen, &stream);
             let flow = flow_hash(params.hash, PROTO_TCP, peer, reached);
             if routing.snapshot.pick(flow).is_none() {
+                undo();
                 shared.release();
                 self.budget.give(SESSION_FDS);
                 self.log_refused(&shared, peer, End::NoBackend, None);
@@ -331,11 +351,16 @@ impl TcpPlane {
                     token::token(Kind::Client, k),
                     mio::Interest::READABLE | mio::Interest::WRITABLE,
                 )
-                .map(|()| Session::new(Arc::clone(&shared), stream, peer, flow, routing, now))
+                .map(|()| {
+                    let client = (stream, peer);
+                    let routing = Arc::clone(&routing);
+                    Session::new(Arc::clone(&shared), client, flow, routing, admitted, now)
+                })
         });
         let key = match inserted {
             Ok(key) => key,
             Err(e) => {
+                undo();
                 shared.release();
                 self.budget.give(SESSION_FDS);
                 if let Some(suppressed) = self.warn.allow(now) {
@@ -345,6 +370,48 @@ impl TcpPlane {
             }
         };
         self.run_session(key, registry, now, |s, env| Some(s.start(env)));
+    }
+
+    /// Closes a client whose source is refused at the door: counted, logged, and
+    /// warned about (at most once a second) when it is a per-source limit; a refusal
+    /// by the lists is policy working, not news.
+    fn refuse_source(
+        &mut self,
+        shared: &ListenerShared,
+        client: std::net::SocketAddr,
+        refused: Refused,
+        now: Millis,
+    ) {
+        self.log_refused(shared, client, End::Rejected, Some(refused.reason()));
+        let counter = refused_counter(refused);
+        if refused == Refused::Denied {
+            counter(shared.stats.shard(self.worker)).inc();
+            return;
+        }
+        self.refused(shared, now, counter, || {
+            format!(
+                "{client}: {} reached: closing new connection",
+                match refused {
+                    Refused::SourceRate => "connection_rate_per_source",
+                    _ => "max_connections_per_source (or a source table full of busy sources)",
+                }
+            )
+        });
+    }
+
+    /// Closes the open connections of `listener` whose source its lists refuse now (a
+    /// reload changed them); returns how many.
+    pub fn close_denied(&mut self, listener: &Arc<ListenerShared>, now: Millis) -> usize {
+        let routing = listener.routing.load();
+        let rules = &routing.params.admission;
+        let doomed = self.sessions.keys_where(|s| {
+            Arc::ptr_eq(s.listener(), listener) && s.source().is_some_and(|ip| !rules.permits(ip))
+        });
+        let n = doomed.len();
+        for key in doomed {
+            self.end(key, Ending::Refused(Refused::Denied), now);
+        }
+        n
     }
 
     /// Runs `work` on session `key` (if the key still names it: a stale key finds
@@ -455,12 +522,26 @@ impl TcpPlane {
                     });
                     (End::LocalError, fd.then_some("fd_limit"))
                 }
+                Ending::Refused(refused) => {
+                    refused_counter(*refused)(shared.stats.shard(self.worker)).inc();
+                    (End::Rejected, Some(refused.reason()))
+                }
+                Ending::NoData => {
+                    self.refused(shared, now, |x| &x.rejected_first_data_timeout, || {
+                        format!("{client} sent nothing within first_data_timeout: closing")
+                    });
+                    (End::FirstDataTimeout, None)
+                }
                 Ending::ClosedEarly => (End::ClientClosed, None),
                 Ending::Aborted => (End::BackendDown, None),
                 Ending::Shutdown => (End::Shutdown, None),
             };
         if self.log.wants(end) {
             self.log.send(s.record(end, detail, now));
+        }
+        if let Some(admitted) = s.admitted() {
+            let routing = shared.routing.load();
+            routing.params.admission.release(&shared.sources, admitted, now);
         }
         s.close(ending.reset(), self.worker, &mut self.pool);
         self.budget.give(SESSION_FDS);
@@ -486,6 +567,15 @@ impl TcpPlane {
     }
 }
 
+/// The counter of connections refused for `refused`.
+fn refused_counter(refused: Refused) -> fn(&ListenerCounters) -> &super::stats::Counter {
+    match refused {
+        Refused::Denied => |c| &c.rejected_denied,
+        Refused::SourceLimit => |c| &c.rejected_source_limit,
+        Refused::SourceRate => |c| &c.rejected_source_rate,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -508,6 +598,9 @@ mod tests {
             send_proxy: None,
             accept_proxy: false,
             accept_proxy_from: Vec::new(),
+            admission: Default::default(),
+            source_table_size: 64,
+            first_data: None,
         };
         let backend = Backend {
             id: "b".into(),

@@ -13,11 +13,12 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 use mio::Registry;
 
-use super::connect::{self, Attempt, Connecting};
+use super::connect::{self, Attempt, Connecting, Phase};
 use super::forward::{self, Half, Ready};
 use super::header;
 use super::pipes::PipePool;
 use crate::accesslog::{End, Proto, Reached, Record};
+use crate::dataplane::admission::{Admitted, Refused};
 use crate::dataplane::listener::{ListenerShared, Routing};
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::timers::{millis, Armed, Millis};
@@ -73,6 +74,11 @@ pub(super) enum Ending {
     },
     /// `accept_proxy`: no usable PROXY header.
     ProxyHeader(String),
+    /// The source its PROXY header named is refused (lists, per-source limits), or a
+    /// reload's lists refuse it now.
+    Refused(Refused),
+    /// `backend_connect = "on-data"`: nothing arrived within `first_data_timeout`.
+    NoData,
     /// Closed before sending a byte (a health check of a balancer in front).
     ClosedEarly,
     /// This machine ran short (descriptors, ports) while connecting.
@@ -91,10 +97,12 @@ impl Ending {
             | Ending::Idle
             | Ending::NoBackend(_)
             | Ending::ClosedEarly
+            | Ending::NoData
             | Ending::Shutdown => None,
             Ending::Failed { reset, .. } => Some(*reset),
             Ending::BackendsFailed { .. }
             | Ending::ProxyHeader(_)
+            | Ending::Refused(_)
             | Ending::Local(_)
             | Ending::Aborted => Some(Side::Client),
         }
@@ -177,19 +185,22 @@ pub(super) struct Session {
     /// The backend forwarded to (set once connected): its counters, and its identity
     /// for `on_down = "close"`.
     target: Option<Arc<BackendStats>>,
+    /// Its place in the listener's per-source table, given back when it ends.
+    admitted: Option<Admitted>,
     armed: Armed,
 }
 
 impl Session {
     /// A session for an accepted client (already registered under `key`'s client
     /// token): it connects to the owner of `flow` or, without one (`accept_proxy`),
-    /// waits for the client's PROXY header first. Call [`Session::start`] next.
+    /// waits for the client's PROXY header first. `admitted`: what it holds in the
+    /// per-source table. Call [`Session::start`] next.
     pub fn new(
         listener: Arc<ListenerShared>,
-        client: TcpStream,
-        peer: SocketAddr,
+        (client, peer): (TcpStream, SocketAddr),
         flow: Option<u64>,
         routing: Arc<Routing>,
+        admitted: Option<Admitted>,
         now: Millis,
     ) -> Session {
         let mode = routing.params.forward;
@@ -211,6 +222,7 @@ impl Session {
             retries: 0,
             first_eof: None,
             target: None,
+            admitted,
             armed: Armed::default(),
         }
     }
@@ -230,6 +242,20 @@ impl Session {
         match &self.connecting {
             Some(c) => c.client(),
             None => self.client_addr,
+        }
+    }
+
+    /// What it holds in its listener's per-source table.
+    pub fn admitted(&self) -> Option<Admitted> {
+        self.admitted
+    }
+
+    /// The source the listener's lists judge: the client, once known (not while a
+    /// PROXY header is awaited).
+    pub fn source(&self) -> Option<std::net::IpAddr> {
+        match &self.connecting {
+            Some(c) if c.awaiting_header() => None,
+            _ => Some(self.client().ip()),
         }
     }
 
@@ -276,13 +302,18 @@ impl Session {
                 .is_some_and(|t| Arc::ptr_eq(t, backend))
     }
 
-    /// The first step: read the header already there, or start connecting.
+    /// The first step: read the header already there, look for data already there
+    /// (`on-data`), or start connecting.
     pub fn start(&mut self, env: &mut Env<'_>) -> Step {
-        match &self.connecting {
+        match self.connecting.as_ref().map(|c| c.phase()) {
             // The header often arrives with the handshake: no need to wait for epoll.
-            Some(c) if c.awaiting_header() => {
+            Some(Phase::Header) => {
                 self.client_ready.set_readable(true);
                 self.read_header(env)
+            }
+            Some(Phase::FirstData) => {
+                self.client_ready.set_readable(true);
+                self.await_data(env)
             }
             _ => self.connect(env),
         }
@@ -306,7 +337,11 @@ impl Session {
                 let clean = event.is_writable() && !err && !event.is_write_closed();
                 self.check_connect(clean, false, env)
             }
-            Some(c) if c.awaiting_header() && self.client_ready.readable() => self.read_header(env),
+            Some(c) if self.client_ready.readable() => match c.phase() {
+                Phase::Header => self.read_header(env),
+                Phase::FirstData => self.await_data(env),
+                Phase::Connect => Step::Wait,
+            },
             Some(_) => Step::Wait,
         }
     }
@@ -317,10 +352,14 @@ impl Session {
             if env.now < c.deadline() {
                 return Step::Wait;
             }
-            if c.awaiting_header() {
-                return Step::End(Ending::ProxyHeader(
-                    "no complete PROXY header within connect_timeout".into(),
-                ));
+            match c.phase() {
+                Phase::Header => {
+                    return Step::End(Ending::ProxyHeader(
+                        "no complete PROXY header within connect_timeout".into(),
+                    ))
+                }
+                Phase::FirstData => return Step::End(Ending::NoData),
+                Phase::Connect => {}
             }
             return self.check_connect(false, true, env);
         }
@@ -360,12 +399,49 @@ impl Session {
             header::Read::Invalid(why) => Step::End(Ending::ProxyHeader(why)),
             header::Read::Header(addresses) => {
                 let own = reached(self.listener.listen, &self.client);
-                if c.header_read(addresses, own) {
-                    self.connect(env)
-                } else {
-                    Step::End(Ending::NoBackend(c.client()))
+                let up = c.header_read(addresses, own, env.now);
+                // The client the header names is the one the lists and limits judge.
+                let rules = &c.routing().params.admission;
+                match rules.admit(&self.listener.sources, c.client().ip(), env.now) {
+                    Ok(admitted) => self.admitted = admitted,
+                    Err(refused) => return Step::End(Ending::Refused(refused)),
+                }
+                match c.phase() {
+                    _ if !up => Step::End(Ending::NoBackend(c.client())),
+                    Phase::FirstData => self.await_data(env),
+                    _ => self.connect(env),
                 }
             }
+        }
+    }
+
+    /// `on-data`: connects once the client has sent a byte (peeked: it stays for the
+    /// forwarding path).
+    fn await_data(&mut self, env: &mut Env<'_>) -> Step {
+        let Some(c) = self.connecting.as_mut() else {
+            return Step::Wait;
+        };
+        let mut byte = [0u8; 1];
+        let peeked = loop {
+            match self.client.peek(&mut byte) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break other,
+            }
+        };
+        match peeked {
+            Ok(0) => Step::End(Ending::ClosedEarly),
+            Ok(_) => {
+                c.data_arrived();
+                self.connect(env)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.client_ready.set_readable(false);
+                Step::Wait
+            }
+            Err(_) => Step::End(Ending::Failed {
+                failed: Side::Client,
+                reset: Side::Client,
+            }),
         }
     }
 

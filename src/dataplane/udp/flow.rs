@@ -9,6 +9,7 @@ use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 
 use crate::accesslog::{End, Proto, Reached, Record};
+use crate::dataplane::admission::Admitted;
 use crate::dataplane::listener::Routing;
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::timers::{Armed, Millis};
@@ -40,17 +41,19 @@ pub(super) struct Flow {
     /// Over the flow's life: datagrams and bytes in (from the client) and out.
     datagrams: (u64, u64),
     bytes: (u64, u64),
+    /// Its place in the listener's per-source table, given back when it ends.
+    admitted: Option<Admitted>,
     armed: Armed,
 }
 
 impl Flow {
     /// A flow through `socket` (registered by the caller) to backend `backend` of the
-    /// routing of `epoch`.
+    /// routing of `epoch`, holding `admitted` in the per-source table.
     pub fn new(
         (listener, client, local): FlowId,
         socket: UdpSocket,
         (backend, target): (usize, Arc<BackendStats>),
-        epoch: u64,
+        (epoch, admitted): (u64, Option<Admitted>),
         now: Millis,
     ) -> Flow {
         Flow {
@@ -67,6 +70,7 @@ impl Flow {
             replies: 0,
             datagrams: (0, 0),
             bytes: (0, 0),
+            admitted,
             armed: Armed::default(),
         }
     }
@@ -89,6 +93,11 @@ impl Flow {
     /// The local address the client reached (wildcard listeners).
     pub fn local(&self) -> Option<IpAddr> {
         self.local
+    }
+
+    /// What it holds in its listener's per-source table.
+    pub fn admitted(&self) -> Option<Admitted> {
+        self.admitted
     }
 
     /// Its backend's counters.
@@ -138,8 +147,14 @@ impl Flow {
         Ok((n, finished))
     }
 
-    /// Its access-log record, ending now (`now`) so; `listener`: its listener's name.
-    pub fn record(&self, listener: &Arc<str>, end: End, now: Millis) -> Record {
+    /// Its access-log record, ending now (`now`) so (`end`, and its `detail`);
+    /// `listener`: its listener's name.
+    pub fn record(
+        &self,
+        listener: &Arc<str>,
+        (end, detail): (End, Option<&'static str>),
+        now: Millis,
+    ) -> Record {
         Record {
             time: std::time::SystemTime::now(),
             listener: Arc::clone(listener),
@@ -155,7 +170,7 @@ impl Flow {
             connect: None,
             retries: 0,
             end,
-            detail: None,
+            detail,
             datagrams: Some(self.datagrams),
         }
     }

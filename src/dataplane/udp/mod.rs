@@ -33,6 +33,7 @@ use mio::{Interest, Registry};
 
 pub use socket::bind_udp;
 
+use super::admission::Refused;
 use super::budget::{FdBudget, FLOW_FDS};
 use super::listener::ListenerShared;
 use super::ratelimit::RateLimit;
@@ -289,10 +290,16 @@ impl UdpPlane {
         if let Some(l) = self.listeners.get(lkey) {
             l.shared().stats.shard(self.worker).udp_in.inc();
         }
-        let fkey = match self.index.get(&id) {
-            Some(&k) => {
-                self.check_backend(k, registry);
-                k
+        let fkey = match self.index.get(&id).copied() {
+            Some(k) if self.check_backend(k, registry) => k,
+            Some(k) => {
+                // A reload's lists refuse this source now: its flow ends here.
+                if let Some(l) = self.listeners.get(lkey) {
+                    l.shared().stats.shard(self.worker).udp_dropped_denied.inc();
+                }
+                let end = (End::Rejected, Some(Refused::Denied.reason()));
+                self.close_flow_for(k, end, registry, now);
+                return;
             }
             None => match self.open_flow(id, registry, now) {
                 Some(k) => k,
@@ -364,6 +371,34 @@ impl UdpPlane {
         }
     }
 
+    /// Drops a datagram for a new flow whose source is refused: counted, logged, and
+    /// warned about (at most once a second) when it is a per-source limit; a refusal
+    /// by the lists is policy working, not news.
+    fn refuse_source(
+        &mut self,
+        (shared, client): (&ListenerShared, std::net::SocketAddr),
+        refused: Refused,
+        now: Millis,
+    ) {
+        let counter = dropped_counter(refused);
+        let end = (End::Rejected, Some(refused.reason()));
+        if refused == Refused::Denied {
+            counter(shared.stats.shard(self.worker)).inc();
+            if self.log.wants(End::Rejected) {
+                let record = Record::refused(&shared.name, Proto::Udp, client, end.0, end.1);
+                self.log.send(record);
+            }
+            return;
+        }
+        let limit = match refused {
+            Refused::SourceRate => "udp_flow_rate_per_source",
+            _ => "udp_max_flows_per_source (or a source table full of busy sources)",
+        };
+        self.dropped((shared, client), end, counter, now, || {
+            format!("{client}: {limit} reached: dropping a new flow")
+        });
+    }
+
     /// Creates the flow for a new client, or drops its datagram (removed listener, max
     /// flows, no descriptor, no backend).
     fn open_flow(&mut self, id: FlowId, registry: &Registry, now: Millis) -> Option<Key> {
@@ -386,7 +421,21 @@ impl UdpPlane {
         let epoch = l.refresh();
         let routing = Arc::clone(l.routing());
         let params = &routing.params;
+        let admitted = match params.admission.admit(&shared.sources, client.ip(), now) {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                self.refuse_source((shared, client), refused, now);
+                return None;
+            }
+        };
+        // Dropped further on: its place in the per-source table goes back.
+        let undo = || {
+            if let Some(a) = admitted {
+                params.admission.release(&shared.sources, a, now);
+            }
+        };
         if !shared.try_acquire(params.max_connections) {
+            undo();
             let max = params.max_connections;
             self.dropped(
                 (shared, client),
@@ -398,6 +447,7 @@ impl UdpPlane {
             return None;
         }
         if !self.budget.take(FLOW_FDS) {
+            undo();
             shared.release();
             let (used, limit) = (self.budget.used(), self.budget.limit());
             let rejected = (End::Rejected, Some("fd_limit"));
@@ -418,13 +468,15 @@ impl UdpPlane {
             let inserted = self.flows.insert_with(|k| {
                 let mut socket = upstream(addr)?;
                 registry.register(&mut socket, token::token(Kind::Flow, k), Interest::READABLE)?;
-                Ok::<_, io::Error>(Flow::new(id, socket, (b, target), epoch, now))
+                let placed = (epoch, admitted);
+                Ok::<_, io::Error>(Flow::new(id, socket, (b, target), placed, now))
             });
             (addr, inserted)
         });
         let fkey = match opened {
             Some((_, Ok(k))) => k,
             failed => {
+                undo();
                 shared.release();
                 self.budget.give(FLOW_FDS);
                 match failed {
@@ -469,24 +521,28 @@ impl UdpPlane {
         Some(fkey)
     }
 
-    /// Re-checks flow `fkey`'s backend once per published routing (see
-    /// [`Flow::placement`]); moves it when its backend is down or gone.
-    fn check_backend(&mut self, fkey: Key, registry: &Registry) {
+    /// Re-checks flow `fkey` once per published routing: false when the lists refuse
+    /// its source now; else moves it when its backend is down or gone (see
+    /// [`Flow::placement`]).
+    fn check_backend(&mut self, fkey: Key, registry: &Registry) -> bool {
         let Some(lkey) = self.flows.get(fkey).map(Flow::listener) else {
-            return;
+            return true;
         };
         let Some(l) = self.listeners.get_mut(lkey) else {
-            return;
+            return true;
         };
         let epoch = l.refresh();
         let Some(f) = self.flows.get_mut(fkey) else {
-            return;
+            return true;
         };
         // Once per published routing, not per datagram.
         if f.checked(epoch) {
-            return;
+            return true;
         }
         let routing = Arc::clone(l.routing());
+        if !routing.params.admission.permits(f.client().ip()) {
+            return false;
+        }
         let listen = l.shared().listen;
         let key = flow_hash(
             routing.params.hash,
@@ -495,10 +551,10 @@ impl UdpPlane {
             reached(listen, f.local()),
         );
         let Some(b) = f.placement(&routing, key) else {
-            return;
+            return true;
         };
         let Ok(socket) = upstream(routing.snapshot.backends()[b].addr) else {
-            return;
+            return true;
         };
         let target = Arc::clone(&routing.backends[b]);
         let token = token::token(Kind::Flow, fkey);
@@ -508,6 +564,7 @@ impl UdpPlane {
             counters.connections.inc();
             counters.active.add(1);
         }
+        true
     }
 
     /// Reads a flow's replies into its listener's reply batch; true if it stopped at
@@ -561,6 +618,17 @@ impl UdpPlane {
     /// Ends flow `fkey` (`end`: why, at `now`): its record goes to the access log, its
     /// socket closes, its listener slot and descriptor come back.
     fn close_flow(&mut self, fkey: Key, end: End, registry: &Registry, now: Millis) {
+        self.close_flow_for(fkey, (end, None), registry, now);
+    }
+
+    /// [`UdpPlane::close_flow`], with the access log's `detail`.
+    fn close_flow_for(
+        &mut self,
+        fkey: Key,
+        (end, detail): (End, Option<&'static str>),
+        registry: &Registry,
+        now: Millis,
+    ) {
         let Some(f) = self.flows.remove(fkey) else {
             return;
         };
@@ -572,7 +640,12 @@ impl UdpPlane {
             return;
         };
         if self.log.wants(end) {
-            self.log.send(f.record(&l.shared().name, end, now));
+            self.log.send(f.record(&l.shared().name, (end, detail), now));
+        }
+        if let Some(admitted) = f.admitted() {
+            let shared = l.shared();
+            let routing = shared.routing.load();
+            routing.params.admission.release(&shared.sources, admitted, now);
         }
         drop(f);
         l.shared().release();
@@ -581,5 +654,14 @@ impl UdpPlane {
                 l.deregister(registry);
             }
         }
+    }
+}
+
+/// The counter of datagrams dropped for `refused`.
+fn dropped_counter(refused: Refused) -> fn(&ListenerCounters) -> &Counter {
+    match refused {
+        Refused::Denied => |c| &c.udp_dropped_denied,
+        Refused::SourceLimit => |c| &c.udp_dropped_source_limit,
+        Refused::SourceRate => |c| &c.udp_dropped_source_rate,
     }
 }
