@@ -29,6 +29,8 @@ mod proxy_protocol;
 mod structure;
 // Safe by default: faults injected from outside (prlimit, dead backends, idle sockets).
 mod safety;
+// Holding the edge: access lists, per-source limits, on-data backend connects.
+mod admission;
 // The access log: every record, every end, through reloads, drains and rotation.
 mod access_log;
 // The status page in a real (headless) Chromium: render, drain, down and up, token.

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::admission;
 use super::error::{ConfigError, Located};
 use super::file::{
     FileAccessLog, FileBackend, FileConfig, FileForward, FileHash, FileListener, FileLogFormat,
     FileProtocol, FileSendProxy,
 };
-use super::admission;
 use super::resolve;
 use super::{
     keypath, AccessLogConfig, AdminConfig, Config, ForwardMode, ListenerConfig, LogFormat, LogPath,

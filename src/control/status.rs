@@ -29,6 +29,9 @@ pub struct ListenerStatus {
     /// TCP: connections refused or reset by ringway, by reason; UDP: datagrams
     /// dropped, by reason (the metrics' `reason` labels).
     pub rejected: BTreeMap<&'static str, u64>,
+    /// Sources in the per-source table now (0 without per-source limits): at most
+    /// `source_table_size`.
+    pub sources_tracked: usize,
     /// Key space moved at the last ring change.
     pub ring_remapped_ratio: f64,
     /// Who owns the ring, degree by degree: for each of 360 keys evenly spread over
@@ -115,6 +118,7 @@ pub fn listener(l: &ListenerState, now: Instant) -> ListenerStatus {
         active_connections: l.shared.active.load(std::sync::atomic::Ordering::Relaxed),
         connections_total,
         rejected,
+        sources_tracked: l.shared.sources.len(),
         ring_remapped_ratio: l.remapped,
         ring: (0..RING_SECTORS as u64)
             .map(|i| {

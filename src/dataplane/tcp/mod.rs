@@ -527,9 +527,12 @@ impl TcpPlane {
                     (End::Rejected, Some(refused.reason()))
                 }
                 Ending::NoData => {
-                    self.refused(shared, now, |x| &x.rejected_first_data_timeout, || {
-                        format!("{client} sent nothing within first_data_timeout: closing")
-                    });
+                    self.refused(
+                        shared,
+                        now,
+                        |x| &x.rejected_first_data_timeout,
+                        || format!("{client} sent nothing within first_data_timeout: closing"),
+                    );
                     (End::FirstDataTimeout, None)
                 }
                 Ending::ClosedEarly => (End::ClientClosed, None),
@@ -541,7 +544,10 @@ impl TcpPlane {
         }
         if let Some(admitted) = s.admitted() {
             let routing = shared.routing.load();
-            routing.params.admission.release(&shared.sources, admitted, now);
+            routing
+                .params
+                .admission
+                .release(&shared.sources, admitted, now);
         }
         s.close(ending.reset(), self.worker, &mut self.pool);
         self.budget.give(SESSION_FDS);

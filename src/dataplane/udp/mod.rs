@@ -640,12 +640,16 @@ impl UdpPlane {
             return;
         };
         if self.log.wants(end) {
-            self.log.send(f.record(&l.shared().name, (end, detail), now));
+            self.log
+                .send(f.record(&l.shared().name, (end, detail), now));
         }
         if let Some(admitted) = f.admitted() {
             let shared = l.shared();
             let routing = shared.routing.load();
-            routing.params.admission.release(&shared.sources, admitted, now);
+            routing
+                .params
+                .admission
+                .release(&shared.sources, admitted, now);
         }
         drop(f);
         l.shared().release();
