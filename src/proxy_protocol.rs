@@ -64,10 +64,18 @@ pub fn parse(buf: &[u8]) -> Received {
         }
     }
     // ppp judges a v1 line cut inside a field (`... 51000 4`) as invalid: wait for the
-    // line's end (a v1 header is at most 107 bytes, CRLF included).
+    // line's end (a v1 header is at most 107 bytes, CRLF included). The line ends at
+    // its first LF, which must follow a CR (as HAProxy reads it): a bare LF would let
+    // the same bytes read as a shorter header when they arrive cut there.
     let v1_start = buf.starts_with(b"PROXY") || b"PROXY".starts_with(buf);
-    if v1_start && buf.len() < V1_MAX && !buf.contains(&b'\n') {
-        return Received::Incomplete;
+    if v1_start {
+        match buf.iter().position(|&b| b == b'\n') {
+            None if buf.len() < V1_MAX => return Received::Incomplete,
+            Some(lf) if lf == 0 || buf[lf - 1] != b'\r' => {
+                return Received::Invalid("PROXY v1 line ends with LF, not CRLF".into())
+            }
+            _ => {}
+        }
     }
     let header = HeaderResult::parse(buf);
     if header.is_incomplete() {
@@ -256,6 +264,35 @@ mod tests {
     use super::*;
 
     const SIG: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+
+    /// Found by the `proxy_header` fuzz target: with a bare LF before the CRLF, the
+    /// whole input read as a 25-byte header but its first 15 bytes as a 15-byte one, so
+    /// what ringway consumed depended on how the bytes arrived. A v1 line ends at its
+    /// first LF, which must follow a CR.
+    #[test]
+    fn a_v1_line_ending_in_a_bare_lf_is_invalid_however_it_is_cut() {
+        let crash: &[u8] = b"PROXY UNKNOWN \n\0Y PROX0\r\nOWN \n\08.51.\0100.1 4\r\n\r\n";
+        assert!(
+            matches!(parse(crash), Received::Invalid(_)),
+            "{:?}",
+            parse(crash)
+        );
+        for cut in 0..crash.len() {
+            let got = parse(&crash[..cut]);
+            let want_wait = cut <= 14;
+            assert!(
+                matches!(got, Received::Incomplete) == want_wait
+                    && (want_wait || matches!(got, Received::Invalid(_))),
+                "cut at {cut}: {got:?}"
+            );
+        }
+        let tcp4 = b"PROXY TCP4 192.0.2.7 198.51.100.1 51000 443\n";
+        assert!(matches!(parse(tcp4), Received::Invalid(_)));
+        assert!(matches!(
+            parse(b"PROXY UNKNOWN\r\n"),
+            Received::Header { len: 15, .. }
+        ));
+    }
 
     #[test]
     fn v1_ipv4_and_ipv6_read_as_the_spec_shows() {

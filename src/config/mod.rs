@@ -243,13 +243,27 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         path: path.to_path_buf(),
         source,
     })?;
-    match std::str::from_utf8(&bytes) {
-        Ok(text) => parse(path, text),
+    from_bytes(path, &bytes, resolve::Resolver::System)
+}
+
+/// Validates the config file contents `bytes`, attributing errors to `path`, with
+/// backend host names resolved by `resolver`.
+pub fn from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    resolver: resolve::Resolver,
+) -> Result<Config, ConfigError> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse_via(path, text, resolver),
         Err(e) => {
             // The bytes before the first bad one are the same in the lossy text, so
             // its offsets locate the error (and the key it sits in).
-            let text = String::from_utf8_lossy(&bytes);
-            let src = validate::Source { path, text: &text };
+            let text = String::from_utf8_lossy(bytes);
+            let src = validate::Source {
+                path,
+                text: &text,
+                resolver,
+            };
             let at = e.valid_up_to();
             Err(src.error(
                 at..at + 1,
@@ -265,7 +279,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Validates config `text`, attributing errors to `path`.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let src = validate::Source { path, text };
+    parse_via(path, text, resolve::Resolver::System)
+}
+
+fn parse_via(path: &Path, text: &str, resolver: resolve::Resolver) -> Result<Config, ConfigError> {
+    let src = validate::Source {
+        path,
+        text,
+        resolver,
+    };
     let de = toml::Deserializer::parse(text).map_err(|e| src.syntax_error(&e))?;
     let file: file::FileConfig =
         serde_path_to_error::deserialize(de).map_err(|e| src.deserialize_error(&e))?;

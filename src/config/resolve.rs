@@ -28,14 +28,32 @@ pub fn is_host_name(text: &str) -> bool {
     text.parse::<SocketAddr>().is_err()
 }
 
+/// How host names become addresses: the system resolver, or (`check` of untrusted
+/// bytes, the fuzz target) none at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolver {
+    /// `getaddrinfo`.
+    System,
+    /// Every name fails to resolve; nothing leaves the machine.
+    Offline,
+}
+
 /// `text` as a socket address: parsed when it is an IP literal, else resolved. Either
 /// way it must be a concrete IP and a non-zero port, something to connect to.
 pub fn backend_addr(text: &str) -> Result<SocketAddr, AddrError> {
-    backend_addr_with(text, |host, port| (host, port).to_socket_addrs())
+    backend_addr_via(text, Resolver::System)
+}
+
+/// [`backend_addr`] with names resolved by `resolver`.
+pub fn backend_addr_via(text: &str, resolver: Resolver) -> Result<SocketAddr, AddrError> {
+    backend_addr_with(text, |host, port| match resolver {
+        Resolver::System => (host, port).to_socket_addrs().map(Vec::from_iter),
+        Resolver::Offline => Err(io::Error::other("name resolution is off")),
+    })
 }
 
 /// [`backend_addr`] with the resolver passed in (tests).
-fn backend_addr_with<I: Iterator<Item = SocketAddr>>(
+fn backend_addr_with<I: IntoIterator<Item = SocketAddr>>(
     text: &str,
     resolve: impl FnOnce(&str, u16) -> io::Result<I>,
 ) -> Result<SocketAddr, AddrError> {
@@ -52,7 +70,7 @@ fn backend_addr_with<I: Iterator<Item = SocketAddr>>(
 }
 
 /// `host:port` through `resolve`: its first address.
-fn lookup<I: Iterator<Item = SocketAddr>>(
+fn lookup<I: IntoIterator<Item = SocketAddr>>(
     text: &str,
     resolve: impl FnOnce(&str, u16) -> io::Result<I>,
 ) -> Result<SocketAddr, AddrError> {
@@ -69,6 +87,7 @@ fn lookup<I: Iterator<Item = SocketAddr>>(
     let port: u16 = port.parse().map_err(|_| malformed())?;
     let first = resolve(host, port)
         .map_err(|e| AddrError::Unresolved(format!("cannot resolve {host:?}: {e}")))?
+        .into_iter()
         .next();
     first.ok_or_else(|| AddrError::Unresolved(format!("{host:?} resolved to no address")))
 }

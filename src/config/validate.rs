@@ -27,6 +27,8 @@ use crate::balance::{Backend, HashMode};
 pub(super) struct Source<'a> {
     pub path: &'a Path,
     pub text: &'a str,
+    /// How backend host names are resolved.
+    pub resolver: resolve::Resolver,
 }
 
 impl Source<'_> {
@@ -552,7 +554,8 @@ fn backend_addr(
     s: &Spanned<String>,
     key: &str,
 ) -> Result<SocketAddr, ConfigError> {
-    resolve::backend_addr(s.get_ref().trim()).map_err(|e| src.error(s.span(), key, e.to_string()))
+    resolve::backend_addr_via(s.get_ref().trim(), src.resolver)
+        .map_err(|e| src.error(s.span(), key, e.to_string()))
 }
 
 /// An address to listen on: an IP literal (wildcards allowed) with a non-zero port.

@@ -15,7 +15,7 @@
 //! a malformed path 400; all errors are JSON `{"error": "..."}`.
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, WWW_AUTHENTICATE};
+use hyper::header::{HeaderName, HeaderValue, ALLOW, AUTHORIZATION, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::actor::Handle;
@@ -42,56 +42,105 @@ pub async fn metrics(control: Handle, req: Request<Incoming>) -> Response<Body> 
             ),
             None => gone(),
         },
-        (_, "/metrics") => not_allowed("GET, HEAD"),
+        (_, "/metrics") => not_allowed("GET, HEAD").response(),
         _ => http::error(StatusCode::NOT_FOUND, "not found: try GET /metrics"),
     }
 }
 
-/// Every admin request.
-pub async fn admin(control: Handle, req: Request<Incoming>) -> Response<Body> {
+/// What an admin request asks for, once its method, path and token passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// `GET /`: the status page.
+    Page,
+    /// `GET /status`.
+    Status,
+    /// `POST /reload`.
+    Reload,
+    /// `POST /listeners/{listener}/backends/{id}/{drain|enable|disable}`.
+    SetAdmin {
+        /// Listener name, percent-decoded.
+        listener: String,
+        /// Backend id, percent-decoded.
+        id: String,
+        /// What to set.
+        admin: Admin,
+    },
+}
+
+/// A request the admin API refuses: the error response to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    status: StatusCode,
+    message: String,
+    /// A header the response carries (`Allow`, `WWW-Authenticate`).
+    header: Option<(HeaderName, &'static str)>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            message: message.into(),
+            header: None,
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The JSON error response.
+    pub fn response(&self) -> Response<Body> {
+        let mut r = http::error(self.status, &self.message);
+        if let Some((name, value)) = &self.header {
+            r.headers_mut()
+                .insert(name.clone(), HeaderValue::from_static(value));
+        }
+        r
+    }
+}
+
+/// Decides what a request asks for, or refuses it (wrong method, path or token): no
+/// I/O, so every byte a client can send is fuzzed through it
+/// (`fuzz/fuzz_targets/admin.rs`).
+pub fn route(
+    method: &Method,
+    path: &str,
+    authorization: Option<&HeaderValue>,
+    token: Option<&str>,
+) -> Result<Call, Refusal> {
     // The status page is static: it holds no data and asks for the token itself.
-    if req.uri().path() == "/" {
-        return match *req.method() {
-            Method::GET | Method::HEAD => {
-                http::respond(StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE)
-            }
-            _ => not_allowed("GET, HEAD"),
+    if path == "/" {
+        return match *method {
+            Method::GET | Method::HEAD => Ok(Call::Page),
+            _ => Err(not_allowed("GET, HEAD")),
         };
     }
-    if let Some(token) = control.token() {
-        let given = req
-            .headers()
-            .get(AUTHORIZATION)
+    if let Some(token) = token {
+        let given = authorization
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if !given.is_some_and(|g| same_secret(g.trim().as_bytes(), token.as_bytes())) {
-            let mut r = http::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-            r.headers_mut()
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return r;
+            return Err(Refusal {
+                header: Some((WWW_AUTHENTICATE, "Bearer")),
+                ..Refusal::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
+            });
         }
     }
-    let segments = match segments(req.uri().path()) {
+    let segments = match segments(path) {
         Ok(s) => s,
-        Err(why) => return http::error(StatusCode::BAD_REQUEST, &why.to_string()),
+        Err(why) => return Err(Refusal::new(StatusCode::BAD_REQUEST, why.to_string())),
     };
     let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let method = req.method();
     match parts.as_slice() {
         ["status"] => match *method {
-            Method::GET | Method::HEAD => match control.status().await {
-                Some(status) => http::json(StatusCode::OK, &status),
-                None => gone(),
-            },
-            _ => not_allowed("GET, HEAD"),
+            Method::GET | Method::HEAD => Ok(Call::Status),
+            _ => Err(not_allowed("GET, HEAD")),
         },
         ["reload"] => match *method {
-            Method::POST => match control.reload().await {
-                Ok(summary) => http::json(StatusCode::OK, &serde_json::json!({ "reloaded": summary })),
-                Err(super::reload::ReloadError::Stopped) => gone(),
-                Err(why) => http::error(StatusCode::UNPROCESSABLE_ENTITY, &why.to_string()),
-            },
-            _ => not_allowed("POST"),
+            Method::POST => Ok(Call::Reload),
+            _ => Err(not_allowed("POST")),
         },
         ["listeners", listener, "backends", id, action] => {
             let admin = match *action {
@@ -99,27 +148,60 @@ pub async fn admin(control: Handle, req: Request<Incoming>) -> Response<Body> {
                 "enable" => Admin::Enabled,
                 "disable" => Admin::Disabled,
                 other => {
-                    return http::error(
+                    return Err(Refusal::new(
                         StatusCode::NOT_FOUND,
-                        &format!("unknown action {other:?}: expected drain, enable or disable"),
-                    )
+                        format!("unknown action {other:?}: expected drain, enable or disable"),
+                    ))
                 }
             };
             if method != Method::POST {
-                return not_allowed("POST");
+                return Err(not_allowed("POST"));
             }
-            match control.set_admin(listener, id, admin).await {
-                Some(Ok(status)) => http::json(StatusCode::OK, &status),
-                Some(Err(e @ (AdminError::NoListener(_) | AdminError::NoBackend { .. }))) => {
-                    http::error(StatusCode::NOT_FOUND, &e.to_string())
-                }
-                None => gone(),
-            }
+            Ok(Call::SetAdmin {
+                listener: listener.to_string(),
+                id: id.to_string(),
+                admin,
+            })
         }
-        _ => http::error(
+        _ => Err(Refusal::new(
             StatusCode::NOT_FOUND,
             "not found: try GET /status or POST /listeners/{name}/backends/{id}/{drain|enable|disable}",
-        ),
+        )),
+    }
+}
+
+/// Every admin request.
+pub async fn admin(control: Handle, req: Request<Incoming>) -> Response<Body> {
+    let token = control.token();
+    let call = route(
+        req.method(),
+        req.uri().path(),
+        req.headers().get(AUTHORIZATION),
+        token.as_deref(),
+    );
+    match call {
+        Err(refusal) => refusal.response(),
+        Ok(Call::Page) => http::respond(StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE),
+        Ok(Call::Status) => match control.status().await {
+            Some(status) => http::json(StatusCode::OK, &status),
+            None => gone(),
+        },
+        Ok(Call::Reload) => match control.reload().await {
+            Ok(summary) => http::json(StatusCode::OK, &serde_json::json!({ "reloaded": summary })),
+            Err(super::reload::ReloadError::Stopped) => gone(),
+            Err(why) => http::error(StatusCode::UNPROCESSABLE_ENTITY, &why.to_string()),
+        },
+        Ok(Call::SetAdmin {
+            listener,
+            id,
+            admin,
+        }) => match control.set_admin(&listener, &id, admin).await {
+            Some(Ok(status)) => http::json(StatusCode::OK, &status),
+            Some(Err(e @ (AdminError::NoListener(_) | AdminError::NoBackend { .. }))) => {
+                http::error(StatusCode::NOT_FOUND, &e.to_string())
+            }
+            None => gone(),
+        },
     }
 }
 
@@ -134,14 +216,14 @@ fn same_secret(given: &[u8], want: &[u8]) -> bool {
             == 0
 }
 
-fn not_allowed(allow: &'static str) -> Response<Body> {
-    let mut r = http::error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        &format!("method not allowed: use {allow}"),
-    );
-    r.headers_mut()
-        .insert(ALLOW, HeaderValue::from_static(allow));
-    r
+fn not_allowed(allow: &'static str) -> Refusal {
+    Refusal {
+        header: Some((ALLOW, allow)),
+        ..Refusal::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method not allowed: use {allow}"),
+        )
+    }
 }
 
 /// A path the admin API cannot read.

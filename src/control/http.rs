@@ -181,12 +181,24 @@ where
             Ok::<_, Infallible>(response)
         }
     });
+    serve_io(TokioIo::new(stream), service).await;
+    drop(leave);
+}
+
+/// Serves HTTP/1.1 requests on one connection `io` with `service`, with the limits
+/// every connection gets ([`HEADER_TIMEOUT`], [`CONNECTION_TIMEOUT`], hyper's header
+/// limits). Public for the admin fuzz target, which feeds it raw bytes.
+pub async fn serve_io<IO, S>(io: IO, service: S)
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(io, service);
     let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
-    drop(leave);
 }
 
 /// A response with a body and content type.

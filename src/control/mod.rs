@@ -24,6 +24,12 @@ mod signals;
 mod state;
 mod status;
 
+/// For the fuzz targets (`fuzz/`): the admin API's request decision and the HTTP
+/// connection server every admin and metrics connection runs.
+pub use admin::{route as admin_route, Call as AdminCall, Refusal as AdminRefusal};
+pub use http::{serve_io, Body as HttpBody};
+pub use state::Admin;
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
