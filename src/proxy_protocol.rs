@@ -271,7 +271,7 @@ mod tests {
     /// first LF, which must follow a CR.
     #[test]
     fn a_v1_line_ending_in_a_bare_lf_is_invalid_however_it_is_cut() {
-        let crash: &[u8] = b"PROXY UNKNOWN \n\0Y PROX0\r\nOWN \n\08.51.\0100.1 4\r\n\r\n";
+        let crash: &[u8] = b"PROXY UNKNOWN \n\x00Y PROX0\r\nOWN \n\x008.51.\x00100.1 4\r\n\r\n";
         assert!(
             matches!(parse(crash), Received::Invalid(_)),
             "{:?}",
