@@ -463,3 +463,51 @@ fn a_reload_that_denies_a_source_closes_its_connections_and_flows() {
     wait_count("udp denied", 1.0, || dropped(metrics, "u", "denied"));
     assert!(log_count(&rw, "closed connections whose source the reloaded") >= 1);
 }
+
+/// A reload that lowers a per-source limit closes nothing: the open connections stay
+/// (and count), new ones wait until the source is below the new limit.
+#[test]
+fn a_reload_lowering_a_limit_keeps_open_connections() {
+    let backend = Backend::named_echo("127.0.0.1:0", "b");
+    let (metrics, listen) = (free_addr(), free_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let toml = |max: u32, table: u32| {
+        head(metrics, &log)
+            + &listener(
+                "t",
+                listen,
+                &format!("max_connections_per_source = {max}\nsource_table_size = {table}"),
+                backend.addr,
+            )
+    };
+    let rw = Ringway::start(&toml(5, 1024), &[metrics, listen]);
+    let mut open: Vec<TcpStream> = (0..3).map(|_| connect_from(v4(60), listen)).collect();
+    assert!(open.iter().all(served));
+    std::fs::write(&rw.config, toml(1, 64)).unwrap();
+    rw.signal(Signal::Hup);
+    let reloaded = eventually(Duration::from_secs(10), || {
+        log_count(&rw, "listener(s) added") == 1
+    });
+    assert!(reloaded, "{}", rw.log());
+    // All three still forward.
+    for s in &mut open {
+        s.write_all(b"still here").unwrap();
+        let mut back = [0u8; 10];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"still here");
+    }
+    // Three open, limit one: refused until two have closed and one more.
+    assert!(closed_by_peer(&connect_from(v4(60), listen)));
+    open.truncate(1);
+    assert!(
+        closed_by_peer(&connect_from(v4(60), listen)),
+        "one still open: at the limit"
+    );
+    open.clear();
+    let again = eventually(Duration::from_secs(5), || {
+        served(&connect_from(v4(60), listen))
+    });
+    assert!(again, "the source never got below the new limit");
+    assert!(served(&connect_from(v4(61), listen)));
+}
