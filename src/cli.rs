@@ -50,7 +50,8 @@ pub enum Command {
     },
     /// Read client addresses (IP:PORT, one per line) on stdin and print, per line,
     /// `CLIENT BACKEND_ADDRESS` (or `CLIENT BACKEND_ID` with --ids): where a new
-    /// connection from that client goes.
+    /// connection from that client goes (`-`: no backend up; `denied`: the listener's
+    /// allow/deny lists refuse it).
     Route {
         /// The config file (TOML).
         #[arg(short, long, value_name = "FILE")]

@@ -58,8 +58,8 @@ pub enum Column {
 }
 
 /// Prints `CLIENT BACKEND` (its address, or its id) for each client address read from
-/// `input`; `-` as the backend when every backend is down. Blank lines and `#` comments
-/// are skipped.
+/// `input`; `-` as the backend when every backend is down, `denied` when the listener's
+/// `allow`/`deny` lists refuse the client. Blank lines and `#` comments are skipped.
 pub fn route(
     config: &Config,
     listener: &str,
@@ -88,6 +88,7 @@ pub fn route(
         up[i] = false;
     }
     let snapshot = crate::control::live_snapshot(l, &base, up.clone(), up);
+    let rules = crate::control::admission_rules(&l.admission);
     let dst = match dst {
         Some(d) => d,
         None if l.listen.ip().is_unspecified() => return Err(RouteError::NeedDst(l.name.clone())),
@@ -107,6 +108,10 @@ pub fn route(
             line: i + 1,
             text: text.to_string(),
         })?;
+        if !rules.permits(client.ip()) {
+            writeln!(output, "{text} denied")?;
+            continue;
+        }
         let key = flow_hash(l.hash, proto, client, dst);
         let backend = snapshot.pick(key).map_or("-", |b| {
             let b = &snapshot.backends()[b];

@@ -103,7 +103,20 @@ fn allow_and_deny_decide_at_accept_for_ipv4_and_ipv6() {
             backend.addr,
         )
         + &listener("v6", l6, "deny = [\"::1/128\"]", backend6.addr);
-    let _rw = Ringway::start(&toml, &[metrics, l4]);
+    let rw = Ringway::start(&toml, &[metrics, l4]);
+    // `ringway route` says the same as the data plane, from the config alone.
+    let clients: Vec<SocketAddr> = ["127.0.0.3:5000", "127.0.0.6:5000", "127.0.0.200:5000"]
+        .iter()
+        .map(|c| c.parse().unwrap())
+        .collect();
+    let routed: Vec<String> = route(&rw.config, "v4", &[], &clients)
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(
+        routed,
+        [backend.addr.to_string(), "denied".into(), "denied".into()]
+    );
     // Allowed: served, greeting and echo.
     let mut ok = connect_from(v4(3), l4);
     assert!(served(&ok));

@@ -42,7 +42,7 @@ use state::ListenerState;
 pub use privileges::PrivilegeError;
 pub use reload::BindError;
 pub use signals::SignalError;
-pub use state::{live_snapshot, params};
+pub use state::{admission_rules, live_snapshot, params};
 
 /// Why ringway could not start, or stopped abnormally.
 #[derive(Debug, thiserror::Error)]

@@ -358,15 +358,16 @@ pub fn params(l: &ListenerConfig) -> ListenerParams {
         send_proxy: l.send_proxy,
         accept_proxy: l.accept_proxy,
         accept_proxy_from: l.accept_proxy_from.clone(),
-        admission: rules(&l.admission),
+        admission: admission_rules(&l.admission),
         source_table_size: l.admission.source_table_size,
         first_data: (l.protocol == Protocol::Tcp && l.backend_connect == BackendConnect::OnData)
             .then_some(l.first_data_timeout),
     }
 }
 
-/// The data plane's admission rules for a listener's admission config.
-fn rules(a: &AdmissionConfig) -> Rules {
+/// The data plane's admission rules for a listener's admission config (the one
+/// definition the data plane and `ringway route` share).
+pub fn admission_rules(a: &AdmissionConfig) -> Rules {
     let limits = (a.max_per_source.is_some() || a.rate_per_source.is_some()).then(|| {
         SourceLimits::new(
             a.max_per_source,
