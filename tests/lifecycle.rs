@@ -303,3 +303,71 @@ fn operator_signals_are_handled_not_fatal() {
         .expect("exits after draining");
     assert!(st.success(), "{st:?}: {}", rw.log());
 }
+
+/// The CPUs thread `tid` of process `pid` may run on (`Cpus_allowed_list`).
+fn cpus_of(pid: i32, tid: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// The worker threads of process `pid`: (name, tid).
+fn worker_threads(pid: i32) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| {
+            let tid = e.ok()?.file_name().to_string_lossy().to_string();
+            let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+            let name = name.trim().to_string();
+            name.starts_with("ringway-w").then_some((name, tid))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `worker_cpu_affinity`: with one worker per CPU ringway may use, worker i runs on CPU
+/// i and traffic flows; with more workers than CPUs it says why not and spreads by hash.
+#[test]
+fn worker_cpu_affinity_pins_workers_or_says_why_not() {
+    // This process's CPUs (ringway inherits them): affinity applies when they are 0..n.
+    let mine = cpus_of(std::process::id() as i32, &std::process::id().to_string());
+    let allowed = std::thread::available_parallelism().unwrap().get();
+    let from_zero = mine == "0" && allowed == 1 || mine == format!("0-{}", allowed - 1);
+    let backend = Backend::named_echo("127.0.0.1:0", "b");
+    for (workers, applies) in [(allowed, from_zero), (allowed + 1, false)] {
+        let listen = free_addr();
+        let toml = config(listen, &[(backend.addr, "b")], "").replace(
+            "workers = 2",
+            &format!("workers = {workers}\nworker_cpu_affinity = true"),
+        );
+        let rw = Ringway::start(&toml, &[listen]);
+        let (s, name) = connect_named(listen);
+        assert_eq!(name, "b");
+        drop(s);
+        let threads = worker_threads(rw.pid());
+        assert_eq!(threads.len(), workers, "{threads:?}");
+        for (i, (_, tid)) in threads.iter().enumerate() {
+            let cpus = cpus_of(rw.pid(), tid);
+            if applies {
+                assert_eq!(cpus, i.to_string(), "worker {i} runs on {cpus}");
+            } else {
+                assert_ne!(
+                    cpus,
+                    i.to_string(),
+                    "worker {i} pinned though affinity cannot apply"
+                );
+            }
+        }
+        let said = if applies {
+            "worker_cpu_affinity: worker i runs on CPU i"
+        } else {
+            "worker_cpu_affinity needs"
+        };
+        assert_eq!(log_count(&rw, said), 1, "{}", rw.log());
+    }
+}

@@ -13,6 +13,7 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub workers: Option<Spanned<i64>>,
+    pub worker_cpu_affinity: Option<Spanned<bool>>,
     pub shutdown_timeout: Option<Spanned<String>>,
     pub resolve_interval: Option<Spanned<String>>,
     pub user: Option<Spanned<String>>,

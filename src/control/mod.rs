@@ -12,6 +12,7 @@
 
 mod actor;
 mod admin;
+mod affinity;
 mod core;
 mod fds;
 mod http;
@@ -130,8 +131,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
         .collect();
     let mut per_worker: Vec<Vec<WorkerListener>> =
         (0..config.workers).map(|_| Vec::new()).collect();
+    let pinned = affinity::applies(&config);
+    affinity::report(&config);
     for (l, state) in config.listeners.iter().zip(&listeners) {
-        for (worker, socket) in per_worker.iter_mut().zip(bind(l, config.workers)?) {
+        for (worker, socket) in per_worker.iter_mut().zip(bind(l, config.workers, pinned)?) {
             worker.push(WorkerListener {
                 socket,
                 shared: Arc::clone(&state.shared),
@@ -178,6 +181,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
                 fd_budget: fd_plan.per_worker,
                 listeners,
                 access_log,
+                cpu: affinity::cpu_of(pinned, index),
                 epoch,
             })
             .map_err(RunError::Worker)?,
@@ -245,8 +249,10 @@ fn log_settings(c: &AccessLogConfig) -> accesslog::Settings {
 }
 
 /// One socket per worker for listener `l`.
-fn bind(l: &ListenerConfig, workers: usize) -> Result<Vec<BoundSocket>, BindError> {
-    (0..workers)
+/// Binds one socket per worker for listener `l`; with `by_cpu`, the group hands each
+/// connection or flow to the worker on the CPU that received it.
+fn bind(l: &ListenerConfig, workers: usize, by_cpu: bool) -> Result<Vec<BoundSocket>, BindError> {
+    let sockets = (0..workers)
         .map(|_| {
             match l.protocol {
                 Protocol::Tcp => dataplane::bind_tcp(l.listen).map(BoundSocket::Tcp),
@@ -259,7 +265,14 @@ fn bind(l: &ListenerConfig, workers: usize) -> Result<Vec<BoundSocket>, BindErro
                 source,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    if by_cpu {
+        let fds: Vec<_> = sockets.iter().map(BoundSocket::as_fd).collect();
+        if let Err(e) = dataplane::steer_by_cpu(&fds) {
+            tracing::warn!(listener = %l.name, "cannot steer by CPU ({e}): spreading by hash");
+        }
+    }
+    Ok(sockets)
 }
 
 fn bind_http(addr: SocketAddr, key: &'static str) -> Result<std::net::TcpListener, RunError> {

@@ -152,7 +152,11 @@ impl Control {
             });
             plans.push(match kept {
                 Some(i) => Plan::Keep(i),
-                None => Plan::New(super::bind(l, workers)?),
+                None => Plan::New(super::bind(
+                    l,
+                    workers,
+                    super::affinity::applies(&self.config),
+                )?),
             });
         }
         let applied = self.keep_restart_only(new);
@@ -234,6 +238,10 @@ impl Control {
             }
         };
         keep("workers", new.workers != old.workers);
+        keep(
+            "worker_cpu_affinity",
+            new.worker_cpu_affinity != old.worker_cpu_affinity,
+        );
         keep("user", new.user != old.user);
         keep("group", new.group != old.group);
         keep("metrics.listen", new.metrics != old.metrics);
@@ -243,6 +251,7 @@ impl Control {
             new.admin.as_ref().map(|a| a.listen) != old_admin,
         );
         new.workers = old.workers;
+        new.worker_cpu_affinity = old.worker_cpu_affinity;
         new.user.clone_from(&old.user);
         new.group.clone_from(&old.group);
         new.metrics = old.metrics;

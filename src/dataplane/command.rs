@@ -15,6 +15,17 @@ pub enum BoundSocket {
     Udp(std::net::UdpSocket),
 }
 
+impl BoundSocket {
+    /// Its descriptor.
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        match self {
+            BoundSocket::Tcp(s) => s.as_fd(),
+            BoundSocket::Udp(s) => s.as_fd(),
+        }
+    }
+}
+
 /// One listener as handed to one worker: its own bound socket plus the shared state.
 #[derive(Debug)]
 pub struct WorkerListener {
@@ -38,6 +49,8 @@ pub struct WorkerParams {
     pub listeners: Vec<WorkerListener>,
     /// Where its access-log records go.
     pub access_log: crate::accesslog::Sink,
+    /// The CPU to pin the worker's thread to (`worker_cpu_affinity`).
+    pub cpu: Option<usize>,
     /// Time zero of every worker's clock: per-source rates are shared by workers, so
     /// their times must agree.
     pub epoch: Instant,

@@ -39,10 +39,18 @@ use std::thread::JoinHandle;
 
 pub use command::{BoundSocket, Command, WorkerListener, WorkerParams};
 pub use listener::{ListenerParams, ListenerShared, Mode, PassiveFailure, Routing};
+pub use socket::steer_by_cpu;
 pub use tcp::bind_tcp;
 /// One direction of a TCP session, public for `benches/forward.rs`.
 pub use tcp::forward;
 pub use udp::bind_udp;
+
+/// Pins the calling thread to `cpu`.
+fn pin(cpu: usize) -> nix::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+}
 
 /// A cloneable way to send commands to a worker.
 #[derive(Debug, Clone)]
@@ -93,11 +101,17 @@ impl WorkerHandle {
 /// Starts a worker thread.
 pub fn spawn(params: WorkerParams) -> io::Result<WorkerHandle> {
     let (tx, rx) = mpsc::channel();
+    let cpu = params.cpu;
     let (worker, waker) = worker::Worker::new(params, rx)?;
     let name = format!("ringway-w{}", worker.index());
-    let thread = std::thread::Builder::new()
-        .name(name)
-        .spawn(move || worker.run())?;
+    let thread = std::thread::Builder::new().name(name).spawn(move || {
+        if let Some(cpu) = cpu {
+            if let Err(e) = pin(cpu) {
+                tracing::warn!(worker = worker.index(), "cannot pin to CPU {cpu}: {e}");
+            }
+        }
+        worker.run()
+    })?;
     Ok(WorkerHandle {
         control: WorkerControl {
             waker,

@@ -19,3 +19,13 @@ pub fn reuseport_socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Resu
     socket.set_nonblocking(true)?;
     Ok(socket)
 }
+
+/// Makes the kernel hand each new connection or datagram of a listener to the socket
+/// (so the worker) of the CPU that received it: `sockets` are the listener's sockets in
+/// worker order, worker `i` running on CPU `i`.
+pub fn steer_by_cpu(sockets: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<()> {
+    match sockets.first() {
+        Some(first) => crate::sys::sockopt::attach_reuseport_cpu(*first, sockets.len() as u32),
+        None => Ok(()),
+    }
+}

@@ -41,10 +41,70 @@ pub fn set_recv_pktinfo(fd: BorrowedFd<'_>, ipv6: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Attaches to `fd`'s `SO_REUSEPORT` group a classic BPF program that hands each new
+/// connection (or datagram) to the group's socket number `cpu % sockets`, where `cpu`
+/// is the CPU that received it: with worker `i` pinned to CPU `i` and its socket `i`th in
+/// the group, the connection stays on the core whose caches already hold it.
+pub fn attach_reuseport_cpu(fd: BorrowedFd<'_>, sockets: u32) -> io::Result<()> {
+    // A = the current CPU (an ancillary load); A %= sockets; return A.
+    const SKF_AD_OFF: u32 = (-0x1000i32) as u32;
+    const SKF_AD_CPU: u32 = 36;
+    let mut program = [
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: SKF_AD_OFF + SKF_AD_CPU,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: sockets.max(1),
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_A) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+    ];
+    let prog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: `fd` is a live socket borrowed for the call; `prog` points at `program`,
+    // three instructions on this stack frame that outlive the call (the kernel copies
+    // them), and we pass the size of the `sock_fprog` itself.
+    syscall!(setsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_ATTACH_REUSEPORT_CBPF,
+        (&prog as *const libc::sock_fprog).cast(),
+        std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t
+    ))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+
+    #[test]
+    fn the_cpu_program_is_accepted_by_the_kernel() {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_reuse_port(true).unwrap();
+        s.bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+        s.listen(8).unwrap();
+        attach_reuseport_cpu(s.as_fd(), 2).unwrap();
+    }
 
     #[test]
     fn forced_buffer_is_at_least_what_was_asked_or_eperm() {

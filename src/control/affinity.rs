@@ -1,0 +1,44 @@
+//! `worker_cpu_affinity`: worker `i` runs on CPU `i`, and each listener's socket group
+//! hands a new connection or flow to the worker on the CPU that received it. Only when
+//! the CPUs ringway may run on are exactly `0..workers` (no cpuset that skips some, no
+//! more workers than CPUs); otherwise connections keep the kernel's hash spread.
+
+use crate::config::Config;
+
+/// Whether `config` asks for CPU affinity and this machine allows it.
+pub fn applies(config: &Config) -> bool {
+    config.worker_cpu_affinity && usable(config.workers)
+}
+
+/// Whether the CPUs this process may use are exactly `0..workers`.
+fn usable(workers: usize) -> bool {
+    let Ok(set) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
+        return false;
+    };
+    let allowed: Vec<usize> = (0..nix::sched::CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect();
+    allowed == (0..workers).collect::<Vec<_>>()
+}
+
+/// Says once, at start, what `worker_cpu_affinity` does here.
+pub fn report(config: &Config) {
+    if !config.worker_cpu_affinity {
+        return;
+    }
+    if applies(config) {
+        tracing::info!(
+            "worker_cpu_affinity: worker i runs on CPU i; new connections and flows go to the worker on the CPU that received them"
+        );
+    } else {
+        tracing::warn!(
+            "worker_cpu_affinity needs ringway's allowed CPUs to be exactly 0..{} (one worker per CPU): not applied, connections are spread by hash",
+            config.workers
+        );
+    }
+}
+
+/// The CPU worker `index` is pinned to, when affinity applies.
+pub fn cpu_of(applies: bool, index: usize) -> Option<usize> {
+    applies.then_some(index)
+}
