@@ -50,7 +50,7 @@ pub enum Msg {
     /// Re-read the config file (SIGHUP, `POST /reload`); the answer, if wanted.
     Reload(Option<oneshot::Sender<Reloaded>>),
     /// A config read and resolved off the task.
-    Loaded(Result<Config, ConfigError>),
+    Loaded(Box<Result<Config, ConfigError>>),
     /// Backend host names resolved off the task.
     Resolved(HashMap<String, Result<SocketAddr, AddrError>>),
     /// TCP connections and UDP flows open now and the shutdown timeout, for a drain.
@@ -194,7 +194,7 @@ fn handle(control: &mut Control, msg: Msg, token: &watch::Sender<Option<String>>
         }
         Msg::Reload(reply) => control.request_reload(reply),
         Msg::Loaded(result) => {
-            control.on_loaded(result);
+            control.on_loaded(*result);
             let now = control.config.admin.as_ref().and_then(|a| a.token.clone());
             token.send_if_modified(|t| {
                 let changed = *t != now;

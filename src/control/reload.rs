@@ -104,7 +104,7 @@ impl Control {
         let path = self.config.path.clone();
         let me = self.me.clone();
         tokio::task::spawn_blocking(move || {
-            me.send(Msg::Loaded(crate::config::load(&path)));
+            me.send(Msg::Loaded(Box::new(crate::config::load(&path))));
         });
     }
 
