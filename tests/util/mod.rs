@@ -609,6 +609,21 @@ pub fn http(method: &str, addr: SocketAddr, path: &str, token: Option<&str>) -> 
     }
 }
 
+/// `GET path` from a server that is not ringway's and may not be ready yet (it may
+/// accept and then reset while it starts): the body, or why not.
+pub fn try_get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut res = agent
+        .get(&format!("http://{addr}{path}"))
+        .call()
+        .map_err(|e| e.to_string())?;
+    res.body_mut().read_to_string().map_err(|e| e.to_string())
+}
+
 /// `GET /status` from an admin API without a token, parsed.
 pub fn status(admin: SocketAddr) -> serde_json::Value {
     serde_json::from_str(&http("GET", admin, "/status", None).body).unwrap()
