@@ -331,7 +331,8 @@ fn worker_threads(pid: i32) -> Vec<(String, String)> {
 }
 
 /// `worker_cpu_affinity`: with one worker per CPU ringway may use, worker i runs on CPU
-/// i and traffic flows; with more workers than CPUs it says why not and spreads by hash.
+/// i (by default, or asked for) and traffic flows; `false` pins nothing; with more
+/// workers than CPUs, asking for it says why not and connections are spread by hash.
 #[test]
 fn worker_cpu_affinity_pins_workers_or_says_why_not() {
     // This process's CPUs (ringway inherits them): affinity applies when they are 0..n.
@@ -339,12 +340,31 @@ fn worker_cpu_affinity_pins_workers_or_says_why_not() {
     let allowed = std::thread::available_parallelism().unwrap().get();
     let from_zero = mine == "0" && allowed == 1 || mine == format!("0-{}", allowed - 1);
     let backend = Backend::named_echo("127.0.0.1:0", "b");
-    for (workers, applies) in [(allowed, from_zero), (allowed + 1, false)] {
+    let cases = [
+        (
+            allowed,
+            "",
+            from_zero,
+            "worker_cpu_affinity: worker i runs on CPU i",
+        ),
+        (
+            allowed,
+            "worker_cpu_affinity = true",
+            from_zero,
+            "worker_cpu_affinity: worker i runs on CPU i",
+        ),
+        (allowed, "worker_cpu_affinity = false", false, ""),
+        (
+            allowed + 1,
+            "worker_cpu_affinity = true",
+            false,
+            "worker_cpu_affinity needs",
+        ),
+    ];
+    for (workers, key, applies, said) in cases {
         let listen = free_addr();
-        let toml = config(listen, &[(backend.addr, "b")], "").replace(
-            "workers = 2",
-            &format!("workers = {workers}\nworker_cpu_affinity = true"),
-        );
+        let toml = config(listen, &[(backend.addr, "b")], "")
+            .replace("workers = 2", &format!("workers = {workers}\n{key}"));
         let rw = Ringway::start(&toml, &[listen]);
         let (s, name) = connect_named(listen);
         assert_eq!(name, "b");
@@ -354,20 +374,19 @@ fn worker_cpu_affinity_pins_workers_or_says_why_not() {
         for (i, (_, tid)) in threads.iter().enumerate() {
             let cpus = cpus_of(rw.pid(), tid);
             if applies {
-                assert_eq!(cpus, i.to_string(), "worker {i} runs on {cpus}");
+                assert_eq!(cpus, i.to_string(), "{key:?}: worker {i} runs on {cpus}");
             } else {
-                assert_ne!(
-                    cpus,
-                    i.to_string(),
-                    "worker {i} pinned though affinity cannot apply"
+                assert_eq!(
+                    cpus, mine,
+                    "{key:?}: worker {i} pinned though it should not be"
                 );
             }
         }
-        let said = if applies {
-            "worker_cpu_affinity: worker i runs on CPU i"
-        } else {
-            "worker_cpu_affinity needs"
-        };
-        assert_eq!(log_count(&rw, said), 1, "{}", rw.log());
+        if !said.is_empty() && (applies || key.ends_with("true")) {
+            assert_eq!(log_count(&rw, said), 1, "{key:?}: {}", rw.log());
+        }
+        if key.ends_with("false") {
+            assert_eq!(log_count(&rw, "worker_cpu_affinity"), 0, "{}", rw.log());
+        }
     }
 }

@@ -35,8 +35,10 @@ pub struct Config {
     /// Data-plane worker threads.
     pub workers: usize,
     /// Pin worker `i` to CPU `i` and hand each new connection or flow to the worker on
-    /// the CPU that received it (when the CPUs ringway may use are exactly 0..workers).
-    pub worker_cpu_affinity: bool,
+    /// the CPU that received it, when the CPUs ringway may use are exactly 0..workers:
+    /// `None` (the default) where that holds, `Some(true)` says so when it does not,
+    /// `Some(false)` never.
+    pub worker_cpu_affinity: Option<bool>,
     /// How long a graceful shutdown waits for open connections.
     pub shutdown_timeout: Duration,
     /// How often backend host names are resolved again while running.

@@ -197,10 +197,7 @@ pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, Con
             "`group` needs `user` too: ringway switches group and user together",
         ));
     }
-    let worker_cpu_affinity = file
-        .worker_cpu_affinity
-        .as_ref()
-        .is_some_and(|a| *a.get_ref());
+    let worker_cpu_affinity = file.worker_cpu_affinity.as_ref().map(|a| *a.get_ref());
     Ok(Config {
         path: src.path.to_path_buf(),
         workers,

@@ -1,13 +1,15 @@
 //! `worker_cpu_affinity`: worker `i` runs on CPU `i`, and each listener's socket group
 //! hands a new connection or flow to the worker on the CPU that received it. Only when
 //! the CPUs ringway may run on are exactly `0..workers` (no cpuset that skips some, no
-//! more workers than CPUs); otherwise connections keep the kernel's hash spread.
+//! more workers than CPUs; the default `workers` on an unrestricted machine); otherwise
+//! connections keep the kernel's hash spread. On by default where it applies (measured:
+//! docs/BENCHMARKS.md), as HAProxy binds its threads; `false` turns it off.
 
 use crate::config::Config;
 
 /// Whether `config` asks for CPU affinity and this machine allows it.
 pub fn applies(config: &Config) -> bool {
-    config.worker_cpu_affinity && usable(config.workers)
+    config.worker_cpu_affinity != Some(false) && usable(config.workers)
 }
 
 /// Whether the CPUs this process may use are exactly `0..workers`.
@@ -23,18 +25,19 @@ fn usable(workers: usize) -> bool {
 
 /// Says once, at start, what `worker_cpu_affinity` does here.
 pub fn report(config: &Config) {
-    if !config.worker_cpu_affinity {
-        return;
-    }
-    if applies(config) {
-        tracing::info!(
+    match (config.worker_cpu_affinity, applies(config)) {
+        (Some(false), _) => {}
+        (_, true) => tracing::info!(
             "worker_cpu_affinity: worker i runs on CPU i; new connections and flows go to the worker on the CPU that received them"
-        );
-    } else {
-        tracing::warn!(
+        ),
+        (Some(true), false) => tracing::warn!(
             "worker_cpu_affinity needs ringway's allowed CPUs to be exactly 0..{} (one worker per CPU): not applied, connections are spread by hash",
             config.workers
-        );
+        ),
+        (None, false) => tracing::info!(
+            "workers not pinned to CPUs (ringway's allowed CPUs are not exactly 0..{}): connections are spread by hash",
+            config.workers
+        ),
     }
 }
 
