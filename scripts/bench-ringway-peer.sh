@@ -2,16 +2,16 @@
 # ringway as a one-backend forwarder for the extra peerbench rows of
 # scripts/bench-proxies.sh: like peerbench's own peers/ringway.sh (no active health
 # check, udp_responses = 1), with the forwarding mode forced, the access log on, or
-# access lists and per-source limits set, or workers pinned to CPUs with connections
-# steered to the CPU that received them.
-# usage: bench-ringway-peer.sh tcp|udp auto|splice|copy nolog|log|edge|cpu LISTEN BACKEND RUNDIR
+# access lists and per-source limits set, or worker_cpu_affinity off (nocpu; it is on
+# by default where it applies).
+# usage: bench-ringway-peer.sh tcp|udp auto|splice|copy nolog|log|edge|nocpu LISTEN BACKEND RUNDIR
 set -euo pipefail
 proto=$1 mode=$2 log=$3 listen=$4 backend=$5 rundir=$6
 bin=${RINGWAY_BIN:?set RINGWAY_BIN}
 mkdir -p "$rundir"
 {
   echo "workers = ${RINGWAY_WORKERS:-2}"
-  if [[ $log == cpu ]]; then echo 'worker_cpu_affinity = true'; fi
+  if [[ $log == nocpu ]]; then echo 'worker_cpu_affinity = false'; fi
   if [[ $log == log ]]; then
     # JSON lines to a file, every connection (no sampling): the worst case.
     printf '[access_log]\npath = "%s"\nformat = "json"\n' "$rundir/access.log"

@@ -1,5 +1,8 @@
-//! `worker_cpu_affinity`: worker `i` runs on CPU `i`, and each listener's socket group
-//! hands a new connection or flow to the worker on the CPU that received it. Only when
+//! `worker_cpu_affinity`: worker `i` runs on CPU `i`, and each TCP listener's socket
+//! group hands a new connection to the worker on the CPU that received it. UDP
+//! listeners keep the kernel's 4-tuple hash: a flow lives in one worker's table, and a
+//! client's datagrams may be received on any CPU (on loopback, its sender's), so
+//! steering them by CPU would split a flow over workers. Only when
 //! the CPUs ringway may run on are exactly `0..workers` (no cpuset that skips some, no
 //! more workers than CPUs; the default `workers` on an unrestricted machine); otherwise
 //! connections keep the kernel's hash spread. On by default where it applies (measured:
@@ -28,7 +31,7 @@ pub fn report(config: &Config) {
     match (config.worker_cpu_affinity, applies(config)) {
         (Some(false), _) => {}
         (_, true) => tracing::info!(
-            "worker_cpu_affinity: worker i runs on CPU i; new connections and flows go to the worker on the CPU that received them"
+            "worker_cpu_affinity: worker i runs on CPU i; new TCP connections go to the worker on the CPU that received them"
         ),
         (Some(true), false) => tracing::warn!(
             "worker_cpu_affinity needs ringway's allowed CPUs to be exactly 0..{} (one worker per CPU): not applied, connections are spread by hash",

@@ -249,8 +249,8 @@ fn log_settings(c: &AccessLogConfig) -> accesslog::Settings {
 }
 
 /// One socket per worker for listener `l`.
-/// Binds one socket per worker for listener `l`; with `by_cpu`, the group hands each
-/// connection or flow to the worker on the CPU that received it.
+/// Binds one socket per worker for listener `l`; with `by_cpu`, a TCP listener's group
+/// hands each connection to the worker on the CPU that received it.
 fn bind(l: &ListenerConfig, workers: usize, by_cpu: bool) -> Result<Vec<BoundSocket>, BindError> {
     let sockets = (0..workers)
         .map(|_| {
@@ -266,7 +266,9 @@ fn bind(l: &ListenerConfig, workers: usize, by_cpu: bool) -> Result<Vec<BoundSoc
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    if by_cpu {
+    // UDP keeps the kernel's hash: a flow lives in one worker's table, so every
+    // datagram of a client must reach the same worker, whichever CPU received it.
+    if by_cpu && l.protocol == Protocol::Tcp {
         let fds: Vec<_> = sockets.iter().map(BoundSocket::as_fd).collect();
         if let Err(e) = dataplane::steer_by_cpu(&fds) {
             tracing::warn!(listener = %l.name, "cannot steer by CPU ({e}): spreading by hash");
