@@ -400,9 +400,15 @@ fn an_unknown_log_level_is_an_error() {
     let up = eventually(std::time::Duration::from_secs(10), || {
         std::net::TcpStream::connect(addr).is_ok()
     });
+    // The port accepts as soon as it is bound, before the start is logged: SIGTERM (a
+    // drain, handled once the start is done) rather than SIGKILL, so the log is whole.
+    let _ = ringway::sys::signal::send(child.id(), ringway::sys::signal::Signal::Term);
+    let exited = eventually(std::time::Duration::from_secs(10), || {
+        child.try_wait().unwrap().is_some()
+    });
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
-    assert!(up, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(up && exited, "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("listening on tcp"),
         "{}",
