@@ -7,8 +7,9 @@
 //! The crate is built in layers, one folder each, lowest first:
 //!
 //! * [`sys`]: the only `unsafe` code. Thin wrappers over `splice(2)`, `pipe2(2)`,
-//!   `recvmmsg(2)`/`sendmmsg(2)`, `setrlimit(2)` and `kill(2)` that return
-//!   `io::Result` and never log.
+//!   `recvmmsg(2)`/`sendmmsg(2)`, `setrlimit(2)`, `kill(2)` and the socket options
+//!   socket2 lacks (a reuseport BPF program among them) that return `io::Result` and
+//!   never log.
 //! * [`balance`]: the hash contract ([`balance::hash`]), the ring ([`balance::ring`])
 //!   and the immutable [`balance::Snapshot`] workers read. Pure: no I/O, no clock.
 //! * [`proxy_protocol`]: PROXY protocol headers: what ringway sends ahead of a client's
@@ -28,7 +29,11 @@
 //!   own their state: TCP (listeners, sessions, a deadline heap, the pipe pool) and UDP
 //!   (the flow table, batches). Tokens carry a slot generation, so no event reaches a
 //!   connection that reused a closed one's slot; each worker draws its file
-//!   descriptors from a budget the control plane sizes.
+//!   descriptors from a budget the control plane sizes. Who gets in is decided first
+//!   ([`dataplane::admission`]: allow/deny networks by bisection, per-source limits in
+//!   a bounded, sharded table, the one place workers share a lock, and only on
+//!   listeners that set such a limit). Workers are pinned to CPUs and TCP accepts
+//!   steered to the receiving CPU where ringway owns CPUs `0..workers`.
 //! * [`accesslog`]: one record per connection and flow, handed by workers to a writer
 //!   thread through bounded queues they never wait on.
 //! * [`metrics`]: every metric name ([`metrics::names`]) and the Prometheus exporter,
