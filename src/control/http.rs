@@ -186,8 +186,8 @@ where
 }
 
 /// Serves HTTP/1.1 requests on one connection `io` with `service`, with the limits
-/// every connection gets ([`HEADER_TIMEOUT`], [`CONNECTION_TIMEOUT`], hyper's header
-/// limits). Public for the admin fuzz target, which feeds it raw bytes.
+/// every connection gets (5 s for a request head, 60 s for a connection, hyper's
+/// header limits). Public for the admin fuzz target, which feeds it raw bytes.
 pub async fn serve_io<IO, S>(io: IO, service: S)
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
