@@ -33,6 +33,17 @@ fn check_accepts_a_good_config_with_a_summary() {
         out.contains("; metrics on 127.0.0.1:9100; admin API on 127.0.0.1:9101 (with token)"),
         "{out}"
     );
+    // Who gets in, and when the backend connection opens.
+    let edge = BASE.replace(
+        "listen = \"127.0.0.1:8080\"\n",
+        "listen = \"127.0.0.1:8080\"\nallow = [\"10.0.0.0/8\", \"::1\"]\ndeny = [\"10.6.6.6\"]\nmax_connections_per_source = 100\nconnection_rate_per_source = \"600/m\"\nbackend_connect = \"on-data\"\n",
+    );
+    let (code, out, err) = check(&edge);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("web tcp 127.0.0.1:8080 -> 1 backends (allow 2 network(s), deny 1, 100 open per source, 600/m per source) (backend on first byte)"),
+        "{out}"
+    );
     let logged =
         format!("[access_log]\npath = \"/var/log/ringway/access.log\"\nsample = 0.1\n\n{BASE}");
     let (code, out, err) = check(&logged);

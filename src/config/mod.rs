@@ -184,6 +184,35 @@ pub struct AdmissionConfig {
     pub source_table_size: usize,
 }
 
+impl AdmissionConfig {
+    /// What `check` and the start log say of it: nothing when it admits everyone.
+    fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(allow) = &self.allow {
+            parts.push(format!("allow {} network(s)", allow.len()));
+        }
+        if !self.deny.is_empty() {
+            parts.push(format!("deny {}", self.deny.len()));
+        }
+        if let Some(max) = self.max_per_source {
+            parts.push(format!("{max} open per source"));
+        }
+        if let Some(r) = &self.rate_per_source {
+            let unit = match r.per.as_secs() {
+                3600 => "h",
+                60 => "m",
+                _ => "s",
+            };
+            parts.push(format!("{}/{unit} per source", r.count));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join(", "))
+        }
+    }
+}
+
 /// A rate: `count` per `per`, with a burst of `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateConfig {
@@ -312,6 +341,10 @@ impl Config {
                     .unwrap_or_default();
                 if l.accept_proxy {
                     proxy.push_str(" (accepts PROXY)");
+                }
+                proxy.push_str(&l.admission.summary());
+                if l.protocol == Protocol::Tcp && l.backend_connect == BackendConnect::OnData {
+                    proxy.push_str(" (backend on first byte)");
                 }
                 format!(
                     "{} {} {} -> {} backends{proxy}",
