@@ -85,11 +85,6 @@ impl Refusal {
         }
     }
 
-    /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
     /// The JSON error response.
     pub fn response(&self) -> Response<Body> {
         let mut r = http::error(self.status, &self.message);

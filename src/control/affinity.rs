@@ -43,8 +43,3 @@ pub fn report(config: &Config) {
         ),
     }
 }
-
-/// The CPU worker `index` is pinned to, when affinity applies.
-pub fn cpu_of(applies: bool, index: usize) -> Option<usize> {
-    applies.then_some(index)
-}

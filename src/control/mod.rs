@@ -181,7 +181,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
                 fd_budget: fd_plan.per_worker,
                 listeners,
                 access_log,
-                cpu: affinity::cpu_of(pinned, index),
+                cpu: pinned.then_some(index),
                 epoch,
             })
             .map_err(RunError::Worker)?,

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::admission::Refused::{Denied, SourceLimit, SourceRate};
 pub use crate::shard::{Counter, Gauge, Sharded};
 
 /// Counters of one listener (one shard).
@@ -84,9 +85,12 @@ impl ListenerCounters {
             ("proxy_header", s.sum(|c| c.rejected_proxy_header.get())),
             ("fd_limit", s.sum(|c| c.rejected_fd_limit.get())),
             ("local_error", s.sum(|c| c.rejected_local_error.get())),
-            ("denied", s.sum(|c| c.rejected_denied.get())),
-            ("source_limit", s.sum(|c| c.rejected_source_limit.get())),
-            ("source_rate", s.sum(|c| c.rejected_source_rate.get())),
+            (Denied.reason(), s.sum(|c| c.rejected_denied.get())),
+            (
+                SourceLimit.reason(),
+                s.sum(|c| c.rejected_source_limit.get()),
+            ),
+            (SourceRate.reason(), s.sum(|c| c.rejected_source_rate.get())),
             (
                 "first_data_timeout",
                 s.sum(|c| c.rejected_first_data_timeout.get()),
@@ -103,9 +107,15 @@ impl ListenerCounters {
             ("send_failed", s.sum(|c| c.udp_dropped_send.get())),
             ("listener_removed", s.sum(|c| c.udp_dropped_removed.get())),
             ("fd_limit", s.sum(|c| c.udp_dropped_fd_limit.get())),
-            ("denied", s.sum(|c| c.udp_dropped_denied.get())),
-            ("source_limit", s.sum(|c| c.udp_dropped_source_limit.get())),
-            ("source_rate", s.sum(|c| c.udp_dropped_source_rate.get())),
+            (Denied.reason(), s.sum(|c| c.udp_dropped_denied.get())),
+            (
+                SourceLimit.reason(),
+                s.sum(|c| c.udp_dropped_source_limit.get()),
+            ),
+            (
+                SourceRate.reason(),
+                s.sum(|c| c.udp_dropped_source_rate.get()),
+            ),
         ]
     }
 }

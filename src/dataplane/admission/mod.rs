@@ -53,9 +53,14 @@ impl Refused {
     }
 }
 
-/// An admitted connection's place in the source table, given back when it ends.
+/// An admitted connection's place in the source table, given back when it ends: the
+/// prefix lengths its client's address was cut to then (a reload may change them), so
+/// that with the client's address it names the source again. Two bytes: every session
+/// carries one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Admitted(IpAddr);
+pub struct Admitted {
+    prefixes: (u8, u8),
+}
 
 impl Rules {
     /// Serve only `allow` (everyone when `None`) but never `deny`, with `per_source`
@@ -66,11 +71,6 @@ impl Rules {
             deny,
             per_source,
         }
-    }
-
-    /// The per-source limits, if any.
-    pub fn per_source(&self) -> Option<&SourceLimits> {
-        self.per_source.as_ref()
     }
 
     /// Whether the lists let `ip` in.
@@ -92,24 +92,29 @@ impl Rules {
         ip: IpAddr,
         now: Millis,
     ) -> Result<Option<Admitted>, Refused> {
+        if self.is_open() {
+            return Ok(None);
+        }
         if !self.permits(ip) {
             return Err(Refused::Denied);
         }
         let Some(limits) = &self.per_source else {
             return Ok(None);
         };
-        let source = limits.source_of(ip);
-        match table.admit(source, limits, now) {
-            Ok(()) => Ok(Some(Admitted(source))),
+        match table.admit(limits.source_of(ip), limits, now) {
+            Ok(()) => Ok(Some(Admitted {
+                prefixes: limits.prefixes(),
+            })),
             Err(Refusal::Rate) => Err(Refused::SourceRate),
             Err(Refusal::Limit | Refusal::Full) => Err(Refused::SourceLimit),
         }
     }
 
-    /// An admitted connection or flow ended at `now` (under the rules in force now).
-    pub fn release(&self, table: &SourceTable, admitted: Admitted, now: Millis) {
+    /// An admitted connection or flow of client `ip` ended at `now` (under the rules in
+    /// force now).
+    pub fn release(&self, table: &SourceTable, admitted: Admitted, ip: IpAddr, now: Millis) {
         let rate = self.per_source.as_ref().and_then(SourceLimits::rate);
-        table.release(&admitted.0, rate, now);
+        table.release(&sources::source_in(ip, admitted.prefixes), rate, now);
     }
 }
 
@@ -151,19 +156,17 @@ mod tests {
         let limits = SourceLimits::new(Some(1), Some(rate), 32, 64);
         let rules = Rules::new(None, NetSet::default(), Some(limits));
         let table = SourceTable::new(16, 1);
-        let a = rules
-            .admit(&table, ip("2001:db8:0:1::5"), 0)
-            .unwrap()
-            .unwrap();
+        let first = ip("2001:db8:0:1::5");
+        let a = rules.admit(&table, first, 0).unwrap().unwrap();
         assert_eq!(
             rules.admit(&table, ip("2001:db8:0:1::6"), 0),
             Err(Refused::SourceLimit),
             "same /64"
         );
         assert!(rules.admit(&table, ip("2001:db8:0:2::5"), 0).is_ok());
-        rules.release(&table, a, 0);
+        rules.release(&table, a, first, 0);
         assert!(rules.admit(&table, ip("2001:db8:0:1::7"), 0).is_ok());
-        rules.release(&table, a, 0);
+        rules.release(&table, a, first, 0);
         assert_eq!(
             rules.admit(&table, ip("2001:db8:0:1::7"), 0),
             Err(Refused::SourceRate)

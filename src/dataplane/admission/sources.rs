@@ -95,15 +95,26 @@ impl SourceLimits {
 
     /// The source `ip` counts as: its address cut to the prefix of its family.
     pub fn source_of(&self, ip: IpAddr) -> IpAddr {
-        match ip.to_canonical() {
-            IpAddr::V4(a) => {
-                let bits = u32::from(a) & mask(u32::BITS, self.prefix_v4) as u32;
-                IpAddr::V4(Ipv4Addr::from(bits))
-            }
-            IpAddr::V6(a) => {
-                let bits = u128::from(a) & mask(u128::BITS, self.prefix_v6);
-                IpAddr::V6(Ipv6Addr::from(bits))
-            }
+        source_in(ip, self.prefixes())
+    }
+
+    /// The IPv4 and IPv6 prefix lengths a source is cut to.
+    pub fn prefixes(&self) -> (u8, u8) {
+        (self.prefix_v4, self.prefix_v6)
+    }
+}
+
+/// `ip` cut to the prefix of its family: `prefix_v4` bits of an IPv4 address (also one
+/// mapped into IPv6), `prefix_v6` of an IPv6 one.
+pub fn source_in(ip: IpAddr, (prefix_v4, prefix_v6): (u8, u8)) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(a) => {
+            let bits = u32::from(a) & mask(u32::BITS, prefix_v4) as u32;
+            IpAddr::V4(Ipv4Addr::from(bits))
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a) & mask(u128::BITS, prefix_v6);
+            IpAddr::V6(Ipv6Addr::from(bits))
         }
     }
 }
@@ -324,11 +335,6 @@ impl SourceTable {
     /// Whether it holds no source.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// What `source` has open now.
-    pub fn open(&self, source: &IpAddr) -> u32 {
-        self.lock(self.shard(source)).open(source)
     }
 
     /// Admits one more connection of `source` (see [`Shard::admit`]).

@@ -301,7 +301,7 @@ impl TcpPlane {
         // Refused further on: its place in the per-source table goes back.
         let undo = || {
             if let Some(a) = admitted {
-                params.admission.release(&shared.sources, a, now);
+                params.admission.release(&shared.sources, a, peer.ip(), now);
             }
         };
         if !self.budget.take(SESSION_FDS) {
@@ -547,7 +547,7 @@ impl TcpPlane {
             routing
                 .params
                 .admission
-                .release(&shared.sources, admitted, now);
+                .release(&shared.sources, admitted, client.ip(), now);
         }
         s.close(ending.reset(), self.worker, &mut self.pool);
         self.budget.give(SESSION_FDS);

@@ -431,7 +431,9 @@ impl UdpPlane {
         // Dropped further on: its place in the per-source table goes back.
         let undo = || {
             if let Some(a) = admitted {
-                params.admission.release(&shared.sources, a, now);
+                params
+                    .admission
+                    .release(&shared.sources, a, client.ip(), now);
             }
         };
         if !shared.try_acquire(params.max_connections) {
@@ -649,7 +651,7 @@ impl UdpPlane {
             routing
                 .params
                 .admission
-                .release(&shared.sources, admitted, now);
+                .release(&shared.sources, admitted, f.client().ip(), now);
         }
         drop(f);
         l.shared().release();
