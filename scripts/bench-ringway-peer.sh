@@ -4,7 +4,7 @@
 # check, udp_responses = 1), with the forwarding mode forced, the access log on, or
 # access lists and per-source limits set, or worker_cpu_affinity off (nocpu; it is on
 # by default where it applies).
-# usage: bench-ringway-peer.sh tcp|udp auto|splice|copy nolog|log|edge|nocpu LISTEN BACKEND RUNDIR
+# usage: bench-ringway-peer.sh tcp|udp auto|splice|copy|kernel nolog|log|edge|nocpu LISTEN BACKEND RUNDIR
 set -euo pipefail
 proto=$1 mode=$2 log=$3 listen=$4 backend=$5 rundir=$6
 bin=${RINGWAY_BIN:?set RINGWAY_BIN}

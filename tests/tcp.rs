@@ -37,6 +37,11 @@ fn forced_copy_is_intact_too() {
     integrity("copy", 16 * 1024 * 1024);
 }
 
+#[test]
+fn kernel_forwarding_is_intact_too() {
+    integrity("kernel", 16 * 1024 * 1024);
+}
+
 /// Echoes `len` pseudo-random bytes through ringway in `forward` mode; checks count and
 /// checksum of what comes back.
 fn integrity(forward: &str, len: usize) {

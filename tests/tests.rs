@@ -7,6 +7,8 @@ mod util;
 mod cli;
 // Byte integrity, half-close, resets, IPv6.
 mod tcp;
+// forward = "kernel": sockmap forwarding's bytes, EOFs, resets, idle, drain, fallback.
+mod kernel;
 // Where connections go: spread, `route` agreement, retries, hash modes, test vectors.
 mod balance;
 // Connection lifecycle: idle timeout, max_connections, graceful shutdown.

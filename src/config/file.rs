@@ -175,13 +175,14 @@ pub enum FileBackendConnect {
     OnData,
 }
 
-/// `forward = "auto" | "splice" | "copy"`.
+/// `forward = "auto" | "splice" | "copy" | "kernel"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FileForward {
     Auto,
     Splice,
     Copy,
+    Kernel,
 }
 
 /// One `[[listener.backend]]`.

@@ -242,6 +242,9 @@ pub enum ForwardMode {
     Splice,
     /// Never splice.
     Copy,
+    /// The kernel forwards established sessions (sockmap); ringway refuses to start
+    /// where it cannot.
+    Kernel,
 }
 
 /// Defaults of the optional keys, in one place.

@@ -315,6 +315,7 @@ fn listener(
         None | Some(FileForward::Auto) => ForwardMode::Auto,
         Some(FileForward::Splice) => ForwardMode::Splice,
         Some(FileForward::Copy) => ForwardMode::Copy,
+        Some(FileForward::Kernel) => ForwardMode::Kernel,
     };
     let send_proxy = l.send_proxy.as_ref().map(|v| match v.get_ref() {
         FileSendProxy::V1 => ProxyVersion::V1,

@@ -45,6 +45,8 @@ pub struct Control {
     pub started: Instant,
     /// When a check that could not run was last logged, per listener.
     unknown_logged: HashMap<String, Instant>,
+    /// The kernel-forwarding program is loaded (`forward = "kernel"` can be used).
+    pub kernel: bool,
 }
 
 /// Why an admin call failed.
@@ -116,6 +118,7 @@ impl Control {
             resolving,
             started: now,
             unknown_logged: HashMap::new(),
+            kernel: false,
         }
     }
 

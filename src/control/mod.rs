@@ -16,6 +16,7 @@ mod affinity;
 mod core;
 mod fds;
 mod http;
+mod kernel;
 mod notify;
 mod privileges;
 mod probes;
@@ -81,6 +82,14 @@ pub enum RunError {
     /// A worker thread could not be started.
     #[error("cannot start a worker thread: {0}")]
     Worker(io::Error),
+    /// A listener demands kernel forwarding and this process cannot load it.
+    #[error("listener {listener:?}: forward = \"kernel\": {why}")]
+    Kernel {
+        /// The listener.
+        listener: String,
+        /// Why.
+        why: Box<crate::dataplane::kernel::KernelError>,
+    },
     /// Every worker thread stopped on its own.
     #[error("every worker thread has stopped")]
     WorkersStopped,
@@ -158,6 +167,23 @@ pub fn run(config: Config) -> Result<(), RunError> {
             );
         }
     }
+    // While privileged: the program, and each worker's handles on its maps.
+    let sessions = u32::try_from(limit / 2).unwrap_or(u32::MAX);
+    let kernel = kernel::load(&config, sessions)
+        .map_err(|(listener, why)| RunError::Kernel { listener, why })?;
+    let mut kernel_maps = Vec::with_capacity(config.workers);
+    for _ in 0..config.workers {
+        kernel_maps.push(
+            kernel
+                .as_ref()
+                .map(|p| p.maps())
+                .transpose()
+                .map_err(|why| RunError::Kernel {
+                    listener: kernel::demanded_by(&config).unwrap_or("-").to_string(),
+                    why: Box::new(why),
+                })?,
+        );
+    }
     if let Some(user) = &config.user {
         privileges::drop_to(user, config.group.as_deref())?;
     }
@@ -173,7 +199,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
     );
     let mut workers = Vec::with_capacity(config.workers);
     let epoch = std::time::Instant::now();
-    for ((index, listeners), access_log) in per_worker.into_iter().enumerate().zip(sinks) {
+    let per_worker = per_worker.into_iter().zip(kernel_maps);
+    for ((index, (listeners, kernel)), access_log) in per_worker.enumerate().zip(sinks) {
         workers.push(
             dataplane::spawn(WorkerParams {
                 index,
@@ -183,6 +210,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
                 access_log,
                 cpu: pinned.then_some(index),
                 epoch,
+                kernel,
             })
             .map_err(RunError::Worker)?,
         );
@@ -201,6 +229,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         (handle.clone(), logs.clone()),
         passive_tx,
     );
+    control.kernel = kernel.is_some();
     let result = rt.block_on(async move {
         control.start_probes();
         tokio::spawn(actor::run(control, mailbox, passive_rx));

@@ -37,6 +37,10 @@ pub enum ReloadError {
     /// A new listener could not bind its address.
     #[error(transparent)]
     Bind(Arc<BindError>),
+    /// A listener asks for kernel forwarding, which this process did not load at
+    /// start.
+    #[error("listener {0:?}: forward = \"kernel\" is unavailable in this process (see the log at start); restart to use it")]
+    Kernel(String),
     /// The control plane is gone (shutting down).
     #[error("ringway is shutting down")]
     Stopped,
@@ -114,6 +118,10 @@ impl Control {
         let path = self.config.path.clone();
         let result = loaded
             .map_err(|e| ReloadError::Config(Arc::new(e)))
+            .and_then(|c| match super::kernel::demanded_by(&c) {
+                Some(name) if !self.kernel => Err(ReloadError::Kernel(name.to_string())),
+                _ => Ok(c),
+            })
             .and_then(|c| self.apply(c).map_err(|e| ReloadError::Bind(Arc::new(e))));
         match &result {
             Ok(summary) => {

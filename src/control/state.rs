@@ -354,6 +354,7 @@ pub fn params(l: &ListenerConfig) -> ListenerParams {
             (Protocol::Udp, _) | (Protocol::Tcp, ForwardMode::Auto) => Mode::Auto,
             (Protocol::Tcp, ForwardMode::Splice) => Mode::Splice,
             (Protocol::Tcp, ForwardMode::Copy) => Mode::Copy,
+            (Protocol::Tcp, ForwardMode::Kernel) => Mode::Kernel,
         },
         send_proxy: l.send_proxy,
         accept_proxy: l.accept_proxy,

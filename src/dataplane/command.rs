@@ -54,6 +54,8 @@ pub struct WorkerParams {
     /// Time zero of every worker's clock: per-source rates are shared by workers, so
     /// their times must agree.
     pub epoch: Instant,
+    /// Its handles on the kernel-forwarding maps, when the program is loaded.
+    pub kernel: Option<super::tcp::kernel::Maps>,
 }
 
 /// Messages from the control plane.

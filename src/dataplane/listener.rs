@@ -24,6 +24,8 @@ pub enum Mode {
     Splice,
     /// Never splice: read/write through the scratch buffer.
     Copy,
+    /// The kernel forwards established sessions (sockmap); see `tcp::kernel`.
+    Kernel,
 }
 
 /// A listener's settings that workers use (built by the control plane; a reload

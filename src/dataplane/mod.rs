@@ -43,6 +43,7 @@ pub use socket::steer_by_cpu;
 pub use tcp::bind_tcp;
 /// One direction of a TCP session, public for `benches/forward.rs`.
 pub use tcp::forward;
+pub use tcp::kernel;
 pub use udp::bind_udp;
 
 /// Pins the calling thread to `cpu`.

@@ -41,6 +41,13 @@ pub struct ListenerCounters {
     /// Connections closed because the client sent nothing within
     /// `first_data_timeout` (`backend_connect = "on-data"`).
     pub rejected_first_data_timeout: Counter,
+    /// `forward = "kernel"`: sessions the kernel took over.
+    pub kernel_joined: Counter,
+    /// ... sessions it would not take, which ringway forwarded (e.g. the client had
+    /// already sent its EOF).
+    pub kernel_declined: Counter,
+    /// ... sessions reset because handing them over failed half-way.
+    pub kernel_failed: Counter,
     /// UDP flows created.
     pub udp_flows: Counter,
     /// UDP datagrams received from clients.
@@ -95,6 +102,16 @@ impl ListenerCounters {
                 "first_data_timeout",
                 s.sum(|c| c.rejected_first_data_timeout.get()),
             ),
+        ]
+    }
+
+    /// `forward = "kernel"` sessions by what became of them (the `result` label of
+    /// `ringway_listener_kernel_sessions_total`), all workers together.
+    pub fn kernel(s: &Sharded<ListenerCounters>) -> [(&'static str, u64); 3] {
+        [
+            ("joined", s.sum(|c| c.kernel_joined.get())),
+            ("declined", s.sum(|c| c.kernel_declined.get())),
+            ("failed", s.sum(|c| c.kernel_failed.get())),
         ]
     }
 

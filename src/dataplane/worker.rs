@@ -64,6 +64,9 @@ impl Worker {
             epoch,
             drain_deadline: None,
         };
+        if let Some(maps) = params.kernel {
+            worker.tcp.set_kernel(maps);
+        }
         for l in params.listeners {
             worker.add_listener(l)?;
         }

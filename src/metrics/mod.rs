@@ -156,6 +156,10 @@ fn listener(l: &ListenerSample<'_>) {
         for (reason, v) in ListenerCounters::rejected(s) {
             counter!(LISTENER_REJECTED, &lbl(reason)).absolute(v);
         }
+        for (result, v) in ListenerCounters::kernel(s) {
+            counter!(LISTENER_KERNEL_SESSIONS, LISTENER => name.clone(), RESULT => result)
+                .absolute(v);
+        }
     }
     for b in &l.backends {
         backend(&name, b);

@@ -36,6 +36,10 @@ pub const LISTENER_ACTIVE: &str = "ringway_listener_active_connections";
 /// (`max_connections_per_source`), `source_rate` (`connection_rate_per_source`),
 /// `first_data_timeout` (`backend_connect = "on-data"` and the client sent nothing).
 pub const LISTENER_REJECTED: &str = "ringway_listener_rejected_connections_total";
+/// `forward = "kernel"` listeners: sessions by `result`: `joined` (the kernel forwards
+/// them), `declined` (the kernel would not take them, e.g. the client had already sent
+/// its EOF: ringway forwards them), `failed` (handing over failed half-way: reset).
+pub const LISTENER_KERNEL_SESSIONS: &str = "ringway_listener_kernel_sessions_total";
 /// Connections (TCP) or flows (UDP) established to a backend.
 pub const BACKEND_CONNECTIONS: &str = "ringway_backend_connections_total";
 /// Connections (TCP) or flows (UDP) open to a backend now.
@@ -87,6 +91,7 @@ pub const ALL: &[(&str, &[&str], &str, &str)] = &[
     (LISTENER_CONNECTIONS, &[LISTENER], "counter", "TCP connections accepted and established to a backend"),
     (LISTENER_ACTIVE, &[LISTENER], "gauge", "Connections (TCP) or flows (UDP) open now"),
     (LISTENER_REJECTED, &[LISTENER, REASON], "counter", "Connections refused or reset by ringway: max_connections, no_backend, backends_failed, proxy_header, fd_limit, local_error"),
+    (LISTENER_KERNEL_SESSIONS, &[LISTENER, RESULT], "counter", "forward = kernel: sessions the kernel took (joined), would not take (declined: ringway forwards them) or failed to take (failed: reset)"),
     (BACKEND_CONNECTIONS, &[LISTENER, BACKEND], "counter", "Connections (TCP) or flows (UDP) established to the backend"),
     (BACKEND_ACTIVE, &[LISTENER, BACKEND], "gauge", "Connections (TCP) or flows (UDP) open to the backend now"),
     (BACKEND_CONNECT_ERRORS, &[LISTENER, BACKEND], "counter", "Failed connect attempts (TCP) or ICMP errors (UDP)"),

@@ -86,6 +86,65 @@ pub fn attach_reuseport_cpu(fd: BorrowedFd<'_>, sockets: u32) -> io::Result<()> 
     Ok(())
 }
 
+/// What `TCP_INFO` says about a TCP socket's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpProgress {
+    /// Sequence space the peer has acknowledged: data bytes, plus one for a FIN, and
+    /// on this kernel one for the SYN of a connection this side opened (not of an
+    /// accepted one). Compare differences, not absolute values.
+    pub acked: u64,
+    /// Milliseconds since data was last received.
+    pub since_data_received: u32,
+}
+
+/// Reads `TCP_INFO` from `fd`.
+pub fn tcp_progress(fd: BorrowedFd<'_>) -> io::Result<TcpProgress> {
+    // SAFETY: tcp_info is plain old data (integers only): all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `fd` is a live socket borrowed for the call; `info` and `len` live on this
+    // stack frame, `len` holds `info`'s size and the kernel writes at most that much.
+    syscall!(getsockopt(
+        fd.as_raw_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_INFO,
+        (&mut info as *mut libc::tcp_info).cast(),
+        &mut len
+    ))?;
+    Ok(TcpProgress {
+        acked: info.tcpi_bytes_acked,
+        since_data_received: info.tcpi_last_data_recv,
+    })
+}
+
+/// `SIOCOUTQ`: bytes in `fd`'s send queue not yet acknowledged by the peer.
+pub fn unacked_bytes(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: `fd` is a live socket borrowed for the call; SIOCOUTQ writes one c_int,
+    // which `n` is, on this stack frame.
+    syscall!(ioctl(
+        fd.as_raw_fd(),
+        libc::TIOCOUTQ,
+        &mut n as *mut libc::c_int
+    ))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Sets `SO_RCVLOWAT`: the kernel signals data ready only once `bytes` are queued
+/// (setting it also signals at once if that many already are).
+pub fn set_recv_lowat(fd: BorrowedFd<'_>, bytes: i32) -> io::Result<()> {
+    // SAFETY: as in `set_recv_buffer_force`: a live borrowed socket and a c_int on the
+    // stack whose size we pass.
+    syscall!(setsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_RCVLOWAT,
+        (&bytes as *const libc::c_int).cast(),
+        std::mem::size_of::<libc::c_int>() as libc::socklen_t
+    ))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +163,32 @@ mod tests {
         .unwrap();
         s.listen(8).unwrap();
         attach_reuseport_cpu(s.as_fd(), 2).unwrap();
+    }
+
+    #[test]
+    fn acked_plus_unacked_grows_by_exactly_what_is_sent() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        let base = tcp_progress(c.as_fd()).unwrap().acked;
+        assert!(base <= 1, "{base}");
+        c.write_all(&[7; 1000]).unwrap();
+        let mut buf = [0; 1000];
+        s.read_exact(&mut buf).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let (p, q) = (
+                tcp_progress(c.as_fd()).unwrap(),
+                unacked_bytes(c.as_fd()).unwrap(),
+            );
+            if p.acked + q == base + 1000 && q == 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{p:?} {q}");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        set_recv_lowat(s.as_fd(), 1).unwrap();
     }
 
     #[test]

@@ -368,8 +368,16 @@ pub fn read_line(s: &TcpStream) -> String {
     line.trim_end().to_string()
 }
 
-/// A TOML config with one TCP listener on `listen` and `backends` (address, id).
+/// A TOML config with one TCP listener on `listen` and `backends` (address, id). With
+/// `RINGWAY_TEST_FORWARD` set (`auto`, `splice`, `copy`, `kernel`), a listener whose
+/// `extra` does not choose its `forward` mode gets that one: CI runs the suite in each.
 pub fn config(listen: SocketAddr, backends: &[(SocketAddr, &str)], extra: &str) -> String {
+    let forced = std::env::var("RINGWAY_TEST_FORWARD")
+        .ok()
+        .filter(|_| !extra.contains("forward ="))
+        .map(|mode| format!("forward = \"{mode}\"\n"))
+        .unwrap_or_default();
+    let extra = format!("{forced}{extra}");
     let mut s = format!("workers = 2\nshutdown_timeout = \"5s\"\n\n[[listener]]\nname = \"t\"\nlisten = \"{}\"\nconnect_timeout = \"1s\"\n{extra}\n", fmt_addr(listen));
     for (addr, id) in backends {
         s.push_str(&format!(

@@ -187,6 +187,12 @@ fn fail<T>(end: End, error: io::Error) -> Result<T, Failure> {
 impl<P: Pipe> Half<P> {
     /// A new direction moving bytes the `mode` way.
     pub fn new(mode: Mode) -> Half<P> {
+        // A session the kernel does not take forwards the default way.
+        let mode = if mode == Mode::Kernel {
+            Mode::Auto
+        } else {
+            mode
+        };
         Half {
             pipe: None,
             pending: 0,
@@ -203,6 +209,11 @@ impl<P: Pipe> Half<P> {
     /// True once the source's EOF has been passed on to the destination.
     pub fn done(&self) -> bool {
         self.shut
+    }
+
+    /// Nothing held, no EOF seen: the direction could be handed to someone else.
+    pub fn at_rest(&self) -> bool {
+        !self.holding() && !self.eof && !self.shut
     }
 
     /// True while bytes are waiting for the destination.
@@ -224,6 +235,11 @@ impl<P: Pipe> Half<P> {
     /// Bytes delivered to the destination so far.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Adds bytes delivered by someone else (the kernel, `forward = "kernel"`).
+    pub fn count(&mut self, bytes: u64) {
+        self.bytes += bytes;
     }
 
     /// A periodic look: a direction that moved nothing since the last look and holds

@@ -12,6 +12,7 @@ mod connect;
 pub mod forward;
 mod header;
 mod io;
+pub mod kernel;
 mod pipes;
 mod session;
 
@@ -60,6 +61,8 @@ pub(super) struct TcpPlane {
     spare: Spare,
     warn: RateLimit,
     log: Sink,
+    /// Handles on the kernel-forwarding maps, when the program is loaded.
+    kernel: Option<kernel::Maps>,
 }
 
 impl TcpPlane {
@@ -78,7 +81,13 @@ impl TcpPlane {
             spare: Spare::new(),
             warn: RateLimit::default(),
             log,
+            kernel: None,
         }
+    }
+
+    /// Lets sessions of `forward = "kernel"` listeners be forwarded by the kernel.
+    pub fn set_kernel(&mut self, maps: kernel::Maps) {
+        self.kernel = Some(maps);
     }
 
     /// Open sessions.
@@ -430,6 +439,7 @@ impl TcpPlane {
             now,
             &mut self.buf,
             &mut self.pool,
+            self.kernel.as_mut(),
         );
         let Some(s) = self.sessions.get_mut(key) else {
             return;
@@ -470,9 +480,10 @@ impl TcpPlane {
     /// Ends session `key`: counts and logs why, hands its access-log record over,
     /// closes it, gives its descriptors back.
     fn end(&mut self, key: Key, ending: Ending, now: Millis) {
-        let Some(s) = self.sessions.remove(key) else {
+        let Some(mut s) = self.sessions.remove(key) else {
             return;
         };
+        s.count_kernel(self.kernel.as_ref(), self.worker);
         let shared = s.listener();
         let client = s.client();
         let (end, detail) =
@@ -549,7 +560,12 @@ impl TcpPlane {
                 .admission
                 .release(&shared.sources, admitted, client.ip(), now);
         }
-        s.close(ending.reset(), self.worker, &mut self.pool);
+        s.close(
+            ending.reset(),
+            self.worker,
+            &mut self.pool,
+            self.kernel.as_mut(),
+        );
         self.budget.give(SESSION_FDS);
     }
 

@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use mio::net::TcpStream;
@@ -16,10 +17,11 @@ use mio::Registry;
 use super::connect::{self, Attempt, Connecting, Phase};
 use super::forward::{self, Half, Ready};
 use super::header;
+use super::kernel::{JoinError, Maps, Pair, Verdict};
 use super::pipes::PipePool;
 use crate::accesslog::{End, Proto, Reached, Record};
 use crate::dataplane::admission::{Admitted, Refused};
-use crate::dataplane::listener::{ListenerShared, Routing};
+use crate::dataplane::listener::{ListenerShared, Mode, Routing};
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::timers::{millis, Armed, Millis};
 use crate::dataplane::token::{self, Key, Kind};
@@ -81,7 +83,8 @@ pub(super) enum Ending {
     NoData,
     /// Closed before sending a byte (a health check of a balancer in front).
     ClosedEarly,
-    /// This machine ran short (descriptors, ports) while connecting.
+    /// This machine ran short (descriptors, ports) while connecting, or handing the
+    /// session to the kernel failed half-way.
     Local(io::Error),
     /// Its backend went down and the listener closes such connections.
     Aborted,
@@ -130,6 +133,8 @@ pub(super) struct Env<'a> {
     now: Millis,
     buf: &'a mut [u8],
     pool: &'a mut PipePool,
+    /// The worker's handles on the kernel-forwarding maps, where it has them.
+    kernel: Option<&'a mut Maps>,
 }
 
 impl<'a> Env<'a> {
@@ -141,6 +146,7 @@ impl<'a> Env<'a> {
         now: Millis,
         buf: &'a mut [u8],
         pool: &'a mut PipePool,
+        kernel: Option<&'a mut Maps>,
     ) -> Env<'a> {
         Env {
             registry,
@@ -149,6 +155,7 @@ impl<'a> Env<'a> {
             now,
             buf,
             pool,
+            kernel,
         }
     }
 }
@@ -187,6 +194,12 @@ pub(super) struct Session {
     target: Option<Arc<BackendStats>>,
     /// Its place in the listener's per-source table, given back when it ends.
     admitted: Option<Admitted>,
+    /// Set once the kernel forwards it (`forward = "kernel"`).
+    kernel: Option<Box<Pair>>,
+    /// Hand it to the kernel once nothing is in flight (a PROXY header was read off
+    /// the client: the kernel would forward the rest of its packet whole, header
+    /// included, so ringway first forwards what is queued).
+    join_at_rest: bool,
     armed: Armed,
 }
 
@@ -223,6 +236,8 @@ impl Session {
             first_eof: None,
             target: None,
             admitted,
+            kernel: None,
+            join_at_rest: false,
             armed: Armed::default(),
         }
     }
@@ -363,6 +378,9 @@ impl Session {
             }
             return self.check_connect(false, true, env);
         }
+        if self.kernel.is_some() {
+            return self.kernel_timer(env);
+        }
         if env.now >= self.last_active + u64::from(self.idle) {
             return Step::End(Ending::Idle);
         }
@@ -378,6 +396,9 @@ impl Session {
             return c.deadline();
         }
         let idle_at = self.last_active + u64::from(self.idle);
+        if self.kernel.as_ref().is_some_and(|k| k.draining()) {
+            return idle_at.min(now + 1);
+        }
         if self.up.has_pipe() || self.down.has_pipe() {
             idle_at.min(now + PIPE_CHECK)
         } else {
@@ -398,6 +419,7 @@ impl Session {
             }),
             header::Read::Invalid(why) => Step::End(Ending::ProxyHeader(why)),
             header::Read::Header(addresses) => {
+                self.join_at_rest = true;
                 let own = reached(self.listener.listen, &self.client);
                 let up = c.header_read(addresses, own, env.now);
                 // The client the header names is the one the lists and limits judge.
@@ -486,6 +508,7 @@ impl Session {
             Ok(false) => Step::Wait,
             Ok(true) => {
                 let _ = stream.set_nodelay(true);
+                let kernel = c.routing().params.forward == Mode::Kernel;
                 self.target = c.established(env.worker);
                 self.client_addr = c.client();
                 self.retries = u8::try_from(c.attempts()).unwrap_or(u8::MAX);
@@ -495,6 +518,13 @@ impl Session {
                 self.backend_ready.set_writable();
                 self.last_active = env.now;
                 self.listener.stats.shard(env.worker).connections.inc();
+                if !kernel {
+                    self.join_at_rest = false;
+                } else if !self.join_at_rest {
+                    if let Some(step) = self.join_kernel(env) {
+                        return step;
+                    }
+                }
                 self.drive(env)
             }
             Err(e) => {
@@ -511,6 +541,9 @@ impl Session {
     pub fn drive(&mut self, env: &mut Env<'_>) -> Step {
         if self.connecting.is_some() {
             return Step::Wait;
+        }
+        if self.kernel.is_some() {
+            return self.kernel_drive(env);
         }
         let Some(backend) = self.backend.as_ref() else {
             return Step::Wait;
@@ -570,14 +603,139 @@ impl Session {
             Step::End(Ending::Done)
         } else if up.more() || down.more() {
             Step::Again
+        } else if self.join_at_rest
+            && self.up.at_rest()
+            && self.down.at_rest()
+            && !self.client_ready.readable()
+            && !self.backend_ready.readable()
+        {
+            self.join_at_rest = false;
+            self.join_kernel(env).unwrap_or(Step::Wait)
         } else {
             Step::Wait
         }
     }
 
+    /// Hands the just-connected session to the kernel; `None`: it stays with ringway
+    /// (no maps, or the kernel said no without side effects).
+    fn join_kernel(&mut self, env: &mut Env<'_>) -> Option<Step> {
+        let maps = env.kernel.as_deref_mut()?;
+        let backend = self.backend.as_ref()?;
+        let counters = self.listener.stats.shard(env.worker);
+        match maps.join(self.client.as_fd(), backend.as_fd()) {
+            Ok(pair) => {
+                counters.kernel_joined.inc();
+                self.kernel = Some(Box::new(pair));
+                // EOFs or resets that came with the handshake are in the flags.
+                Some(self.kernel_drive(env))
+            }
+            Err(JoinError::Fallback(e)) => {
+                counters.kernel_declined.inc();
+                tracing::debug!(listener = %self.listener.name, "kernel forwarding refused this session, ringway forwards it: {e}");
+                None
+            }
+            Err(JoinError::Fatal(e)) => {
+                counters.kernel_failed.inc();
+                Some(Step::End(Ending::Local(io::Error::other(e))))
+            }
+        }
+    }
+
+    /// An event or a drain check on a kernel-forwarded session: a failed socket ends
+    /// it, an EOF is passed on once its direction is delivered.
+    fn kernel_drive(&mut self, env: &mut Env<'_>) -> Step {
+        let (Some(pair), Some(backend), Some(maps)) = (
+            self.kernel.as_deref_mut(),
+            self.backend.as_ref(),
+            env.kernel.as_deref_mut(),
+        ) else {
+            return Step::Wait;
+        };
+        for (side, stream, ready) in [
+            (Side::Client, &self.client, &self.client_ready),
+            (Side::Backend, backend, &self.backend_ready),
+        ] {
+            if ready.closed() {
+                if let Ok(Some(e)) | Err(e) = stream.take_error() {
+                    tracing::debug!(listener = %self.listener.name, "{side:?} failed: {e}");
+                    return Step::End(Ending::Failed {
+                        failed: side,
+                        reset: side.other(),
+                    });
+                }
+            }
+        }
+        let fds = [self.client.as_fd(), backend.as_fd()];
+        let closed = [self.client_ready.closed(), self.backend_ready.closed()];
+        let verdict = pair.advance(maps.moved(pair), fds, closed);
+        if self.first_eof.is_none() {
+            if pair.eof(0) {
+                self.first_eof = Some(Side::Client);
+            } else if pair.eof(1) {
+                self.first_eof = Some(Side::Backend);
+            }
+        }
+        match verdict {
+            Ok(Verdict::Done) => Step::End(Ending::Done),
+            Ok(_) => Step::Wait,
+            Err(e) => {
+                tracing::debug!(listener = %self.listener.name, "passing an EOF on failed: {e}");
+                Step::End(Ending::Failed {
+                    failed: Side::Backend,
+                    reset: Side::Client,
+                })
+            }
+        }
+    }
+
+    /// The timer of a kernel-forwarded session: a drain check, or the idle timeout
+    /// measured by the kernel's own time since each socket last received data.
+    fn kernel_timer(&mut self, env: &mut Env<'_>) -> Step {
+        let step = self.kernel_drive(env);
+        if !matches!(step, Step::Wait) {
+            return step;
+        }
+        let Some(backend) = self.backend.as_ref() else {
+            return Step::Wait;
+        };
+        if let Ok(quiet) = Pair::quiet([self.client.as_fd(), backend.as_fd()]) {
+            self.last_active = env.now.saturating_sub(quiet).max(self.last_active);
+        }
+        self.count_kernel(env.kernel.as_deref(), env.worker);
+        if env.now >= self.last_active + u64::from(self.idle) {
+            return Step::End(Ending::Idle);
+        }
+        Step::Wait
+    }
+
+    /// Adds what the kernel moved since the last call to the session's and its
+    /// backend's byte counts.
+    pub fn count_kernel(&mut self, maps: Option<&Maps>, worker: usize) {
+        let (Some(pair), Some(maps)) = (self.kernel.as_deref_mut(), maps) else {
+            return;
+        };
+        let [sent, received] = pair.take_moved(maps.moved(pair));
+        self.up.count(sent);
+        self.down.count(received);
+        if let Some(t) = &self.target {
+            let counters = t.counters.shard(worker);
+            counters.sent_bytes.add(sent);
+            counters.received_bytes.add(received);
+        }
+    }
+
     /// Ends the session: returns its pipes, resets one side if asked, takes it off
     /// its backend's and listener's counts. The sockets close when it is dropped.
-    pub fn close(mut self, reset: Option<Side>, worker: usize, pool: &mut PipePool) {
+    pub fn close(
+        mut self,
+        reset: Option<Side>,
+        worker: usize,
+        pool: &mut PipePool,
+        kernel: Option<&mut Maps>,
+    ) {
+        if let (Some(pair), Some(maps)) = (self.kernel.as_deref(), kernel) {
+            maps.forget(pair);
+        }
         self.up.release(pool);
         self.down.release(pool);
         let target = match reset {

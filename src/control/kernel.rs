@@ -1,0 +1,38 @@
+//! Kernel forwarding (`forward = "kernel"`): whether this process has it, decided
+//! once at start, while it still has the privileges to load a BPF program.
+
+use crate::config::{Config, ForwardMode, Protocol};
+use crate::dataplane::kernel::{KernelError, Program};
+
+/// The first TCP listener that asks for kernel forwarding.
+pub fn demanded_by(config: &Config) -> Option<&str> {
+    config
+        .listeners
+        .iter()
+        .find(|l| l.protocol == Protocol::Tcp && l.forward == ForwardMode::Kernel)
+        .map(|l| l.name.as_str())
+}
+
+/// Loads the program when the config has a TCP listener (so a reload can turn kernel
+/// forwarding on later), with room for `sessions` sessions. An error only when a
+/// listener demands it; otherwise its absence is logged once.
+pub fn load(config: &Config, sessions: u32) -> Result<Option<Program>, (String, Box<KernelError>)> {
+    if !config.listeners.iter().any(|l| l.protocol == Protocol::Tcp) {
+        return Ok(None);
+    }
+    match Program::load(sessions) {
+        Ok(p) => {
+            tracing::debug!("kernel forwarding available (room for {sessions} sessions)");
+            Ok(Some(p))
+        }
+        Err(e) => match demanded_by(config) {
+            Some(name) => Err((name.to_string(), Box::new(e))),
+            None => {
+                tracing::info!(
+                    "kernel forwarding unavailable ({e}): TCP listeners forward in ringway; forward = \"kernel\" needs CAP_BPF and CAP_NET_ADMIN at start"
+                );
+                Ok(None)
+            }
+        },
+    }
+}

@@ -1,0 +1,142 @@
+//! A session the kernel forwards: passing each EOF on once its direction has been
+//! delivered, its idle time and its byte counts.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use crate::sys::sockopt::{tcp_progress, unacked_bytes};
+
+/// Index of the client socket (source of the upstream direction) in a pair's arrays.
+const CLIENT: usize = 0;
+/// Index of the backend socket.
+const BACKEND: usize = 1;
+
+/// Bytes a socket has had queued for sending since it opened (in sequence space:
+/// acknowledged plus still in its send queue), never more than the truth: `TCP_INFO`
+/// is read before `SIOCOUTQ`, so an acknowledgement landing between the two calls
+/// makes it smaller, not larger.
+fn queued(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let acked = tcp_progress(fd)?.acked;
+    Ok(acked + unacked_bytes(fd)?)
+}
+
+/// [`queued`], exactly: read until the send queue did not move around the `TCP_INFO`
+/// read (nothing is written to the socket meanwhile).
+pub(super) fn queued_stable(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    for _ in 0..64 {
+        let before = unacked_bytes(fd)?;
+        let acked = tcp_progress(fd)?.acked;
+        if unacked_bytes(fd)? == before {
+            return Ok(acked + before);
+        }
+    }
+    Err(io::Error::other("send queue never settled"))
+}
+
+/// What a look at a kernel-forwarded session found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Both EOFs have been passed on.
+    Done,
+    /// An EOF waits for its direction's bytes to reach the other socket: look again
+    /// in a millisecond.
+    Draining,
+    /// Nothing to do until the next event.
+    Wait,
+}
+
+/// A session forwarded by the kernel. Index 0 is the client socket (and the
+/// client -> backend direction), 1 the backend.
+#[derive(Debug)]
+pub struct Pair {
+    cookies: [u64; 2],
+    /// What each socket had queued for sending when it joined.
+    base: [u64; 2],
+    /// The source of each direction has sent its EOF.
+    eof: [bool; 2],
+    /// ... and it has been passed on.
+    shut: [bool; 2],
+    /// Bytes of each direction already added to the metrics.
+    counted: [u64; 2],
+    /// The last look found an EOF waiting for its direction's bytes.
+    draining: bool,
+}
+
+impl Pair {
+    pub(super) fn new(cookies: [u64; 2], base: [u64; 2]) -> Pair {
+        Pair {
+            cookies,
+            base,
+            eof: [false; 2],
+            shut: [false; 2],
+            counted: [0; 2],
+            draining: false,
+        }
+    }
+
+    pub(super) fn cookies(&self) -> [u64; 2] {
+        self.cookies
+    }
+
+    /// Whether the side (0 client, 1 backend) has sent its EOF.
+    pub fn eof(&self, side: usize) -> bool {
+        self.eof[side]
+    }
+
+    /// Takes in that the client (`closed[0]`) or the backend (`closed[1]`) has sent
+    /// its EOF, and passes each EOF on whose direction has been delivered; `moved`:
+    /// the program's byte counts of each direction now.
+    pub fn advance(
+        &mut self,
+        moved: [u64; 2],
+        fds: [BorrowedFd<'_>; 2],
+        closed: [bool; 2],
+    ) -> io::Result<Verdict> {
+        let mut draining = false;
+        for src in [CLIENT, BACKEND] {
+            self.eof[src] |= closed[src];
+            if !self.eof[src] || self.shut[src] {
+                continue;
+            }
+            let dst = 1 - src;
+            if queued(fds[dst])?.saturating_sub(self.base[dst]) >= moved[src] {
+                socket2::SockRef::from(&fds[dst]).shutdown(std::net::Shutdown::Write)?;
+                self.shut[src] = true;
+            } else {
+                draining = true;
+            }
+        }
+        self.draining = draining;
+        Ok(if self.shut == [true; 2] {
+            Verdict::Done
+        } else if draining {
+            Verdict::Draining
+        } else {
+            Verdict::Wait
+        })
+    }
+
+    /// The last look found an EOF waiting for its direction's bytes.
+    pub fn draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Milliseconds since either socket last received data.
+    pub fn quiet(fds: [BorrowedFd<'_>; 2]) -> io::Result<u64> {
+        let a = tcp_progress(fds[CLIENT])?.since_data_received;
+        let b = tcp_progress(fds[BACKEND])?.since_data_received;
+        Ok(u64::from(a.min(b)))
+    }
+
+    /// Bytes moved each way (client -> backend, backend -> client) since the last
+    /// call, given the program's counts now.
+    pub fn take_moved(&mut self, moved: [u64; 2]) -> [u64; 2] {
+        let mut fresh = [0; 2];
+        for side in [CLIENT, BACKEND] {
+            let now = moved[side].max(self.counted[side]);
+            fresh[side] = now - self.counted[side];
+            self.counted[side] = now;
+        }
+        fresh
+    }
+}
