@@ -29,6 +29,8 @@ pub struct Batch {
     addr_lens: Vec<libc::socklen_t>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+    /// Headers for sending a subset of the slots ([`Batch::send_slots`]).
+    picked: Vec<libc::mmsghdr>,
     count: usize,
     /// Control buffers, one per slot (u64 words: aligned for `cmsghdr`); empty unless
     /// made with [`Batch::with_pktinfo`].
@@ -79,6 +81,7 @@ impl Batch {
                 capacity
             ],
             hdrs: vec![zeroed_hdr(); capacity],
+            picked: vec![zeroed_hdr(); capacity],
             count: 0,
             ctrl: Vec::new(),
             locals: vec![None; capacity],
@@ -222,6 +225,98 @@ impl Batch {
         }
         self.count = n;
         Ok(n)
+    }
+
+    /// Receives up to `max` datagrams from the connected socket `fd` into the free
+    /// slots without blocking, each queued for `to` (sent from `from`, as in
+    /// [`Batch::commit_from`]): one `recvmmsg` for what would be several `recv`s.
+    /// Returns how many; fewer than asked means the socket had no more.
+    pub fn recv_append(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        max: usize,
+        to: SocketAddr,
+        from: Option<IpAddr>,
+    ) -> io::Result<usize> {
+        let start = self.count;
+        let n = max.min(self.lens.len() - start);
+        if n == 0 {
+            return Ok(0);
+        }
+        let base = self.data.as_mut_ptr();
+        for i in start..start + n {
+            self.iovs[i] = libc::iovec {
+                // i < capacity, so the offset stays inside `data`.
+                iov_base: base.wrapping_add(i * self.slot).cast(),
+                iov_len: self.slot,
+            };
+            let h = &mut self.hdrs[i];
+            // Connected: no peer address wanted, no control messages.
+            h.msg_hdr.msg_name = ptr::null_mut();
+            h.msg_hdr.msg_namelen = 0;
+            h.msg_hdr.msg_iov = &mut self.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        // SAFETY: `hdrs[start..start + n]` are initialised headers whose iov pointers
+        // point into this batch's own live buffer, `slot` bytes each, inside `data`
+        // (start + n <= capacity); no name or control buffer is passed. The kernel
+        // writes only within them and keeps no pointer after returning.
+        let got = syscall!(recvmmsg(
+            fd.as_raw_fd(),
+            self.hdrs.as_mut_ptr().wrapping_add(start),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT as _, // c_int on glibc, c_uint on musl
+            ptr::null_mut()
+        ))? as usize;
+        for i in start..start + got {
+            let len = self.hdrs[i].msg_len as usize;
+            self.count = i;
+            self.commit_from(len, to, from);
+        }
+        Ok(got)
+    }
+
+    /// Sends the filled slots listed in `slots` (in that order, each at most once, all
+    /// below [`Batch::len`]) on the connected socket `fd` without blocking, with one
+    /// `sendmmsg`; returns how many the kernel took (it stops at the first it cannot
+    /// take).
+    pub fn send_slots(&mut self, fd: BorrowedFd<'_>, slots: &[usize]) -> io::Result<usize> {
+        let n = slots.len().min(self.picked.len());
+        if n == 0 {
+            return Ok(0);
+        }
+        let base = self.data.as_mut_ptr();
+        for (j, &i) in slots[..n].iter().enumerate() {
+            assert!(i < self.count, "slot {i} is not filled");
+            self.iovs[i] = libc::iovec {
+                // i < count <= capacity, so the offset stays inside `data`.
+                iov_base: base.wrapping_add(i * self.slot).cast(),
+                iov_len: self.lens[i],
+            };
+            let h = &mut self.picked[j];
+            h.msg_hdr.msg_name = ptr::null_mut();
+            h.msg_hdr.msg_namelen = 0;
+            h.msg_hdr.msg_iov = &mut self.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        // SAFETY: `picked[..n]` are initialised headers whose iov pointers point at
+        // iovecs of this batch describing filled slots inside `data` (checked above);
+        // no name or control buffer. The kernel only reads them during the call.
+        let sent = syscall!(sendmmsg(
+            fd.as_raw_fd(),
+            self.picked.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT as _ // c_int on glibc, c_uint on musl
+        ))?;
+        Ok(sent as usize)
     }
 
     /// Sends the filled slots `from..len()` without blocking; returns how many the
@@ -424,6 +519,55 @@ mod tests {
             assert_eq!(&buf[..n], b"pong");
             assert_eq!(replied_from, to);
         }
+    }
+
+    #[test]
+    fn recv_append_queues_replies_for_the_client_after_those_already_there() {
+        use std::os::fd::AsFd;
+        let backend = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let flow = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        flow.connect(backend.local_addr().unwrap()).unwrap();
+        let client: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut b = Batch::new(4, 64);
+        b.next_slot().unwrap()[..3].copy_from_slice(b"old");
+        b.commit(3, client);
+        for m in [&b"one"[..], b"two", b"three", b"four"] {
+            backend.send_to(m, flow.local_addr().unwrap()).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // Room for three more: three taken, the fourth stays queued.
+        assert_eq!(b.recv_append(flow.as_fd(), 10, client, None).unwrap(), 3);
+        assert_eq!(b.len(), 4);
+        let got: Vec<_> = (0..4).map(|i| b.get(i)).collect();
+        assert_eq!(got[0], (&b"old"[..], Some(client)));
+        assert_eq!(got[1], (&b"one"[..], Some(client)));
+        assert_eq!(got[3], (&b"three"[..], Some(client)));
+        b.clear();
+        assert_eq!(b.recv_append(flow.as_fd(), 10, client, None).unwrap(), 1);
+        assert_eq!(b.get(0).0, b"four");
+        let e = b.recv_append(flow.as_fd(), 10, client, None).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn send_slots_sends_the_picked_datagrams_in_order() {
+        use std::os::fd::AsFd;
+        let backend = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let flow = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        flow.connect(backend.local_addr().unwrap()).unwrap();
+        let client: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut b = Batch::new(4, 64);
+        for m in [&b"a"[..], b"bb", b"ccc", b"dddd"] {
+            let slot = b.next_slot().unwrap();
+            slot[..m.len()].copy_from_slice(m);
+            b.commit(m.len(), client);
+        }
+        assert_eq!(b.send_slots(flow.as_fd(), &[3, 1]).unwrap(), 2);
+        let mut buf = [0u8; 16];
+        let n = backend.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"dddd");
+        let n = backend.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"bb");
     }
 
     #[test]

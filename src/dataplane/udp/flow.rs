@@ -5,6 +5,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use std::os::fd::AsFd;
+
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 
@@ -14,10 +16,22 @@ use crate::dataplane::listener::Routing;
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::timers::{Armed, Millis};
 use crate::dataplane::token::Key;
+use crate::sys::mmsg::Batch;
 
 /// A flow's identity: listener, client address, and the local address the client
 /// reached when the listener binds a wildcard address (`None` otherwise).
 pub(super) type FlowId = (Key, SocketAddr, Option<IpAddr>);
+
+/// What one [`Flow::recv_into`] got.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Replies {
+    /// Their bytes.
+    pub bytes: u64,
+    /// The socket had no more.
+    pub drained: bool,
+    /// Every datagram has the replies `udp_responses` expects.
+    pub finished: bool,
+}
 
 /// One client's flow.
 #[derive(Debug)]
@@ -120,31 +134,59 @@ impl Flow {
         self.last_active + idle
     }
 
-    /// Sends a client datagram to the backend.
-    pub fn send(&mut self, data: &[u8], now: Millis) -> io::Result<usize> {
-        let n = self.socket.send(data)?;
-        self.sent += 1;
-        self.datagrams.0 += 1;
-        self.bytes.0 += n as u64;
+    /// Sends the client datagrams in `slots` of `batch` to the backend with one
+    /// `sendmmsg`; returns how many went and their bytes.
+    pub fn send_slots(
+        &mut self,
+        batch: &mut Batch,
+        slots: &[usize],
+        now: Millis,
+    ) -> io::Result<(usize, u64)> {
+        let n = batch.send_slots(self.socket.as_fd(), slots)?;
+        let bytes: u64 = slots[..n]
+            .iter()
+            .map(|&i| batch.get(i).0.len() as u64)
+            .sum();
+        self.sent += n as u64;
+        self.datagrams.0 += n as u64;
+        self.bytes.0 += bytes;
         self.last_active = now;
-        Ok(n)
+        Ok((n, bytes))
     }
 
-    /// Receives a reply into `buf`; true when, with `responses` replies expected per
-    /// datagram (`udp_responses`, 0: no limit), every datagram has its replies.
-    pub fn recv(
+    /// Receives the replies waiting (one `recvmmsg`, as many as `replies` has room for
+    /// and, with `responses` replies expected per datagram (`udp_responses`, 0: no
+    /// limit), no more than are still expected), queued for the client.
+    pub fn recv_into(
         &mut self,
-        buf: &mut [u8],
+        replies: &mut Batch,
         responses: u64,
         now: Millis,
-    ) -> io::Result<(usize, bool)> {
-        let n = self.socket.recv(buf)?;
-        self.replies += 1;
-        self.datagrams.1 += 1;
-        self.bytes.1 += n as u64;
+    ) -> io::Result<Replies> {
+        let expected = if responses > 0 {
+            let left = self
+                .sent
+                .saturating_mul(responses)
+                .saturating_sub(self.replies);
+            usize::try_from(left).unwrap_or(usize::MAX).max(1)
+        } else {
+            usize::MAX
+        };
+        let first = replies.len();
+        let asked = expected.min(replies.capacity() - first);
+        let got = replies.recv_append(self.socket.as_fd(), asked, self.client, self.local)?;
+        let bytes: u64 = (first..first + got)
+            .map(|i| replies.get(i).0.len() as u64)
+            .sum();
+        self.replies += got as u64;
+        self.datagrams.1 += got as u64;
+        self.bytes.1 += bytes;
         self.last_active = now;
-        let finished = responses > 0 && self.replies >= self.sent.saturating_mul(responses);
-        Ok((n, finished))
+        Ok(Replies {
+            bytes,
+            drained: got < asked,
+            finished: responses > 0 && self.replies >= self.sent.saturating_mul(responses),
+        })
     }
 
     /// Its access-log record, ending now (`now`) so (`end`, and its `detail`);

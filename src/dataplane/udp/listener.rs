@@ -3,7 +3,6 @@
 //! against.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
@@ -86,19 +85,13 @@ impl UdpListener {
         &self.seen
     }
 
-    /// A slot for the next reply; the batch is sent first if it is full (`worker`: whose
-    /// counters say so).
-    pub fn reply_slot(&mut self, worker: usize) -> &mut [u8] {
+    /// The batch of replies to send, with room for at least one more (it is sent
+    /// first if it is full; `worker`: whose counters say so).
+    pub fn reply_room(&mut self, worker: usize) -> &mut Batch {
         if self.replies.is_full() {
             self.flush(worker);
         }
-        self.replies.next_slot().expect("flushed above")
-    }
-
-    /// Queues the `len` bytes just written to the reply slot, for `client`, from
-    /// `local` (wildcard listeners).
-    pub fn commit_reply(&mut self, len: usize, client: SocketAddr, local: Option<IpAddr>) {
-        self.replies.commit_from(len, client, local);
+        &mut self.replies
     }
 
     /// Sends the queued replies; what the kernel will not take now is dropped (UDP)

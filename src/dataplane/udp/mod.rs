@@ -50,8 +50,9 @@ use socket::{reached, upstream};
 /// Batches read from one listener per wake-up before other work gets a turn.
 const BATCHES_PER_WAKEUP: usize = 8;
 
-/// Replies read from one flow per wake-up before other work gets a turn.
-const REPLIES_PER_WAKEUP: usize = 64;
+/// `recvmmsg` calls on one flow per wake-up before other work gets a turn (each takes
+/// as many replies as wait, up to the reply batch's room).
+const REPLY_BATCHES_PER_WAKEUP: usize = 4;
 
 /// Work left over by a budget, done before the next wait.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +70,9 @@ pub(super) struct UdpPlane {
     index: HashMap<FlowId, Key>,
     /// Receive batch (allocated with the first listener).
     batch: Option<Batch>,
+    /// Scratch: the flow of each datagram of a batch, then the slots of one flow.
+    routed: Vec<(Key, usize)>,
+    slots: Vec<usize>,
     timers: Timers,
     requeue: Vec<Work>,
     budget: FdBudget,
@@ -90,6 +94,8 @@ impl UdpPlane {
             flows: Slots::default(),
             index: HashMap::new(),
             batch: None,
+            routed: Vec::new(),
+            slots: Vec::new(),
             timers: Timers::default(),
             requeue: Vec::new(),
             budget,
@@ -239,17 +245,7 @@ impl UdpPlane {
             };
             match l.recv(&mut batch) {
                 Ok(n) => {
-                    for i in 0..n {
-                        let (data, from) = batch.get(i);
-                        if let Some(client) = from {
-                            self.client_datagram(
-                                (lkey, client, batch.local(i)),
-                                data,
-                                registry,
-                                now,
-                            );
-                        }
-                    }
+                    self.forward_batch(lkey, &mut batch, registry, now);
                     if n < batch.capacity() {
                         more = false;
                         break;
@@ -272,9 +268,78 @@ impl UdpPlane {
         more
     }
 
-    /// A datagram from `client` to local address `local` (only wildcard listeners ask
-    /// for `IP_PKTINFO`, so it is `None` on the others).
-    fn client_datagram(&mut self, id: FlowId, data: &[u8], registry: &Registry, now: Millis) {
+    /// Forwards the client datagrams in `batch` (read from listener `lkey`): finds or
+    /// opens each one's flow, then sends each flow's datagrams, in order, with one
+    /// `sendmmsg` (a resolver or game client often has several in one batch).
+    fn forward_batch(&mut self, lkey: Key, batch: &mut Batch, registry: &Registry, now: Millis) {
+        let mut routed = std::mem::take(&mut self.routed);
+        routed.clear();
+        for i in 0..batch.len() {
+            let (_, from) = batch.get(i);
+            if let Some(client) = from {
+                if let Some(fkey) = self.flow_for((lkey, client, batch.local(i)), registry, now) {
+                    routed.push((fkey, i));
+                }
+            }
+        }
+        // Stable: each flow's datagrams keep their order.
+        routed.sort_by_key(|&(fkey, _)| fkey);
+        let mut slots = std::mem::take(&mut self.slots);
+        for group in routed.chunk_by(|a, b| a.0 == b.0) {
+            slots.clear();
+            slots.extend(group.iter().map(|&(_, i)| i));
+            self.send_to_flow(group[0].0, batch, &slots, now);
+        }
+        self.routed = routed;
+        self.slots = slots;
+    }
+
+    /// Sends datagrams `slots` of `batch` through flow `fkey`; what the kernel refuses
+    /// is dropped and counted.
+    fn send_to_flow(&mut self, fkey: Key, batch: &mut Batch, slots: &[usize], now: Millis) {
+        let Some(f) = self.flows.get_mut(fkey) else {
+            return;
+        };
+        let Some(l) = self.listeners.get(f.listener()) else {
+            return;
+        };
+        let shared = l.shared();
+        let stats = shared.stats.shard(self.worker);
+        let (mut at, mut retried) = (0, false);
+        while at < slots.len() {
+            match f.send_slots(batch, &slots[at..], now) {
+                Ok((n, bytes)) => {
+                    f.target().counters.shard(self.worker).sent_bytes.add(bytes);
+                    // sendmmsg takes at least one or fails: 0 would mean none can go.
+                    at += n.max(1);
+                    if n == 0 {
+                        stats.udp_dropped_send.inc();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is(&e, libc::ECONNREFUSED) && !retried => {
+                    // A previous datagram drew an ICMP port-unreachable; this one was
+                    // not sent: count it against the backend and try once more.
+                    retried = true;
+                    stats.backend_icmp_errors.inc();
+                    f.target().counters.shard(self.worker).connect_errors.inc();
+                    shared.report_failure(l.routing(), f.backend(), &e);
+                }
+                Err(e) => {
+                    stats.udp_dropped_send.inc();
+                    at += 1;
+                    if let Some(suppressed) = self.warn.allow(now) {
+                        tracing::warn!(listener = %shared.name, client = %f.client(), suppressed, "udp datagram to backend dropped: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The flow of a datagram from `client` to local address `local` (only wildcard
+    /// listeners ask for `IP_PKTINFO`, so it is `None` on the others): found, or
+    /// opened; `None` when the datagram is dropped (counted there).
+    fn flow_for(&mut self, id: FlowId, registry: &Registry, now: Millis) -> Option<Key> {
         // A listener removed by a reload keeps its socket for its old flows; when a
         // listener on the same address replaced it (renamed), the kernel still hashes
         // some new clients to the old socket: their flows belong to the new listener.
@@ -284,7 +349,7 @@ impl UdpPlane {
                 self.successor(lkey).unwrap_or(lkey)
             }
             Some(_) => lkey,
-            None => return,
+            None => return None,
         };
         let id = (lkey, client, local);
         if let Some(l) = self.listeners.get(lkey) {
@@ -299,42 +364,11 @@ impl UdpPlane {
                 }
                 let end = (End::Rejected, Some(Refused::Denied.reason()));
                 self.close_flow_for(k, end, registry, now);
-                return;
+                return None;
             }
-            None => match self.open_flow(id, registry, now) {
-                Some(k) => k,
-                None => return,
-            },
+            None => self.open_flow(id, registry, now)?,
         };
-        let (Some(f), Some(l)) = (self.flows.get_mut(fkey), self.listeners.get(lkey)) else {
-            return;
-        };
-        let shared = l.shared();
-        let stats = shared.stats.shard(self.worker);
-        let mut result = f.send(data, now);
-        if let Err(e) = result.as_ref().map(|_| ()) {
-            if is(e, libc::ECONNREFUSED) {
-                // A previous datagram drew an ICMP port-unreachable; this one was not sent.
-                stats.backend_icmp_errors.inc();
-                f.target().counters.shard(self.worker).connect_errors.inc();
-                shared.report_failure(l.routing(), f.backend(), e);
-                result = f.send(data, now);
-            }
-        }
-        match result {
-            Ok(n) => f
-                .target()
-                .counters
-                .shard(self.worker)
-                .sent_bytes
-                .add(n as u64),
-            Err(e) => {
-                stats.udp_dropped_send.inc();
-                if let Some(suppressed) = self.warn.allow(now) {
-                    tracing::warn!(listener = %shared.name, client = %client, suppressed, "udp datagram to backend dropped: {e}");
-                }
-            }
-        }
+        Some(fkey)
     }
 
     /// The live UDP listener on the same address as retired listener `lkey`, if any.
@@ -581,15 +615,14 @@ impl UdpPlane {
         };
         let responses = u64::from(l.routing().params.udp_responses);
         let (mut finished, mut more) = (false, true);
-        for _ in 0..REPLIES_PER_WAKEUP {
-            let got = f.recv(l.reply_slot(worker), responses, now);
+        for _ in 0..REPLY_BATCHES_PER_WAKEUP {
+            let got = f.recv_into(l.reply_room(worker), responses, now);
             let counters = f.target().counters.shard(worker);
             match got {
-                Ok((n, done)) => {
-                    l.commit_reply(n, f.client(), f.local());
-                    counters.received_bytes.add(n as u64);
-                    if done {
-                        (finished, more) = (true, false);
+                Ok(r) => {
+                    counters.received_bytes.add(r.bytes);
+                    if r.finished || r.drained {
+                        (finished, more) = (r.finished, false);
                         break;
                     }
                 }
