@@ -772,3 +772,15 @@ pub(super) fn reached(listen: SocketAddr, client: &TcpStream) -> SocketAddr {
         listen
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// An idle connection's memory is mostly its session (the goal: under 300 bytes
+    /// of RSS per idle connection, measured by `scripts/bench.sh`'s memory test):
+    /// growing it is a decision, not an accident.
+    #[test]
+    fn a_session_stays_small() {
+        let size = std::mem::size_of::<super::Session>();
+        assert!(size <= 240, "Session is {size} bytes");
+    }
+}
