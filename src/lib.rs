@@ -33,7 +33,12 @@
 //!   ([`dataplane::admission`]: allow/deny networks by bisection, per-source limits in
 //!   a bounded, sharded table, the one place workers share a lock, and only on
 //!   listeners that set such a limit). Workers are pinned to CPUs and TCP accepts
-//!   steered to the receiving CPU where ringway owns CPUs `0..workers`.
+//!   steered to the receiving CPU where ringway owns CPUs `0..workers`. A listener
+//!   with `forward = "kernel"` hands established sessions to a BPF sockmap program
+//!   (loaded once at start through aya's safe API; `dataplane::kernel`), and its
+//!   workers then only hear of EOFs and resets. UDP moves in batches both ways:
+//!   `recvmmsg`/`sendmmsg` on the listener, and per flow one `sendmmsg` for its share
+//!   of a batch and one `recvmmsg` for its waiting replies.
 //! * [`accesslog`]: one record per connection and flow, handed by workers to a writer
 //!   thread through bounded queues they never wait on.
 //! * [`metrics`]: every metric name ([`metrics::names`]) and the Prometheus exporter,

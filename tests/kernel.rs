@@ -348,3 +348,27 @@ fn after_a_proxy_header_the_kernel_takes_over_without_resending_it() {
     assert_eq!(r["bytes_in"].as_u64(), Some(50_004), "{r}");
     assert_eq!(r["bytes_out"].as_u64(), Some(50_004), "{r}");
 }
+
+/// A session the kernel will not take stays with ringway, intact: here the client's
+/// bytes and EOF are already in when the backend connection opens (`on-data` waits for
+/// them), and a socket that has received its peer's EOF cannot join a sockmap.
+#[test]
+#[ignore = "needs root (BPF)"]
+fn a_session_the_kernel_declines_is_forwarded_by_ringway() {
+    let b = Backend::echo("127.0.0.1:0");
+    let s = start(b.addr, "backend_connect = \"on-data\"");
+    let mut c = TcpStream::connect(s.listen).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"said and done").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"said and done");
+    assert!(
+        eventually(Duration::from_secs(5), || kernel_sessions(
+            s.metrics, "declined"
+        ) >= 1.0),
+        "{}",
+        scrape(s.metrics)
+    );
+}
