@@ -250,16 +250,7 @@ impl Batch {
                 iov_base: base.wrapping_add(i * self.slot).cast(),
                 iov_len: self.slot,
             };
-            let h = &mut self.hdrs[i];
-            // Connected: no peer address wanted, no control messages.
-            h.msg_hdr.msg_name = ptr::null_mut();
-            h.msg_hdr.msg_namelen = 0;
-            h.msg_hdr.msg_iov = &mut self.iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
-            h.msg_hdr.msg_flags = 0;
-            h.msg_len = 0;
+            point_connected(&mut self.hdrs[i], &mut self.iovs[i]);
         }
         // SAFETY: `hdrs[start..start + n]` are initialised headers whose iov pointers
         // point into this batch's own live buffer, `slot` bytes each, inside `data`
@@ -297,15 +288,7 @@ impl Batch {
                 iov_base: base.wrapping_add(i * self.slot).cast(),
                 iov_len: self.lens[i],
             };
-            let h = &mut self.picked[j];
-            h.msg_hdr.msg_name = ptr::null_mut();
-            h.msg_hdr.msg_namelen = 0;
-            h.msg_hdr.msg_iov = &mut self.iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
-            h.msg_hdr.msg_flags = 0;
-            h.msg_len = 0;
+            point_connected(&mut self.picked[j], &mut self.iovs[i]);
         }
         // SAFETY: `picked[..n]` are initialised headers whose iov pointers point at
         // iovecs of this batch describing filled slots inside `data` (checked above);
@@ -337,6 +320,19 @@ impl Batch {
         ))?;
         Ok(sent as usize)
     }
+}
+
+/// Points `h` at the one buffer `iov` describes, with no peer address and no control
+/// messages: a datagram on a connected socket.
+fn point_connected(h: &mut libc::mmsghdr, iov: &mut libc::iovec) {
+    h.msg_hdr.msg_name = ptr::null_mut();
+    h.msg_hdr.msg_namelen = 0;
+    h.msg_hdr.msg_iov = iov;
+    h.msg_hdr.msg_iovlen = 1;
+    h.msg_hdr.msg_control = ptr::null_mut();
+    h.msg_hdr.msg_controllen = 0;
+    h.msg_hdr.msg_flags = 0;
+    h.msg_len = 0;
 }
 
 /// Writes one `IP_PKTINFO` or `IPV6_PKTINFO` control message asking to send from `ip`

@@ -7,12 +7,22 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 /// (needs CAP_NET_ADMIN; callers fall back to `SO_RCVBUF` on `EPERM`).
 pub fn set_recv_buffer_force(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
     let val = bytes.min(i32::MAX as usize) as libc::c_int;
+    set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, val)
+}
+
+/// Sets an integer socket option.
+fn set_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    val: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: `fd` is a live socket borrowed for the call; the option value is a c_int
     // that lives on the stack for the duration of the call and whose size we pass.
     syscall!(setsockopt(
         fd.as_raw_fd(),
-        libc::SOL_SOCKET,
-        libc::SO_RCVBUFFORCE,
+        level,
+        name,
         (&val as *const libc::c_int).cast(),
         std::mem::size_of::<libc::c_int>() as libc::socklen_t
     ))?;
@@ -23,22 +33,12 @@ pub fn set_recv_buffer_force(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()>
 /// (`IP_PKTINFO` on an IPv4 socket, `IPV6_RECVPKTINFO` on an IPv6 one), which a socket
 /// bound to a wildcard address needs to reply from the address the client reached.
 pub fn set_recv_pktinfo(fd: BorrowedFd<'_>, ipv6: bool) -> io::Result<()> {
-    let on: libc::c_int = 1;
     let (level, name) = if ipv6 {
         (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
     } else {
         (libc::IPPROTO_IP, libc::IP_PKTINFO)
     };
-    // SAFETY: as in `set_recv_buffer_force`: a live borrowed socket and a c_int on the
-    // stack whose size we pass.
-    syscall!(setsockopt(
-        fd.as_raw_fd(),
-        level,
-        name,
-        (&on as *const libc::c_int).cast(),
-        std::mem::size_of::<libc::c_int>() as libc::socklen_t
-    ))?;
-    Ok(())
+    set_int(fd, level, name, 1)
 }
 
 /// Attaches to `fd`'s `SO_REUSEPORT` group a classic BPF program that hands each new
@@ -133,16 +133,7 @@ pub fn unacked_bytes(fd: BorrowedFd<'_>) -> io::Result<u64> {
 /// Sets `SO_RCVLOWAT`: the kernel signals data ready only once `bytes` are queued
 /// (setting it also signals at once if that many already are).
 pub fn set_recv_lowat(fd: BorrowedFd<'_>, bytes: i32) -> io::Result<()> {
-    // SAFETY: as in `set_recv_buffer_force`: a live borrowed socket and a c_int on the
-    // stack whose size we pass.
-    syscall!(setsockopt(
-        fd.as_raw_fd(),
-        libc::SOL_SOCKET,
-        libc::SO_RCVLOWAT,
-        (&bytes as *const libc::c_int).cast(),
-        std::mem::size_of::<libc::c_int>() as libc::socklen_t
-    ))?;
-    Ok(())
+    set_int(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, bytes)
 }
 
 #[cfg(test)]
