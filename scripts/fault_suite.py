@@ -266,6 +266,7 @@ def config(udp_limits=""):
     udp_backends = "".join(
         f'[[listener.backend]]\naddress = "10.77.{i}.2:7053"\nid = "u{i}"\n' for i in (1, 2, 3)
     )
+    forward = f'forward = "{ARGS.forward}"' if ARGS.forward else ""
     return f"""workers = 2
 shutdown_timeout = "2s"
 [admin]
@@ -278,6 +279,7 @@ name = "t"
 listen = "{LB_IP}:8000"
 connect_timeout = "500ms"
 max_connections = 2000
+{forward}
 [listener.health]
 check = "send-expect"
 send = "ping\\n"
@@ -449,6 +451,11 @@ def main():
         default_bin = os.path.join(ROOT, "target/release/ringway")
     ap.add_argument("--bin", default=default_bin)
     ap.add_argument("--only", default="")
+    ap.add_argument(
+        "--forward",
+        default="",
+        help='the TCP listener\'s forward mode (auto, splice, copy, kernel); default: its default',
+    )
     global ARGS
     ARGS = ap.parse_args()
     if os.geteuid() != 0:
@@ -467,7 +474,7 @@ def main():
     rw = None
     try:
         rw = Ringway(ARGS.bin, work)
-        print(f"fault suite: ringway {ARGS.bin}, 3 backends, 8 clients (256 KiB transfers"
+        print(f"fault suite: ringway {ARGS.bin} (forward {ARGS.forward or 'default'}), 3 backends, 8 clients (256 KiB transfers"
               " and 64 B requests, every byte checked)")
         if want("kill"):
             errors += scenario_backend_fault(

@@ -25,12 +25,26 @@ pub(super) type FlowId = (Key, SocketAddr, Option<IpAddr>);
 /// What one [`Flow::recv_into`] got.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Replies {
+    bytes: u64,
+    drained: bool,
+    finished: bool,
+}
+
+impl Replies {
     /// Their bytes.
-    pub bytes: u64,
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
     /// The socket had no more.
-    pub drained: bool,
+    pub fn drained(&self) -> bool {
+        self.drained
+    }
+
     /// Every datagram has the replies `udp_responses` expects.
-    pub finished: bool,
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
 }
 
 /// One client's flow.

@@ -620,9 +620,9 @@ impl UdpPlane {
             let counters = f.target().counters.shard(worker);
             match got {
                 Ok(r) => {
-                    counters.received_bytes.add(r.bytes);
-                    if r.finished || r.drained {
-                        (finished, more) = (r.finished, false);
+                    counters.received_bytes.add(r.bytes());
+                    if r.finished() || r.drained() {
+                        (finished, more) = (r.finished(), false);
                         break;
                     }
                 }
