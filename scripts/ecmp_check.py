@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Drives the ECMP lab (scripts/ecmp-lab.sh up first) from its client namespace and
+prints its figures; exits non-zero when a flow lands anywhere but where `ringway
+route` says.
+
+1. UDP: FLOWS unconnected client sockets (one source port each) send to the VIP; each
+   answer names its backend, which must be the one `ringway route --ids` predicts, and
+   every node must have carried a share (each node's own /metrics).
+2. TCP: CONNS connections, the same check.
+3. Failover: node 2 (ringway and BIRD) is SIGKILLed while every UDP flow keeps sending;
+   after the router drops it, each flow must still be answered by the same backend
+   (counting the flows that crossed the dead node, and those ECMP moved between healthy
+   nodes), with the time until the multipath route had two hops.
+4. Return: node 2 is started again; the route has three hops again (time) and new TCP
+   connections match `route` again.
+"""
+
+import argparse
+import ctypes
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAB = os.environ.get("ECMP_LAB_DIR", "/tmp/ecmp-lab")
+VIP = "10.100.0.1"
+CLIENT_IP = "10.99.0.2"
+
+
+def enter(ns):
+    """Moves this process into namespace `ns` (for its sockets)."""
+    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    # os.setns is Python 3.12+; Debian 12 has 3.11.
+    if ctypes.CDLL(None, use_errno=True).setns(fd, 0) != 0:
+        sys.exit(f"setns {ns}: {os.strerror(ctypes.get_errno())}")
+    os.close(fd)
+
+
+def lab(*args):
+    return subprocess.run([os.path.join(ROOT, "scripts/ecmp-lab.sh"), *args], check=True)
+
+
+def hops():
+    out = subprocess.run(
+        ["ip", "netns", "exec", "ecmp-router", "ip", "route", "show", VIP],
+        capture_output=True, text=True,
+    ).stdout
+    return out.count("nexthop")
+
+
+def route(listener, clients, down=()):
+    binary = open(os.path.join(LAB, "bin")).read().strip()
+    args = [binary, "route", "-c", os.path.join(LAB, "ringway.toml"), "--listener", listener, "--ids"]
+    for d in down:
+        args += ["--down", d]
+    out = subprocess.run(
+        args, input="".join(f"{c}\n" for c in clients), capture_output=True, text=True, check=True
+    ).stdout
+    return dict(line.split(" ", 1) for line in out.splitlines())
+
+
+def node_counter(n, name, labels):
+    """A counter from node `n`'s own /metrics (each node's 127.0.0.1:9100)."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", f"ecmp-node{n}", "python3", "-c",
+         "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9100/metrics',timeout=2).read().decode())"],
+        capture_output=True, text=True,
+    ).stdout
+    want = ",".join(f'{k}="{v}"' for k, v in labels)
+    for line in out.splitlines():
+        if line.startswith(f"{name}{{{want}}}"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def udp_round(socks, tag, timeout=2.0):
+    """One datagram from each socket; returns {socket index: (backend, node)} for the
+    answers (the backend names the node's address it heard from: 10.98.K.1)."""
+    for i, s in enumerate(socks):
+        s.sendto(f"{tag}-{i}".encode(), (VIP, 53))
+    got = {}
+    deadline = time.time() + timeout
+    by_fd = {s.fileno(): i for i, s in enumerate(socks)}
+    poller = select.poll()
+    for s in socks:
+        poller.register(s, select.POLLIN)
+    while len(got) < len(socks) and time.time() < deadline:
+        for fd, _ in poller.poll(100):
+            data = socks[by_fd[fd]].recv(2048)
+            name, node, body = data.decode().split("|", 2)
+            if body.startswith(f"{tag}-"):
+                got[by_fd[fd]] = (name, int(node.split(".")[2]))
+    return got
+
+
+def tcp_backend(timeout=2.0):
+    s = socket.create_connection((VIP, 80), timeout=timeout)
+    me = s.getsockname()
+    name = b""
+    while not name.endswith(b"\n"):
+        chunk = s.recv(16)
+        if not chunk:
+            break
+        name += chunk
+    s.close()
+    return f"{me[0]}:{me[1]}", name.decode().strip()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--flows", type=int, default=2000)
+    ap.add_argument("--conns", type=int, default=300)
+    args = ap.parse_args()
+    enter("ecmp-client")
+    bad = 0
+
+    # 1. UDP flows.
+    socks = []
+    for _ in range(args.flows):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((CLIENT_IP, 0))
+        socks.append(s)
+    clients = [f"{CLIENT_IP}:{s.getsockname()[1]}" for s in socks]
+    want = route("udp", clients)
+    before = {n: node_counter(n, "ringway_udp_flows_total", [("listener", "udp")]) for n in (1, 2, 3)}
+    first = udp_round(socks, "a")
+    wrong = [i for i, (b, _) in first.items() if want[clients[i]] != b]
+    share = {n: node_counter(n, "ringway_udp_flows_total", [("listener", "udp")]) - before[n] for n in (1, 2, 3)}
+    print(f"udp: {len(first)}/{len(socks)} flows answered, {len(wrong)} not where route says; "
+          f"flows per node {share}")
+    bad += len(wrong) + (len(socks) - len(first)) + sum(1 for v in share.values() if v == 0)
+
+    # 2. TCP connections.
+    tcp_before = {n: node_counter(n, "ringway_listener_connections_total", [("listener", "tcp")]) for n in (1, 2, 3)}
+    seen = [tcp_backend() for _ in range(args.conns)]
+    want_tcp = route("tcp", [c for c, _ in seen])
+    wrong_tcp = [c for c, b in seen if want_tcp[c] != b]
+    tcp_share = {n: node_counter(n, "ringway_listener_connections_total", [("listener", "tcp")]) - tcp_before[n] for n in (1, 2, 3)}
+    print(f"tcp: {len(seen)} connections, {len(wrong_tcp)} not where route says; per node {tcp_share}")
+    bad += len(wrong_tcp)
+
+    # 3. Node 2 dies; the flows go on.
+    lab("kill", "2")
+    t0 = time.time()
+    while hops() != 2 and time.time() - t0 < 30:
+        time.sleep(0.01)
+    converged = time.time() - t0
+    again = udp_round(socks, "b")
+    moved_backend = [i for i, (b, _) in again.items() if i in first and first[i][0] != b]
+    crossed = sum(1 for i in again if first.get(i, ("", 0))[1] == 2)
+    shuffled = sum(1 for i, (_, n) in again.items() if i in first and first[i][1] not in (2, n))
+    print(f"node 2 killed: route down to {hops()} hops after {converged:.2f} s; "
+          f"{len(again)}/{len(socks)} flows answered after, {len(moved_backend)} by another backend; "
+          f"{crossed} had crossed node 2, {shuffled} moved between healthy nodes by ECMP")
+    bad += len(moved_backend) + (len(socks) - len(again))
+
+    # 4. Node 2 returns.
+    lab("start", "2")
+    t0 = time.time()
+    while hops() != 3 and time.time() - t0 < 60:
+        time.sleep(0.05)
+    print(f"node 2 back: route has {hops()} hops after {time.time() - t0:.2f} s")
+    time.sleep(1.5)  # its health checks see the backends up
+    seen = [tcp_backend() for _ in range(args.conns)]
+    want_tcp = route("tcp", [c for c, _ in seen])
+    wrong_tcp = [c for c, b in seen if want_tcp[c] != b]
+    print(f"tcp after return: {len(seen)} connections, {len(wrong_tcp)} not where route says")
+    bad += len(wrong_tcp)
+    print(f"ecmp check: {bad} problem(s)")
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
