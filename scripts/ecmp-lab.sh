@@ -123,7 +123,9 @@ EOF
 start_node() {
     local n=$1
     ns "node$n" bird -c "$LAB/node$n.bird.conf" -s "$LAB/node$n.ctl" -P "$LAB/node$n.bird.pid"
-    ns "node$n" "$BIN" run --config "$LAB/ringway.toml" >"$LAB/node$n.ringway.log" 2>&1 &
+    # Not through the `ns` function: `$!` must be the process that execs ringway.
+    ip netns exec "$P-node$n" "$BIN" run --config "$LAB/ringway.toml" \
+        >"$LAB/node$n.ringway.log" 2>&1 &
     echo $! >"$LAB/node$n.ringway.pid"
 }
 
@@ -163,7 +165,8 @@ up() {
     for b in 1 2 3; do ns backends ip addr add "10.97.0.$b/32" dev lo; done
     bird_conf_router >"$LAB/router.bird.conf"
     ringway_conf >"$LAB/ringway.toml"
-    ns backends python3 "$ROOT/scripts/ecmp_backends.py" >"$LAB/backends.log" 2>&1 &
+    ip netns exec "$P-backends" python3 "$ROOT/scripts/ecmp_backends.py" \
+        >"$LAB/backends.log" 2>&1 &
     echo $! >"$LAB/backends.pid"
     ns router bird -c "$LAB/router.bird.conf" -s "$LAB/router.ctl" -P "$LAB/router.bird.pid"
     for n in "${NODES[@]}"; do start_node "$n"; done
@@ -184,6 +187,10 @@ down() {
     if [[ -d $LAB ]]; then
         for f in "$LAB"/*.pid; do [[ -e $f ]] && kill -KILL "$(cat "$f")" 2>/dev/null || true; done
     fi
+    # Anything still inside a lab namespace (a process outlives `ip netns del`).
+    for n in client router backends "${NODES[@]/#/node}"; do
+        ip netns pids "$P-$n" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+    done
     for n in client router backends "${NODES[@]/#/node}"; do
         ip netns del "$P-$n" 2>/dev/null || true
     done
