@@ -57,7 +57,13 @@ fn wait_record(rw: &Ringway, path: &Path, client: SocketAddr) -> serde_json::Val
         found = record_of(path, client);
         found.is_some()
     });
-    found.unwrap_or_else(|| panic!("no record for {client}; log:\n{}", rw.log()))
+    found.unwrap_or_else(|| {
+        panic!(
+            "no record for {client}; access log:\n{}\nlog:\n{}",
+            std::fs::read_to_string(path).unwrap_or_default(),
+            rw.log()
+        )
+    })
 }
 
 struct Setup {
@@ -359,6 +365,9 @@ fn a_session_the_kernel_declines_is_forwarded_by_ringway() {
     let s = start(b.addr, "backend_connect = \"on-data\"");
     let mut c = TcpStream::connect(s.listen).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Corked: the bytes and the FIN leave in one segment, so ringway never sees the
+    // bytes without the EOF.
+    socket2::SockRef::from(&c).set_cork(true).unwrap();
     c.write_all(b"said and done").unwrap();
     c.shutdown(Shutdown::Write).unwrap();
     let mut back = Vec::new();

@@ -369,6 +369,10 @@ fn worker_cpu_affinity_pins_workers_or_says_why_not() {
         let (s, name) = connect_named(listen);
         assert_eq!(name, "b");
         drop(s);
+        // Workers start one after another: one serving does not mean all have started.
+        eventually(Duration::from_secs(5), || {
+            worker_threads(rw.pid()).len() == workers
+        });
         let threads = worker_threads(rw.pid());
         assert_eq!(threads.len(), workers, "{threads:?}");
         for (i, (_, tid)) in threads.iter().enumerate() {

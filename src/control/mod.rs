@@ -132,6 +132,25 @@ pub fn run(config: Config) -> Result<(), RunError> {
         let _in_runtime = rt.enter();
         signals::Watch::install()?
     };
+    // While privileged: the program, and each worker's handles on its maps. Before the
+    // first bind: loading takes tens of milliseconds, and a bound listener's clients
+    // should not wait for it.
+    let sessions = u32::try_from(limit / 2).unwrap_or(u32::MAX);
+    let kernel = kernel::load(&config, sessions)
+        .map_err(|(listener, why)| RunError::Kernel { listener, why })?;
+    let mut kernel_maps = Vec::with_capacity(config.workers);
+    for _ in 0..config.workers {
+        kernel_maps.push(
+            kernel
+                .as_ref()
+                .map(|p| p.maps())
+                .transpose()
+                .map_err(|why| RunError::Kernel {
+                    listener: kernel::demanded_by(&config).unwrap_or("-").to_string(),
+                    why: Box::new(why),
+                })?,
+        );
+    }
     let (passive_tx, passive_rx) = tokio::sync::mpsc::unbounded_channel();
     let listeners: Vec<ListenerState> = config
         .listeners
@@ -166,23 +185,6 @@ pub fn run(config: Config) -> Result<(), RunError> {
                 a.listen
             );
         }
-    }
-    // While privileged: the program, and each worker's handles on its maps.
-    let sessions = u32::try_from(limit / 2).unwrap_or(u32::MAX);
-    let kernel = kernel::load(&config, sessions)
-        .map_err(|(listener, why)| RunError::Kernel { listener, why })?;
-    let mut kernel_maps = Vec::with_capacity(config.workers);
-    for _ in 0..config.workers {
-        kernel_maps.push(
-            kernel
-                .as_ref()
-                .map(|p| p.maps())
-                .transpose()
-                .map_err(|why| RunError::Kernel {
-                    listener: kernel::demanded_by(&config).unwrap_or("-").to_string(),
-                    why: Box::new(why),
-                })?,
-        );
     }
     if let Some(user) = &config.user {
         privileges::drop_to(user, config.group.as_deref())?;
