@@ -53,6 +53,9 @@ pub struct Ringway {
     pub child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// The socket [`start_udp`] asked from, kept open: its flow stays in ringway (until
+    /// its idle timeout), so its port must not come back as a "new" client's.
+    pub udp_probe: Option<std::net::UdpSocket>,
 }
 
 impl Ringway {
@@ -111,6 +114,7 @@ impl Ringway {
             child: Some(child),
             dir,
             config,
+            udp_probe: None,
         }
     }
 
@@ -486,7 +490,7 @@ pub fn free_udp_addr() -> SocketAddr {
 
 /// Starts ringway on a UDP config; waits until a probe datagram gets an answer.
 pub fn start_udp(toml: &str, listen: SocketAddr) -> Ringway {
-    let rw = Ringway::spawn(toml);
+    let mut rw = Ringway::spawn(toml);
     let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     probe
         .set_read_timeout(Some(Duration::from_millis(100)))
@@ -501,6 +505,7 @@ pub fn start_udp(toml: &str, listen: SocketAddr) -> Ringway {
         "ringway did not answer on udp {listen}; log:\n{}",
         rw.log()
     );
+    rw.udp_probe = Some(probe);
     rw
 }
 
