@@ -91,15 +91,7 @@ listen = "$VIP:80"
 [listener.health]
 check = "tcp"
 interval = "500ms"
-[[listener.backend]]
-address = "10.97.0.1:8000"
-id = "b1"
-[[listener.backend]]
-address = "10.97.0.2:8000"
-id = "b2"
-[[listener.backend]]
-address = "10.97.0.3:8000"
-id = "b3"
+$(backends 8000)
 
 [[listener]]
 name = "udp"
@@ -108,16 +100,14 @@ listen = "$VIP:53"
 udp_idle_timeout = "30s"
 [listener.health]
 check = "none"
-[[listener.backend]]
-address = "10.97.0.1:5300"
-id = "b1"
-[[listener.backend]]
-address = "10.97.0.2:5300"
-id = "b2"
-[[listener.backend]]
-address = "10.97.0.3:5300"
-id = "b3"
+$(backends 5300)
 EOF
+}
+
+backends() { # backends PORT: the three backends' [[listener.backend]] tables
+    for b in 1 2 3; do
+        printf '[[listener.backend]]\naddress = "10.97.0.%s:%s"\nid = "b%s"\n' "$b" "$1" "$b"
+    done
 }
 
 start_node() {

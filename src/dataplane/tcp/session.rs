@@ -17,7 +17,7 @@ use mio::Registry;
 use super::connect::{self, Attempt, Connecting, Phase};
 use super::forward::{self, Half, Ready};
 use super::header;
-use super::kernel::{JoinError, Maps, Pair, Verdict};
+use super::kernel::{JoinError, Maps, Pair};
 use super::pipes::PipePool;
 use crate::accesslog::{End, Proto, Reached, Record};
 use crate::dataplane::admission::{Admitted, Refused};
@@ -667,7 +667,7 @@ impl Session {
         }
         let fds = [self.client.as_fd(), backend.as_fd()];
         let closed = [self.client_ready.closed(), self.backend_ready.closed()];
-        let verdict = pair.advance(maps.moved(pair), fds, closed);
+        let verdict = pair.advance(|cookies| maps.moved(cookies), fds, closed);
         if self.first_eof.is_none() {
             if pair.eof(0) {
                 self.first_eof = Some(Side::Client);
@@ -676,8 +676,8 @@ impl Session {
             }
         }
         match verdict {
-            Ok(Verdict::Done) => Step::End(Ending::Done),
-            Ok(_) => Step::Wait,
+            Ok(true) => Step::End(Ending::Done),
+            Ok(false) => Step::Wait,
             Err(e) => {
                 tracing::debug!(listener = %self.listener.name, "passing an EOF on failed: {e}");
                 Step::End(Ending::Failed {
@@ -714,7 +714,7 @@ impl Session {
         let (Some(pair), Some(maps)) = (self.kernel.as_deref_mut(), maps) else {
             return;
         };
-        let [sent, received] = pair.take_moved(maps.moved(pair));
+        let [sent, received] = pair.take_moved(maps.moved(pair.cookies()));
         self.up.count(sent);
         self.down.count(received);
         if let Some(t) = &self.target {

@@ -36,7 +36,7 @@ use aya::maps::{HashMap, Map, MapData, MapError, SockHash};
 use aya::programs::{ProgramError, SkSkb};
 use aya::{include_bytes_aligned, Ebpf, EbpfError, EbpfLoader};
 
-pub use pair::{Pair, Verdict};
+pub use pair::Pair;
 
 /// The compiled program (see `forward.bpf.c`).
 static OBJECT: &[u8] = include_bytes_aligned!("forward.bpf.o");
@@ -264,11 +264,10 @@ impl Maps {
         Ok(pair)
     }
 
-    /// Bytes the program has moved each way of `pair` (client -> backend, backend ->
-    /// client).
-    pub fn moved(&self, pair: &Pair) -> [u64; 2] {
-        pair.cookies()
-            .map(|c| self.peers.get(&c, 0).map(|v| v[1]).unwrap_or(0))
+    /// Bytes the program has moved each way of the pair with `cookies` (client ->
+    /// backend, backend -> client).
+    pub fn moved(&self, cookies: [u64; 2]) -> [u64; 2] {
+        cookies.map(|c| self.peers.get(&c, 0).map(|v| v[1]).unwrap_or(0))
     }
 
     /// Drops the session's entries (its sockets leave the sockhash when closed).

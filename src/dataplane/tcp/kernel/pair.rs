@@ -33,18 +33,6 @@ pub(super) fn queued_stable(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Err(io::Error::other("send queue never settled"))
 }
 
-/// What a look at a kernel-forwarded session found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Both EOFs have been passed on.
-    Done,
-    /// An EOF waits for its direction's bytes to reach the other socket: look again
-    /// in a millisecond.
-    Draining,
-    /// Nothing to do until the next event.
-    Wait,
-}
-
 /// A session forwarded by the kernel. Index 0 is the client socket (and the
 /// client -> backend direction), 1 the backend.
 #[derive(Debug)]
@@ -74,7 +62,8 @@ impl Pair {
         }
     }
 
-    pub(super) fn cookies(&self) -> [u64; 2] {
+    /// The client's and the backend's socket cookies.
+    pub fn cookies(&self) -> [u64; 2] {
         self.cookies
     }
 
@@ -84,22 +73,28 @@ impl Pair {
     }
 
     /// Takes in that the client (`closed[0]`) or the backend (`closed[1]`) has sent
-    /// its EOF, and passes each EOF on whose direction has been delivered; `moved`:
-    /// the program's byte counts of each direction now.
+    /// its EOF, and passes each EOF on whose direction has been delivered; true once
+    /// both are. `moved` reads the program's byte counts of each direction for the
+    /// pair's cookies (map lookups: only made while an EOF waits).
     pub fn advance(
         &mut self,
-        moved: [u64; 2],
+        moved: impl FnOnce([u64; 2]) -> [u64; 2],
         fds: [BorrowedFd<'_>; 2],
         closed: [bool; 2],
-    ) -> io::Result<Verdict> {
+    ) -> io::Result<bool> {
         let mut draining = false;
+        let mut moved = Some(moved);
+        let mut counts = [0; 2];
         for src in [CLIENT, BACKEND] {
             self.eof[src] |= closed[src];
             if !self.eof[src] || self.shut[src] {
                 continue;
             }
+            if let Some(read) = moved.take() {
+                counts = read(self.cookies);
+            }
             let dst = 1 - src;
-            if queued(fds[dst])?.saturating_sub(self.base[dst]) >= moved[src] {
+            if queued(fds[dst])?.saturating_sub(self.base[dst]) >= counts[src] {
                 socket2::SockRef::from(&fds[dst]).shutdown(std::net::Shutdown::Write)?;
                 self.shut[src] = true;
             } else {
@@ -107,13 +102,7 @@ impl Pair {
             }
         }
         self.draining = draining;
-        Ok(if self.shut == [true; 2] {
-            Verdict::Done
-        } else if draining {
-            Verdict::Draining
-        } else {
-            Verdict::Wait
-        })
+        Ok(self.shut == [true; 2])
     }
 
     /// The last look found an EOF waiting for its direction's bytes.
