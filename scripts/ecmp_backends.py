@@ -8,6 +8,8 @@ import socket
 import socketserver
 import threading
 
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
 
 class Tcp(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
@@ -46,6 +48,9 @@ def main():
         server = Tcp((ip, 8000), tcp_handler(name))
         threads.append(threading.Thread(target=server.serve_forever, daemon=True))
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # The check sends thousands of datagrams at once; the default buffer (~200 KiB)
+        # overflowed in one CI run (UdpRcvbufErrors here, not a loss in ringway).
+        u.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
         u.bind((ip, 5300))
         threads.append(threading.Thread(target=udp_loop, args=(u, name), daemon=True))
     for t in threads:
