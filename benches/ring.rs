@@ -58,6 +58,7 @@ fn bench(c: &mut Criterion) {
                 addr: "127.0.0.1:1".parse().unwrap(),
                 addr_text: id.clone(),
                 weight: 1,
+                set: None,
             })
             .collect();
         let snap = Snapshot::new(backends, DEFAULT_VNODES);

@@ -186,8 +186,8 @@ pub fn render_status(json: &str) -> Result<String, CtlError> {
             l["active_connections"],
         ));
         out.push_str(&format!(
-            "  {:<20} {:<24} {:>6} {:<9} {:>6} {:>7}\n",
-            "BACKEND", "ADDRESS", "WEIGHT", "STATE", "OPEN", "SHARE"
+            "  {:<20} {:<24} {:>6} {:<9} {:>6} {:>7}  {}\n",
+            "BACKEND", "ADDRESS", "WEIGHT", "STATE", "OPEN", "SHARE", "FROM"
         ));
         for b in l["backends"].as_array().into_iter().flatten() {
             let written = b["address"].as_str().unwrap_or("?");
@@ -197,13 +197,26 @@ pub fn render_status(json: &str) -> Result<String, CtlError> {
                 _ => written.to_string(),
             };
             out.push_str(&format!(
-                "  {:<20} {:<24} {:>6} {:<9} {:>6} {:>6.2}%\n",
+                "  {:<20} {:<24} {:>6} {:<9} {:>6} {:>6.2}%  {}\n",
                 b["id"].as_str().unwrap_or("?"),
                 address,
                 b["weight"].to_string(),
                 b["state"].as_str().unwrap_or("?"),
                 b["active_connections"].to_string(),
                 b["ring_share"].as_f64().unwrap_or(0.0) * 100.0,
+                // Which backend_set discovered it, or the config file.
+                b["set"]
+                    .as_str()
+                    .map_or("config".to_string(), |s| format!("set {s}")),
+            ));
+        }
+        for s in l["backend_sets"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  set {} ({}): {} backend(s), {} lookup error(s)\n",
+                s["name"].as_str().unwrap_or("?"),
+                s["kind"].as_str().unwrap_or("?"),
+                s["backends"],
+                s["errors"],
             ));
         }
     }

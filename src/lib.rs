@@ -17,6 +17,9 @@
 //!   (`accept_proxy`). Pure.
 //! * [`config`]: TOML in, validated [`config::Config`] out, in two stages; errors name
 //!   file, line, column and key.
+//! * [`discovery`]: backends from DNS (`backend_set`: SRV, A/AAAA) through
+//!   hickory-resolver, and the pure rule of what each answer does to a set (a failure
+//!   keeps the last good set; NXDOMAIN empties it only after several in a row).
 //! * [`health`]: what a health check is, the pure rise/fall state machine, and the
 //!   probes (TCP, send/expect, HTTP, UDP, DNS) that the control plane runs.
 //! * [`dataplane`]: worker threads, one per core, each with its own epoll loop (mio)
@@ -63,6 +66,7 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod dataplane;
+pub mod discovery;
 pub mod health;
 pub mod metrics;
 pub mod proxy_protocol;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ringway::cli::{Cli, Command, CtlAction};
-use ringway::{config, control, ctl, route};
+use ringway::{config, control, ctl, discovery, route};
 
 /// Exit status for a bad config, bad arguments or a failed start.
 const EXIT_ERROR: u8 = 2;
@@ -14,7 +14,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { config } => config::load(&config)
-            .map(|c| {
+            .map(|mut c| {
+                for a in discovery::fill(&mut c) {
+                    eprintln!("warning: {a}; it starts empty");
+                }
                 println!("{}", c.summary());
                 if let Some(w) = control::fd_warning(&c) {
                     eprintln!("warning: {w}");
@@ -34,7 +37,14 @@ fn main() -> ExitCode {
             ids,
         } => config::load(&config)
             .map_err(anyhow::Error::from)
-            .and_then(|c| {
+            .and_then(|mut c| {
+                for a in discovery::fill(&mut c) {
+                    match a.answer {
+                        // What a running ringway does after `nxdomain_after` of them.
+                        discovery::Answer::NxDomain => eprintln!("warning: {a}; taken as empty"),
+                        _ => anyhow::bail!("{a}: cannot say which backend owns a key"),
+                    }
+                }
                 route::route(
                     &c,
                     &listener,

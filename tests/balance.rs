@@ -60,6 +60,7 @@ fn hash_contract_vectors_hold() {
                         addr: "127.0.0.1:1".parse().unwrap(),
                         addr_text: id.clone(),
                         weight: *w,
+                        set: None,
                     })
                     .collect();
                 let full = Snapshot::new(backends, *vnodes);

@@ -19,12 +19,15 @@ fn two_listeners(
     metrics: SocketAddr,
     admin: SocketAddr,
 ) -> String {
+    // A backend set asking a DNS server that is not there: it fails (and stays empty),
+    // so its series show up without a DNS server.
+    let nobody = free_udp_addr();
     let mut s = format!(
-        "workers = 2\nshutdown_timeout = \"2s\"\n\n{}",
+        "workers = 2\nshutdown_timeout = \"2s\"\n\n{}[resolver]\nservers = [\"{nobody}\"]\ntimeout = \"100ms\"\n\n",
         ops_tables(metrics, admin, None)
     );
     s.push_str(&format!(
-        "[[listener]]\nname = \"t\"\nlisten = \"{listen}\"\n[listener.health]\n{FAST_HEALTH}\n"
+        "[[listener]]\nname = \"t\"\nlisten = \"{listen}\"\n[listener.health]\n{FAST_HEALTH}\n[[listener.backend_set]]\ndns = \"api.invalid:80\"\n"
     ));
     for (addr, id) in tcp {
         s.push_str(&format!(

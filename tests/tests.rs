@@ -15,6 +15,8 @@ mod balance;
 mod lifecycle;
 // UDP: flows, batching, affinity, expiry.
 mod udp;
+// Backends discovered in DNS (backend_set), against unbound.
+mod discovery;
 // Health checks: kill, hang, lie, flap, recover; passive ejection; on_down, all_down.
 mod health;
 // Prometheus metrics over HTTP.

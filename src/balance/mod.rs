@@ -26,6 +26,8 @@ pub struct Backend {
     pub addr_text: String,
     /// Weight, 1..=1000.
     pub weight: u32,
+    /// The `backend_set` it was discovered by (its name), `None` when configured.
+    pub set: Option<String>,
 }
 
 /// An immutable view of one listener's backends: what workers load per new flow.
@@ -194,6 +196,7 @@ mod tests {
                 id: format!("b{i}"),
                 addr: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(),
                 addr_text: format!("127.0.0.1:{}", 9000 + i),
+                set: None,
                 weight: 1,
             })
             .collect()

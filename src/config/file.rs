@@ -21,6 +21,7 @@ pub struct FileConfig {
     pub metrics: Option<Spanned<FileMetrics>>,
     pub admin: Option<Spanned<FileAdmin>>,
     pub access_log: Option<Spanned<FileAccessLog>>,
+    pub resolver: Option<Spanned<FileResolver>>,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<Spanned<FileListener>>,
 }
@@ -57,6 +58,24 @@ pub enum FileLogFormat {
     Text,
 }
 
+/// `[resolver]`: the DNS servers `backend_set`s are looked up with.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileResolver {
+    pub servers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub timeout: Option<Spanned<String>>,
+    pub nxdomain_after: Option<Spanned<i64>>,
+}
+
+/// One `[[listener.backend_set]]`: `srv` or `dns`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBackendSet {
+    pub srv: Option<Spanned<String>>,
+    pub dns: Option<Spanned<String>>,
+    pub weight: Option<Spanned<i64>>,
+}
+
 /// One `[[listener]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +109,8 @@ pub struct FileListener {
     pub first_data_timeout: Option<Spanned<String>>,
     #[serde(default, rename = "backend")]
     pub backends: Vec<Spanned<FileBackend>>,
+    #[serde(default, rename = "backend_set")]
+    pub backend_sets: Vec<Spanned<FileBackendSet>>,
     pub health: Option<Spanned<FileHealth>>,
 }
 

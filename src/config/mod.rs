@@ -14,6 +14,7 @@ mod file;
 mod health;
 mod keypath;
 pub mod resolve;
+mod sets;
 mod validate;
 
 use std::fmt;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, Located};
+pub use sets::{BackendSet, Member, Replaced, ResolverConfig, SetError, SetQuery};
 
 use crate::balance::{Backend, HashMode};
 use crate::health::HealthConfig;
@@ -53,6 +55,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// The access log (off when `None`).
     pub access_log: Option<AccessLogConfig>,
+    /// `[resolver]`: how `backend_set`s are looked up.
+    pub resolver: ResolverConfig,
     /// The listeners, in file order.
     pub listeners: Vec<ListenerConfig>,
 }
@@ -161,8 +165,11 @@ pub struct ListenerConfig {
     pub first_data_timeout: Duration,
     /// Health checking.
     pub health: HealthConfig,
-    /// Backends, in file order.
+    /// Backends: the configured ones in file order, then those each `backend_set`
+    /// gave, in set order (see [`ListenerConfig::replace_set`]).
     pub backends: Vec<Backend>,
+    /// `[[listener.backend_set]]`: backends discovered in DNS.
+    pub backend_sets: Vec<BackendSet>,
 }
 
 /// A listener's access lists and per-source limits (TCP: connections, UDP: flows).
@@ -348,6 +355,13 @@ impl Config {
                 proxy.push_str(&l.admission.summary());
                 if l.protocol == Protocol::Tcp && l.backend_connect == BackendConnect::OnData {
                     proxy.push_str(" (backend on first byte)");
+                }
+                if !l.backend_sets.is_empty() {
+                    let found = l.backends.iter().filter(|b| b.set.is_some()).count();
+                    proxy.push_str(&format!(
+                        " ({found} from {} DNS backend set(s))",
+                        l.backend_sets.len()
+                    ));
                 }
                 format!(
                     "{} {} {} -> {} backends{proxy}",

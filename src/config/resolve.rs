@@ -94,7 +94,7 @@ fn lookup<I: IntoIterator<Item = SocketAddr>>(
 
 /// Letters, digits, `-`, `_` and `.`, in labels of 1..=63 characters, 253 at most
 /// (RFC 1123, with `_` as resolvers accept it).
-fn valid_host(host: &str) -> bool {
+pub(super) fn valid_host(host: &str) -> bool {
     let host = host.strip_suffix('.').unwrap_or(host);
     !host.is_empty()
         && host.len() <= 253

@@ -482,3 +482,130 @@ fn health_send_proxy_follows_the_listener_unless_told() {
         e.message
     );
 }
+
+const SETS: &str = "[resolver]\nservers = [\"10.0.0.2\", \"[2001:db8::2]:5353\"]\ntimeout = \"300ms\"\nnxdomain_after = 5\n\n[[listener]]\nname = \"api\"\nlisten = \"127.0.0.1:443\"\n[[listener.backend_set]]\nsrv = \"_api._tcp.service.consul\"\n[[listener.backend_set]]\ndns = \"api.internal:8443\"\nweight = 3\n";
+
+#[test]
+fn backend_sets_and_the_resolver_are_typed() {
+    let c = parse(Path::new("t.toml"), SETS).unwrap();
+    assert_eq!(
+        c.resolver,
+        ResolverConfig {
+            servers: vec![
+                "10.0.0.2:53".parse().unwrap(),
+                "[2001:db8::2]:5353".parse().unwrap()
+            ],
+            timeout: Duration::from_millis(300),
+            nxdomain_after: 5,
+        }
+    );
+    let l = &c.listeners[0];
+    assert!(
+        l.backends.is_empty(),
+        "sets are asked after validation, not during it"
+    );
+    assert_eq!(
+        l.backend_sets,
+        vec![
+            BackendSet {
+                name: "_api._tcp.service.consul".into(),
+                query: SetQuery::Srv("_api._tcp.service.consul".into()),
+                weight: 1,
+            },
+            BackendSet {
+                name: "api.internal:8443".into(),
+                query: SetQuery::Host {
+                    host: "api.internal".into(),
+                    port: 8443
+                },
+                weight: 3,
+            },
+        ]
+    );
+    let plain = parse(Path::new("t.toml"), GOOD).unwrap();
+    assert_eq!(plain.resolver, ResolverConfig::default());
+}
+
+#[test]
+fn bad_backend_sets_name_their_key() {
+    for (replace, by, key, says) in [
+        (
+            "srv = \"_api._tcp.service.consul\"\n",
+            "",
+            "listener[0].backend_set[0]",
+            "exactly one of",
+        ),
+        (
+            "srv = \"_api._tcp.service.consul\"\n",
+            "srv = \"a\"\ndns = \"b:1\"\n",
+            "listener[0].backend_set[0]",
+            "exactly one of",
+        ),
+        (
+            "srv = \"_api._tcp.service.consul\"",
+            "srv = \"a b\"",
+            "listener[0].backend_set[0].srv",
+            "not a DNS name",
+        ),
+        (
+            "srv = \"_api._tcp.service.consul\"",
+            "srv = \"_a._tcp.x\"\nweight = 2",
+            "listener[0].backend_set[0].weight",
+            "SRV record",
+        ),
+        (
+            "dns = \"api.internal:8443\"",
+            "dns = \"api.internal\"",
+            "listener[0].backend_set[1].dns",
+            "host.name:port",
+        ),
+        (
+            "dns = \"api.internal:8443\"",
+            "dns = \"api.internal:0\"",
+            "listener[0].backend_set[1].dns",
+            "host.name:port",
+        ),
+        (
+            "weight = 3",
+            "weight = 0",
+            "listener[0].backend_set[1].weight",
+            "",
+        ),
+        (
+            "dns = \"api.internal:8443\"",
+            "dns = \"api.internal:8443\"\nport = 1",
+            "listener[0].backend_set[1].port",
+            "unknown field",
+        ),
+        (
+            "dns = \"api.internal:8443\"\nweight = 3",
+            "srv = \"_api._tcp.service.consul\"",
+            "listener[0].backend_set[1]",
+            "asked twice",
+        ),
+        (
+            "\"10.0.0.2\"",
+            "\"ns1.internal\"",
+            "resolver.servers[0]",
+            "not a DNS server address",
+        ),
+        (
+            "nxdomain_after = 5",
+            "nxdomain_after = 0",
+            "resolver.nxdomain_after",
+            "",
+        ),
+        (
+            "timeout = \"300ms\"",
+            "timeout = \"soon\"",
+            "resolver.timeout",
+            "",
+        ),
+    ] {
+        assert!(SETS.contains(replace), "{replace}");
+        let e = err(&SETS.replacen(replace, by, 1));
+        assert_eq!(e.key, key, "{by}: {}", e.message);
+        assert!(e.message.contains(says), "{by}: {}", e.message);
+        assert!(e.line > 0);
+    }
+}

@@ -198,8 +198,10 @@ pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, Con
         ));
     }
     let worker_cpu_affinity = file.worker_cpu_affinity.as_ref().map(|a| *a.get_ref());
+    let resolver = super::sets::resolver(src, file.resolver.as_ref())?;
     Ok(Config {
         path: src.path.to_path_buf(),
+        resolver,
         workers,
         worker_cpu_affinity,
         shutdown_timeout,
@@ -340,11 +342,12 @@ fn listener(
     let admission = admission::admission(src, l, protocol, key)?;
     let (backend_connect, first_data_timeout) = admission::backend_connect(src, l, key)?;
     let health = super::health::health(src, l.health.as_ref(), protocol, send_proxy, key)?;
-    if l.backends.is_empty() {
+    let backend_sets = super::sets::backend_sets(src, &l.backend_sets, key)?;
+    if l.backends.is_empty() && backend_sets.is_empty() {
         return Err(src.error(
             sl.span(),
             format!("{key}.backend"),
-            format!("listener {name:?} has no backends: add at least one [[listener.backend]] with an `address`"),
+            format!("listener {name:?} has no backends: add at least one [[listener.backend]] with an `address`, or a [[listener.backend_set]]"),
         ));
     }
     let mut backends = Vec::with_capacity(l.backends.len());
@@ -402,6 +405,7 @@ fn listener(
         first_data_timeout,
         health,
         backends,
+        backend_sets,
     })
 }
 
@@ -523,6 +527,7 @@ fn backend(src: &Source<'_>, b: &FileBackend, key: &str) -> Result<Backend, Conf
         addr,
         addr_text,
         weight,
+        set: None,
     })
 }
 

@@ -9,8 +9,6 @@
 //! Slow work never runs on the task: reading and resolving a config and resolving
 //! backend host names run on tokio's blocking pool and come back as messages.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -18,11 +16,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::core::{AdminError, Control, Status};
 use super::probes::Outcome;
 use super::reload::ReloadError;
+use super::resolver::Round;
 use super::state::Admin;
 use super::status::BackendStatus;
-use crate::config::resolve::AddrError;
 use crate::config::{Config, ConfigError};
 use crate::dataplane::PassiveFailure;
+use crate::discovery::SetAnswer;
 
 /// The answer to a reload request.
 pub type Reloaded = Result<String, ReloadError>;
@@ -49,10 +48,10 @@ pub enum Msg {
     },
     /// Re-read the config file (SIGHUP, `POST /reload`); the answer, if wanted.
     Reload(Option<oneshot::Sender<Reloaded>>),
-    /// A config read and resolved off the task.
-    Loaded(Box<Result<Config, ConfigError>>),
-    /// Backend host names resolved off the task.
-    Resolved(HashMap<String, Result<SocketAddr, AddrError>>),
+    /// A config read and resolved off the task, with its backend sets' answers.
+    Loaded(Box<Result<(Config, Vec<SetAnswer>), ConfigError>>),
+    /// A round of lookups (host names, backend sets) done off the task.
+    Resolved(Box<Round>),
     /// TCP connections and UDP flows open now and the shutdown timeout, for a drain.
     Draining(oneshot::Sender<((usize, usize), Duration)>),
 }
@@ -202,7 +201,7 @@ fn handle(control: &mut Control, msg: Msg, token: &watch::Sender<Option<String>>
                 changed
             });
         }
-        Msg::Resolved(results) => control.on_resolved(&results, Instant::now()),
+        Msg::Resolved(round) => control.on_resolved(&round, Instant::now()),
         Msg::Draining(reply) => {
             let _ = reply.send((control.open(), control.config.shutdown_timeout));
         }

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::dataplane::{Command, PassiveFailure, WorkerControl};
 use crate::health::state::{HealthState, Transition};
 use crate::health::{AllDown, OnDown};
-use crate::metrics::{Exporter, Sample};
+use crate::metrics::{Exporter, Sample, SetSample};
 
 /// Everything the control plane owns.
 #[derive(Debug)]
@@ -103,9 +103,9 @@ impl Control {
         workers: Vec<WorkerControl>,
         (me, access_log): (Handle, crate::accesslog::Control),
         passive: tokio::sync::mpsc::UnboundedSender<PassiveFailure>,
+        resolving: Resolving,
     ) -> Control {
         let now = Instant::now();
-        let resolving = Resolving::new(now + config.resolve_interval);
         Control {
             config,
             listeners,
@@ -359,7 +359,7 @@ impl Control {
             listeners: self
                 .listeners
                 .iter()
-                .map(|l| status::listener(l, Instant::now()))
+                .map(|l| status::listener(l, &self.resolving.sets, Instant::now()))
                 .collect(),
         }
     }
@@ -371,6 +371,18 @@ impl Control {
             reloads_ok: self.reloads.ok,
             reloads_failed: self.reloads.failed,
             access_log_dropped: self.access_log.dropped(),
+            sets: self
+                .listeners
+                .iter()
+                .flat_map(|l| {
+                    l.config.backend_sets.iter().map(|s| SetSample {
+                        listener: &l.config.name,
+                        set: &s.name,
+                        errors: self.resolving.sets.errors_of(&l.config.name, &s.name),
+                        backends: l.config.set_members(&s.name).count(),
+                    })
+                })
+                .collect(),
         };
         self.exporter.render(&sample)
     }

@@ -111,7 +111,16 @@ fn open_fds() -> usize {
 }
 
 /// Runs the balancer described by `config` until SIGTERM/SIGINT and a graceful drain.
-pub fn run(config: Config) -> Result<(), RunError> {
+pub fn run(mut config: Config) -> Result<(), RunError> {
+    // Backend sets are asked once before anything is bound: a listener starts with
+    // the backends DNS gives it (a set that does not answer starts empty).
+    let mut sets = crate::discovery::Sets::default();
+    let answers = crate::discovery::lookup(&config);
+    sets.settle(&mut config, &answers, None);
+    let resolving = resolver::Resolving::new(
+        std::time::Instant::now() + crate::discovery::next_round(&answers, config.resolve_interval),
+        sets,
+    );
     let limit = match crate::sys::rlimit::raise_nofile() {
         Ok((soft, _)) => soft,
         Err(e) => {
@@ -230,6 +239,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         workers.iter().map(|w| w.control()).collect(),
         (handle.clone(), logs.clone()),
         passive_tx,
+        resolving,
     );
     control.kernel = kernel.is_some();
     let result = rt.block_on(async move {

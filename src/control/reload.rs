@@ -27,6 +27,7 @@ use super::core::Control;
 use super::state::ListenerState;
 use crate::config::{Config, ConfigError, Protocol};
 use crate::dataplane::{BoundSocket, Command, WorkerListener};
+use crate::discovery::SetAnswer;
 
 /// Why a reload was not applied.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -108,15 +109,26 @@ impl Control {
         let path = self.config.path.clone();
         let me = self.me.clone();
         tokio::task::spawn_blocking(move || {
-            me.send(Msg::Loaded(Box::new(crate::config::load(&path))));
+            let loaded = crate::config::load(&path).map(|c| {
+                let answers = crate::discovery::lookup(&c);
+                (c, answers)
+            });
+            me.send(Msg::Loaded(Box::new(loaded)));
         });
     }
 
     /// A load finished: applies it (or keeps the running config), answers whoever
     /// waited, and starts the next load if one was asked for meanwhile.
-    pub fn on_loaded(&mut self, loaded: Result<Config, ConfigError>) {
+    pub fn on_loaded(&mut self, loaded: Result<(Config, Vec<SetAnswer>), ConfigError>) {
         let path = self.config.path.clone();
         let result = loaded
+            .map(|(mut c, answers)| {
+                // A set that does not answer now keeps the backends it has.
+                self.resolving
+                    .sets
+                    .settle(&mut c, &answers, Some(&self.config));
+                c
+            })
             .map_err(|e| ReloadError::Config(Arc::new(e)))
             .and_then(|c| match super::kernel::demanded_by(&c) {
                 Some(name) if !self.kernel => Err(ReloadError::Kernel(name.to_string())),
@@ -230,6 +242,7 @@ impl Control {
                 .configure(applied.access_log.as_ref().map(super::log_settings));
         }
         self.config = applied;
+        self.resolving.sets.retain(&self.config);
         self.start_probes();
         Ok(format!(
             "{added} listener(s) added, {changed} changed, {removed} removed"

@@ -7,8 +7,9 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::state::{Admin, BackendState, ListenerState};
-use crate::config::Protocol;
+use crate::config::{Protocol, SetQuery};
 use crate::dataplane::stats::ListenerCounters;
+use crate::discovery::Sets;
 
 /// Sectors of the ring picture: one key per degree.
 pub const RING_SECTORS: usize = 360;
@@ -41,6 +42,21 @@ pub struct ListenerStatus {
     pub ring: Vec<i32>,
     /// Backends.
     pub backends: Vec<BackendStatus>,
+    /// `backend_set`s: backends discovered in DNS.
+    pub backend_sets: Vec<SetStatus>,
+}
+
+/// `GET /status`: one `backend_set`.
+#[derive(Debug, Serialize)]
+pub struct SetStatus {
+    /// What it asks (`_api._tcp.example` or `api.example:8443`).
+    pub name: String,
+    /// `srv` or `dns`.
+    pub kind: &'static str,
+    /// Backends it gives now.
+    pub backends: usize,
+    /// Failed and NXDOMAIN answers since start (`ringway_resolver_errors_total`).
+    pub errors: u64,
 }
 
 /// `GET /status`: one backend.
@@ -54,6 +70,8 @@ pub struct BackendStatus {
     pub resolved: String,
     /// Weight.
     pub weight: u32,
+    /// The `backend_set` that discovered it; `null` when configured.
+    pub set: Option<String>,
     /// `up`, `down` or `draining`.
     pub state: &'static str,
     /// Seconds since it entered that state.
@@ -96,7 +114,7 @@ pub struct CheckStatus {
 }
 
 /// Listener `l` as `GET /status` shows it.
-pub fn listener(l: &ListenerState, now: Instant) -> ListenerStatus {
+pub fn listener(l: &ListenerState, sets: &Sets, now: Instant) -> ListenerStatus {
     let routing = l.shared.routing.load();
     let shares = routing.snapshot.shares();
     let stats = &l.shared.stats;
@@ -131,6 +149,20 @@ pub fn listener(l: &ListenerState, now: Instant) -> ListenerStatus {
         backends: (0..l.backends.len())
             .map(|i| backend(l, i, shares[i], now))
             .collect(),
+        backend_sets: l
+            .config
+            .backend_sets
+            .iter()
+            .map(|s| SetStatus {
+                name: s.name.clone(),
+                kind: match s.query {
+                    SetQuery::Srv(_) => "srv",
+                    SetQuery::Host { .. } => "dns",
+                },
+                backends: l.config.set_members(&s.name).count(),
+                errors: sets.errors_of(&l.config.name, &s.name),
+            })
+            .collect(),
     }
 }
 
@@ -144,6 +176,7 @@ pub fn backend(l: &ListenerState, bi: usize, share: f64, now: Instant) -> Backen
         address: c.addr_text.clone(),
         resolved: c.addr.to_string(),
         weight: c.weight,
+        set: c.set.clone(),
         state: b.state_name(),
         state_seconds: now.saturating_duration_since(b.state_since()).as_secs_f64(),
         reason: b.why.clone(),

@@ -77,6 +77,21 @@ pub struct Sample<'a> {
     pub reloads_failed: u64,
     /// Access-log records dropped because a worker's queue was full.
     pub access_log_dropped: u64,
+    /// Backend sets.
+    pub sets: Vec<SetSample<'a>>,
+}
+
+/// What one scrape reports about one `backend_set`.
+#[derive(Debug)]
+pub struct SetSample<'a> {
+    /// Its listener.
+    pub listener: &'a str,
+    /// Its name.
+    pub set: &'a str,
+    /// Answers not applied.
+    pub errors: u64,
+    /// Backends it gives now.
+    pub backends: usize,
 }
 
 /// The Prometheus recorder and its renderer.
@@ -127,6 +142,11 @@ impl Exporter {
             counter!(ACCESS_LOG_DROPPED).absolute(sample.access_log_dropped);
             for l in &sample.listeners {
                 listener(l);
+            }
+            for s in &sample.sets {
+                let labels = [(LISTENER, s.listener.to_string()), (SET, s.set.to_string())];
+                counter!(RESOLVER_ERRORS, &labels).absolute(s.errors);
+                gauge!(BACKEND_SET_BACKENDS, &labels).set(s.backends as f64);
             }
         });
         self.handle.render()

@@ -13,6 +13,8 @@ pub const RESULT: &str = "result";
 pub const TO: &str = "to";
 /// Label: `in` (from clients) or `out` (to clients).
 pub const DIRECTION: &str = "direction";
+/// Label: a `backend_set`'s name (what it asks DNS).
+pub const SET: &str = "set";
 /// Label: ringway's version.
 pub const VERSION: &str = "version";
 
@@ -80,6 +82,11 @@ pub const BUILD_INFO: &str = "ringway_build_info";
 /// Access-log records dropped because a worker's queue to the writer was full.
 pub const ACCESS_LOG_DROPPED: &str = "ringway_access_log_dropped_total";
 
+/// Answers to a `backend_set`'s lookup that were not applied: failures (timeout,
+/// SERVFAIL, no addresses: the last good set stays) and NXDOMAINs.
+pub const RESOLVER_ERRORS: &str = "ringway_resolver_errors_total";
+/// Backends a `backend_set` gives now.
+pub const BACKEND_SET_BACKENDS: &str = "ringway_backend_set_backends";
 /// Buckets of [`HEALTH_CHECK_DURATION`] (seconds).
 pub const CHECK_DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -110,4 +117,6 @@ pub const ALL: &[(&str, &[&str], &str, &str)] = &[
     (CONFIG_RELOADS, &[RESULT], "counter", "Config reloads by result: success, failure"),
     (BUILD_INFO, &[VERSION], "gauge", "Always 1; labelled with the version"),
     (ACCESS_LOG_DROPPED, &[], "counter", "Access-log records dropped because a worker's queue to the writer was full"),
+    (RESOLVER_ERRORS, &[LISTENER, SET], "counter", "backend_set lookups not applied: failures (the last good set stays) and NXDOMAIN answers"),
+    (BACKEND_SET_BACKENDS, &[LISTENER, SET], "gauge", "Backends a backend_set gives now"),
 ];

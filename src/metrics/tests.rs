@@ -26,6 +26,7 @@ fn sample<'a>(stats: &'a Sharded<ListenerCounters>, backends: &'a [BackendStats]
         reloads_ok: 1,
         reloads_failed: 0,
         access_log_dropped: 0,
+        sets: Vec::new(),
     }
 }
 

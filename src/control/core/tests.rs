@@ -24,6 +24,7 @@ fn control(toml: &str) -> Control {
         Vec::new(),
         (handle, log.control()),
         passive,
+        super::super::resolver::Resolving::new(std::time::Instant::now(), Default::default()),
     )
 }
 

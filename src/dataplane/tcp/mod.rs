@@ -629,6 +629,7 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap(),
             addr_text: "127.0.0.1:1".into(),
             weight: 1,
+            set: None,
         };
         let routing = Routing {
             params,

@@ -1,0 +1,220 @@
+//! Backends discovered in DNS: what a `[[listener.backend_set]]` asks, the answer,
+//! and what an answer does to the set.
+//!
+//! [`dns`] asks (hickory-resolver, blocking: callers run it at load, in `route` and
+//! `check`, or on the control plane's blocking pool, never on its task); [`track`]
+//! decides, without I/O or a clock, what each answer does: a set of addresses
+//! replaces the set's members (`config::ListenerConfig::replace_set`), a failed or
+//! empty answer keeps the last good set, NXDOMAIN empties it only after
+//! `[resolver] nxdomain_after` in a row.
+
+pub mod dns;
+pub mod track;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::config::{Config, Member};
+use track::{Note, SetTrack, Verdict};
+
+/// One set's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Addresses (never empty), and how long the shortest record in the answer may
+    /// be used.
+    Found {
+        /// The addresses with their weights.
+        members: Vec<Member>,
+        /// The shortest TTL in the answer.
+        ttl: Duration,
+    },
+    /// The name does not exist.
+    NxDomain,
+    /// No usable answer (a timeout, SERVFAIL, no records): why.
+    Failed(String),
+}
+
+/// One set's answer, by listener and set name (a reload may reorder both).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAnswer {
+    /// The listener's name.
+    pub listener: String,
+    /// The set's name.
+    pub set: String,
+    /// What DNS said.
+    pub answer: Answer,
+}
+
+/// Looks up every set of `config` once (blocking). Empty, without a resolver, when
+/// there are no sets.
+pub fn lookup(config: &Config) -> Vec<SetAnswer> {
+    let sets: Vec<(&str, &crate::config::BackendSet)> = config
+        .listeners
+        .iter()
+        .flat_map(|l| l.backend_sets.iter().map(move |s| (l.name.as_str(), s)))
+        .collect();
+    if sets.is_empty() {
+        return Vec::new();
+    }
+    let queries: Vec<_> = sets
+        .iter()
+        .map(|(_, s)| (s.query.clone(), s.weight))
+        .collect();
+    sets.iter()
+        .zip(dns::lookup(&config.resolver, &queries))
+        .map(|((l, s), answer)| SetAnswer {
+            listener: l.to_string(),
+            set: s.name.clone(),
+            answer,
+        })
+        .collect()
+}
+
+/// For one-shot commands (`check`, `route`): asks every set of `config` once and
+/// applies the answers as a start would (a set that did not answer is empty); returns
+/// the answers that were not sets of addresses.
+pub fn fill(config: &mut Config) -> Vec<SetAnswer> {
+    let answers = lookup(config);
+    Sets::default().settle(config, &answers, None);
+    answers
+        .into_iter()
+        .filter(|a| !matches!(a.answer, Answer::Found { .. }))
+        .collect()
+}
+
+impl std::fmt::Display for SetAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match &self.answer {
+            Answer::Found { members, .. } => format!("{} address(es)", members.len()),
+            Answer::NxDomain => "no such name (NXDOMAIN)".to_string(),
+            Answer::Failed(why) => why.clone(),
+        };
+        write!(
+            f,
+            "listener {:?}: backend set {:?}: {what}",
+            self.listener, self.set
+        )
+    }
+}
+
+/// The sets' history (every listener's), and how answers change a config.
+#[derive(Debug, Default)]
+pub struct Sets {
+    tracks: HashMap<(String, String), SetTrack>,
+}
+
+impl Sets {
+    /// Applies `answers` to `next`: found addresses replace a set's members; where the
+    /// set's history says keep, the members it has in `running` (the config serving
+    /// now; `None` at start, when there is nothing to keep) are kept. Logs each change
+    /// of a set's state and each changed set. True when a listener's backends changed.
+    pub fn settle(
+        &mut self,
+        next: &mut Config,
+        answers: &[SetAnswer],
+        running: Option<&Config>,
+    ) -> bool {
+        let mut changed = false;
+        let after = next.resolver.nxdomain_after;
+        for a in answers {
+            let Some(l) = next.listeners.iter_mut().find(|l| l.name == a.listener) else {
+                continue;
+            };
+            let Some(i) = l.backend_sets.iter().position(|s| s.name == a.set) else {
+                continue;
+            };
+            let track = self
+                .tracks
+                .entry((a.listener.clone(), a.set.clone()))
+                .or_default();
+            let (verdict, note) = track.answer(&a.answer, after);
+            log_note(&a.listener, &a.set, note, l.set_members(&a.set).count());
+            let members: Vec<Member> = match verdict {
+                Verdict::Apply(m) => m,
+                Verdict::Empty => Vec::new(),
+                Verdict::Keep => running
+                    .and_then(|r| r.listener(&a.listener))
+                    .map(|r| {
+                        r.set_members(&a.set)
+                            .map(|b| Member {
+                                addr: b.addr,
+                                weight: b.weight,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
+            let before: Vec<String> = l.set_members(&a.set).map(|b| b.id.clone()).collect();
+            match l.replace_set(i, &members) {
+                Ok(r) => {
+                    if !r.skipped.is_empty() {
+                        tracing::warn!(listener = %a.listener, set = %a.set, "left out {:?}: another backend of this listener has that id", r.skipped);
+                    }
+                    if r.changed {
+                        let now: Vec<&str> = l.set_members(&a.set).map(|b| b.id.as_str()).collect();
+                        let added: Vec<&&str> = now
+                            .iter()
+                            .filter(|id| !before.iter().any(|b| b == **id))
+                            .collect();
+                        let removed: Vec<&String> = before
+                            .iter()
+                            .filter(|b| !now.contains(&b.as_str()))
+                            .collect();
+                        tracing::info!(listener = %a.listener, set = %a.set, "backend set now {} backend(s): added {added:?}, removed {removed:?}", now.len());
+                        changed = true;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(listener = %a.listener, set = %a.set, "answer not applied, keeping the set: {e}");
+                }
+            }
+        }
+        changed
+    }
+
+    /// Failed and NXDOMAIN answers of set `set` of `listener`.
+    pub fn errors_of(&self, listener: &str, set: &str) -> u64 {
+        self.tracks
+            .get(&(listener.to_string(), set.to_string()))
+            .map_or(0, SetTrack::errors)
+    }
+
+    /// Forgets sets `config` no longer has.
+    pub fn retain(&mut self, config: &Config) {
+        self.tracks.retain(|(l, s), _| {
+            config
+                .listener(l)
+                .is_some_and(|l| l.backend_sets.iter().any(|x| &x.name == s))
+        });
+    }
+}
+
+fn log_note(listener: &str, set: &str, note: Option<Note>, members: usize) {
+    match note {
+        None => {}
+        Some(Note::Recovered) => tracing::info!(listener, set, "backend set answers again"),
+        Some(Note::Failing(why)) => {
+            tracing::warn!(listener, set, "backend set lookup failed, keeping its {members} backend(s): {why}")
+        }
+        Some(Note::Missing) => tracing::warn!(listener, set, "backend set name does not exist (NXDOMAIN); keeping its {members} backend(s) until it stays so"),
+        Some(Note::Emptied(n)) => tracing::warn!(listener, set, "backend set name did not exist in {n} answers in a row (NXDOMAIN): its backends are removed"),
+    }
+}
+
+/// When the next round is due after `answers`: the shortest TTL among the sets of
+/// addresses, but never later than `interval` nor sooner than a second.
+pub fn next_round(answers: &[SetAnswer], interval: Duration) -> Duration {
+    answers
+        .iter()
+        .filter_map(|a| match &a.answer {
+            Answer::Found { ttl, .. } => Some(*ttl),
+            _ => None,
+        })
+        .min()
+        .map_or(interval, |ttl| {
+            ttl.clamp(MIN_ROUND, interval.max(MIN_ROUND))
+        })
+}
+
+/// The shortest wait between two rounds (a TTL of 0 does not mean "ask nonstop").
+pub const MIN_ROUND: Duration = Duration::from_secs(1);

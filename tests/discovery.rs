@@ -1,0 +1,449 @@
+//! Backends discovered in DNS (`[[listener.backend_set]]`), against a real DNS server
+//! (unbound, installed by `.ci/run`) whose zone the tests change while traffic runs.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ringway::sys::signal::Signal;
+
+use crate::util::*;
+
+/// An unbound serving the static zone `svc.test.` on 127.0.0.53:PORT, changed by
+/// rewriting its records and `unbound-control reload`.
+struct Dns {
+    child: Child,
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+}
+
+impl Dns {
+    fn start(records: &[&str]) -> Dns {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port("127.0.0.53");
+        let addr: SocketAddr = format!("127.0.0.53:{port}").parse().unwrap();
+        write_conf(dir.path(), addr, records);
+        let child = Command::new("unbound")
+            .args(["-d", "-c"])
+            .arg(dir.path().join("unbound.conf"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("unbound.log")).unwrap())
+            .spawn()
+            .expect("unbound (apt-get install unbound)");
+        let dns = Dns { child, dir, addr };
+        assert!(
+            eventually(Duration::from_secs(10), || dns.control(&["status"])),
+            "unbound did not start: {}",
+            std::fs::read_to_string(dns.dir.path().join("unbound.log")).unwrap_or_default()
+        );
+        dns
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("unbound.conf")
+    }
+
+    fn control(&self, args: &[&str]) -> bool {
+        Command::new("unbound-control")
+            .arg("-c")
+            .arg(self.conf())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Replaces the zone's records.
+    fn set(&self, records: &[&str]) {
+        write_conf(self.dir.path(), self.addr, records);
+        assert!(self.control(&["reload"]), "unbound-control reload failed");
+    }
+
+    fn signal(&self, sig: Signal) {
+        ringway::sys::signal::send(self.child.id(), sig).unwrap();
+    }
+}
+
+/// unbound's config: the static zone `svc.test.` with `records`, a control socket.
+fn write_conf(dir: &Path, addr: SocketAddr, records: &[&str]) {
+    let d = dir.display();
+    let data: String = records
+        .iter()
+        .map(|r| format!("  local-data: \"{r}\"\n"))
+        .collect();
+    let conf = format!(
+        "server:\n  interface: {ip}@{port}\n  port: {port}\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  use-syslog: no\n  logfile: \"\"\n  verbosity: 0\n  do-ip6: no\n  access-control: 127.0.0.0/8 allow\n  module-config: \"iterator\"\n  local-zone: \"svc.test.\" static\n{data}remote-control:\n  control-enable: yes\n  control-interface: \"{d}/control.sock\"\n  control-use-cert: no\n",
+        ip = addr.ip(),
+        port = addr.port(),
+    );
+    std::fs::write(dir.join("unbound.conf"), conf).unwrap();
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Named echo backends on 127.0.0.21.. at one port (a `dns` set gives one port).
+fn backends_on(port: u16, n: u8) -> Vec<Backend> {
+    (1..=n)
+        .map(|i| Backend::named_echo(&format!("127.0.0.{}:{port}", 20 + i), &format!("b{i}")))
+        .collect()
+}
+
+fn a_records(ips: &[u8]) -> Vec<String> {
+    ips.iter()
+        .map(|i| format!("api.svc.test. 1 IN A 127.0.0.{}", 20 + i))
+        .collect()
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Synthetic client keys for `route`.
+fn keys(n: u16) -> Vec<SocketAddr> {
+    (0..n)
+        .map(|i| {
+            format!("10.{}.{}.{}:{}", i % 7, i / 256, i % 256, 1024 + i)
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn route_ids(config: &Path, clients: &[SocketAddr]) -> HashMap<SocketAddr, String> {
+    let args = [
+        "--listener".to_string(),
+        "t".to_string(),
+        "--ids".to_string(),
+    ];
+    route_with(config, &args, clients)
+        .into_iter()
+        .map(|(c, id)| (c.parse().unwrap(), id))
+        .collect()
+}
+
+/// The same listener with the same backends written out as `[[listener.backend]]`s
+/// (id `IP:PORT`): the ring model a discovered set must equal.
+fn static_model(dir: &Path, listen: SocketAddr, ids: &[String]) -> PathBuf {
+    let mut toml = format!("[[listener]]\nname = \"t\"\nlisten = \"{listen}\"\n");
+    for id in ids {
+        toml.push_str(&format!(
+            "[[listener.backend]]\naddress = \"{id}\"\nid = \"{id}\"\n"
+        ));
+    }
+    let path = dir.join(format!("model-{}.toml", ids.len()));
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+fn assert_same(got: &HashMap<SocketAddr, String>, model: &HashMap<SocketAddr, String>) {
+    let differ = got
+        .iter()
+        .filter(|(k, v)| model.get(*k) != Some(*v))
+        .count();
+    assert_eq!(
+        differ,
+        0,
+        "{differ} of {} keys differ from the model",
+        got.len()
+    );
+}
+
+fn set_ids(admin: SocketAddr) -> Vec<String> {
+    let st = status(admin);
+    let mut ids: Vec<String> = st["listeners"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn wait_for_ids(rw: &Ringway, admin: SocketAddr, want: &[String]) {
+    let mut want = want.to_vec();
+    want.sort();
+    assert!(
+        eventually(Duration::from_secs(10), || set_ids(admin) == want),
+        "backends {:?}, want {want:?}; log:\n{}",
+        set_ids(admin),
+        rw.log()
+    );
+}
+
+/// Every connection lands where `route` (which asks DNS the same way) says.
+fn assert_traffic_follows_route(rw: &Ringway, listen: SocketAddr, n: usize) {
+    let seen = connect_many(listen, n);
+    let names: HashMap<String, String> = (1..=4)
+        .map(|i| (format!("127.0.0.{}", 20 + i), format!("b{i}")))
+        .collect();
+    let routed = route_ids(&rw.config, &seen.iter().map(|s| s.0).collect::<Vec<_>>());
+    for (client, name) in &seen {
+        let id = &routed[client];
+        let ip = id.rsplit_once(':').unwrap().0;
+        assert_eq!(&names[ip], name, "{client} reached {name}, route says {id}");
+    }
+}
+
+#[test]
+#[ignore = "needs unbound (apt-get install unbound)"]
+fn a_dns_set_follows_the_zone_and_moves_only_the_keys_it_must() {
+    let port = free_port("127.0.0.21");
+    let _backends = backends_on(port, 4);
+    let dns = Dns::start(&refs(&a_records(&[1, 2, 3])));
+    let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
+    let toml = format!(
+        "workers = 2\nresolve_interval = \"1s\"\n{}[resolver]\nservers = [\"{}\"]\ntimeout = \"500ms\"\n\n[[listener]]\nname = \"t\"\nlisten = \"{listen}\"\n[[listener.backend_set]]\ndns = \"api.svc.test:{port}\"\n",
+        ops_tables(metrics, admin, None),
+        dns.addr
+    );
+    let rw = Ringway::start(&toml, &[listen]);
+    let id = |i: u8| format!("127.0.0.{}:{port}", 20 + i);
+    let three: Vec<String> = (1..=3).map(id).collect();
+    wait_for_ids(&rw, admin, &three);
+    let st = status(admin);
+    assert_eq!(
+        st["listeners"][0]["backends"][0]["set"],
+        format!("api.svc.test:{port}")
+    );
+    assert_eq!(st["listeners"][0]["backend_sets"][0]["kind"], "dns");
+    let table = String::from_utf8(ctl(admin, None, &["status"]).stdout).unwrap();
+    assert!(
+        table.contains(&format!("set api.svc.test:{port}")),
+        "{table}"
+    );
+    assert_traffic_follows_route(&rw, listen, 200);
+
+    // The discovered ring is the ring of the same ids written in a config.
+    let k = keys(3000);
+    let before = route_ids(&rw.config, &k);
+    assert_same(
+        &before,
+        &route_ids(&static_model(rw.dir.path(), listen, &three), &k),
+    );
+
+    // An address added: only the keys the new backend owns move, all to it, about
+    // its share of the ring.
+    dns.set(&refs(&a_records(&[1, 2, 3, 4])));
+    let four: Vec<String> = (1..=4).map(id).collect();
+    wait_for_ids(&rw, admin, &four);
+    let after = route_ids(&rw.config, &k);
+    assert_same(
+        &after,
+        &route_ids(&static_model(rw.dir.path(), listen, &four), &k),
+    );
+    let moved: Vec<_> = k.iter().filter(|c| before[c] != after[c]).collect();
+    assert!(
+        moved.iter().all(|c| after[c] == id(4)),
+        "a key moved between old backends"
+    );
+    let owned = k.iter().filter(|c| after[c] == id(4)).count();
+    assert_eq!(
+        moved.len(),
+        owned,
+        "every key the new backend owns came to it"
+    );
+    let ratio = moved.len() as f64 / k.len() as f64;
+    assert!(
+        (0.15..0.35).contains(&ratio),
+        "moved {ratio:.3}, about 1/4 expected"
+    );
+    assert_traffic_follows_route(&rw, listen, 200);
+
+    // An address removed: only its keys move.
+    dns.set(&refs(&a_records(&[1, 3, 4])));
+    wait_for_ids(&rw, admin, &[id(1), id(3), id(4)]);
+    let last = route_ids(&rw.config, &k);
+    for c in &k {
+        if after[c] != id(2) {
+            assert_eq!(after[c], last[c], "{c} moved though its backend stayed");
+        }
+    }
+    assert_traffic_follows_route(&rw, listen, 200);
+    assert_eq!(
+        sample(
+            &scrape(metrics),
+            "ringway_backend_set_backends",
+            &[("listener", "t"), ("set", &format!("api.svc.test:{port}"))]
+        ),
+        Some(3.0)
+    );
+}
+
+#[test]
+#[ignore = "needs unbound (apt-get install unbound)"]
+fn an_srv_set_takes_targets_ports_and_weights_from_its_records() {
+    let (p1, p2) = (free_port("127.0.0.21"), free_port("127.0.0.22"));
+    let _b1 = Backend::named_echo(&format!("127.0.0.21:{p1}"), "b1");
+    let _b2 = Backend::named_echo(&format!("127.0.0.22:{p2}"), "b2");
+    let _b3 = Backend::named_echo(&format!("127.0.0.23:{p1}"), "b3");
+    let srv = |w1: u16, w2: u16, extra: &str| {
+        let mut r = vec![
+            format!("_api._tcp.svc.test. 1 IN SRV 0 {w1} {p1} one.svc.test."),
+            format!("_api._tcp.svc.test. 1 IN SRV 0 {w2} {p2} two.svc.test."),
+            // A standby group: never used while priority 0 has targets.
+            format!("_api._tcp.svc.test. 1 IN SRV 10 1 {p1} three.svc.test."),
+            "one.svc.test. 1 IN A 127.0.0.21".to_string(),
+            "two.svc.test. 1 IN A 127.0.0.22".to_string(),
+            "three.svc.test. 1 IN A 127.0.0.23".to_string(),
+        ];
+        if !extra.is_empty() {
+            r.push(extra.to_string());
+        }
+        r
+    };
+    let dns = Dns::start(&refs(&srv(30, 10, "")));
+    let (listen, admin) = (free_addr(), free_addr());
+    let toml = format!(
+        "workers = 2\nresolve_interval = \"1s\"\n[admin]\nlisten = \"{admin}\"\n[resolver]\nservers = [\"{}\"]\n\n[[listener]]\nname = \"t\"\nlisten = \"{listen}\"\n[[listener.backend_set]]\nsrv = \"_api._tcp.svc.test\"\n",
+        dns.addr
+    );
+    let rw = Ringway::start(&toml, &[listen]);
+    let (one, two) = (format!("127.0.0.21:{p1}"), format!("127.0.0.22:{p2}"));
+    wait_for_ids(&rw, admin, &[one.clone(), two.clone()]);
+    let weights = |admin| -> HashMap<String, u64> {
+        status(admin)["listeners"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["id"].as_str().unwrap().to_string(),
+                    b["weight"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(weights(admin)[&one], 30);
+    assert_eq!(weights(admin)[&two], 10);
+    // The weights show in the spread: 3 to 1.
+    let k = keys(4000);
+    let routed = route_ids(&rw.config, &k);
+    let share = routed.values().filter(|id| **id == one).count() as f64 / k.len() as f64;
+    assert!(
+        (0.65..0.85).contains(&share),
+        "weight 30 of 40 owns {share:.3}"
+    );
+    let seen = connect_many(listen, 100);
+    let routed = route_ids(&rw.config, &seen.iter().map(|s| s.0).collect::<Vec<_>>());
+    for (c, name) in &seen {
+        let want = if routed[c] == one { "b1" } else { "b2" };
+        assert_eq!(name, want, "{c}");
+    }
+    // A weight changed in DNS is a weight changed in the ring.
+    dns.set(&refs(&srv(10, 10, "")));
+    assert!(
+        eventually(Duration::from_secs(10), || weights(admin)[&one] == 10),
+        "{}",
+        rw.log()
+    );
+}
+
+#[test]
+#[ignore = "needs unbound (apt-get install unbound)"]
+fn dns_trouble_keeps_the_last_good_set_and_nxdomain_empties_it_after_n_answers() {
+    let port = free_port("127.0.0.21");
+    let _backends = backends_on(port, 2);
+    let dns = Dns::start(&refs(&a_records(&[1, 2])));
+    let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
+    let set = format!("api.svc.test:{port}");
+    let toml = format!(
+        "workers = 2\nresolve_interval = \"1s\"\n{}[resolver]\nservers = [\"{}\"]\ntimeout = \"200ms\"\nnxdomain_after = 3\n\n[[listener]]\nname = \"t\"\nlisten = \"{listen}\"\n[[listener.backend_set]]\ndns = \"{set}\"\n",
+        ops_tables(metrics, admin, None),
+        dns.addr
+    );
+    let rw = Ringway::start(&toml, &[listen]);
+    let two: Vec<String> = (1..=2)
+        .map(|i| format!("127.0.0.{}:{port}", 20 + i))
+        .collect();
+    wait_for_ids(&rw, admin, &two);
+    let errors = || {
+        sample(
+            &scrape(metrics),
+            "ringway_resolver_errors_total",
+            &[("listener", "t"), ("set", &set)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(errors(), 0.0);
+
+    // The DNS server hangs: lookups time out, the set stays, traffic goes on, and a
+    // reload (whose own lookup fails too) keeps it as well.
+    dns.signal(Signal::Stop);
+    assert!(
+        eventually(Duration::from_secs(10), || errors() >= 2.0),
+        "{}",
+        rw.log()
+    );
+    assert_eq!(set_ids(admin), two);
+    assert_eq!(connect_many(listen, 20).len(), 20);
+    rw.signal(Signal::Hup);
+    assert!(
+        eventually(Duration::from_secs(10), || log_count(&rw, "reloaded") == 1),
+        "{}",
+        rw.log()
+    );
+    assert_eq!(set_ids(admin), two);
+    assert_eq!(
+        log_count(&rw, "backend set lookup failed"),
+        1,
+        "logged once: {}",
+        rw.log()
+    );
+    dns.signal(Signal::Cont);
+    assert!(
+        eventually(Duration::from_secs(10), || log_count(
+            &rw,
+            "backend set answers again"
+        ) >= 1),
+        "{}",
+        rw.log()
+    );
+
+    // The name is removed: kept for two NXDOMAINs, emptied at the third.
+    dns.set(&["other.svc.test. 1 IN A 127.0.0.99"]);
+    assert!(
+        eventually(Duration::from_secs(15), || set_ids(admin).is_empty()),
+        "{}",
+        rw.log()
+    );
+    let log = rw.log();
+    assert_eq!(
+        log_count(&rw, "does not exist (NXDOMAIN); keeping its 2 backend(s)"),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log_count(
+            &rw,
+            "in 3 answers in a row (NXDOMAIN): its backends are removed"
+        ),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        status(admin)["listeners"][0]["backend_sets"][0]["backends"],
+        0
+    );
+    // With no backend, a client is closed, not hung.
+    let (_, greeting) = connect_named(listen);
+    assert_eq!(greeting, "");
+    // And back.
+    dns.set(&refs(&a_records(&[2])));
+    wait_for_ids(&rw, admin, &two[1..]);
+    assert_eq!(
+        connect_many(listen, 10)
+            .iter()
+            .filter(|s| s.1 == "b2")
+            .count(),
+        10
+    );
+}
