@@ -32,6 +32,7 @@ use super::timers::{Millis, Timers};
 use super::token::{self, Key, Kind, Slots};
 use crate::accesslog::{End, Proto, Record, Sink};
 use crate::balance::hash::{flow_hash, PROTO_TCP};
+use crate::balance::HashMode;
 use accept::{Accepted, Listener, Spare};
 use forward::COPY_BUF;
 use pipes::PipePool;
@@ -337,7 +338,11 @@ impl TcpPlane {
             // The backend is chosen once the PROXY header says who the client is.
             None
         } else {
-            let reached = session::reached(shared.listen, &stream);
+            // The source-IP hash ignores the destination: no getsockname for it.
+            let reached = match params.hash {
+                HashMode::SourceIp => shared.listen,
+                HashMode::FiveTuple => session::reached(shared.listen, &stream),
+            };
             let flow = flow_hash(params.hash, PROTO_TCP, peer, reached);
             if routing.snapshot.pick(flow).is_none() {
                 undo();
