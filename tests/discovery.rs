@@ -345,6 +345,35 @@ fn an_srv_set_takes_targets_ports_and_weights_from_its_records() {
         "{}",
         rw.log()
     );
+
+    // Drained by its id like any backend, and still drained after the next rounds.
+    let out = ctl(admin, None, &["drain", "t", &one]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state = |id: &str| -> String {
+        status(admin)["listeners"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id)
+            .map(|b| b["state"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(state(&one), "draining");
+    assert!(connect_many(listen, 30)
+        .iter()
+        .all(|(_, name)| name == "b2"));
+    // Health-checked like any backend: b2's server stops, b2 goes down.
+    _b2.stop();
+    assert!(
+        eventually(Duration::from_secs(15), || state(&two) == "down"),
+        "{}",
+        rw.log()
+    );
 }
 
 #[test]
