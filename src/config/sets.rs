@@ -100,6 +100,10 @@ pub struct Replaced {
     /// Addresses left out because a configured backend or an earlier set already has
     /// that id.
     pub skipped: Vec<SocketAddr>,
+    /// Ids the set gained.
+    pub added: Vec<String>,
+    /// Ids the set lost.
+    pub removed: Vec<String>,
 }
 
 impl ListenerConfig {
@@ -159,9 +163,24 @@ impl ListenerConfig {
         if points > MAX_POINTS {
             return Err(SetError::TooManyPoints { points });
         }
+        let name = &self.backend_sets[set].name;
+        let ids_of = |list: &[Backend]| -> Vec<String> {
+            list.iter()
+                .filter(|b| b.set.as_deref() == Some(name.as_str()))
+                .map(|b| b.id.clone())
+                .collect()
+        };
+        let (was, now) = (ids_of(&self.backends), ids_of(&next));
+        let added = now.iter().filter(|id| !was.contains(id)).cloned().collect();
+        let removed = was.iter().filter(|id| !now.contains(id)).cloned().collect();
         let changed = next != self.backends;
         self.backends = next;
-        Ok(Replaced { changed, skipped })
+        Ok(Replaced {
+            changed,
+            skipped,
+            added,
+            removed,
+        })
     }
 }
 

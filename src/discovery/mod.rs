@@ -128,7 +128,6 @@ impl Sets {
                 .entry((a.listener.clone(), a.set.clone()))
                 .or_default();
             let (verdict, note) = track.answer(&a.answer, after);
-            log_note(&a.listener, &a.set, note, l.set_members(&a.set).count());
             let members: Vec<Member> = match verdict {
                 Verdict::Apply(m) => m,
                 Verdict::Empty => Vec::new(),
@@ -144,23 +143,15 @@ impl Sets {
                     })
                     .unwrap_or_default(),
             };
-            let before: Vec<String> = l.set_members(&a.set).map(|b| b.id.clone()).collect();
+            // After `members`: a reloaded config has none yet, the running one has them.
+            log_note(&a.listener, &a.set, note, members.len());
             match l.replace_set(i, &members) {
                 Ok(r) => {
                     if !r.skipped.is_empty() {
                         tracing::warn!(listener = %a.listener, set = %a.set, "left out {:?}: another backend of this listener has that id", r.skipped);
                     }
                     if r.changed {
-                        let now: Vec<&str> = l.set_members(&a.set).map(|b| b.id.as_str()).collect();
-                        let added: Vec<&&str> = now
-                            .iter()
-                            .filter(|id| !before.iter().any(|b| b == **id))
-                            .collect();
-                        let removed: Vec<&String> = before
-                            .iter()
-                            .filter(|b| !now.contains(&b.as_str()))
-                            .collect();
-                        tracing::info!(listener = %a.listener, set = %a.set, "backend set now {} backend(s): added {added:?}, removed {removed:?}", now.len());
+                        tracing::info!(listener = %a.listener, set = %a.set, "backend set now {} backend(s): added {:?}, removed {:?}", l.set_members(&a.set).count(), r.added, r.removed);
                         changed = true;
                     }
                 }
