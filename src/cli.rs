@@ -72,10 +72,10 @@ pub enum Command {
     },
     /// Talk to a running ringway's admin API: status, drain, enable, disable, reload.
     Ctl {
-        /// The admin API's address (default: `[admin] listen` of --config, else
-        /// 127.0.0.1:9101).
-        #[arg(long, value_name = "IP:PORT", global = true)]
-        admin: Option<SocketAddr>,
+        /// The admin API's address, IP:PORT or unix:PATH (default: `[admin] listen`
+        /// of --config, else 127.0.0.1:9101).
+        #[arg(long, value_name = "IP:PORT|unix:PATH", global = true)]
+        admin: Option<crate::ctl::Admin>,
         /// Bearer token (default: `[admin] token` of --config, else $RINGWAY_ADMIN_TOKEN).
         #[arg(long, value_name = "TOKEN", global = true)]
         token: Option<String>,

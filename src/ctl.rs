@@ -2,15 +2,19 @@
 //!
 //! The address and token come from `--admin`/`--token`, else from the `[admin]` table
 //! of `--config`, else `127.0.0.1:9101` and the `RINGWAY_ADMIN_TOKEN` environment
-//! variable.
+//! variable. The address is `IP:PORT` or `unix:PATH` (`[admin] listen = "unix:..."`).
+//! Calls that change state send `Content-Type: application/json`, as the API asks of
+//! them (see `docs/ADMIN.md`).
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
-use hyper::header::{AUTHORIZATION, HOST};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
@@ -20,6 +24,48 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:9101";
 
 /// How long a call may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the admin API is: `IP:PORT` or `unix:PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admin {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A unix socket.
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for Admin {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Admin, String> {
+        match s.strip_prefix("unix:") {
+            Some(path) if !path.is_empty() => Ok(Admin::Unix(path.into())),
+            Some(_) => Err("unix: needs a path (unix:/run/ringway/admin.sock)".into()),
+            None => s
+                .parse()
+                .map(Admin::Tcp)
+                .map_err(|_| format!("{s:?} is not IP:PORT or unix:PATH")),
+        }
+    }
+}
+
+impl fmt::Display for Admin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Admin::Tcp(a) => write!(f, "{a}"),
+            Admin::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl From<&crate::config::AdminListen> for Admin {
+    fn from(l: &crate::config::AdminListen) -> Admin {
+        match l {
+            crate::config::AdminListen::Tcp(a) => Admin::Tcp(*a),
+            crate::config::AdminListen::Unix { path, .. } => Admin::Unix(path.clone()),
+        }
+    }
+}
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,12 +78,12 @@ pub enum CtlError {
     Runtime(io::Error),
     /// Nothing answered in time.
     #[error("admin API at {0}: no answer within {TIMEOUT:?}")]
-    Timeout(SocketAddr),
+    Timeout(Admin),
     /// Nothing listens there.
     #[error("cannot reach the admin API at {addr} (is [admin] configured?): {source}")]
     Connect {
         /// Where.
-        addr: SocketAddr,
+        addr: Admin,
         /// What the OS said.
         source: io::Error,
     },
@@ -45,7 +91,7 @@ pub enum CtlError {
     #[error("admin API at {addr}: {source}")]
     Http {
         /// Where.
-        addr: SocketAddr,
+        addr: Admin,
         /// What hyper said.
         source: hyper::Error,
     },
@@ -83,7 +129,7 @@ pub enum Action {
 /// Sends one request; returns the response body (JSON). Non-2xx answers are errors
 /// carrying the API's message.
 pub fn call(
-    admin: SocketAddr,
+    admin: &Admin,
     token: Option<&str>,
     action: &Action,
     target: Option<(&str, &str)>,
@@ -116,7 +162,7 @@ pub fn call(
     let (status, body) = rt.block_on(async {
         tokio::time::timeout(TIMEOUT, request(admin, token, method, &path))
             .await
-            .map_err(|_| CtlError::Timeout(admin))?
+            .map_err(|_| CtlError::Timeout(admin.clone()))?
     })?;
     if !status.is_success() {
         let message = serde_json::from_str::<serde_json::Value>(&body)
@@ -129,29 +175,56 @@ pub fn call(
 }
 
 async fn request(
-    admin: SocketAddr,
+    admin: &Admin,
     token: Option<&str>,
     method: Method,
     path: &str,
 ) -> Result<(StatusCode, String), CtlError> {
-    let http = |source| CtlError::Http {
-        addr: admin,
+    let connect = |source| CtlError::Connect {
+        addr: admin.clone(),
         source,
     };
-    let stream = tokio::net::TcpStream::connect(admin)
-        .await
-        .map_err(|source| CtlError::Connect {
-            addr: admin,
-            source,
-        })?;
+    match admin {
+        Admin::Tcp(addr) => {
+            let stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(connect)?;
+            exchange(stream, admin, &addr.to_string(), token, method, path).await
+        }
+        Admin::Unix(p) => {
+            let stream = tokio::net::UnixStream::connect(p).await.map_err(connect)?;
+            exchange(stream, admin, "localhost", token, method, path).await
+        }
+    }
+}
+
+/// One request and its answer on a connected stream; `host`: the `Host` header.
+async fn exchange<S>(
+    stream: S,
+    admin: &Admin,
+    host: &str,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+) -> Result<(StatusCode, String), CtlError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let http = |source| CtlError::Http {
+        addr: admin.clone(),
+        source,
+    };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(http)?;
     tokio::spawn(conn);
     let mut req = Request::builder()
-        .method(method)
+        .method(&method)
         .uri(path)
-        .header(HOST, admin.to_string());
+        .header(HOST, host);
+    if method == Method::POST {
+        req = req.header(CONTENT_TYPE, "application/json");
+    }
     if let Some(t) = token {
         req = req.header(AUTHORIZATION, format!("Bearer {t}"));
     }

@@ -44,8 +44,8 @@
 //!   of a batch and one `recvmmsg` for its waiting replies.
 //! * [`accesslog`]: one record per connection and flow, handed by workers to a writer
 //!   thread through bounded queues they never wait on.
-//! * [`metrics`]: every metric name ([`metrics::names`]) and the Prometheus exporter,
-//!   which sums the workers' shards when scraped.
+//! * [`metrics`]: every metric name ([`metrics::names`]) and the Prometheus text a
+//!   scrape writes straight from the workers' shards and the control plane's view.
 //! * [`control`]: the control plane, on one tokio runtime on the main thread. One task
 //!   owns its state and takes typed messages (check results, passive failures, admin
 //!   calls, reloads, resolver answers); it binds sockets, drops privileges, keeps a

@@ -83,7 +83,7 @@ fn main() -> ExitCode {
 }
 
 fn run_ctl(
-    admin: Option<std::net::SocketAddr>,
+    admin: Option<ctl::Admin>,
     token: Option<String>,
     config: Option<std::path::PathBuf>,
     action: CtlAction,
@@ -112,8 +112,8 @@ fn run_ctl(
     };
     let addr = match (admin, &from_file) {
         (Some(a), _) => a,
-        (None, Some(a)) => a.listen,
-        (None, None) => ctl::DEFAULT_ADMIN.parse()?,
+        (None, Some(a)) => ctl::Admin::from(&a.listen),
+        (None, None) => ctl::Admin::Tcp(ctl::DEFAULT_ADMIN.parse()?),
     };
     let token = token
         .or_else(|| from_file.and_then(|a| a.token))
@@ -132,7 +132,7 @@ fn run_ctl(
         CtlAction::Reload => (ctl::Action::Reload, None, true),
     };
     let target = target.map(|(l, b)| (l.as_str(), b.as_str()));
-    let body = match ctl::call(addr, token.as_deref(), &what, target) {
+    let body = match ctl::call(&addr, token.as_deref(), &what, target) {
         Err(e @ ctl::CtlError::Refused { .. }) if reloading => {
             return Err(anyhow::Error::from(e).context(format!(
                 "not reloaded: the running ringway at {addr} refused its config file (it keeps the running config)"

@@ -3,7 +3,7 @@
 //!
 //! Each writer (a worker) writes only its own shard (a cache-line-aligned block of
 //! plain relaxed atomics: a load and a store, no locked instruction), and readers (the
-//! metrics exporter) sum all shards. A reader may see a shard a few increments behind;
+//! a metrics scrape) sum all shards. A reader may see a shard a few increments behind;
 //! nothing is ever lost.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

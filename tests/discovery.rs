@@ -168,13 +168,24 @@ fn set_ids(admin: SocketAddr) -> Vec<String> {
     ids
 }
 
+/// Waits until the listener's backends are `want`, every one of them up: a
+/// discovered backend takes traffic once its first check passes.
 fn wait_for_ids(rw: &Ringway, admin: SocketAddr, want: &[String]) {
     let mut want = want.to_vec();
     want.sort();
+    let all_up = || {
+        status(admin)["listeners"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["state"] == "up")
+    };
     assert!(
-        eventually(Duration::from_secs(10), || set_ids(admin) == want),
-        "backends {:?}, want {want:?}; log:\n{}",
+        eventually(Duration::from_secs(10), || set_ids(admin) == want
+            && all_up()),
+        "backends {:?}, want {want:?}, all up: {}; log:\n{}",
         set_ids(admin),
+        all_up(),
         rw.log()
     );
 }

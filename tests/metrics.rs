@@ -216,6 +216,16 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
     );
 
     // A backend going down: up 0, a transition, its share to the other, remapped ratio.
+    // It passed a check first: from then on `fall` (3) failures take it down (before
+    // it, the first check alone decides).
+    assert!(eventually(Duration::from_secs(5), || {
+        sample(
+            &scrape(metrics),
+            "ringway_health_checks_total",
+            &[("listener", "t"), ("backend", "b"), ("result", "success")],
+        )
+        .is_some_and(|n| n >= 1.0)
+    }));
     drop(held);
     b.stop();
     assert!(

@@ -92,8 +92,24 @@ fn the_page_shows_everything_follows_the_api_and_its_buttons_act() {
         "{}",
         r.content_type
     );
-    for outside in ["<link", " src=", "@import", "url(", "https://"] {
-        assert!(!r.body.contains(outside), "the page loads {outside}…");
+    // Its script and style sheet are its own files (the content security policy
+    // allows nothing inline and nothing from elsewhere).
+    for asset in ["/status.js", "/status.css"] {
+        assert!(
+            r.body.contains(&format!("\"{asset}\"")),
+            "the page loads {asset}"
+        );
+        let a = http("GET", admin, asset, None);
+        assert_eq!(a.status, 200, "{asset}");
+        // (The SVG namespace URI is a name, not a load.)
+        for outside in ["@import", "url(", "https://", "fetch(\"http"] {
+            assert!(!a.body.contains(outside), "{asset} loads {outside}…");
+        }
+    }
+    for outside in [
+        "@import", "url(", "https://", "<script>", "<style>", " style=",
+    ] {
+        assert!(!r.body.contains(outside), "the page has {outside}…");
     }
     assert_eq!(http("POST", admin, "/", None).status, 405);
 

@@ -4,7 +4,8 @@
 //! * [`record`]: what a line says; workers fill a [`Record`] from what they hold.
 //! * [`format`]: JSON lines or one human line per record (pure).
 //! * [`Sink`]: each worker's bounded queue; handing a record over never blocks (a full
-//!   queue drops it and counts it in `ringway_access_log_dropped_total`).
+//!   queue drops it and counts it in `ringway_access_log_dropped_total`, as the writer
+//!   counts records it could not write: [`Lost`]).
 //! * [`AccessLog`]: the writer thread that drains the queues, writes buffered, flushes
 //!   every 100 ms, and reopens the file on SIGUSR1.
 //!
@@ -17,5 +18,5 @@ mod writer;
 
 pub use format::Format;
 pub use record::{End, Proto, Reached, Record};
-pub use sink::Sink;
+pub use sink::{Lost, Sink};
 pub use writer::{AccessLog, Control, Settings, Target, TICK};

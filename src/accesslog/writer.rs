@@ -14,13 +14,17 @@ use std::time::Duration;
 
 use super::format::{self, Format};
 use super::record::Record;
-use super::sink::{Shared, Sink};
+use super::sink::{Lost, Shared, Sink};
+
+/// The file's write buffer.
+const BUFFER: usize = 256 * 1024;
 
 /// How often the writer drains the queues and flushes.
 pub const TICK: Duration = Duration::from_millis(100);
 
-/// Records one worker's queue holds before it drops them (about 150 bytes each).
-const QUEUE: usize = 16_384;
+/// Records one worker's queue holds before it drops them (about 200 bytes each, taken
+/// only while queued).
+pub(super) const QUEUE: usize = 16_384;
 
 /// Where records go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,9 +74,14 @@ impl Control {
         let _ = self.ctl.send(Ctl::Reopen);
     }
 
-    /// Records dropped because a worker's queue was full.
+    /// Records lost, every reason together.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped()
+    }
+
+    /// Records lost so far, by reason (`ringway_access_log_dropped_total{reason}`).
+    pub fn lost(&self) -> [(Lost, u64); 3] {
+        self.shared.lost_by_reason()
     }
 }
 
@@ -91,14 +100,17 @@ impl AccessLog {
         let mut sinks = Vec::with_capacity(workers);
         let mut queues = Vec::with_capacity(workers);
         for worker in 0..workers {
-            let (tx, rx) = mpsc::sync_channel(QUEUE);
+            let (tx, rx) = mpsc::channel();
             sinks.push(Sink::new(tx, Arc::clone(&shared), worker));
             queues.push(rx);
         }
         let (ctl, ctl_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("ringway-log".into())
-            .spawn(move || run(queues, ctl_rx))?;
+            .spawn({
+                let shared = Arc::clone(&shared);
+                move || run(queues, ctl_rx, shared)
+            })?;
         let control = Control { ctl, shared };
         control.configure(settings);
         Ok((AccessLog { control, thread }, sinks))
@@ -127,7 +139,7 @@ impl Out {
         Ok(match target {
             Target::Stderr => Out::Stderr(io::stderr()),
             Target::File(path) => Out::File(io::BufWriter::with_capacity(
-                256 * 1024,
+                BUFFER,
                 OpenOptions::new().create(true).append(true).open(path)?,
             )),
         })
@@ -153,8 +165,12 @@ struct Writer {
     settings: Option<Settings>,
     out: Option<Out>,
     buf: Vec<u8>,
-    /// The last failure was logged (one line per failure streak, not per record).
-    failing: bool,
+    /// Records formatted into `buf`.
+    records: u64,
+    /// Records lost in the current failure streak (0: not failing); logged once when
+    /// it starts and once when it ends, not per record.
+    failing: Option<u64>,
+    shared: Arc<Shared>,
 }
 
 impl Writer {
@@ -168,51 +184,94 @@ impl Writer {
         match Out::open(&s.target) {
             Ok(out) => {
                 self.out = Some(out);
-                self.failing = false;
+                self.recovered();
             }
-            Err(e) => self.failed(&format!("cannot open the access log {:?}: {e}", s.target)),
+            Err(e) => {
+                let what = format!(
+                    "cannot open the access log {:?}: {e}; its records are dropped (counted as ringway_access_log_dropped_total{{reason=\"not_open\"}}) until a reload or SIGUSR1 opens it",
+                    s.target
+                );
+                self.failed(&what, Lost::NotOpen, 0);
+            }
         }
     }
 
-    fn failed(&mut self, what: &str) {
-        if !self.failing {
-            tracing::error!("{what}; records are dropped until a reload or SIGUSR1 reopens it");
-            self.failing = true;
+    /// Records lost for `why`; the first loss of a streak is logged with `what`.
+    fn failed(&mut self, what: &str, why: Lost, n: u64) {
+        self.shared.lost(why, n);
+        match &mut self.failing {
+            Some(lost) => *lost += n,
+            None => {
+                tracing::error!("{what}");
+                self.failing = Some(n);
+            }
         }
     }
 
-    /// Formats every queued record into the buffer.
+    /// Writing works (again): says how many records the failure cost.
+    fn recovered(&mut self) {
+        if let Some(lost) = self.failing.take() {
+            tracing::warn!("the access log is written again; {lost} record(s) were lost meanwhile");
+        }
+    }
+
+    /// Formats every queued record into the buffer (with no file open, counts them
+    /// lost).
     fn drain(&mut self, queues: &[Receiver<Record>]) {
         let format = self.settings.as_ref().map_or(Format::Json, |s| s.format);
-        for q in queues {
+        for (worker, q) in queues.iter().enumerate() {
+            let mut taken = 0;
             while let Ok(r) = q.try_recv() {
+                taken += 1;
                 if self.out.is_some() {
                     format::line(format, &r, &mut self.buf);
+                    self.records += 1;
+                } else if self.settings.is_some() {
+                    self.failed("the access log is not open", Lost::NotOpen, 1);
                 }
             }
+            self.shared.taken(worker, taken);
         }
     }
 
-    /// Writes the buffer out and flushes.
+    /// Writes the buffer out and flushes. A failed write (a full disk, a file over
+    /// `LimitFSIZE`) loses what was in the buffer, is counted, and is tried again with
+    /// the next records: writing resumes by itself once it can.
     fn flush(&mut self) {
+        let records = std::mem::take(&mut self.records);
         let Some(out) = self.out.as_mut() else {
             self.buf.clear();
             return;
         };
         let result = out.write_all(&self.buf).and_then(|()| out.flush());
         self.buf.clear();
-        if let Err(e) = result {
-            self.failed(&format!("writing the access log failed: {e}"));
+        match result {
+            Ok(()) if records > 0 => self.recovered(),
+            Ok(()) => {}
+            Err(e) => {
+                // What the failed write left buffered goes with it (kept, it would be
+                // written later, after newer records, perhaps torn).
+                if let Some(Out::File(f)) = self.out.take() {
+                    let (file, _unwritten) = f.into_parts();
+                    self.out = Some(Out::File(io::BufWriter::with_capacity(BUFFER, file)));
+                }
+                let what = format!(
+                    "writing the access log failed: {e}; its records are lost (counted as ringway_access_log_dropped_total{{reason=\"write_failed\"}}) and ringway tries again every {TICK:?}: writing resumes by itself once the disk (or the file size limit) allows"
+                );
+                self.failed(&what, Lost::WriteFailed, records);
+            }
         }
     }
 }
 
-fn run(queues: Vec<Receiver<Record>>, ctl: Receiver<Ctl>) {
+fn run(queues: Vec<Receiver<Record>>, ctl: Receiver<Ctl>, shared: Arc<Shared>) {
     let mut w = Writer {
         settings: None,
         out: None,
         buf: Vec::with_capacity(64 * 1024),
-        failing: false,
+        records: 0,
+        failing: None,
+        shared,
     };
     loop {
         let msg = ctl.recv_timeout(TICK);

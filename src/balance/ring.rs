@@ -30,6 +30,7 @@
 //! ```
 
 use super::hash::{vnode_label, xxh3};
+use super::owners::Owners;
 
 /// Virtual nodes per unit of weight when the config does not say.
 ///
@@ -60,8 +61,8 @@ pub struct Ring {
     /// Sorted point positions; kept apart from `owners` so the binary search touches
     /// only 8 bytes per probe.
     hashes: Vec<u64>,
-    /// `owners[i]` is the member index owning `hashes[i]`.
-    owners: Vec<u32>,
+    /// `owners.get(i)` is the member index owning `hashes[i]`.
+    owners: Owners,
     /// Number of members the ring was built from (owner indices are below it).
     members: usize,
     /// Radix index over the top bits of a hash: `index[b]` is the first point whose
@@ -70,6 +71,14 @@ pub struct Ring {
     index: Vec<u32>,
     /// `64 - bits` of the index.
     shift: u32,
+    /// Points per unit of weight it was built with.
+    vnodes: u32,
+}
+
+/// Bits of the radix index for `n` points: about one bucket per point, at most 2^16.
+fn index_bits(n: usize) -> u32 {
+    let n = n.max(1);
+    (usize::BITS - 1 - n.leading_zeros()).clamp(1, 16)
 }
 
 impl Ring {
@@ -77,38 +86,78 @@ impl Ring {
     ///
     /// A member with weight 0 gets no points. Member ids must be distinct (config
     /// validation guarantees it); with duplicates the ring is still deterministic.
+    ///
+    /// The points are hashed twice (once to count them per radix bucket, once to put
+    /// each in its bucket) so the only memory taken is the ring's own: 12 bytes a point
+    /// (a million-point ring is built in about 0.1 s). Each bucket, a few points, is
+    /// then sorted by hash and id.
     pub fn build(members: &[Member<'_>], vnodes: u32) -> Ring {
         let total: usize = members
             .iter()
             .map(|m| m.weight as usize * vnodes as usize)
             .sum();
-        let mut points: Vec<(u64, u32)> = Vec::with_capacity(total);
+        let bits = index_bits(total);
+        let shift = 64 - bits;
+        let buckets = 1usize << bits;
         let mut label = Vec::with_capacity(64);
+        // Pass 1: points per bucket, then each bucket's first point.
+        let mut index = vec![0u32; buckets + 1];
+        for m in members {
+            for i in 0..m.weight.saturating_mul(vnodes) {
+                vnode_label(&mut label, m.id, i);
+                index[(xxh3(&label) >> shift) as usize + 1] += 1;
+            }
+        }
+        for b in 0..buckets {
+            index[b + 1] += index[b];
+        }
+        // Pass 2: each point into its bucket.
+        let mut hashes = vec![0u64; total];
+        let mut owners = Owners::zeroed(total, members.len());
+        let mut fill: Vec<u32> = index[..buckets].to_vec();
         for (owner, m) in members.iter().enumerate() {
             for i in 0..m.weight.saturating_mul(vnodes) {
                 vnode_label(&mut label, m.id, i);
-                points.push((xxh3(&label), owner as u32));
+                let h = xxh3(&label);
+                let slot = &mut fill[(h >> shift) as usize];
+                hashes[*slot as usize] = h;
+                owners.set(*slot as usize, owner);
+                *slot += 1;
             }
         }
-        points.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| members[a.1 as usize].id.cmp(members[b.1 as usize].id))
-        });
-        let mut ring = Ring {
-            hashes: points.iter().map(|p| p.0).collect(),
-            owners: points.iter().map(|p| p.1).collect(),
+        drop(fill);
+        // Each bucket sorted by hash, then member id (a 64-bit collision, practically
+        // never, is ordered by id, not by input order).
+        let mut bucket: Vec<(u64, u32)> = Vec::new();
+        for b in 0..buckets {
+            let (lo, hi) = (index[b] as usize, index[b + 1] as usize);
+            if hi - lo < 2 {
+                continue;
+            }
+            bucket.clear();
+            bucket.extend((lo..hi).map(|i| (hashes[i], owners.get(i) as u32)));
+            bucket.sort_unstable_by(|x, y| {
+                x.0.cmp(&y.0)
+                    .then_with(|| members[x.1 as usize].id.cmp(members[y.1 as usize].id))
+            });
+            for (j, (h, o)) in bucket.iter().enumerate() {
+                hashes[lo + j] = *h;
+                owners.set(lo + j, *o as usize);
+            }
+        }
+        Ring {
+            hashes,
+            owners,
             members: members.len(),
-            index: Vec::new(),
-            shift: 64,
-        };
-        ring.reindex();
-        ring
+            index,
+            shift,
+            vnodes,
+        }
     }
 
     /// Builds the radix index: about one bucket per point, at most 2^16 buckets.
     fn reindex(&mut self) {
-        let n = self.hashes.len().max(1);
-        let bits = (usize::BITS - 1 - n.leading_zeros()).clamp(1, 16);
+        let bits = index_bits(self.hashes.len());
         self.shift = 64 - bits;
         let buckets = 1usize << bits;
         self.index = Vec::with_capacity(buckets + 1);
@@ -122,27 +171,157 @@ impl Ring {
         self.index.push(self.hashes.len() as u32);
     }
 
+    /// The ring of `members` from this one, which was built with `vnodes` from members
+    /// of which `kept[i]` says what became of member `i`: its index among `members`,
+    /// or `None` when it left. A member `i` kept must have the same id and weight in
+    /// both; members no old one maps to are added. The same ring as
+    /// [`Ring::build`]`(members, vnodes)` (a property test holds it to that), in time
+    /// linear in the points, hashing only the added members' points: the points of
+    /// members that stay are never hashed again.
+    ///
+    /// # Panics
+    /// Panics if `kept` does not have one entry per member of this ring.
+    pub fn rebase(&self, members: &[Member<'_>], kept: &[Option<usize>]) -> Ring {
+        assert_eq!(kept.len(), self.members, "one entry per member");
+        let mut is_old = vec![false; members.len()];
+        for &k in kept.iter().flatten() {
+            is_old[k] = true;
+        }
+        let mut added: Vec<(u64, u32)> = Vec::new();
+        let mut label = Vec::with_capacity(64);
+        for (owner, m) in members.iter().enumerate().filter(|(i, _)| !is_old[*i]) {
+            for i in 0..m.weight.saturating_mul(self.vnodes) {
+                vnode_label(&mut label, m.id, i);
+                added.push((xxh3(&label), owner as u32));
+            }
+        }
+        let by_hash_then_id = |a: &(u64, u32), b: &(u64, u32)| {
+            a.0.cmp(&b.0)
+                .then_with(|| members[a.1 as usize].id.cmp(members[b.1 as usize].id))
+        };
+        added.sort_unstable_by(by_hash_then_id);
+        let stays = self
+            .hashes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &h)| kept[self.owners.get(i)].map(|n| (h, n as u32)));
+        let total = self.hashes.len() + added.len();
+        let mut ring = Ring {
+            hashes: Vec::with_capacity(total),
+            owners: Owners::with_capacity(total, members.len()),
+            members: members.len(),
+            index: Vec::new(),
+            shift: 64,
+            vnodes: self.vnodes,
+        };
+        let mut added = added.into_iter().peekable();
+        for p in stays {
+            while let Some(a) = added.next_if(|a| by_hash_then_id(a, &p).is_lt()) {
+                ring.push(a);
+            }
+            ring.push(p);
+        }
+        for a in added {
+            ring.push(a);
+        }
+        ring.hashes.shrink_to_fit();
+        ring.owners.shrink_to_fit();
+        ring.reindex();
+        ring
+    }
+
+    fn push(&mut self, (h, o): (u64, u32)) {
+        self.hashes.push(h);
+        self.owners.push(o as usize);
+    }
+
     /// The same ring with only the points of members for which `keep` is true.
     ///
     /// Looking a key up in the filtered ring gives exactly what walking the full ring
     /// clockwise to the first kept member gives: this is how "down" backends are skipped
-    /// without ever moving a key between two backends that stayed up.
+    /// without ever moving a key between two backends that stayed up. (Snapshots do it
+    /// without copying the ring, with a [`super::live::Live`] set of points; this is
+    /// the reference their tests compare with.)
     pub fn filtered(&self, keep: impl Fn(usize) -> bool) -> Ring {
         let mut out = Ring {
             hashes: Vec::with_capacity(self.hashes.len()),
-            owners: Vec::with_capacity(self.owners.len()),
+            owners: Owners::with_capacity(self.owners.len(), self.members),
             members: self.members,
             index: Vec::new(),
             shift: 64,
+            vnodes: self.vnodes,
         };
-        for (&h, &o) in self.hashes.iter().zip(&self.owners) {
-            if keep(o as usize) {
+        for (i, &h) in self.hashes.iter().enumerate() {
+            let o = self.owners.get(i);
+            if keep(o) {
                 out.hashes.push(h);
                 out.owners.push(o);
             }
         }
         out.reindex();
         out
+    }
+
+    /// Points per unit of weight.
+    pub fn vnodes(&self) -> u32 {
+        self.vnodes
+    }
+
+    /// The hash of point `i`.
+    pub fn hash_at(&self, i: usize) -> u64 {
+        self.hashes[i]
+    }
+
+    /// The member owning point `i`.
+    pub fn owner_at(&self, i: usize) -> usize {
+        self.owners.get(i)
+    }
+
+    /// The points (indices) of member `member`, whose id and weight are `m`: found by
+    /// hashing its labels again and searching for them, so the ring stores nothing per
+    /// member. Each point once, in no particular order.
+    pub fn points_of(&self, member: usize, m: Member<'_>) -> Vec<usize> {
+        let mut label = Vec::with_capacity(64);
+        let mut hashes: Vec<u64> = (0..m.weight.saturating_mul(self.vnodes))
+            .map(|i| {
+                vnode_label(&mut label, m.id, i);
+                xxh3(&label)
+            })
+            .collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        let mut out = Vec::with_capacity(hashes.len());
+        for h in hashes {
+            let mut i = self.first_at_or_after(h);
+            while i < self.hashes.len() && self.hashes[i] == h {
+                if self.owners.get(i) == member {
+                    out.push(i);
+                }
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// Fraction of the key space, as a length out of 2^64, that each member owns:
+    /// `arcs()[m]` is the total length of the arcs ending at `m`'s points.
+    pub fn arcs(&self) -> Vec<u128> {
+        let mut arcs = vec![0u128; self.members];
+        let n = self.hashes.len();
+        for i in 0..n {
+            arcs[self.owners.get(i)] += self.arc_before(i, (i + n - 1) % n);
+        }
+        arcs
+    }
+
+    /// The length of the arc `(hashes[prev], hashes[i]]`: the keys point `i` owns when
+    /// `prev` is the point before it (the whole circle when `prev == i`).
+    pub fn arc_before(&self, i: usize, prev: usize) -> u128 {
+        if prev == i {
+            1u128 << 64
+        } else {
+            self.hashes[i].wrapping_sub(self.hashes[prev]) as u128
+        }
     }
 
     /// Number of points.
@@ -160,13 +339,10 @@ impl Ring {
         self.members
     }
 
-    /// Index of the first point at or clockwise after `key`.
-    fn position(&self, key: u64) -> usize {
-        // Every point before `lo` has smaller top bits than `key`, every point from `hi`
-        // on larger ones: the answer is in lo..=hi.
-        let b = (key >> self.shift) as usize;
-        let (lo, hi) = (self.index[b] as usize, self.index[b + 1] as usize);
-        let i = lo + self.hashes[lo..hi].partition_point(|&h| h < key);
+    /// Index of the first point at or clockwise after `key` (wrapping to the first);
+    /// 0 for an empty ring.
+    pub fn position(&self, key: u64) -> usize {
+        let i = self.first_at_or_after(key);
         if i == self.hashes.len() {
             0
         } else {
@@ -174,12 +350,25 @@ impl Ring {
         }
     }
 
+    /// Index of the first point whose hash is `>= key`; the number of points when
+    /// there is none.
+    fn first_at_or_after(&self, key: u64) -> usize {
+        if self.hashes.is_empty() {
+            return 0;
+        }
+        // Every point before `lo` has smaller top bits than `key`, every point from `hi`
+        // on larger ones: the answer is in lo..=hi.
+        let b = (key >> self.shift) as usize;
+        let (lo, hi) = (self.index[b] as usize, self.index[b + 1] as usize);
+        lo + self.hashes[lo..hi].partition_point(|&h| h < key)
+    }
+
     /// The member owning `key`; `None` only when the ring is empty.
     pub fn lookup(&self, key: u64) -> Option<usize> {
         if self.hashes.is_empty() {
             return None;
         }
-        Some(self.owners[self.position(key)] as usize)
+        Some(self.owners.get(self.position(key)))
     }
 
     /// Distinct members clockwise from `key`: the owner first, then each next member
@@ -231,20 +420,8 @@ impl Ring {
 
     /// Fraction of the key space (0.0..=1.0) each member owns, indexed by member.
     pub fn shares(&self) -> Vec<f64> {
-        let mut arcs = vec![0u128; self.members];
-        let n = self.hashes.len();
-        for i in 0..n {
-            let prev = self.hashes[(i + n - 1) % n];
-            // The arc (prev, this]; with one point it is the whole circle.
-            let len = if n == 1 {
-                1u128 << 64
-            } else {
-                self.hashes[i].wrapping_sub(prev) as u128
-            };
-            arcs[self.owners[i] as usize] += len;
-        }
         let circle = (1u128 << 64) as f64;
-        arcs.into_iter().map(|a| a as f64 / circle).collect()
+        self.arcs().into_iter().map(|a| a as f64 / circle).collect()
     }
 }
 
@@ -262,7 +439,7 @@ impl Iterator for Walk<'_> {
 
     fn next(&mut self) -> Option<usize> {
         while self.left > 0 {
-            let owner = self.ring.owners[self.pos] as usize;
+            let owner = self.ring.owners.get(self.pos);
             self.left -= 1;
             self.pos = (self.pos + 1) % self.ring.hashes.len();
             let (word, bit) = (owner / 64, 1u64 << (owner % 64));

@@ -39,6 +39,8 @@ pub struct FileMetrics {
 pub struct FileAdmin {
     pub listen: Spanned<String>,
     pub token: Option<Spanned<String>>,
+    pub mode: Option<Spanned<String>>,
+    pub hosts: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[access_log]`.
@@ -74,6 +76,8 @@ pub struct FileBackendSet {
     pub srv: Option<Spanned<String>>,
     pub dns: Option<Spanned<String>>,
     pub weight: Option<Spanned<i64>>,
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+    pub max_backends: Option<Spanned<i64>>,
 }
 
 /// One `[[listener]]`.

@@ -13,6 +13,7 @@ mod error;
 mod file;
 mod health;
 mod keypath;
+mod own;
 pub mod resolve;
 mod sets;
 mod validate;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, Located};
+pub use own::{whose, Own};
 pub use sets::{BackendSet, Member, Replaced, ResolverConfig, SetError, SetQuery};
 
 use crate::balance::{Backend, HashMode};
@@ -64,10 +66,48 @@ pub struct Config {
 /// `[admin]`: the admin API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
-    /// Address to serve it on.
-    pub listen: SocketAddr,
+    /// Where to serve it.
+    pub listen: AdminListen,
     /// Bearer token every request must carry, when set.
     pub token: Option<String>,
+    /// Host names requests may carry in `Host` besides the listen address (`hosts`).
+    pub hosts: Vec<String>,
+}
+
+/// Where the admin API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminListen {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A unix socket (`listen = "unix:PATH"`), created with file mode `mode`.
+    Unix {
+        /// The socket's path.
+        path: std::path::PathBuf,
+        /// Its permission bits (`mode = "0600"` by default).
+        mode: u32,
+    },
+}
+
+impl AdminListen {
+    /// The default `mode` of a unix socket: the owner only.
+    pub const DEFAULT_MODE: u32 = 0o600;
+
+    /// The TCP address, when it is one.
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            AdminListen::Tcp(a) => Some(*a),
+            AdminListen::Unix { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for AdminListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminListen::Tcp(a) => write!(f, "{a}"),
+            AdminListen::Unix { path, .. } => write!(f, "unix:{}", path.display()),
+        }
+    }
 }
 
 /// `[access_log]`.

@@ -56,6 +56,18 @@ pub struct BackendSet {
     pub query: SetQuery,
     /// `dns` sets: the weight of every address (SRV records carry their own).
     pub weight: u32,
+    /// Only addresses in these networks become backends (`None`: any address that is
+    /// not ringway's own or otherwise unusable; see `discovery::filter`).
+    pub allow: Option<Vec<ipnet::IpNet>>,
+    /// Backends the set gives at most; an answer with more keeps the first ones in
+    /// address order (the same ones on every node) and counts the rest as refused.
+    pub max_backends: usize,
+}
+
+impl BackendSet {
+    /// `max_backends` default: enough for any service we know of, and a bound on what
+    /// one DNS answer can make the control plane do.
+    pub const DEFAULT_MAX_BACKENDS: usize = 1000;
 }
 
 /// What a set asks DNS.
@@ -299,10 +311,29 @@ fn backend_set(
         None => 1,
         Some(w) => int_of(src, w, &format!("{key}.weight"), 1, 1000)? as u32,
     };
+    let allow = match &f.allow {
+        None => None,
+        Some(list) if list.get_ref().is_empty() => return Err(src.error(
+            list.span(),
+            format!("{key}.allow"),
+            "empty: list the networks backends may come from (`10.0.0.0/8`), or leave the key out",
+        )),
+        Some(list) => Some(super::admission::networks(
+            src,
+            list,
+            &format!("{key}.allow"),
+        )?),
+    };
+    let max_backends = match &f.max_backends {
+        None => BackendSet::DEFAULT_MAX_BACKENDS,
+        Some(m) => int_of(src, m, &format!("{key}.max_backends"), 1, 100_000)? as usize,
+    };
     Ok(BackendSet {
         name,
         query,
         weight,
+        allow,
+        max_backends,
     })
 }
 

@@ -511,6 +511,8 @@ fn backend_sets_and_the_resolver_are_typed() {
                 name: "_api._tcp.service.consul".into(),
                 query: SetQuery::Srv("_api._tcp.service.consul".into()),
                 weight: 1,
+                allow: None,
+                max_backends: BackendSet::DEFAULT_MAX_BACKENDS,
             },
             BackendSet {
                 name: "api.internal:8443".into(),
@@ -519,6 +521,8 @@ fn backend_sets_and_the_resolver_are_typed() {
                     port: 8443
                 },
                 weight: 3,
+                allow: None,
+                max_backends: BackendSet::DEFAULT_MAX_BACKENDS,
             },
         ]
     );

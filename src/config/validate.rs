@@ -17,8 +17,8 @@ use super::file::{
 };
 use super::resolve;
 use super::{
-    keypath, AccessLogConfig, AdminConfig, Config, ForwardMode, ListenerConfig, LogFormat, LogPath,
-    Protocol, ProxyVersion, Tuning,
+    keypath, AccessLogConfig, AdminConfig, AdminListen, Config, ForwardMode, ListenerConfig,
+    LogFormat, LogPath, Protocol, ProxyVersion, Tuning,
 };
 use crate::balance::ring::{DEFAULT_VNODES, MAX_POINTS};
 use crate::balance::{Backend, HashMode};
@@ -146,14 +146,41 @@ pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, Con
         None => None,
         Some(a) => {
             let a = a.get_ref();
-            let listen = listen_addr(src, &a.listen, "admin.listen")?;
-            if metrics == Some(listen) {
+            let listen = admin_listen(src, a)?;
+            if let Some(addr) = listen.tcp().filter(|&l| metrics == Some(l)) {
                 return Err(src.error(
                     a.listen.span(),
                     "admin.listen",
-                    format!("{listen} is also metrics.listen: give each its own address"),
+                    format!("{addr} is also metrics.listen: give each its own address"),
                 ));
             }
+            let hosts = match &a.hosts {
+                None => Vec::new(),
+                Some(list) => list
+                    .get_ref()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| {
+                        let name = h
+                            .get_ref()
+                            .trim()
+                            .trim_end_matches('.')
+                            .to_ascii_lowercase();
+                        if super::resolve::valid_host(&name) {
+                            Ok(name)
+                        } else {
+                            Err(src.error(
+                                h.span(),
+                                format!("admin.hosts[{i}]"),
+                                format!(
+                                    "{:?} is not a host name (`ringway.internal`)",
+                                    h.get_ref()
+                                ),
+                            ))
+                        }
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
             let token = match &a.token {
                 None => None,
                 Some(t) => {
@@ -168,7 +195,11 @@ pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, Con
                     Some(v.clone())
                 }
             };
-            Some(AdminConfig { listen, token })
+            Some(AdminConfig {
+                listen,
+                token,
+                hosts,
+            })
         }
     };
     let name_of = |v: &Option<Spanned<String>>, key: &str| -> Result<Option<String>, ConfigError> {
@@ -199,7 +230,7 @@ pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, Con
     }
     let worker_cpu_affinity = file.worker_cpu_affinity.as_ref().map(|a| *a.get_ref());
     let resolver = super::sets::resolver(src, file.resolver.as_ref())?;
-    Ok(Config {
+    let config = Config {
         path: src.path.to_path_buf(),
         resolver,
         workers,
@@ -212,7 +243,34 @@ pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, Con
         admin,
         access_log,
         listeners,
-    })
+    };
+    no_loops(src, &file, &config)?;
+    Ok(config)
+}
+
+/// Refuses a backend at an address ringway itself listens on (a listener of the same
+/// protocol, or for TCP the admin API or metrics): every connection to it would come
+/// back as a new connection, each eating descriptors, or hand clients the admin API.
+/// Without this machine's other addresses at hand, a wildcard listener counts only
+/// for loopback backends here; the control plane checks again with them.
+fn no_loops(src: &Source<'_>, file: &FileConfig, config: &Config) -> Result<(), ConfigError> {
+    for (i, l) in config.listeners.iter().enumerate() {
+        for (j, b) in l.backends.iter().enumerate() {
+            let Some(whose) = super::whose(config, l.protocol, b.addr, &[]) else {
+                continue;
+            };
+            let span = file.listeners[i].get_ref().backends[j]
+                .get_ref()
+                .address
+                .span();
+            return Err(src.error(
+                span,
+                format!("listener[{i}].backend[{j}].address"),
+                format!("{} is ringway's own address ({whose}): ringway would connect to itself, a loop", b.addr),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `[access_log]`.
@@ -255,9 +313,14 @@ fn access_log(src: &Source<'_>, a: &FileAccessLog) -> Result<AccessLogConfig, Co
 }
 
 /// Same protocol and port, and the same IP or a wildcard on either side.
+/// Whether two listeners would take the same connections: same protocol and port, and
+/// the same address or a wildcard of the same family. IPv6 listeners are bound
+/// IPv6-only, so `0.0.0.0:P` and `[::]:P` side by side serve IPv4 and IPv6 (the
+/// dual-stack wildcard NGINX and HAProxy users write).
 fn conflicts(a: &ListenerConfig, b: &ListenerConfig) -> bool {
     a.protocol == b.protocol
         && a.listen.port() == b.listen.port()
+        && a.listen.is_ipv4() == b.listen.is_ipv4()
         && (a.listen.ip() == b.listen.ip()
             || a.listen.ip().is_unspecified()
             || b.listen.ip().is_unspecified())
@@ -567,6 +630,50 @@ fn backend_addr(
 }
 
 /// An address to listen on: an IP literal (wildcards allowed) with a non-zero port.
+/// `admin.listen` (`IP:port` or `unix:PATH`) and, for a unix socket, `admin.mode`.
+fn admin_listen(src: &Source<'_>, a: &super::file::FileAdmin) -> Result<AdminListen, ConfigError> {
+    let text = a.listen.get_ref().trim();
+    let Some(path) = text.strip_prefix("unix:") else {
+        if let Some(m) = &a.mode {
+            return Err(src.error(
+                m.span(),
+                "admin.mode",
+                "`mode` is the file mode of a unix socket: it needs `listen = \"unix:/path/to/admin.sock\"`",
+            ));
+        }
+        return listen_addr(src, &a.listen, "admin.listen").map(AdminListen::Tcp);
+    };
+    if path.is_empty() || !path.starts_with('/') || path.contains('\0') || path.len() > 107 {
+        return Err(src.error(
+            a.listen.span(),
+            "admin.listen",
+            format!("{text:?}: a unix socket takes an absolute path of at most 107 bytes (`unix:/run/ringway/admin.sock`)"),
+        ));
+    }
+    let mode = match &a.mode {
+        None => AdminListen::DEFAULT_MODE,
+        Some(m) => {
+            let t = m.get_ref().trim();
+            match u32::from_str_radix(t.trim_start_matches("0o"), 8) {
+                Ok(mode) if mode <= 0o777 && !t.is_empty() => mode,
+                _ => {
+                    return Err(src.error(
+                        m.span(),
+                        "admin.mode",
+                        format!(
+                            "{t:?} is not a file mode: expected octal like \"0600\" or \"0660\""
+                        ),
+                    ))
+                }
+            }
+        }
+    };
+    Ok(AdminListen::Unix {
+        path: path.into(),
+        mode,
+    })
+}
+
 fn listen_addr(
     src: &Source<'_>,
     s: &Spanned<String>,

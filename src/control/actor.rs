@@ -1,27 +1,40 @@
 //! The control plane's one owner of state: a task that holds [`Control`] and applies
 //! typed messages in the order they arrive (check results, passive failures, admin
-//! calls, reload requests and loaded configs, resolver answers, status and metrics
-//! requests). Everything else (HTTP handlers, probes, signals, background lookups)
-//! holds a [`Handle`], sends a message and, when it needs one, awaits the answer. No
-//! lock exists, and "a reload while a check is in flight" is a question of message
-//! order, not of timing.
+//! calls, reload requests and loaded configs, resolver answers). Everything else
+//! (HTTP handlers, probes, signals, background lookups) holds a [`Handle`], sends a
+//! message and, when it needs one, awaits the answer. No lock exists, and "a reload
+//! while a check is in flight" is a question of message order, not of timing.
+//!
+//! The task takes every message waiting (up to [`BATCH`]) before it publishes what
+//! they changed ([`Control::flush`]). Its mailbox is bounded ([`MAILBOX`]): probes and
+//! HTTP handlers wait for room instead of piling up messages. `/status` and
+//! `/metrics` never reach the task: they render the view it publishes
+//! ([`super::view`]) on the blocking pool.
 //!
 //! Slow work never runs on the task: reading and resolving a config and resolving
 //! backend host names run on tokio's blocking pool and come back as messages.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::core::{AdminError, Control, Status};
+use super::admin::Policy;
+use super::core::{AdminError, Control, SWEEP};
 use super::probes::Outcome;
 use super::reload::ReloadError;
 use super::resolver::Round;
 use super::state::Admin;
 use super::status::BackendStatus;
+use super::view::Published;
 use crate::config::{Config, ConfigError};
-use crate::dataplane::PassiveFailure;
 use crate::discovery::SetAnswer;
+
+/// Messages the mailbox holds; senders wait for room beyond it.
+pub const MAILBOX: usize = 4096;
+
+/// Messages taken in one go before what they changed is published.
+pub const BATCH: usize = 1024;
 
 /// The answer to a reload request.
 pub type Reloaded = Result<String, ReloadError>;
@@ -31,10 +44,6 @@ pub type Reloaded = Result<String, ReloadError>;
 pub enum Msg {
     /// An active check finished.
     Checked(Outcome),
-    /// `GET /status`.
-    Status(oneshot::Sender<Status>),
-    /// `GET /metrics`.
-    Metrics(oneshot::Sender<String>),
     /// Drain, enable or disable a backend.
     SetAdmin {
         /// Listener name.
@@ -59,33 +68,35 @@ pub enum Msg {
 /// A way to reach the control task.
 #[derive(Debug, Clone)]
 pub struct Handle {
-    tx: mpsc::UnboundedSender<Msg>,
-    token: watch::Receiver<Option<String>>,
+    tx: mpsc::Sender<Msg>,
+    policy: watch::Receiver<Policy>,
+    published: Arc<Published>,
 }
 
 impl Handle {
-    /// Sends a message; false when the task is gone.
-    pub fn send(&self, msg: Msg) -> bool {
-        self.tx.send(msg).is_ok()
+    /// Sends a message, waiting for room in the mailbox; false when the task is gone.
+    pub async fn send(&self, msg: Msg) -> bool {
+        self.tx.send(msg).await.is_ok()
+    }
+
+    /// Sends a message from a thread outside the runtime (the blocking pool),
+    /// waiting for room; false when the task is gone.
+    pub fn send_blocking(&self, msg: Msg) -> bool {
+        self.tx.blocking_send(msg).is_ok()
     }
 
     /// Sends a request built around a reply channel and waits for the answer.
     async fn ask<T>(&self, msg: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Option<T> {
         let (reply, answer) = oneshot::channel();
-        if !self.send(msg(reply)) {
+        if !self.send(msg(reply)).await {
             return None;
         }
         answer.await.ok()
     }
 
-    /// The status.
-    pub async fn status(&self) -> Option<Status> {
-        self.ask(Msg::Status).await
-    }
-
-    /// The Prometheus text.
-    pub async fn metrics(&self) -> Option<String> {
-        self.ask(Msg::Metrics).await
+    /// Where the control task publishes views (`/status`, `/metrics` render them).
+    pub fn published(&self) -> &Arc<Published> {
+        &self.published
     }
 
     /// Sets a backend's admin state.
@@ -116,9 +127,9 @@ impl Handle {
         self.ask(Msg::Draining).await
     }
 
-    /// The admin API's bearer token now (it changes with reloads).
-    pub fn token(&self) -> Option<String> {
-        self.token.borrow().clone()
+    /// Who may call the admin API now (its token and names change with reloads).
+    pub fn policy(&self) -> Policy {
+        self.policy.borrow().clone()
     }
 }
 
@@ -126,63 +137,88 @@ impl Handle {
 /// [`Handle`]).
 #[derive(Debug)]
 pub struct Mailbox {
-    rx: mpsc::UnboundedReceiver<Msg>,
-    token: watch::Sender<Option<String>>,
+    rx: mpsc::Receiver<Msg>,
+    policy: watch::Sender<Policy>,
 }
 
-/// A handle and the mailbox it sends to; `token` is the admin token to start with.
-pub fn channel(token: Option<String>) -> (Handle, Mailbox) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (token_tx, token_rx) = watch::channel(token);
+/// A handle and the mailbox it sends to; `policy`: who may call the admin API at
+/// start, `published`: where views go.
+pub fn channel(policy: Policy, published: Arc<Published>) -> (Handle, Mailbox) {
+    let (tx, rx) = mpsc::channel(MAILBOX);
+    let (policy_tx, policy_rx) = watch::channel(policy);
     (
         Handle {
             tx,
-            token: token_rx,
+            policy: policy_rx,
+            published,
         },
         Mailbox {
             rx,
-            token: token_tx,
+            policy: policy_tx,
         },
     )
 }
 
-/// Serves messages, passive failures and deadlines (hold-downs, re-resolution) until
-/// the runtime stops.
+/// Serves messages, passive failures and deadlines (hold-downs, re-resolution,
+/// publishing, sweeps) until the runtime stops.
 pub async fn run(
     mut control: Control,
     mut mailbox: Mailbox,
-    mut passive: mpsc::UnboundedReceiver<PassiveFailure>,
+    mut passive: crate::dataplane::PassiveReceiver,
 ) {
+    let mut flush_at: Option<Instant> = None;
+    let mut sweep_at = Instant::now() + SWEEP;
     loop {
-        let wake = [control.next_readmit(), Some(control.resolving.due())]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let wake = [
+            control.next_readmit(),
+            Some(control.resolving.due()),
+            flush_at,
+            Some(sweep_at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             msg = mailbox.rx.recv() => match msg {
-                Some(msg) => handle(&mut control, msg, &mailbox.token),
+                Some(msg) => {
+                    handle(&mut control, msg, &mailbox.policy);
+                    for _ in 1..BATCH {
+                        match mailbox.rx.try_recv() {
+                            Ok(msg) => handle(&mut control, msg, &mailbox.policy),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 None => return,
             },
-            Some(p) = passive.recv() => control.on_passive(p, Instant::now()),
+            Some(p) = passive.recv() => {
+                let now = Instant::now();
+                control.on_passive(p, now);
+                for _ in 1..BATCH {
+                    match passive.try_recv() {
+                        Ok(p) => control.on_passive(p, now),
+                        Err(_) => break,
+                    }
+                }
+            }
             () = tokio::time::sleep_until(wake.into()) => {
                 let now = Instant::now();
                 control.readmit(now);
                 control.resolve_if_due(now);
+                if now >= sweep_at {
+                    control.sweep_passive(now);
+                    sweep_at = now + SWEEP;
+                }
             }
         }
+        flush_at = control.flush(Instant::now());
     }
 }
 
-fn handle(control: &mut Control, msg: Msg, token: &watch::Sender<Option<String>>) {
+fn handle(control: &mut Control, msg: Msg, policy: &watch::Sender<Policy>) {
     match msg {
         Msg::Checked(o) => control.on_checked(o, Instant::now()),
-        Msg::Status(reply) => {
-            let _ = reply.send(control.status());
-        }
-        Msg::Metrics(reply) => {
-            let _ = reply.send(control.metrics());
-        }
         Msg::SetAdmin {
             listener,
             id,
@@ -194,10 +230,10 @@ fn handle(control: &mut Control, msg: Msg, token: &watch::Sender<Option<String>>
         Msg::Reload(reply) => control.request_reload(reply),
         Msg::Loaded(result) => {
             control.on_loaded(*result);
-            let now = control.config.admin.as_ref().and_then(|a| a.token.clone());
-            token.send_if_modified(|t| {
-                let changed = *t != now;
-                *t = now;
+            let now = super::policy_of(&control.config);
+            policy.send_if_modified(|p| {
+                let changed = *p != now;
+                *p = now;
                 changed
             });
         }

@@ -10,12 +10,23 @@
 //! | `POST /listeners/{name}/backends/{id}/disable`      | marked down by hand         |
 //! | `POST /reload`                                      | as SIGHUP                   |
 //!
-//! With a token configured, every request must carry `Authorization: Bearer TOKEN`
-//! (401 otherwise). Unknown listeners, backends and paths get 404, a wrong method 405,
-//! a malformed path 400; all errors are JSON `{"error": "..."}`.
+//! Every request must name the admin API in its `Host` (421 otherwise), and one that
+//! changes state must not come from another origin (`Origin`/`Referer`, 403) nor
+//! carry a body that is not JSON (415): see [`super::guard`] and docs/ADMIN.md. With a
+//! token configured, every request but the status page's own files must carry
+//! `Authorization: Bearer TOKEN` (401 otherwise). Unknown listeners, backends and
+//! paths get 404, a wrong method 405, a malformed path 400; all errors are JSON
+//! `{"error": "..."}`. Every answer forbids framing, sniffing and caching, and the page
+//! runs under a content security policy that allows nothing but its own files.
+
+use std::net::SocketAddr;
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue, ALLOW, AUTHORIZATION, WWW_AUTHENTICATE};
+use hyper::header::{
+    HeaderName, HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH,
+    CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, ORIGIN, REFERER, REFERRER_POLICY,
+    TRANSFER_ENCODING, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::actor::Handle;
@@ -23,8 +34,27 @@ use super::core::AdminError;
 use super::http::{self, Body};
 use super::state::Admin;
 
-/// The status page (`GET /`), compiled in: no CDN, no external asset.
+/// The status page (`GET /`), its script and its style sheet, compiled in: no CDN, no
+/// external asset, nothing inline (the content security policy allows none).
 const STATUS_PAGE: &str = include_str!("status.html");
+const STATUS_JS: &str = include_str!("status.js");
+const STATUS_CSS: &str = include_str!("status.css");
+
+/// The content security policy of every answer: the page's own script, style and
+/// `/status` calls, nothing else; never in a frame.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// Who may call the admin API: its token and the extra names it answers to (both can
+/// change on reload), and where it listens (`None`: a unix socket).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// The bearer token, when one is configured.
+    pub token: Option<String>,
+    /// `[admin] hosts`.
+    pub hosts: Vec<String>,
+    /// The TCP address it listens on.
+    pub listen: Option<SocketAddr>,
+}
 
 /// The control task did not answer (ringway is shutting down).
 fn gone() -> Response<Body> {
@@ -34,14 +64,16 @@ fn gone() -> Response<Body> {
 /// `GET /metrics`.
 pub async fn metrics(control: Handle, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/metrics") => match control.metrics().await {
-            Some(text) => http::respond(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                text,
-            ),
-            None => gone(),
-        },
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            match control.published().render(super::view::metrics_text).await {
+                Some(text) => http::respond(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    text,
+                ),
+                None => gone(),
+            }
+        }
         (_, "/metrics") => not_allowed("GET, HEAD").response(),
         _ => http::error(StatusCode::NOT_FOUND, "not found: try GET /metrics"),
     }
@@ -52,6 +84,8 @@ pub async fn metrics(control: Handle, req: Request<Incoming>) -> Response<Body> 
 pub enum Call {
     /// `GET /`: the status page.
     Page,
+    /// `GET /status.js`, `GET /status.css`: its script and style sheet.
+    Asset(&'static str),
     /// `GET /status`.
     Status,
     /// `POST /reload`.
@@ -96,26 +130,42 @@ impl Refusal {
     }
 }
 
-/// Decides what a request asks for, or refuses it (wrong method, path or token): no
-/// I/O, so every byte a client can send is fuzzed through it
+/// Decides what a request asks for, or refuses it (wrong host, origin, body, method,
+/// path or token): no I/O, so every byte a client can send is fuzzed through it
 /// (`fuzz/fuzz_targets/admin.rs`).
-pub fn route(
-    method: &Method,
-    path: &str,
-    authorization: Option<&HeaderValue>,
-    token: Option<&str>,
-) -> Result<Call, Refusal> {
+pub fn route(req: &hyper::http::request::Parts, policy: &Policy) -> Result<Call, Refusal> {
+    let header = |name| {
+        req.headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let host = header(HOST).or_else(|| req.uri.authority().map(|a| a.as_str()));
+    if !super::guard::host_ok(host, policy.listen, &policy.hosts) {
+        return Err(Refusal::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "Host {:?} is not this admin API's address (add the name to [admin] hosts if it is)",
+                host.unwrap_or("")
+            ),
+        ));
+    }
+    let method = &req.method;
+    let path = req.uri.path();
     // The status page is static: it holds no data and asks for the token itself.
-    if path == "/" {
+    let asset = match path {
+        "/" => Some(Call::Page),
+        "/status.js" => Some(Call::Asset("status.js")),
+        "/status.css" => Some(Call::Asset("status.css")),
+        _ => None,
+    };
+    if let Some(asset) = asset {
         return match *method {
-            Method::GET | Method::HEAD => Ok(Call::Page),
+            Method::GET | Method::HEAD => Ok(asset),
             _ => Err(not_allowed("GET, HEAD")),
         };
     }
-    if let Some(token) = token {
-        let given = authorization
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(token) = &policy.token {
+        let given = header(AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
         if !given.is_some_and(|g| same_secret(g.trim().as_bytes(), token.as_bytes())) {
             return Err(Refusal {
                 header: Some((WWW_AUTHENTICATE, "Bearer")),
@@ -123,6 +173,31 @@ pub fn route(
             });
         }
     }
+    let call = decide(method, path)?;
+    if *method == Method::POST {
+        let host = host.unwrap_or("");
+        for (name, value) in [("Origin", header(ORIGIN)), ("Referer", header(REFERER))] {
+            if value.is_some_and(|v| !super::guard::same_origin(v, host)) {
+                return Err(Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    format!("{name} {:?} is another site: the admin API takes changes only from its own page, ringway ctl or a client that sends no {name}", value.unwrap_or("")),
+                ));
+            }
+        }
+        let has_body = header(CONTENT_LENGTH).is_some_and(|n| n.trim() != "0")
+            || req.headers.contains_key(TRANSFER_ENCODING);
+        if !super::guard::json_or_empty(header(CONTENT_TYPE), has_body) {
+            return Err(Refusal::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a change takes no body, or Content-Type: application/json",
+            ));
+        }
+    }
+    Ok(call)
+}
+
+/// The call a method and path ask for.
+fn decide(method: &Method, path: &str) -> Result<Call, Refusal> {
     let segments = match segments(path) {
         Ok(s) => s,
         Err(why) => return Err(Refusal::new(StatusCode::BAD_REQUEST, why.to_string())),
@@ -165,20 +240,31 @@ pub fn route(
     }
 }
 
-/// Every admin request.
+/// Every admin request, answered with the headers every answer carries.
 pub async fn admin(control: Handle, req: Request<Incoming>) -> Response<Body> {
-    let token = control.token();
-    let call = route(
-        req.method(),
-        req.uri().path(),
-        req.headers().get(AUTHORIZATION),
-        token.as_deref(),
-    );
+    let mut r = answer(control, req).await;
+    let h = r.headers_mut();
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn answer(control: Handle, req: Request<Incoming>) -> Response<Body> {
+    let (parts, _body) = req.into_parts();
+    let call = route(&parts, &control.policy());
     match call {
         Err(refusal) => refusal.response(),
         Ok(Call::Page) => http::respond(StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE),
-        Ok(Call::Status) => match control.status().await {
-            Some(status) => http::json(StatusCode::OK, &status),
+        Ok(Call::Asset("status.js")) => {
+            http::respond(StatusCode::OK, "text/javascript; charset=utf-8", STATUS_JS)
+        }
+        Ok(Call::Asset(_)) => http::respond(StatusCode::OK, "text/css; charset=utf-8", STATUS_CSS),
+        Ok(Call::Status) => match control.published().render(super::view::status_json).await {
+            Some(Ok(body)) => http::respond(StatusCode::OK, "application/json", body),
+            Some(Err(e)) => http::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             None => gone(),
         },
         Ok(Call::Reload) => match control.reload().await {

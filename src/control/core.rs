@@ -1,24 +1,36 @@
 //! The control plane's state and the operations on it: health results (active and
-//! passive), re-admission after a hold-down, admin calls, metrics, status. Owned by
-//! one task ([`super::actor`]); every method runs on it, in message order.
+//! passive), re-admission after a hold-down, admin calls, publishing. Owned by one task
+//! ([`super::actor`]); every method runs on it, in message order.
+//!
+//! Changes are published in batches: a health transition marks its listener
+//! [`ListenerState::pending`], and [`Control::flush`] publishes each pending listener
+//! at most once every [`PUBLISH_GAP`] (an admin call or a reload publishes at once).
+//! With thousands of backends failing their first checks together, that is one new
+//! routing per listener per gap, not one per backend. `/status` and `/metrics` render
+//! from the [`View`] flush stores, never from this state.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
-
-use serde::Serialize;
+use std::time::{Duration, Instant};
 
 use super::actor::Handle;
 use super::probes::{self, Outcome};
 use super::reload::Reloads;
 use super::resolver::Resolving;
 use super::state::{Admin, LastCheck, ListenerState};
-use super::status::{self, BackendStatus, ListenerStatus};
+use super::status::{self, BackendStatus};
+use super::view::{ProcessView, Published, View, VIEW_GAP};
 use crate::config::Config;
 use crate::dataplane::{Command, PassiveFailure, WorkerControl};
 use crate::health::state::{HealthState, Transition};
 use crate::health::{AllDown, OnDown};
-use crate::metrics::{Exporter, Sample, SetSample};
+
+/// The shortest time between two publishes of one listener's routing while health
+/// results come in.
+pub const PUBLISH_GAP: Duration = Duration::from_millis(10);
+
+/// How often listeners whose passive failures did not fit in the channel are swept.
+pub const SWEEP: Duration = Duration::from_millis(250);
 
 /// Everything the control plane owns.
 #[derive(Debug)]
@@ -34,9 +46,12 @@ pub struct Control {
     /// The access log's writer (reloads reconfigure it).
     pub access_log: crate::accesslog::Control,
     /// Where workers send passive failures (handed to new listeners).
-    pub passive: tokio::sync::mpsc::UnboundedSender<PassiveFailure>,
-    /// The Prometheus recorder.
-    pub exporter: Exporter,
+    pub passive: crate::dataplane::PassiveSender,
+    /// Where views for `/status` and `/metrics` go (and the Prometheus recorder).
+    pub published: Arc<Published>,
+    /// When the view was last published, and whether the process part changed.
+    view_at: Instant,
+    process_stale: bool,
     /// Reloads: counts, the last error, loads in flight.
     pub reloads: Reloads,
     /// Host-name re-resolution schedule.
@@ -65,36 +80,6 @@ pub enum AdminError {
     },
 }
 
-/// `GET /status`.
-#[derive(Debug, Serialize)]
-pub struct Status {
-    /// Process information.
-    pub process: ProcessStatus,
-    /// Listeners.
-    pub listeners: Vec<ListenerStatus>,
-}
-
-/// `GET /status`: the process.
-#[derive(Debug, Serialize)]
-pub struct ProcessStatus {
-    /// ringway's version.
-    pub version: &'static str,
-    /// Process id.
-    pub pid: u32,
-    /// Seconds since start.
-    pub uptime_seconds: u64,
-    /// Worker threads.
-    pub workers: usize,
-    /// Config file.
-    pub config: String,
-    /// Reloads applied.
-    pub reloads_ok: u64,
-    /// Reloads rejected.
-    pub reloads_failed: u64,
-    /// Why the last reload was rejected; cleared by a successful one.
-    pub last_reload_error: Option<String>,
-}
-
 impl Control {
     /// The state for `config` with its listeners built.
     pub fn new(
@@ -102,24 +87,29 @@ impl Control {
         listeners: Vec<ListenerState>,
         workers: Vec<WorkerControl>,
         (me, access_log): (Handle, crate::accesslog::Control),
-        passive: tokio::sync::mpsc::UnboundedSender<PassiveFailure>,
+        passive: crate::dataplane::PassiveSender,
         resolving: Resolving,
     ) -> Control {
         let now = Instant::now();
-        Control {
+        let published = Arc::clone(me.published());
+        let mut c = Control {
             config,
             listeners,
             workers,
             me,
             access_log,
             passive,
-            exporter: Exporter::new(crate::metrics::STALE_AFTER),
+            published,
+            view_at: now,
+            process_stale: true,
             reloads: Reloads::default(),
             resolving,
             started: now,
             unknown_logged: HashMap::new(),
             kernel: false,
-        }
+        };
+        c.publish_view(now);
+        c
     }
 
     /// Starts a probe for every checked backend that has none.
@@ -129,11 +119,12 @@ impl Control {
                 continue;
             }
             for (b, conf) in l.backends.iter_mut().zip(&l.config.backends) {
-                if b.probe.is_none() {
+                if b.probe.is_none() && b.looped.is_none() {
+                    let waiting = b.health.is_unconfirmed() && !b.health.is_up();
                     b.probe = Some(probes::spawn(
                         Arc::clone(&l.shared),
                         Arc::clone(&b.stats),
-                        conf.addr,
+                        (conf.addr, waiting),
                         l.config.health.clone(),
                         self.me.clone(),
                     ));
@@ -169,10 +160,11 @@ impl Control {
                 Err(e) if e.is_local() => "unknown",
                 Err(_) => "failure",
             },
-            error: o.result.as_ref().err().map(ToString::to_string),
+            error: o.result.as_ref().err().map(|e| Arc::from(e.to_string())),
             took: o.took,
             at: now,
         });
+        l.view_stale = true;
         match o.result {
             Err(e) if e.is_local() => {
                 // No evidence about the backend: counted, logged once per interval.
@@ -186,41 +178,70 @@ impl Control {
                 }
             }
             result => {
-                self.exporter
-                    .record_check(&l.config.name, &o.backend.id, o.took);
-                let why = result.as_ref().err().map(ToString::to_string);
-                if let Some(tr) = l.observe(bi, result.is_ok()) {
-                    self.transition(li, bi, tr, why.as_deref(), "failed checks");
-                }
+                l.backends[bi].check_durations.record(o.took.as_secs_f64());
+                let first = l.backends[bi].health.is_unconfirmed();
+                let Some(tr) = l.observe(bi, result.is_ok()) else {
+                    return;
+                };
+                let health = &l.config.health;
+                let reason = match (tr, &result) {
+                    (_, Err(e)) if first => format!("after its first check failed: {e}"),
+                    (_, Ok(())) if first => "after its first check passed".to_string(),
+                    (_, Err(e)) => format!("after {} failed checks: {e}", health.fall),
+                    (_, Ok(())) => format!("after {} successful checks", health.rise),
+                };
+                self.transition(li, bi, tr, reason);
             }
         }
     }
 
-    /// Applies a failure seen on the data path (a refused or timed-out connect, an
-    /// ICMP error): it counts as a failed check. Where no active check can bring the
-    /// backend back, it is re-admitted after a hold-down.
+    /// Takes the failures a backend saw on the data path (refused or timed-out
+    /// connects, ICMP errors; see [`crate::dataplane::passive`]): each counts as a
+    /// failed check. Where no active check can bring the backend back, it is
+    /// re-admitted after a hold-down.
     pub fn on_passive(&mut self, p: PassiveFailure, now: Instant) {
         let Some((li, bi)) = self.locate(&p.listener, &p.backend) else {
+            // A backend a reload replaced: its count goes with it.
+            p.backend.failures.take();
             return;
         };
+        self.take_failures(li, bi, now);
+    }
+
+    /// Applies what backend `bi` of listener `li` counted on the data path.
+    fn take_failures(&mut self, li: usize, bi: usize, now: Instant) {
+        let (n, error) = self.listeners[li].backends[bi].stats.failures.take();
         let l = &mut self.listeners[li];
-        if !l.config.health.passive {
+        if n == 0 || !l.config.health.passive {
             return;
         }
-        l.backends[bi].passive_failures += 1;
-        let Some(tr) = l.observe_passive(bi, now.duration_since(self.started)) else {
+        l.backends[bi].passive_failures += u64::from(n);
+        l.view_stale = true;
+        let at = now.duration_since(self.started);
+        let Some(tr) = (0..n).find_map(|_| l.observe_passive(bi, at)) else {
             return;
         };
         if !l.config.health.active() {
             l.backends[bi].readmit_at = Some(now + l.config.health.readmit_after());
         }
-        self.transition(
-            li,
-            bi,
-            tr,
-            Some(&p.error),
-            "failed checks (the last a connect on the data path)",
-        );
+        let fall = l.config.health.fall;
+        let reason =
+            format!("after {fall} failed checks (the last a connect on the data path): {error}");
+        self.transition(li, bi, tr, reason);
+    }
+
+    /// Takes the failures of listeners whose messages did not fit in the channel.
+    pub fn sweep_passive(&mut self, now: Instant) {
+        for li in 0..self.listeners.len() {
+            if !self.listeners[li].shared.passive_lost.take() {
+                continue;
+            }
+            for bi in 0..self.listeners[li].backends.len() {
+                if self.listeners[li].backends[bi].stats.failures.pending() > 0 {
+                    self.take_failures(li, bi, now);
+                }
+            }
+        }
     }
 
     /// Re-admits backends whose hold-down is over.
@@ -237,7 +258,7 @@ impl Control {
                 let b = &mut l.backends[bi];
                 b.readmit_at = None;
                 b.health = HealthState::new(true);
-                b.why = Some("re-admitted after a hold-down (no active check)".into());
+                b.why = Some(Arc::from("re-admitted after a hold-down (no active check)"));
                 let conf = &l.config.backends[bi];
                 tracing::info!(listener = %l.config.name, "backend {} ({}) UP: re-admitted after {:?} out (no active check; failures on the data path take it out again)", conf.id, conf.addr_text, l.config.health.readmit_after());
             }
@@ -253,32 +274,27 @@ impl Control {
             .min()
     }
 
-    /// Logs a health transition of backend `bi` of listener `li` and publishes it.
-    fn transition(&mut self, li: usize, bi: usize, tr: Transition, why: Option<&str>, what: &str) {
+    /// Logs a health transition of backend `bi` of listener `li` (`reason`: why, for
+    /// the log and `/status`) and marks the listener to be published.
+    fn transition(&mut self, li: usize, bi: usize, tr: Transition, reason: String) {
         let l = &mut self.listeners[li];
-        let fall_rise = match tr {
-            Transition::Down => l.config.health.fall,
-            Transition::Up => l.config.health.rise,
-        };
-        l.backends[bi].why = Some(match (tr, why) {
-            (Transition::Down, Some(why)) => format!("down after {fall_rise} {what}: {why}"),
-            (Transition::Down, None) => format!("down after {fall_rise} {what}"),
-            (Transition::Up, _) => format!("up after {fall_rise} successful checks"),
-        });
-        let l = &self.listeners[li];
-        let health = &l.config.health;
         let b = &l.config.backends[bi];
         let name = &l.config.name;
         match tr {
             Transition::Down => {
-                tracing::warn!(listener = %name, "backend {} ({}) DOWN after {} {what}: {}", b.id, b.addr_text, health.fall, why.unwrap_or("?"));
+                tracing::warn!(listener = %name, "backend {} ({}) DOWN {reason}", b.id, b.addr_text);
             }
             Transition::Up => {
-                tracing::info!(listener = %name, "backend {} ({}) UP after {} successful checks", b.id, b.addr_text, health.rise);
+                tracing::info!(listener = %name, "backend {} ({}) UP {reason}", b.id, b.addr_text);
             }
         }
+        let state = match tr {
+            Transition::Down => "down",
+            Transition::Up => "up",
+        };
+        l.backends[bi].why = Some(Arc::from(format!("{state} {reason}").as_str()));
         if !l.backends.iter().any(|b| b.health.is_up()) {
-            match health.all_down {
+            match l.config.health.all_down {
                 AllDown::Reject => {
                     tracing::error!(listener = %name, "every backend is down: new connections are refused")
                 }
@@ -290,9 +306,43 @@ impl Control {
         self.publish(li);
     }
 
-    /// Publishes listener `li`'s routing; with `on_down = "close"`, tells workers to
-    /// close connections to backends that just went down.
+    /// Marks listener `li` to be published by the next [`Control::flush`].
     pub fn publish(&mut self, li: usize) {
+        self.listeners[li].pending = true;
+    }
+
+    /// Publishes every pending listener whose last publish is [`PUBLISH_GAP`] old, and
+    /// the view when it is stale (at most every [`VIEW_GAP`]); returns when to come
+    /// back for what had to wait.
+    pub fn flush(&mut self, now: Instant) -> Option<Instant> {
+        let mut again: Option<Instant> = None;
+        let mut later = |at: Instant| again = Some(again.map_or(at, |a| a.min(at)));
+        for li in 0..self.listeners.len() {
+            let l = &self.listeners[li];
+            if !l.pending {
+                continue;
+            }
+            let due = l.published_at + PUBLISH_GAP;
+            if now >= due {
+                self.publish_now(li);
+            } else {
+                later(due);
+            }
+        }
+        if self.listeners.iter().any(|l| l.view_stale) || self.process_stale {
+            let due = self.view_at + VIEW_GAP;
+            if now >= due {
+                self.publish_view(now);
+            } else {
+                later(due);
+            }
+        }
+        again
+    }
+
+    /// Publishes listener `li`'s routing now; with `on_down = "close"`, tells workers
+    /// to close connections to backends that just went down.
+    pub fn publish_now(&mut self, li: usize) {
         let l = &mut self.listeners[li];
         let down = l.publish();
         if l.config.health.on_down == OnDown::Close {
@@ -328,63 +378,72 @@ impl Control {
         let before = self.listeners[li].backends[bi].admin;
         if before != admin {
             self.listeners[li].backends[bi].admin = admin;
-            self.listeners[li].backends[bi].why = Some(format!(
-                "{} through the admin API",
-                match admin {
-                    Admin::Enabled => "enabled",
-                    Admin::Draining => "drained",
-                    Admin::Disabled => "disabled",
-                }
-            ));
+            let what = match admin {
+                Admin::Enabled => "enabled",
+                Admin::Draining => "drained",
+                Admin::Disabled => "disabled",
+            };
+            self.listeners[li].backends[bi].why =
+                Some(Arc::from(format!("{what} through the admin API").as_str()));
             tracing::info!(listener = %listener, "backend {id}: admin state {before:?} -> {admin:?} (admin API)");
-            self.publish(li);
+            self.publish_now(li);
+            // The answer, and the next GET /status, show the new state.
+            self.publish_view(Instant::now());
         }
-        let l = &self.listeners[li];
-        Ok(status::backend(l, bi, l.shares()[bi], Instant::now()))
+        let view = self.listeners[li].view(&self.resolving.sets);
+        Ok(status::backend(
+            &view,
+            bi,
+            &view.routing.snapshot.shares(),
+            Instant::now(),
+        ))
     }
 
-    /// The whole status.
-    pub fn status(&self) -> Status {
-        Status {
-            process: ProcessStatus {
-                version: env!("CARGO_PKG_VERSION"),
-                pid: std::process::id(),
-                uptime_seconds: self.started.elapsed().as_secs(),
+    /// Publishes the view `/status` and `/metrics` render from: listeners whose view
+    /// is stale get a new one, the others keep theirs.
+    pub fn publish_view(&mut self, now: Instant) {
+        let previous = self.published.load();
+        let listeners = self
+            .listeners
+            .iter_mut()
+            .enumerate()
+            .map(|(i, l)| {
+                let kept = previous
+                    .listeners
+                    .get(i)
+                    .filter(|v| !l.view_stale && Arc::ptr_eq(&v.shared, &l.shared));
+                l.view_stale = false;
+                match kept {
+                    Some(v) => Arc::clone(v),
+                    None => Arc::new(l.view(&self.resolving.sets)),
+                }
+            })
+            .collect();
+        self.published.store(View {
+            process: ProcessView {
+                started: self.started,
                 workers: self.workers.len(),
                 config: self.config.path.display().to_string(),
                 reloads_ok: self.reloads.ok,
                 reloads_failed: self.reloads.failed,
                 last_reload_error: self.reloads.last_error.clone(),
+                access_log: Some(self.access_log.clone()),
             },
-            listeners: self
-                .listeners
-                .iter()
-                .map(|l| status::listener(l, &self.resolving.sets, Instant::now()))
-                .collect(),
-        }
+            listeners,
+        });
+        self.view_at = now;
+        self.process_stale = false;
     }
 
-    /// The Prometheus text for a scrape.
-    pub fn metrics(&self) -> String {
-        let sample = Sample {
-            listeners: self.listeners.iter().map(ListenerState::sample).collect(),
-            reloads_ok: self.reloads.ok,
-            reloads_failed: self.reloads.failed,
-            access_log_dropped: self.access_log.dropped(),
-            sets: self
-                .listeners
-                .iter()
-                .flat_map(|l| {
-                    l.config.backend_sets.iter().map(|s| SetSample {
-                        listener: &l.config.name,
-                        set: &s.name,
-                        errors: self.resolving.sets.errors_of(&l.config.name, &s.name),
-                        backends: l.config.set_members(&s.name).count(),
-                    })
-                })
-                .collect(),
-        };
-        self.exporter.render(&sample)
+    /// Publishes every pending listener and the view now (a reload's answer is read
+    /// by someone who looks at `/status` next).
+    pub fn publish_all_now(&mut self) {
+        for li in 0..self.listeners.len() {
+            if self.listeners[li].pending {
+                self.publish_now(li);
+            }
+        }
+        self.publish_view(Instant::now());
     }
 
     /// TCP connections and UDP flows open now, all listeners together.

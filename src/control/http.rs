@@ -1,5 +1,6 @@
 //! A small HTTP/1.1 server (hyper) for `/metrics` and the admin API, on the control
-//! runtime. A scraper or an operator must always get through, so:
+//! runtime, on a TCP address or (the admin API) a unix socket. A scraper or an
+//! operator must always get through, so:
 //!
 //! * the listening socket has a backlog like the data plane's (4,096);
 //! * every connection is accepted at once; at most `slots` stay open, and a new one
@@ -39,6 +40,24 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Accept backlog (the data plane's).
 const BACKLOG: i32 = 4096;
 
+/// A bound HTTP listening socket.
+#[derive(Debug)]
+pub enum Bound {
+    /// A TCP socket.
+    Tcp(std::net::TcpListener),
+    /// A unix socket, at this path.
+    Unix(std::os::unix::net::UnixListener, std::path::PathBuf),
+}
+
+impl Bound {
+    fn describe(&self) -> io::Result<String> {
+        Ok(match self {
+            Bound::Tcp(l) => format!("http://{}", l.local_addr()?),
+            Bound::Unix(_, path) => format!("unix:{}", path.display()),
+        })
+    }
+}
+
 /// Binds an HTTP listening socket with a deep backlog.
 pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
@@ -47,6 +66,55 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.listen(BACKLOG)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+/// Binds a unix socket at `path` with file mode `mode` (and `owner`, when given):
+/// a socket left there by an earlier run is replaced; any other file is an error.
+pub fn bind_unix(
+    path: &std::path::Path,
+    mode: u32,
+    owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+) -> io::Result<Bound> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way",
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.bind(&socket2::SockAddr::unix(path)?)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    if let Some((uid, gid)) = owner {
+        nix::unistd::chown(path, Some(uid), Some(gid))?;
+    }
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(Bound::Unix(socket.into(), path.to_path_buf()))
+}
+
+/// A connection's byte stream, TCP or unix.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// A listening socket on the runtime.
+enum Listening {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listening {
+    async fn accept(&self) -> io::Result<Box<dyn Stream>> {
+        Ok(match self {
+            Listening::Tcp(l) => Box::new(l.accept().await?.0),
+            Listening::Unix(l) => Box::new(l.accept().await?.0),
+        })
+    }
 }
 
 /// One open connection.
@@ -98,25 +166,23 @@ fn mark(table: &Shared, key: usize, id: u64, idle: bool) {
 
 /// Serves `handler` on `listener` (from [`bind`]) until the runtime stops, with at
 /// most `slots` connections open.
-pub fn spawn<H, F>(
-    listener: std::net::TcpListener,
-    slots: usize,
-    what: &'static str,
-    handler: H,
-) -> io::Result<()>
+pub fn spawn<H, F>(listener: Bound, slots: usize, what: &'static str, handler: H) -> io::Result<()>
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    tracing::info!("{what} on http://{}", listener.local_addr()?);
-    let listener = tokio::net::TcpListener::from_std(listener)?;
+    tracing::info!("{what} on {}", listener.describe()?);
+    let listener = match listener {
+        Bound::Tcp(l) => Listening::Tcp(tokio::net::TcpListener::from_std(l)?),
+        Bound::Unix(l, _) => Listening::Unix(tokio::net::UnixListener::from_std(l)?),
+    };
     let table: Shared = Arc::default();
     tokio::spawn(async move {
         let mut last_warning: Option<Instant> = None;
         let mut held_back = 0u64;
         loop {
             let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
+                Ok(stream) => stream,
                 Err(e) => {
                     if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                         tracing::warn!(suppressed = held_back, "{what}: accept failed: {e}");
@@ -165,7 +231,7 @@ where
     Ok(())
 }
 
-async fn serve<H, F>(stream: tokio::net::TcpStream, leave: Leave, handler: H)
+async fn serve<H, F>(stream: Box<dyn Stream>, leave: Leave, handler: H)
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,

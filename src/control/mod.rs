@@ -15,6 +15,7 @@ mod admin;
 mod affinity;
 mod core;
 mod fds;
+mod guard;
 mod http;
 mod kernel;
 mod notify;
@@ -25,10 +26,13 @@ mod resolver;
 mod signals;
 mod state;
 mod status;
+mod view;
 
 /// For the fuzz targets (`fuzz/`): the admin API's request decision and the HTTP
 /// connection server every admin and metrics connection runs.
-pub use admin::{route as admin_route, Call as AdminCall, Refusal as AdminRefusal};
+pub use admin::{
+    route as admin_route, Call as AdminCall, Policy as AdminPolicy, Refusal as AdminRefusal,
+};
 pub use http::{serve_io, Body as HttpBody};
 pub use state::Admin;
 
@@ -37,14 +41,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::accesslog::{self, AccessLog};
-use crate::config::{AccessLogConfig, Config, ListenerConfig, LogFormat, LogPath, Protocol};
+use crate::config::{
+    AccessLogConfig, AdminListen, Config, ListenerConfig, LogFormat, LogPath, Protocol,
+};
 use crate::dataplane::{self, BoundSocket, WorkerListener, WorkerParams};
 use state::ListenerState;
 
 pub use privileges::PrivilegeError;
 pub use reload::BindError;
 pub use signals::SignalError;
-pub use state::{admission_rules, live_snapshot, params};
+pub use state::{admission_rules, live_snapshot};
 
 /// Why ringway could not start, or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +70,7 @@ pub enum RunError {
         /// The config key.
         key: &'static str,
         /// The address.
-        addr: SocketAddr,
+        addr: String,
         /// What the OS said.
         source: io::Error,
     },
@@ -160,11 +166,15 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
                 })?,
         );
     }
-    let (passive_tx, passive_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (passive_tx, passive_rx) = dataplane::passive_channel();
+    let local = crate::discovery::filter::local_addresses();
     let listeners: Vec<ListenerState> = config
         .listeners
         .iter()
-        .map(|l| ListenerState::new(l.clone(), config.workers, passive_tx.clone()))
+        .map(|l| {
+            let looped = state::looped(&config, l, &local);
+            ListenerState::new(l.clone(), config.workers, passive_tx.clone(), looped)
+        })
         .collect();
     let mut per_worker: Vec<Vec<WorkerListener>> =
         (0..config.workers).map(|_| Vec::new()).collect();
@@ -180,15 +190,15 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     }
     let metrics_socket = config
         .metrics
-        .map(|a| bind_http(a, "metrics.listen"))
+        .map(|a| bind_http(a, "metrics.listen").map(http::Bound::Tcp))
         .transpose()?;
     let admin_socket = config
         .admin
         .as_ref()
-        .map(|a| bind_http(a.listen, "admin.listen"))
+        .map(|a| bind_admin(&a.listen, &config))
         .transpose()?;
     if let Some(a) = config.admin.as_ref() {
-        if !a.listen.ip().is_loopback() && a.token.is_none() {
+        if a.listen.tcp().is_some_and(|l| !l.ip().is_loopback()) && a.token.is_none() {
             tracing::warn!(
                 "admin API on {} without a token: anyone who reaches it can drain and disable backends",
                 a.listen
@@ -230,8 +240,9 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     for l in &config.listeners {
         tracing::info!(listener = %l.name, "listening on {} {}", l.protocol, l.listen);
     }
-    let token = config.admin.as_ref().and_then(|a| a.token.clone());
-    let (handle, mailbox) = actor::channel(token);
+    let policy = policy_of(&config);
+    let published = Arc::new(view::Published::new(view::View::empty()));
+    let (handle, mailbox) = actor::channel(policy, published);
     let logs = access_log.control();
     let mut control = core::Control::new(
         config,
@@ -245,33 +256,90 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     let result = rt.block_on(async move {
         control.start_probes();
         tokio::spawn(actor::run(control, mailbox, passive_rx));
-        let http_error = |what| move |source| RunError::Serve { what, source };
-        if let Some(socket) = metrics_socket {
-            let h = handle.clone();
-            http::spawn(
-                socket,
-                fd_plan.http_slots,
-                "metrics: GET /metrics",
-                move |r| admin::metrics(h.clone(), r),
-            )
-            .map_err(http_error("/metrics"))?;
-        }
-        if let Some(socket) = admin_socket {
-            let h = handle.clone();
-            http::spawn(
-                socket,
-                fd_plan.http_slots,
-                "admin API (status page at /, JSON at /status)",
-                move |r| admin::admin(h.clone(), r),
-            )
-            .map_err(http_error("the admin API"))?;
-        }
+        serve_http(
+            (metrics_socket, admin_socket),
+            fd_plan.http_slots,
+            handle.clone(),
+        )?;
         notify::notify("READY=1\nSTATUS=serving");
         signals::run(watch, workers, handle, logs).await
     });
     // The workers have stopped: what they logged is queued; write it out.
     access_log.stop();
     result
+}
+
+/// Serves `/metrics` and the admin API on a thread and runtime of their own: health
+/// checks, the control task and their bursts (thousands of first checks at start)
+/// never hold up an operator or a scraper. Requests that change something reach the
+/// control task through `handle`; the rest render its published view.
+fn serve_http(
+    (metrics, admin): (Option<http::Bound>, Option<http::Bound>),
+    slots: usize,
+    handle: actor::Handle,
+) -> Result<(), RunError> {
+    if metrics.is_none() && admin.is_none() {
+        return Ok(());
+    }
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("ringway-http".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(RunError::Runtime(e)));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let started = (|| {
+                    let error = |what| move |source| RunError::Serve { what, source };
+                    if let Some(socket) = metrics {
+                        let h = handle.clone();
+                        http::spawn(socket, slots, "metrics: GET /metrics", move |r| {
+                            admin::metrics(h.clone(), r)
+                        })
+                        .map_err(error("/metrics"))?;
+                    }
+                    if let Some(socket) = admin {
+                        let what = "admin API (status page at /, JSON at /status)";
+                        http::spawn(socket, slots, what, move |r| {
+                            admin::admin(handle.clone(), r)
+                        })
+                        .map_err(error("the admin API"))?;
+                    }
+                    Ok(())
+                })();
+                let failed = started.is_err();
+                let _ = ready_tx.send(started);
+                if !failed {
+                    std::future::pending::<()>().await;
+                }
+            });
+        })
+        .map_err(RunError::Worker)?;
+    ready.recv().unwrap_or_else(|_| {
+        Err(RunError::Worker(io::Error::other(
+            "the HTTP thread stopped",
+        )))
+    })
+}
+
+/// Who may call the admin API under `config`.
+fn policy_of(config: &Config) -> admin::Policy {
+    config
+        .admin
+        .as_ref()
+        .map(|a| admin::Policy {
+            token: a.token.clone(),
+            hosts: a.hosts.clone(),
+            listen: a.listen.tcp(),
+        })
+        .unwrap_or_default()
 }
 
 /// `[access_log]` as the writer takes it.
@@ -319,5 +387,29 @@ fn bind(l: &ListenerConfig, workers: usize, by_cpu: bool) -> Result<Vec<BoundSoc
 }
 
 fn bind_http(addr: SocketAddr, key: &'static str) -> Result<std::net::TcpListener, RunError> {
-    http::bind(addr).map_err(|source| RunError::BindHttp { key, addr, source })
+    http::bind(addr).map_err(|source| RunError::BindHttp {
+        key,
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+/// The admin API's socket: TCP, or a unix socket owned by `user`/`group` when set
+/// (so that the service user's group can reach it once privileges are dropped).
+fn bind_admin(listen: &AdminListen, config: &Config) -> Result<http::Bound, RunError> {
+    match listen {
+        AdminListen::Tcp(a) => bind_http(*a, "admin.listen").map(http::Bound::Tcp),
+        AdminListen::Unix { path, mode } => {
+            let owner = config
+                .user
+                .as_deref()
+                .map(|u| privileges::ids(u, config.group.as_deref()))
+                .transpose()?;
+            http::bind_unix(path, *mode, owner).map_err(|source| RunError::BindHttp {
+                key: "admin.listen",
+                addr: listen.to_string(),
+                source,
+            })
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! Dropping root: after every socket is bound, switch to the configured user and group.
 
-use nix::unistd::{getgid, getuid, setgid, setgroups, setuid, Gid, Group, Uid, User};
+use nix::unistd::{getgid, getuid, setgid, setgroups, setuid, Gid, Group, Uid};
 
 /// Why the switch failed (ringway then does not start).
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,23 @@ pub enum PrivilegeError {
     },
 }
 
+/// The uid of `user` and the gid of `group` (default: the user's primary group).
+pub fn ids(user: &str, group: Option<&str>) -> Result<(Uid, Gid), PrivilegeError> {
+    let u = nix::unistd::User::from_name(user)
+        .map_err(lookup("user", user))?
+        .ok_or_else(|| missing("user", user))?;
+    let gid: Gid = match group {
+        None => u.gid,
+        Some(g) => {
+            Group::from_name(g)
+                .map_err(lookup("group", g))?
+                .ok_or_else(|| missing("group", g))?
+                .gid
+        }
+    };
+    Ok((u.uid, gid))
+}
+
 fn lookup(kind: &'static str, name: &str) -> impl FnOnce(nix::Error) -> PrivilegeError {
     let name = name.to_string();
     move |source| PrivilegeError::Lookup { kind, name, source }
@@ -66,25 +83,14 @@ fn missing(kind: &'static str, name: &str) -> PrivilegeError {
 /// start, when the user or group does not exist or the switch is not allowed: it never
 /// carries on as root when told not to.
 pub fn drop_to(user: &str, group: Option<&str>) -> Result<(), PrivilegeError> {
-    let u = User::from_name(user)
-        .map_err(lookup("user", user))?
-        .ok_or_else(|| missing("user", user))?;
-    let gid: Gid = match group {
-        None => u.gid,
-        Some(g) => {
-            Group::from_name(g)
-                .map_err(lookup("group", g))?
-                .ok_or_else(|| missing("group", g))?
-                .gid
-        }
-    };
-    if getuid() == u.uid && getgid() == gid {
+    let (uid, gid) = ids(user, group)?;
+    if getuid() == uid && getgid() == gid {
         return Ok(());
     }
     let refuse = |call: &'static str| {
         move |source| PrivilegeError::Refused {
             user: user.to_string(),
-            uid: u.uid,
+            uid,
             gid,
             call,
             source,
@@ -95,13 +101,13 @@ pub fn drop_to(user: &str, group: Option<&str>) -> Result<(), PrivilegeError> {
         setgroups(&[gid]).map_err(refuse("setgroups"))?;
     }
     setgid(gid).map_err(refuse("setgid"))?;
-    setuid(u.uid).map_err(refuse("setuid"))?;
-    if getuid() != u.uid || Uid::effective() != u.uid {
+    setuid(uid).map_err(refuse("setuid"))?;
+    if getuid() != uid || Uid::effective() != uid {
         return Err(PrivilegeError::Unchanged {
             user: user.to_string(),
             now: Uid::effective(),
         });
     }
-    tracing::info!("running as user {user} (uid {}), gid {gid}", u.uid);
+    tracing::info!("running as user {user} (uid {}), gid {gid}", uid);
     Ok(())
 }

@@ -2,7 +2,9 @@
 //!
 //! A backend is probed every `interval` plus up to 10% jitter; its first probe comes
 //! after a delay spread over one interval by a hash of its identity, so that checks of
-//! many backends do not line up. Results go to the control task with the listener's
+//! many backends do not line up. A backend waiting for its first passing check before
+//! it takes traffic (discovered in DNS) is probed sooner: within [`FIRST_SOON`] (or
+//! the interval, if shorter). Results go to the control task with the listener's
 //! and backend's identities: a result about a backend a reload has since replaced
 //! matches nothing and is ignored.
 
@@ -32,6 +34,9 @@ pub struct Outcome {
     pub took: Duration,
 }
 
+/// The first probe of a backend that waits for it comes within this long.
+pub const FIRST_SOON: Duration = Duration::from_millis(500);
+
 /// A running probe; dropping it stops the probe.
 #[derive(Debug)]
 pub struct ProbeTask(AbortHandle);
@@ -42,12 +47,13 @@ impl Drop for ProbeTask {
     }
 }
 
-/// Starts probing `addr` (the backend's address, or its health `port`) with `cfg`.
-/// Must be called inside a tokio runtime.
+/// Starts probing `addr` (the backend's address, or its health `port`) with `cfg`;
+/// `waiting`: the backend takes no traffic before its first passing check (probed
+/// sooner). Must be called inside a tokio runtime.
 pub fn spawn(
     listener: Arc<ListenerShared>,
     backend: Arc<BackendStats>,
-    mut addr: SocketAddr,
+    (mut addr, waiting): (SocketAddr, bool),
     cfg: HealthConfig,
     control: Handle,
 ) -> ProbeTask {
@@ -56,19 +62,34 @@ pub fn spawn(
     }
     let seed = xxh3(format!("{}/{}", listener.name, backend.id).as_bytes());
     let task = tokio::spawn(async move {
-        let first = cfg.interval.mul_f64((seed % 1000) as f64 / 1000.0);
+        let spread = if waiting {
+            cfg.interval.min(FIRST_SOON)
+        } else {
+            cfg.interval
+        };
+        let first = spread.mul_f64((seed % 1000) as f64 / 1000.0);
         tokio::time::sleep(first).await;
         for tick in 0u64.. {
             let id = (seed ^ tick) as u16;
             let started = Instant::now();
-            let result = probe::run(&cfg.check, addr, cfg.timeout, id, cfg.send_proxy).await;
+            // Boxed: the check's own state (buffers, a connecting socket, its timer)
+            // lives only while it runs; the task that waits between checks stays
+            // small (thousands of backends, one task each).
+            let result = Box::pin(probe::run(
+                &cfg.check,
+                addr,
+                cfg.timeout,
+                id,
+                cfg.send_proxy,
+            ))
+            .await;
             let outcome = Outcome {
                 listener: Arc::clone(&listener),
                 backend: Arc::clone(&backend),
                 result,
                 took: started.elapsed(),
             };
-            if !control.send(Msg::Checked(outcome)) {
+            if !control.send(Msg::Checked(outcome)).await {
                 return;
             }
             let jitter =

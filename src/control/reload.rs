@@ -113,7 +113,7 @@ impl Control {
                 let answers = crate::discovery::lookup(&c);
                 (c, answers)
             });
-            me.send(Msg::Loaded(Box::new(loaded)));
+            me.send_blocking(Msg::Loaded(Box::new(loaded)));
         });
     }
 
@@ -147,6 +147,8 @@ impl Control {
                 tracing::error!("reload failed, the running config stays: {e}");
             }
         }
+        // Whoever waits for the answer reads /status or /metrics next: publish now.
+        self.publish_all_now();
         let r = &mut self.reloads;
         for waiting in r.current.drain(..) {
             let _ = waiting.send(result.clone());
@@ -180,6 +182,8 @@ impl Control {
             });
         }
         let applied = self.keep_restart_only(new);
+        let local = crate::discovery::filter::local_addresses();
+        let looped = |l| super::state::looped(&applied, l, &local);
         // Commit.
         let mut old: Vec<Option<ListenerState>> = self.listeners.drain(..).map(Some).collect();
         let (mut added, mut changed, mut removed) = (0, 0, 0);
@@ -200,14 +204,15 @@ impl Control {
                         if was.source_table_size != now.source_table_size {
                             state.shared.sources.set_capacity(now.source_table_size);
                         }
-                        state.reconfigure(l.clone());
+                        state.reconfigure(l.clone(), looped(l));
                         to_publish.push(next.len());
                         changed += 1;
                     }
                     next.push(state);
                 }
                 Plan::New(sockets) => {
-                    let state = ListenerState::new(l.clone(), workers, self.passive.clone());
+                    let state =
+                        ListenerState::new(l.clone(), workers, self.passive.clone(), looped(l));
                     for (w, socket) in self.workers.iter().zip(sockets) {
                         let _ = w.send(Command::AddListener(WorkerListener {
                             socket,
@@ -228,8 +233,9 @@ impl Control {
             removed += 1;
         }
         self.listeners = next;
+        // At once: the rechecks below read the new lists from the new routing.
         for li in to_publish {
-            self.publish(li);
+            self.publish_now(li);
         }
         // After the new lists are published: workers check open connections by them.
         for shared in to_recheck {
@@ -266,20 +272,21 @@ impl Control {
         keep("user", new.user != old.user);
         keep("group", new.group != old.group);
         keep("metrics.listen", new.metrics != old.metrics);
-        let old_admin = old.admin.as_ref().map(|a| a.listen);
+        let old_admin = old.admin.as_ref().map(|a| &a.listen);
         keep(
             "admin.listen",
-            new.admin.as_ref().map(|a| a.listen) != old_admin,
+            new.admin.as_ref().map(|a| &a.listen) != old_admin,
         );
         new.workers = old.workers;
         new.worker_cpu_affinity = old.worker_cpu_affinity;
         new.user.clone_from(&old.user);
         new.group.clone_from(&old.group);
         new.metrics = old.metrics;
-        // The token can change live; the address cannot.
+        // The token and the host names can change live; the address cannot.
         new.admin = match (old.admin.clone(), new.admin) {
             (Some(mut running), Some(n)) => {
                 running.token = n.token;
+                running.hosts = n.hosts;
                 Some(running)
             }
             (running, _) => running,

@@ -92,7 +92,7 @@ impl Control {
                 })
                 .collect();
             let sets = config.as_ref().map(discovery::lookup).unwrap_or_default();
-            me.send(Msg::Resolved(Box::new(Round { names, sets })));
+            me.send_blocking(Msg::Resolved(Box::new(Round { names, sets })));
         });
     }
 

@@ -1,5 +1,6 @@
 //! Signals: SIGHUP reloads; SIGTERM/SIGINT/SIGQUIT drain and stop; SIGUSR1 reopens log
-//! files; the others an operator might send are logged and ignored (see [`TABLE`]).
+//! files; the others an operator might send, and those whose default action would kill
+//! the process, are logged and ignored; SIGXFSZ is ignored (see [`TABLE`]).
 //!
 //! The first stop signal tells every worker to stop accepting and to finish open
 //! connections within `shutdown_timeout`; a second one exits at once.
@@ -25,8 +26,11 @@ enum Asked {
     Reload,
     /// SIGUSR1: reopen log files (logrotate's `postrotate`).
     ReopenLogs,
-    /// Anything else an operator might send out of habit: logged, ignored.
+    /// Anything else an operator might send out of habit, or whose default would
+    /// kill ringway: logged, ignored.
     Nothing(&'static str),
+    /// Ignored without a line (SIGXFSZ: the failed write says it, once).
+    Quiet,
 }
 
 /// The signals ringway answers, with what each asks for:
@@ -37,7 +41,9 @@ enum Asked {
 /// | HUP | reload the config file |
 /// | USR1 | reopen log files |
 /// | USR2, WINCH, TTIN, TTOU | logged and ignored (HAProxy and NGINX give them other meanings) |
-const TABLE: [(i32, &str, Asked); 9] = [
+/// | ALRM, VTALRM, PROF, XCPU, PWR, SYS | logged and ignored: their default action would kill ringway at once, with no drain and no log line |
+/// | XFSZ | ignored (quietly): a write past `LimitFSIZE` then fails with EFBIG, and the access log counts what it lost, instead of the whole proxy dying |
+const TABLE: [(i32, &str, Asked); 16] = [
     (libc::SIGTERM, "SIGTERM", Asked::Stop("SIGTERM")),
     (libc::SIGINT, "SIGINT", Asked::Stop("SIGINT")),
     (libc::SIGQUIT, "SIGQUIT", Asked::Stop("SIGQUIT")),
@@ -47,6 +53,13 @@ const TABLE: [(i32, &str, Asked); 9] = [
     (libc::SIGWINCH, "SIGWINCH", Asked::Nothing("SIGWINCH")),
     (libc::SIGTTIN, "SIGTTIN", Asked::Nothing("SIGTTIN")),
     (libc::SIGTTOU, "SIGTTOU", Asked::Nothing("SIGTTOU")),
+    (libc::SIGALRM, "SIGALRM", Asked::Nothing("SIGALRM")),
+    (libc::SIGVTALRM, "SIGVTALRM", Asked::Nothing("SIGVTALRM")),
+    (libc::SIGPROF, "SIGPROF", Asked::Nothing("SIGPROF")),
+    (libc::SIGXCPU, "SIGXCPU", Asked::Nothing("SIGXCPU")),
+    (libc::SIGPWR, "SIGPWR", Asked::Nothing("SIGPWR")),
+    (libc::SIGSYS, "SIGSYS", Asked::Nothing("SIGSYS")),
+    (libc::SIGXFSZ, "SIGXFSZ", Asked::Quiet),
 ];
 
 /// The signals ringway answers, caught from the moment this is built: until then most
@@ -128,6 +141,7 @@ pub async fn run(
                 }
                 Asked::ReopenLogs => reopen_logs(&logs),
                 Asked::Nothing(name) => ignored(name),
+                Asked::Quiet => {}
             },
             _ = tick.tick() => {
                 if workers.iter().all(WorkerHandle::is_finished) {
@@ -155,6 +169,7 @@ pub async fn run(
                 Asked::Reload => tracing::info!("SIGHUP while draining: ignored"),
                 Asked::ReopenLogs => reopen_logs(&logs),
                 Asked::Nothing(name) => ignored(name),
+                Asked::Quiet => {}
             },
             _ = tokio::time::sleep(Duration::from_millis(20)) => {
                 if workers.iter().all(WorkerHandle::is_finished) {

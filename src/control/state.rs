@@ -11,23 +11,28 @@
 //! | any    | disabled | no              | no             | `down`      |
 //! | down   | any      | no              | no             | `down`      |
 //!
-//! Every change is published as a whole new [`Routing`]; the health state, the admin
-//! state and the counters of a backend follow its id (and address) across reloads.
+//! Every change is published as a new [`Routing`], derived from the last one: only the
+//! ring points of backends whose state changed are touched (see
+//! [`crate::balance::Snapshot::with_states`]), and the settings and the backends'
+//! counters are shared with it until a reload changes them. The health state, the
+//! admin state and the counters of a backend follow its id (and address) across
+//! reloads.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 
 use super::probes::ProbeTask;
+use super::view::{BackendView, ListenerView, SetView};
 use crate::balance::Snapshot;
 use crate::config::{AdmissionConfig, BackendConnect, ForwardMode, ListenerConfig, Protocol};
 use crate::dataplane::admission::{NetSet, Rate, Rules, SourceLimits};
 use crate::dataplane::stats::BackendStats;
-use crate::dataplane::{ListenerParams, ListenerShared, Mode, PassiveFailure, Routing};
+use crate::dataplane::{BackendTable, ListenerParams, ListenerShared, Mode, Routing};
 use crate::health::state::{HealthState, Thresholds, Transition};
-use crate::health::AllDown;
-use crate::metrics::{BackendSample, ListenerSample};
+use crate::health::{AllDown, HealthConfig};
 
 /// What an operator set for a backend through the admin API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -72,10 +77,15 @@ pub struct BackendState {
     pub passive_failures: u64,
     /// The last active check: when, how long, what it said.
     pub last_check: Option<LastCheck>,
+    /// Durations of its active checks (`ringway_health_check_duration_seconds`).
+    pub check_durations: crate::metrics::Histogram,
     /// Why it is in its state (the last transition's reason), when known.
-    pub why: Option<String>,
+    pub why: Option<Arc<str>>,
     /// Its state name as last published, and since when.
     state: (&'static str, Instant),
+    /// Its address is ringway's own (whose, for the log and `/status`): it is never
+    /// used nor checked.
+    pub looped: Option<String>,
 }
 
 /// One active check's outcome, for `/status`.
@@ -84,7 +94,7 @@ pub struct LastCheck {
     /// `success`, `failure` or `unknown` (could not run here).
     pub result: &'static str,
     /// Why not, when not.
-    pub error: Option<String>,
+    pub error: Option<Arc<str>>,
     /// How long it took.
     pub took: std::time::Duration,
     /// When it finished.
@@ -92,12 +102,30 @@ pub struct LastCheck {
 }
 
 impl BackendState {
-    fn new(backend: &crate::balance::Backend, workers: usize) -> BackendState {
+    fn new(
+        backend: &crate::balance::Backend,
+        workers: usize,
+        check: &HealthConfig,
+        looped: Option<String>,
+    ) -> BackendState {
+        // With an active check the first check decides: a configured backend starts
+        // up, a discovered one down (it is not ready before it answers).
+        let discovered = backend.set.is_some();
+        let health = if check.active() {
+            HealthState::unconfirmed(!discovered)
+        } else {
+            HealthState::new(true)
+        };
+        let why = match &looped {
+            Some(whose) => Some(Arc::from(looped_reason(whose).as_str())),
+            None => (!health.is_up())
+                .then(|| Arc::from("discovered: waiting for its first passing check")),
+        };
         BackendState {
             stats: Arc::new(BackendStats::new(&backend.id, backend.addr, workers)),
-            health: HealthState::default(),
+            health,
             admin: Admin::Enabled,
-            up: true,
+            up: health.is_up() && looped.is_none(),
             checks_ok: 0,
             checks_failed: 0,
             checks_unknown: 0,
@@ -107,24 +135,28 @@ impl BackendState {
             probe: None,
             passive_failures: 0,
             last_check: None,
-            why: None,
-            state: ("up", Instant::now()),
+            check_durations: Default::default(),
+            why,
+            state: (
+                if health.is_up() && looped.is_none() {
+                    "up"
+                } else {
+                    "down"
+                },
+                Instant::now(),
+            ),
+            looped,
         }
     }
 
-    /// Healthy and not disabled: keeps its flows.
+    /// Healthy, not disabled, not ringway's own address: keeps its flows.
     pub fn is_up(&self) -> bool {
-        self.health.is_up() && self.admin != Admin::Disabled
+        self.health.is_up() && self.admin != Admin::Disabled && self.looped.is_none()
     }
 
     /// Up and enabled: takes new flows.
     pub fn is_accepting(&self) -> bool {
-        self.health.is_up() && self.admin == Admin::Enabled
-    }
-
-    /// Since when it is in its published state.
-    pub fn state_since(&self) -> Instant {
-        self.state.1
+        self.is_up() && self.admin == Admin::Enabled
     }
 
     /// `up`, `down` or `draining`.
@@ -133,6 +165,27 @@ impl BackendState {
             (false, _) => "down",
             (true, Admin::Draining) => "draining",
             (true, _) => "up",
+        }
+    }
+
+    /// What `/status` and `/metrics` show of it.
+    fn view(&self) -> BackendView {
+        BackendView {
+            stats: Arc::clone(&self.stats),
+            state: self.state_name(),
+            since: self.state.1,
+            reason: self.why.clone(),
+            health_up: self.health.is_up(),
+            admin: self.admin,
+            up: self.is_up(),
+            passive_failures: self.passive_failures,
+            checks_ok: self.checks_ok,
+            checks_failed: self.checks_failed,
+            checks_unknown: self.checks_unknown,
+            to_up: self.to_up,
+            to_down: self.to_down,
+            last_check: self.last_check.clone(),
+            check_durations: self.check_durations,
         }
     }
 }
@@ -144,29 +197,62 @@ pub struct ListenerState {
     pub config: ListenerConfig,
     /// What workers share.
     pub shared: Arc<ListenerShared>,
-    /// All backends up: the ring states are applied to.
+    /// All backends up: what states are applied to after the backends changed.
     base: Snapshot,
+    /// The backends changed since the last publish: the next one starts from `base`,
+    /// not from the routing published last.
+    rebased: bool,
     /// One per backend, in `base` order.
     pub backends: Vec<BackendState>,
+    /// Index of each backend by id.
+    by_id: HashMap<String, usize>,
+    /// Index of each backend by its counters' address.
+    by_stats: HashMap<usize, usize>,
+    /// The settings workers use (shared by every routing until a reload).
+    params: Arc<ListenerParams>,
+    /// The backends' counters in order (likewise).
+    table: Arc<BackendTable>,
     /// Key space moved at the last ring change.
     pub remapped: f64,
+    /// A change waits to be published.
+    pub pending: bool,
+    /// When it was last published.
+    pub published_at: Instant,
+    /// Its view is out of date.
+    pub view_stale: bool,
     workers: usize,
 }
 
 impl ListenerState {
-    /// A new listener with every backend up and enabled.
+    /// A new listener: its backends up (or, discovered ones on a checked listener,
+    /// waiting for their first check) and enabled.
+    /// `looped`: for each backend, whose address of ringway's it is, if it is one.
     pub fn new(
         config: ListenerConfig,
         workers: usize,
-        passive: tokio::sync::mpsc::UnboundedSender<PassiveFailure>,
+        passive: crate::dataplane::PassiveSender,
+        looped: Vec<Option<String>>,
     ) -> ListenerState {
         let base = Snapshot::new(config.backends.clone(), config.vnodes);
         let backends: Vec<BackendState> = config
             .backends
             .iter()
-            .map(|b| BackendState::new(b, workers))
+            .zip(looped)
+            .map(|(b, looped)| BackendState::new(b, workers, &config.health, looped))
             .collect();
-        let routing = routing(&config, &base, &backends);
+        let params = Arc::new(params(&config, &backends));
+        let table = table(&backends);
+        let snapshot = live_snapshot(
+            &config,
+            &base,
+            up_flags(&backends),
+            accepting_flags(&backends),
+        );
+        let routing = Routing {
+            params: Arc::clone(&params),
+            snapshot,
+            backends: Arc::clone(&table),
+        };
         let shared = Arc::new(ListenerShared::new(
             &config.name,
             config.listen,
@@ -174,32 +260,99 @@ impl ListenerState {
             workers,
             passive,
         ));
-        ListenerState {
+        let mut l = ListenerState {
             config,
             shared,
             base,
+            rebased: false,
             backends,
+            by_id: HashMap::new(),
+            by_stats: HashMap::new(),
+            params,
+            table,
             remapped: 0.0,
+            pending: false,
+            published_at: Instant::now(),
+            view_stale: true,
             workers,
+        };
+        l.index();
+        l
+    }
+
+    /// What `/status` and `/metrics` show of it; `sets` says what its backend sets
+    /// did.
+    pub fn view(&self, sets: &crate::discovery::Sets) -> ListenerView {
+        ListenerView {
+            name: self.config.name.clone(),
+            protocol: self.config.protocol,
+            listen: self.config.listen,
+            shared: Arc::clone(&self.shared),
+            routing: self.shared.routing.load_full(),
+            remapped: self.remapped,
+            checked: self.config.health.active(),
+            backends: Arc::clone(self.base.backends_shared()),
+            states: self.backends.iter().map(BackendState::view).collect(),
+            sets: self
+                .config
+                .backend_sets
+                .iter()
+                .map(|s| SetView {
+                    name: s.name.clone(),
+                    kind: match s.query {
+                        crate::config::SetQuery::Srv(_) => "srv",
+                        crate::config::SetQuery::Host { .. } => "dns",
+                    },
+                    backends: self.config.set_members(&s.name).count(),
+                    errors: sets.errors_of(&self.config.name, &s.name),
+                    refused: sets.refused_of(&self.config.name, &s.name),
+                })
+                .collect(),
         }
+    }
+
+    fn index(&mut self) {
+        self.by_id = self
+            .config
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.id.clone(), i))
+            .collect();
+        self.by_stats = self
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (Arc::as_ptr(&b.stats) as usize, i))
+            .collect();
     }
 
     /// Takes a reloaded config for the same listener (same name, protocol and address).
     /// Backends keep health, admin state and counters by id and address; a backend
     /// whose address changed is a new backend. Changed health settings stop the probes
-    /// (the caller starts new ones).
-    pub fn reconfigure(&mut self, config: ListenerConfig) {
+    /// (the caller starts new ones). Linear in the backends; the ring is rebased, not
+    /// rebuilt (points of backends that stay are not hashed again).
+    pub fn reconfigure(&mut self, config: ListenerConfig, looped: Vec<Option<String>>) {
         let mut old: Vec<Option<BackendState>> = self.backends.drain(..).map(Some).collect();
         let mut backends = Vec::with_capacity(config.backends.len());
-        for b in &config.backends {
+        for (b, looped) in config.backends.iter().zip(looped) {
             let kept = self
-                .config
-                .backends
-                .iter()
-                .position(|o| o.id == b.id && o.addr == b.addr);
-            let state = kept
-                .and_then(|i| old[i].take())
-                .unwrap_or_else(|| BackendState::new(b, self.workers));
+                .by_id
+                .get(&b.id)
+                .copied()
+                .filter(|&i| self.config.backends[i].addr == b.addr);
+            let state = match kept.and_then(|i| old[i].take()) {
+                Some(mut state) => {
+                    if looped != state.looped {
+                        state.why = looped
+                            .as_deref()
+                            .map(|w| Arc::from(looped_reason(w).as_str()));
+                    }
+                    state.looped = looped;
+                    state
+                }
+                None => BackendState::new(b, self.workers, &config.health, looped),
+            };
             backends.push(state);
         }
         // Dropped states stop their probes.
@@ -214,30 +367,30 @@ impl ListenerState {
                 }
             }
         }
-        if config.vnodes != self.config.vnodes {
-            self.base = Snapshot::new(config.backends.clone(), config.vnodes);
-        } else if config.backends != self.config.backends {
-            // Only addresses changed (a host name moved, say): the ring stays.
-            self.base = self
-                .base
-                .with_addresses(config.backends.clone())
-                .unwrap_or_else(|| Snapshot::new(config.backends.clone(), config.vnodes));
+        if config.backends != self.config.backends || config.vnodes != self.config.vnodes {
+            self.base = match self.base.with_addresses(config.backends.clone()) {
+                // Only addresses changed (a host name moved, say): the ring stays.
+                Some(s) if config.vnodes == self.config.vnodes => s,
+                _ => self.base.rebased(config.backends.clone(), config.vnodes),
+            };
+            self.rebased = true;
         }
         self.backends = backends;
+        self.params = Arc::new(params(&config, &self.backends));
+        self.table = table(&self.backends);
         self.config = config;
+        self.index();
     }
 
     /// Index of backend `id`.
     pub fn backend_index(&self, id: &str) -> Option<usize> {
-        self.base.index_of(id)
+        self.by_id.get(id).copied()
     }
 
     /// Index of the backend with these counters (identity, not id: a stale report about
     /// a backend that a reload replaced finds nothing).
     pub fn backend_of(&self, stats: &Arc<BackendStats>) -> Option<usize> {
-        self.backends
-            .iter()
-            .position(|b| Arc::ptr_eq(&b.stats, stats))
+        self.by_stats.get(&(Arc::as_ptr(stats) as usize)).copied()
     }
 
     fn thresholds(&self) -> Thresholds {
@@ -267,12 +420,23 @@ impl ListenerState {
         self.backends[bi].health.observe_passive(at, window, t)
     }
 
-    /// Publishes the current states as a new routing for the workers. Counts
-    /// transitions and the key space moved; returns the backends that went down.
+    /// Publishes the current states as a new routing for the workers, derived from
+    /// the last one (or from the base after the backends changed). Counts transitions
+    /// and the key space moved; returns the backends that went down.
     pub fn publish(&mut self) -> Vec<Arc<BackendStats>> {
-        let next = routing(&self.config, &self.base, &self.backends);
-        let previous = self.shared.routing.load();
-        let moved = previous.snapshot.remapped(&next.snapshot);
+        let (up, accepting) = (up_flags(&self.backends), accepting_flags(&self.backends));
+        let previous = self.shared.routing.load_full();
+        let (snapshot, moved) = if std::mem::take(&mut self.rebased) {
+            let next = live_snapshot(&self.config, &self.base, up, accepting);
+            let moved = previous.snapshot.remapped(&next);
+            (next, moved)
+        } else {
+            let fail_open = self.config.health.all_down == AllDown::UseAll;
+            let next = previous.snapshot.with_states(up, accepting, fail_open);
+            let moved = next.moved();
+            (next, moved)
+        };
+        drop(previous);
         if moved > 0.0 {
             self.remapped = moved;
         }
@@ -294,49 +458,46 @@ impl ListenerState {
                 }
             }
         }
-        self.shared.routing.store(Arc::new(next));
+        self.shared.routing.store(Arc::new(Routing {
+            params: Arc::clone(&self.params),
+            snapshot,
+            backends: Arc::clone(&self.table),
+        }));
+        self.pending = false;
+        self.published_at = now;
+        self.view_stale = true;
         went_down
-    }
-
-    /// Fraction of the key space each backend owns now.
-    pub fn shares(&self) -> Vec<f64> {
-        self.shared.routing.load().snapshot.shares()
-    }
-
-    /// What a metrics scrape reports.
-    pub fn sample(&self) -> ListenerSample<'_> {
-        let shares = self.shares();
-        ListenerSample {
-            name: &self.config.name,
-            udp: self.config.protocol == Protocol::Udp,
-            active: self
-                .shared
-                .active
-                .load(std::sync::atomic::Ordering::Relaxed),
-            stats: &self.shared.stats,
-            remapped: self.remapped,
-            backends: self
-                .backends
-                .iter()
-                .zip(shares)
-                .map(|(b, share)| BackendSample {
-                    stats: &b.stats,
-                    up: b.is_up(),
-                    share,
-                    checks_ok: b.checks_ok,
-                    checks_failed: b.checks_failed,
-                    checks_unknown: b.checks_unknown,
-                    to_up: b.to_up,
-                    to_down: b.to_down,
-                    checked: self.config.health.active(),
-                })
-                .collect(),
-        }
     }
 }
 
-/// The worker-facing settings of a listener config.
-pub fn params(l: &ListenerConfig) -> ListenerParams {
+/// For each backend of listener `l` of `config`, whose address of ringway's it is, if
+/// it is one (`local`: this machine's addresses, for wildcard listeners).
+pub fn looped(
+    config: &crate::config::Config,
+    l: &ListenerConfig,
+    local: &[std::net::IpAddr],
+) -> Vec<Option<String>> {
+    l.backends
+        .iter()
+        .map(|b| crate::config::whose(config, l.protocol, b.addr, local))
+        .collect()
+}
+
+/// Why a backend whose address is ringway's own (`whose`) is not used.
+fn looped_reason(whose: &str) -> String {
+    format!("not used: its address is ringway's own ({whose}), so ringway would connect to itself")
+}
+
+/// The worker-facing settings of a listener config with these backends.
+pub fn params(l: &ListenerConfig, backends: &[BackendState]) -> ListenerParams {
+    ListenerParams {
+        loops: backends.iter().any(|b| b.looped.is_some()),
+        ..config_params(l)
+    }
+}
+
+/// The worker-facing settings of a listener config (no backend ringway's own).
+pub fn config_params(l: &ListenerConfig) -> ListenerParams {
     ListenerParams {
         hash: l.hash,
         connect_timeout: l.connect_timeout,
@@ -363,6 +524,8 @@ pub fn params(l: &ListenerConfig) -> ListenerParams {
         source_table_size: l.admission.source_table_size,
         first_data: (l.protocol == Protocol::Tcp && l.backend_connect == BackendConnect::OnData)
             .then_some(l.first_data_timeout),
+        passive: l.health.passive,
+        loops: false,
     }
 }
 
@@ -397,13 +560,16 @@ pub fn live_snapshot(
     base.with_states(up, accepting, config.health.all_down == AllDown::UseAll)
 }
 
-fn routing(config: &ListenerConfig, base: &Snapshot, backends: &[BackendState]) -> Routing {
-    let up = backends.iter().map(BackendState::is_up).collect();
-    let accepting = backends.iter().map(BackendState::is_accepting).collect();
-    Routing {
-        params: params(config),
-        snapshot: live_snapshot(config, base, up, accepting),
-        backends: backends.iter().map(|b| Arc::clone(&b.stats)).collect(),
-        passive: config.health.passive,
-    }
+fn up_flags(backends: &[BackendState]) -> Vec<bool> {
+    backends.iter().map(BackendState::is_up).collect()
+}
+
+fn accepting_flags(backends: &[BackendState]) -> Vec<bool> {
+    backends.iter().map(BackendState::is_accepting).collect()
+}
+
+fn table(backends: &[BackendState]) -> Arc<BackendTable> {
+    Arc::new(BackendTable::new(
+        backends.iter().map(|b| Arc::clone(&b.stats)).collect(),
+    ))
 }

@@ -1,15 +1,46 @@
-//! `GET /status`: what the control plane knows, as JSON. The status page (`GET /` on
-//! the admin port) draws itself from it.
+//! `GET /status`: what the control plane knows, as JSON, rendered from a published
+//! [`View`] (on the blocking pool, never on the control task). The status page (`GET /`
+//! on the admin port) draws itself from it.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde::Serialize;
 
-use super::state::{Admin, BackendState, ListenerState};
-use crate::config::{Protocol, SetQuery};
+use super::state::Admin;
+use super::view::{ListenerView, View};
+use crate::config::Protocol;
 use crate::dataplane::stats::ListenerCounters;
-use crate::discovery::Sets;
+
+/// `GET /status`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Process information.
+    pub process: ProcessStatus,
+    /// Listeners.
+    pub listeners: Vec<ListenerStatus>,
+}
+
+/// `GET /status`: the process.
+#[derive(Debug, Serialize)]
+pub struct ProcessStatus {
+    /// ringway's version.
+    pub version: &'static str,
+    /// Process id.
+    pub pid: u32,
+    /// Seconds since start.
+    pub uptime_seconds: u64,
+    /// Worker threads.
+    pub workers: usize,
+    /// Config file.
+    pub config: String,
+    /// Reloads applied.
+    pub reloads_ok: u64,
+    /// Reloads rejected.
+    pub reloads_failed: u64,
+    /// Why the last reload was rejected; cleared by a successful one.
+    pub last_reload_error: Option<String>,
+}
 
 /// Sectors of the ring picture: one key per degree.
 pub const RING_SECTORS: usize = 360;
@@ -57,6 +88,9 @@ pub struct SetStatus {
     pub backends: usize,
     /// Failed and NXDOMAIN answers since start (`ringway_resolver_errors_total`).
     pub errors: u64,
+    /// Addresses left out of answers since start: not allowed, or past
+    /// `max_backends` (`ringway_backend_set_refused_total`).
+    pub refused: u64,
 }
 
 /// `GET /status`: one backend.
@@ -77,7 +111,7 @@ pub struct BackendStatus {
     /// Seconds since it entered that state.
     pub state_seconds: f64,
     /// Why it is in that state, when known (the last transition's reason).
-    pub reason: Option<String>,
+    pub reason: Option<std::sync::Arc<str>>,
     /// Health checks' verdict: `up` or `down`.
     pub health: &'static str,
     /// Operator's setting.
@@ -106,19 +140,37 @@ pub struct CheckStatus {
     /// `success`, `failure` or `unknown` (could not run here).
     pub result: &'static str,
     /// Why it failed.
-    pub error: Option<String>,
+    pub error: Option<std::sync::Arc<str>>,
     /// How long it took.
     pub duration_ms: f64,
     /// How long ago it finished.
     pub seconds_ago: f64,
 }
 
+/// The whole status, from `view` at `now`.
+pub fn status(view: &View, now: Instant) -> Status {
+    let p = &view.process;
+    Status {
+        process: ProcessStatus {
+            version: env!("CARGO_PKG_VERSION"),
+            pid: std::process::id(),
+            uptime_seconds: now.saturating_duration_since(p.started).as_secs(),
+            workers: p.workers,
+            config: p.config.clone(),
+            reloads_ok: p.reloads_ok,
+            reloads_failed: p.reloads_failed,
+            last_reload_error: p.last_reload_error.clone(),
+        },
+        listeners: view.listeners.iter().map(|l| listener(l, now)).collect(),
+    }
+}
+
 /// Listener `l` as `GET /status` shows it.
-pub fn listener(l: &ListenerState, sets: &Sets, now: Instant) -> ListenerStatus {
-    let routing = l.shared.routing.load();
-    let shares = routing.snapshot.shares();
+pub fn listener(l: &ListenerView, now: Instant) -> ListenerStatus {
+    let snapshot = &l.routing.snapshot;
+    let shares = snapshot.shares();
     let stats = &l.shared.stats;
-    let (connections_total, rejected) = match l.config.protocol {
+    let (connections_total, rejected) = match l.protocol {
         Protocol::Tcp => (
             stats.sum(|c| c.connections.get()),
             ListenerCounters::rejected(stats).into_iter().collect(),
@@ -130,9 +182,9 @@ pub fn listener(l: &ListenerState, sets: &Sets, now: Instant) -> ListenerStatus 
     };
     let step = u64::MAX / RING_SECTORS as u64;
     ListenerStatus {
-        name: l.config.name.clone(),
-        protocol: l.config.protocol.to_string(),
-        listen: l.config.listen.to_string(),
+        name: l.name.clone(),
+        protocol: l.protocol.to_string(),
+        listen: l.listen.to_string(),
         active_connections: l.shared.active.load(std::sync::atomic::Ordering::Relaxed),
         connections_total,
         rejected,
@@ -140,36 +192,33 @@ pub fn listener(l: &ListenerState, sets: &Sets, now: Instant) -> ListenerStatus 
         ring_remapped_ratio: l.remapped,
         ring: (0..RING_SECTORS as u64)
             .map(|i| {
-                routing
-                    .snapshot
+                snapshot
                     .pick(i * step)
                     .map_or(-1, |b| i32::try_from(b).unwrap_or(-1))
             })
             .collect(),
-        backends: (0..l.backends.len())
-            .map(|i| backend(l, i, shares[i], now))
+        backends: (0..l.states.len())
+            .map(|i| backend(l, i, &shares, now))
             .collect(),
         backend_sets: l
-            .config
-            .backend_sets
+            .sets
             .iter()
             .map(|s| SetStatus {
                 name: s.name.clone(),
-                kind: match s.query {
-                    SetQuery::Srv(_) => "srv",
-                    SetQuery::Host { .. } => "dns",
-                },
-                backends: l.config.set_members(&s.name).count(),
-                errors: sets.errors_of(&l.config.name, &s.name),
+                kind: s.kind,
+                backends: s.backends,
+                errors: s.errors,
+                refused: s.refused,
             })
             .collect(),
     }
 }
 
-/// Backend `bi` of listener `l` as the admin API shows it.
-pub fn backend(l: &ListenerState, bi: usize, share: f64, now: Instant) -> BackendStatus {
-    let b: &BackendState = &l.backends[bi];
-    let c = &l.config.backends[bi];
+/// Backend `bi` of listener `l` as the admin API shows it; `shares`: each backend's
+/// share of the key space in `l`'s routing.
+pub fn backend(l: &ListenerView, bi: usize, shares: &[f64], now: Instant) -> BackendStatus {
+    let b = &l.states[bi];
+    let c = &l.backends[bi];
     let counters = &b.stats.counters;
     BackendStatus {
         id: c.id.clone(),
@@ -177,10 +226,10 @@ pub fn backend(l: &ListenerState, bi: usize, share: f64, now: Instant) -> Backen
         resolved: c.addr.to_string(),
         weight: c.weight,
         set: c.set.clone(),
-        state: b.state_name(),
-        state_seconds: now.saturating_duration_since(b.state_since()).as_secs_f64(),
-        reason: b.why.clone(),
-        health: if b.health.is_up() { "up" } else { "down" },
+        state: b.state,
+        state_seconds: now.saturating_duration_since(b.since).as_secs_f64(),
+        reason: b.reason.clone(),
+        health: if b.health_up { "up" } else { "down" },
         admin: b.admin,
         active_connections: b.stats.active(),
         connections_total: counters.sum(|x| x.connections.get()),
@@ -194,6 +243,6 @@ pub fn backend(l: &ListenerState, bi: usize, share: f64, now: Instant) -> Backen
             duration_ms: c.took.as_secs_f64() * 1000.0,
             seconds_ago: now.saturating_duration_since(c.at).as_secs_f64(),
         }),
-        ring_share: share,
+        ring_share: shares.get(bi).copied().unwrap_or(0.0),
     }
 }

@@ -3,6 +3,7 @@
 //! once per new connection or flow, the connection count `max_connections` bounds,
 //! the counters, and the channel of passive health results.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use super::admission::{Rules, SourceTable};
+use super::passive;
 use super::stats::{BackendStats, ListenerCounters, Sharded};
 use crate::balance::{HashMode, Snapshot};
 
@@ -59,6 +61,11 @@ pub struct ListenerParams {
     /// TCP, `backend_connect = "on-data"`: the backend connection waits for the
     /// client's first byte, this long at most.
     pub first_data: Option<Duration>,
+    /// Whether data-plane failures are reported as passive health results.
+    pub passive: bool,
+    /// Some backends are held out because their address is ringway's own: a
+    /// connection that finds no other is refused as `loop`, not `no_backend`.
+    pub loops: bool,
 }
 
 impl ListenerParams {
@@ -72,29 +79,87 @@ impl ListenerParams {
 
 /// Everything a worker reads to place a new connection or flow: replaced whole by the
 /// control plane (health transitions, admin calls, reloads), loaded once per new
-/// connection or flow.
+/// connection or flow. Its parts that change only with a reload (settings, the
+/// backends' counters) are shared between routings; a connection keeps only those
+/// (never a snapshot), so routings published while connections are open cost no
+/// memory once they are replaced.
 #[derive(Debug)]
 pub struct Routing {
     /// The listener's settings.
-    pub params: ListenerParams,
+    pub params: Arc<ListenerParams>,
     /// Backends, ring and states.
     pub snapshot: Snapshot,
     /// Counters of each backend, in snapshot order.
-    pub backends: Vec<Arc<BackendStats>>,
-    /// Whether data-plane failures are reported as passive health results.
-    pub passive: bool,
+    pub backends: Arc<BackendTable>,
 }
 
-/// A failed connect (TCP) or an ICMP error (UDP) seen on the data path: a passive
-/// health check result for the control plane.
+/// The counters of a routing's backends, in snapshot order, and the index of each.
+#[derive(Debug, Default)]
+pub struct BackendTable {
+    stats: Vec<Arc<BackendStats>>,
+    /// Index by the counters' address (identity: a backend a reload replaced is not
+    /// found).
+    index: HashMap<usize, usize>,
+}
+
+impl BackendTable {
+    /// The table of `stats`, in snapshot order.
+    pub fn new(stats: Vec<Arc<BackendStats>>) -> BackendTable {
+        let index = stats
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (Arc::as_ptr(s) as usize, i))
+            .collect();
+        BackendTable { stats, index }
+    }
+
+    /// The index of these counters, if they are one of these backends'.
+    pub fn position(&self, stats: &Arc<BackendStats>) -> Option<usize> {
+        self.index.get(&(Arc::as_ptr(stats) as usize)).copied()
+    }
+
+    /// The backends' counters, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Arc<BackendStats>> {
+        self.stats.iter()
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.stats.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.stats.is_empty()
+    }
+}
+
+impl std::ops::Index<usize> for BackendTable {
+    type Output = Arc<BackendStats>;
+
+    fn index(&self, i: usize) -> &Arc<BackendStats> {
+        &self.stats[i]
+    }
+}
+
+/// "A backend of this listener has failures to take": the message a worker sends
+/// when a backend's data-path failure count leaves zero (see [`super::passive`]).
 #[derive(Debug)]
 pub struct PassiveFailure {
     /// The listener.
     pub listener: Arc<ListenerShared>,
     /// The backend.
     pub backend: Arc<BackendStats>,
-    /// What happened.
-    pub error: String,
+}
+
+/// The sending end of passive failures (workers).
+pub type PassiveSender = tokio::sync::mpsc::Sender<PassiveFailure>;
+/// The receiving end of passive failures (the control plane).
+pub type PassiveReceiver = tokio::sync::mpsc::Receiver<PassiveFailure>;
+
+/// A bounded channel for passive failures.
+pub fn passive_channel() -> (PassiveSender, PassiveReceiver) {
+    tokio::sync::mpsc::channel(passive::CHANNEL)
 }
 
 /// State of one listener shared by the control plane and all workers.
@@ -113,7 +178,9 @@ pub struct ListenerShared {
     /// Open connections (or flows) and rates per source, for per-source limits.
     pub sources: SourceTable,
     /// Where passive failures go.
-    passive: tokio::sync::mpsc::UnboundedSender<PassiveFailure>,
+    passive: PassiveSender,
+    /// Set when a passive failure's message did not fit in the channel.
+    pub passive_lost: passive::Lost,
 }
 
 impl ListenerShared {
@@ -123,7 +190,7 @@ impl ListenerShared {
         listen: SocketAddr,
         routing: Routing,
         workers: usize,
-        passive: tokio::sync::mpsc::UnboundedSender<PassiveFailure>,
+        passive: PassiveSender,
     ) -> ListenerShared {
         ListenerShared {
             name: name.into(),
@@ -133,6 +200,7 @@ impl ListenerShared {
             active: AtomicUsize::new(0),
             stats: Sharded::new(workers),
             passive,
+            passive_lost: passive::Lost::default(),
         }
     }
 
@@ -152,20 +220,23 @@ impl ListenerShared {
         self.active.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Reports a data-plane failure of backend `bi` of `routing` (no-op when passive
-    /// checks are off).
+    /// Reports a data-plane failure of `backend` (no-op when the listener's passive
+    /// checks are off): counted into the backend, and the control plane told when
+    /// nobody has yet (see [`super::passive`]). Never waits.
     pub fn report_failure(
         self: &Arc<Self>,
-        routing: &Routing,
-        bi: usize,
-        error: &dyn std::fmt::Display,
+        params: &ListenerParams,
+        backend: &Arc<BackendStats>,
+        error: &std::io::Error,
     ) {
-        if routing.passive {
-            let _ = self.passive.send(PassiveFailure {
+        if params.passive && backend.failures.record(error) {
+            let sent = self.passive.try_send(PassiveFailure {
                 listener: Arc::clone(self),
-                backend: Arc::clone(&routing.backends[bi]),
-                error: error.to_string(),
+                backend: Arc::clone(backend),
             });
+            if sent.is_err() {
+                self.passive_lost.mark();
+            }
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod admission;
 mod budget;
 mod command;
 mod listener;
+pub mod passive;
 mod ratelimit;
 mod socket;
 pub mod stats;
@@ -38,7 +39,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 pub use command::{BoundSocket, Command, WorkerListener, WorkerParams};
-pub use listener::{ListenerParams, ListenerShared, Mode, PassiveFailure, Routing};
+pub use listener::{
+    passive_channel, BackendTable, ListenerParams, ListenerShared, Mode, PassiveFailure,
+    PassiveReceiver, PassiveSender, Routing,
+};
 pub use socket::steer_by_cpu;
 pub use tcp::bind_tcp;
 /// One direction of a TCP session, public for `benches/forward.rs`.

@@ -1,7 +1,7 @@
 //! Data-plane counters: one shard per worker, so counting never contends.
 //!
 //! Each worker writes only its own shard (a cache-line-aligned block of plain relaxed
-//! atomics: a load and a store, no locked instruction), and the metrics exporter reads
+//! atomics: a load and a store, no locked instruction), and a metrics scrape reads
 //! and sums all shards when scraped. A reader may see a shard a few increments behind;
 //! nothing is ever lost.
 
@@ -41,6 +41,9 @@ pub struct ListenerCounters {
     /// Connections closed because the client sent nothing within
     /// `first_data_timeout` (`backend_connect = "on-data"`).
     pub rejected_first_data_timeout: Counter,
+    /// Connections closed because the only backends left are ringway's own
+    /// addresses (a loop).
+    pub rejected_loop: Counter,
     /// `forward = "kernel"`: sessions the kernel took over.
     pub kernel_joined: Counter,
     /// ... sessions it would not take, which ringway forwarded (e.g. the client had
@@ -60,6 +63,9 @@ pub struct ListenerCounters {
     pub udp_dropped_no_backend: Counter,
     /// New UDP flows dropped because the worker's file-descriptor budget was spent.
     pub udp_dropped_fd_limit: Counter,
+    /// New UDP flows dropped because the only backends left are ringway's own
+    /// addresses (a loop).
+    pub udp_dropped_loop: Counter,
     /// UDP datagrams the kernel would not send (either direction).
     pub udp_dropped_send: Counter,
     /// Datagrams for new flows on a listener removed by a reload (its old flows live on).
@@ -78,7 +84,7 @@ pub struct ListenerCounters {
 impl ListenerCounters {
     /// TCP connections refused or reset by ringway, by reason (the `reason` label of
     /// `ringway_listener_rejected_connections_total`), all workers together.
-    pub fn rejected(s: &Sharded<ListenerCounters>) -> [(&'static str, u64); 10] {
+    pub fn rejected(s: &Sharded<ListenerCounters>) -> [(&'static str, u64); 11] {
         [
             (
                 "max_connections",
@@ -102,6 +108,7 @@ impl ListenerCounters {
                 "first_data_timeout",
                 s.sum(|c| c.rejected_first_data_timeout.get()),
             ),
+            ("loop", s.sum(|c| c.rejected_loop.get())),
         ]
     }
 
@@ -117,7 +124,7 @@ impl ListenerCounters {
 
     /// UDP datagrams dropped, by reason (the `reason` label of
     /// `ringway_udp_dropped_datagrams_total`), all workers together.
-    pub fn udp_dropped(s: &Sharded<ListenerCounters>) -> [(&'static str, u64); 8] {
+    pub fn udp_dropped(s: &Sharded<ListenerCounters>) -> [(&'static str, u64); 9] {
         [
             ("max_flows", s.sum(|c| c.udp_dropped_max_flows.get())),
             ("no_backend", s.sum(|c| c.udp_dropped_no_backend.get())),
@@ -133,6 +140,7 @@ impl ListenerCounters {
                 SourceRate.reason(),
                 s.sum(|c| c.udp_dropped_source_rate.get()),
             ),
+            ("loop", s.sum(|c| c.udp_dropped_loop.get())),
         ]
     }
 }
@@ -163,6 +171,8 @@ pub struct BackendStats {
     pub addr: SocketAddr,
     /// Per-worker counters.
     pub counters: Sharded<BackendCounters>,
+    /// Failures seen on the data path that the control plane has not taken yet.
+    pub failures: super::passive::Failures,
 }
 
 impl BackendStats {
@@ -172,6 +182,7 @@ impl BackendStats {
             id: id.into(),
             addr,
             counters: Sharded::new(workers),
+            failures: Default::default(),
         }
     }
 

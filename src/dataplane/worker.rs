@@ -173,7 +173,7 @@ impl Worker {
             match cmd {
                 Command::Drain { deadline } => {
                     let registry = self.poll.registry();
-                    self.tcp.close_listeners(registry);
+                    self.tcp.close_listeners(registry, now);
                     // Without its listener socket a flow cannot reply: flows end now.
                     self.udp.close_all(registry, now);
                     let left = deadline.saturating_duration_since(Instant::now());

@@ -9,6 +9,7 @@
 //! `[resolver] nxdomain_after` in a row.
 
 pub mod dns;
+pub mod filter;
 pub mod track;
 
 use std::collections::HashMap;
@@ -116,6 +117,19 @@ impl Sets {
     ) -> bool {
         let mut changed = false;
         let after = next.resolver.nxdomain_after;
+        let found = answers
+            .iter()
+            .any(|a| matches!(a.answer, Answer::Found { .. }));
+        let local = if found {
+            filter::local_addresses()
+        } else {
+            Vec::new()
+        };
+        let own = |p| filter::Own::of(next, p, &local);
+        let own = [
+            own(crate::config::Protocol::Tcp),
+            own(crate::config::Protocol::Udp),
+        ];
         for a in answers {
             let Some(l) = next.listeners.iter_mut().find(|l| l.name == a.listener) else {
                 continue;
@@ -127,7 +141,32 @@ impl Sets {
                 .tracks
                 .entry((a.listener.clone(), a.set.clone()))
                 .or_default();
-            let (verdict, note) = track.answer(&a.answer, after);
+            // What may not be a backend is left out first; an answer left with
+            // nothing usable is a failed one (the last good set stays).
+            let set = &l.backend_sets[i];
+            let answer = match &a.answer {
+                Answer::Found { members, ttl } => {
+                    let rules = filter::Rules {
+                        own: &own[usize::from(l.protocol == crate::config::Protocol::Udp)],
+                        allow: set.allow.as_deref(),
+                        max: set.max_backends,
+                    };
+                    let (kept, refused) = filter::apply(members, rules);
+                    if track.left_out(&refused) {
+                        tracing::warn!(listener = %a.listener, set = %a.set, "answer with {} address(es): {refused}", members.len());
+                    }
+                    if kept.is_empty() {
+                        Answer::Failed(format!("no usable address: {refused}"))
+                    } else {
+                        Answer::Found {
+                            members: kept,
+                            ttl: *ttl,
+                        }
+                    }
+                }
+                other => other.clone(),
+            };
+            let (verdict, note) = track.answer(&answer, after);
             let members: Vec<Member> = match verdict {
                 Verdict::Apply(m) => m,
                 Verdict::Empty => Vec::new(),
@@ -168,6 +207,13 @@ impl Sets {
         self.tracks
             .get(&(listener.to_string(), set.to_string()))
             .map_or(0, SetTrack::errors)
+    }
+
+    /// Addresses left out of the answers of set `set` of `listener`.
+    pub fn refused_of(&self, listener: &str, set: &str) -> u64 {
+        self.tracks
+            .get(&(listener.to_string(), set.to_string()))
+            .map_or(0, SetTrack::refused)
     }
 
     /// Forgets sets `config` no longer has.

@@ -42,6 +42,10 @@ pub struct SetTrack {
     state: State,
     nxdomains: u32,
     errors: u64,
+    /// Addresses left out of answers so far.
+    refused: u64,
+    /// What the last answer left out (a change is logged, a repeat is not).
+    last_refused: super::filter::Refused,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +60,22 @@ impl SetTrack {
     /// Failed and NXDOMAIN answers so far.
     pub fn errors(&self) -> u64 {
         self.errors
+    }
+
+    /// Addresses left out of answers so far.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Counts what an answer left out; true when it differs from what the previous
+    /// answer left out (worth a log line).
+    pub fn left_out(&mut self, refused: &super::filter::Refused) -> bool {
+        self.refused += refused.len() as u64;
+        if *refused == self.last_refused {
+            return false;
+        }
+        self.last_refused = refused.clone();
+        !refused.is_empty()
     }
 
     /// Takes one answer.

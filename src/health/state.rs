@@ -1,10 +1,17 @@
 //! The rise/fall hysteresis of one backend. Pure: no I/O, no clock.
 //!
-//! A backend starts up (traffic flows at once; a dead backend is found by its first
-//! `fall` failed checks, or at once by failed connects on the data path). While up,
-//! `fall` consecutive failures take it down; while down, `rise` consecutive successes
-//! bring it back. A result that agrees with the current state resets the opposite
-//! streak, so only uninterrupted runs count, as in HAProxy.
+//! While up, `fall` consecutive failures take a backend down; while down, `rise`
+//! consecutive successes bring it back. A result that agrees with the current state
+//! resets the opposite streak, so only uninterrupted runs count, as in HAProxy.
+//!
+//! A backend with an active check starts *unconfirmed* ([`HealthState::unconfirmed`]):
+//! its first check decides, whatever `rise` and `fall` say. A configured backend starts
+//! up (traffic flows at once) and its first failed check takes it down, as HAProxy's
+//! default `init-state up` does, so a thousand dead backends are out after one check
+//! each, not `fall`; a backend discovered in DNS starts down and its first passing check
+//! brings it in (a scaled-up service is not ready at its first answer). After that first
+//! verdict, rise and fall apply. Without an active check a backend starts up and
+//! confirmed ([`HealthState::new`]).
 //!
 //! Failures seen on the data path (passive checks) bring no successes with them, so
 //! they also have to come close together: one more than a `window` after the previous
@@ -39,6 +46,8 @@ pub struct HealthState {
     streak: u32,
     /// When the last passive failure was seen.
     last_passive: Option<Duration>,
+    /// No active check has given its verdict yet: the first one decides.
+    unconfirmed: bool,
 }
 
 impl Default for HealthState {
@@ -54,7 +63,22 @@ impl HealthState {
             up,
             streak: 0,
             last_passive: None,
+            unconfirmed: false,
         }
+    }
+
+    /// A backend in the given state until its first active check, which decides:
+    /// a failure takes an up backend down, a success brings a down one up.
+    pub fn unconfirmed(up: bool) -> HealthState {
+        HealthState {
+            unconfirmed: true,
+            ..HealthState::new(up)
+        }
+    }
+
+    /// Whether no active check has given its verdict yet.
+    pub fn is_unconfirmed(&self) -> bool {
+        self.unconfirmed
     }
 
     /// Whether the backend is up.
@@ -67,8 +91,19 @@ impl HealthState {
         self.streak
     }
 
-    /// Records one check result; returns the transition if this result completes one.
+    /// Records one active check result; returns the transition if this result
+    /// completes one.
     pub fn observe(&mut self, ok: bool, t: Thresholds) -> Option<Transition> {
+        if std::mem::take(&mut self.unconfirmed) && ok != self.up {
+            self.up = ok;
+            self.streak = 0;
+            return Some(if ok { Transition::Up } else { Transition::Down });
+        }
+        self.count(ok, t)
+    }
+
+    /// One result counted against the thresholds.
+    fn count(&mut self, ok: bool, t: Thresholds) -> Option<Transition> {
         if ok == self.up {
             self.streak = 0;
             return None;
@@ -84,7 +119,9 @@ impl HealthState {
     }
 
     /// Records a failure seen on the data path at time `at`: it continues the run of
-    /// failures only when the previous passive failure came within `window`.
+    /// failures only when the previous passive failure came within `window`. It is
+    /// not a check's verdict: `fall` of them are needed even before the first check
+    /// (and once they took the backend down, `rise` checks bring it back).
     pub fn observe_passive(
         &mut self,
         at: Duration,
@@ -98,7 +135,12 @@ impl HealthState {
             self.streak = 0;
         }
         self.last_passive = Some(at);
-        self.observe(false, t)
+        let tr = self.count(false, t);
+        // Taken down is a verdict: from there, `rise` checks bring it back.
+        if tr.is_some() {
+            self.unconfirmed = false;
+        }
+        tr
     }
 }
 
@@ -109,7 +151,11 @@ mod tests {
     /// A reference model: the state after a sequence is decided by the last run of equal
     /// results long enough to flip it, replayed naively.
     fn model(seq: &[bool], t: Thresholds) -> (bool, Vec<(usize, Transition)>) {
-        let mut up = true;
+        model_from(true, seq, t)
+    }
+
+    fn model_from(start: bool, seq: &[bool], t: Thresholds) -> (bool, Vec<(usize, Transition)>) {
+        let mut up = start;
         let mut flips = Vec::new();
         let mut run = 0u32;
         for (i, &ok) in seq.iter().enumerate() {
@@ -151,6 +197,81 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// From either unconfirmed start, every sequence of up to 12 results, for every
+    /// rise and fall in 1..=4: the first result decides; from there on the machine
+    /// flips exactly where the model does from the state that result left.
+    #[test]
+    fn exhaustive_from_an_unconfirmed_start() {
+        for start in [true, false] {
+            for rise in 1..=4 {
+                for fall in 1..=4 {
+                    let t = Thresholds { rise, fall };
+                    for len in 1..=12usize {
+                        for bits in 0u32..(1 << len) {
+                            let seq: Vec<bool> = (0..len).map(|i| bits & (1 << i) != 0).collect();
+                            let mut s = HealthState::unconfirmed(start);
+                            let mut flips = Vec::new();
+                            for (i, &ok) in seq.iter().enumerate() {
+                                if let Some(tr) = s.observe(ok, t) {
+                                    flips.push((i, tr));
+                                }
+                            }
+                            // The model: the first result sets the state, then rise/fall.
+                            let first = seq[0];
+                            let mut want = Vec::new();
+                            if first != start {
+                                want.push((
+                                    0,
+                                    if first {
+                                        Transition::Up
+                                    } else {
+                                        Transition::Down
+                                    },
+                                ));
+                            }
+                            let (up, rest) = model_from(first, &seq[1..], t);
+                            want.extend(rest.into_iter().map(|(i, tr)| (i + 1, tr)));
+                            assert_eq!(
+                                s.is_up(),
+                                up,
+                                "start {start} rise {rise} fall {fall} seq {seq:?}"
+                            );
+                            assert_eq!(
+                                flips, want,
+                                "start {start} rise {rise} fall {fall} seq {seq:?}"
+                            );
+                            assert!(!s.is_unconfirmed());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn passive_failures_need_fall_and_only_their_verdict_confirms() {
+        let t = Thresholds { rise: 2, fall: 3 };
+        let w = Duration::from_secs(6);
+        let mut s = HealthState::unconfirmed(true);
+        assert_eq!(s.observe_passive(Duration::ZERO, w, t), None);
+        assert!(s.is_unconfirmed());
+        assert_eq!(
+            s.observe(false, t),
+            Some(Transition::Down),
+            "the first check decides"
+        );
+        let mut s = HealthState::unconfirmed(true);
+        s.observe_passive(Duration::ZERO, w, t);
+        s.observe_passive(Duration::ZERO, w, t);
+        assert_eq!(
+            s.observe_passive(Duration::ZERO, w, t),
+            Some(Transition::Down)
+        );
+        assert!(!s.is_unconfirmed());
+        assert_eq!(s.observe(true, t), None, "rise = 2 from here");
+        assert_eq!(s.observe(true, t), Some(Transition::Up));
     }
 
     #[test]

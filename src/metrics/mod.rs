@@ -1,30 +1,22 @@
-//! Prometheus metrics: the names ([`names`]) and the exporter.
+//! Prometheus metrics: the names ([`names`]) and the text each scrape renders.
 //!
-//! Data-plane counters live in per-worker shards ([`crate::dataplane::stats`]); they are
-//! summed and copied into a `metrics-exporter-prometheus` recorder when `/metrics` is
-//! scraped, so workers never touch the recorder. The health checker records check
-//! durations into the histogram as checks finish. The recorder is owned here, not
-//! installed as the process-global one: everything goes through
-//! [`metrics::with_local_recorder`].
-//!
-//! Series of listeners and backends removed by a reload stop being updated and are
-//! dropped from the output after [`STALE_AFTER`].
+//! Data-plane counters live in per-worker shards ([`crate::dataplane::stats`]); the
+//! control plane's own figures (health, transitions, shares, check durations in a
+//! fixed-bucket [`Histogram`]) live in its state and are copied into each published
+//! view. A scrape sums the shards and writes the text straight from a [`Sample`] of
+//! them ([`render`], [`text`]): nothing is kept between scrapes, so memory does not
+//! grow with time or with scrapers, and series of backends and listeners a reload
+//! removed are gone at the next scrape.
 
+pub mod histogram;
 pub mod names;
+pub mod text;
 
-use std::time::Duration;
-
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
-use metrics_util::MetricKindMask;
+pub use histogram::Histogram;
 
 use crate::dataplane::stats::{BackendStats, ListenerCounters, Sharded};
 use names::*;
-
-/// How long series nobody updates stay in the output (those of removed backends).
-pub const STALE_AFTER: Duration = Duration::from_secs(300);
+use text::Text;
 
 /// What one scrape reports about one backend.
 #[derive(Debug)]
@@ -45,8 +37,9 @@ pub struct BackendSample<'a> {
     pub to_up: u64,
     /// Transitions to down.
     pub to_down: u64,
-    /// Actively health-checked (its check-duration histogram is shown from the start).
-    pub checked: bool,
+    /// Durations of its active checks, when it is actively checked (shown from the
+    /// start, empty before the first check).
+    pub check_durations: Option<&'a Histogram>,
 }
 
 /// What one scrape reports about one listener.
@@ -75,8 +68,8 @@ pub struct Sample<'a> {
     pub reloads_ok: u64,
     /// Reloads rejected.
     pub reloads_failed: u64,
-    /// Access-log records dropped because a worker's queue was full.
-    pub access_log_dropped: u64,
+    /// Access-log records lost, by reason.
+    pub access_log_lost: [(&'static str, u64); 3],
     /// Backend sets.
     pub sets: Vec<SetSample<'a>>,
 }
@@ -90,131 +83,185 @@ pub struct SetSample<'a> {
     pub set: &'a str,
     /// Answers not applied.
     pub errors: u64,
+    /// Addresses left out of answers (not allowed, or past `max_backends`).
+    pub refused: u64,
     /// Backends it gives now.
     pub backends: usize,
 }
 
-/// The Prometheus recorder and its renderer.
-#[derive(Debug)]
-pub struct Exporter {
-    recorder: PrometheusRecorder,
-    handle: PrometheusHandle,
+/// Help and type of a metric.
+fn about(name: &str) -> (&'static str, &'static str) {
+    ALL.iter()
+        .find(|m| m.0 == name)
+        .map_or(("gauge", ""), |m| (m.2, m.3))
 }
 
-impl Exporter {
-    /// A recorder whose un-updated series disappear after `stale_after`.
-    pub fn new(stale_after: Duration) -> Exporter {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Full(HEALTH_CHECK_DURATION.to_string()),
-                CHECK_DURATION_BUCKETS,
-            )
-            .expect("the bucket list is not empty")
-            .idle_timeout(MetricKindMask::ALL, Some(stale_after))
-            .build_recorder();
-        let handle = recorder.handle();
-        metrics::with_local_recorder(&recorder, || {
-            for &(name, _, kind, help) in ALL {
-                match kind {
-                    "counter" => describe_counter!(name, help),
-                    "gauge" => describe_gauge!(name, help),
-                    _ => describe_histogram!(name, help),
-                }
-            }
-        });
-        Exporter { recorder, handle }
-    }
-
-    /// Records how long one active check of `backend` took.
-    pub fn record_check(&self, listener: &str, backend: &str, took: Duration) {
-        metrics::with_local_recorder(&self.recorder, || {
-            histogram!(HEALTH_CHECK_DURATION, LISTENER => listener.to_string(), BACKEND => backend.to_string())
-                .record(took.as_secs_f64());
-        });
-    }
-
-    /// Copies `sample` into the recorder and renders the Prometheus text format.
-    pub fn render(&self, sample: &Sample<'_>) -> String {
-        metrics::with_local_recorder(&self.recorder, || {
-            gauge!(BUILD_INFO, VERSION => env!("CARGO_PKG_VERSION")).set(1.0);
-            counter!(CONFIG_RELOADS, RESULT => SUCCESS).absolute(sample.reloads_ok);
-            counter!(CONFIG_RELOADS, RESULT => FAILURE).absolute(sample.reloads_failed);
-            counter!(ACCESS_LOG_DROPPED).absolute(sample.access_log_dropped);
-            for l in &sample.listeners {
-                listener(l);
-            }
-            for s in &sample.sets {
-                let labels = [(LISTENER, s.listener.to_string()), (SET, s.set.to_string())];
-                counter!(RESOLVER_ERRORS, &labels).absolute(s.errors);
-                gauge!(BACKEND_SET_BACKENDS, &labels).set(s.backends as f64);
-            }
-        });
-        self.handle.render()
-    }
-}
-
-fn listener(l: &ListenerSample<'_>) {
-    let name = l.name.to_string();
-    let s = l.stats;
-    let sum = |f: fn(&ListenerCounters) -> u64| s.sum(f);
-    let lbl = |v: &str| [(LISTENER, name.clone()), (REASON, v.to_string())];
-    gauge!(RING_REMAPPED, LISTENER => name.clone()).set(l.remapped);
-    if l.udp {
-        gauge!(UDP_FLOWS_ACTIVE, LISTENER => name.clone()).set(l.active as f64);
-        counter!(UDP_FLOWS, LISTENER => name.clone()).absolute(sum(|c| c.udp_flows.get()));
-        counter!(UDP_DATAGRAMS, LISTENER => name.clone(), DIRECTION => "in")
-            .absolute(sum(|c| c.udp_in.get()));
-        counter!(UDP_DATAGRAMS, LISTENER => name.clone(), DIRECTION => "out")
-            .absolute(sum(|c| c.udp_out.get()));
-        for (reason, v) in ListenerCounters::udp_dropped(s) {
-            counter!(UDP_DROPPED, &lbl(reason)).absolute(v);
-        }
-    } else {
-        gauge!(LISTENER_ACTIVE, LISTENER => name.clone()).set(l.active as f64);
-        counter!(LISTENER_CONNECTIONS, LISTENER => name.clone())
-            .absolute(sum(|c| c.connections.get()));
-        for (reason, v) in ListenerCounters::rejected(s) {
-            counter!(LISTENER_REJECTED, &lbl(reason)).absolute(v);
-        }
-        for (result, v) in ListenerCounters::kernel(s) {
-            counter!(LISTENER_KERNEL_SESSIONS, LISTENER => name.clone(), RESULT => result)
-                .absolute(v);
-        }
-    }
-    for b in &l.backends {
-        backend(&name, b);
-    }
-}
-
-fn backend(listener: &str, b: &BackendSample<'_>) {
-    let c = &b.stats.counters;
-    let labels = [
-        (LISTENER, listener.to_string()),
-        (BACKEND, b.stats.id.to_string()),
-    ];
-    let with = |k: &'static str, v: &'static str| {
-        [
-            (LISTENER, listener.to_string()),
-            (BACKEND, b.stats.id.to_string()),
-            (k, v.to_string()),
-        ]
+/// The Prometheus text of `sample`.
+pub fn render(sample: &Sample<'_>) -> String {
+    let backends: usize = sample.listeners.iter().map(|l| l.backends.len()).sum();
+    let mut t = Text::with_capacity(4096 + backends * 3000);
+    let family = |t: &mut Text, name: &str| {
+        let (kind, help) = about(name);
+        t.family(name, kind, help);
     };
-    counter!(BACKEND_CONNECTIONS, &labels).absolute(c.sum(|x| x.connections.get()));
-    gauge!(BACKEND_ACTIVE, &labels).set(b.stats.active() as f64);
-    counter!(BACKEND_CONNECT_ERRORS, &labels).absolute(c.sum(|x| x.connect_errors.get()));
-    counter!(BACKEND_RECEIVED_BYTES, &labels).absolute(c.sum(|x| x.received_bytes.get()));
-    counter!(BACKEND_SENT_BYTES, &labels).absolute(c.sum(|x| x.sent_bytes.get()));
-    gauge!(BACKEND_UP, &labels).set(if b.up { 1.0 } else { 0.0 });
-    gauge!(BACKEND_RING_SHARE, &labels).set(b.share);
-    counter!(HEALTH_CHECKS, &with(RESULT, SUCCESS)).absolute(b.checks_ok);
-    counter!(HEALTH_CHECKS, &with(RESULT, FAILURE)).absolute(b.checks_failed);
-    counter!(HEALTH_CHECKS, &with(RESULT, UNKNOWN)).absolute(b.checks_unknown);
-    if b.checked {
-        // Registering shows the histogram (empty) before the first check finishes.
-        let _ = histogram!(HEALTH_CHECK_DURATION, &labels);
+    let version = env!("CARGO_PKG_VERSION");
+    family(&mut t, BUILD_INFO);
+    t.sample(BUILD_INFO, &[(VERSION, version)], 1u64);
+    family(&mut t, CONFIG_RELOADS);
+    t.sample(CONFIG_RELOADS, &[(RESULT, SUCCESS)], sample.reloads_ok);
+    t.sample(CONFIG_RELOADS, &[(RESULT, FAILURE)], sample.reloads_failed);
+    family(&mut t, ACCESS_LOG_DROPPED);
+    for (reason, n) in sample.access_log_lost {
+        t.sample(ACCESS_LOG_DROPPED, &[(REASON, reason)], n);
     }
-    counter!(BACKEND_TRANSITIONS, &with(TO, "up")).absolute(b.to_up);
-    counter!(BACKEND_TRANSITIONS, &with(TO, "down")).absolute(b.to_down);
+    let tcp = || sample.listeners.iter().filter(|l| !l.udp);
+    let udp = || sample.listeners.iter().filter(|l| l.udp);
+    let sum = |l: &ListenerSample<'_>, f: fn(&ListenerCounters) -> u64| l.stats.sum(f);
+    // Listeners.
+    family(&mut t, RING_REMAPPED);
+    for l in &sample.listeners {
+        t.sample(RING_REMAPPED, &[(LISTENER, l.name)], l.remapped);
+    }
+    family(&mut t, LISTENER_ACTIVE);
+    for l in tcp() {
+        t.sample(LISTENER_ACTIVE, &[(LISTENER, l.name)], l.active as u64);
+    }
+    family(&mut t, LISTENER_CONNECTIONS);
+    for l in tcp() {
+        let v = sum(l, |c| c.connections.get());
+        t.sample(LISTENER_CONNECTIONS, &[(LISTENER, l.name)], v);
+    }
+    family(&mut t, LISTENER_REJECTED);
+    for l in tcp() {
+        for (reason, v) in ListenerCounters::rejected(l.stats) {
+            t.sample(
+                LISTENER_REJECTED,
+                &[(LISTENER, l.name), (REASON, reason)],
+                v,
+            );
+        }
+    }
+    family(&mut t, LISTENER_KERNEL_SESSIONS);
+    for l in tcp() {
+        for (result, v) in ListenerCounters::kernel(l.stats) {
+            let labels = [(LISTENER, l.name), (RESULT, result)];
+            t.sample(LISTENER_KERNEL_SESSIONS, &labels, v);
+        }
+    }
+    family(&mut t, UDP_FLOWS_ACTIVE);
+    for l in udp() {
+        t.sample(UDP_FLOWS_ACTIVE, &[(LISTENER, l.name)], l.active as u64);
+    }
+    family(&mut t, UDP_FLOWS);
+    for l in udp() {
+        t.sample(
+            UDP_FLOWS,
+            &[(LISTENER, l.name)],
+            sum(l, |c| c.udp_flows.get()),
+        );
+    }
+    family(&mut t, UDP_DATAGRAMS);
+    for l in udp() {
+        let (i, o) = (sum(l, |c| c.udp_in.get()), sum(l, |c| c.udp_out.get()));
+        t.sample(UDP_DATAGRAMS, &[(LISTENER, l.name), (DIRECTION, "in")], i);
+        t.sample(UDP_DATAGRAMS, &[(LISTENER, l.name), (DIRECTION, "out")], o);
+    }
+    family(&mut t, UDP_DROPPED);
+    for l in udp() {
+        for (reason, v) in ListenerCounters::udp_dropped(l.stats) {
+            t.sample(UDP_DROPPED, &[(LISTENER, l.name), (REASON, reason)], v);
+        }
+    }
+    // Backends: one family at a time, every backend of every listener.
+    let each = |t: &mut Text, name: &str, value: &dyn Fn(&BackendSample<'_>) -> text::Value| {
+        for l in &sample.listeners {
+            for b in &l.backends {
+                t.sample(
+                    name,
+                    &[(LISTENER, l.name), (BACKEND, &b.stats.id)],
+                    value(b),
+                );
+            }
+        }
+    };
+    let counter = |c: &BackendStats, f: fn(&crate::dataplane::stats::BackendCounters) -> u64| {
+        text::Value::Int(c.counters.sum(f))
+    };
+    family(&mut t, BACKEND_CONNECTIONS);
+    each(&mut t, BACKEND_CONNECTIONS, &|b| {
+        counter(b.stats, |x| x.connections.get())
+    });
+    family(&mut t, BACKEND_ACTIVE);
+    each(&mut t, BACKEND_ACTIVE, &|b| b.stats.active().into());
+    family(&mut t, BACKEND_CONNECT_ERRORS);
+    each(&mut t, BACKEND_CONNECT_ERRORS, &|b| {
+        counter(b.stats, |x| x.connect_errors.get())
+    });
+    family(&mut t, BACKEND_RECEIVED_BYTES);
+    each(&mut t, BACKEND_RECEIVED_BYTES, &|b| {
+        counter(b.stats, |x| x.received_bytes.get())
+    });
+    family(&mut t, BACKEND_SENT_BYTES);
+    each(&mut t, BACKEND_SENT_BYTES, &|b| {
+        counter(b.stats, |x| x.sent_bytes.get())
+    });
+    family(&mut t, BACKEND_UP);
+    each(&mut t, BACKEND_UP, &|b| u64::from(b.up).into());
+    family(&mut t, BACKEND_RING_SHARE);
+    each(&mut t, BACKEND_RING_SHARE, &|b| b.share.into());
+    family(&mut t, HEALTH_CHECKS);
+    for l in &sample.listeners {
+        for b in &l.backends {
+            for (result, v) in [
+                (SUCCESS, b.checks_ok),
+                (FAILURE, b.checks_failed),
+                (UNKNOWN, b.checks_unknown),
+            ] {
+                let labels = [
+                    (LISTENER, l.name),
+                    (BACKEND, &*b.stats.id),
+                    (RESULT, result),
+                ];
+                t.sample(HEALTH_CHECKS, &labels, v);
+            }
+        }
+    }
+    family(&mut t, HEALTH_CHECK_DURATION);
+    for l in &sample.listeners {
+        for b in &l.backends {
+            if let Some(h) = b.check_durations {
+                t.histogram(
+                    HEALTH_CHECK_DURATION,
+                    &[(LISTENER, l.name), (BACKEND, &b.stats.id)],
+                    h,
+                );
+            }
+        }
+    }
+    family(&mut t, BACKEND_TRANSITIONS);
+    for l in &sample.listeners {
+        for b in &l.backends {
+            for (to, v) in [("up", b.to_up), ("down", b.to_down)] {
+                let labels = [(LISTENER, l.name), (BACKEND, &*b.stats.id), (TO, to)];
+                t.sample(BACKEND_TRANSITIONS, &labels, v);
+            }
+        }
+    }
+    // Backend sets.
+    for (name, value) in [
+        (
+            RESOLVER_ERRORS,
+            (|s: &SetSample<'_>| s.errors) as fn(&SetSample<'_>) -> u64,
+        ),
+        (BACKEND_SET_BACKENDS, |s| s.backends as u64),
+        (BACKEND_SET_REFUSED, |s| s.refused),
+    ] {
+        family(&mut t, name);
+        for s in &sample.sets {
+            t.sample(name, &[(LISTENER, s.listener), (SET, s.set)], value(s));
+        }
+    }
+    t.finish()
 }
 
 #[cfg(test)]

@@ -36,7 +36,8 @@ pub const LISTENER_ACTIVE: &str = "ringway_listener_active_connections";
 /// worker's share of file descriptors is spent), `local_error` (no local port or
 /// memory for the backend socket), `denied` (`allow`/`deny`), `source_limit`
 /// (`max_connections_per_source`), `source_rate` (`connection_rate_per_source`),
-/// `first_data_timeout` (`backend_connect = "on-data"` and the client sent nothing).
+/// `first_data_timeout` (`backend_connect = "on-data"` and the client sent nothing),
+/// `loop` (the only backends left are ringway's own addresses).
 pub const LISTENER_REJECTED: &str = "ringway_listener_rejected_connections_total";
 /// `forward = "kernel"` listeners: sessions by `result`: `joined` (the kernel forwards
 /// them), `declined` (the kernel would not take them, e.g. the client had already sent
@@ -71,7 +72,8 @@ pub const UDP_FLOWS: &str = "ringway_udp_flows_total";
 pub const UDP_DATAGRAMS: &str = "ringway_udp_datagrams_total";
 /// UDP datagrams dropped, by `reason`: `max_flows`, `no_backend`, `send_failed`,
 /// `listener_removed`, `fd_limit`, `denied` (`allow`/`deny`), `source_limit`
-/// (`udp_max_flows_per_source`), `source_rate` (`udp_flow_rate_per_source`).
+/// (`udp_max_flows_per_source`), `source_rate` (`udp_flow_rate_per_source`), `loop`
+/// (the only backends left are ringway's own addresses).
 pub const UDP_DROPPED: &str = "ringway_udp_dropped_datagrams_total";
 /// Fraction of the key space that changed backend at the listener's last ring change.
 pub const RING_REMAPPED: &str = "ringway_ring_remapped_ratio";
@@ -79,7 +81,9 @@ pub const RING_REMAPPED: &str = "ringway_ring_remapped_ratio";
 pub const CONFIG_RELOADS: &str = "ringway_config_reloads_total";
 /// Always 1; the `version` label carries the version.
 pub const BUILD_INFO: &str = "ringway_build_info";
-/// Access-log records dropped because a worker's queue to the writer was full.
+/// Access-log records lost, by `reason`: `queue_full` (a worker's queue to the writer
+/// was full), `write_failed` (writing failed: no space, file too large, I/O error),
+/// `not_open` (the file could not be opened).
 pub const ACCESS_LOG_DROPPED: &str = "ringway_access_log_dropped_total";
 
 /// Answers to a `backend_set`'s lookup that were not applied: failures (timeout,
@@ -87,6 +91,10 @@ pub const ACCESS_LOG_DROPPED: &str = "ringway_access_log_dropped_total";
 pub const RESOLVER_ERRORS: &str = "ringway_resolver_errors_total";
 /// Backends a `backend_set` gives now.
 pub const BACKEND_SET_BACKENDS: &str = "ringway_backend_set_backends";
+/// Addresses a `backend_set`'s answers gave that were left out: not allowed (ringway's
+/// own addresses, port 0, unspecified, multicast or broadcast addresses, outside
+/// `allow`) or past `max_backends`.
+pub const BACKEND_SET_REFUSED: &str = "ringway_backend_set_refused_total";
 /// Buckets of [`HEALTH_CHECK_DURATION`] (seconds).
 pub const CHECK_DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -97,7 +105,7 @@ pub const CHECK_DURATION_BUCKETS: &[f64] = &[
 pub const ALL: &[(&str, &[&str], &str, &str)] = &[
     (LISTENER_CONNECTIONS, &[LISTENER], "counter", "TCP connections accepted and established to a backend"),
     (LISTENER_ACTIVE, &[LISTENER], "gauge", "Connections (TCP) or flows (UDP) open now"),
-    (LISTENER_REJECTED, &[LISTENER, REASON], "counter", "Connections refused or reset by ringway: max_connections, no_backend, backends_failed, proxy_header, fd_limit, local_error"),
+    (LISTENER_REJECTED, &[LISTENER, REASON], "counter", "Connections refused or reset by ringway: max_connections, no_backend, backends_failed, proxy_header, fd_limit, local_error, denied, source_limit, source_rate, first_data_timeout, loop"),
     (LISTENER_KERNEL_SESSIONS, &[LISTENER, RESULT], "counter", "forward = kernel: sessions the kernel took (joined), would not take (declined: ringway forwards them) or failed to take (failed: reset)"),
     (BACKEND_CONNECTIONS, &[LISTENER, BACKEND], "counter", "Connections (TCP) or flows (UDP) established to the backend"),
     (BACKEND_ACTIVE, &[LISTENER, BACKEND], "gauge", "Connections (TCP) or flows (UDP) open to the backend now"),
@@ -112,11 +120,12 @@ pub const ALL: &[(&str, &[&str], &str, &str)] = &[
     (UDP_FLOWS_ACTIVE, &[LISTENER], "gauge", "UDP flows open now"),
     (UDP_FLOWS, &[LISTENER], "counter", "UDP flows created"),
     (UDP_DATAGRAMS, &[LISTENER, DIRECTION], "counter", "UDP datagrams: in from clients, out to clients"),
-    (UDP_DROPPED, &[LISTENER, REASON], "counter", "UDP datagrams dropped: max_flows, no_backend, send_failed, listener_removed, fd_limit"),
+    (UDP_DROPPED, &[LISTENER, REASON], "counter", "UDP datagrams dropped: max_flows, no_backend, send_failed, listener_removed, fd_limit, denied, source_limit, source_rate, loop"),
     (RING_REMAPPED, &[LISTENER], "gauge", "Fraction of the key space that changed backend at the last ring change"),
     (CONFIG_RELOADS, &[RESULT], "counter", "Config reloads by result: success, failure"),
     (BUILD_INFO, &[VERSION], "gauge", "Always 1; labelled with the version"),
-    (ACCESS_LOG_DROPPED, &[], "counter", "Access-log records dropped because a worker's queue to the writer was full"),
+    (ACCESS_LOG_DROPPED, &[REASON], "counter", "Access-log records lost: queue_full (a worker's queue to the writer was full), write_failed (no space, file too large, I/O error), not_open (the file could not be opened)"),
     (RESOLVER_ERRORS, &[LISTENER, SET], "counter", "backend_set lookups not applied: failures (the last good set stays) and NXDOMAIN answers"),
     (BACKEND_SET_BACKENDS, &[LISTENER, SET], "gauge", "Backends a backend_set gives now"),
+    (BACKEND_SET_REFUSED, &[LISTENER, SET], "counter", "Addresses left out of a backend_set's answers: not allowed (own addresses, port 0, unspecified, multicast, broadcast, outside allow) or past max_backends"),
 ];

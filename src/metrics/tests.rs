@@ -1,5 +1,7 @@
 use super::*;
 
+static EMPTY: Histogram = Histogram::EMPTY;
+
 fn sample<'a>(stats: &'a Sharded<ListenerCounters>, backends: &'a [BackendStats]) -> Sample<'a> {
     Sample {
         listeners: vec![ListenerSample {
@@ -19,13 +21,13 @@ fn sample<'a>(stats: &'a Sharded<ListenerCounters>, backends: &'a [BackendStats]
                     checks_unknown: 0,
                     to_up: 0,
                     to_down: 1,
-                    checked: true,
+                    check_durations: Some(&EMPTY),
                 })
                 .collect(),
         }],
         reloads_ok: 1,
         reloads_failed: 0,
-        access_log_dropped: 0,
+        access_log_lost: [("queue_full", 0), ("write_failed", 0), ("not_open", 0)],
         sets: Vec::new(),
     }
 }
@@ -59,8 +61,7 @@ fn shards_are_summed_and_labelled() {
     stats.shard(1).connections.add(4);
     let b = [BackendStats::new("b1", "127.0.0.1:1".parse().unwrap(), 2)];
     b[0].counters.shard(1).sent_bytes.add(10);
-    let e = Exporter::new(STALE_AFTER);
-    let text = e.render(&sample(&stats, &b));
+    let text = render(&sample(&stats, &b));
     assert!(
         text.contains("ringway_listener_connections_total{listener=\"web\"} 7"),
         "{text}"
@@ -76,17 +77,44 @@ fn shards_are_summed_and_labelled() {
     assert!(text.contains("ringway_build_info{version=\""), "{text}");
 }
 
+/// Every sample sits under its own family's TYPE line, each family once.
 #[test]
-fn series_nobody_updates_disappear() {
+fn families_are_contiguous_and_typed_once() {
+    let stats: Sharded<ListenerCounters> = Sharded::new(1);
+    let b = [
+        BackendStats::new("b1", "127.0.0.1:1".parse().unwrap(), 1),
+        BackendStats::new("b2", "127.0.0.1:2".parse().unwrap(), 1),
+    ];
+    let text = render(&sample(&stats, &b));
+    let mut seen = std::collections::HashSet::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            current = rest.split(' ').next().unwrap().to_string();
+            assert!(seen.insert(current.clone()), "{current} typed twice");
+        } else if !line.starts_with('#') {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| *f == current))
+                .unwrap_or(name);
+            assert_eq!(family, current, "{line} outside its family");
+        }
+    }
+    for &(name, ..) in names::ALL {
+        assert!(seen.contains(name), "{name} missing");
+    }
+}
+
+#[test]
+fn removed_backends_are_gone_at_the_next_scrape() {
     let stats: Sharded<ListenerCounters> = Sharded::new(1);
     let b = [
         BackendStats::new("gone", "127.0.0.1:1".parse().unwrap(), 1),
         BackendStats::new("stays", "127.0.0.1:2".parse().unwrap(), 1),
     ];
-    let e = Exporter::new(Duration::from_millis(200));
-    assert!(e.render(&sample(&stats, &b)).contains("backend=\"gone\""));
-    std::thread::sleep(Duration::from_millis(400));
-    let text = e.render(&sample(&stats, &b[1..]));
+    assert!(render(&sample(&stats, &b)).contains("backend=\"gone\""));
+    let text = render(&sample(&stats, &b[1..]));
     assert!(!text.contains("backend=\"gone\""), "{text}");
     assert!(text.contains("backend=\"stays\""), "{text}");
 }
@@ -95,8 +123,7 @@ fn series_nobody_updates_disappear() {
 fn checked_backends_have_a_histogram_before_the_first_check() {
     let stats: Sharded<ListenerCounters> = Sharded::new(1);
     let b = [BackendStats::new("b1", "127.0.0.1:1".parse().unwrap(), 1)];
-    let e = Exporter::new(STALE_AFTER);
-    let text = e.render(&sample(&stats, &b));
+    let text = render(&sample(&stats, &b));
     assert!(
         text.contains(
             "ringway_health_check_duration_seconds_count{listener=\"web\",backend=\"b1\"} 0"

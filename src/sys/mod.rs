@@ -20,6 +20,7 @@ macro_rules! syscall {
     }};
 }
 
+pub mod heap;
 pub mod mmsg;
 pub mod pipe;
 pub mod rlimit;

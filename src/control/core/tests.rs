@@ -10,13 +10,16 @@ use crate::health::probe::ProbeError;
 
 fn control(toml: &str) -> Control {
     let config = crate::config::parse(Path::new("t.toml"), toml).unwrap();
-    let (passive, _) = tokio::sync::mpsc::unbounded_channel();
+    let (passive, _) = crate::dataplane::passive_channel();
     let listeners = config
         .listeners
         .iter()
-        .map(|l| ListenerState::new(l.clone(), 1, passive.clone()))
+        .map(|l| ListenerState::new(l.clone(), 1, passive.clone(), vec![None; l.backends.len()]))
         .collect();
-    let (handle, _) = super::super::actor::channel(None);
+    let published = Arc::new(super::super::view::Published::new(
+        super::super::view::View::empty(),
+    ));
+    let (handle, _) = super::super::actor::channel(Default::default(), published);
     let (log, _) = crate::accesslog::AccessLog::start(1, None).unwrap();
     Control::new(
         config,
@@ -41,11 +44,13 @@ fn checked(c: &Control, bi: usize, result: Result<(), ProbeError>) -> Outcome {
     }
 }
 
+/// One failure seen on the data path, as a worker reports it.
 fn passive(c: &Control, bi: usize) -> PassiveFailure {
+    let backend = Arc::clone(&c.listeners[0].backends[bi].stats);
+    backend.failures.record(&errno(libc::ECONNREFUSED));
     PassiveFailure {
         listener: Arc::clone(&c.listeners[0].shared),
-        backend: Arc::clone(&c.listeners[0].backends[bi].stats),
-        error: "Connection refused".into(),
+        backend,
     }
 }
 
@@ -62,6 +67,7 @@ fn errno(e: i32) -> std::io::Error {
 fn a_check_that_cannot_run_is_unknown_never_a_failure() {
     let mut c = control(TCP);
     let now = Instant::now();
+    // Not even as the first check, which decides alone.
     for _ in 0..10 {
         let o = checked(&c, 1, Err(ProbeError::Local(errno(libc::EMFILE))));
         c.on_checked(o, now);
@@ -69,6 +75,8 @@ fn a_check_that_cannot_run_is_unknown_never_a_failure() {
     assert!(up(&c, 1), "EMFILE took a backend down");
     let b = &c.listeners[0].backends[1];
     assert_eq!((b.checks_unknown, b.checks_failed, b.checks_ok), (10, 0, 0));
+    assert!(b.health.is_unconfirmed(), "no verdict yet");
+    c.on_checked(checked(&c, 1, Ok(())), now);
     // Real failures still count, and unknowns in between do not interrupt them.
     for i in 0..3 {
         let o = checked(&c, 1, Err(ProbeError::Connect(errno(libc::ECONNREFUSED))));

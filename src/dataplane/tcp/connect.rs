@@ -2,10 +2,13 @@
 //! itself, what a failure counts as, and the PROXY header written once connected.
 //!
 //! Attempt 0 goes to the ring's pick for the flow key; a refused or timed-out connect
-//! moves on to the next distinct backend clockwise, up to `retries` more times. Each
-//! failure is counted against its backend and reported as a passive health result,
-//! unless it was this machine running short of something (descriptors, ports): that
-//! ends the session (`fd_limit`) and says nothing about any backend.
+//! moves on to the next distinct backend clockwise not tried yet, up to `retries` more
+//! times. Each attempt asks the routing published then (a backend that went down
+//! meanwhile is not tried), so a connecting session holds the listener's settings and
+//! the backends it tried, never a snapshot. Each failure is counted against its
+//! backend and reported as a passive health result, unless it was this machine running
+//! short of something (descriptors, ports): that ends the session (`fd_limit`) and says
+//! nothing about any backend.
 
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
@@ -15,7 +18,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::balance::hash::{flow_hash, PROTO_TCP};
-use crate::dataplane::listener::{ListenerShared, Routing};
+use crate::dataplane::listener::{ListenerParams, ListenerShared};
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::timers::{millis, Millis};
 use crate::proxy_protocol::{self, Version};
@@ -23,7 +26,8 @@ use crate::proxy_protocol::{self, Version};
 /// State of a session until its backend connection is established.
 #[derive(Debug)]
 pub(super) struct Connecting {
-    routing: Arc<Routing>,
+    /// The listener's settings when the session started.
+    params: Arc<ListenerParams>,
     /// The flow key (known once a PROXY header, if expected, is read).
     key: u64,
     /// The client: the peer, or what a received PROXY header says.
@@ -36,6 +40,10 @@ pub(super) struct Connecting {
     phase: Phase,
     /// When the header wait, the wait for data or the current connect attempt gives up.
     deadline: Millis,
+    /// The backend of the current attempt, once it started.
+    target: Option<Arc<BackendStats>>,
+    /// Backends whose attempts failed (allocated at the first failure).
+    tried: Vec<Arc<BackendStats>>,
 }
 
 /// What a session waits for before it has a backend connection.
@@ -68,19 +76,21 @@ impl Connecting {
     /// has sent a byte, with `backend_connect = "on-data"`), or, without a key
     /// (`accept_proxy`), waiting for the client's PROXY header first.
     pub fn new(
-        routing: Arc<Routing>,
+        params: Arc<ListenerParams>,
         key: Option<u64>,
         client: SocketAddr,
         now: Millis,
     ) -> Connecting {
         let mut c = Connecting {
-            deadline: now + millis(routing.params.connect_timeout),
-            routing,
+            deadline: now + millis(params.connect_timeout),
+            params,
             key: key.unwrap_or_default(),
             client,
             local: None,
             attempt: 0,
             phase: Phase::Header,
+            target: None,
+            tried: Vec::new(),
         };
         if key.is_some() {
             c.keyed(now);
@@ -90,7 +100,7 @@ impl Connecting {
 
     /// The key is known: wait for data first if the listener says so, else connect.
     fn keyed(&mut self, now: Millis) {
-        self.phase = match self.routing.params.first_data {
+        self.phase = match self.params.first_data {
             Some(wait) => {
                 self.deadline = now + millis(wait);
                 Phase::FirstData
@@ -115,8 +125,8 @@ impl Connecting {
     }
 
     /// The listener's settings it started with.
-    pub fn routing(&self) -> &Routing {
-        &self.routing
+    pub fn params(&self) -> &ListenerParams {
+        &self.params
     }
 
     /// When the current wait gives up.
@@ -131,9 +141,10 @@ impl Connecting {
 
     /// The PROXY header has been read at `now`: `addresses` are the client and the
     /// address it reached (`None` for LOCAL/UNKNOWN: the connection's own, `client` and
-    /// `own`). Returns false when no backend is up for the key they give.
+    /// `own`). Returns false when no backend of `shared` is up for the key they give.
     pub fn header_read(
         &mut self,
+        shared: &ListenerShared,
         addresses: Option<(SocketAddr, SocketAddr)>,
         own: SocketAddr,
         now: Millis,
@@ -147,8 +158,8 @@ impl Connecting {
             }
             None => (self.client, own),
         };
-        self.key = flow_hash(self.routing.params.hash, PROTO_TCP, client, local);
-        self.routing.snapshot.pick(self.key).is_some()
+        self.key = flow_hash(self.params.hash, PROTO_TCP, client, local);
+        shared.routing.load().snapshot.pick(self.key).is_some()
     }
 
     /// The current attempt's number: 0 for the ring's pick, then one per retry; one
@@ -157,12 +168,20 @@ impl Connecting {
         self.attempt
     }
 
-    /// The backend (index in the routing) of the current attempt.
-    pub fn current(&self) -> Option<usize> {
-        if self.attempt > self.routing.params.retries {
+    /// The next backend to try: the first backend clockwise from the key, in the
+    /// routing published now, that was not tried; `None` past the last retry.
+    fn next_target(&self, shared: &ListenerShared) -> Option<Arc<BackendStats>> {
+        if self.attempt > self.params.retries {
             return None;
         }
-        self.routing.snapshot.attempt(self.key, self.attempt)
+        let routing = shared.routing.load();
+        let tried = |b: usize| {
+            self.tried
+                .iter()
+                .any(|t| Arc::ptr_eq(t, &routing.backends[b]))
+        };
+        let bi = routing.snapshot.candidates(self.key).find(|&b| !tried(b))?;
+        Some(Arc::clone(&routing.backends[bi]))
     }
 
     /// Starts the current attempt, moving on past backends whose connect fails at once.
@@ -175,12 +194,13 @@ impl Connecting {
         now: Millis,
     ) -> Attempt {
         loop {
-            let Some(bi) = self.current() else {
+            let Some(target) = self.next_target(shared) else {
                 return Attempt::Exhausted {
                     attempts: self.attempt,
                 };
             };
-            let addr = self.routing.snapshot.backends()[bi].addr;
+            let addr = target.addr;
+            self.target = Some(target);
             let error = match TcpStream::connect(addr) {
                 Ok(mut stream) => match registry.register(
                     &mut stream,
@@ -188,7 +208,7 @@ impl Connecting {
                     Interest::READABLE | Interest::WRITABLE,
                 ) {
                     Ok(()) => {
-                        self.deadline = now + millis(self.routing.params.connect_timeout);
+                        self.deadline = now + millis(self.params.connect_timeout);
                         return Attempt::Started(stream);
                     }
                     // Registering can only fail for lack of kernel memory: local.
@@ -199,7 +219,7 @@ impl Connecting {
             if crate::sys::is_resource_shortage(&error) {
                 return Attempt::Local(error);
             }
-            tracing::debug!(listener = %shared.name, backend = %self.routing.snapshot.backends()[bi].id, "connect failed at once: {error}");
+            tracing::debug!(listener = %shared.name, backend = %addr, "connect failed at once: {error}");
             self.failed(shared, worker, &error);
         }
     }
@@ -207,20 +227,17 @@ impl Connecting {
     /// The current attempt failed: counted against its backend, reported as a passive
     /// health result, and the next attempt is up.
     pub fn failed(&mut self, shared: &Arc<ListenerShared>, worker: usize, error: &io::Error) {
-        if let Some(bi) = self.current() {
-            self.routing.backends[bi]
-                .counters
-                .shard(worker)
-                .connect_errors
-                .inc();
-            shared.report_failure(&self.routing, bi, error);
+        if let Some(t) = self.target.take() {
+            t.counters.shard(worker).connect_errors.inc();
+            shared.report_failure(&self.params, &t, error);
+            self.tried.push(t);
         }
         self.attempt += 1;
     }
 
     /// The backend it is connected to, now counted as one more connection there.
     pub fn established(&self, worker: usize) -> Option<Arc<BackendStats>> {
-        let target = Arc::clone(&self.routing.backends[self.current()?]);
+        let target = Arc::clone(self.target.as_ref()?);
         let counters = target.counters.shard(worker);
         counters.connections.inc();
         counters.active.add(1);
@@ -233,7 +250,7 @@ impl Connecting {
     /// rather than send a torn header. `reached`: the address the client reached, when
     /// no received header said it.
     pub fn send_header(&self, backend: &TcpStream, reached: SocketAddr) -> io::Result<()> {
-        let Some(version) = self.routing.params.send_proxy else {
+        let Some(version) = self.params.send_proxy else {
             return Ok(());
         };
         send_header(backend, version, self.client, self.local.unwrap_or(reached))

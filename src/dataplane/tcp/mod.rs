@@ -130,9 +130,12 @@ impl TcpPlane {
         }
     }
 
-    /// Stops accepting on every listener (a drain).
-    pub fn close_listeners(&mut self, registry: &Registry) {
+    /// Stops accepting on every listener (a drain). As a removed listener does, each
+    /// first takes the connections already in its accept queue (closing the socket
+    /// would reset them): they are served and drained with the rest.
+    pub fn close_listeners(&mut self, registry: &Registry, now: Millis) {
         for key in self.listeners.keys_where(|_| true) {
+            while self.accept(key, registry, now, true) {}
             if let Some(l) = self.listeners.remove(key) {
                 l.deregister(registry);
             }
@@ -348,6 +351,12 @@ impl TcpPlane {
                 undo();
                 shared.release();
                 self.budget.give(SESSION_FDS);
+                if params.loops {
+                    self.log_refused(&shared, peer, End::Rejected, Some("loop"));
+                    return self.refused(&shared, now, |c| &c.rejected_loop, || {
+                        "no backend but ringway's own addresses (a loop): closing new connection".to_string()
+                    });
+                }
                 self.log_refused(&shared, peer, End::NoBackend, None);
                 return self.refused(
                     &shared,
@@ -367,8 +376,8 @@ impl TcpPlane {
                 )
                 .map(|()| {
                     let client = (stream, peer);
-                    let routing = Arc::clone(&routing);
-                    Session::new(Arc::clone(&shared), client, flow, routing, admitted, now)
+                    let params = Arc::clone(&routing.params);
+                    Session::new(Arc::clone(&shared), client, flow, params, admitted, now)
                 })
         });
         let key = match inserted {
@@ -628,6 +637,8 @@ mod tests {
             admission: Default::default(),
             source_table_size: 64,
             first_data: None,
+            passive: false,
+            loops: false,
         };
         let backend = Backend {
             id: "b".into(),
@@ -637,16 +648,13 @@ mod tests {
             set: None,
         };
         let routing = Routing {
-            params,
+            params: Arc::new(params),
             snapshot: Snapshot::new(vec![backend], 16),
-            backends: vec![Arc::new(BackendStats::new(
-                "b",
-                "127.0.0.1:1".parse().unwrap(),
-                1,
-            ))],
-            passive: false,
+            backends: Arc::new(crate::dataplane::BackendTable::new(vec![Arc::new(
+                BackendStats::new("b", "127.0.0.1:1".parse().unwrap(), 1),
+            )])),
         };
-        let (passive, _) = tokio::sync::mpsc::unbounded_channel();
+        let (passive, _) = crate::dataplane::passive_channel();
         Arc::new(ListenerShared::new("t", listen, routing, 1, passive))
     }
 

@@ -21,7 +21,7 @@ use super::kernel::{JoinError, Maps, Pair};
 use super::pipes::PipePool;
 use crate::accesslog::{End, Proto, Reached, Record};
 use crate::dataplane::admission::{Admitted, Refused};
-use crate::dataplane::listener::{ListenerShared, Mode, Routing};
+use crate::dataplane::listener::{ListenerParams, ListenerShared, Mode};
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::timers::{millis, Armed, Millis};
 use crate::dataplane::token::{self, Key, Kind};
@@ -212,12 +212,12 @@ impl Session {
         listener: Arc<ListenerShared>,
         (client, peer): (TcpStream, SocketAddr),
         flow: Option<u64>,
-        routing: Arc<Routing>,
+        params: Arc<ListenerParams>,
         admitted: Option<Admitted>,
         now: Millis,
     ) -> Session {
-        let mode = routing.params.forward;
-        let idle = u32::try_from(millis(routing.params.idle_timeout)).unwrap_or(u32::MAX);
+        let mode = params.forward;
+        let idle = u32::try_from(millis(params.idle_timeout)).unwrap_or(u32::MAX);
         Session {
             listener,
             client_addr: peer,
@@ -225,7 +225,7 @@ impl Session {
             client_ready: Ready::default(),
             backend: None,
             backend_ready: Ready::default(),
-            connecting: Some(Box::new(Connecting::new(routing, flow, peer, now))),
+            connecting: Some(Box::new(Connecting::new(params, flow, peer, now))),
             up: Half::new(mode),
             down: Half::new(mode),
             started: now,
@@ -421,9 +421,9 @@ impl Session {
             header::Read::Header(addresses) => {
                 self.join_at_rest = true;
                 let own = reached(self.listener.listen, &self.client);
-                let up = c.header_read(addresses, own, env.now);
+                let up = c.header_read(&self.listener, addresses, own, env.now);
                 // The client the header names is the one the lists and limits judge.
-                let rules = &c.routing().params.admission;
+                let rules = &c.params().admission;
                 match rules.admit(&self.listener.sources, c.client().ip(), env.now) {
                     Ok(admitted) => self.admitted = admitted,
                     Err(refused) => return Step::End(Ending::Refused(refused)),
@@ -508,7 +508,7 @@ impl Session {
             Ok(false) => Step::Wait,
             Ok(true) => {
                 let _ = stream.set_nodelay(true);
-                let kernel = c.routing().params.forward == Mode::Kernel;
+                let kernel = c.params().forward == Mode::Kernel;
                 self.target = c.established(env.worker);
                 self.client_addr = c.client();
                 self.retries = u8::try_from(c.attempts()).unwrap_or(u8::MAX);

@@ -133,11 +133,6 @@ impl Flow {
         &self.target
     }
 
-    /// Its backend's index in the routing it was last checked against.
-    pub fn backend(&self) -> usize {
-        self.backend
-    }
-
     /// Its timer slot.
     pub fn armed(&mut self) -> &mut Armed {
         &mut self.armed
@@ -242,10 +237,13 @@ impl Flow {
     /// position, so a reload that reorders, adds or removes others moves nothing.
     /// `Some(index)` when the flow must move there.
     pub fn placement(&mut self, routing: &Routing, key: u64) -> Option<usize> {
-        let now_at = routing
-            .backends
-            .iter()
-            .position(|b| Arc::ptr_eq(b, &self.target));
+        // The index it had is right unless a reload changed the backends.
+        let now_at = match routing.backends.len() > self.backend {
+            true if Arc::ptr_eq(&routing.backends[self.backend], &self.target) => {
+                Some(self.backend)
+            }
+            _ => routing.backends.position(&self.target),
+        };
         if let Some(i) = now_at {
             self.backend = i;
             if routing.snapshot.is_up(i) {

@@ -323,7 +323,7 @@ impl UdpPlane {
                     retried = true;
                     stats.backend_icmp_errors.inc();
                     f.target().counters.shard(self.worker).connect_errors.inc();
-                    shared.report_failure(l.routing(), f.backend(), &e);
+                    shared.report_failure(&l.routing().params, f.target(), &e);
                 }
                 Err(e) => {
                     stats.udp_dropped_send.inc();
@@ -530,6 +530,13 @@ impl UdpPlane {
                         now,
                         || format!("cannot open a flow to {addr} ({e}): dropping"),
                     ),
+                    _ if params.loops => self.dropped(
+                        (shared, client),
+                        (End::Rejected, Some("loop")),
+                        |c| &c.udp_dropped_loop,
+                        now,
+                        || format!("no backend but ringway's own addresses (a loop) for a new udp flow from {client}: dropping"),
+                    ),
                     _ => self.dropped(
                         (shared, client),
                         (End::NoBackend, None),
@@ -636,7 +643,7 @@ impl UdpPlane {
                     if is(&e, libc::ECONNREFUSED) {
                         shared.stats.shard(worker).backend_icmp_errors.inc();
                         counters.connect_errors.inc();
-                        shared.report_failure(l.routing(), f.backend(), &e);
+                        shared.report_failure(&l.routing().params, f.target(), &e);
                     }
                     if let Some(suppressed) = self.warn.allow(now) {
                         tracing::warn!(listener = %shared.name, client = %f.client(), suppressed, "udp backend error: {e}");
