@@ -13,17 +13,23 @@ const EXIT_ERROR: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { config } => config::load(&config)
-            .map(|mut c| {
-                for a in discovery::fill(&mut c) {
-                    eprintln!("warning: {a}; it starts empty");
-                }
-                println!("{}", c.summary());
-                if let Some(w) = control::fd_warning(&c) {
-                    eprintln!("warning: {w}");
-                }
-            })
-            .map_err(anyhow::Error::from),
+        Command::Check { config } => {
+            config::load(&config)
+                .map_err(anyhow::Error::from)
+                .and_then(|mut c| {
+                    if let Some(why) = control::access_log_problem(&c) {
+                        anyhow::bail!("{}: {why}", config.display());
+                    }
+                    for a in discovery::fill(&mut c) {
+                        eprintln!("warning: {a}; it starts empty");
+                    }
+                    println!("{}", c.summary());
+                    if let Some(w) = control::fd_warning(&c) {
+                        eprintln!("warning: {w}");
+                    }
+                    Ok(())
+                })
+        }
         Command::Run { config, log_level } => init_logging(&log_level).and_then(|()| {
             config::load(&config)
                 .map_err(anyhow::Error::from)

@@ -12,8 +12,9 @@ use std::net::{IpAddr, SocketAddr};
 use ppp::{v1, v2, HeaderResult, PartialResult};
 
 /// Bytes looked at for an incoming header: a v1 header is at most 107, a v2 header 16 +
-/// 216 plus its TLVs. A longer one is refused.
-pub const MAX_HEADER: usize = 1024;
+/// 216 plus its TLVs (HAProxy's `send-proxy-v2-ssl-cn` sends a client certificate's
+/// details, often past 1 KiB). A longer one is refused.
+pub const MAX_HEADER: usize = 4096;
 
 /// The longest v1 header, CRLF included.
 const V1_MAX: usize = 107;
@@ -419,7 +420,7 @@ mod tests {
     fn a_header_longer_than_the_limit_is_refused() {
         let mut big = SIG.to_vec();
         big.extend_from_slice(&[0x21, 0x11]);
-        big.extend_from_slice(&(2000u16).to_be_bytes());
+        big.extend_from_slice(&(5000u16).to_be_bytes());
         big.resize(MAX_HEADER + 10, 0);
         assert!(matches!(parse(&big), Received::Invalid(_)));
         // Its length field says so in the first 16 bytes: no need to wait for more.

@@ -639,7 +639,7 @@ fn accept_proxy_refuses_malformed_v2_headers_at_once() {
     let mut huge = ringway::proxy_protocol::local(ringway::proxy_protocol::Version::V2);
     huge[12] = 0x21;
     huge[13] = 0x11;
-    huge[14..16].copy_from_slice(&2000u16.to_be_bytes());
+    huge[14..16].copy_from_slice(&5000u16.to_be_bytes());
     let bad = [
         ("TLV past the end", v2(&[0x04, 0, 5, b'a', b'b'])),
         ("wrong CRC32c", with_crc(true)),
@@ -681,5 +681,24 @@ fn accept_proxy_refuses_malformed_v2_headers_at_once() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(read_line(&s), "b");
+    // A good one with 2.5 KiB of TLVs (HAProxy's send-proxy-v2-ssl-cn sends a client
+    // certificate's subject and more, past the 1 KiB ringway used to read): served,
+    // and what follows the header reaches the backend unchanged.
+    let mut big = Vec::new();
+    for _ in 0..10 {
+        // PP2_TYPE_NOOP (0x04) TLVs of 250 bytes.
+        big.extend_from_slice(&[0x04, 0, 250]);
+        big.extend_from_slice(&[b'x'; 250]);
+    }
+    let header = v2(&big);
+    assert!(header.len() > 2_500, "{}", header.len());
+    let mut s = TcpStream::connect(listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&header).unwrap();
+    s.write_all(b"after\n").unwrap();
+    assert_eq!(read_line(&s), "b");
+    let mut echoed = [0u8; 6];
+    s.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"after\n");
     drop(rw);
 }

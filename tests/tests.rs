@@ -33,6 +33,9 @@ mod proxy_protocol;
 mod structure;
 // Safe by default: faults injected from outside (prlimit, dead backends, idle sockets).
 mod safety;
+// Safe by default, round 3: the admin API against other sites, loops, dual stack,
+// signals, drains, resets after a half-close, spoofed UDP floods, a worker's panic.
+mod hardening;
 // Holding the edge: access lists, per-source limits, on-data backend connects.
 mod admission;
 // The access log: every record, every end, through reloads, drains and rotation.

@@ -12,6 +12,7 @@
 //! Every `end` value is documented in `docs/ACCESS_LOG.md`.
 
 pub mod format;
+pub mod probe;
 pub mod record;
 mod sink;
 mod writer;

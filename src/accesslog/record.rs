@@ -60,6 +60,9 @@ pub enum End {
     Shutdown,
     /// UDP: no datagram either way for `udp_idle_timeout`.
     UdpIdle,
+    /// UDP: its backend never answered, and it was idle for `udp_unanswered_timeout`
+    /// (or, `detail` = `evicted`, it made room in a full flow table).
+    UdpUnanswered,
     /// UDP: every datagram got its `udp_responses` replies.
     UdpAnswered,
     /// UDP: closed when ringway started to drain (a flow cannot reply without its
@@ -71,7 +74,7 @@ pub enum End {
 
 impl End {
     /// Every value, for documentation tests.
-    pub const ALL: [End; 17] = [
+    pub const ALL: [End; 18] = [
         End::ClientClosed,
         End::BackendClosed,
         End::ClientReset,
@@ -86,6 +89,7 @@ impl End {
         End::BackendDown,
         End::Shutdown,
         End::UdpIdle,
+        End::UdpUnanswered,
         End::UdpAnswered,
         End::Drained,
         End::ListenerRemoved,
@@ -108,6 +112,7 @@ impl End {
             End::BackendDown => "backend_down",
             End::Shutdown => "shutdown",
             End::UdpIdle => "udp_idle",
+            End::UdpUnanswered => "udp_unanswered",
             End::UdpAnswered => "udp_answered",
             End::Drained => "drained",
             End::ListenerRemoved => "listener_removed",

@@ -98,6 +98,7 @@ pub struct FileListener {
     pub accept_proxy: Option<Spanned<bool>>,
     pub accept_proxy_from: Option<Spanned<Vec<Spanned<String>>>>,
     pub udp_idle_timeout: Option<Spanned<String>>,
+    pub udp_unanswered_timeout: Option<Spanned<String>>,
     pub udp_responses: Option<Spanned<i64>>,
     pub udp_max_flows: Option<Spanned<i64>>,
     pub allow: Option<Spanned<Vec<Spanned<String>>>>,

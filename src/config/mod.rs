@@ -192,6 +192,9 @@ pub struct ListenerConfig {
     pub accept_proxy_from: Vec<ipnet::IpNet>,
     /// UDP: a flow with no datagram either way for this long is closed.
     pub udp_idle_timeout: Duration,
+    /// UDP: a flow its backend never answered is closed after this long without a
+    /// datagram (and is the first to go when the flow table is full).
+    pub udp_unanswered_timeout: Duration,
     /// UDP: replies expected per client datagram; the flow closes once every datagram
     /// sent got this many (0: no limit, flows end by idle timeout).
     pub udp_responses: u32,
@@ -313,6 +316,8 @@ impl Tuning {
     pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
     /// `udp_idle_timeout` default.
     pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `udp_unanswered_timeout` default (or `udp_idle_timeout`, when shorter).
+    pub const DEFAULT_UDP_UNANSWERED_TIMEOUT: Duration = Duration::from_secs(5);
     /// `udp_max_flows` default.
     pub const DEFAULT_UDP_MAX_FLOWS: usize = 10_000;
     /// `source_table_size` default.

@@ -183,8 +183,19 @@ impl ListenerConfig {
                 .collect()
         };
         let (was, now) = (ids_of(&self.backends), ids_of(&next));
-        let added = now.iter().filter(|id| !was.contains(id)).cloned().collect();
-        let removed = was.iter().filter(|id| !now.contains(id)).cloned().collect();
+        // Sets, not lists: answers of thousands of addresses.
+        let (was_set, now_set): (HashSet<&String>, HashSet<&String>) =
+            (was.iter().collect(), now.iter().collect());
+        let added = now
+            .iter()
+            .filter(|id| !was_set.contains(id))
+            .cloned()
+            .collect();
+        let removed = was
+            .iter()
+            .filter(|id| !now_set.contains(id))
+            .cloned()
+            .collect();
         let changed = next != self.backends;
         self.backends = next;
         Ok(Replaced {

@@ -394,6 +394,21 @@ fn listener(
         &format!("{key}.udp_idle_timeout"),
         Tuning::DEFAULT_UDP_IDLE_TIMEOUT,
     )?;
+    let udp_unanswered_timeout = match &l.udp_unanswered_timeout {
+        None => Tuning::DEFAULT_UDP_UNANSWERED_TIMEOUT.min(udp_idle_timeout),
+        Some(t) => {
+            let k = format!("{key}.udp_unanswered_timeout");
+            let d = duration_of(src, t, &k)?;
+            if d > udp_idle_timeout {
+                return Err(src.error(
+                    t.span(),
+                    k,
+                    format!("{} is longer than udp_idle_timeout ({}): a flow never answered cannot wait longer than one that is", humantime::format_duration(d), humantime::format_duration(udp_idle_timeout)),
+                ));
+            }
+            d
+        }
+    };
     let udp_responses = match &l.udp_responses {
         None => 0,
         Some(r) => int_of(src, r, &format!("{key}.udp_responses"), 0, 1_000_000)? as u32,
@@ -461,6 +476,7 @@ fn listener(
         accept_proxy,
         accept_proxy_from,
         udp_idle_timeout,
+        udp_unanswered_timeout,
         udp_responses,
         udp_max_flows,
         admission,
@@ -530,6 +546,10 @@ fn udp_only_keys(l: &FileListener) -> Vec<(&'static str, Option<Range<usize>>)> 
             "udp_idle_timeout",
             l.udp_idle_timeout.as_ref().map(Spanned::span),
         ),
+        (
+            "udp_unanswered_timeout",
+            l.udp_unanswered_timeout.as_ref().map(Spanned::span),
+        ),
         ("udp_responses", l.udp_responses.as_ref().map(Spanned::span)),
         ("udp_max_flows", l.udp_max_flows.as_ref().map(Spanned::span)),
     ]
@@ -549,7 +569,7 @@ fn only_for(
     for (name, span) in keys {
         if let Some(span) = span {
             let hint = match protocol {
-                Protocol::Udp => "UDP listeners take udp_idle_timeout, udp_responses, udp_max_flows, udp_max_flows_per_source and udp_flow_rate_per_source",
+                Protocol::Udp => "UDP listeners take udp_idle_timeout, udp_unanswered_timeout, udp_responses, udp_max_flows, udp_max_flows_per_source and udp_flow_rate_per_source",
                 Protocol::Tcp => "TCP listeners take connect_timeout, idle_timeout, retries, max_connections, forward, send_proxy, accept_proxy, accept_proxy_from, max_connections_per_source, connection_rate_per_source, backend_connect and first_data_timeout",
             };
             return Err(src.error(

@@ -63,6 +63,8 @@ pub enum Msg {
     Resolved(Box<Round>),
     /// TCP connections and UDP flows open now and the shutdown timeout, for a drain.
     Draining(oneshot::Sender<((usize, usize), Duration)>),
+    /// A worker stopped on its own (it panicked).
+    WorkerFailed,
 }
 
 /// A way to reach the control task.
@@ -238,6 +240,7 @@ fn handle(control: &mut Control, msg: Msg, policy: &watch::Sender<Policy>) {
             });
         }
         Msg::Resolved(round) => control.on_resolved(&round, Instant::now()),
+        Msg::WorkerFailed => control.worker_failed(),
         Msg::Draining(reply) => {
             let _ = reply.send((control.open(), control.config.shutdown_timeout));
         }

@@ -62,6 +62,12 @@ pub struct Control {
     unknown_logged: HashMap<String, Instant>,
     /// The kernel-forwarding program is loaded (`forward = "kernel"` can be used).
     pub kernel: bool,
+    /// Workers that stopped on their own (panicked).
+    worker_failures: u64,
+    /// The open files limit and the descriptors open before any traffic: what the
+    /// split between the reserve and the workers is computed from, again after each
+    /// reload (a reload that adds checked backends grows the reserve).
+    pub fds: (u64, usize),
 }
 
 /// Why an admin call failed.
@@ -107,6 +113,8 @@ impl Control {
             started: now,
             unknown_logged: HashMap::new(),
             kernel: false,
+            worker_failures: 0,
+            fds: (0, 0),
         };
         c.publish_view(now);
         c
@@ -428,11 +436,19 @@ impl Control {
                 reloads_failed: self.reloads.failed,
                 last_reload_error: self.reloads.last_error.clone(),
                 access_log: Some(self.access_log.clone()),
+                worker_failures: self.worker_failures,
             },
             listeners,
         });
         self.view_at = now;
         self.process_stale = false;
+    }
+
+    /// A worker stopped on its own: counted (`ringway_worker_panics_total`), shown at
+    /// once (the process is draining now).
+    pub fn worker_failed(&mut self) {
+        self.worker_failures += 1;
+        self.publish_view(Instant::now());
     }
 
     /// Publishes every pending listener and the view now (a reload's answer is read

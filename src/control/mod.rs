@@ -85,6 +85,16 @@ pub enum RunError {
     /// `user`/`group` could not be switched to.
     #[error(transparent)]
     Privileges(#[from] PrivilegeError),
+    /// The access log cannot be opened for appending (as the user ringway runs as).
+    #[error("access_log.path {path}: cannot open it for appending{user}: {source}")]
+    AccessLog {
+        /// The file.
+        path: String,
+        /// ` as user NAME`, when ringway switched to one.
+        user: String,
+        /// What the OS said.
+        source: io::Error,
+    },
     /// A worker thread could not be started.
     #[error("cannot start a worker thread: {0}")]
     Worker(io::Error),
@@ -102,6 +112,44 @@ pub enum RunError {
     /// Worker threads panicked.
     #[error("{0} worker thread(s) panicked")]
     WorkersPanicked(usize),
+    /// A worker stopped while ringway ran (the others were drained).
+    #[error("worker {index} stopped ({why}); the other workers were drained")]
+    WorkerFailed {
+        /// Which.
+        index: usize,
+        /// What it said.
+        why: String,
+    },
+}
+
+/// Why the access log of `config` could not be written by the user ringway would run
+/// as (`user`, else this process), from the file modes; `None` when it can (or logs to
+/// stderr, or there is none). `ringway check` fails on it, as `run` would.
+pub fn access_log_problem(config: &Config) -> Option<String> {
+    let Some(AccessLogConfig {
+        path: LogPath::File(path),
+        ..
+    }) = &config.access_log
+    else {
+        return None;
+    };
+    let (uid, gid, who) = match &config.user {
+        Some(user) => match privileges::ids(user, config.group.as_deref()) {
+            Ok((u, g)) => (u.as_raw(), g.as_raw(), format!("user {user}")),
+            Err(e) => return Some(e.to_string()),
+        },
+        None => (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+            "this user".to_string(),
+        ),
+    };
+    crate::accesslog::probe::denied_to(path, uid, gid).map(|why| {
+        format!(
+            "access_log.path {}: {who} cannot append to it: {why}",
+            path.display()
+        )
+    })
 }
 
 /// The warning `ringway check` gives when `config`'s limits do not fit the open files
@@ -208,11 +256,28 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     if let Some(user) = &config.user {
         privileges::drop_to(user, config.group.as_deref())?;
     }
-    // After the switch: the log file is the service user's, as its reopens will be.
+    // After the switch: the log file is the service user's, as its reopens will be;
+    // one that cannot be written stops the start here (not one ERROR line later).
+    if let Some(AccessLogConfig {
+        path: LogPath::File(path),
+        ..
+    }) = &config.access_log
+    {
+        crate::accesslog::probe::open(path).map_err(|source| RunError::AccessLog {
+            path: path.display().to_string(),
+            user: config
+                .user
+                .as_ref()
+                .map(|u| format!(" as user {u}"))
+                .unwrap_or_default(),
+            source,
+        })?;
+    }
     let (access_log, sinks) =
         AccessLog::start(config.workers, config.access_log.as_ref().map(log_settings))
             .map_err(RunError::Worker)?;
-    let fd_plan = fds::plan(limit, open_fds(), &config);
+    let open_before = open_fds();
+    let fd_plan = fds::plan(limit, open_before, &config);
     tracing::debug!(
         "file descriptors: {} kept for the control plane, {} per worker",
         fd_plan.reserve,
@@ -253,6 +318,7 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
         resolving,
     );
     control.kernel = kernel.is_some();
+    control.fds = (limit, open_before);
     let result = rt.block_on(async move {
         control.start_probes();
         tokio::spawn(actor::run(control, mailbox, passive_rx));

@@ -38,6 +38,14 @@ pub enum ReloadError {
     /// A new listener could not bind its address.
     #[error(transparent)]
     Bind(Arc<BindError>),
+    /// The new access log cannot be opened (the running one stays).
+    #[error("access_log.path {path}: cannot open it for appending: {why}")]
+    AccessLog {
+        /// The file.
+        path: String,
+        /// What the OS said.
+        why: String,
+    },
     /// A listener asks for kernel forwarding, which this process did not load at
     /// start.
     #[error("listener {0:?}: forward = \"kernel\" is unavailable in this process (see the log at start); restart to use it")]
@@ -133,6 +141,21 @@ impl Control {
             .and_then(|c| match super::kernel::demanded_by(&c) {
                 Some(name) if !self.kernel => Err(ReloadError::Kernel(name.to_string())),
                 _ => Ok(c),
+            })
+            .and_then(|c| {
+                // A log that cannot be written is refused before anything changes.
+                match &c.access_log {
+                    Some(a) if c.access_log != self.config.access_log => match &a.path {
+                        crate::config::LogPath::File(p) => crate::accesslog::probe::open(p)
+                            .map_err(|e| ReloadError::AccessLog {
+                                path: p.display().to_string(),
+                                why: e.to_string(),
+                            })?,
+                        crate::config::LogPath::Stderr => {}
+                    },
+                    _ => {}
+                }
+                Ok(c)
             })
             .and_then(|c| self.apply(c).map_err(|e| ReloadError::Bind(Arc::new(e))));
         match &result {
@@ -248,11 +271,31 @@ impl Control {
                 .configure(applied.access_log.as_ref().map(super::log_settings));
         }
         self.config = applied;
+        self.resplit_fds();
         self.resolving.sets.retain(&self.config);
         self.start_probes();
         Ok(format!(
             "{added} listener(s) added, {changed} changed, {removed} removed"
         ))
+    }
+
+    /// Splits the descriptors again for the running config: a reload that adds checked
+    /// backends (one probe socket each) or listeners grows the reserve, so the workers'
+    /// shares shrink (and grow back when it removes them).
+    fn resplit_fds(&mut self) {
+        let (limit, open) = self.fds;
+        if limit == 0 {
+            return;
+        }
+        let plan = super::fds::plan(limit, open, &self.config);
+        tracing::debug!(
+            "file descriptors: {} kept for the control plane, {} per worker",
+            plan.reserve,
+            plan.per_worker
+        );
+        for w in &self.workers {
+            let _ = w.send(Command::FdBudget(plan.per_worker));
+        }
     }
 
     /// `new` with the running values of the settings that need a restart (warning

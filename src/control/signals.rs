@@ -115,14 +115,23 @@ fn reopen_logs(logs: &crate::accesslog::Control) {
     logs.reopen();
 }
 
-/// Serves signals until a stop signal, then drains the workers and joins them.
+/// How often workers are looked at: one that stopped is noticed within this.
+const WATCH_WORKERS: Duration = Duration::from_millis(250);
+
+/// Serves signals until a stop signal, then drains the workers and joins them. A
+/// worker that stops on its own (it panicked) is noticed, logged with its message and
+/// counted; the others are drained and ringway exits with an error, so that its
+/// supervisor restarts it: the lost worker's connections and flows never gave their
+/// listener and per-source counts back, and a process that goes on with one worker
+/// fewer and wrong counts would refuse clients for no reason.
 pub async fn run(
     mut watch: Watch,
-    workers: Vec<WorkerHandle>,
+    mut workers: Vec<WorkerHandle>,
     control: Handle,
     logs: crate::accesslog::Control,
 ) -> Result<(), RunError> {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(WATCH_WORKERS);
+    let mut failed: Option<RunError> = None;
     let why = loop {
         tokio::select! {
             asked = watch.next() => match asked {
@@ -146,6 +155,17 @@ pub async fn run(
             _ = tick.tick() => {
                 if workers.iter().all(WorkerHandle::is_finished) {
                     return Err(RunError::WorkersStopped);
+                }
+                if let Some(i) = workers.iter().position(WorkerHandle::is_finished) {
+                    let index = workers[i].index();
+                    let why = match workers.swap_remove(i).join() {
+                        Err(panic) => panic_message(panic.as_ref()),
+                        Ok(()) => "it returned".to_string(),
+                    };
+                    tracing::error!("worker {index} stopped: {why}; its connections are lost and its listeners' counts cannot be trusted: draining the other workers, then exiting with an error so that the supervisor restarts ringway");
+                    let _ = control.send(super::actor::Msg::WorkerFailed).await;
+                    failed = Some(RunError::WorkerFailed { index, why });
+                    break "a worker stopped";
                 }
             }
         }
@@ -183,11 +203,23 @@ pub async fn run(
         .map(WorkerHandle::join)
         .filter(Result::is_err)
         .count();
+    if let Some(e) = failed {
+        return Err(e);
+    }
     if panicked > 0 {
         return Err(RunError::WorkersPanicked(panicked));
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What a panic said.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .map_or("it panicked".to_string(), |m| format!("it panicked: {m}"))
 }
 
 fn force() -> ! {

@@ -505,6 +505,7 @@ pub fn config_params(l: &ListenerConfig) -> ListenerParams {
             Protocol::Tcp => l.idle_timeout,
             Protocol::Udp => l.udp_idle_timeout,
         },
+        unanswered_timeout: l.udp_unanswered_timeout,
         retries: l.retries,
         max_connections: match l.protocol {
             Protocol::Tcp => l.max_connections,

@@ -56,6 +56,8 @@ pub struct ProcessView {
     pub last_reload_error: Option<String>,
     /// Access-log records lost, by reason (live counters).
     pub access_log: Option<crate::accesslog::Control>,
+    /// Workers that stopped on their own (panicked).
+    pub worker_failures: u64,
 }
 
 /// One listener in a view.
@@ -225,6 +227,7 @@ pub fn metrics_text(view: &View) -> String {
             .collect(),
         reloads_ok: p.reloads_ok,
         reloads_failed: p.reloads_failed,
+        worker_panics: p.worker_failures,
         access_log_lost: p
             .access_log
             .as_ref()
@@ -259,6 +262,7 @@ impl View {
                 reloads_failed: 0,
                 last_reload_error: None,
                 access_log: None,
+                worker_failures: 0,
             },
             listeners: Vec::new(),
         }

@@ -69,6 +69,12 @@ impl FdBudget {
     pub fn limit(&self) -> usize {
         self.0.limit.load(Relaxed)
     }
+
+    /// A new share (a reload changed the reserve): descriptors in use above it are
+    /// not taken back, new ones wait until enough are given back.
+    pub fn set_limit(&self, limit: usize) {
+        self.0.limit.store(limit, Relaxed);
+    }
 }
 
 #[cfg(test)]

@@ -82,4 +82,7 @@ pub enum Command {
     /// Stop accepting on a listener removed by a reload; its open connections and
     /// flows carry on until they end.
     RemoveListener(Arc<ListenerShared>),
+    /// A reload changed the control plane's reserve: this is the worker's new share
+    /// of file descriptors.
+    FdBudget(usize),
 }

@@ -40,6 +40,9 @@ pub struct ListenerParams {
     pub connect_timeout: Duration,
     /// Close connections (TCP) or flows (UDP) idle this long.
     pub idle_timeout: Duration,
+    /// UDP: close flows their backend never answered after this long idle (they are
+    /// also the first to go when the flow table is full).
+    pub unanswered_timeout: Duration,
     /// Other backends tried after a failed connect.
     pub retries: u32,
     /// Connections (TCP) or flows (UDP) open at once, all workers together.

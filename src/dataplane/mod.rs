@@ -79,6 +79,7 @@ impl WorkerControl {
 pub struct WorkerHandle {
     control: WorkerControl,
     thread: JoinHandle<()>,
+    index: usize,
 }
 
 impl WorkerHandle {
@@ -90,6 +91,11 @@ impl WorkerHandle {
     /// A cloneable command sender for this worker.
     pub fn control(&self) -> WorkerControl {
         self.control.clone()
+    }
+
+    /// The worker's number.
+    pub fn index(&self) -> usize {
+        self.index
     }
 
     /// True when the worker thread has exited.
@@ -108,7 +114,8 @@ pub fn spawn(params: WorkerParams) -> io::Result<WorkerHandle> {
     let (tx, rx) = mpsc::channel();
     let cpu = params.cpu;
     let (worker, waker) = worker::Worker::new(params, rx)?;
-    let name = format!("ringway-w{}", worker.index());
+    let index = worker.index();
+    let name = format!("ringway-w{index}");
     let thread = std::thread::Builder::new().name(name).spawn(move || {
         if let Some(cpu) = cpu {
             if let Err(e) = pin(cpu) {
@@ -123,5 +130,6 @@ pub fn spawn(params: WorkerParams) -> io::Result<WorkerHandle> {
             commands: tx,
         },
         thread,
+        index,
     })
 }

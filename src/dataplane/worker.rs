@@ -37,6 +37,8 @@ pub(super) struct Worker {
     /// Time zero of [`Millis`] (the same for every worker).
     epoch: Instant,
     drain_deadline: Option<Millis>,
+    /// Its share of file descriptors (the planes hold clones).
+    budget: FdBudget,
 }
 
 impl Worker {
@@ -58,11 +60,12 @@ impl Worker {
                 budget.clone(),
                 params.access_log.clone(),
             ),
-            udp: UdpPlane::new(params.index, budget, params.access_log),
+            udp: UdpPlane::new(params.index, budget.clone(), params.access_log),
             poll,
             commands,
             epoch,
             drain_deadline: None,
+            budget,
         };
         if let Some(maps) = params.kernel {
             worker.tcp.set_kernel(maps);
@@ -87,6 +90,7 @@ impl Worker {
         let mut events = Events::with_capacity(EVENTS);
         tracing::debug!(worker = self.index, "worker started");
         let mut now = self.now();
+        let panics = injected_panic(self.index);
         loop {
             let timeout = self.next_wakeup(now);
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -97,6 +101,9 @@ impl Worker {
             }
             now = self.now();
             for event in events.iter() {
+                if panics && !matches!(token::decode(event.token()), Some((Kind::Waker, _))) {
+                    panic!("injected by RINGWAY_TEST_PANIC_WORKER");
+                }
                 self.dispatch(event, now);
             }
             let registry = self.poll.registry();
@@ -187,6 +194,15 @@ impl Worker {
                     }
                 }
                 Command::RemoveListener(shared) => self.remove_listener(&shared, now),
+                Command::FdBudget(limit) => {
+                    tracing::debug!(
+                        worker = self.index,
+                        from = self.budget.limit(),
+                        to = limit,
+                        "file descriptor share"
+                    );
+                    self.budget.set_limit(limit);
+                }
                 Command::Recheck(listener) => {
                     let n = self.tcp.close_denied(&listener, now);
                     if n > 0 {
@@ -211,4 +227,15 @@ impl Worker {
             }
         }
     }
+}
+
+/// Fault injection for the test that a worker's panic is noticed (debug builds only:
+/// a release binary has no such switch): worker `RINGWAY_TEST_PANIC_WORKER` panics at
+/// its first event.
+fn injected_panic(index: usize) -> bool {
+    cfg!(debug_assertions)
+        && std::env::var("RINGWAY_TEST_PANIC_WORKER")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            == Some(index)
 }

@@ -68,6 +68,8 @@ pub struct Sample<'a> {
     pub reloads_ok: u64,
     /// Reloads rejected.
     pub reloads_failed: u64,
+    /// Worker threads that stopped on their own (panicked).
+    pub worker_panics: u64,
     /// Access-log records lost, by reason.
     pub access_log_lost: [(&'static str, u64); 3],
     /// Backend sets.
@@ -110,6 +112,8 @@ pub fn render(sample: &Sample<'_>) -> String {
     family(&mut t, CONFIG_RELOADS);
     t.sample(CONFIG_RELOADS, &[(RESULT, SUCCESS)], sample.reloads_ok);
     t.sample(CONFIG_RELOADS, &[(RESULT, FAILURE)], sample.reloads_failed);
+    family(&mut t, WORKER_PANICS);
+    t.sample(WORKER_PANICS, &[], sample.worker_panics);
     family(&mut t, ACCESS_LOG_DROPPED);
     for (reason, n) in sample.access_log_lost {
         t.sample(ACCESS_LOG_DROPPED, &[(REASON, reason)], n);

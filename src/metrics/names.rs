@@ -79,6 +79,9 @@ pub const UDP_DROPPED: &str = "ringway_udp_dropped_datagrams_total";
 pub const RING_REMAPPED: &str = "ringway_ring_remapped_ratio";
 /// Config reloads, by `result`.
 pub const CONFIG_RELOADS: &str = "ringway_config_reloads_total";
+/// Worker threads that stopped on their own (a panic): ringway then drains the others
+/// and exits with an error, for its supervisor to restart it.
+pub const WORKER_PANICS: &str = "ringway_worker_panics_total";
 /// Always 1; the `version` label carries the version.
 pub const BUILD_INFO: &str = "ringway_build_info";
 /// Access-log records lost, by `reason`: `queue_full` (a worker's queue to the writer
@@ -124,6 +127,7 @@ pub const ALL: &[(&str, &[&str], &str, &str)] = &[
     (RING_REMAPPED, &[LISTENER], "gauge", "Fraction of the key space that changed backend at the last ring change"),
     (CONFIG_RELOADS, &[RESULT], "counter", "Config reloads by result: success, failure"),
     (BUILD_INFO, &[VERSION], "gauge", "Always 1; labelled with the version"),
+    (WORKER_PANICS, &[], "counter", "Worker threads that stopped on their own (panicked); ringway drains the others and exits with an error"),
     (ACCESS_LOG_DROPPED, &[REASON], "counter", "Access-log records lost: queue_full (a worker's queue to the writer was full), write_failed (no space, file too large, I/O error), not_open (the file could not be opened)"),
     (RESOLVER_ERRORS, &[LISTENER, SET], "counter", "backend_set lookups not applied: failures (the last good set stays) and NXDOMAIN answers"),
     (BACKEND_SET_BACKENDS, &[LISTENER, SET], "gauge", "Backends a backend_set gives now"),

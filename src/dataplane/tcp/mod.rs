@@ -627,6 +627,7 @@ mod tests {
             hash: HashMode::FiveTuple,
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
+            unanswered_timeout: Duration::from_secs(60),
             retries: 0,
             max_connections: 0,
             udp_responses: 0,

@@ -347,6 +347,10 @@ impl Session {
             event.is_writable() || event.is_write_closed() || err,
         );
         match &self.connecting {
+            None if err && self.kernel.is_none() => match self.failed_after_eof(side) {
+                Some(step) => step,
+                None => self.drive(env),
+            },
             None => self.drive(env),
             Some(_) if side == Side::Backend => {
                 let clean = event.is_writable() && !err && !event.is_write_closed();
@@ -358,6 +362,31 @@ impl Session {
                 Phase::Connect => Step::Wait,
             },
             Some(_) => Step::Wait,
+        }
+    }
+
+    /// An error on `side` after its EOF was passed on: nothing reads that socket any
+    /// more (its direction is done), so no read would see the reset, and nothing may be
+    /// written to it for a long time. The pending socket error says what happened: a
+    /// reset ends the session now, as it does before the EOF, instead of at its idle
+    /// timeout.
+    fn failed_after_eof(&mut self, side: Side) -> Option<Step> {
+        let (done, stream) = match side {
+            Side::Client => (self.up.done(), &self.client),
+            Side::Backend => (self.down.done(), self.backend.as_ref()?),
+        };
+        if !done {
+            return None;
+        }
+        match stream.take_error() {
+            Ok(Some(e)) | Err(e) => {
+                tracing::debug!(listener = %self.listener.name, "{side:?} failed after its EOF: {e}");
+                Some(Step::End(Ending::Failed {
+                    failed: side,
+                    reset: side.other(),
+                }))
+            }
+            Ok(None) => None,
         }
     }
 
@@ -396,8 +425,8 @@ impl Session {
             return c.deadline();
         }
         let idle_at = self.last_active + u64::from(self.idle);
-        if self.kernel.as_ref().is_some_and(|k| k.draining()) {
-            return idle_at.min(now + 1);
+        if let Some(k) = self.kernel.as_ref().filter(|k| k.draining()) {
+            return idle_at.min(now + k.next_look());
         }
         if self.up.has_pipe() || self.down.has_pipe() {
             idle_at.min(now + PIPE_CHECK)

@@ -138,9 +138,15 @@ impl Flow {
         &mut self.armed
     }
 
-    /// When it idles out.
-    pub fn idle_deadline(&self, idle: Millis) -> Millis {
-        self.last_active + idle
+    /// Whether its backend has answered it at all.
+    pub fn answered(&self) -> bool {
+        self.datagrams.1 > 0
+    }
+
+    /// When it idles out: `idle` after its last datagram, `unanswered` when its
+    /// backend never answered.
+    pub fn idle_deadline(&self, (idle, unanswered): (Millis, Millis)) -> Millis {
+        self.last_active + if self.answered() { idle } else { unanswered }
     }
 
     /// Sends the client datagrams in `slots` of `batch` to the backend with one

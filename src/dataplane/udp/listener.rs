@@ -35,6 +35,8 @@ pub(super) struct UdpListener {
     retired: bool,
     /// Flows of this listener still open.
     open: usize,
+    /// Its flows not answered yet, oldest first (the first to go when it is full).
+    unanswered: super::unanswered::Unanswered,
 }
 
 impl UdpListener {
@@ -56,6 +58,7 @@ impl UdpListener {
             epoch: 0,
             retired: false,
             open: 0,
+            unanswered: Default::default(),
         })
     }
 
@@ -120,9 +123,22 @@ impl UdpListener {
         self.open == 0
     }
 
-    /// One more flow uses it.
-    pub fn flow_opened(&mut self) {
+    /// One more flow uses it (`waiting(k)`: whether flow `k` is open and unanswered).
+    pub fn flow_opened(
+        &mut self,
+        key: crate::dataplane::token::Key,
+        waiting: impl Fn(crate::dataplane::token::Key) -> bool,
+    ) {
         self.open += 1;
+        self.unanswered.opened(key, self.open, waiting);
+    }
+
+    /// The oldest of its flows still waiting for an answer, taken off the list.
+    pub fn oldest_unanswered(
+        &mut self,
+        waiting: impl Fn(crate::dataplane::token::Key) -> bool,
+    ) -> Option<crate::dataplane::token::Key> {
+        self.unanswered.oldest(waiting)
     }
 
     /// One flow ended; true when it was the last of a retired listener (the caller

@@ -24,6 +24,7 @@
 mod flow;
 mod listener;
 mod socket;
+mod unanswered;
 
 use std::collections::HashMap;
 use std::io;
@@ -209,7 +210,12 @@ impl UdpPlane {
             };
             let due = f.idle_deadline(idle);
             if due <= now {
-                self.close_flow(key, End::UdpIdle, registry, now);
+                let end = if f.answered() {
+                    End::UdpIdle
+                } else {
+                    End::UdpUnanswered
+                };
+                self.close_flow(key, end, registry, now);
             } else {
                 self.timers.arm(f.armed(), due, key);
             }
@@ -225,11 +231,12 @@ impl UdpPlane {
         self.timers.next()
     }
 
-    /// The idle timeout flows of listener `lkey` have now.
-    fn idle_of(&mut self, lkey: Key) -> Option<Millis> {
+    /// The idle timeouts flows of listener `lkey` have now: answered, and not.
+    fn idle_of(&mut self, lkey: Key) -> Option<(Millis, Millis)> {
         let l = self.listeners.get_mut(lkey)?;
         l.refresh();
-        Some(millis(l.routing().params.idle_timeout))
+        let p = &l.routing().params;
+        Some((millis(p.idle_timeout), millis(p.unanswered_timeout)))
     }
 
     /// Reads client datagrams from listener `lkey`; true if it stopped at its budget.
@@ -433,6 +440,22 @@ impl UdpPlane {
         });
     }
 
+    /// Closes the oldest flow of listener `lkey` its backend never answered, to make
+    /// room; false when there is none.
+    fn evict_unanswered(&mut self, lkey: Key, registry: &Registry, now: Millis) -> bool {
+        let flows = &self.flows;
+        let waiting = |k: Key| flows.get(k).is_some_and(|f| !f.answered());
+        let Some(victim) = self
+            .listeners
+            .get_mut(lkey)
+            .and_then(|l| l.oldest_unanswered(waiting))
+        else {
+            return false;
+        };
+        self.close_flow_for(victim, (End::UdpUnanswered, Some("evicted")), registry, now);
+        true
+    }
+
     /// Creates the flow for a new client, or drops its datagram (removed listener, max
     /// flows, no descriptor, no backend).
     fn open_flow(&mut self, id: FlowId, registry: &Registry, now: Millis) -> Option<Key> {
@@ -470,7 +493,11 @@ impl UdpPlane {
                     .release(&shared.sources, a, client.ip(), now);
             }
         };
-        if !shared.try_acquire(params.max_connections) {
+        // Full: the oldest flow its backend never answered makes room, if there is one.
+        if !shared.try_acquire(params.max_connections)
+            && !(self.evict_unanswered(lkey, registry, now)
+                && shared.try_acquire(params.max_connections))
+        {
             undo();
             let max = params.max_connections;
             self.dropped(
@@ -550,15 +577,19 @@ impl UdpPlane {
         };
         self.index.insert(id, fkey);
         if let Some(l) = self.listeners.get_mut(lkey) {
-            l.flow_opened();
+            let flows = &self.flows;
+            l.flow_opened(fkey, |k| flows.get(k).is_some_and(|f| !f.answered()));
         }
         shared.stats.shard(self.worker).udp_flows.inc();
         if let Some(f) = self.flows.get_mut(fkey) {
             let counters = f.target().counters.shard(self.worker);
             counters.connections.inc();
             counters.active.add(1);
-            // The routing just loaded says the idle timeout: no second look.
-            let at = f.idle_deadline(millis(params.idle_timeout));
+            // The routing just loaded says the idle timeouts: no second look.
+            let at = f.idle_deadline((
+                millis(params.idle_timeout),
+                millis(params.unanswered_timeout),
+            ));
             self.timers.arm(f.armed(), at, fkey);
         }
         Some(fkey)
@@ -696,6 +727,9 @@ impl UdpPlane {
         drop(f);
         l.shared().release();
         if l.flow_closed() {
+            // The last flow of a removed listener: its replies queued in this pass
+            // (the one that ended it, with udp_responses) leave before the socket goes.
+            l.flush(self.worker);
             if let Some(l) = self.listeners.remove(lkey) {
                 l.deregister(registry);
             }

@@ -241,6 +241,8 @@ impl Maps {
         // From here the client's bytes may already be on their way: no way back.
         let fatal = |maps: &mut Maps, e: KernelError| {
             maps.forget(&pair);
+            // The gate's entry too (it outlived a failed join: one entry per failure).
+            let _ = maps.held.remove(&b);
             Fatal(e)
         };
         if let Err(e) = self.peers.insert(b, [c, 0], 0) {

@@ -46,9 +46,13 @@ pub struct Pair {
     shut: [bool; 2],
     /// Bytes of each direction already added to the metrics.
     counted: [u64; 2],
-    /// The last look found an EOF waiting for its direction's bytes.
-    draining: bool,
+    /// Looks in a row that found an EOF waiting for its direction's bytes (0: none
+    /// waits): the next look comes later each time.
+    draining: u8,
 }
+
+/// The longest wait between two looks at an EOF that waits for its bytes.
+pub const LOOK_MAX: u64 = 64;
 
 impl Pair {
     pub(super) fn new(cookies: [u64; 2], base: [u64; 2]) -> Pair {
@@ -58,7 +62,7 @@ impl Pair {
             eof: [false; 2],
             shut: [false; 2],
             counted: [0; 2],
-            draining: false,
+            draining: 0,
         }
     }
 
@@ -101,13 +105,24 @@ impl Pair {
                 draining = true;
             }
         }
-        self.draining = draining;
+        self.draining = if draining {
+            self.draining.saturating_add(1)
+        } else {
+            0
+        };
         Ok(self.shut == [true; 2])
     }
 
     /// The last look found an EOF waiting for its direction's bytes.
     pub fn draining(&self) -> bool {
-        self.draining
+        self.draining > 0
+    }
+
+    /// Milliseconds until the next look at a waiting EOF: 1 after the first look, then
+    /// doubling up to [`LOOK_MAX`] (a peer that stopped reading would otherwise have its
+    /// session polled every millisecond until its idle timeout).
+    pub fn next_look(&self) -> u64 {
+        (1u64 << self.draining.saturating_sub(1).min(6)).min(LOOK_MAX)
     }
 
     /// Milliseconds since either socket last received data.
