@@ -494,10 +494,10 @@ impl UdpPlane {
             }
         };
         // Full: the oldest flow its backend never answered makes room, if there is one.
-        if !shared.try_acquire(params.max_connections)
-            && !(self.evict_unanswered(lkey, registry, now)
-                && shared.try_acquire(params.max_connections))
-        {
+        let room = shared.try_acquire(params.max_connections)
+            || (self.evict_unanswered(lkey, registry, now)
+                && shared.try_acquire(params.max_connections));
+        if !room {
             undo();
             let max = params.max_connections;
             self.dropped(
