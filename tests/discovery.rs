@@ -487,3 +487,139 @@ fn dns_trouble_keeps_the_last_good_set_and_nxdomain_empties_it_after_n_answers()
         10
     );
 }
+
+/// Issue 18, defect 3: an answer is data from outside. Addresses ringway itself
+/// listens on (here the admin API: through it any data-plane client could call the
+/// admin API), port 0, multicast addresses, addresses outside the set's `allow`, and
+/// addresses past `max_backends` are left out, counted and logged.
+#[test]
+#[ignore = "needs unbound (apt-get install unbound)"]
+fn answers_lose_what_may_not_be_a_backend() {
+    let port = free_port("127.0.0.21");
+    let _backends = backends_on(port, 3);
+    let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
+    let srv = |prio_target: &[(u16, &str)]| -> Vec<String> {
+        prio_target
+            .iter()
+            .map(|(p, t)| format!("_api._tcp.svc.test. 1 IN SRV 0 1 {p} {t}.svc.test."))
+            .collect()
+    };
+    let mut records = srv(&[
+        (port, "one"),
+        (port, "two"),
+        (port, "three"),
+        (admin.port(), "admin"),
+        (0, "zero"),
+        (port, "mc"),
+        (port, "far"),
+    ]);
+    for (name, ip) in [
+        ("one", "127.0.0.21"),
+        ("two", "127.0.0.22"),
+        ("three", "127.0.0.23"),
+        ("admin", "127.0.0.1"),
+        ("zero", "127.0.0.25"),
+        ("mc", "224.0.0.7"),
+        ("far", "127.0.9.9"),
+    ] {
+        records.push(format!("{name}.svc.test. 1 IN A {ip}"));
+    }
+    let dns = Dns::start(&refs(&records));
+    let set = "_api._tcp.svc.test";
+    let toml = format!(
+        "workers = 2\nresolve_interval = \"1s\"\n{}[resolver]\nservers = [\"{}\"]\n\n[[listener]]\nname = \"t\"\nlisten = \"{listen}\"\n[[listener.backend_set]]\nsrv = \"{set}\"\nallow = [\"127.0.0.0/24\"]\nmax_backends = 2\n",
+        ops_tables(metrics, admin, None),
+        dns.addr
+    );
+    let rw = Ringway::start(&toml, &[listen, admin]);
+    // Of the three good ones, the first two in address order.
+    let (one, two) = (format!("127.0.0.21:{port}"), format!("127.0.0.22:{port}"));
+    wait_for_ids(&rw, admin, &[one, two]);
+    assert!(
+        connect_many(listen, 50)
+            .iter()
+            .all(|(_, n)| n == "b1" || n == "b2"),
+        "served by something else"
+    );
+    let refused = || {
+        sample(
+            &scrape(metrics),
+            "ringway_backend_set_refused_total",
+            &[("listener", "t"), ("set", set)],
+        )
+        .unwrap_or(0.0)
+    };
+    // Five left out per answer: admin, port 0, multicast, outside allow, past max.
+    assert!(refused() >= 5.0, "{}", refused());
+    assert_eq!(
+        status(admin)["listeners"][0]["backend_sets"][0]["refused"]
+            .as_u64()
+            .map(|n| n >= 5),
+        Some(true)
+    );
+    let log = rw.log();
+    for why in [
+        "ringway's own address",
+        "port 0",
+        "multicast address",
+        "outside `allow`",
+        "past `max_backends`",
+    ] {
+        assert!(log.contains(why), "the log does not say {why}:\n{log}");
+    }
+    // Logged when what is left out changes, not for every answer (rounds every second).
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(log_count(&rw, "5 left out"), 1, "{}", rw.log());
+}
+
+/// Issue 18, defect 1: a discovered backend takes traffic after its first passing
+/// check, not at its first DNS answer (a scaled-up service is not ready yet): one that
+/// never answers never gets a connection, and `/status` says what it waits for.
+#[test]
+#[ignore = "needs unbound (apt-get install unbound)"]
+fn a_discovered_backend_waits_for_its_first_passing_check() {
+    let port = free_port("127.0.0.21");
+    let _backends = backends_on(port, 2);
+    // 127.0.0.23 is in the answer, but nothing listens there.
+    let dns = Dns::start(&refs(&a_records(&[1, 2, 3])));
+    let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
+    let toml = format!(
+        "workers = 2\nresolve_interval = \"1s\"\n{}[resolver]\nservers = [\"{}\"]\n\n[[listener]]\nname = \"t\"\nlisten = \"{listen}\"\n[[listener.backend_set]]\ndns = \"api.svc.test:{port}\"\n[listener.health]\n{FAST_HEALTH}\n",
+        ops_tables(metrics, admin, None),
+        dns.addr
+    );
+    let _rw = Ringway::start(&toml, &[listen, admin]);
+    let dead = format!("127.0.0.23:{port}");
+    let state = |id: &str| {
+        let s = status(admin);
+        let b = s["listeners"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id)
+            .cloned();
+        b.map(|b| {
+            (
+                b["state"].as_str().unwrap_or("").to_string(),
+                b["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+    };
+    let live = [format!("127.0.0.21:{port}"), format!("127.0.0.22:{port}")];
+    assert!(eventually(Duration::from_secs(10), || live
+        .iter()
+        .all(|id| state(id).is_some_and(|(s, _)| s == "up"))));
+    let (s, why) = state(&dead).expect("in the set");
+    assert_eq!(s, "down");
+    assert!(why.contains("waiting for its first passing check"), "{why}");
+    // Traffic from the start never went there: no connect was ever tried.
+    assert_eq!(connect_many(listen, 300).len(), 300);
+    assert_eq!(
+        sample(
+            &scrape(metrics),
+            "ringway_backend_connect_errors_total",
+            &[("listener", "t"), ("backend", &dead)]
+        ),
+        Some(0.0)
+    );
+}

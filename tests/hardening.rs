@@ -628,3 +628,53 @@ fn flows_nobody_answered_make_room_and_end_sooner() {
     );
     drop(flood);
 }
+
+/// From the code read: a UDP listener removed by a reload lives on for its flows; the
+/// reply that ended its last one (`udp_responses`) was dropped with its socket. Now it
+/// leaves first.
+#[test]
+fn a_removed_udp_listener_sends_the_reply_that_ends_its_last_flow() {
+    // Answers probes at once, queries after 600 ms.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let backend = sock.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            if buf[..n].starts_with(b"query") {
+                std::thread::sleep(Duration::from_millis(600));
+            }
+            let _ = sock.send_to(&buf[..n], from);
+        }
+    });
+    let listen = free_udp_addr();
+    let toml = udp_config(listen, &[(backend, "b")], "udp_responses = 1");
+    let rw = start_udp(&toml, listen);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client.send_to(b"query", listen).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // The listener goes (another one takes its place in the file).
+    std::fs::write(
+        &rw.config,
+        udp_config(free_udp_addr(), &[(backend, "b")], "udp_responses = 1")
+            .replace("name = \"u\"", "name = \"other\""),
+    )
+    .unwrap();
+    rw.signal(Signal::Hup);
+    assert!(
+        eventually(Duration::from_secs(3), || rw
+            .log()
+            .contains("listener removed")),
+        "{}",
+        rw.log()
+    );
+    let mut buf = [0u8; 64];
+    let got = client.recv_from(&mut buf);
+    assert!(
+        matches!(&got, Ok((5, from)) if *from == listen && &buf[..5] == b"query"),
+        "{got:?}; log:\n{}",
+        rw.log()
+    );
+}

@@ -381,3 +381,73 @@ fn a_session_the_kernel_declines_is_forwarded_by_ringway() {
         scrape(s.metrics)
     );
 }
+
+/// Voluntary context switches of ringway's worker threads so far.
+fn worker_wakeups(pid: i32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("ringway-w") {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        total += status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    total
+}
+
+/// Issue 18, from the code read: a kernel session whose EOF waits for its bytes to be
+/// delivered (a backend that stopped reading) was looked at every millisecond until
+/// its idle timeout. Now the looks back off to one every 64 ms: a worker holding such
+/// a session wakes a few dozen times a second, not a thousand.
+#[test]
+#[ignore = "needs root (BPF)"]
+fn an_eof_waiting_for_a_backend_that_stopped_reading_is_not_polled() {
+    // Accepts, then never reads.
+    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<TcpStream>();
+    let hold_tx = std::sync::Mutex::new(hold_tx);
+    let b = Backend::spawn("127.0.0.1:0", move |s| {
+        let _ = hold_tx.lock().unwrap().send(s);
+    });
+    let s = start(b.addr, "idle_timeout = \"60s\"");
+    let before = kernel_sessions(s.metrics, "joined");
+    let c = TcpStream::connect(s.listen).unwrap();
+    c.set_nonblocking(true).unwrap();
+    // More than every buffer on the way holds (16 MiB), then the EOF: it must wait
+    // for those bytes, which the backend never takes.
+    let chunk = vec![7u8; 65_536];
+    let mut sent = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sent < 16 << 20 && Instant::now() < deadline {
+        match (&c).write(&chunk) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("write: {e} after {sent} bytes; log:\n{}", s.rw.log()),
+        }
+    }
+    c.shutdown(Shutdown::Write).unwrap();
+    assert!(
+        kernel_sessions(s.metrics, "joined") > before,
+        "{}",
+        s.rw.log()
+    );
+    thread::sleep(Duration::from_millis(500));
+    let pid = s.rw.pid();
+    let w0 = worker_wakeups(pid);
+    thread::sleep(Duration::from_secs(2));
+    let woke = worker_wakeups(pid) - w0;
+    assert!(
+        woke < 300,
+        "workers woke {woke} times in 2 s holding one waiting session ({sent} bytes queued)"
+    );
+    drop(hold_rx);
+}

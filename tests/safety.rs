@@ -381,3 +381,107 @@ fn small_pipes_past_the_user_limit_degrade_to_copy() {
         rw.log()
     );
 }
+
+/// Issue 18, from the code read: the descriptor reserve was sized once at start, so a
+/// reload that added checked backends (a probe socket each) let the workers' traffic
+/// eat the probes' descriptors: their checks could not run. The split is now made
+/// again on reload. Under `prlimit --nofile=1200`, a reload adds 250 checked backends
+/// whose checks each hold a socket for 350 ms, then idle clients fill the workers'
+/// shares: every check still runs.
+#[test]
+#[ignore = "needs root"]
+fn a_reload_that_adds_checked_backends_keeps_descriptors_for_their_checks() {
+    roomy();
+    in_netns("fds", || {
+        // One server for every 127.0.x.y of the namespace: a check (PING) is answered
+        // after 350 ms; a client gets nothing and is held.
+        let server = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = server.local_addr().unwrap().port();
+        thread::spawn(move || {
+            for mut s in server.incoming().flatten() {
+                thread::spawn(move || {
+                    let mut b = [0u8; 8];
+                    if matches!(s.read(&mut b), Ok(n) if b[..n].starts_with(b"PING")) {
+                        thread::sleep(Duration::from_millis(350));
+                        let _ = s.write_all(b"PONG");
+                    }
+                });
+            }
+        });
+        let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
+        let head = format!(
+            "workers = 2\n{}[[listener]]\nname = \"t\"\nlisten = \"{listen}\"\n[listener.health]\ncheck = \"send-expect\"\nsend = \"PING\"\nexpect = \"PONG\"\ninterval = \"200ms\"\ntimeout = \"1s\"\n[[listener.backend]]\naddress = \"127.0.0.1:{port}\"\nid = \"a\"\n",
+            ops_tables(metrics, admin, None)
+        );
+        let rw = Ringway::spawn_via(&head, &[], &["prlimit", "--nofile=1200:1200", "--"]);
+        assert!(
+            eventually(Duration::from_secs(10), || TcpStream::connect(metrics)
+                .is_ok()),
+            "{}",
+            rw.log()
+        );
+        let mut more = head.clone();
+        for i in 0..250 {
+            more.push_str(&format!(
+                "[[listener.backend]]\naddress = \"127.0.{}.{}:{port}\"\nid = \"b{i}\"\n",
+                1 + i / 200,
+                1 + i % 200
+            ));
+        }
+        std::fs::write(&rw.config, &more).unwrap();
+        rw.signal(ringway::sys::signal::Signal::Hup);
+        assert!(
+            eventually(Duration::from_secs(10), || rw.log().contains("reloaded")),
+            "{}",
+            rw.log()
+        );
+        // Idle clients until the workers refuse them (their shares are spent).
+        let refused = || {
+            sample(
+                &scrape(metrics),
+                "ringway_listener_rejected_connections_total",
+                &[("listener", "t"), ("reason", "fd_limit")],
+            )
+            .unwrap_or(0.0)
+        };
+        let mut held = Vec::new();
+        while refused() == 0.0 && held.len() < 1_200 {
+            for _ in 0..50 {
+                if let Ok(s) = TcpStream::connect(listen) {
+                    held.push(s);
+                }
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            refused() > 0.0,
+            "the workers' shares were never spent ({} clients)",
+            held.len()
+        );
+        // Rounds of checks of all 251 backends while the shares stay spent.
+        let unknown_before = total(&scrape(metrics), "unknown");
+        let ok_before = total(&scrape(metrics), "success");
+        thread::sleep(Duration::from_secs(3));
+        let text = scrape(metrics);
+        let unknown = total(&text, "unknown") - unknown_before;
+        assert_eq!(
+            unknown,
+            0.0,
+            "checks that could not run for lack of descriptors:\n{}",
+            rw.log()
+        );
+        assert!(total(&text, "success") - ok_before >= 251.0 * 3.0);
+        drop(held);
+    });
+}
+
+/// `ringway_health_checks_total{result}` over every backend.
+fn total(text: &str, result: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with("ringway_health_checks_total{")
+                && l.contains(&format!("result=\"{result}\""))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}

@@ -33,6 +33,8 @@ mod proxy_protocol;
 mod structure;
 // Safe by default: faults injected from outside (prlimit, dead backends, idle sockets).
 mod safety;
+// Thousands of backends: the control plane answers while they change state.
+mod scale;
 // Safe by default, round 3: the admin API against other sites, loops, dual stack,
 // signals, drains, resets after a half-close, spoofed UDP floods, a worker's panic.
 mod hardening;
