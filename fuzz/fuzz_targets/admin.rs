@@ -2,8 +2,9 @@
 //! headers, body, pipelined requests, garbage) through the same hyper connection
 //! server and the same request decision (`ringway::control::admin_route`) a real
 //! admin connection gets. Never a panic, and the decision keeps its promises: with a
-//! token, nothing but the status page is granted without exactly that token; state
-//! changes only on POST.
+//! token, nothing but the status page's files is granted without exactly that token;
+//! nothing is granted to a `Host` that is not the admin API's own; state changes only
+//! on POST, never with another site's `Origin` or a form body.
 
 #![no_main]
 
@@ -15,7 +16,7 @@ use http_body_util::BodyExt;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use libfuzzer_sys::fuzz_target;
-use ringway::control::{admin_route, serve_io, AdminCall, HttpBody};
+use ringway::control::{admin_route, serve_io, AdminCall, AdminPolicy, HttpBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "s3cret-token";
@@ -36,9 +37,23 @@ async fn answer(
 ) -> Result<Response<HttpBody>, Infallible> {
     let (parts, body) = req.into_parts();
     let auth = parts.headers.get(hyper::header::AUTHORIZATION);
-    let decided = admin_route(&parts.method, parts.uri.path(), auth, token);
+    let policy = AdminPolicy {
+        token: token.map(str::to_string),
+        hosts: vec!["ringway.internal".to_string()],
+        listen: Some("127.0.0.1:9101".parse().unwrap()),
+    };
+    let decided = admin_route(&parts, &policy);
+    let header = |name| parts.headers.get(name).and_then(|v: &hyper::header::HeaderValue| v.to_str().ok());
+    if decided.is_ok() {
+        let host = header(hyper::header::HOST).unwrap_or("").to_ascii_lowercase();
+        let host = host.trim_end_matches(':').trim_end_matches('.');
+        assert!(
+            host.starts_with("127.0.0.1") || host.starts_with("localhost") || host.starts_with("ringway.internal"),
+            "granted to Host {host:?}"
+        );
+    }
     if let (Ok(call), Some(t)) = (&decided, token) {
-        if *call != AdminCall::Page {
+        if !matches!(call, AdminCall::Page | AdminCall::Asset(_)) {
             let given = auth.and_then(|v| v.to_str().ok()).unwrap_or("");
             assert_eq!(
                 given.trim_start_matches("Bearer ").trim(),
@@ -49,6 +64,14 @@ async fn answer(
     }
     if let Ok(AdminCall::SetAdmin { .. } | AdminCall::Reload) = &decided {
         assert_eq!(parts.method, Method::POST, "a state change without POST");
+        let form = header(hyper::header::CONTENT_TYPE)
+            .is_some_and(|t| !t.to_ascii_lowercase().trim_start().starts_with("application/json"));
+        assert!(!form, "a state change with a non-JSON body type");
+        for name in [hyper::header::ORIGIN, hyper::header::REFERER] {
+            if let Some(o) = header(name.clone()) {
+                assert!(o.contains("127.0.0.1") || o.contains("localhost") || o.contains("ringway.internal"), "a change from {o:?}");
+            }
+        }
     }
     // Bodies are read as a real server would let them arrive (and are ignored).
     let _ = body.collect().await;

@@ -38,7 +38,8 @@ enum Op {
 }
 
 /// A socket whose reads follow a script and whose writes take `room` bytes, then
-/// say WouldBlock.
+/// say WouldBlock. It remembers when a read or a write last said WouldBlock: the
+/// kernel's edge-triggered events depend on it (see the edge proptest).
 #[derive(Default)]
 struct FakeSock {
     reads: RefCell<VecDeque<Op>>,
@@ -47,6 +48,9 @@ struct FakeSock {
     write_error: Cell<Option<io::ErrorKind>>,
     shut: Cell<u32>,
     writes: Cell<u32>,
+    /// A write took less than it was given (or nothing) since the last writable
+    /// event.
+    blocked: Cell<bool>,
 }
 
 impl FakeSock {
@@ -88,6 +92,11 @@ impl FakeSock {
             return Err(kind.into());
         }
         let n = want.min(self.room.get());
+        // A write that did not take everything leaves the socket waiting for room:
+        // the kernel sends a writable event when room appears (SOCK_NOSPACE).
+        if n < want {
+            self.blocked.set(true);
+        }
         if n == 0 && want > 0 {
             return Err(io::ErrorKind::WouldBlock.into());
         }
@@ -427,5 +436,74 @@ proptest::proptest! {
         proptest::prop_assert_eq!(&*dst.written.borrow(), &want);
         proptest::prop_assert_eq!(dst.shut.get(), 1);
         proptest::prop_assert_eq!(h.bytes(), want.len() as u64);
+    }
+}
+
+proptest::proptest! {
+    /// The same promise with readiness as the kernel gives it to an edge-triggered
+    /// epoll, not re-armed for free: a readable event only when bytes (or the EOF)
+    /// arrive, a writable event only when room appears after a write said WouldBlock;
+    /// a pump that stops at its budget is run again (the worker's requeue), and one
+    /// that stops for any other reason waits for the next event. A half that stops
+    /// reading or writing while it still could, and expects an event that will not
+    /// come (a lost wake-up), never finishes here.
+    #[test]
+    fn bytes_arrive_with_edge_triggered_readiness(
+        chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 1..40_000), 0..8),
+        arrive in proptest::collection::vec(proptest::bool::ANY, 1..16),
+        rooms in proptest::collection::vec(0usize..70_000, 1..20),
+        cap in proptest::prop_oneof![proptest::strategy::Just(0usize), 1usize..100_000],
+        mode in proptest::prop_oneof![proptest::strategy::Just(Mode::Auto), proptest::strategy::Just(Mode::Splice), proptest::strategy::Just(Mode::Copy)],
+    ) {
+        let want: Vec<u8> = chunks.concat();
+        let mut pending: VecDeque<Op> = chunks.iter().cloned().map(Op::Data).collect();
+        pending.push_back(Op::Eof);
+        // Nothing has arrived yet, nothing is writable yet.
+        let src = FakeSock::reading(&[]);
+        let dst = FakeSock::writing(0);
+        let mut pipes = FakePipes::new(cap, if cap == 0 { 0 } else { 2 });
+        let mut h = Half::new(mode);
+        let (mut sr, mut dr) = (Ready::default(), Ready { write: true, ..Ready::default() });
+        let mut buf = vec![0u8; COPY_BUF];
+        let mut pumps = 0;
+        for step in 0..4000usize {
+            let mut event = false;
+            // The peer sends (some steps): a readable event, every time.
+            if arrive[step % arrive.len()] || step >= 2000 {
+                if let Some(op) = pending.pop_front() {
+                    let eof = matches!(op, Op::Eof);
+                    src.reads.borrow_mut().push_back(op);
+                    sr.mark(true, eof, false);
+                    event = true;
+                }
+            }
+            // The destination acknowledges: room; writable only if a write had
+            // found none.
+            let room = rooms[step % rooms.len()];
+            if room > 0 {
+                dst.room.set(dst.room.get() + room);
+                if dst.blocked.replace(false) {
+                    dr.mark(false, false, true);
+                    event = true;
+                }
+            }
+            if !event {
+                continue;
+            }
+            // The worker runs the half until it has nothing more to do now.
+            loop {
+                pumps += 1;
+                let p = h.pump((&src, &mut sr), (&dst, &mut dr), (&mut buf, &mut pipes), 4, false).unwrap();
+                if !p.more {
+                    break;
+                }
+            }
+            if h.done() {
+                break;
+            }
+        }
+        proptest::prop_assert!(h.done(), "stuck: {} of {} bytes after {pumps} pumps, waiting for an event that never came", dst.written.borrow().len(), want.len());
+        proptest::prop_assert_eq!(&*dst.written.borrow(), &want);
+        proptest::prop_assert_eq!(dst.shut.get(), 1);
     }
 }
