@@ -1,5 +1,7 @@
 //! Ring cost: build and lookup for 10, 100 and 1,000 backends at the default vnodes,
-//! plus the key hash and a lookup that walks past down backends.
+//! plus the key hash and a lookup that walks past down backends; and at 4,000
+//! backends, what a health transition costs the control plane (a snapshot derived
+//! from the last one) and what a pick costs when one backend of 4,000 is up.
 //!
 //!     cargo bench --bench ring
 
@@ -72,6 +74,44 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    g.finish();
+    // Thousands of backends: one transition, and a pick through a sparse live set.
+    let mut g = c.benchmark_group("ring_4000");
+    g.sample_size(20);
+    let ids = ids(4000);
+    let backends: Vec<Backend> = ids
+        .iter()
+        .map(|id| Backend {
+            id: id.clone(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            addr_text: id.clone(),
+            weight: 1,
+            set: None,
+        })
+        .collect();
+    let snap = Snapshot::new(backends, DEFAULT_VNODES);
+    let mut one_down = vec![true; 4000];
+    one_down[1234] = false;
+    g.bench_function("one_transition", |b| {
+        b.iter(|| snap.with_up(black_box(one_down.clone())))
+    });
+    let mut only_one = vec![false; 4000];
+    only_one[7] = true;
+    let sparse = snap.with_up(only_one);
+    g.bench_function("pick_one_of_4000_up", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) & 4095;
+            sparse.pick(black_box(keys[i]))
+        })
+    });
+    g.bench_function("pick_all_up", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) & 4095;
+            snap.pick(black_box(keys[i]))
+        })
+    });
     g.finish();
     let src: SocketAddr = "[2001:db8::1]:40000".parse().unwrap();
     let dst: SocketAddr = "[2001:db8::2]:443".parse().unwrap();

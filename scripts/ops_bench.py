@@ -17,7 +17,7 @@ B = int(sys.argv[2]) if len(sys.argv) > 2 else 100
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 50
 RELOADS = int(sys.argv[4]) if len(sys.argv) > 4 else 5
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-binary = os.path.join(root, "target/release/ringway")
+binary = os.environ.get("RINGWAY_BIN", os.path.join(root, "target/release/ringway"))
 
 def free_port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p

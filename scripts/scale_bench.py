@@ -17,7 +17,8 @@ For each peer in one run (ringway, then HAProxy with the same servers):
     greeting), and count which were served (ringway hashes the 5-tuple, HAProxy
     balances round robin: both spread clients over every backend they think is up);
   - sample RSS every 100 ms.
-It reports: seconds until every dead backend is down, the worst and p99 status latency,
+It reports: seconds until every dead backend is down and the good one up, the worst
+and p99 status latency,
 the worst /metrics latency, peak RSS and RSS at the end, and the share of clients
 served, before and after every dead backend was down.
 
@@ -153,7 +154,7 @@ def haproxy_config(a, d):
         "global\n  maxconn 6000\n  stats maxconn 64\n"
         "defaults\n  mode tcp\n  timeout connect 3s\n  timeout client 30s\n  timeout server 30s\n"
         "  timeout check 1s\n  retries 2\n  default-server inter 2s fall 3 rise 2\n"
-        f"listen stats\n  mode http\n  bind {ADMIN[0]}:{ADMIN[1]}\n  stats enable\n  stats uri /\n"
+        f"listen stats\n  mode http\n  bind {ADMIN[0]}:{ADMIN[1]}\n  stats enable\n  stats uri /\n  stats show-legends\n"
         f"frontend fe\n  bind {LISTEN[0]}:{LISTEN[1]}\n  default_backend big\n"
         "backend big\n  balance roundrobin\n"
     )
@@ -176,24 +177,34 @@ def get(url, timeout=10):
     return time.perf_counter() - t, body
 
 
-def count_down_ringway(body, n):
+def count_ringway(body, n):
+    """(dead backends down, the good one up) in a ringway /status."""
     status = json.loads(body)
     backends = status["listeners"][0]["backends"]
-    dead_down = sum(1 for b in backends if b["state"] == "down" and not b["address"].startswith("127."))
-    # Discovered backends that never passed a check are down from the start: count
-    # the answer's dead addresses that are not up (absent ones are not taking traffic).
-    up_dead = sum(1 for b in backends if b["state"] != "down" and not b["address"].startswith("127."))
-    return n - up_dead if dead_down + up_dead < n else dead_down
+    dead = [b for b in backends if not b["address"].startswith("127.")]
+    good = [b for b in backends if b["address"].startswith("127.")]
+    # Discovered backends that never passed a check are down from the start; an
+    # address of the answer not (yet) in the set takes no traffic either.
+    up_dead = sum(1 for b in dead if b["state"] != "down")
+    return n - up_dead if len(dead) == n else sum(1 for b in dead if b["state"] == "down"), any(b["state"] == "up" for b in good)
 
 
-def count_down_haproxy(body, n):
-    down = 0
-    for line in body.decode().splitlines():
+def count_haproxy(body, n):
+    """(dead backends down, the good one up) in HAProxy's stats CSV."""
+    lines = body.decode().splitlines()
+    head = lines[0].lstrip("# ").split(",")
+    col = {name: i for i, name in enumerate(head)}
+    down, good = 0, False
+    for line in lines[1:]:
         f = line.split(",")
-        if len(f) > 17 and f[0] == "big" and f[1] not in ("BACKEND", "good") and f[17].startswith(("DOWN", "MAINT")):
+        if len(f) < len(head) or f[0] != "big" or f[1] == "BACKEND":
+            continue
+        status, addr = f[col["status"]], f[col.get("addr", 0)]
+        if f[1] == "good" or addr.startswith("127.0.0.1"):
+            good = good or status.startswith("UP")
+        elif status.startswith(("DOWN", "MAINT")):
             down += 1
-    # server-template slots never filled stay MAINT; the good one is UP.
-    return min(down, n)
+    return min(down, n), good
 
 
 def run_peer(peer, a, d):
@@ -201,12 +212,12 @@ def run_peer(peer, a, d):
         cmd = [a.bin, "run", "-c", ringway_config(a, d)]
         status_url = f"http://{ADMIN[0]}:{ADMIN[1]}/status"
         metrics_url = f"http://{METRICS[0]}:{METRICS[1]}/metrics"
-        count = count_down_ringway
+        count = count_ringway
     else:
         cmd = ["haproxy", "-db", "-f", haproxy_config(a, d)]
         status_url = f"http://{ADMIN[0]}:{ADMIN[1]}/;csv"
         metrics_url = None
-        count = count_down_haproxy
+        count = count_haproxy
     log = open(os.path.join(d, f"{peer}.log"), "w")
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "warn"})
@@ -222,7 +233,8 @@ def run_peer(peer, a, d):
                 took, body = get(status_url)
                 status_lat.append(took)
                 status_at.append((t, took))
-                if count(body, a.backends) >= a.backends and all_down[0] is None:
+                down, good_up = count(body, a.backends)
+                if down >= a.backends and good_up and all_down[0] is None:
                     all_down[0] = time.monotonic() - t0
             except (OSError, ValueError, KeyError, IndexError):
                 status_errors[0] += 1
@@ -260,6 +272,10 @@ def run_peer(peer, a, d):
             socket.create_connection(LISTEN, timeout=1).close()
             break
         except OSError:
+            if proc.poll() is not None:
+                log.flush()
+                why = open(os.path.join(d, f"{peer}.log")).read().strip().splitlines()
+                return {"peer": peer, "failed": why[-1] if why else f"exit {proc.returncode}"}
             time.sleep(0.05)
     threads = [threading.Thread(target=f, daemon=True) for f in (poll_status, poll_metrics, sample_rss)]
     for t in threads:
@@ -277,6 +293,10 @@ def run_peer(peer, a, d):
     for t in threads:
         t.join(timeout=15)
     final_rss = rss_kib(tree(proc.pid))
+    try:
+        last = count(get(status_url)[1], a.backends)
+    except (OSError, ValueError, KeyError, IndexError):
+        last = None
     proc.terminate()
     try:
         proc.wait(timeout=15)
@@ -298,16 +318,20 @@ def run_peer(peer, a, d):
         "metrics_max_ms": max(metrics_lat) * 1000 if metrics_lat else None,
         "rss_peak_mib": max(rss) / 1024 if rss else None,
         "rss_end_mib": final_rss / 1024,
+        "last": last,
         "served_before": (sum(before), len(before)),
         "served_after": (sum(after), len(after)),
     }
 
 
 def fmt(r):
+    if "failed" in r:
+        return f"{r['peer']:<8} did not start: {r['failed']}"
     def frac(p):
         ok, n = p
         return f"{ok}/{n} ({100.0 * ok / n:.1f}%)" if n else "-"
-    down = f"{r['all_down_s']:.1f} s" if r["all_down_s"] is not None else "never"
+    down = (f"{r['all_down_s']:.1f} s" if r["all_down_s"] is not None
+            else f"never ({r['last'][0]} down, good up: {r['last'][1]})" if r["last"] else "never")
     mx = f"{r['metrics_max_ms']:.0f} ms" if r["metrics_max_ms"] is not None else "-"
     st = (f"max {r['status_max_ms']:.0f} ms, p99 {r['status_p99_ms']:.0f} ms"
           if r["status_max_ms"] is not None else "never answered")

@@ -19,15 +19,6 @@ impl Default for Owners {
 }
 
 impl Owners {
-    /// `len` points owned by member 0, for a ring of `members` members.
-    pub fn zeroed(len: usize, members: usize) -> Owners {
-        if members <= 1 << 16 {
-            Owners::Narrow(vec![0; len])
-        } else {
-            Owners::Wide(vec![0; len])
-        }
-    }
-
     /// An empty table with room for `len` points, for a ring of `members` members.
     pub fn with_capacity(len: usize, members: usize) -> Owners {
         if members <= 1 << 16 {
@@ -51,6 +42,14 @@ impl Owners {
         match self {
             Owners::Narrow(v) => v[i] = owner as u16,
             Owners::Wide(v) => v[i] = owner as u32,
+        }
+    }
+
+    /// Swaps the owners of points `i` and `j`.
+    pub fn swap(&mut self, i: usize, j: usize) {
+        match self {
+            Owners::Narrow(v) => v.swap(i, j),
+            Owners::Wide(v) => v.swap(i, j),
         }
     }
 
@@ -85,10 +84,14 @@ mod tests {
 
     #[test]
     fn narrow_up_to_65536_members_wide_beyond_and_both_hold_every_index() {
-        let mut n = Owners::zeroed(3, 1 << 16);
+        let mut n = Owners::with_capacity(3, 1 << 16);
         assert!(matches!(n, Owners::Narrow(_)));
+        for o in [0, 1, 2] {
+            n.push(o);
+        }
         n.set(2, 65_535);
-        assert_eq!(n.get(2), 65_535);
+        n.swap(0, 2);
+        assert_eq!((n.get(0), n.get(2)), (65_535, 0));
         let mut w = Owners::with_capacity(1, (1 << 16) + 1);
         assert!(matches!(w, Owners::Wide(_)));
         w.push(70_000);

@@ -87,10 +87,10 @@ impl Ring {
     /// A member with weight 0 gets no points. Member ids must be distinct (config
     /// validation guarantees it); with duplicates the ring is still deterministic.
     ///
-    /// The points are hashed twice (once to count them per radix bucket, once to put
-    /// each in its bucket) so the only memory taken is the ring's own: 12 bytes a point
-    /// (a million-point ring is built in about 0.1 s). Each bucket, a few points, is
-    /// then sorted by hash and id.
+    /// Each point is hashed once into the ring's own arrays (12 bytes a point, 10 with
+    /// at most 65,536 members: no temporary copy), then put in its radix bucket in
+    /// place (an American flag sort over the top bits, whose counts are the ring's
+    /// index), then each bucket, a few points, is sorted by hash and id.
     pub fn build(members: &[Member<'_>], vnodes: u32) -> Ring {
         let total: usize = members
             .iter()
@@ -99,33 +99,44 @@ impl Ring {
         let bits = index_bits(total);
         let shift = 64 - bits;
         let buckets = 1usize << bits;
+        let mut hashes = Vec::with_capacity(total);
+        let mut owners = Owners::with_capacity(total, members.len());
         let mut label = Vec::with_capacity(64);
-        // Pass 1: points per bucket, then each bucket's first point.
-        let mut index = vec![0u32; buckets + 1];
-        for m in members {
+        for (owner, m) in members.iter().enumerate() {
             for i in 0..m.weight.saturating_mul(vnodes) {
                 vnode_label(&mut label, m.id, i);
-                index[(xxh3(&label) >> shift) as usize + 1] += 1;
+                hashes.push(xxh3(&label));
+                owners.push(owner);
             }
+        }
+        // Each bucket's first point (the radix index), from the counts.
+        let bucket_of = |h: u64| (h >> shift) as usize;
+        let mut index = vec![0u32; buckets + 1];
+        for &h in &hashes {
+            index[bucket_of(h) + 1] += 1;
         }
         for b in 0..buckets {
             index[b + 1] += index[b];
         }
-        // Pass 2: each point into its bucket.
-        let mut hashes = vec![0u64; total];
-        let mut owners = Owners::zeroed(total, members.len());
-        let mut fill: Vec<u32> = index[..buckets].to_vec();
-        for (owner, m) in members.iter().enumerate() {
-            for i in 0..m.weight.saturating_mul(vnodes) {
-                vnode_label(&mut label, m.id, i);
-                let h = xxh3(&label);
-                let slot = &mut fill[(h >> shift) as usize];
-                hashes[*slot as usize] = h;
-                owners.set(*slot as usize, owner);
-                *slot += 1;
+        // Every point into its bucket, in place: swap it to where its bucket fills up
+        // next, until the one that lands here belongs here.
+        let mut next: Vec<u32> = index[..buckets].to_vec();
+        for b in 0..buckets {
+            let end = index[b + 1];
+            while next[b] < end {
+                let i = next[b] as usize;
+                let home = bucket_of(hashes[i]);
+                if home == b {
+                    next[b] += 1;
+                } else {
+                    let j = next[home] as usize;
+                    next[home] += 1;
+                    hashes.swap(i, j);
+                    owners.swap(i, j);
+                }
             }
         }
-        drop(fill);
+        drop(next);
         // Each bucket sorted by hash, then member id (a 64-bit collision, practically
         // never, is ordered by id, not by input order).
         let mut bucket: Vec<(u64, u32)> = Vec::new();

@@ -183,9 +183,10 @@ impl Published {
     }
 }
 
-/// `GET /status` as pretty JSON (with a final newline).
+/// `GET /status` as JSON (compact: with thousands of backends, pretty printing doubles
+/// its size; with a final newline).
 pub fn status_json(view: &View) -> Result<Vec<u8>, serde_json::Error> {
-    let mut body = serde_json::to_vec_pretty(&super::status::status(view, Instant::now()))?;
+    let mut body = serde_json::to_vec(&super::status::status(view, Instant::now()))?;
     body.push(b'\n');
     Ok(body)
 }
