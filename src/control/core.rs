@@ -49,9 +49,8 @@ pub struct Control {
     pub passive: crate::dataplane::PassiveSender,
     /// Where views for `/status` and `/metrics` go (and the Prometheus recorder).
     pub published: Arc<Published>,
-    /// When the view was last published, and whether the process part changed.
+    /// When the view was last published.
     view_at: Instant,
-    process_stale: bool,
     /// Reloads: counts, the last error, loads in flight.
     pub reloads: Reloads,
     /// Host-name re-resolution schedule.
@@ -107,7 +106,6 @@ impl Control {
             passive,
             published,
             view_at: now,
-            process_stale: true,
             reloads: Reloads::default(),
             resolving,
             started: now,
@@ -337,7 +335,7 @@ impl Control {
                 later(due);
             }
         }
-        if self.listeners.iter().any(|l| l.view_stale) || self.process_stale {
+        if self.listeners.iter().any(|l| l.view_stale) {
             let due = self.view_at + VIEW_GAP;
             if now >= due {
                 self.publish_view(now);
@@ -441,7 +439,6 @@ impl Control {
             listeners,
         });
         self.view_at = now;
-        self.process_stale = false;
     }
 
     /// A worker stopped on its own: counted (`ringway_worker_panics_total`), shown at
