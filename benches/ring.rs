@@ -53,16 +53,7 @@ fn bench(c: &mut Criterion) {
                 r.lookup(black_box(keys[i]))
             })
         });
-        let backends: Vec<Backend> = ids
-            .iter()
-            .map(|id| Backend {
-                id: id.clone(),
-                addr: "127.0.0.1:1".parse().unwrap(),
-                addr_text: id.clone(),
-                weight: 1,
-                set: None,
-            })
-            .collect();
+        let backends = backends(&ids);
         let snap = Snapshot::new(backends, DEFAULT_VNODES);
         // A third of the backends down: lookups go through the filtered live ring.
         let down = snap.with_up((0..n).map(|i| i % 3 != 0).collect());
@@ -79,16 +70,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("ring_4000");
     g.sample_size(20);
     let ids = ids(4000);
-    let backends: Vec<Backend> = ids
-        .iter()
-        .map(|id| Backend {
-            id: id.clone(),
-            addr: "127.0.0.1:1".parse().unwrap(),
-            addr_text: id.clone(),
-            weight: 1,
-            set: None,
-        })
-        .collect();
+    let backends = backends(&ids);
     let snap = Snapshot::new(backends, DEFAULT_VNODES);
     let mut one_down = vec![true; 4000];
     one_down[1234] = false;
@@ -129,3 +111,16 @@ fn bench(c: &mut Criterion) {
 
 criterion_group!(benches, bench);
 criterion_main!(benches);
+
+/// One backend of weight 1 per id (their addresses are never used).
+fn backends(ids: &[String]) -> Vec<Backend> {
+    ids.iter()
+        .map(|id| Backend {
+            id: id.clone(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            addr_text: id.clone(),
+            weight: 1,
+            set: None,
+        })
+        .collect()
+}

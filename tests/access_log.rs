@@ -696,12 +696,7 @@ fn a_file_size_limit_costs_records_not_the_proxy() {
     );
     // About 250 bytes a record: 200 connections are well past 8 KiB.
     for _ in 0..4 {
-        for _ in 0..50 {
-            let mut s = TcpStream::connect(listen).unwrap();
-            s.write_all(b"x").unwrap();
-            let mut one = [0u8; 1];
-            s.read_exact(&mut one).unwrap();
-        }
+        connect_echo(listen, 50);
         std::thread::sleep(Duration::from_millis(150));
     }
     assert!(
@@ -715,10 +710,7 @@ fn a_file_size_limit_costs_records_not_the_proxy() {
         "ringway died: {}",
         rw.log()
     );
-    let mut s = TcpStream::connect(listen).unwrap();
-    s.write_all(b"y").unwrap();
-    let mut one = [0u8; 1];
-    s.read_exact(&mut one).unwrap();
+    connect_echo(listen, 1);
     assert!(std::fs::metadata(&log).unwrap().len() <= 8192);
     let said = rw.log();
     assert!(
@@ -757,14 +749,7 @@ fn a_full_disk_loses_counted_records_and_writing_resumes_by_itself() {
         &metered(metrics, &log),
     );
     let rw = Ringway::start(&toml, &[listen, metrics]);
-    let connect = |n: usize| {
-        for _ in 0..n {
-            let mut s = TcpStream::connect(listen).unwrap();
-            s.write_all(b"x").unwrap();
-            let mut one = [0u8; 1];
-            s.read_exact(&mut one).unwrap();
-        }
-    };
+    let connect = |n: usize| connect_echo(listen, n);
     // 64 KiB at about 250 bytes a record.
     for _ in 0..8 {
         connect(60);
@@ -853,4 +838,14 @@ fn an_access_log_the_user_cannot_write_fails_check_and_start() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `n` connections through `listen`, each echoing one byte (each one is a record).
+fn connect_echo(listen: SocketAddr, n: usize) {
+    for _ in 0..n {
+        let mut s = TcpStream::connect(listen).unwrap();
+        s.write_all(b"x").unwrap();
+        let mut one = [0u8; 1];
+        s.read_exact(&mut one).unwrap();
+    }
 }

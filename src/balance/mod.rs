@@ -10,7 +10,10 @@ pub mod hash;
 pub mod live;
 mod owners;
 pub mod ring;
+mod seen;
 mod snapshot;
+#[cfg(test)]
+mod test_keys;
 
 use std::net::SocketAddr;
 

@@ -31,6 +31,7 @@
 
 use super::hash::{vnode_label, xxh3};
 use super::owners::Owners;
+use super::seen::Seen;
 
 /// Virtual nodes per unit of weight when the config does not say.
 ///
@@ -393,7 +394,7 @@ impl Ring {
                 self.position(key)
             },
             left: self.hashes.len(),
-            seen: vec![0u64; self.members.div_ceil(64)],
+            seen: Seen::default(),
         }
     }
 
@@ -442,7 +443,7 @@ pub struct Walk<'a> {
     ring: &'a Ring,
     pos: usize,
     left: usize,
-    seen: Vec<u64>,
+    seen: Seen,
 }
 
 impl Iterator for Walk<'_> {
@@ -453,9 +454,7 @@ impl Iterator for Walk<'_> {
             let owner = self.ring.owners.get(self.pos);
             self.left -= 1;
             self.pos = (self.pos + 1) % self.ring.hashes.len();
-            let (word, bit) = (owner / 64, 1u64 << (owner % 64));
-            if self.seen[word] & bit == 0 {
-                self.seen[word] |= bit;
+            if self.seen.first(owner, self.ring.members) {
                 return Some(owner);
             }
         }

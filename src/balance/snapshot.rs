@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use super::live::Live;
 use super::ring::{Member, Ring};
+use super::seen::Seen;
 use super::Backend;
 
 /// The whole circle of keys, 2^64, as an arc length.
@@ -431,7 +432,7 @@ impl Snapshot {
             snapshot: self,
             pos: if len == 0 { 0 } else { self.ring.position(key) },
             left: self.view.count(len),
-            seen: Vec::new(),
+            seen: Seen::default(),
         }
     }
 
@@ -460,8 +461,8 @@ pub struct Walk<'a> {
     snapshot: &'a Snapshot,
     pos: usize,
     left: usize,
-    /// Backends met so far, one bit each (allocated at the second step).
-    seen: Vec<u64>,
+    /// Backends met so far.
+    seen: Seen,
 }
 
 impl Iterator for Walk<'_> {
@@ -475,12 +476,7 @@ impl Iterator for Walk<'_> {
             let owner = s.ring.owner_at(at);
             self.left -= 1;
             self.pos = (at + 1) % len;
-            if self.seen.is_empty() {
-                self.seen = vec![0u64; s.backends.len().div_ceil(64)];
-            }
-            let (word, bit) = (owner / 64, 1u64 << (owner % 64));
-            if self.seen[word] & bit == 0 {
-                self.seen[word] |= bit;
+            if self.seen.first(owner, s.backends.len()) {
                 return Some(owner);
             }
         }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::balance::test_keys::keys;
 use proptest::prelude::*;
 
 fn members(ids: &[String], weights: &[u32]) -> Vec<Member<'static>> {
@@ -13,18 +14,6 @@ fn members(ids: &[String], weights: &[u32]) -> Vec<Member<'static>> {
 
 fn ids(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("10.0.0.{i}:80")).collect()
-}
-
-/// Deterministic pseudo-random keys (splitmix64), so tests need no RNG state.
-fn keys(n: usize) -> impl Iterator<Item = u64> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    (0..n).map(move |_| {
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    })
 }
 
 #[test]

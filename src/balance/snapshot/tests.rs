@@ -1,4 +1,5 @@
 use super::*;
+use crate::balance::test_keys::keys;
 
 fn backends(n: usize) -> Vec<Backend> {
     (0..n)
@@ -121,18 +122,6 @@ fn reference(backends: &[Backend], vnodes: u32, live: &[bool]) -> Ring {
         })
         .collect();
     Ring::build(&members, vnodes).filtered(|m| live[m])
-}
-
-/// Deterministic keys (splitmix64).
-fn keys(n: usize) -> impl Iterator<Item = u64> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    (0..n).map(move |_| {
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    })
 }
 
 fn assert_like_reference(s: &Snapshot, b: &[Backend], vnodes: u32, live: &[bool]) {
