@@ -15,6 +15,9 @@
 //! * [`proxy_protocol`]: PROXY protocol headers: what ringway sends ahead of a client's
 //!   bytes (`send_proxy`) and what one read from a balancer in front means
 //!   (`accept_proxy`). Pure.
+//! * [`sni`]: the server name a client asks for, read from its TLS ClientHello (TCP)
+//!   or QUIC Initial (UDP) without terminating anything; incremental, pure. The QUIC
+//!   Initial's keys and AEAD come from RustCrypto.
 //! * [`config`]: TOML in, validated [`config::Config`] out, in two stages; errors name
 //!   file, line, column and key.
 //! * [`discovery`]: backends from DNS (`backend_set`: SRV, A/AAAA) through
@@ -72,4 +75,5 @@ pub mod metrics;
 pub mod proxy_protocol;
 pub mod route;
 pub mod shard;
+pub mod sni;
 pub mod sys;
