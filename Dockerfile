@@ -36,6 +36,9 @@ FROM scratch
 COPY --from=binary /ringway /usr/local/bin/ringway
 COPY conf/ringway.toml /etc/ringway/ringway.toml
 USER 65534:65534
+# The reference config appends to /var/log/ringway/access.log: a scratch image has
+# no mkdir, so WORKDIR makes the directory, the service user's.
+WORKDIR /var/log/ringway
 EXPOSE 8080 9100
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/ringway"]
