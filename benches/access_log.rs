@@ -23,6 +23,8 @@ fn record(listener: &Arc<str>, backend: &Reached, port: u16) -> Record {
         proto: Proto::Tcp,
         client: SocketAddr::from(([192, 0, 2, 10], port)),
         backend: Some(backend.clone()),
+        pool: Some(Arc::clone(listener)),
+        sni: None,
         bytes_in: 517,
         bytes_out: 18_342,
         duration: Duration::from_millis(12),

@@ -69,6 +69,10 @@ pub enum Command {
         /// Name each backend by its id instead of its address.
         #[arg(long)]
         ids: bool,
+        /// The server name the clients ask for (listeners with `route_by = "sni"`):
+        /// a third column names the pool it routes to.
+        #[arg(long, value_name = "NAME")]
+        sni: Option<String>,
     },
     /// Talk to a running ringway's admin API: status, drain, enable, disable, reload.
     Ctl {

@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             down,
             dst,
             ids,
+            sni,
         } => config::load(&config)
             .map_err(anyhow::Error::from)
             .and_then(|mut c| {
@@ -51,20 +52,18 @@ fn main() -> ExitCode {
                         _ => anyhow::bail!("{a}: cannot say which backend owns a key"),
                     }
                 }
-                route::route(
-                    &c,
-                    &listener,
-                    &down,
+                let ask = route::Ask {
+                    down,
                     dst,
-                    if ids {
+                    sni,
+                    column: if ids {
                         route::Column::Id
                     } else {
                         route::Column::Address
                     },
-                    io::stdin().lock(),
-                    io::stdout().lock(),
-                )
-                .map_err(anyhow::Error::from)
+                };
+                route::route(&c, &listener, &ask, io::stdin().lock(), io::stdout().lock())
+                    .map_err(anyhow::Error::from)
             }),
         Command::Ctl {
             admin,

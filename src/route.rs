@@ -19,16 +19,21 @@ pub enum RouteError {
         /// What exists.
         known: String,
     },
-    /// `--down` named an id the listener does not have.
-    #[error("listener {listener:?} has no backend with id {id:?} (ids: {known})")]
+    /// `--down` named an id the pool does not have.
+    #[error("pool {pool:?} has no backend with id {id:?} (ids: {known})")]
     UnknownBackend {
-        /// Listener.
-        listener: String,
+        /// The pool the clients are routed to.
+        pool: String,
         /// Asked for.
         id: String,
         /// What exists.
         known: String,
     },
+    /// `--sni` on a listener that does not route by server name.
+    #[error(
+        "listener {0:?} does not route by server name (no `route_by = \"sni\"`): leave --sni out"
+    )]
+    NotByName(String),
     /// The listener binds a wildcard, so the destination address is not known.
     #[error("listener {0:?} binds a wildcard address: give the address clients reach with --dst IP:PORT")]
     NeedDst(String),
@@ -57,15 +62,28 @@ pub enum Column {
     Id,
 }
 
+/// What `route` is asked.
+#[derive(Debug, Clone, Default)]
+pub struct Ask {
+    /// Backends to treat as down (ids of the pool the clients are routed to).
+    pub down: Vec<String>,
+    /// The address clients reach (needed for a wildcard listener).
+    pub dst: Option<SocketAddr>,
+    /// The server name the clients ask for (`route_by = "sni"` listeners).
+    pub sni: Option<String>,
+    /// How to name backends.
+    pub column: Column,
+}
+
 /// Prints `CLIENT BACKEND` (its address, or its id) for each client address read from
 /// `input`; `-` as the backend when every backend is down, `denied` when the listener's
-/// `allow`/`deny` lists refuse the client. Blank lines and `#` comments are skipped.
+/// `allow`/`deny` lists refuse the client. On a listener that routes by server name, a
+/// third column names the pool (`no_route` as the backend when no route takes the
+/// name and there is no default pool). Blank lines and `#` comments are skipped.
 pub fn route(
     config: &Config,
     listener: &str,
-    down: &[String],
-    dst: Option<SocketAddr>,
-    column: Column,
+    ask: &Ask,
     input: impl BufRead,
     mut output: impl Write,
 ) -> Result<(), RouteError> {
@@ -75,21 +93,37 @@ pub fn route(
             name: listener.to_string(),
             known: joined(config.listeners.iter().map(|l| l.name.as_str())),
         })?;
-    let base = Snapshot::new(l.backends.clone(), l.vnodes);
-    let mut up = vec![true; l.backends.len()];
-    for id in down {
-        let i = base
-            .index_of(id)
-            .ok_or_else(|| RouteError::UnknownBackend {
-                listener: l.name.clone(),
-                id: id.clone(),
-                known: joined(l.backends.iter().map(|b| b.id.as_str())),
-            })?;
-        up[i] = false;
+    let (routes, pools) = crate::control::routes_of(l);
+    if ask.sni.is_some() && !routes.by_server_name() {
+        return Err(RouteError::NotByName(l.name.clone()));
     }
-    let snapshot = crate::control::live_snapshot(l, &base, up.clone(), up);
+    let name = ask
+        .sni
+        .as_deref()
+        .map(|n| n.trim().trim_end_matches('.').to_ascii_lowercase());
+    let pool = routes
+        .pick(name.as_deref())
+        .and_then(|slot| config.pool(pools[slot]));
+    let placed = match pool {
+        Some(p) => {
+            let base = Snapshot::new(p.backends.clone(), p.vnodes);
+            let mut up = vec![true; p.backends.len()];
+            for id in &ask.down {
+                let i = base
+                    .index_of(id)
+                    .ok_or_else(|| RouteError::UnknownBackend {
+                        pool: p.name.clone(),
+                        id: id.clone(),
+                        known: joined(p.backends.iter().map(|b| b.id.as_str())),
+                    })?;
+                up[i] = false;
+            }
+            Some((p, crate::control::live_snapshot(p, &base, up.clone(), up)))
+        }
+        None => None,
+    };
     let rules = crate::control::admission_rules(&l.admission);
-    let dst = match dst {
+    let dst = match ask.dst {
         Some(d) => d,
         None if l.listen.ip().is_unspecified() => return Err(RouteError::NeedDst(l.name.clone())),
         None => l.listen,
@@ -97,6 +131,11 @@ pub fn route(
     let proto = match l.protocol {
         Protocol::Tcp => PROTO_TCP,
         Protocol::Udp => PROTO_UDP,
+    };
+    let third = match (&placed, routes.by_server_name()) {
+        (Some((p, _)), true) => format!(" {}", p.name),
+        (None, true) => " -".to_string(),
+        (_, false) => String::new(),
     };
     for (i, line) in input.lines().enumerate() {
         let line = line?;
@@ -109,18 +148,21 @@ pub fn route(
             text: text.to_string(),
         })?;
         if !rules.permits(client.ip()) {
-            writeln!(output, "{text} denied")?;
+            writeln!(output, "{text} denied{third}")?;
             continue;
         }
         let key = flow_hash(l.hash, proto, client, dst);
-        let backend = snapshot.pick(key).map_or("-", |b| {
-            let b = &snapshot.backends()[b];
-            match column {
-                Column::Address => b.addr_text.as_str(),
-                Column::Id => b.id.as_ref(),
-            }
-        });
-        writeln!(output, "{text} {backend}")?;
+        let backend = match &placed {
+            None => "no_route",
+            Some((_, snapshot)) => snapshot.pick(key).map_or("-", |b| {
+                let b = &snapshot.backends()[b];
+                match ask.column {
+                    Column::Address => b.addr_text.as_str(),
+                    Column::Id => b.id.as_ref(),
+                }
+            }),
+        };
+        writeln!(output, "{text} {backend}{third}")?;
     }
     output.flush()?;
     Ok(())

@@ -631,7 +631,7 @@ fn no_local_port_is_a_local_error_not_the_backend_s() {
             sample(
                 &m,
                 "ringway_backend_up",
-                &[("listener", "t"), ("backend", "a")]
+                &[("listener", "t"), ("pool", "t"), ("backend", "a")]
             ),
             Some(1.0),
             "a local error took the backend down"

@@ -212,7 +212,7 @@ fn drain_keeps_open_connections_and_sends_no_new_ones_there() {
     assert_eq!(backend(&s, "b")["ring_share"], 0.0);
     assert_eq!(backend(&s, "b")["active_connections"], on_b as u64);
     let m = scrape(metrics);
-    let per = |n: &str| sample(&m, n, &[("listener", "t"), ("backend", "b")]);
+    let per = |n: &str| sample(&m, n, &[("listener", "t"), ("pool", "t"), ("backend", "b")]);
     assert_eq!(
         per("ringway_backend_up"),
         Some(1.0),
@@ -237,7 +237,7 @@ fn drain_keeps_open_connections_and_sends_no_new_ones_there() {
         sample(
             &m,
             "ringway_backend_up",
-            &[("listener", "t"), ("backend", "b")]
+            &[("listener", "t"), ("pool", "t"), ("backend", "b")]
         ),
         Some(0.0)
     );
@@ -245,7 +245,12 @@ fn drain_keeps_open_connections_and_sends_no_new_ones_there() {
         sample(
             &m,
             "ringway_backend_transitions_total",
-            &[("listener", "t"), ("backend", "b"), ("to", "down")]
+            &[
+                ("listener", "t"),
+                ("pool", "t"),
+                ("backend", "b"),
+                ("to", "down")
+            ]
         ),
         Some(1.0)
     );

@@ -283,7 +283,11 @@ fn a_dns_set_follows_the_zone_and_moves_only_the_keys_it_must() {
         sample(
             &scrape(metrics),
             "ringway_backend_set_backends",
-            &[("listener", "t"), ("set", &format!("api.svc.test:{port}"))]
+            &[
+                ("listener", "t"),
+                ("pool", "t"),
+                ("set", &format!("api.svc.test:{port}"))
+            ]
         ),
         Some(3.0)
     );
@@ -409,7 +413,7 @@ fn dns_trouble_keeps_the_last_good_set_and_nxdomain_empties_it_after_n_answers()
         sample(
             &scrape(metrics),
             "ringway_resolver_errors_total",
-            &[("listener", "t"), ("set", &set)],
+            &[("listener", "t"), ("pool", "t"), ("set", &set)],
         )
         .unwrap_or(0.0)
     };
@@ -545,7 +549,7 @@ fn answers_lose_what_may_not_be_a_backend() {
         sample(
             &scrape(metrics),
             "ringway_backend_set_refused_total",
-            &[("listener", "t"), ("set", set)],
+            &[("listener", "t"), ("pool", "t"), ("set", set)],
         )
         .unwrap_or(0.0)
     };
@@ -618,7 +622,7 @@ fn a_discovered_backend_waits_for_its_first_passing_check() {
         sample(
             &scrape(metrics),
             "ringway_backend_connect_errors_total",
-            &[("listener", "t"), ("backend", &dead)]
+            &[("listener", "t"), ("pool", "t"), ("backend", &dead)]
         ),
         Some(0.0)
     );

@@ -333,14 +333,24 @@ fn a_backend_at_a_local_address_of_a_wildcard_listener_is_held_out() {
         let checks = sample(
             &scrape(metrics),
             "ringway_health_checks_total",
-            &[("listener", "t"), ("backend", "me"), ("result", "failure")],
+            &[
+                ("listener", "t"),
+                ("pool", "t"),
+                ("backend", "me"),
+                ("result", "failure"),
+            ],
         );
         assert_eq!(checks, Some(0.0), "{}", rw.log());
         assert_eq!(
             sample(
                 &scrape(metrics),
                 "ringway_health_checks_total",
-                &[("listener", "t"), ("backend", "me"), ("result", "success")],
+                &[
+                    ("listener", "t"),
+                    ("pool", "t"),
+                    ("backend", "me"),
+                    ("result", "success")
+                ],
             ),
             Some(0.0)
         );

@@ -128,7 +128,14 @@ fn the_kernel_takes_sessions_and_counts_their_bytes_exactly() {
     assert_eq!(r["bytes_out"].as_u64(), Some(len as u64), "{r}");
     assert_eq!(r["end"].as_str(), Some("client_closed"), "{r}");
     let m = scrape(s.metrics);
-    let bytes = |name| sample(&m, name, &[("listener", "k"), ("backend", "b")]).unwrap_or(0.0);
+    let bytes = |name| {
+        sample(
+            &m,
+            name,
+            &[("listener", "k"), ("pool", "k"), ("backend", "b")],
+        )
+        .unwrap_or(0.0)
+    };
     assert!(bytes("ringway_backend_sent_bytes_total") >= len as f64);
     assert!(bytes("ringway_backend_received_bytes_total") >= len as f64);
 }

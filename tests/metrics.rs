@@ -74,7 +74,12 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
                 && sample(
                     &m,
                     "ringway_health_checks_total",
-                    &[("listener", "t"), ("backend", "a"), ("result", "success")],
+                    &[
+                        ("listener", "t"),
+                        ("pool", "t"),
+                        ("backend", "a"),
+                        ("result", "success"),
+                    ],
                 )
                 .is_some_and(|v| v >= 1.0)
         }),
@@ -123,9 +128,15 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
         sample(&text, "ringway_listener_active_connections", &t),
         Some(5.0)
     );
-    let per = |name: &str, id: &str| delta(name, &[("listener", "t"), ("backend", id)]);
+    let per =
+        |name: &str, id: &str| delta(name, &[("listener", "t"), ("pool", "t"), ("backend", id)]);
     let now = |name: &str, id: &str| {
-        sample(&text, name, &[("listener", "t"), ("backend", id)]).unwrap_or(0.0)
+        sample(
+            &text,
+            name,
+            &[("listener", "t"), ("pool", "t"), ("backend", id)],
+        )
+        .unwrap_or(0.0)
     };
     assert_eq!(
         per("ringway_backend_connections_total", "a")
@@ -155,7 +166,12 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
         sample(
             &text,
             "ringway_health_checks_total",
-            &[("listener", "t"), ("backend", "a"), ("result", "success")]
+            &[
+                ("listener", "t"),
+                ("pool", "t"),
+                ("backend", "a"),
+                ("result", "success")
+            ]
         )
         .unwrap()
             >= 1.0
@@ -164,7 +180,12 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
         sample(
             &text,
             "ringway_backend_transitions_total",
-            &[("listener", "t"), ("backend", "a"), ("to", "down")]
+            &[
+                ("listener", "t"),
+                ("pool", "t"),
+                ("backend", "a"),
+                ("to", "down")
+            ]
         ),
         Some(0.0)
     );
@@ -222,7 +243,12 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
         sample(
             &scrape(metrics),
             "ringway_health_checks_total",
-            &[("listener", "t"), ("backend", "b"), ("result", "success")],
+            &[
+                ("listener", "t"),
+                ("pool", "t"),
+                ("backend", "b"),
+                ("result", "success"),
+            ],
         )
         .is_some_and(|n| n >= 1.0)
     }));
@@ -233,14 +259,19 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
             sample(
                 &scrape(metrics),
                 "ringway_backend_up",
-                &[("listener", "t"), ("backend", "b")],
+                &[("listener", "t"), ("pool", "t"), ("backend", "b")],
             ) == Some(0.0)
         }),
         "b never went down in /metrics; log:\n{}",
         rw.log()
     );
     let text = scrape(metrics);
-    let b_down = [("listener", "t"), ("backend", "b"), ("to", "down")];
+    let b_down = [
+        ("listener", "t"),
+        ("pool", "t"),
+        ("backend", "b"),
+        ("to", "down"),
+    ];
     assert_eq!(
         sample(&text, "ringway_backend_transitions_total", &b_down),
         Some(1.0)
@@ -249,15 +280,20 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
         sample(
             &text,
             "ringway_backend_ring_share",
-            &[("listener", "t"), ("backend", "a")]
+            &[("listener", "t"), ("pool", "t"), ("backend", "a")]
         ),
         Some(1.0)
     );
-    let moved = sample(&text, "ringway_ring_remapped_ratio", &t).unwrap();
+    let moved = sample(
+        &text,
+        "ringway_ring_remapped_ratio",
+        &[("listener", "t"), ("pool", "t")],
+    )
+    .unwrap();
     let b_share = sample(
         &before,
         "ringway_backend_ring_share",
-        &[("listener", "t"), ("backend", "b")],
+        &[("listener", "t"), ("pool", "t"), ("backend", "b")],
     )
     .unwrap();
     assert!(
@@ -268,7 +304,12 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
         sample(
             &text,
             "ringway_health_checks_total",
-            &[("listener", "t"), ("backend", "b"), ("result", "failure")]
+            &[
+                ("listener", "t"),
+                ("pool", "t"),
+                ("backend", "b"),
+                ("result", "failure")
+            ]
         )
         .unwrap()
             >= 3.0

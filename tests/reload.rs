@@ -166,7 +166,12 @@ fn reload_under_load_drops_no_connection_and_loses_no_byte() {
         Some(0.0)
     );
     // Re-weighting and adding moved key space; the ratio says how much.
-    let moved = sample(&m, "ringway_ring_remapped_ratio", &[("listener", "t")]).unwrap();
+    let moved = sample(
+        &m,
+        "ringway_ring_remapped_ratio",
+        &[("listener", "t"), ("pool", "t")],
+    )
+    .unwrap();
     assert!(moved > 0.0 && moved < 1.0, "{moved}");
 }
 

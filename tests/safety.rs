@@ -76,7 +76,7 @@ fn a_dead_udp_backend_is_taken_out_without_a_health_check() {
         sample(
             m,
             "ringway_backend_up",
-            &[("listener", "u"), ("backend", id)],
+            &[("listener", "u"), ("pool", "u"), ("backend", id)],
         )
     };
     let m = scrape(metrics);
@@ -123,7 +123,7 @@ fn refused_connects_take_a_tcp_backend_out_without_active_checks() {
         sample(
             &scrape(metrics),
             "ringway_backend_up",
-            &[("listener", "t"), ("backend", "b")],
+            &[("listener", "t"), ("pool", "t"), ("backend", "b")],
         )
     };
     assert!(
@@ -203,7 +203,12 @@ fn at_the_descriptor_limit_clients_are_refused_promptly_and_backends_stay_up() {
         sample(
             m,
             "ringway_health_checks_total",
-            &[("listener", "t"), ("backend", id), ("result", "success")],
+            &[
+                ("listener", "t"),
+                ("pool", "t"),
+                ("backend", id),
+                ("result", "success"),
+            ],
         )
         .unwrap_or(0.0)
     };
@@ -224,7 +229,7 @@ fn at_the_descriptor_limit_clients_are_refused_promptly_and_backends_stay_up() {
             sample(
                 &m,
                 "ringway_backend_up",
-                &[("listener", "t"), ("backend", id)]
+                &[("listener", "t"), ("pool", "t"), ("backend", id)]
             ),
             Some(1.0),
             "{id} went down at the fd limit:\n{}",
@@ -234,7 +239,12 @@ fn at_the_descriptor_limit_clients_are_refused_promptly_and_backends_stay_up() {
             sample(
                 &m,
                 "ringway_backend_transitions_total",
-                &[("listener", "t"), ("backend", id), ("to", "down")]
+                &[
+                    ("listener", "t"),
+                    ("pool", "t"),
+                    ("backend", id),
+                    ("to", "down")
+                ]
             ),
             Some(0.0),
             "{id}"

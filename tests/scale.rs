@@ -60,7 +60,7 @@ fn two_thousand_dead_backends_leave_while_the_control_plane_answers() {
         sample(
             &scrape(metrics),
             "ringway_backend_up",
-            &[("listener", "t"), ("backend", "good")]
+            &[("listener", "t"), ("pool", "t"), ("backend", "good")]
         ),
         Some(1.0)
     );

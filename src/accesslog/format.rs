@@ -26,6 +26,8 @@ struct Json<'a> {
     client: String,
     backend: Option<&'a str>,
     backend_address: Option<String>,
+    pool: Option<&'a str>,
+    sni: Option<&'a str>,
     bytes_in: u64,
     bytes_out: u64,
     duration_ms: u64,
@@ -56,6 +58,8 @@ pub fn line(format: Format, r: &Record, out: &mut Vec<u8>) {
                 client: r.client.to_string(),
                 backend: r.backend.as_ref().map(|b| &*b.id),
                 backend_address: r.backend.as_ref().map(|b| b.addr.to_string()),
+                pool: r.pool.as_deref(),
+                sni: r.sni.as_ref().map(|n| n.as_str()),
                 bytes_in: r.bytes_in,
                 bytes_out: r.bytes_out,
                 duration_ms: millis(r.duration),
@@ -81,6 +85,12 @@ pub fn line(format: Format, r: &Record, out: &mut Vec<u8>) {
                 Some(b) => write!(out, "{}({})", b.id, b.addr),
                 None => write!(out, "-"),
             };
+            if let Some(p) = &r.pool {
+                let _ = write!(out, " pool={p}");
+            }
+            if let Some(n) = &r.sni {
+                let _ = write!(out, " sni={n}");
+            }
             let _ = match r.connect {
                 Some(c) => write!(out, " connect={}ms", millis(c)),
                 None => write!(out, " connect=-"),
@@ -123,6 +133,8 @@ mod tests {
                 id: Arc::from("db-1"),
                 addr: "[2001:db8::5]:5432".parse().unwrap(),
             }),
+            pool: Some(Arc::from("db")),
+            sni: None,
             bytes_in: 512,
             bytes_out: 2048,
             duration: Duration::from_micros(2_034_900),
@@ -147,6 +159,8 @@ mod tests {
         assert_eq!(v["client"], "192.0.2.7:51000");
         assert_eq!(v["backend"], "db-1");
         assert_eq!(v["backend_address"], "[2001:db8::5]:5432");
+        assert_eq!(v["pool"], "db");
+        assert!(v["sni"].is_null());
         assert_eq!(
             (v["bytes_in"].as_u64(), v["bytes_out"].as_u64()),
             (Some(512), Some(2048))
@@ -183,10 +197,14 @@ mod tests {
     #[test]
     fn text_is_one_line_with_the_same_fields() {
         let mut out = Vec::new();
-        line(Format::Text, &tcp(), &mut out);
+        let r = Record {
+            sni: crate::sni::ServerName::new(b"api.example"),
+            ..tcp()
+        };
+        line(Format::Text, &r, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "2025-12-02T10:00:00.123Z web \"edge\" tcp 192.0.2.7:51000 -> db-1([2001:db8::5]:5432) connect=1ms duration=2034ms in=512 out=2048 retries=1 end=client_closed\n"
+            "2025-12-02T10:00:00.123Z web \"edge\" tcp 192.0.2.7:51000 -> db-1([2001:db8::5]:5432) pool=db sni=api.example connect=1ms duration=2034ms in=512 out=2048 retries=1 end=client_closed\n"
         );
     }
 

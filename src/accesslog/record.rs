@@ -155,6 +155,11 @@ pub struct Record {
     pub client: SocketAddr,
     /// The backend, when one was reached.
     pub backend: Option<Reached>,
+    /// The pool it was routed to, once routed.
+    pub pool: Option<Arc<str>>,
+    /// The server name its TLS ClientHello or QUIC Initial asked for (`route_by =
+    /// "sni"` listeners).
+    pub sni: Option<crate::sni::ServerName>,
     /// Bytes from the client to the backend.
     pub bytes_in: u64,
     /// Bytes from the backend to the client.
@@ -188,6 +193,8 @@ impl Record {
             proto,
             client,
             backend: None,
+            pool: None,
+            sni: None,
             bytes_in: 0,
             bytes_out: 0,
             duration: Duration::ZERO,

@@ -1,7 +1,8 @@
 //! Choosing a backend: the hash contract, the ring, and the immutable snapshot that
 //! workers read.
 //!
-//! Nothing in here does I/O or reads a clock. The control plane builds a [`Snapshot`]
+//! Nothing in here does I/O or reads a clock. [`Routes`] pick a listener's pool by the
+//! server name a client asks for; per pool, the control plane builds a [`Snapshot`]
 //! (backends, the ring of all of them, which backends are up, and which ring points
 //! are live: [`live`]) and publishes it; data-plane workers only call
 //! [`Snapshot::pick`] and [`Snapshot::candidates`] on it.
@@ -10,6 +11,7 @@ pub mod hash;
 pub mod live;
 mod owners;
 pub mod ring;
+pub mod routes;
 mod seen;
 mod snapshot;
 #[cfg(test)]
@@ -18,6 +20,7 @@ mod test_keys;
 use std::net::SocketAddr;
 
 pub use hash::HashMode;
+pub use routes::Routes;
 pub use snapshot::{Snapshot, Walk};
 
 /// A backend as the balancer sees it.

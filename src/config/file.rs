@@ -24,6 +24,37 @@ pub struct FileConfig {
     pub resolver: Option<Spanned<FileResolver>>,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<Spanned<FileListener>>,
+    #[serde(default, rename = "pool")]
+    pub pools: Vec<Spanned<FilePool>>,
+}
+
+/// One `[[pool]]`: backends that listeners share, by name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePool {
+    pub name: Spanned<String>,
+    pub vnodes: Option<Spanned<i64>>,
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<Spanned<FileBackend>>,
+    #[serde(default, rename = "backend_set")]
+    pub backend_sets: Vec<Spanned<FileBackendSet>>,
+    pub health: Option<Spanned<FileHealth>>,
+}
+
+/// One `[[listener.route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    pub sni: Spanned<Vec<Spanned<String>>>,
+    pub pool: Spanned<String>,
+}
+
+/// `route_by = "none" | "sni"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileRouteBy {
+    None,
+    Sni,
 }
 
 /// `[metrics]`.
@@ -69,7 +100,7 @@ pub struct FileResolver {
     pub nxdomain_after: Option<Spanned<i64>>,
 }
 
-/// One `[[listener.backend_set]]`: `srv` or `dns`.
+/// One `[[listener.backend_set]]` or `[[pool.backend_set]]`: `srv` or `dns`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileBackendSet {
@@ -112,6 +143,11 @@ pub struct FileListener {
     pub source_table_size: Option<Spanned<i64>>,
     pub backend_connect: Option<Spanned<FileBackendConnect>>,
     pub first_data_timeout: Option<Spanned<String>>,
+    pub route_by: Option<Spanned<FileRouteBy>>,
+    pub default_pool: Option<Spanned<String>>,
+    pub sni_timeout: Option<Spanned<String>>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Spanned<FileRoute>>,
     #[serde(default, rename = "backend")]
     pub backends: Vec<Spanned<FileBackend>>,
     #[serde(default, rename = "backend_set")]
@@ -119,7 +155,7 @@ pub struct FileListener {
     pub health: Option<Spanned<FileHealth>>,
 }
 
-/// `[listener.health]`.
+/// `[listener.health]` or `[pool.health]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileHealth {
@@ -211,7 +247,7 @@ pub enum FileForward {
     Kernel,
 }
 
-/// One `[[listener.backend]]`.
+/// One `[[listener.backend]]` or `[[pool.backend]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileBackend {

@@ -14,7 +14,9 @@ mod file;
 mod health;
 mod keypath;
 mod own;
+mod pools;
 pub mod resolve;
+mod routes;
 mod sets;
 mod validate;
 
@@ -61,6 +63,9 @@ pub struct Config {
     pub resolver: ResolverConfig,
     /// The listeners, in file order.
     pub listeners: Vec<ListenerConfig>,
+    /// The pools: each listener's own (in listener order), then the `[[pool]]`s (in
+    /// file order).
+    pub pools: Vec<PoolConfig>,
 }
 
 /// `[admin]`: the admin API.
@@ -168,10 +173,8 @@ pub struct ListenerConfig {
     pub protocol: Protocol,
     /// Address to bind.
     pub listen: SocketAddr,
-    /// What is hashed onto the ring.
+    /// What is hashed onto the ring of the pool a connection or flow is routed to.
     pub hash: HashMode,
-    /// Ring points per unit of weight.
-    pub vnodes: u32,
     /// Limit on one backend connect attempt.
     pub connect_timeout: Duration,
     /// Connections with no traffic for this long are closed.
@@ -206,12 +209,80 @@ pub struct ListenerConfig {
     pub backend_connect: BackendConnect,
     /// TCP, with `backend_connect = "on-data"`: how long a client may stay silent.
     pub first_data_timeout: Duration,
+    /// Which pool each new connection or flow goes to.
+    pub route: RouteConfig,
+}
+
+/// How a listener picks a pool (`route_by`, `[[listener.route]]`, `default_pool`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// What routes look at.
+    pub by: RouteBy,
+    /// `[[listener.route]]`, in file order.
+    pub rules: Vec<RouteRule>,
+    /// The pool of connections no route takes: the listener's own backends (a pool
+    /// named after the listener), `default_pool`, or none (they are closed).
+    pub default_pool: Option<String>,
+    /// `route_by = "sni"`: how long the client may take to send its hello.
+    pub sni_timeout: Duration,
+}
+
+/// `route_by`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RouteBy {
+    /// Every connection goes to the default pool.
+    #[default]
+    None,
+    /// By the server name in the TLS ClientHello (TCP) or the QUIC Initial (UDP).
+    Sni,
+}
+
+/// One `[[listener.route]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRule {
+    /// Names (`api.example`) and one-label wildcards (`*.api.example`), lowercase,
+    /// without a trailing dot.
+    pub names: Vec<String>,
+    /// The pool they go to.
+    pub pool: String,
+}
+
+impl RouteConfig {
+    /// Every pool the listener may send to: the default first, then the routes' in
+    /// order, each once.
+    pub fn pools(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for p in self
+            .default_pool
+            .iter()
+            .chain(self.rules.iter().map(|r| &r.pool))
+        {
+            if !out.contains(&p.as_str()) {
+                out.push(p);
+            }
+        }
+        out
+    }
+}
+
+/// A pool: backends, their ring and their health, shared by every listener that
+/// routes to it. A listener's own `[[listener.backend]]`s are a pool named after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// Unique among pools.
+    pub name: String,
+    /// The listener whose own backends these are; `None` for a `[[pool]]`.
+    pub owner: Option<String>,
+    /// The protocol of the listeners that use it (TCP for one nobody uses).
+    pub protocol: Protocol,
+    /// Ring points per unit of weight.
+    pub vnodes: u32,
     /// Health checking.
     pub health: HealthConfig,
     /// Backends: the configured ones in file order, then those each `backend_set`
-    /// gave, in set order (see [`ListenerConfig::replace_set`]).
+    /// gave, in set order (see [`PoolConfig::replace_set`]).
     pub backends: Vec<Backend>,
-    /// `[[listener.backend_set]]`: backends discovered in DNS.
+    /// `backend_set`s: backends discovered in DNS.
     pub backend_sets: Vec<BackendSet>,
 }
 
@@ -324,6 +395,10 @@ impl Tuning {
     pub const DEFAULT_SOURCE_TABLE_SIZE: usize = 65_536;
     /// `first_data_timeout` default.
     pub const DEFAULT_FIRST_DATA_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `sni_timeout` default on UDP listeners (on TCP: `first_data_timeout`). QUIC
+    /// clients send their Initials back to back; a lost one comes again within a
+    /// second or so.
+    pub const DEFAULT_UDP_SNI_TIMEOUT: Duration = Duration::from_secs(3);
 }
 
 /// Reads and validates the config file at `path`.
@@ -401,20 +476,16 @@ impl Config {
                 if l.protocol == Protocol::Tcp && l.backend_connect == BackendConnect::OnData {
                     proxy.push_str(" (backend on first byte)");
                 }
-                if !l.backend_sets.is_empty() {
-                    let found = l.backends.iter().filter(|b| b.set.is_some()).count();
-                    proxy.push_str(&format!(
-                        " ({found} from {} DNS backend set(s))",
-                        l.backend_sets.len()
-                    ));
-                }
-                format!(
-                    "{} {} {} -> {} backends{proxy}",
-                    l.name,
-                    l.protocol,
-                    l.listen,
-                    l.backends.len()
-                )
+                let to = match (l.route.by, l.route.default_pool.as_deref()) {
+                    (RouteBy::None, Some(p)) => self.pool_summary(p),
+                    (RouteBy::Sni, default) => format!(
+                        "{} route(s) by server name, else {}",
+                        l.route.rules.len(),
+                        default.map_or("closed".to_string(), |p| self.pool_summary(p))
+                    ),
+                    (RouteBy::None, None) => "nothing".to_string(),
+                };
+                format!("{} {} {} -> {to}{proxy}", l.name, l.protocol, l.listen)
             })
             .collect();
         let mut ops = String::new();
@@ -463,6 +534,38 @@ impl Config {
     /// The listener called `name`.
     pub fn listener(&self, name: &str) -> Option<&ListenerConfig> {
         self.listeners.iter().find(|l| l.name == name)
+    }
+
+    /// The pool called `name`.
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// The listeners that route to pool `name`.
+    pub fn users_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a ListenerConfig> {
+        self.listeners
+            .iter()
+            .filter(move |l| l.route.pools().contains(&name))
+    }
+
+    /// `N backends` of pool `name` (`pool NAME: N backends` for a `[[pool]]`), with
+    /// how many came from DNS.
+    fn pool_summary(&self, name: &str) -> String {
+        let Some(p) = self.pool(name) else {
+            return format!("pool {name}");
+        };
+        let mut out = match p.owner {
+            Some(_) => format!("{} backends", p.backends.len()),
+            None => format!("pool {}: {} backends", p.name, p.backends.len()),
+        };
+        if !p.backend_sets.is_empty() {
+            let found = p.backends.iter().filter(|b| b.set.is_some()).count();
+            out.push_str(&format!(
+                " ({found} from {} DNS backend set(s))",
+                p.backend_sets.len()
+            ));
+        }
+        out
     }
 }
 

@@ -14,7 +14,7 @@ use toml::Spanned;
 
 use super::file::{FileBackendSet, FileResolver};
 use super::validate::{duration_of, int_of, Source};
-use super::{ConfigError, ListenerConfig};
+use super::{ConfigError, PoolConfig};
 use crate::balance::ring::MAX_POINTS;
 use crate::balance::Backend;
 
@@ -46,7 +46,7 @@ impl Default for ResolverConfig {
     }
 }
 
-/// One `[[listener.backend_set]]`.
+/// One `[[listener.backend_set]]` or `[[pool.backend_set]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendSet {
     /// What it asks, as written (`_api._tcp.example` or `api.example:8443`): names the
@@ -107,7 +107,7 @@ pub enum SetError {
 /// What replacing a set's members did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Replaced {
-    /// The listener's backends changed.
+    /// The pool's backends changed.
     pub changed: bool,
     /// Addresses left out because a configured backend or an earlier set already has
     /// that id.
@@ -118,7 +118,7 @@ pub struct Replaced {
     pub removed: Vec<String>,
 }
 
-impl ListenerConfig {
+impl PoolConfig {
     /// The backends set `name` gave, in backend order.
     pub fn set_members<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Backend> + 'a {
         self.backends
@@ -249,7 +249,7 @@ pub(super) fn resolver(
     })
 }
 
-/// A listener's `[[listener.backend_set]]`s.
+/// A pool's backend sets.
 pub(super) fn backend_sets(
     src: &Source<'_>,
     sets: &[Spanned<FileBackendSet>],
@@ -263,7 +263,7 @@ pub(super) fn backend_sets(
             return Err(src.error(
                 s.span(),
                 skey,
-                format!("{:?} is asked twice in this listener", set.name),
+                format!("{:?} is asked twice in this pool", set.name),
             ));
         }
         out.push(set);
@@ -352,13 +352,14 @@ fn backend_set(
 mod tests {
     use super::*;
 
-    fn listener(toml_sets: &str) -> ListenerConfig {
+    /// The own pool of a listener with one backend and `toml_sets`.
+    fn listener(toml_sets: &str) -> PoolConfig {
         let text = format!(
             "[[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:1\"\nvnodes = 4\n[[listener.backend]]\naddress = \"10.0.0.1:80\"\n{toml_sets}"
         );
         crate::config::parse(std::path::Path::new("t.toml"), &text)
             .unwrap()
-            .listeners
+            .pools
             .remove(0)
     }
 

@@ -43,18 +43,24 @@ fn good_config_is_typed() {
     let l = &c.listeners[0];
     assert_eq!(l.name, "web");
     assert_eq!(l.hash, HashMode::SourceIp);
-    assert_eq!(l.vnodes, 100);
+    let own = &c.pools[0];
+    assert_eq!(
+        (own.name.as_str(), own.owner.as_deref()),
+        ("web", Some("web"))
+    );
+    assert_eq!(own.vnodes, 100);
     assert_eq!(l.connect_timeout, Duration::from_millis(250));
     assert_eq!(l.idle_timeout, Duration::from_secs(60));
     assert_eq!((l.retries, l.max_connections), (1, 5));
     assert_eq!(l.forward, ForwardMode::Splice);
-    assert_eq!(l.backends[0].id, "app-1");
-    assert_eq!(l.backends[0].weight, 2);
+    assert_eq!(own.backends[0].id, "app-1");
+    assert_eq!(own.backends[0].weight, 2);
     assert_eq!(
-        l.backends[1].id, "[::1]:9002",
+        own.backends[1].id, "[::1]:9002",
         "id defaults to the address as written"
     );
-    assert_eq!(l.backends[1].weight, 1);
+    assert_eq!(own.backends[1].weight, 1);
+    assert_eq!(l.route.default_pool.as_deref(), Some("web"));
     assert!(c.summary().contains("web tcp 127.0.0.1:8080 -> 2 backends"));
 }
 
@@ -70,7 +76,7 @@ fn defaults_apply() {
     assert_eq!(c.shutdown_timeout, Tuning::DEFAULT_SHUTDOWN_TIMEOUT);
     assert_eq!(l.protocol, Protocol::Tcp);
     assert_eq!(l.hash, HashMode::FiveTuple);
-    assert_eq!(l.vnodes, crate::balance::ring::DEFAULT_VNODES);
+    assert_eq!(c.pools[0].vnodes, crate::balance::ring::DEFAULT_VNODES);
     assert_eq!(l.retries, Tuning::DEFAULT_RETRIES);
 }
 
@@ -298,7 +304,7 @@ fn tcp_and_udp_may_share_an_address() {
 fn health_table_is_typed_with_defaults() {
     use crate::health::{AllDown, Check, OnDown};
     let c = parse(Path::new("t.toml"), GOOD).unwrap();
-    let h = &c.listeners[0].health;
+    let h = &c.pools[0].health;
     assert_eq!(h.check, Check::Tcp, "TCP listeners check tcp by default");
     assert_eq!(
         (h.interval, h.timeout, h.rise, h.fall),
@@ -308,12 +314,12 @@ fn health_table_is_typed_with_defaults() {
     assert_eq!((h.on_down, h.all_down), (OnDown::Keep, AllDown::Reject));
     let u = parse(Path::new("t.toml"), UDP).unwrap();
     assert_eq!(
-        u.listeners[0].health.check,
+        u.pools[0].health.check,
         Check::None,
         "UDP listeners check nothing by default"
     );
     let t = format!("{GOOD}\n[listener.health]\ncheck = \"send-expect\"\nsend = 'PING\\r\\n'\nexpect = \"+PONG\"\ninterval = \"5s\"\ntimeout = \"2s\"\nrise = 1\nfall = 5\nport = 9100\non_down = \"close\"\nall_down = \"use-all\"\npassive = false\n");
-    let h = parse(Path::new("t.toml"), &t).unwrap().listeners[0]
+    let h = parse(Path::new("t.toml"), &t).unwrap().pools[0]
         .health
         .clone();
     assert_eq!(
@@ -366,13 +372,13 @@ fn send_proxy_is_a_version_for_tcp_listeners_and_reaches_health_checks() {
         c.summary()
     );
     assert_eq!(
-        l.health.send_proxy,
+        c.pools[0].health.send_proxy,
         Some(ProxyVersion::V2),
         "checks of the traffic port speak PROXY too"
     );
     let plain = parse(Path::new("t.toml"), GOOD).unwrap();
     assert_eq!(plain.listeners[0].send_proxy, None);
-    assert_eq!(plain.listeners[0].health.send_proxy, None);
+    assert_eq!(plain.pools[0].health.send_proxy, None);
 
     let e = err(&with("forward = \"splice\"", "send_proxy = \"v3\""));
     assert_eq!(e.key, "listener[0].send_proxy");
@@ -460,7 +466,7 @@ fn health_send_proxy_follows_the_listener_unless_told() {
     let base = with("forward = \"splice\"", "send_proxy = \"v1\"");
     let health = |h: &str| format!("{base}\n[listener.health]\ncheck = \"tcp\"\n{h}\n");
     let sp = |text: &str| {
-        parse(Path::new("t.toml"), text).unwrap().listeners[0]
+        parse(Path::new("t.toml"), text).unwrap().pools[0]
             .health
             .send_proxy
     };
@@ -499,7 +505,7 @@ fn backend_sets_and_the_resolver_are_typed() {
             nxdomain_after: 5,
         }
     );
-    let l = &c.listeners[0];
+    let l = &c.pools[0];
     assert!(
         l.backends.is_empty(),
         "sets are asked after validation, not during it"

@@ -1,7 +1,7 @@
 //! Stage two: the serde mirror ([`super::file`]) becomes a typed, validated
 //! [`Config`]. Every check names the key and the place; nothing is bound or opened here.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::Path;
@@ -15,12 +15,13 @@ use super::file::{
     FileAccessLog, FileBackend, FileConfig, FileForward, FileHash, FileListener, FileLogFormat,
     FileProtocol, FileSendProxy,
 };
+use super::pools::Parts;
 use super::resolve;
+use super::routes::PoolRef;
 use super::{
     keypath, AccessLogConfig, AdminConfig, AdminListen, Config, ForwardMode, ListenerConfig,
-    LogFormat, LogPath, Protocol, ProxyVersion, Tuning,
+    LogFormat, LogPath, PoolConfig, Protocol, ProxyVersion, Tuning,
 };
-use crate::balance::ring::{DEFAULT_VNODES, MAX_POINTS};
 use crate::balance::{Backend, HashMode};
 
 /// Where the text came from, to locate errors.
@@ -110,10 +111,14 @@ pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, Con
         return Err(src.error(0..0, "listener", "at least one [[listener]] is required"));
     }
     let mut listeners = Vec::with_capacity(file.listeners.len());
+    let mut pools = Vec::new();
+    let mut refs = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     for (i, l) in file.listeners.iter().enumerate() {
         let key = format!("listener[{i}]");
-        let listener = listener(src, l, &key)?;
+        let (listener, own, named) = listener(src, l, &key)?;
+        pools.extend(own);
+        refs.extend(named);
         if let Some(first) = names.insert(listener.name.clone(), i) {
             return Err(src.error(
                 l.get_ref().name.span(),
@@ -243,6 +248,11 @@ pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, Con
         admin,
         access_log,
         listeners,
+        pools: Vec::new(),
+    };
+    let config = Config {
+        pools: named_pools(src, &file, pools, &refs, &config.listeners)?,
+        ..config
     };
     no_loops(src, &file, &config)?;
     Ok(config)
@@ -254,18 +264,37 @@ pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, Con
 /// Without this machine's other addresses at hand, a wildcard listener counts only
 /// for loopback backends here; the control plane checks again with them.
 fn no_loops(src: &Source<'_>, file: &FileConfig, config: &Config) -> Result<(), ConfigError> {
-    for (i, l) in config.listeners.iter().enumerate() {
-        for (j, b) in l.backends.iter().enumerate() {
-            let Some(whose) = super::whose(config, l.protocol, b.addr, &[]) else {
+    for p in &config.pools {
+        for (j, b) in p.backends.iter().enumerate() {
+            let Some(whose) = super::whose(config, p.protocol, b.addr, &[]) else {
                 continue;
             };
-            let span = file.listeners[i].get_ref().backends[j]
-                .get_ref()
-                .address
-                .span();
+            let (span, key) = match &p.owner {
+                Some(owner) => {
+                    let i = config
+                        .listeners
+                        .iter()
+                        .position(|l| &l.name == owner)
+                        .unwrap_or(0);
+                    let b = file.listeners[i].get_ref().backends[j].get_ref();
+                    (
+                        b.address.span(),
+                        format!("listener[{i}].backend[{j}].address"),
+                    )
+                }
+                None => {
+                    let i = file
+                        .pools
+                        .iter()
+                        .position(|f| f.get_ref().name.get_ref().trim() == p.name)
+                        .unwrap_or(0);
+                    let b = file.pools[i].get_ref().backends[j].get_ref();
+                    (b.address.span(), format!("pool[{i}].backend[{j}].address"))
+                }
+            };
             return Err(src.error(
                 span,
-                format!("listener[{i}].backend[{j}].address"),
+                key,
                 format!("{} is ringway's own address ({whose}): ringway would connect to itself, a loop", b.addr),
             ));
         }
@@ -326,11 +355,12 @@ fn conflicts(a: &ListenerConfig, b: &ListenerConfig) -> bool {
             || b.listen.ip().is_unspecified())
 }
 
+/// A listener, its own pool (when it has backends of its own), and the pools it names.
 fn listener(
     src: &Source<'_>,
     sl: &Spanned<FileListener>,
     key: &str,
-) -> Result<ListenerConfig, ConfigError> {
+) -> Result<(ListenerConfig, Option<PoolConfig>, Vec<PoolRef>), ConfigError> {
     let l = sl.get_ref();
     let name = l.name.get_ref().trim().to_string();
     if name.is_empty() {
@@ -351,10 +381,6 @@ fn listener(
     let hash = match l.hash.as_ref().map(|h| *h.get_ref()) {
         None | Some(FileHash::FiveTuple) => HashMode::FiveTuple,
         Some(FileHash::SourceIp) => HashMode::SourceIp,
-    };
-    let vnodes = match &l.vnodes {
-        None => DEFAULT_VNODES,
-        Some(v) => int_of(src, v, &format!("{key}.vnodes"), 1, 65_536)? as u32,
     };
     let connect_timeout = opt_duration(
         src,
@@ -419,54 +445,38 @@ fn listener(
     };
     let admission = admission::admission(src, l, protocol, key)?;
     let (backend_connect, first_data_timeout) = admission::backend_connect(src, l, key)?;
-    let health = super::health::health(src, l.health.as_ref(), protocol, send_proxy, key)?;
-    let backend_sets = super::sets::backend_sets(src, &l.backend_sets, key)?;
-    if l.backends.is_empty() && backend_sets.is_empty() {
-        return Err(src.error(
-            sl.span(),
-            format!("{key}.backend"),
-            format!("listener {name:?} has no backends: add at least one [[listener.backend]] with an `address`, or a [[listener.backend_set]]"),
-        ));
-    }
-    let mut backends = Vec::with_capacity(l.backends.len());
-    let mut ids: HashSet<String> = HashSet::new();
-    for (j, b) in l.backends.iter().enumerate() {
-        let bkey = format!("{key}.backend[{j}]");
-        let backend = backend(src, b.get_ref(), &bkey)?;
-        if !ids.insert(backend.id.clone()) {
-            let span = b
-                .get_ref()
-                .id
-                .as_ref()
-                .map_or(b.get_ref().address.span(), |i| i.span());
+    let parts = super::pools::Parts {
+        vnodes: l.vnodes.as_ref(),
+        backends: &l.backends,
+        backend_sets: &l.backend_sets,
+        health: l.health.as_ref(),
+        span: sl.span(),
+        key: key.to_string(),
+    };
+    let own = parts.has_backends();
+    if !own {
+        let stray = [
+            ("vnodes", l.vnodes.as_ref().map(Spanned::span)),
+            ("health", l.health.as_ref().map(Spanned::span)),
+        ];
+        if let Some((k, Some(span))) = stray.into_iter().find(|(_, s)| s.is_some()) {
             return Err(src.error(
                 span,
-                format!("{bkey}.id"),
-                format!("duplicate backend id {:?} in listener {name:?}: ids must be unique (they are the ring identity)", backend.id),
+                format!("{key}.{k}"),
+                format!("`{k}` applies to the listener's own backends, and it has none: set it on the [[pool]] it routes to"),
             ));
         }
-        backends.push(backend);
     }
-    let points: u64 = backends
-        .iter()
-        .map(|b| b.weight as u64 * vnodes as u64)
-        .sum();
-    if points > MAX_POINTS {
-        let span = l.vnodes.as_ref().map_or(sl.span(), |v| v.span());
-        return Err(src.error(
-            span,
-            format!("{key}.vnodes"),
-            format!(
-                "vnodes x total weight = {points} ring points; at most {MAX_POINTS} are allowed"
-            ),
-        ));
-    }
-    Ok(ListenerConfig {
+    let pool = own
+        .then(|| super::pools::pool(src, &parts, &name, Some(&name), protocol, send_proxy))
+        .transpose()?;
+    let (route, refs) =
+        super::routes::route(src, sl, protocol, own, &name, first_data_timeout, key)?;
+    let listener = ListenerConfig {
         name,
         protocol,
         listen,
         hash,
-        vnodes,
         connect_timeout,
         idle_timeout,
         retries,
@@ -482,10 +492,9 @@ fn listener(
         admission,
         backend_connect,
         first_data_timeout,
-        health,
-        backends,
-        backend_sets,
-    })
+        route,
+    };
+    Ok((listener, pool, refs))
 }
 
 /// `accept_proxy_from`: networks (`10.0.0.0/8`) or single addresses (`192.0.2.7`).
@@ -584,7 +593,11 @@ fn only_for(
     Ok(())
 }
 
-fn backend(src: &Source<'_>, b: &FileBackend, key: &str) -> Result<Backend, ConfigError> {
+pub(super) fn backend(
+    src: &Source<'_>,
+    b: &FileBackend,
+    key: &str,
+) -> Result<Backend, ConfigError> {
     let addr = backend_addr(src, &b.address, &format!("{key}.address"))?;
     let weight = match &b.weight {
         None => 1,
@@ -617,7 +630,11 @@ fn backend(src: &Source<'_>, b: &FileBackend, key: &str) -> Result<Backend, Conf
 /// Names and ids end up in log lines, metric labels, `/status` and admin URLs: a
 /// control or format character (NUL, a newline, a bidi override such as U+202E, a
 /// zero-width space) or a line separator would split or disguise them there.
-fn printable(src: &Source<'_>, s: &Spanned<String>, key: &str) -> Result<(), ConfigError> {
+pub(super) fn printable(
+    src: &Source<'_>,
+    s: &Spanned<String>,
+    key: &str,
+) -> Result<(), ConfigError> {
     use unicode_properties::{GeneralCategory as G, GeneralCategoryGroup, UnicodeGeneralCategory};
     let bad = s.get_ref().chars().find(|c| {
         c.general_category_group() == GeneralCategoryGroup::Other
@@ -757,4 +774,100 @@ fn opt_duration(
     default: Duration,
 ) -> Result<Duration, ConfigError> {
     d.as_ref().map_or(Ok(default), |d| duration_of(src, d, key))
+}
+
+/// The `[[pool]]`s after the listeners' own (`pools`), each validated as the protocol
+/// of the listeners that use it; every pool a listener names (`refs`) must exist.
+fn named_pools(
+    src: &Source<'_>,
+    file: &FileConfig,
+    mut pools: Vec<PoolConfig>,
+    refs: &[PoolRef],
+    listeners: &[ListenerConfig],
+) -> Result<Vec<PoolConfig>, ConfigError> {
+    let mut seen: HashMap<String, String> = pools
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                format!("listener {:?}'s own backends", p.name),
+            )
+        })
+        .collect();
+    let mut named = Vec::with_capacity(file.pools.len());
+    for (i, fp) in file.pools.iter().enumerate() {
+        let key = format!("pool[{i}]");
+        let f = fp.get_ref();
+        let name = f.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            return Err(src.error(f.name.span(), format!("{key}.name"), "must not be empty"));
+        }
+        printable(src, &f.name, &format!("{key}.name"))?;
+        if let Some(first) = seen.insert(name.clone(), key.clone()) {
+            return Err(src.error(
+                f.name.span(),
+                format!("{key}.name"),
+                format!("duplicate pool name {name:?} (also {first})"),
+            ));
+        }
+        named.push((i, name));
+    }
+    for r in refs {
+        if !seen.contains_key(&r.name) {
+            let mut known: Vec<&str> = named.iter().map(|(_, n)| n.as_str()).collect();
+            known.sort_unstable();
+            let hint = if known.is_empty() {
+                "there are no [[pool]]s".to_string()
+            } else {
+                format!("pools: {}", known.join(", "))
+            };
+            return Err(src.error(
+                r.span.clone(),
+                r.key.clone(),
+                format!("no pool is called {:?} ({hint})", r.name),
+            ));
+        }
+    }
+    // A listener's own pool is its alone.
+    for r in refs {
+        if let Some(owner) = pools.iter().find(|p| p.name == r.name) {
+            return Err(src.error(
+                r.span.clone(),
+                r.key.clone(),
+                format!("{:?} is listener {:?}'s own backends, not a [[pool]]: move them into a [[pool]] to share them", r.name, owner.name),
+            ));
+        }
+    }
+    for (i, name) in named {
+        let f = file.pools[i].get_ref();
+        let users: Vec<&ListenerConfig> = listeners
+            .iter()
+            .filter(|l| l.route.pools().contains(&name.as_str()))
+            .collect();
+        let protocol = users.first().map_or(Protocol::Tcp, |l| l.protocol);
+        if let Some(other) = users.iter().find(|l| l.protocol != protocol) {
+            return Err(src.error(
+                f.name.span(),
+                format!("pool[{i}].name"),
+                format!("pool {name:?} is used by {} listener {:?} and {} listener {:?}: a pool serves one protocol (its checks and its flows are of that protocol); give each its own pool", protocol, users[0].name, other.protocol, other.name),
+            ));
+        }
+        // Checks send a PROXY header where every listener using the pool does.
+        let send_proxy = users
+            .first()
+            .and_then(|l| l.send_proxy)
+            .filter(|v| users.iter().all(|l| l.send_proxy == Some(*v)));
+        let parts = Parts {
+            vnodes: f.vnodes.as_ref(),
+            backends: &f.backends,
+            backend_sets: &f.backend_sets,
+            health: f.health.as_ref(),
+            span: file.pools[i].span(),
+            key: format!("pool[{i}]"),
+        };
+        pools.push(super::pools::pool(
+            src, &parts, &name, None, protocol, send_proxy,
+        )?);
+    }
+    Ok(pools)
 }

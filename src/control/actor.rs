@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::admin::Place;
 use super::admin::Policy;
+use super::backend::Admin;
 use super::core::{AdminError, Control, SWEEP};
 use super::probes::Outcome;
 use super::reload::ReloadError;
 use super::resolver::Round;
-use super::state::Admin;
 use super::status::BackendStatus;
 use super::view::Published;
 use crate::config::{Config, ConfigError};
@@ -46,8 +47,8 @@ pub enum Msg {
     Checked(Outcome),
     /// Drain, enable or disable a backend.
     SetAdmin {
-        /// Listener name.
-        listener: String,
+        /// Whose backend.
+        place: Place,
         /// Backend id.
         id: String,
         /// The new admin state.
@@ -104,12 +105,12 @@ impl Handle {
     /// Sets a backend's admin state.
     pub async fn set_admin(
         &self,
-        listener: &str,
+        place: Place,
         id: &str,
         admin: Admin,
     ) -> Option<Result<BackendStatus, AdminError>> {
         self.ask(|reply| Msg::SetAdmin {
-            listener: listener.to_string(),
+            place,
             id: id.to_string(),
             admin,
             reply,
@@ -222,12 +223,16 @@ fn handle(control: &mut Control, msg: Msg, policy: &watch::Sender<Policy>) {
     match msg {
         Msg::Checked(o) => control.on_checked(o, Instant::now()),
         Msg::SetAdmin {
-            listener,
+            place,
             id,
             admin,
             reply,
         } => {
-            let _ = reply.send(control.set_admin(&listener, &id, admin));
+            let answer = match place {
+                Place::Listener(l) => control.set_admin(&l, &id, admin),
+                Place::Pool(p) => control.set_pool_admin(&p, &id, admin),
+            };
+            let _ = reply.send(answer);
         }
         Msg::Reload(reply) => control.request_reload(reply),
         Msg::Loaded(result) => {

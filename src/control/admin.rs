@@ -30,9 +30,9 @@ use hyper::header::{
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::actor::Handle;
+use super::backend::Admin;
 use super::core::AdminError;
 use super::http::{self, Body};
-use super::state::Admin;
 
 /// The status page (`GET /`), its script and its style sheet, compiled in: no CDN, no
 /// external asset, nothing inline (the content security policy allows none).
@@ -90,15 +90,25 @@ pub enum Call {
     Status,
     /// `POST /reload`.
     Reload,
-    /// `POST /listeners/{listener}/backends/{id}/{drain|enable|disable}`.
+    /// `POST /listeners/{listener}/backends/{id}/{drain|enable|disable}` or
+    /// `POST /pools/{pool}/backends/{id}/{drain|enable|disable}`.
     SetAdmin {
-        /// Listener name, percent-decoded.
-        listener: String,
+        /// Whose backend, its name percent-decoded.
+        place: Place,
         /// Backend id, percent-decoded.
         id: String,
         /// What to set.
         admin: Admin,
     },
+}
+
+/// Where an admin call looks for a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// A listener: the one pool it routes to that has the backend.
+    Listener(String),
+    /// A pool (a listener's own backends: the listener's name).
+    Pool(String),
 }
 
 /// A request the admin API refuses: the error response to send.
@@ -212,7 +222,7 @@ fn decide(method: &Method, path: &str) -> Result<Call, Refusal> {
             Method::POST => Ok(Call::Reload),
             _ => Err(not_allowed("POST")),
         },
-        ["listeners", listener, "backends", id, action] => {
+        [kind @ ("listeners" | "pools"), name, "backends", id, action] => {
             let admin = match *action {
                 "drain" => Admin::Draining,
                 "enable" => Admin::Enabled,
@@ -227,15 +237,19 @@ fn decide(method: &Method, path: &str) -> Result<Call, Refusal> {
             if method != Method::POST {
                 return Err(not_allowed("POST"));
             }
+            let place = match *kind {
+                "listeners" => Place::Listener(name.to_string()),
+                _ => Place::Pool(name.to_string()),
+            };
             Ok(Call::SetAdmin {
-                listener: listener.to_string(),
+                place,
                 id: id.to_string(),
                 admin,
             })
         }
         _ => Err(Refusal::new(
             StatusCode::NOT_FOUND,
-            "not found: try GET /status or POST /listeners/{name}/backends/{id}/{drain|enable|disable}",
+            "not found: try GET /status, POST /listeners/{name}/backends/{id}/{drain|enable|disable} or POST /pools/{name}/backends/{id}/{drain|enable|disable}",
         )),
     }
 }
@@ -272,17 +286,20 @@ async fn answer(control: Handle, req: Request<Incoming>) -> Response<Body> {
             Err(super::reload::ReloadError::Stopped) => gone(),
             Err(why) => http::error(StatusCode::UNPROCESSABLE_ENTITY, &why.to_string()),
         },
-        Ok(Call::SetAdmin {
-            listener,
-            id,
-            admin,
-        }) => match control.set_admin(&listener, &id, admin).await {
-            Some(Ok(status)) => http::json(StatusCode::OK, &status),
-            Some(Err(e @ (AdminError::NoListener(_) | AdminError::NoBackend { .. }))) => {
-                http::error(StatusCode::NOT_FOUND, &e.to_string())
+        Ok(Call::SetAdmin { place, id, admin }) => {
+            match control.set_admin(place, &id, admin).await {
+                Some(Ok(status)) => http::json(StatusCode::OK, &status),
+                Some(Err(
+                    e @ (AdminError::NoListener(_)
+                    | AdminError::NoPool(_)
+                    | AdminError::NoBackend { .. }),
+                )) => http::error(StatusCode::NOT_FOUND, &e.to_string()),
+                Some(Err(e @ AdminError::Ambiguous { .. })) => {
+                    http::error(StatusCode::CONFLICT, &e.to_string())
+                }
+                None => gone(),
             }
-            None => gone(),
-        },
+        }
     }
 }
 

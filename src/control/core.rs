@@ -2,22 +2,26 @@
 //! passive), re-admission after a hold-down, admin calls, publishing. Owned by one task
 //! ([`super::actor`]); every method runs on it, in message order.
 //!
-//! Changes are published in batches: a health transition marks its listener
-//! [`ListenerState::pending`], and [`Control::flush`] publishes each pending listener
-//! at most once every [`PUBLISH_GAP`] (an admin call or a reload publishes at once).
-//! With thousands of backends failing their first checks together, that is one new
-//! routing per listener per gap, not one per backend. `/status` and `/metrics` render
-//! from the [`View`] flush stores, never from this state.
+//! Health and admin state belong to pools (a listener's own backends are a pool named
+//! after it); listeners route to pools. Changes are published in batches: a health
+//! transition marks its pool [`PoolState::pending`], and [`Control::flush`] publishes
+//! each pending pool at most once every [`PUBLISH_GAP`] (an admin call or a reload
+//! publishes at once), then the routing of every listener that uses it. With thousands
+//! of backends failing their first checks together, that is one new routing per pool
+//! per gap, not one per backend. `/status` and `/metrics` render from the [`View`]
+//! flush stores, never from this state.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::actor::Handle;
+use super::backend::{Admin, LastCheck};
+use super::listener::ListenerState;
+use super::pool::PoolState;
 use super::probes::{self, Outcome};
 use super::reload::Reloads;
 use super::resolver::Resolving;
-use super::state::{Admin, LastCheck, ListenerState};
 use super::status::{self, BackendStatus};
 use super::view::{ProcessView, Published, View, VIEW_GAP};
 use crate::config::Config;
@@ -25,11 +29,11 @@ use crate::dataplane::{Command, PassiveFailure, WorkerControl};
 use crate::health::state::{HealthState, Transition};
 use crate::health::{AllDown, OnDown};
 
-/// The shortest time between two publishes of one listener's routing while health
-/// results come in.
+/// The shortest time between two publishes of one pool's routing while health results
+/// come in.
 pub const PUBLISH_GAP: Duration = Duration::from_millis(10);
 
-/// How often listeners whose passive failures did not fit in the channel are swept.
+/// How often pools whose passive failures did not fit in the channel are swept.
 pub const SWEEP: Duration = Duration::from_millis(250);
 
 /// Everything the control plane owns.
@@ -37,6 +41,8 @@ pub const SWEEP: Duration = Duration::from_millis(250);
 pub struct Control {
     /// The running config (the last one applied).
     pub config: Config,
+    /// Pools, in config order.
+    pub pools: Vec<PoolState>,
     /// Listeners, in config order.
     pub listeners: Vec<ListenerState>,
     /// Command channels of the workers.
@@ -45,7 +51,7 @@ pub struct Control {
     pub me: Handle,
     /// The access log's writer (reloads reconfigure it).
     pub access_log: crate::accesslog::Control,
-    /// Where workers send passive failures (handed to new listeners).
+    /// Where workers send passive failures (handed to new pools).
     pub passive: crate::dataplane::PassiveSender,
     /// Where views for `/status` and `/metrics` go (and the Prometheus recorder).
     pub published: Arc<Published>,
@@ -57,7 +63,7 @@ pub struct Control {
     pub resolving: Resolving,
     /// When ringway started.
     pub started: Instant,
-    /// When a check that could not run was last logged, per listener.
+    /// When a check that could not run was last logged, per pool.
     unknown_logged: HashMap<String, Instant>,
     /// The kernel-forwarding program is loaded (`forward = "kernel"` can be used).
     pub kernel: bool,
@@ -75,13 +81,26 @@ pub enum AdminError {
     /// No listener of that name.
     #[error("no listener named {0:?}")]
     NoListener(String),
-    /// No backend of that id in the listener.
-    #[error("listener {listener:?} has no backend with id {id:?}")]
+    /// No pool of that name.
+    #[error("no pool named {0:?}")]
+    NoPool(String),
+    /// No backend of that id where it was looked for.
+    #[error("{place} has no backend with id {id:?}")]
     NoBackend {
+        /// `listener "x"` or `pool "y"`.
+        place: String,
+        /// Backend id asked for.
+        id: String,
+    },
+    /// The listener routes to several pools with a backend of that id.
+    #[error("listener {listener:?} routes to several pools with a backend {id:?} ({pools}): name the pool (/pools/NAME/backends/{id}/...)")]
+    Ambiguous {
         /// Listener name.
         listener: String,
         /// Backend id asked for.
         id: String,
+        /// The pools.
+        pools: String,
     },
 }
 
@@ -89,7 +108,7 @@ impl Control {
     /// The state for `config` with its listeners built.
     pub fn new(
         config: Config,
-        listeners: Vec<ListenerState>,
+        (pools, listeners): (Vec<PoolState>, Vec<ListenerState>),
         workers: Vec<WorkerControl>,
         (me, access_log): (Handle, crate::accesslog::Control),
         passive: crate::dataplane::PassiveSender,
@@ -99,6 +118,7 @@ impl Control {
         let published = Arc::clone(me.published());
         let mut c = Control {
             config,
+            pools,
             listeners,
             workers,
             me,
@@ -120,18 +140,17 @@ impl Control {
 
     /// Starts a probe for every checked backend that has none.
     pub fn start_probes(&mut self) {
-        for l in &mut self.listeners {
-            if !l.config.health.active() {
+        for p in &mut self.pools {
+            if !p.config.health.active() {
                 continue;
             }
-            for (b, conf) in l.backends.iter_mut().zip(&l.config.backends) {
+            for (b, conf) in p.backends.iter_mut().zip(&p.config.backends) {
                 if b.probe.is_none() && b.looped.is_none() {
                     let waiting = b.health.is_unconfirmed() && !b.health.is_up();
                     b.probe = Some(probes::spawn(
-                        Arc::clone(&l.shared),
                         Arc::clone(&b.stats),
                         (conf.addr, waiting),
-                        l.config.health.clone(),
+                        p.config.health.clone(),
                         self.me.clone(),
                     ));
                 }
@@ -139,28 +158,27 @@ impl Control {
         }
     }
 
-    /// The listener and backend a report is about (by identity: a report about a
-    /// backend a reload has replaced since finds nothing and is ignored).
+    /// The pool and backend a report is about (by identity: a report about a backend a
+    /// reload has replaced since finds nothing and is ignored).
     fn locate(
         &self,
-        listener: &Arc<crate::dataplane::ListenerShared>,
         backend: &Arc<crate::dataplane::stats::BackendStats>,
     ) -> Option<(usize, usize)> {
-        let li = self
-            .listeners
+        let pi = self
+            .pools
             .iter()
-            .position(|l| Arc::ptr_eq(&l.shared, listener))?;
-        let bi = self.listeners[li].backend_of(backend)?;
-        Some((li, bi))
+            .position(|p| Arc::ptr_eq(&p.shared, &backend.pool))?;
+        let bi = self.pools[pi].backend_of(backend)?;
+        Some((pi, bi))
     }
 
     /// Applies one active check result.
     pub fn on_checked(&mut self, o: Outcome, now: Instant) {
-        let Some((li, bi)) = self.locate(&o.listener, &o.backend) else {
+        let Some((pi, bi)) = self.locate(&o.backend) else {
             return;
         };
-        let l = &mut self.listeners[li];
-        l.backends[bi].last_check = Some(LastCheck {
+        let p = &mut self.pools[pi];
+        p.backends[bi].last_check = Some(LastCheck {
             result: match &o.result {
                 Ok(()) => "success",
                 Err(e) if e.is_local() => "unknown",
@@ -170,33 +188,33 @@ impl Control {
             took: o.took,
             at: now,
         });
-        l.view_stale = true;
+        p.view_stale = true;
         match o.result {
             Err(e) if e.is_local() => {
                 // No evidence about the backend: counted, logged once per interval.
-                l.backends[bi].checks_unknown += 1;
-                let name = &l.config.name;
-                let every = l.config.health.interval;
+                p.backends[bi].checks_unknown += 1;
+                let name = &p.config.name;
+                let every = p.config.health.interval;
                 let last = self.unknown_logged.get(name);
                 if last.is_none_or(|t| now.duration_since(*t) >= every) {
                     self.unknown_logged.insert(name.clone(), now);
-                    tracing::warn!(listener = %name, "health check of backend {} could not run: {e}; counted as unknown, not as a failure", o.backend.id);
+                    tracing::warn!(pool = %name, "health check of backend {} could not run: {e}; counted as unknown, not as a failure", o.backend.id);
                 }
             }
             result => {
-                l.backends[bi].check_durations.record(o.took.as_secs_f64());
-                let first = l.backends[bi].health.is_unconfirmed();
-                let Some(tr) = l.observe(bi, result.is_ok()) else {
+                p.backends[bi].check_durations.record(o.took.as_secs_f64());
+                let first = p.backends[bi].health.is_unconfirmed();
+                let Some(tr) = p.observe(bi, result.is_ok()) else {
                     return;
                 };
-                let health = &l.config.health;
+                let health = &p.config.health;
                 let reason = match (tr, &result) {
                     (_, Err(e)) if first => format!("after its first check failed: {e}"),
                     (_, Ok(())) if first => "after its first check passed".to_string(),
                     (_, Err(e)) => format!("after {} failed checks: {e}", health.fall),
                     (_, Ok(())) => format!("after {} successful checks", health.rise),
                 };
-                self.transition(li, bi, tr, reason);
+                self.transition(pi, bi, tr, reason);
             }
         }
     }
@@ -206,45 +224,45 @@ impl Control {
     /// failed check. Where no active check can bring the backend back, it is
     /// re-admitted after a hold-down.
     pub fn on_passive(&mut self, p: PassiveFailure, now: Instant) {
-        let Some((li, bi)) = self.locate(&p.listener, &p.backend) else {
+        let Some((pi, bi)) = self.locate(&p.backend) else {
             // A backend a reload replaced: its count goes with it.
             p.backend.failures.take();
             return;
         };
-        self.take_failures(li, bi, now);
+        self.take_failures(pi, bi, now);
     }
 
-    /// Applies what backend `bi` of listener `li` counted on the data path.
-    fn take_failures(&mut self, li: usize, bi: usize, now: Instant) {
-        let (n, error) = self.listeners[li].backends[bi].stats.failures.take();
-        let l = &mut self.listeners[li];
-        if n == 0 || !l.config.health.passive {
+    /// Applies what backend `bi` of pool `pi` counted on the data path.
+    fn take_failures(&mut self, pi: usize, bi: usize, now: Instant) {
+        let (n, error) = self.pools[pi].backends[bi].stats.failures.take();
+        let p = &mut self.pools[pi];
+        if n == 0 || !p.config.health.passive {
             return;
         }
-        l.backends[bi].passive_failures += u64::from(n);
-        l.view_stale = true;
+        p.backends[bi].passive_failures += u64::from(n);
+        p.view_stale = true;
         let at = now.duration_since(self.started);
-        let Some(tr) = (0..n).find_map(|_| l.observe_passive(bi, at)) else {
+        let Some(tr) = (0..n).find_map(|_| p.observe_passive(bi, at)) else {
             return;
         };
-        if !l.config.health.active() {
-            l.backends[bi].readmit_at = Some(now + l.config.health.readmit_after());
+        if !p.config.health.active() {
+            p.backends[bi].readmit_at = Some(now + p.config.health.readmit_after());
         }
-        let fall = l.config.health.fall;
+        let fall = p.config.health.fall;
         let reason =
             format!("after {fall} failed checks (the last a connect on the data path): {error}");
-        self.transition(li, bi, tr, reason);
+        self.transition(pi, bi, tr, reason);
     }
 
-    /// Takes the failures of listeners whose messages did not fit in the channel.
+    /// Takes the failures of pools whose messages did not fit in the channel.
     pub fn sweep_passive(&mut self, now: Instant) {
-        for li in 0..self.listeners.len() {
-            if !self.listeners[li].shared.passive_lost.take() {
+        for pi in 0..self.pools.len() {
+            if !self.pools[pi].shared.lost.take() {
                 continue;
             }
-            for bi in 0..self.listeners[li].backends.len() {
-                if self.listeners[li].backends[bi].stats.failures.pending() > 0 {
-                    self.take_failures(li, bi, now);
+            for bi in 0..self.pools[pi].backends.len() {
+                if self.pools[pi].backends[bi].stats.failures.pending() > 0 {
+                    self.take_failures(pi, bi, now);
                 }
             }
         }
@@ -252,90 +270,92 @@ impl Control {
 
     /// Re-admits backends whose hold-down is over.
     pub fn readmit(&mut self, now: Instant) {
-        for li in 0..self.listeners.len() {
-            let l = &mut self.listeners[li];
-            let due: Vec<usize> = (0..l.backends.len())
-                .filter(|&bi| l.backends[bi].readmit_at.is_some_and(|t| t <= now))
+        for pi in 0..self.pools.len() {
+            let p = &mut self.pools[pi];
+            let due: Vec<usize> = (0..p.backends.len())
+                .filter(|&bi| p.backends[bi].readmit_at.is_some_and(|t| t <= now))
                 .collect();
             if due.is_empty() {
                 continue;
             }
             for bi in due {
-                let b = &mut l.backends[bi];
+                let b = &mut p.backends[bi];
                 b.readmit_at = None;
                 b.health = HealthState::new(true);
                 b.why = Some(Arc::from("re-admitted after a hold-down (no active check)"));
-                let conf = &l.config.backends[bi];
-                tracing::info!(listener = %l.config.name, "backend {} ({}) UP: re-admitted after {:?} out (no active check; failures on the data path take it out again)", conf.id, conf.addr_text, l.config.health.readmit_after());
+                let conf = &p.config.backends[bi];
+                tracing::info!(pool = %p.config.name, "backend {} ({}) UP: re-admitted after {:?} out (no active check; failures on the data path take it out again)", conf.id, conf.addr_text, p.config.health.readmit_after());
             }
-            self.publish(li);
+            self.publish(pi);
         }
     }
 
     /// When the next hold-down ends.
     pub fn next_readmit(&self) -> Option<Instant> {
-        self.listeners
+        self.pools
             .iter()
-            .flat_map(|l| l.backends.iter().filter_map(|b| b.readmit_at))
+            .flat_map(|p| p.backends.iter().filter_map(|b| b.readmit_at))
             .min()
     }
 
-    /// Logs a health transition of backend `bi` of listener `li` (`reason`: why, for
-    /// the log and `/status`) and marks the listener to be published.
-    fn transition(&mut self, li: usize, bi: usize, tr: Transition, reason: String) {
-        let l = &mut self.listeners[li];
-        let b = &l.config.backends[bi];
-        let name = &l.config.name;
+    /// Logs a health transition of backend `bi` of pool `pi` (`reason`: why, for the
+    /// log and `/status`) and marks the pool to be published.
+    fn transition(&mut self, pi: usize, bi: usize, tr: Transition, reason: String) {
+        let p = &mut self.pools[pi];
+        let b = &p.config.backends[bi];
+        let name = &p.config.name;
         match tr {
             Transition::Down => {
-                tracing::warn!(listener = %name, "backend {} ({}) DOWN {reason}", b.id, b.addr_text);
+                tracing::warn!(pool = %name, "backend {} ({}) DOWN {reason}", b.id, b.addr_text);
             }
             Transition::Up => {
-                tracing::info!(listener = %name, "backend {} ({}) UP {reason}", b.id, b.addr_text);
+                tracing::info!(pool = %name, "backend {} ({}) UP {reason}", b.id, b.addr_text);
             }
         }
         let state = match tr {
             Transition::Down => "down",
             Transition::Up => "up",
         };
-        l.backends[bi].why = Some(Arc::from(format!("{state} {reason}").as_str()));
-        if !l.backends.iter().any(|b| b.health.is_up()) {
-            match l.config.health.all_down {
+        p.backends[bi].why = Some(Arc::from(format!("{state} {reason}").as_str()));
+        if !p.backends.iter().any(|b| b.health.is_up()) {
+            match p.config.health.all_down {
                 AllDown::Reject => {
-                    tracing::error!(listener = %name, "every backend is down: new connections are refused")
+                    tracing::error!(pool = %name, "every backend is down: new connections are refused")
                 }
                 AllDown::UseAll => {
-                    tracing::error!(listener = %name, "every backend is down: using all of them (all_down = \"use-all\")")
+                    tracing::error!(pool = %name, "every backend is down: using all of them (all_down = \"use-all\")")
                 }
             }
         }
-        self.publish(li);
+        self.publish(pi);
     }
 
-    /// Marks listener `li` to be published by the next [`Control::flush`].
-    pub fn publish(&mut self, li: usize) {
-        self.listeners[li].pending = true;
+    /// Marks pool `pi` to be published by the next [`Control::flush`].
+    pub fn publish(&mut self, pi: usize) {
+        self.pools[pi].pending = true;
     }
 
-    /// Publishes every pending listener whose last publish is [`PUBLISH_GAP`] old, and
-    /// the view when it is stale (at most every [`VIEW_GAP`]); returns when to come
-    /// back for what had to wait.
+    /// Publishes every pending pool whose last publish is [`PUBLISH_GAP`] old, and the
+    /// view when it is stale (at most every [`VIEW_GAP`]); returns when to come back
+    /// for what had to wait.
     pub fn flush(&mut self, now: Instant) -> Option<Instant> {
         let mut again: Option<Instant> = None;
         let mut later = |at: Instant| again = Some(again.map_or(at, |a| a.min(at)));
-        for li in 0..self.listeners.len() {
-            let l = &self.listeners[li];
-            if !l.pending {
+        for pi in 0..self.pools.len() {
+            let p = &self.pools[pi];
+            if !p.pending {
                 continue;
             }
-            let due = l.published_at + PUBLISH_GAP;
+            let due = p.published_at + PUBLISH_GAP;
             if now >= due {
-                self.publish_now(li);
+                self.publish_now(pi);
             } else {
                 later(due);
             }
         }
-        if self.listeners.iter().any(|l| l.view_stale) {
+        let stale =
+            self.pools.iter().any(|p| p.view_stale) || self.listeners.iter().any(|l| l.view_stale);
+        if stale {
             let due = self.view_at + VIEW_GAP;
             if now >= due {
                 self.publish_view(now);
@@ -346,57 +366,103 @@ impl Control {
         again
     }
 
-    /// Publishes listener `li`'s routing now; with `on_down = "close"`, tells workers
-    /// to close connections to backends that just went down.
-    pub fn publish_now(&mut self, li: usize) {
-        let l = &mut self.listeners[li];
-        let down = l.publish();
-        if l.config.health.on_down == OnDown::Close {
+    /// Publishes pool `pi`'s routing now, and the routing of every listener that uses
+    /// it; with `on_down = "close"`, tells workers to close connections to backends
+    /// that just went down.
+    pub fn publish_now(&mut self, pi: usize) {
+        let down = self.pools[pi].publish();
+        if self.pools[pi].config.health.on_down == OnDown::Close {
             for backend in down {
                 for w in &self.workers {
                     let _ = w.send(Command::CloseBackend {
-                        listener: Arc::clone(&l.shared),
                         backend: Arc::clone(&backend),
                     });
                 }
             }
         }
+        for l in self.listeners.iter_mut().filter(|l| l.uses(pi)) {
+            l.publish(&self.pools);
+        }
     }
 
-    /// Sets backend `id` of listener `listener` to `admin`; returns its new status.
+    /// Sets backend `id` of the pool listener `listener` routes it to (the one pool it
+    /// routes to with such a backend) to `admin`; returns its new status.
     pub fn set_admin(
         &mut self,
         listener: &str,
         id: &str,
         admin: Admin,
     ) -> Result<BackendStatus, AdminError> {
-        let li = self
+        let l = self
             .listeners
             .iter()
-            .position(|l| l.config.name == listener)
+            .find(|l| l.config.name == listener)
             .ok_or_else(|| AdminError::NoListener(listener.to_string()))?;
-        let bi = self.listeners[li]
-            .backend_index(id)
-            .ok_or_else(|| AdminError::NoBackend {
+        let with: Vec<usize> = (0..self.pools.len())
+            .filter(|&pi| l.uses(pi) && self.pools[pi].backend_index(id).is_some())
+            .collect();
+        match with.as_slice() {
+            [] => Err(AdminError::NoBackend {
+                place: format!("listener {listener:?}"),
+                id: id.to_string(),
+            }),
+            [pi] => self.set_admin_in(*pi, id, admin),
+            many => Err(AdminError::Ambiguous {
                 listener: listener.to_string(),
                 id: id.to_string(),
+                pools: many
+                    .iter()
+                    .map(|&pi| self.pools[pi].config.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    /// Sets backend `id` of pool `pool` to `admin`; returns its new status.
+    pub fn set_pool_admin(
+        &mut self,
+        pool: &str,
+        id: &str,
+        admin: Admin,
+    ) -> Result<BackendStatus, AdminError> {
+        let pi = self
+            .pools
+            .iter()
+            .position(|p| p.config.name == pool)
+            .ok_or_else(|| AdminError::NoPool(pool.to_string()))?;
+        self.set_admin_in(pi, id, admin)
+    }
+
+    fn set_admin_in(
+        &mut self,
+        pi: usize,
+        id: &str,
+        admin: Admin,
+    ) -> Result<BackendStatus, AdminError> {
+        let name = self.pools[pi].config.name.clone();
+        let bi = self.pools[pi]
+            .backend_index(id)
+            .ok_or_else(|| AdminError::NoBackend {
+                place: format!("pool {name:?}"),
+                id: id.to_string(),
             })?;
-        let before = self.listeners[li].backends[bi].admin;
+        let b = &mut self.pools[pi].backends[bi];
+        let before = b.admin;
         if before != admin {
-            self.listeners[li].backends[bi].admin = admin;
+            b.admin = admin;
             let what = match admin {
                 Admin::Enabled => "enabled",
                 Admin::Draining => "drained",
                 Admin::Disabled => "disabled",
             };
-            self.listeners[li].backends[bi].why =
-                Some(Arc::from(format!("{what} through the admin API").as_str()));
-            tracing::info!(listener = %listener, "backend {id}: admin state {before:?} -> {admin:?} (admin API)");
-            self.publish_now(li);
+            b.why = Some(Arc::from(format!("{what} through the admin API").as_str()));
+            tracing::info!(pool = %name, "backend {id}: admin state {before:?} -> {admin:?} (admin API)");
+            self.publish_now(pi);
             // The answer, and the next GET /status, show the new state.
             self.publish_view(Instant::now());
         }
-        let view = self.listeners[li].view(&self.resolving.sets);
+        let view = self.pool_view(pi);
         Ok(status::backend(
             &view,
             bi,
@@ -405,10 +471,32 @@ impl Control {
         ))
     }
 
-    /// Publishes the view `/status` and `/metrics` render from: listeners whose view
-    /// is stale get a new one, the others keep theirs.
+    /// Pool `pi`'s view now.
+    fn pool_view(&self, pi: usize) -> super::view::PoolView {
+        let users = self
+            .listeners
+            .iter()
+            .filter(|l| l.uses(pi))
+            .map(|l| l.config.name.clone())
+            .collect();
+        self.pools[pi].view(&self.resolving.sets, users)
+    }
+
+    /// Publishes the view `/status` and `/metrics` render from: pools and listeners
+    /// whose view is stale get a new one, the others keep theirs.
     pub fn publish_view(&mut self, now: Instant) {
         let previous = self.published.load();
+        let mut pools = Vec::with_capacity(self.pools.len());
+        for pi in 0..self.pools.len() {
+            let kept = previous.pools.get(pi).filter(|v| {
+                !self.pools[pi].view_stale && Arc::ptr_eq(&v.routing.shared, &self.pools[pi].shared)
+            });
+            pools.push(match kept {
+                Some(v) => Arc::clone(v),
+                None => Arc::new(self.pool_view(pi)),
+            });
+            self.pools[pi].view_stale = false;
+        }
         let listeners = self
             .listeners
             .iter_mut()
@@ -421,7 +509,7 @@ impl Control {
                 l.view_stale = false;
                 match kept {
                     Some(v) => Arc::clone(v),
-                    None => Arc::new(l.view(&self.resolving.sets)),
+                    None => Arc::new(l.view()),
                 }
             })
             .collect();
@@ -437,6 +525,7 @@ impl Control {
                 worker_failures: self.worker_failures,
             },
             listeners,
+            pools,
         });
         self.view_at = now;
     }
@@ -448,12 +537,12 @@ impl Control {
         self.publish_view(Instant::now());
     }
 
-    /// Publishes every pending listener and the view now (a reload's answer is read
-    /// by someone who looks at `/status` next).
+    /// Publishes every pending pool and the view now (a reload's answer is read by
+    /// someone who looks at `/status` next).
     pub fn publish_all_now(&mut self) {
-        for li in 0..self.listeners.len() {
-            if self.listeners[li].pending {
-                self.publish_now(li);
+        for pi in 0..self.pools.len() {
+            if self.pools[pi].pending {
+                self.publish_now(pi);
             }
         }
         self.publish_view(Instant::now());

@@ -55,10 +55,10 @@ pub fn plan(limit: u64, open: usize, config: &Config) -> Plan {
 /// Backends probed by active checks (each probe holds one socket at a time).
 fn checked_backends(config: &Config) -> usize {
     config
-        .listeners
+        .pools
         .iter()
-        .filter(|l| l.health.active())
-        .map(|l| l.backends.len())
+        .filter(|p| p.health.active())
+        .map(|p| p.backends.len())
         .sum()
 }
 

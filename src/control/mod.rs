@@ -13,28 +13,32 @@
 mod actor;
 mod admin;
 mod affinity;
+mod backend;
 mod core;
 mod fds;
 mod guard;
 mod http;
 mod kernel;
+mod listener;
 mod notify;
+mod params;
+mod pool;
 mod privileges;
 mod probes;
 mod reload;
 mod resolver;
 mod signals;
-mod state;
 mod status;
 mod view;
 
 /// For the fuzz targets (`fuzz/`): the admin API's request decision and the HTTP
 /// connection server every admin and metrics connection runs.
 pub use admin::{
-    route as admin_route, Call as AdminCall, Policy as AdminPolicy, Refusal as AdminRefusal,
+    route as admin_route, Call as AdminCall, Place as AdminPlace, Policy as AdminPolicy,
+    Refusal as AdminRefusal,
 };
+pub use backend::Admin;
 pub use http::{serve_io, Body as HttpBody};
-pub use state::Admin;
 
 use std::io;
 use std::net::SocketAddr;
@@ -45,12 +49,15 @@ use crate::config::{
     AccessLogConfig, AdminListen, Config, ListenerConfig, LogFormat, LogPath, Protocol,
 };
 use crate::dataplane::{self, BoundSocket, WorkerListener, WorkerParams};
-use state::ListenerState;
+use listener::ListenerState;
+use pool::PoolState;
 
+pub use listener::routes_of;
+pub use params::admission_rules;
+pub use pool::live_snapshot;
 pub use privileges::PrivilegeError;
 pub use reload::BindError;
 pub use signals::SignalError;
-pub use state::{admission_rules, live_snapshot};
 
 /// Why ringway could not start, or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -216,13 +223,18 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     }
     let (passive_tx, passive_rx) = dataplane::passive_channel();
     let local = crate::discovery::filter::local_addresses();
+    let pools: Vec<PoolState> = config
+        .pools
+        .iter()
+        .map(|p| {
+            let looped = pool::looped(&config, p, &local);
+            PoolState::new(p.clone(), config.workers, passive_tx.clone(), looped)
+        })
+        .collect();
     let listeners: Vec<ListenerState> = config
         .listeners
         .iter()
-        .map(|l| {
-            let looped = state::looped(&config, l, &local);
-            ListenerState::new(l.clone(), config.workers, passive_tx.clone(), looped)
-        })
+        .map(|l| ListenerState::new(l.clone(), config.workers, &pools))
         .collect();
     let mut per_worker: Vec<Vec<WorkerListener>> =
         (0..config.workers).map(|_| Vec::new()).collect();
@@ -311,7 +323,7 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     let logs = access_log.control();
     let mut control = core::Control::new(
         config,
-        listeners,
+        (pools, listeners),
         workers.iter().map(|w| w.control()).collect(),
         (handle.clone(), logs.clone()),
         passive_tx,

@@ -4,9 +4,9 @@
 //! after a delay spread over one interval by a hash of its identity, so that checks of
 //! many backends do not line up. A backend waiting for its first passing check before
 //! it takes traffic (discovered in DNS) is probed sooner: within [`FIRST_SOON`] (or
-//! the interval, if shorter). Results go to the control task with the listener's
-//! and backend's identities: a result about a backend a reload has since replaced
-//! matches nothing and is ignored.
+//! the interval, if shorter). Results go to the control task with the backend's
+//! identity (its counters, which name its pool): a result about a backend a reload has
+//! since replaced matches nothing and is ignored.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,15 +17,12 @@ use tokio::task::AbortHandle;
 use super::actor::{Handle, Msg};
 use crate::balance::hash::xxh3;
 use crate::dataplane::stats::BackendStats;
-use crate::dataplane::ListenerShared;
 use crate::health::probe::{self, ProbeError};
 use crate::health::HealthConfig;
 
 /// An active check result.
 #[derive(Debug)]
 pub struct Outcome {
-    /// The listener.
-    pub listener: Arc<ListenerShared>,
     /// The backend.
     pub backend: Arc<BackendStats>,
     /// Healthy, or why not.
@@ -51,7 +48,6 @@ impl Drop for ProbeTask {
 /// `waiting`: the backend takes no traffic before its first passing check (probed
 /// sooner). Must be called inside a tokio runtime.
 pub fn spawn(
-    listener: Arc<ListenerShared>,
     backend: Arc<BackendStats>,
     (mut addr, waiting): (SocketAddr, bool),
     cfg: HealthConfig,
@@ -60,7 +56,7 @@ pub fn spawn(
     if let Some(port) = cfg.port {
         addr.set_port(port);
     }
-    let seed = xxh3(format!("{}/{}", listener.name, backend.id).as_bytes());
+    let seed = xxh3(format!("{}/{}", backend.pool.name, backend.id).as_bytes());
     let task = tokio::spawn(async move {
         let spread = if waiting {
             cfg.interval.min(FIRST_SOON)
@@ -84,7 +80,6 @@ pub fn spawn(
             ))
             .await;
             let outcome = Outcome {
-                listener: Arc::clone(&listener),
                 backend: Arc::clone(&backend),
                 result,
                 took: started.elapsed(),

@@ -7,9 +7,11 @@
 //! flight are answered by the next load, which reads the file again. Everything that
 //! can fail (validating, binding new listeners) happens before anything changes; then
 //! the new state is committed in one step:
+//! - a pool with the same name and protocol keeps its backends' health, admin state
+//!   and counters by id; its new backends are published as a new routing (open
+//!   connections keep the backend they have);
 //! - a listener with the same name, protocol and address keeps its sockets; its new
-//!   settings and backends are published as a new routing (open connections keep the
-//!   backend they have; backends keep health, admin state and counters by id);
+//!   settings and routes are published as a new routing;
 //! - a new listener (or one whose protocol or address changed) gets new sockets on
 //!   every worker;
 //! - a removed listener stops accepting; its open connections and flows carry on.
@@ -24,7 +26,8 @@ use tokio::sync::oneshot;
 
 use super::actor::{Msg, Reloaded};
 use super::core::Control;
-use super::state::ListenerState;
+use super::listener::ListenerState;
+use super::pool::{self, PoolState};
 use crate::config::{Config, ConfigError, Protocol};
 use crate::dataplane::{BoundSocket, Command, WorkerListener};
 use crate::discovery::SetAnswer;
@@ -206,12 +209,44 @@ impl Control {
         }
         let applied = self.keep_restart_only(new);
         let local = crate::discovery::filter::local_addresses();
-        let looped = |l| super::state::looped(&applied, l, &local);
-        // Commit.
+        // Commit: pools first (listeners route to them), by name and protocol.
+        let mut old_pools: Vec<Option<PoolState>> = self.pools.drain(..).map(Some).collect();
+        let mut pools = Vec::with_capacity(applied.pools.len());
+        let mut pools_changed = Vec::new();
+        for p in &applied.pools {
+            let looped = pool::looped(&applied, p, &local);
+            let kept = old_pools.iter_mut().find_map(|o| {
+                o.take_if(|o| o.config.name == p.name && o.config.protocol == p.protocol)
+            });
+            match kept {
+                Some(mut state) => {
+                    if state.config != *p
+                        || state.backends.iter().map(|b| &b.looped).ne(looped.iter())
+                    {
+                        state.reconfigure(p.clone(), looped);
+                        pools_changed.push(pools.len());
+                    }
+                    pools.push(state);
+                }
+                None => {
+                    pools.push(PoolState::new(
+                        p.clone(),
+                        workers,
+                        self.passive.clone(),
+                        looped,
+                    ));
+                }
+            }
+        }
+        // Dropped pools stop their probes.
+        drop(old_pools);
+        self.pools = pools;
+        for pi in pools_changed {
+            let _ = self.pools[pi].publish();
+        }
         let mut old: Vec<Option<ListenerState>> = self.listeners.drain(..).map(Some).collect();
         let (mut added, mut changed, mut removed) = (0, 0, 0);
         let mut next = Vec::with_capacity(applied.listeners.len());
-        let mut to_publish = Vec::new();
         let mut to_recheck = Vec::new();
         for (l, plan) in applied.listeners.iter().zip(plans) {
             match plan {
@@ -227,15 +262,15 @@ impl Control {
                         if was.source_table_size != now.source_table_size {
                             state.shared.sources.set_capacity(now.source_table_size);
                         }
-                        state.reconfigure(l.clone(), looped(l));
-                        to_publish.push(next.len());
+                        state.reconfigure(l.clone(), &self.pools);
                         changed += 1;
+                    } else {
+                        state.refresh_pools(&self.pools);
                     }
                     next.push(state);
                 }
                 Plan::New(sockets) => {
-                    let state =
-                        ListenerState::new(l.clone(), workers, self.passive.clone(), looped(l));
+                    let state = ListenerState::new(l.clone(), workers, &self.pools);
                     for (w, socket) in self.workers.iter().zip(sockets) {
                         let _ = w.send(Command::AddListener(WorkerListener {
                             socket,
@@ -256,9 +291,10 @@ impl Control {
             removed += 1;
         }
         self.listeners = next;
-        // At once: the rechecks below read the new lists from the new routing.
-        for li in to_publish {
-            self.publish_now(li);
+        // At once, every listener (its pools may have moved or changed): the rechecks
+        // below read the new lists from the new routing.
+        for l in &mut self.listeners {
+            l.publish(&self.pools);
         }
         // After the new lists are published: workers check open connections by them.
         for shared in to_recheck {

@@ -71,11 +71,7 @@ impl Control {
             return;
         }
         let names = self.host_names();
-        let has_sets = self
-            .config
-            .listeners
-            .iter()
-            .any(|l| !l.backend_sets.is_empty());
+        let has_sets = self.config.pools.iter().any(|p| !p.backend_sets.is_empty());
         if names.is_empty() && !has_sets {
             self.resolving.at = now + self.config.resolve_interval;
             return;
@@ -119,9 +115,9 @@ impl Control {
     fn host_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .config
-            .listeners
+            .pools
             .iter()
-            .flat_map(|l| &l.backends)
+            .flat_map(|p| &p.backends)
             .filter(|b| is_host_name(&b.addr_text))
             .map(|b| b.addr_text.clone())
             .collect();
@@ -138,16 +134,16 @@ fn move_host_names(
     results: &HashMap<String, Result<SocketAddr, AddrError>>,
 ) -> usize {
     let mut moved = 0;
-    for l in &mut next.listeners {
-        for b in &mut l.backends {
+    for p in &mut next.pools {
+        for b in &mut p.backends {
             match results.get(&b.addr_text) {
                 Some(Ok(addr)) if *addr != b.addr => {
-                    tracing::info!(listener = %l.name, backend = %b.id, "{} now resolves to {addr} (was {}): replacing the backend", b.addr_text, b.addr);
+                    tracing::info!(pool = %p.name, backend = %b.id, "{} now resolves to {addr} (was {}): replacing the backend", b.addr_text, b.addr);
                     b.addr = *addr;
                     moved += 1;
                 }
                 Some(Err(why)) => {
-                    tracing::warn!(listener = %l.name, backend = %b.id, "{why}; keeping {}", b.addr);
+                    tracing::warn!(pool = %p.name, backend = %b.id, "{why}; keeping {}", b.addr);
                 }
                 _ => {}
             }

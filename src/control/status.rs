@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::state::Admin;
-use super::view::{ListenerView, View};
+use super::backend::Admin;
+use super::view::{ListenerView, PoolView, View};
 use crate::config::Protocol;
 use crate::dataplane::stats::ListenerCounters;
 
@@ -19,6 +19,8 @@ pub struct Status {
     pub process: ProcessStatus,
     /// Listeners.
     pub listeners: Vec<ListenerStatus>,
+    /// The `[[pool]]`s (a listener's own backends are under the listener).
+    pub pools: Vec<PoolStatus>,
 }
 
 /// `GET /status`: the process.
@@ -64,6 +66,22 @@ pub struct ListenerStatus {
     /// Sources in the per-source table now (0 without per-source limits): at most
     /// `source_table_size`.
     pub sources_tracked: usize,
+    /// `none` or `sni`.
+    pub route_by: &'static str,
+    /// Where connections no route takes go: its own backends (the listener's name), a
+    /// `[[pool]]`, or nowhere (`null`: they are closed).
+    pub default_pool: Option<String>,
+    /// `[[listener.route]]`s: server names and the pool they go to.
+    pub routes: Vec<RouteStatus>,
+    /// Its own backends' pool, as the `pools` entries show a `[[pool]]` (the fields
+    /// below repeat it at the listener's level for scripts written before pools).
+    #[serde(flatten)]
+    pub own: OwnPool,
+}
+
+/// A listener's own backends, at the listener's level of `/status`.
+#[derive(Debug, Serialize, Default)]
+pub struct OwnPool {
     /// Key space moved at the last ring change.
     pub ring_remapped_ratio: f64,
     /// Who owns the ring, degree by degree: for each of 360 keys evenly spread over
@@ -75,6 +93,29 @@ pub struct ListenerStatus {
     pub backends: Vec<BackendStatus>,
     /// `backend_set`s: backends discovered in DNS.
     pub backend_sets: Vec<SetStatus>,
+}
+
+/// `GET /status`: one route.
+#[derive(Debug, Serialize)]
+pub struct RouteStatus {
+    /// Server names (`api.example`) and one-label wildcards (`*.api.example`).
+    pub sni: Vec<String>,
+    /// The pool they go to.
+    pub pool: String,
+}
+
+/// `GET /status`: one `[[pool]]`.
+#[derive(Debug, Serialize)]
+pub struct PoolStatus {
+    /// Name.
+    pub name: String,
+    /// `tcp` or `udp`: the protocol of the listeners that use it.
+    pub protocol: String,
+    /// The listeners that route to it.
+    pub listeners: Vec<String>,
+    /// Its ring, backends and sets.
+    #[serde(flatten)]
+    pub pool: OwnPool,
 }
 
 /// `GET /status`: one `backend_set`.
@@ -161,14 +202,27 @@ pub fn status(view: &View, now: Instant) -> Status {
             reloads_failed: p.reloads_failed,
             last_reload_error: p.last_reload_error.clone(),
         },
-        listeners: view.listeners.iter().map(|l| listener(l, now)).collect(),
+        listeners: view
+            .listeners
+            .iter()
+            .map(|l| listener(l, view, now))
+            .collect(),
+        pools: view
+            .pools
+            .iter()
+            .filter(|p| p.owner.is_none())
+            .map(|p| PoolStatus {
+                name: p.name.clone(),
+                protocol: p.protocol.to_string(),
+                listeners: p.listeners.clone(),
+                pool: pool(p, now),
+            })
+            .collect(),
     }
 }
 
-/// Listener `l` as `GET /status` shows it.
-pub fn listener(l: &ListenerView, now: Instant) -> ListenerStatus {
-    let snapshot = &l.routing.snapshot;
-    let shares = snapshot.shares();
+/// Listener `l` of `view` as `GET /status` shows it.
+pub fn listener(l: &ListenerView, view: &View, now: Instant) -> ListenerStatus {
     let stats = &l.shared.stats;
     let (connections_total, rejected) = match l.protocol {
         Protocol::Tcp => (
@@ -180,7 +234,6 @@ pub fn listener(l: &ListenerView, now: Instant) -> ListenerStatus {
             ListenerCounters::udp_dropped(stats).into_iter().collect(),
         ),
     };
-    let step = u64::MAX / RING_SECTORS as u64;
     ListenerStatus {
         name: l.name.clone(),
         protocol: l.protocol.to_string(),
@@ -189,7 +242,33 @@ pub fn listener(l: &ListenerView, now: Instant) -> ListenerStatus {
         connections_total,
         rejected,
         sources_tracked: l.shared.sources.len(),
-        ring_remapped_ratio: l.remapped,
+        route_by: l.route.by,
+        default_pool: l.route.default_pool.clone(),
+        routes: l
+            .route
+            .rules
+            .iter()
+            .map(|(names, pool)| RouteStatus {
+                sni: names.clone(),
+                pool: pool.clone(),
+            })
+            .collect(),
+        own: l
+            .own
+            .as_deref()
+            .and_then(|name| view.pool(name))
+            .map(|p| pool(p, now))
+            .unwrap_or_default(),
+    }
+}
+
+/// Pool `p`'s ring, backends and sets.
+pub fn pool(p: &PoolView, now: Instant) -> OwnPool {
+    let snapshot = &p.routing.snapshot;
+    let shares = snapshot.shares();
+    let step = u64::MAX / RING_SECTORS as u64;
+    OwnPool {
+        ring_remapped_ratio: p.remapped,
         ring: (0..RING_SECTORS as u64)
             .map(|i| {
                 snapshot
@@ -197,10 +276,10 @@ pub fn listener(l: &ListenerView, now: Instant) -> ListenerStatus {
                     .map_or(-1, |b| i32::try_from(b).unwrap_or(-1))
             })
             .collect(),
-        backends: (0..l.states.len())
-            .map(|i| backend(l, i, &shares, now))
+        backends: (0..p.states.len())
+            .map(|i| backend(p, i, &shares, now))
             .collect(),
-        backend_sets: l
+        backend_sets: p
             .sets
             .iter()
             .map(|s| SetStatus {
@@ -214,9 +293,9 @@ pub fn listener(l: &ListenerView, now: Instant) -> ListenerStatus {
     }
 }
 
-/// Backend `bi` of listener `l` as the admin API shows it; `shares`: each backend's
-/// share of the key space in `l`'s routing.
-pub fn backend(l: &ListenerView, bi: usize, shares: &[f64], now: Instant) -> BackendStatus {
+/// Backend `bi` of pool `l` as the admin API shows it; `shares`: each backend's share
+/// of the key space in `l`'s routing.
+pub fn backend(l: &PoolView, bi: usize, shares: &[f64], now: Instant) -> BackendStatus {
     let b = &l.states[bi];
     let c = &l.backends[bi];
     let counters = &b.stats.counters;

@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
-use super::state::{Admin, LastCheck};
+use super::backend::{Admin, LastCheck};
 use crate::balance::Backend;
 use crate::config::Protocol;
 use crate::dataplane::stats::BackendStats;
-use crate::dataplane::{ListenerShared, Routing};
+use crate::dataplane::{ListenerShared, PoolRouting};
 
 /// The shortest time between two views while only check results change them.
 pub const VIEW_GAP: Duration = Duration::from_millis(50);
@@ -37,6 +37,15 @@ pub struct View {
     pub process: ProcessView,
     /// Listeners, in config order.
     pub listeners: Vec<Arc<ListenerView>>,
+    /// Pools, in config order (each listener's own, then the `[[pool]]`s).
+    pub pools: Vec<Arc<PoolView>>,
+}
+
+impl View {
+    /// Pool `name`.
+    pub fn pool(&self, name: &str) -> Option<&PoolView> {
+        self.pools.iter().find(|p| p.name == name).map(|p| &**p)
+    }
 }
 
 /// The process part of a view.
@@ -71,8 +80,34 @@ pub struct ListenerView {
     pub listen: SocketAddr,
     /// Shared with the workers: live counters.
     pub shared: Arc<ListenerShared>,
+    /// How it picks a pool.
+    pub route: RouteView,
+    /// Its own pool's name (the listener's), when it has backends of its own.
+    pub own: Option<String>,
+}
+
+/// A listener's routing as `/status` shows it.
+#[derive(Debug, Clone)]
+pub struct RouteView {
+    /// `none` or `sni`.
+    pub by: &'static str,
+    /// Where what no route takes goes.
+    pub default_pool: Option<String>,
+    /// Each route's names and pool.
+    pub rules: Vec<(Vec<String>, String)>,
+}
+
+/// One pool in a view.
+#[derive(Debug)]
+pub struct PoolView {
+    /// Name.
+    pub name: String,
+    /// The listener whose own backends it is, if it is.
+    pub owner: Option<String>,
+    /// The protocol of its listeners.
+    pub protocol: Protocol,
     /// The routing published when the view was taken (ring, shares).
-    pub routing: Arc<Routing>,
+    pub routing: Arc<PoolRouting>,
     /// Key space moved at the last ring change.
     pub remapped: f64,
     /// Actively checked.
@@ -83,6 +118,8 @@ pub struct ListenerView {
     pub states: Vec<BackendView>,
     /// `backend_set`s.
     pub sets: Vec<SetView>,
+    /// The listeners that route to it.
+    pub listeners: Vec<String>,
 }
 
 /// One backend's control-plane state in a view.
@@ -193,21 +230,29 @@ pub fn status_json(view: &View) -> Result<Vec<u8>, serde_json::Error> {
 
 /// `GET /metrics`: the view's figures and the live counters, as Prometheus text.
 pub fn metrics_text(view: &View) -> String {
-    use crate::metrics::{BackendSample, ListenerSample, Sample, SetSample};
+    use crate::metrics::{BackendSample, ListenerSample, PoolSample, Sample, SetSample};
     let p = &view.process;
     let sample = Sample {
         listeners: view
             .listeners
             .iter()
-            .map(|l| {
-                let shares = l.routing.snapshot.shares();
-                ListenerSample {
-                    name: &l.name,
-                    udp: l.protocol == Protocol::Udp,
-                    active: l.shared.active.load(std::sync::atomic::Ordering::Relaxed),
-                    stats: &l.shared.stats,
-                    remapped: l.remapped,
-                    backends: l
+            .map(|l| ListenerSample {
+                name: &l.name,
+                udp: l.protocol == Protocol::Udp,
+                active: l.shared.active.load(std::sync::atomic::Ordering::Relaxed),
+                stats: &l.shared.stats,
+            })
+            .collect(),
+        pools: view
+            .pools
+            .iter()
+            .map(|pool| {
+                let shares = pool.routing.snapshot.shares();
+                PoolSample {
+                    name: &pool.name,
+                    owner: pool.owner.as_deref(),
+                    remapped: pool.remapped,
+                    backends: pool
                         .states
                         .iter()
                         .enumerate()
@@ -220,7 +265,17 @@ pub fn metrics_text(view: &View) -> String {
                             checks_unknown: b.checks_unknown,
                             to_up: b.to_up,
                             to_down: b.to_down,
-                            check_durations: l.checked.then_some(&b.check_durations),
+                            check_durations: pool.checked.then_some(&b.check_durations),
+                        })
+                        .collect(),
+                    sets: pool
+                        .sets
+                        .iter()
+                        .map(|s| SetSample {
+                            set: &s.name,
+                            errors: s.errors,
+                            refused: s.refused,
+                            backends: s.backends,
                         })
                         .collect(),
                 }
@@ -234,19 +289,6 @@ pub fn metrics_text(view: &View) -> String {
             .as_ref()
             .map(|a| a.lost().map(|(why, n)| (why.reason(), n)))
             .unwrap_or(crate::accesslog::Lost::ALL.map(|why| (why.reason(), 0))),
-        sets: view
-            .listeners
-            .iter()
-            .flat_map(|l| {
-                l.sets.iter().map(|s| SetSample {
-                    listener: &l.name,
-                    set: &s.name,
-                    errors: s.errors,
-                    refused: s.refused,
-                    backends: s.backends,
-                })
-            })
-            .collect(),
     };
     crate::metrics::render(&sample)
 }
@@ -266,6 +308,7 @@ impl View {
                 worker_failures: 0,
             },
             listeners: Vec::new(),
+            pools: Vec::new(),
         }
     }
 }

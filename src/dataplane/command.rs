@@ -66,10 +66,8 @@ pub enum Command {
         /// When to give up on open sessions.
         deadline: Instant,
     },
-    /// Close every open TCP session of `listener` to `backend` (`on_down = "close"`).
+    /// Close every open TCP session to `backend` (`on_down = "close"`).
     CloseBackend {
-        /// The listener.
-        listener: Arc<ListenerShared>,
         /// The backend.
         backend: Arc<BackendStats>,
     },

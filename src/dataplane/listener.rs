@@ -1,9 +1,9 @@
 //! What a listener's workers and the control plane share: the listener's settings
 //! ([`ListenerParams`]), the [`Routing`] the control plane publishes and workers load
-//! once per new connection or flow, the connection count `max_connections` bounds,
-//! the counters, and the channel of passive health results.
+//! once per new connection or flow (its routes and the routings of its pools), the
+//! connection count `max_connections` bounds, the counters, and the channel of
+//! passive health results.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,9 +12,9 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use super::admission::{Rules, SourceTable};
-use super::passive;
-use super::stats::{BackendStats, ListenerCounters, Sharded};
-use crate::balance::{HashMode, Snapshot};
+use super::pool::{PoolRouting, PoolShared};
+use super::stats::{ListenerCounters, Sharded};
+use crate::balance::{HashMode, Routes};
 
 /// How a listener moves bytes (`forward` in the config).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -64,11 +64,8 @@ pub struct ListenerParams {
     /// TCP, `backend_connect = "on-data"`: the backend connection waits for the
     /// client's first byte, this long at most.
     pub first_data: Option<Duration>,
-    /// Whether data-plane failures are reported as passive health results.
-    pub passive: bool,
-    /// Some backends are held out because their address is ringway's own: a
-    /// connection that finds no other is refused as `loop`, not `no_backend`.
-    pub loops: bool,
+    /// `route_by = "sni"`: how long a client may take to send its hello.
+    pub sni_timeout: Duration,
 }
 
 impl ListenerParams {
@@ -82,87 +79,40 @@ impl ListenerParams {
 
 /// Everything a worker reads to place a new connection or flow: replaced whole by the
 /// control plane (health transitions, admin calls, reloads), loaded once per new
-/// connection or flow. Its parts that change only with a reload (settings, the
-/// backends' counters) are shared between routings; a connection keeps only those
-/// (never a snapshot), so routings published while connections are open cost no
+/// connection or flow. Its parts that change only with a reload (settings, routes,
+/// the backends' counters) are shared between routings; a connection keeps only
+/// those (never a snapshot), so routings published while connections are open cost no
 /// memory once they are replaced.
 #[derive(Debug)]
 pub struct Routing {
     /// The listener's settings.
     pub params: Arc<ListenerParams>,
-    /// Backends, ring and states.
-    pub snapshot: Snapshot,
-    /// Counters of each backend, in snapshot order.
-    pub backends: Arc<BackendTable>,
+    /// Which pool a connection goes to (a slot of `pools`).
+    pub routes: Arc<Routes>,
+    /// The pools it routes to, by slot.
+    pub pools: Vec<Arc<PoolRouting>>,
 }
 
-/// The counters of a routing's backends, in snapshot order, and the index of each.
-#[derive(Debug, Default)]
-pub struct BackendTable {
-    stats: Vec<Arc<BackendStats>>,
-    /// Index by the counters' address (identity: a backend a reload replaced is not
-    /// found).
-    index: HashMap<usize, usize>,
-}
-
-impl BackendTable {
-    /// The table of `stats`, in snapshot order.
-    pub fn new(stats: Vec<Arc<BackendStats>>) -> BackendTable {
-        let index = stats
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (Arc::as_ptr(s) as usize, i))
-            .collect();
-        BackendTable { stats, index }
+impl Routing {
+    /// The pool for server name `name` (or none): its slot and routing.
+    pub fn route(&self, name: Option<&str>) -> Option<(usize, &PoolRouting)> {
+        let slot = self.routes.pick(name)?;
+        Some((slot, self.pools.get(slot)?))
     }
 
-    /// The index of these counters, if they are one of these backends'.
-    pub fn position(&self, stats: &Arc<BackendStats>) -> Option<usize> {
-        self.index.get(&(Arc::as_ptr(stats) as usize)).copied()
+    /// Pool `pool` in this routing, looked for at `slot` first (where it was when a
+    /// connection was routed): a reload may have moved or removed it.
+    pub fn find(&self, slot: usize, pool: &Arc<PoolShared>) -> Option<(usize, &PoolRouting)> {
+        match self.pools.get(slot) {
+            Some(p) if Arc::ptr_eq(&p.shared, pool) => Some((slot, p)),
+            _ => self
+                .pools
+                .iter()
+                .enumerate()
+                .find(|(_, p)| Arc::ptr_eq(&p.shared, pool))
+                .map(|(i, p)| (i, &**p)),
+        }
     }
-
-    /// The backends' counters, in order.
-    pub fn iter(&self) -> std::slice::Iter<'_, Arc<BackendStats>> {
-        self.stats.iter()
-    }
-
-    /// How many.
-    pub fn len(&self) -> usize {
-        self.stats.len()
-    }
-
-    /// True when there are none.
-    pub fn is_empty(&self) -> bool {
-        self.stats.is_empty()
-    }
-}
-
-impl std::ops::Index<usize> for BackendTable {
-    type Output = Arc<BackendStats>;
-
-    fn index(&self, i: usize) -> &Arc<BackendStats> {
-        &self.stats[i]
-    }
-}
-
-/// "A backend of this listener has failures to take": the message a worker sends
-/// when a backend's data-path failure count leaves zero (see [`super::passive`]).
-#[derive(Debug)]
-pub struct PassiveFailure {
-    /// The listener.
-    pub listener: Arc<ListenerShared>,
-    /// The backend.
-    pub backend: Arc<BackendStats>,
-}
-
-/// The sending end of passive failures (workers).
-pub type PassiveSender = tokio::sync::mpsc::Sender<PassiveFailure>;
-/// The receiving end of passive failures (the control plane).
-pub type PassiveReceiver = tokio::sync::mpsc::Receiver<PassiveFailure>;
-
-/// A bounded channel for passive failures.
-pub fn passive_channel() -> (PassiveSender, PassiveReceiver) {
-    tokio::sync::mpsc::channel(passive::CHANNEL)
 }
 
 /// State of one listener shared by the control plane and all workers.
@@ -180,21 +130,11 @@ pub struct ListenerShared {
     pub stats: Sharded<ListenerCounters>,
     /// Open connections (or flows) and rates per source, for per-source limits.
     pub sources: SourceTable,
-    /// Where passive failures go.
-    passive: PassiveSender,
-    /// Set when a passive failure's message did not fit in the channel.
-    pub passive_lost: passive::Lost,
 }
 
 impl ListenerShared {
     /// New shared state.
-    pub fn new(
-        name: &str,
-        listen: SocketAddr,
-        routing: Routing,
-        workers: usize,
-        passive: PassiveSender,
-    ) -> ListenerShared {
+    pub fn new(name: &str, listen: SocketAddr, routing: Routing, workers: usize) -> ListenerShared {
         ListenerShared {
             name: name.into(),
             listen,
@@ -202,8 +142,6 @@ impl ListenerShared {
             routing: ArcSwap::from_pointee(routing),
             active: AtomicUsize::new(0),
             stats: Sharded::new(workers),
-            passive,
-            passive_lost: passive::Lost::default(),
         }
     }
 
@@ -221,25 +159,5 @@ impl ListenerShared {
     /// Gives back a slot taken by [`ListenerShared::try_acquire`].
     pub fn release(&self) {
         self.active.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Reports a data-plane failure of `backend` (no-op when the listener's passive
-    /// checks are off): counted into the backend, and the control plane told when
-    /// nobody has yet (see [`super::passive`]). Never waits.
-    pub fn report_failure(
-        self: &Arc<Self>,
-        params: &ListenerParams,
-        backend: &Arc<BackendStats>,
-        error: &std::io::Error,
-    ) {
-        if params.passive && backend.failures.record(error) {
-            let sent = self.passive.try_send(PassiveFailure {
-                listener: Arc::clone(self),
-                backend: Arc::clone(backend),
-            });
-            if sent.is_err() {
-                self.passive_lost.mark();
-            }
-        }
     }
 }

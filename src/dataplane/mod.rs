@@ -24,6 +24,7 @@ mod budget;
 mod command;
 mod listener;
 pub mod passive;
+mod pool;
 mod ratelimit;
 mod socket;
 pub mod stats;
@@ -39,9 +40,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 pub use command::{BoundSocket, Command, WorkerListener, WorkerParams};
-pub use listener::{
-    passive_channel, BackendTable, ListenerParams, ListenerShared, Mode, PassiveFailure,
-    PassiveReceiver, PassiveSender, Routing,
+pub use listener::{ListenerParams, ListenerShared, Mode, Routing};
+pub use pool::{
+    passive_channel, BackendTable, PassiveFailure, PassiveReceiver, PassiveSender, PoolRouting,
+    PoolShared,
 };
 pub use socket::steer_by_cpu;
 pub use tcp::bind_tcp;

@@ -13,7 +13,7 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
-/// Messages the channel ([`super::listener::passive_channel`]) holds at most.
+/// Messages the channel ([`super::pool::passive_channel`]) holds at most.
 pub const CHANNEL: usize = 1024;
 
 /// One backend's failures not yet taken by the control plane.

@@ -44,6 +44,14 @@ pub struct ListenerCounters {
     /// Connections closed because the only backends left are ringway's own
     /// addresses (a loop).
     pub rejected_loop: Counter,
+    /// `route_by = "sni"`: connections closed because no route takes their server
+    /// name (or they named none) and the listener has no default pool.
+    pub rejected_no_route: Counter,
+    /// ... because their first bytes are not a TLS ClientHello (or one ringway does
+    /// not read: malformed, over 16 KiB) and there is no default pool.
+    pub rejected_not_tls: Counter,
+    /// ... because the client sent no whole ClientHello within `sni_timeout`.
+    pub rejected_sni_timeout: Counter,
     /// `forward = "kernel"`: sessions the kernel took over.
     pub kernel_joined: Counter,
     /// ... sessions it would not take, which ringway forwarded (e.g. the client had
@@ -77,6 +85,15 @@ pub struct ListenerCounters {
     /// Datagrams for new flows dropped: their source opens flows faster than
     /// `udp_flow_rate_per_source`.
     pub udp_dropped_source_rate: Counter,
+    /// `route_by = "sni"`: datagrams of new flows dropped because no route takes
+    /// their server name and the listener has no default pool.
+    pub udp_dropped_no_route: Counter,
+    /// ... because they are not QUIC Initials ringway reads (another protocol or
+    /// version) and there is no default pool.
+    pub udp_dropped_not_quic: Counter,
+    /// ... because the flow's hello was not whole within `sni_timeout` (or took more
+    /// datagrams than are held).
+    pub udp_dropped_sni_timeout: Counter,
     /// ICMP errors (port unreachable) reported by backends' UDP sockets.
     pub backend_icmp_errors: Counter,
 }
@@ -84,7 +101,7 @@ pub struct ListenerCounters {
 impl ListenerCounters {
     /// TCP connections refused or reset by ringway, by reason (the `reason` label of
     /// `ringway_listener_rejected_connections_total`), all workers together.
-    pub fn rejected(s: &Sharded<ListenerCounters>) -> [(&'static str, u64); 11] {
+    pub fn rejected(s: &Sharded<ListenerCounters>) -> [(&'static str, u64); 14] {
         [
             (
                 "max_connections",
@@ -109,6 +126,9 @@ impl ListenerCounters {
                 s.sum(|c| c.rejected_first_data_timeout.get()),
             ),
             ("loop", s.sum(|c| c.rejected_loop.get())),
+            ("no_route", s.sum(|c| c.rejected_no_route.get())),
+            ("not_tls", s.sum(|c| c.rejected_not_tls.get())),
+            ("sni_timeout", s.sum(|c| c.rejected_sni_timeout.get())),
         ]
     }
 
@@ -124,7 +144,7 @@ impl ListenerCounters {
 
     /// UDP datagrams dropped, by reason (the `reason` label of
     /// `ringway_udp_dropped_datagrams_total`), all workers together.
-    pub fn udp_dropped(s: &Sharded<ListenerCounters>) -> [(&'static str, u64); 9] {
+    pub fn udp_dropped(s: &Sharded<ListenerCounters>) -> [(&'static str, u64); 12] {
         [
             ("max_flows", s.sum(|c| c.udp_dropped_max_flows.get())),
             ("no_backend", s.sum(|c| c.udp_dropped_no_backend.get())),
@@ -141,6 +161,9 @@ impl ListenerCounters {
                 s.sum(|c| c.udp_dropped_source_rate.get()),
             ),
             ("loop", s.sum(|c| c.udp_dropped_loop.get())),
+            ("no_route", s.sum(|c| c.udp_dropped_no_route.get())),
+            ("not_quic", s.sum(|c| c.udp_dropped_not_quic.get())),
+            ("sni_timeout", s.sum(|c| c.udp_dropped_sni_timeout.get())),
         ]
     }
 }
@@ -173,17 +196,30 @@ pub struct BackendStats {
     pub counters: Sharded<BackendCounters>,
     /// Failures seen on the data path that the control plane has not taken yet.
     pub failures: super::passive::Failures,
+    /// The pool it belongs to.
+    pub pool: Arc<super::pool::PoolShared>,
 }
 
 impl BackendStats {
-    /// Zeroed counters for backend `id` at `addr`.
-    pub fn new(id: &str, addr: SocketAddr, workers: usize) -> BackendStats {
+    /// Zeroed counters for backend `id` at `addr` of `pool`.
+    pub fn new(
+        id: &str,
+        addr: SocketAddr,
+        workers: usize,
+        pool: Arc<super::pool::PoolShared>,
+    ) -> BackendStats {
         BackendStats {
             id: id.into(),
             addr,
             counters: Sharded::new(workers),
             failures: Default::default(),
+            pool,
         }
+    }
+
+    /// Reports a failure of this backend on the data path to its pool's health.
+    pub fn report_failure(self: &Arc<Self>, error: &std::io::Error) {
+        self.pool.report_failure(self, error);
     }
 
     /// Connections or flows open to it now, all workers together.

@@ -214,8 +214,8 @@ impl Worker {
                         );
                     }
                 }
-                Command::CloseBackend { listener, backend } => {
-                    let n = self.tcp.close_backend(&listener, &backend, now);
+                Command::CloseBackend { backend } => {
+                    let n = self.tcp.close_backend(&backend, now);
                     if n > 0 {
                         tracing::info!(
                             worker = self.index,

@@ -1,4 +1,4 @@
-//! Backends discovered in DNS: what a `[[listener.backend_set]]` asks, the answer,
+//! Backends discovered in DNS: what a `backend_set` (of a listener or a pool) asks, the answer,
 //! and what an answer does to the set.
 //!
 //! [`dns`] asks (hickory-resolver, blocking: callers run it at load, in `route` and
@@ -35,11 +35,11 @@ pub enum Answer {
     Failed(String),
 }
 
-/// One set's answer, by listener and set name (a reload may reorder both).
+/// One set's answer, by pool and set name (a reload may reorder both).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetAnswer {
-    /// The listener's name.
-    pub listener: String,
+    /// The pool's name (a listener's own backends: the listener's).
+    pub pool: String,
     /// The set's name.
     pub set: String,
     /// What DNS said.
@@ -50,9 +50,9 @@ pub struct SetAnswer {
 /// there are no sets.
 pub fn lookup(config: &Config) -> Vec<SetAnswer> {
     let sets: Vec<(&str, &crate::config::BackendSet)> = config
-        .listeners
+        .pools
         .iter()
-        .flat_map(|l| l.backend_sets.iter().map(move |s| (l.name.as_str(), s)))
+        .flat_map(|p| p.backend_sets.iter().map(move |s| (p.name.as_str(), s)))
         .collect();
     if sets.is_empty() {
         return Vec::new();
@@ -63,8 +63,8 @@ pub fn lookup(config: &Config) -> Vec<SetAnswer> {
         .collect();
     sets.iter()
         .zip(dns::lookup(&config.resolver, &queries))
-        .map(|((l, s), answer)| SetAnswer {
-            listener: l.to_string(),
+        .map(|((p, s), answer)| SetAnswer {
+            pool: p.to_string(),
             set: s.name.clone(),
             answer,
         })
@@ -92,13 +92,13 @@ impl std::fmt::Display for SetAnswer {
         };
         write!(
             f,
-            "listener {:?}: backend set {:?}: {what}",
-            self.listener, self.set
+            "pool {:?}: backend set {:?}: {what}",
+            self.pool, self.set
         )
     }
 }
 
-/// The sets' history (every listener's), and how answers change a config.
+/// The sets' history (every pool's), and how answers change a config.
 #[derive(Debug, Default)]
 pub struct Sets {
     tracks: HashMap<(String, String), SetTrack>,
@@ -108,7 +108,7 @@ impl Sets {
     /// Applies `answers` to `next`: found addresses replace a set's members; where the
     /// set's history says keep, the members it has in `running` (the config serving
     /// now; `None` at start, when there is nothing to keep) are kept. Logs each change
-    /// of a set's state and each changed set. True when a listener's backends changed.
+    /// of a set's state and each changed set. True when a pool's backends changed.
     pub fn settle(
         &mut self,
         next: &mut Config,
@@ -131,7 +131,7 @@ impl Sets {
             own(crate::config::Protocol::Udp),
         ];
         for a in answers {
-            let Some(l) = next.listeners.iter_mut().find(|l| l.name == a.listener) else {
+            let Some(l) = next.pools.iter_mut().find(|p| p.name == a.pool) else {
                 continue;
             };
             let Some(i) = l.backend_sets.iter().position(|s| s.name == a.set) else {
@@ -139,7 +139,7 @@ impl Sets {
             };
             let track = self
                 .tracks
-                .entry((a.listener.clone(), a.set.clone()))
+                .entry((a.pool.clone(), a.set.clone()))
                 .or_default();
             // What may not be a backend is left out first; an answer left with
             // nothing usable is a failed one (the last good set stays).
@@ -153,7 +153,7 @@ impl Sets {
                     };
                     let (kept, refused) = filter::apply(members, rules);
                     if track.left_out(&refused) {
-                        tracing::warn!(listener = %a.listener, set = %a.set, "answer with {} address(es): {refused}", members.len());
+                        tracing::warn!(pool = %a.pool, set = %a.set, "answer with {} address(es): {refused}", members.len());
                     }
                     if kept.is_empty() {
                         Answer::Failed(format!("no usable address: {refused}"))
@@ -171,7 +171,7 @@ impl Sets {
                 Verdict::Apply(m) => m,
                 Verdict::Empty => Vec::new(),
                 Verdict::Keep => running
-                    .and_then(|r| r.listener(&a.listener))
+                    .and_then(|r| r.pool(&a.pool))
                     .map(|r| {
                         r.set_members(&a.set)
                             .map(|b| Member {
@@ -183,58 +183,58 @@ impl Sets {
                     .unwrap_or_default(),
             };
             // After `members`: a reloaded config has none yet, the running one has them.
-            log_note(&a.listener, &a.set, note, members.len());
+            log_note(&a.pool, &a.set, note, members.len());
             match l.replace_set(i, &members) {
                 Ok(r) => {
                     if !r.skipped.is_empty() {
-                        tracing::warn!(listener = %a.listener, set = %a.set, "left out {:?}: another backend of this listener has that id", r.skipped);
+                        tracing::warn!(pool = %a.pool, set = %a.set, "left out {:?}: another backend of this pool has that id", r.skipped);
                     }
                     if r.changed {
-                        tracing::info!(listener = %a.listener, set = %a.set, "backend set now {} backend(s): added {:?}, removed {:?}", l.set_members(&a.set).count(), r.added, r.removed);
+                        tracing::info!(pool = %a.pool, set = %a.set, "backend set now {} backend(s): added {:?}, removed {:?}", l.set_members(&a.set).count(), r.added, r.removed);
                         changed = true;
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(listener = %a.listener, set = %a.set, "answer not applied, keeping the set: {e}");
+                    tracing::warn!(pool = %a.pool, set = %a.set, "answer not applied, keeping the set: {e}");
                 }
             }
         }
         changed
     }
 
-    /// Failed and NXDOMAIN answers of set `set` of `listener`.
-    pub fn errors_of(&self, listener: &str, set: &str) -> u64 {
+    /// Failed and NXDOMAIN answers of set `set` of pool `pool`.
+    pub fn errors_of(&self, pool: &str, set: &str) -> u64 {
         self.tracks
-            .get(&(listener.to_string(), set.to_string()))
+            .get(&(pool.to_string(), set.to_string()))
             .map_or(0, SetTrack::errors)
     }
 
-    /// Addresses left out of the answers of set `set` of `listener`.
-    pub fn refused_of(&self, listener: &str, set: &str) -> u64 {
+    /// Addresses left out of the answers of set `set` of pool `pool`.
+    pub fn refused_of(&self, pool: &str, set: &str) -> u64 {
         self.tracks
-            .get(&(listener.to_string(), set.to_string()))
+            .get(&(pool.to_string(), set.to_string()))
             .map_or(0, SetTrack::refused)
     }
 
     /// Forgets sets `config` no longer has.
     pub fn retain(&mut self, config: &Config) {
-        self.tracks.retain(|(l, s), _| {
+        self.tracks.retain(|(p, s), _| {
             config
-                .listener(l)
-                .is_some_and(|l| l.backend_sets.iter().any(|x| &x.name == s))
+                .pool(p)
+                .is_some_and(|p| p.backend_sets.iter().any(|x| &x.name == s))
         });
     }
 }
 
-fn log_note(listener: &str, set: &str, note: Option<Note>, members: usize) {
+fn log_note(pool: &str, set: &str, note: Option<Note>, members: usize) {
     match note {
         None => {}
-        Some(Note::Recovered) => tracing::info!(listener, set, "backend set answers again"),
+        Some(Note::Recovered) => tracing::info!(pool, set, "backend set answers again"),
         Some(Note::Failing(why)) => {
-            tracing::warn!(listener, set, "backend set lookup failed, keeping its {members} backend(s): {why}")
+            tracing::warn!(pool, set, "backend set lookup failed, keeping its {members} backend(s): {why}")
         }
-        Some(Note::Missing) => tracing::warn!(listener, set, "backend set name does not exist (NXDOMAIN); keeping its {members} backend(s) until it stays so"),
-        Some(Note::Emptied(n)) => tracing::warn!(listener, set, "backend set name did not exist in {n} answers in a row (NXDOMAIN): its backends are removed"),
+        Some(Note::Missing) => tracing::warn!(pool, set, "backend set name does not exist (NXDOMAIN); keeping its {members} backend(s) until it stays so"),
+        Some(Note::Emptied(n)) => tracing::warn!(pool, set, "backend set name did not exist in {n} answers in a row (NXDOMAIN): its backends are removed"),
     }
 }
 

@@ -53,10 +53,32 @@ pub struct ListenerSample<'a> {
     pub active: usize,
     /// Data-plane counters.
     pub stats: &'a Sharded<ListenerCounters>,
+}
+
+/// What one scrape reports about one pool.
+#[derive(Debug)]
+pub struct PoolSample<'a> {
+    /// Pool name.
+    pub name: &'a str,
+    /// The listener whose own backends these are (its series carry `listener` too);
+    /// `None` for a `[[pool]]`.
+    pub owner: Option<&'a str>,
     /// Key space moved at the last ring change.
     pub remapped: f64,
     /// Its backends.
     pub backends: Vec<BackendSample<'a>>,
+    /// Its backend sets.
+    pub sets: Vec<SetSample<'a>>,
+}
+
+impl PoolSample<'_> {
+    /// The labels that name it: `pool`, and `listener` for a listener's own backends.
+    fn labels(&self) -> Vec<(&str, &str)> {
+        match self.owner {
+            Some(owner) => vec![(LISTENER, owner), (POOL, self.name)],
+            None => vec![(POOL, self.name)],
+        }
+    }
 }
 
 /// Everything one scrape reports.
@@ -64,6 +86,8 @@ pub struct ListenerSample<'a> {
 pub struct Sample<'a> {
     /// Listeners.
     pub listeners: Vec<ListenerSample<'a>>,
+    /// Pools.
+    pub pools: Vec<PoolSample<'a>>,
     /// Reloads applied.
     pub reloads_ok: u64,
     /// Reloads rejected.
@@ -72,15 +96,11 @@ pub struct Sample<'a> {
     pub worker_panics: u64,
     /// Access-log records lost, by reason.
     pub access_log_lost: [(&'static str, u64); 3],
-    /// Backend sets.
-    pub sets: Vec<SetSample<'a>>,
 }
 
 /// What one scrape reports about one `backend_set`.
 #[derive(Debug)]
 pub struct SetSample<'a> {
-    /// Its listener.
-    pub listener: &'a str,
     /// Its name.
     pub set: &'a str,
     /// Answers not applied.
@@ -100,7 +120,7 @@ fn about(name: &str) -> (&'static str, &'static str) {
 
 /// The Prometheus text of `sample`.
 pub fn render(sample: &Sample<'_>) -> String {
-    let backends: usize = sample.listeners.iter().map(|l| l.backends.len()).sum();
+    let backends: usize = sample.pools.iter().map(|p| p.backends.len()).sum();
     let mut t = Text::with_capacity(4096 + backends * 3000);
     let family = |t: &mut Text, name: &str| {
         let (kind, help) = about(name);
@@ -123,8 +143,8 @@ pub fn render(sample: &Sample<'_>) -> String {
     let sum = |l: &ListenerSample<'_>, f: fn(&ListenerCounters) -> u64| l.stats.sum(f);
     // Listeners.
     family(&mut t, RING_REMAPPED);
-    for l in &sample.listeners {
-        t.sample(RING_REMAPPED, &[(LISTENER, l.name)], l.remapped);
+    for p in &sample.pools {
+        t.sample(RING_REMAPPED, &p.labels(), p.remapped);
     }
     family(&mut t, LISTENER_ACTIVE);
     for l in tcp() {
@@ -176,15 +196,13 @@ pub fn render(sample: &Sample<'_>) -> String {
             t.sample(UDP_DROPPED, &[(LISTENER, l.name), (REASON, reason)], v);
         }
     }
-    // Backends: one family at a time, every backend of every listener.
+    // Backends: one family at a time, every backend of every pool.
     let each = |t: &mut Text, name: &str, value: &dyn Fn(&BackendSample<'_>) -> text::Value| {
-        for l in &sample.listeners {
-            for b in &l.backends {
-                t.sample(
-                    name,
-                    &[(LISTENER, l.name), (BACKEND, &b.stats.id)],
-                    value(b),
-                );
+        for p in &sample.pools {
+            for b in &p.backends {
+                let mut labels = p.labels();
+                labels.push((BACKEND, &*b.stats.id));
+                t.sample(name, &labels, value(b));
             }
         }
     };
@@ -214,39 +232,35 @@ pub fn render(sample: &Sample<'_>) -> String {
     family(&mut t, BACKEND_RING_SHARE);
     each(&mut t, BACKEND_RING_SHARE, &|b| b.share.into());
     family(&mut t, HEALTH_CHECKS);
-    for l in &sample.listeners {
-        for b in &l.backends {
+    for p in &sample.pools {
+        for b in &p.backends {
             for (result, v) in [
                 (SUCCESS, b.checks_ok),
                 (FAILURE, b.checks_failed),
                 (UNKNOWN, b.checks_unknown),
             ] {
-                let labels = [
-                    (LISTENER, l.name),
-                    (BACKEND, &*b.stats.id),
-                    (RESULT, result),
-                ];
+                let mut labels = p.labels();
+                labels.extend([(BACKEND, &*b.stats.id), (RESULT, result)]);
                 t.sample(HEALTH_CHECKS, &labels, v);
             }
         }
     }
     family(&mut t, HEALTH_CHECK_DURATION);
-    for l in &sample.listeners {
-        for b in &l.backends {
+    for p in &sample.pools {
+        for b in &p.backends {
             if let Some(h) = b.check_durations {
-                t.histogram(
-                    HEALTH_CHECK_DURATION,
-                    &[(LISTENER, l.name), (BACKEND, &b.stats.id)],
-                    h,
-                );
+                let mut labels = p.labels();
+                labels.push((BACKEND, &*b.stats.id));
+                t.histogram(HEALTH_CHECK_DURATION, &labels, h);
             }
         }
     }
     family(&mut t, BACKEND_TRANSITIONS);
-    for l in &sample.listeners {
-        for b in &l.backends {
+    for p in &sample.pools {
+        for b in &p.backends {
             for (to, v) in [("up", b.to_up), ("down", b.to_down)] {
-                let labels = [(LISTENER, l.name), (BACKEND, &*b.stats.id), (TO, to)];
+                let mut labels = p.labels();
+                labels.extend([(BACKEND, &*b.stats.id), (TO, to)]);
                 t.sample(BACKEND_TRANSITIONS, &labels, v);
             }
         }
@@ -261,8 +275,12 @@ pub fn render(sample: &Sample<'_>) -> String {
         (BACKEND_SET_REFUSED, |s| s.refused),
     ] {
         family(&mut t, name);
-        for s in &sample.sets {
-            t.sample(name, &[(LISTENER, s.listener), (SET, s.set)], value(s));
+        for p in &sample.pools {
+            for s in &p.sets {
+                let mut labels = p.labels();
+                labels.push((SET, s.set));
+                t.sample(name, &labels, value(s));
+            }
         }
     }
     t.finish()

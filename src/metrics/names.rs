@@ -5,6 +5,9 @@
 pub const LISTENER: &str = "listener";
 /// Label: backend id.
 pub const BACKEND: &str = "backend";
+/// Label: pool name (a listener's own backends: the listener's name; their series
+/// carry `listener` too, a `[[pool]]`'s do not).
+pub const POOL: &str = "pool";
 /// Label: why something was rejected or dropped.
 pub const REASON: &str = "reason";
 /// Label: `success` or `failure`.
@@ -37,7 +40,10 @@ pub const LISTENER_ACTIVE: &str = "ringway_listener_active_connections";
 /// memory for the backend socket), `denied` (`allow`/`deny`), `source_limit`
 /// (`max_connections_per_source`), `source_rate` (`connection_rate_per_source`),
 /// `first_data_timeout` (`backend_connect = "on-data"` and the client sent nothing),
-/// `loop` (the only backends left are ringway's own addresses).
+/// `loop` (the only backends left are ringway's own addresses); with `route_by =
+/// "sni"` and no default pool: `no_route` (no route takes the server name, or none
+/// was named), `not_tls` (the first bytes are not a ClientHello ringway reads), and
+/// `sni_timeout` (no whole ClientHello within `sni_timeout`).
 pub const LISTENER_REJECTED: &str = "ringway_listener_rejected_connections_total";
 /// `forward = "kernel"` listeners: sessions by `result`: `joined` (the kernel forwards
 /// them), `declined` (the kernel would not take them, e.g. the client had already sent
@@ -73,9 +79,11 @@ pub const UDP_DATAGRAMS: &str = "ringway_udp_datagrams_total";
 /// UDP datagrams dropped, by `reason`: `max_flows`, `no_backend`, `send_failed`,
 /// `listener_removed`, `fd_limit`, `denied` (`allow`/`deny`), `source_limit`
 /// (`udp_max_flows_per_source`), `source_rate` (`udp_flow_rate_per_source`), `loop`
-/// (the only backends left are ringway's own addresses).
+/// (the only backends left are ringway's own addresses); with `route_by = "sni"`:
+/// `no_route`, `not_quic` (not a QUIC v1/v2 Initial; both without a default pool) and
+/// `sni_timeout` (the flow's hello was not whole in time).
 pub const UDP_DROPPED: &str = "ringway_udp_dropped_datagrams_total";
-/// Fraction of the key space that changed backend at the listener's last ring change.
+/// Fraction of the key space that changed backend at the pool's last ring change.
 pub const RING_REMAPPED: &str = "ringway_ring_remapped_ratio";
 /// Config reloads, by `result`.
 pub const CONFIG_RELOADS: &str = "ringway_config_reloads_total";
@@ -108,28 +116,28 @@ pub const CHECK_DURATION_BUCKETS: &[f64] = &[
 pub const ALL: &[(&str, &[&str], &str, &str)] = &[
     (LISTENER_CONNECTIONS, &[LISTENER], "counter", "TCP connections accepted and established to a backend"),
     (LISTENER_ACTIVE, &[LISTENER], "gauge", "Connections (TCP) or flows (UDP) open now"),
-    (LISTENER_REJECTED, &[LISTENER, REASON], "counter", "Connections refused or reset by ringway: max_connections, no_backend, backends_failed, proxy_header, fd_limit, local_error, denied, source_limit, source_rate, first_data_timeout, loop"),
+    (LISTENER_REJECTED, &[LISTENER, REASON], "counter", "Connections refused or reset by ringway: max_connections, no_backend, backends_failed, proxy_header, fd_limit, local_error, denied, source_limit, source_rate, first_data_timeout, loop, no_route, not_tls, sni_timeout"),
     (LISTENER_KERNEL_SESSIONS, &[LISTENER, RESULT], "counter", "forward = kernel: sessions the kernel took (joined), would not take (declined: ringway forwards them) or failed to take (failed: reset)"),
-    (BACKEND_CONNECTIONS, &[LISTENER, BACKEND], "counter", "Connections (TCP) or flows (UDP) established to the backend"),
-    (BACKEND_ACTIVE, &[LISTENER, BACKEND], "gauge", "Connections (TCP) or flows (UDP) open to the backend now"),
-    (BACKEND_CONNECT_ERRORS, &[LISTENER, BACKEND], "counter", "Failed connect attempts (TCP) or ICMP errors (UDP)"),
-    (BACKEND_RECEIVED_BYTES, &[LISTENER, BACKEND], "counter", "Bytes received from the backend"),
-    (BACKEND_SENT_BYTES, &[LISTENER, BACKEND], "counter", "Bytes sent to the backend"),
-    (BACKEND_UP, &[LISTENER, BACKEND], "gauge", "1 when the backend is up (healthy, not disabled), else 0"),
-    (BACKEND_RING_SHARE, &[LISTENER, BACKEND], "gauge", "Fraction of the key space the backend owns now"),
-    (HEALTH_CHECKS, &[LISTENER, BACKEND, RESULT], "counter", "Active health checks by result: success, failure, unknown (could not run here)"),
-    (HEALTH_CHECK_DURATION, &[LISTENER, BACKEND], "histogram", "Duration of active health checks in seconds"),
-    (BACKEND_TRANSITIONS, &[LISTENER, BACKEND, TO], "counter", "Backend state changes by new state: up, down"),
+    (BACKEND_CONNECTIONS, &[LISTENER, POOL, BACKEND], "counter", "Connections (TCP) or flows (UDP) established to the backend"),
+    (BACKEND_ACTIVE, &[LISTENER, POOL, BACKEND], "gauge", "Connections (TCP) or flows (UDP) open to the backend now"),
+    (BACKEND_CONNECT_ERRORS, &[LISTENER, POOL, BACKEND], "counter", "Failed connect attempts (TCP) or ICMP errors (UDP)"),
+    (BACKEND_RECEIVED_BYTES, &[LISTENER, POOL, BACKEND], "counter", "Bytes received from the backend"),
+    (BACKEND_SENT_BYTES, &[LISTENER, POOL, BACKEND], "counter", "Bytes sent to the backend"),
+    (BACKEND_UP, &[LISTENER, POOL, BACKEND], "gauge", "1 when the backend is up (healthy, not disabled), else 0"),
+    (BACKEND_RING_SHARE, &[LISTENER, POOL, BACKEND], "gauge", "Fraction of the key space the backend owns now"),
+    (HEALTH_CHECKS, &[LISTENER, POOL, BACKEND, RESULT], "counter", "Active health checks by result: success, failure, unknown (could not run here)"),
+    (HEALTH_CHECK_DURATION, &[LISTENER, POOL, BACKEND], "histogram", "Duration of active health checks in seconds"),
+    (BACKEND_TRANSITIONS, &[LISTENER, POOL, BACKEND, TO], "counter", "Backend state changes by new state: up, down"),
     (UDP_FLOWS_ACTIVE, &[LISTENER], "gauge", "UDP flows open now"),
     (UDP_FLOWS, &[LISTENER], "counter", "UDP flows created"),
     (UDP_DATAGRAMS, &[LISTENER, DIRECTION], "counter", "UDP datagrams: in from clients, out to clients"),
-    (UDP_DROPPED, &[LISTENER, REASON], "counter", "UDP datagrams dropped: max_flows, no_backend, send_failed, listener_removed, fd_limit, denied, source_limit, source_rate, loop"),
-    (RING_REMAPPED, &[LISTENER], "gauge", "Fraction of the key space that changed backend at the last ring change"),
+    (UDP_DROPPED, &[LISTENER, REASON], "counter", "UDP datagrams dropped: max_flows, no_backend, send_failed, listener_removed, fd_limit, denied, source_limit, source_rate, loop, no_route, not_quic, sni_timeout"),
+    (RING_REMAPPED, &[LISTENER, POOL], "gauge", "Fraction of the key space that changed backend at the last ring change"),
     (CONFIG_RELOADS, &[RESULT], "counter", "Config reloads by result: success, failure"),
     (BUILD_INFO, &[VERSION], "gauge", "Always 1; labelled with the version"),
     (WORKER_PANICS, &[], "counter", "Worker threads that stopped on their own (panicked); ringway drains the others and exits with an error"),
     (ACCESS_LOG_DROPPED, &[REASON], "counter", "Access-log records lost: queue_full (a worker's queue to the writer was full), write_failed (no space, file too large, I/O error), not_open (the file could not be opened)"),
-    (RESOLVER_ERRORS, &[LISTENER, SET], "counter", "backend_set lookups not applied: failures (the last good set stays) and NXDOMAIN answers"),
-    (BACKEND_SET_BACKENDS, &[LISTENER, SET], "gauge", "Backends a backend_set gives now"),
-    (BACKEND_SET_REFUSED, &[LISTENER, SET], "counter", "Addresses left out of a backend_set's answers: not allowed (own addresses, port 0, unspecified, multicast, broadcast, outside allow) or past max_backends"),
+    (RESOLVER_ERRORS, &[LISTENER, POOL, SET], "counter", "backend_set lookups not applied: failures (the last good set stays) and NXDOMAIN answers"),
+    (BACKEND_SET_BACKENDS, &[LISTENER, POOL, SET], "gauge", "Backends a backend_set gives now"),
+    (BACKEND_SET_REFUSED, &[LISTENER, POOL, SET], "counter", "Addresses left out of a backend_set's answers: not allowed (own addresses, port 0, unspecified, multicast, broadcast, outside allow) or past max_backends"),
 ];

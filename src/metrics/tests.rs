@@ -2,6 +2,11 @@ use super::*;
 
 static EMPTY: Histogram = Histogram::EMPTY;
 
+fn backend(id: &str, port: u16, workers: usize) -> BackendStats {
+    let pool = crate::dataplane::PoolShared::detached("web");
+    BackendStats::new(id, ([127, 0, 0, 1], port).into(), workers, pool)
+}
+
 fn sample<'a>(stats: &'a Sharded<ListenerCounters>, backends: &'a [BackendStats]) -> Sample<'a> {
     Sample {
         listeners: vec![ListenerSample {
@@ -9,7 +14,12 @@ fn sample<'a>(stats: &'a Sharded<ListenerCounters>, backends: &'a [BackendStats]
             udp: false,
             active: 2,
             stats,
+        }],
+        pools: vec![PoolSample {
+            name: "web",
+            owner: Some("web"),
             remapped: 0.25,
+            sets: Vec::new(),
             backends: backends
                 .iter()
                 .map(|b| BackendSample {
@@ -29,7 +39,6 @@ fn sample<'a>(stats: &'a Sharded<ListenerCounters>, backends: &'a [BackendStats]
         reloads_failed: 0,
         worker_panics: 0,
         access_log_lost: [("queue_full", 0), ("write_failed", 0), ("not_open", 0)],
-        sets: Vec::new(),
     }
 }
 
@@ -60,7 +69,7 @@ fn shards_are_summed_and_labelled() {
     let stats: Sharded<ListenerCounters> = Sharded::new(2);
     stats.shard(0).connections.add(3);
     stats.shard(1).connections.add(4);
-    let b = [BackendStats::new("b1", "127.0.0.1:1".parse().unwrap(), 2)];
+    let b = [backend("b1", 1, 2)];
     b[0].counters.shard(1).sent_bytes.add(10);
     let text = render(&sample(&stats, &b));
     assert!(
@@ -68,11 +77,13 @@ fn shards_are_summed_and_labelled() {
         "{text}"
     );
     assert!(
-        text.contains("ringway_backend_sent_bytes_total{listener=\"web\",backend=\"b1\"} 10"),
+        text.contains(
+            "ringway_backend_sent_bytes_total{listener=\"web\",pool=\"web\",backend=\"b1\"} 10"
+        ),
         "{text}"
     );
     assert!(
-        text.contains("ringway_ring_remapped_ratio{listener=\"web\"} 0.25"),
+        text.contains("ringway_ring_remapped_ratio{listener=\"web\",pool=\"web\"} 0.25"),
         "{text}"
     );
     assert!(text.contains("ringway_build_info{version=\""), "{text}");
@@ -82,10 +93,7 @@ fn shards_are_summed_and_labelled() {
 #[test]
 fn families_are_contiguous_and_typed_once() {
     let stats: Sharded<ListenerCounters> = Sharded::new(1);
-    let b = [
-        BackendStats::new("b1", "127.0.0.1:1".parse().unwrap(), 1),
-        BackendStats::new("b2", "127.0.0.1:2".parse().unwrap(), 1),
-    ];
+    let b = [backend("b1", 1, 1), backend("b2", 2, 1)];
     let text = render(&sample(&stats, &b));
     let mut seen = std::collections::HashSet::new();
     let mut current = String::new();
@@ -110,10 +118,7 @@ fn families_are_contiguous_and_typed_once() {
 #[test]
 fn removed_backends_are_gone_at_the_next_scrape() {
     let stats: Sharded<ListenerCounters> = Sharded::new(1);
-    let b = [
-        BackendStats::new("gone", "127.0.0.1:1".parse().unwrap(), 1),
-        BackendStats::new("stays", "127.0.0.1:2".parse().unwrap(), 1),
-    ];
+    let b = [backend("gone", 1, 1), backend("stays", 2, 1)];
     assert!(render(&sample(&stats, &b)).contains("backend=\"gone\""));
     let text = render(&sample(&stats, &b[1..]));
     assert!(!text.contains("backend=\"gone\""), "{text}");
@@ -123,12 +128,39 @@ fn removed_backends_are_gone_at_the_next_scrape() {
 #[test]
 fn checked_backends_have_a_histogram_before_the_first_check() {
     let stats: Sharded<ListenerCounters> = Sharded::new(1);
-    let b = [BackendStats::new("b1", "127.0.0.1:1".parse().unwrap(), 1)];
+    let b = [backend("b1", 1, 1)];
     let text = render(&sample(&stats, &b));
     assert!(
         text.contains(
-            "ringway_health_check_duration_seconds_count{listener=\"web\",backend=\"b1\"} 0"
+            "ringway_health_check_duration_seconds_count{listener=\"web\",pool=\"web\",backend=\"b1\"} 0"
         ),
         "{text}"
     );
+}
+
+/// A `[[pool]]`'s backends are named by pool alone: they serve every listener that
+/// routes to it.
+#[test]
+fn a_named_pools_series_carry_no_listener() {
+    let stats: Sharded<ListenerCounters> = Sharded::new(1);
+    let b = [backend("a1", 1, 1)];
+    let mut s = sample(&stats, &b);
+    s.pools[0].owner = None;
+    s.pools[0].name = "api";
+    s.pools[0].sets = vec![SetSample {
+        set: "_api._tcp.test",
+        errors: 2,
+        refused: 0,
+        backends: 1,
+    }];
+    let text = render(&s);
+    assert!(
+        text.contains("ringway_backend_up{pool=\"api\",backend=\"a1\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ringway_resolver_errors_total{pool=\"api\",set=\"_api._tcp.test\"} 2"),
+        "{text}"
+    );
+    assert!(!text.contains("listener=\"web\",pool=\"api\""), "{text}");
 }

@@ -11,10 +11,15 @@ use crate::health::probe::ProbeError;
 fn control(toml: &str) -> Control {
     let config = crate::config::parse(Path::new("t.toml"), toml).unwrap();
     let (passive, _) = crate::dataplane::passive_channel();
+    let pools: Vec<PoolState> = config
+        .pools
+        .iter()
+        .map(|p| PoolState::new(p.clone(), 1, passive.clone(), vec![None; p.backends.len()]))
+        .collect();
     let listeners = config
         .listeners
         .iter()
-        .map(|l| ListenerState::new(l.clone(), 1, passive.clone(), vec![None; l.backends.len()]))
+        .map(|l| ListenerState::new(l.clone(), 1, &pools))
         .collect();
     let published = Arc::new(super::super::view::Published::new(
         super::super::view::View::empty(),
@@ -23,7 +28,7 @@ fn control(toml: &str) -> Control {
     let (log, _) = crate::accesslog::AccessLog::start(1, None).unwrap();
     Control::new(
         config,
-        listeners,
+        (pools, listeners),
         Vec::new(),
         (handle, log.control()),
         passive,
@@ -37,8 +42,7 @@ const UDP: &str = "[[listener]]\nname = \"u\"\nprotocol = \"udp\"\nlisten = \"12
 
 fn checked(c: &Control, bi: usize, result: Result<(), ProbeError>) -> Outcome {
     Outcome {
-        listener: Arc::clone(&c.listeners[0].shared),
-        backend: Arc::clone(&c.listeners[0].backends[bi].stats),
+        backend: Arc::clone(&c.pools[0].backends[bi].stats),
         result,
         took: Duration::from_millis(1),
     }
@@ -46,16 +50,13 @@ fn checked(c: &Control, bi: usize, result: Result<(), ProbeError>) -> Outcome {
 
 /// One failure seen on the data path, as a worker reports it.
 fn passive(c: &Control, bi: usize) -> PassiveFailure {
-    let backend = Arc::clone(&c.listeners[0].backends[bi].stats);
+    let backend = Arc::clone(&c.pools[0].backends[bi].stats);
     backend.failures.record(&errno(libc::ECONNREFUSED));
-    PassiveFailure {
-        listener: Arc::clone(&c.listeners[0].shared),
-        backend,
-    }
+    PassiveFailure { backend }
 }
 
 fn up(c: &Control, bi: usize) -> bool {
-    c.listeners[0].backends[bi].is_up()
+    c.pools[0].backends[bi].is_up()
 }
 
 fn errno(e: i32) -> std::io::Error {
@@ -73,7 +74,7 @@ fn a_check_that_cannot_run_is_unknown_never_a_failure() {
         c.on_checked(o, now);
     }
     assert!(up(&c, 1), "EMFILE took a backend down");
-    let b = &c.listeners[0].backends[1];
+    let b = &c.pools[0].backends[1];
     assert_eq!((b.checks_unknown, b.checks_failed, b.checks_ok), (10, 0, 0));
     assert!(b.health.is_unconfirmed(), "no verdict yet");
     c.on_checked(checked(&c, 1, Ok(())), now);
@@ -94,7 +95,7 @@ fn a_check_that_cannot_run_is_unknown_never_a_failure() {
 #[test]
 fn passive_failures_take_out_and_the_hold_down_readmits() {
     let mut c = control(UDP);
-    let hold = c.listeners[0].config.health.readmit_after();
+    let hold = c.pools[0].config.health.readmit_after();
     assert_eq!(hold, Duration::from_secs(6), "fall 3 x interval 2 s");
     let t0 = Instant::now();
     c.on_passive(passive(&c, 1), t0);
@@ -169,6 +170,6 @@ fn a_result_about_a_replaced_backend_is_ignored() {
             c.on_checked(o, Instant::now());
         }
         assert!(up(&c, 1), "a stale result took the new backend down");
-        assert_eq!(c.listeners[0].backends[1].checks_failed, 0);
+        assert_eq!(c.pools[0].backends[1].checks_failed, 0);
     });
 }

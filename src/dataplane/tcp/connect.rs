@@ -1,11 +1,14 @@
 //! The connect phase of a session: which backend each attempt goes to, the connect
 //! itself, what a failure counts as, and the PROXY header written once connected.
 //!
-//! Attempt 0 goes to the ring's pick for the flow key; a refused or timed-out connect
-//! moves on to the next distinct backend clockwise not tried yet, up to `retries` more
-//! times. Each attempt asks the routing published then (a backend that went down
-//! meanwhile is not tried), so a connecting session holds the listener's settings and
-//! the backends it tried, never a snapshot. Each failure is counted against its
+//! First the session is routed to a pool: at once, or, on a `route_by = "sni"`
+//! listener, once the ClientHello names a server (its bytes are peeked, not read: they
+//! go to the backend as they came). Attempt 0 goes to the pool ring's pick for the
+//! flow key; a refused or timed-out connect moves on to the next distinct backend
+//! clockwise not tried yet, up to `retries` more times. Each attempt asks the routing
+//! published then (a backend that went down meanwhile is not tried), so a connecting
+//! session holds the listener's settings, its pool's identity and the backends it
+//! tried, never a snapshot. Each failure is counted against its
 //! backend and reported as a passive health result, unless it was this machine running
 //! short of something (descriptors, ports): that ends the session (`fd_limit`) and says
 //! nothing about any backend.
@@ -18,10 +21,13 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::balance::hash::{flow_hash, PROTO_TCP};
-use crate::dataplane::listener::{ListenerParams, ListenerShared};
+use crate::dataplane::listener::{ListenerParams, ListenerShared, Routing};
+use crate::dataplane::pool::PoolShared;
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::timers::{millis, Millis};
 use crate::proxy_protocol::{self, Version};
+use crate::sni::tls::TlsHello;
+use crate::sni::{ServerName, Verdict};
 
 /// State of a session until its backend connection is established.
 #[derive(Debug)]
@@ -38,8 +44,17 @@ pub(super) struct Connecting {
     attempt: u32,
     /// What it waits for.
     phase: Phase,
-    /// When the header wait, the wait for data or the current connect attempt gives up.
+    /// When the header wait, the hello wait, the wait for data or the current connect
+    /// attempt gives up.
     deadline: Millis,
+    /// Its pool, once routed: the slot it had in the routing and its identity.
+    pool: Option<(usize, Arc<PoolShared>)>,
+    /// `route_by = "sni"`: the listener routes by server name.
+    by_name: bool,
+    /// The ClientHello read so far (while [`Phase::Hello`]).
+    hello: Option<Box<TlsHello>>,
+    /// The server name the client asked for.
+    sni: Option<ServerName>,
     /// The backend of the current attempt, once it started.
     target: Option<Arc<BackendStats>>,
     /// Backends whose attempts failed (allocated at the first failure).
@@ -51,10 +66,36 @@ pub(super) struct Connecting {
 pub(super) enum Phase {
     /// `accept_proxy`: the client's PROXY header (no backend is chosen before it).
     Header,
+    /// `route_by = "sni"`: the client's ClientHello (no pool is chosen before it).
+    Hello,
     /// `backend_connect = "on-data"`: the client's first byte.
     FirstData,
     /// A connect attempt (or the next one).
     Connect,
+}
+
+/// Where a new session stands when it is accepted: its flow key (unless a PROXY header
+/// is to say who the client is), its pool (unless its hello is to name one), and
+/// whether its listener routes by server name.
+#[derive(Debug)]
+pub(super) struct Start {
+    /// The flow key, when known.
+    pub key: Option<u64>,
+    /// The pool's slot and identity, when known.
+    pub pool: Option<(usize, Arc<PoolShared>)>,
+    /// `route_by = "sni"`.
+    pub by_name: bool,
+}
+
+/// Why a session found no pool or no backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unrouted {
+    /// No route takes its name (or it named none), and there is no default pool.
+    NoRoute,
+    /// Its first bytes are not a ClientHello read here, and there is no default pool.
+    NotTls(&'static str),
+    /// Its pool has no backend up for its key.
+    NoBackend,
 }
 
 /// What starting a connect attempt gave.
@@ -72,12 +113,13 @@ pub(super) enum Attempt {
 }
 
 impl Connecting {
-    /// A session's connect state: connecting to the owner of `key` (once the client
-    /// has sent a byte, with `backend_connect = "on-data"`), or, without a key
-    /// (`accept_proxy`), waiting for the client's PROXY header first.
+    /// A session's connect state: connecting to the owner of `key` in pool `pool`
+    /// (once the client has sent a byte, with `backend_connect = "on-data"`), or,
+    /// without a key (`accept_proxy`), waiting for the client's PROXY header first, or
+    /// without a pool (`route_by = "sni"`), for its ClientHello.
     pub fn new(
         params: Arc<ListenerParams>,
-        key: Option<u64>,
+        Start { key, pool, by_name }: Start,
         client: SocketAddr,
         now: Millis,
     ) -> Connecting {
@@ -91,6 +133,10 @@ impl Connecting {
             phase: Phase::Header,
             target: None,
             tried: Vec::new(),
+            pool,
+            by_name,
+            hello: None,
+            sni: None,
         };
         if key.is_some() {
             c.keyed(now);
@@ -98,14 +144,21 @@ impl Connecting {
         c
     }
 
-    /// The key is known: wait for data first if the listener says so, else connect.
+    /// The key is known: read the hello first on a listener that routes by name,
+    /// else wait for data first if the listener says so, else connect.
     fn keyed(&mut self, now: Millis) {
-        self.phase = match self.params.first_data {
-            Some(wait) => {
-                self.deadline = now + millis(wait);
-                Phase::FirstData
+        self.phase = if self.by_name {
+            self.deadline = now + millis(self.params.sni_timeout);
+            self.hello = Some(Box::default());
+            Phase::Hello
+        } else {
+            match self.params.first_data {
+                Some(wait) => {
+                    self.deadline = now + millis(wait);
+                    Phase::FirstData
+                }
+                None => Phase::Connect,
             }
-            None => Phase::Connect,
         };
     }
 
@@ -141,14 +194,14 @@ impl Connecting {
 
     /// The PROXY header has been read at `now`: `addresses` are the client and the
     /// address it reached (`None` for LOCAL/UNKNOWN: the connection's own, `client` and
-    /// `own`). Returns false when no backend of `shared` is up for the key they give.
+    /// `own`). Routes it now unless its hello is next.
     pub fn header_read(
         &mut self,
         shared: &ListenerShared,
         addresses: Option<(SocketAddr, SocketAddr)>,
         own: SocketAddr,
         now: Millis,
-    ) -> bool {
+    ) -> Result<(), Unrouted> {
         self.keyed(now);
         let (client, local) = match addresses {
             Some((client, local)) => {
@@ -159,7 +212,71 @@ impl Connecting {
             None => (self.client, own),
         };
         self.key = flow_hash(self.params.hash, PROTO_TCP, client, local);
-        shared.routing.load().snapshot.pick(self.key).is_some()
+        if self.by_name {
+            return Ok(());
+        }
+        self.route(&shared.routing.load(), None)
+    }
+
+    /// Feeds the client's bytes so far (`peeked`: all of them, from the first; they
+    /// stay queued for the backend) to the hello reader: `None` while it needs more,
+    /// else whether it found a pool with a backend up.
+    pub fn hello_read(
+        &mut self,
+        shared: &ListenerShared,
+        peeked: &[u8],
+    ) -> Option<Result<(), Unrouted>> {
+        let hello = self.hello.as_mut()?;
+        let seen = hello.seen().min(peeked.len());
+        let verdict = hello.feed(&peeked[seen..]);
+        let routing = shared.routing.load();
+        let routed = match verdict {
+            Verdict::NeedMore => return None,
+            Verdict::Name(name) => {
+                let r = self.route(&routing, Some(name.as_str()));
+                self.sni = Some(name);
+                r
+            }
+            Verdict::NoName => self.route(&routing, None),
+            Verdict::Not(why) => match routing.routes.default_slot() {
+                Some(_) => self.route(&routing, None),
+                None => Err(Unrouted::NotTls(why)),
+            },
+        };
+        self.hello = None;
+        self.phase = Phase::Connect;
+        Some(routed)
+    }
+
+    /// Bytes of the hello read so far.
+    pub fn hello_seen(&self) -> usize {
+        self.hello.as_ref().map_or(0, |h| h.seen())
+    }
+
+    /// Picks its pool for server name `name` (or none) in `routing`; an error when
+    /// there is none, or none of its backends is up for the key.
+    fn route(&mut self, routing: &Routing, name: Option<&str>) -> Result<(), Unrouted> {
+        let (slot, pool) = routing.route(name).ok_or(Unrouted::NoRoute)?;
+        self.pool = Some((slot, Arc::clone(&pool.shared)));
+        match pool.pick(self.key) {
+            Some(_) => Ok(()),
+            None => Err(Unrouted::NoBackend),
+        }
+    }
+
+    /// Its pool, once routed.
+    pub fn pool(&self) -> Option<&Arc<PoolShared>> {
+        self.pool.as_ref().map(|(_, p)| p)
+    }
+
+    /// The server name it asked for, if it named one.
+    pub fn sni(&self) -> Option<&ServerName> {
+        self.sni.as_ref()
+    }
+
+    /// Takes the server name (for the established session's log record).
+    pub fn take_sni(&mut self) -> Option<ServerName> {
+        self.sni.take()
     }
 
     /// The current attempt's number: 0 for the ring's pick, then one per retry; one
@@ -168,20 +285,23 @@ impl Connecting {
         self.attempt
     }
 
-    /// The next backend to try: the first backend clockwise from the key, in the
-    /// routing published now, that was not tried; `None` past the last retry.
-    fn next_target(&self, shared: &ListenerShared) -> Option<Arc<BackendStats>> {
+    /// The next backend to try: the first backend clockwise from the key, in its
+    /// pool's routing published now, that was not tried; `None` past the last retry
+    /// (or when a reload took its pool away).
+    fn next_target(&mut self, shared: &ListenerShared) -> Option<Arc<BackendStats>> {
         if self.attempt > self.params.retries {
             return None;
         }
         let routing = shared.routing.load();
-        let tried = |b: usize| {
-            self.tried
-                .iter()
-                .any(|t| Arc::ptr_eq(t, &routing.backends[b]))
-        };
-        let bi = routing.snapshot.candidates(self.key).find(|&b| !tried(b))?;
-        Some(Arc::clone(&routing.backends[bi]))
+        let (slot, pool) = self.pool.as_ref()?;
+        let (slot, pool) = routing.find(*slot, pool)?;
+        let tried = |b: usize| self.tried.iter().any(|t| Arc::ptr_eq(t, &pool.backends[b]));
+        let bi = pool.snapshot.candidates(self.key).find(|&b| !tried(b))?;
+        let target = Arc::clone(&pool.backends[bi]);
+        if let Some(p) = self.pool.as_mut() {
+            p.0 = slot;
+        }
+        Some(target)
     }
 
     /// Starts the current attempt, moving on past backends whose connect fails at once.
@@ -220,16 +340,16 @@ impl Connecting {
                 return Attempt::Local(error);
             }
             tracing::debug!(listener = %shared.name, backend = %addr, "connect failed at once: {error}");
-            self.failed(shared, worker, &error);
+            self.failed(worker, &error);
         }
     }
 
     /// The current attempt failed: counted against its backend, reported as a passive
     /// health result, and the next attempt is up.
-    pub fn failed(&mut self, shared: &Arc<ListenerShared>, worker: usize, error: &io::Error) {
+    pub fn failed(&mut self, worker: usize, error: &io::Error) {
         if let Some(t) = self.target.take() {
             t.counters.shard(worker).connect_errors.inc();
-            shared.report_failure(&self.params, &t, error);
+            t.report_failure(error);
             self.tried.push(t);
         }
         self.attempt += 1;

@@ -34,6 +34,7 @@ use crate::accesslog::{End, Proto, Record, Sink};
 use crate::balance::hash::{flow_hash, PROTO_TCP};
 use crate::balance::HashMode;
 use accept::{Accepted, Listener, Spare};
+use connect::Start;
 use forward::COPY_BUF;
 use pipes::PipePool;
 use session::{Ending, Env, Session, Side, Step};
@@ -56,6 +57,8 @@ pub(super) struct TcpPlane {
     sessions: Slots<Session>,
     timers: Timers,
     buf: Box<[u8]>,
+    /// Where ClientHellos are peeked (`route_by = "sni"`; empty until one is).
+    hello: Vec<u8>,
     pool: PipePool,
     requeue: Vec<Work>,
     budget: FdBudget,
@@ -76,6 +79,7 @@ impl TcpPlane {
             sessions: Slots::default(),
             timers: Timers::default(),
             buf: vec![0u8; COPY_BUF].into_boxed_slice(),
+            hello: Vec::new(),
             pool: PipePool::new(budget.clone(), worker, workers),
             requeue: Vec::new(),
             budget,
@@ -217,15 +221,10 @@ impl TcpPlane {
         self.timers.next().into_iter().chain(pauses).min()
     }
 
-    /// Resets every open connection of `listener` to `backend` (`on_down = "close"`);
-    /// returns how many.
-    pub fn close_backend(
-        &mut self,
-        listener: &Arc<ListenerShared>,
-        backend: &Arc<BackendStats>,
-        now: Millis,
-    ) -> usize {
-        let doomed = self.sessions.keys_where(|s| s.serves(listener, backend));
+    /// Resets every open connection to `backend` (`on_down = "close"`); returns how
+    /// many.
+    pub fn close_backend(&mut self, backend: &Arc<BackendStats>, now: Millis) -> usize {
+        let doomed = self.sessions.keys_where(|s| s.serves(backend));
         let n = doomed.len();
         for key in doomed {
             self.end(key, Ending::Aborted, now);
@@ -337,9 +336,10 @@ impl TcpPlane {
                 || format!("max_connections ({max}) reached: closing new connection"),
             );
         }
-        let flow = if header {
+        let by_name = routing.routes.by_server_name();
+        let (flow, pool) = if header {
             // The backend is chosen once the PROXY header says who the client is.
-            None
+            (None, None)
         } else {
             // The source-IP hash ignores the destination: no getsockname for it.
             let reached = match params.hash {
@@ -347,25 +347,31 @@ impl TcpPlane {
                 HashMode::FiveTuple => session::reached(shared.listen, &stream),
             };
             let flow = flow_hash(params.hash, PROTO_TCP, peer, reached);
-            if routing.snapshot.pick(flow).is_none() {
-                undo();
-                shared.release();
-                self.budget.give(SESSION_FDS);
-                if params.loops {
-                    self.log_refused(&shared, peer, End::Rejected, Some("loop"));
-                    return self.refused(&shared, now, |c| &c.rejected_loop, || {
-                        "no backend but ringway's own addresses (a loop): closing new connection".to_string()
-                    });
+            match routing.route(None).filter(|_| !by_name) {
+                // Routed by name: the pool is chosen once the hello names one.
+                None if by_name => (Some(flow), None),
+                Some((slot, pool)) if pool.pick(flow).is_some() => {
+                    (Some(flow), Some((slot, Arc::clone(&pool.shared))))
                 }
-                self.log_refused(&shared, peer, End::NoBackend, None);
-                return self.refused(
-                    &shared,
-                    now,
-                    |c| &c.rejected_no_backend,
-                    || "no backend is up: closing new connection".to_string(),
-                );
+                placed => {
+                    undo();
+                    shared.release();
+                    self.budget.give(SESSION_FDS);
+                    if placed.is_some_and(|(_, p)| p.loops) {
+                        self.log_refused(&shared, peer, End::Rejected, Some("loop"));
+                        return self.refused(&shared, now, |c| &c.rejected_loop, || {
+                            "no backend but ringway's own addresses (a loop): closing new connection".to_string()
+                        });
+                    }
+                    self.log_refused(&shared, peer, End::NoBackend, None);
+                    return self.refused(
+                        &shared,
+                        now,
+                        |c| &c.rejected_no_backend,
+                        || "no backend is up: closing new connection".to_string(),
+                    );
+                }
             }
-            Some(flow)
         };
         let inserted = self.sessions.insert_with(|k| {
             registry
@@ -377,7 +383,12 @@ impl TcpPlane {
                 .map(|()| {
                     let client = (stream, peer);
                     let params = Arc::clone(&routing.params);
-                    Session::new(Arc::clone(&shared), client, flow, params, admitted, now)
+                    let route = Start {
+                        key: flow,
+                        pool,
+                        by_name,
+                    };
+                    Session::new(Arc::clone(&shared), client, route, params, admitted, now)
                 })
         });
         let key = match inserted {
@@ -451,7 +462,7 @@ impl TcpPlane {
             key,
             self.worker,
             now,
-            &mut self.buf,
+            (&mut self.buf, &mut self.hello),
             &mut self.pool,
             self.kernel.as_mut(),
         );
@@ -500,70 +511,96 @@ impl TcpPlane {
         s.count_kernel(self.kernel.as_ref(), self.worker);
         let shared = s.listener();
         let client = s.client();
-        let (end, detail) =
-            match &ending {
-                Ending::Done => match s.first_eof() {
-                    Some(Side::Backend) => (End::BackendClosed, None),
-                    _ => (End::ClientClosed, None),
-                },
-                Ending::Failed { failed, .. } => match failed {
-                    Side::Client => (End::ClientReset, None),
-                    Side::Backend => (End::BackendReset, None),
-                },
-                Ending::Idle => (End::IdleTimeout, None),
-                Ending::NoBackend(c) => {
-                    self.refused(
-                        shared,
-                        now,
-                        |x| &x.rejected_no_backend,
-                        || format!("no backend is up: closing the connection of {c}"),
-                    );
-                    (End::NoBackend, None)
-                }
-                Ending::BackendsFailed { client, attempts } => {
-                    self.refused(shared, now, |x| &x.rejected_backends_failed, || {
-                    format!("every backend attempt failed ({attempts}): resetting client {client}")
+        let (end, detail) = match &ending {
+            Ending::Done => match s.first_eof() {
+                Some(Side::Backend) => (End::BackendClosed, None),
+                _ => (End::ClientClosed, None),
+            },
+            Ending::Failed { failed, .. } => match failed {
+                Side::Client => (End::ClientReset, None),
+                Side::Backend => (End::BackendReset, None),
+            },
+            Ending::Idle => (End::IdleTimeout, None),
+            Ending::NoBackend(c) => {
+                self.refused(
+                    shared,
+                    now,
+                    |x| &x.rejected_no_backend,
+                    || format!("no backend is up: closing the connection of {c}"),
+                );
+                (End::NoBackend, None)
+            }
+            Ending::BackendsFailed { client, attempts } => {
+                self.refused(
+                    shared,
+                    now,
+                    |x| &x.rejected_backends_failed,
+                    || {
+                        format!(
+                            "every backend attempt failed ({attempts}): resetting client {client}"
+                        )
+                    },
+                );
+                (End::ConnectFailed, None)
+            }
+            Ending::ProxyHeader(why) => {
+                self.refused(
+                    shared,
+                    now,
+                    |x| &x.rejected_proxy_header,
+                    || format!("accept_proxy: {why}: closing the connection of {client}"),
+                );
+                (End::ProxyHeader, None)
+            }
+            Ending::Local(e) => {
+                let fd = crate::sys::is_fd_limit(e);
+                let counter: fn(&ListenerCounters) -> &super::stats::Counter = if fd {
+                    |x| &x.rejected_fd_limit
+                } else {
+                    |x| &x.rejected_local_error
+                };
+                self.refused(shared, now, counter, || {
+                    format!("cannot open a backend socket ({e}): resetting client {client}")
                 });
-                    (End::ConnectFailed, None)
-                }
-                Ending::ProxyHeader(why) => {
-                    self.refused(
-                        shared,
-                        now,
-                        |x| &x.rejected_proxy_header,
-                        || format!("accept_proxy: {why}: closing the connection of {client}"),
-                    );
-                    (End::ProxyHeader, None)
-                }
-                Ending::Local(e) => {
-                    let fd = crate::sys::is_fd_limit(e);
-                    let counter: fn(&ListenerCounters) -> &super::stats::Counter = if fd {
-                        |x| &x.rejected_fd_limit
-                    } else {
-                        |x| &x.rejected_local_error
-                    };
-                    self.refused(shared, now, counter, || {
-                        format!("cannot open a backend socket ({e}): resetting client {client}")
-                    });
-                    (End::LocalError, fd.then_some("fd_limit"))
-                }
-                Ending::Refused(refused) => {
-                    refused_counter(*refused)(shared.stats.shard(self.worker)).inc();
-                    (End::Rejected, Some(refused.reason()))
-                }
-                Ending::NoData => {
-                    self.refused(
-                        shared,
-                        now,
-                        |x| &x.rejected_first_data_timeout,
-                        || format!("{client} sent nothing within first_data_timeout: closing"),
-                    );
-                    (End::FirstDataTimeout, None)
-                }
-                Ending::ClosedEarly => (End::ClientClosed, None),
-                Ending::Aborted => (End::BackendDown, None),
-                Ending::Shutdown => (End::Shutdown, None),
-            };
+                (End::LocalError, fd.then_some("fd_limit"))
+            }
+            Ending::Refused(refused) => {
+                refused_counter(*refused)(shared.stats.shard(self.worker)).inc();
+                (End::Rejected, Some(refused.reason()))
+            }
+            Ending::NoData => {
+                self.refused(
+                    shared,
+                    now,
+                    |x| &x.rejected_first_data_timeout,
+                    || format!("{client} sent nothing within first_data_timeout: closing"),
+                );
+                (End::FirstDataTimeout, None)
+            }
+            // Names nobody routes and bytes that are not TLS are the listener's
+            // policy at work (scanners send both): counted, not warned about.
+            Ending::NoRoute => {
+                shared.stats.shard(self.worker).rejected_no_route.inc();
+                (End::Rejected, Some("no_route"))
+            }
+            Ending::NotTls(why) => {
+                tracing::debug!(listener = %shared.name, %client, "{why}: closing (no default pool)");
+                shared.stats.shard(self.worker).rejected_not_tls.inc();
+                (End::Rejected, Some("not_tls"))
+            }
+            Ending::SniTimeout => {
+                self.refused(
+                    shared,
+                    now,
+                    |x| &x.rejected_sni_timeout,
+                    || format!("{client} sent no whole ClientHello within sni_timeout: closing"),
+                );
+                (End::Rejected, Some("sni_timeout"))
+            }
+            Ending::ClosedEarly => (End::ClientClosed, None),
+            Ending::Aborted => (End::BackendDown, None),
+            Ending::Shutdown => (End::Shutdown, None),
+        };
         if self.log.wants(end) {
             self.log.send(s.record(end, detail, now));
         }
@@ -638,8 +675,7 @@ mod tests {
             admission: Default::default(),
             source_table_size: 64,
             first_data: None,
-            passive: false,
-            loops: false,
+            sni_timeout: Duration::from_secs(1),
         };
         let backend = Backend {
             id: "b".into(),
@@ -648,15 +684,19 @@ mod tests {
             weight: 1,
             set: None,
         };
+        let pool = crate::dataplane::PoolShared::detached("t");
+        let stats = BackendStats::new("b", "127.0.0.1:1".parse().unwrap(), 1, Arc::clone(&pool));
         let routing = Routing {
             params: Arc::new(params),
-            snapshot: Snapshot::new(vec![backend], 16),
-            backends: Arc::new(crate::dataplane::BackendTable::new(vec![Arc::new(
-                BackendStats::new("b", "127.0.0.1:1".parse().unwrap(), 1),
-            )])),
+            routes: Arc::new(crate::balance::Routes::single(Some(0))),
+            pools: vec![Arc::new(crate::dataplane::PoolRouting {
+                shared: pool,
+                snapshot: Snapshot::new(vec![backend], 16),
+                backends: Arc::new(crate::dataplane::BackendTable::new(vec![Arc::new(stats)])),
+                loops: false,
+            })],
         };
-        let (passive, _) = crate::dataplane::passive_channel();
-        Arc::new(ListenerShared::new("t", listen, routing, 1, passive))
+        Arc::new(ListenerShared::new("t", listen, routing, 1))
     }
 
     /// The accept-burst risk: when an accept pause ends, one batch is accepted and

@@ -1,6 +1,7 @@
-//! A proxied TCP connection: waiting for a PROXY header (`accept_proxy`), connecting
-//! to a backend (with retries), then forwarding both ways until both directions end,
-//! either side fails, or it idles out. See `docs/LIFECYCLE.md`.
+//! A proxied TCP connection: waiting for a PROXY header (`accept_proxy`), for the
+//! ClientHello that names its pool (`route_by = "sni"`), connecting to a backend (with
+//! retries), then forwarding both ways until both directions end, either side fails,
+//! or it idles out. See `docs/LIFECYCLE.md`.
 //!
 //! A session only decides; the plane ([`super::TcpPlane`]) owns the slab, the timers,
 //! the counters of why sessions end and the log. Every entry point returns a [`Step`]
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 use mio::Registry;
 
-use super::connect::{self, Attempt, Connecting, Phase};
+use super::connect::{self, Attempt, Connecting, Phase, Start, Unrouted};
 use super::forward::{self, Half, Ready};
 use super::header;
 use super::kernel::{JoinError, Maps, Pair};
@@ -25,6 +26,7 @@ use crate::dataplane::listener::{ListenerParams, ListenerShared, Mode};
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::timers::{millis, Armed, Millis};
 use crate::dataplane::token::{self, Key, Kind};
+use crate::sni::ServerName;
 use crate::sys::Pipe;
 
 /// Source reads one direction may do per wake-up before others get a turn.
@@ -67,6 +69,14 @@ pub(super) enum Ending {
     Idle,
     /// No backend is up for its key.
     NoBackend(SocketAddr),
+    /// `route_by = "sni"`: no route takes its server name (or it named none) and
+    /// there is no default pool.
+    NoRoute,
+    /// `route_by = "sni"`: its first bytes are not a ClientHello read here (why), and
+    /// there is no default pool.
+    NotTls(&'static str),
+    /// `route_by = "sni"`: no whole ClientHello within `sni_timeout`.
+    SniTimeout,
     /// Every connect attempt failed.
     BackendsFailed {
         /// The client.
@@ -101,6 +111,9 @@ impl Ending {
             | Ending::NoBackend(_)
             | Ending::ClosedEarly
             | Ending::NoData
+            | Ending::NoRoute
+            | Ending::NotTls(_)
+            | Ending::SniTimeout
             | Ending::Shutdown => None,
             Ending::Failed { reset, .. } => Some(*reset),
             Ending::BackendsFailed { .. }
@@ -132,6 +145,8 @@ pub(super) struct Env<'a> {
     worker: usize,
     now: Millis,
     buf: &'a mut [u8],
+    /// Where a ClientHello is peeked (grown to its limit on first use).
+    hello: &'a mut Vec<u8>,
     pool: &'a mut PipePool,
     /// The worker's handles on the kernel-forwarding maps, where it has them.
     kernel: Option<&'a mut Maps>,
@@ -144,7 +159,7 @@ impl<'a> Env<'a> {
         key: Key,
         worker: usize,
         now: Millis,
-        buf: &'a mut [u8],
+        (buf, hello): (&'a mut [u8], &'a mut Vec<u8>),
         pool: &'a mut PipePool,
         kernel: Option<&'a mut Maps>,
     ) -> Env<'a> {
@@ -154,6 +169,7 @@ impl<'a> Env<'a> {
             worker,
             now,
             buf,
+            hello,
             pool,
             kernel,
         }
@@ -196,6 +212,9 @@ pub(super) struct Session {
     admitted: Option<Admitted>,
     /// Set once the kernel forwards it (`forward = "kernel"`).
     kernel: Option<Box<Pair>>,
+    /// The server name its ClientHello asked for (`route_by = "sni"`), once connected
+    /// (boxed: 8 bytes on every session, the name only on those that gave one).
+    sni: Option<Box<ServerName>>,
     /// Hand it to the kernel once nothing is in flight (a PROXY header was read off
     /// the client: the kernel would forward the rest of its packet whole, header
     /// included, so ringway first forwards what is queued).
@@ -205,13 +224,14 @@ pub(super) struct Session {
 
 impl Session {
     /// A session for an accepted client (already registered under `key`'s client
-    /// token): it connects to the owner of `flow` or, without one (`accept_proxy`),
-    /// waits for the client's PROXY header first. `admitted`: what it holds in the
-    /// per-source table. Call [`Session::start`] next.
+    /// token): it connects to the owner of `flow` in `pool` or, without a flow
+    /// (`accept_proxy`), waits for the client's PROXY header first, or without a pool
+    /// (`by_name`: `route_by = "sni"`), for its ClientHello. `admitted`: what it holds
+    /// in the per-source table. Call [`Session::start`] next.
     pub fn new(
         listener: Arc<ListenerShared>,
         (client, peer): (TcpStream, SocketAddr),
-        flow: Option<u64>,
+        route: Start,
         params: Arc<ListenerParams>,
         admitted: Option<Admitted>,
         now: Millis,
@@ -225,7 +245,7 @@ impl Session {
             client_ready: Ready::default(),
             backend: None,
             backend_ready: Ready::default(),
-            connecting: Some(Box::new(Connecting::new(params, flow, peer, now))),
+            connecting: Some(Box::new(Connecting::new(params, route, peer, now))),
             up: Half::new(mode),
             down: Half::new(mode),
             started: now,
@@ -237,6 +257,7 @@ impl Session {
             target: None,
             admitted,
             kernel: None,
+            sni: None,
             join_at_rest: false,
             armed: Armed::default(),
         }
@@ -286,6 +307,15 @@ impl Session {
                 id: Arc::clone(&t.id),
                 addr: t.addr,
             }),
+            pool: match (&self.target, &self.connecting) {
+                (Some(t), _) => Some(Arc::clone(&t.pool.name)),
+                (None, Some(c)) => c.pool().map(|p| Arc::clone(&p.name)),
+                (None, None) => None,
+            },
+            sni: match &self.connecting {
+                Some(c) => c.sni().cloned(),
+                None => self.sni.as_deref().cloned(),
+            },
             bytes_in: self.up.bytes(),
             bytes_out: self.down.bytes(),
             duration: ms(now.saturating_sub(self.started)),
@@ -307,10 +337,9 @@ impl Session {
         self.first_eof
     }
 
-    /// Established to `backend` of `listener`.
-    pub fn serves(&self, listener: &Arc<ListenerShared>, backend: &Arc<BackendStats>) -> bool {
+    /// Established to `backend`.
+    pub fn serves(&self, backend: &Arc<BackendStats>) -> bool {
         self.connecting.is_none()
-            && Arc::ptr_eq(&self.listener, listener)
             && self
                 .target
                 .as_ref()
@@ -325,6 +354,10 @@ impl Session {
             Some(Phase::Header) => {
                 self.client_ready.set_readable(true);
                 self.read_header(env)
+            }
+            Some(Phase::Hello) => {
+                self.client_ready.set_readable(true);
+                self.await_hello(env)
             }
             Some(Phase::FirstData) => {
                 self.client_ready.set_readable(true);
@@ -358,6 +391,7 @@ impl Session {
             }
             Some(c) if self.client_ready.readable() => match c.phase() {
                 Phase::Header => self.read_header(env),
+                Phase::Hello => self.await_hello(env),
                 Phase::FirstData => self.await_data(env),
                 Phase::Connect => Step::Wait,
             },
@@ -402,6 +436,7 @@ impl Session {
                         "no complete PROXY header within connect_timeout".into(),
                     ))
                 }
+                Phase::Hello => return Step::End(Ending::SniTimeout),
                 Phase::FirstData => return Step::End(Ending::NoData),
                 Phase::Connect => {}
             }
@@ -450,19 +485,63 @@ impl Session {
             header::Read::Header(addresses) => {
                 self.join_at_rest = true;
                 let own = reached(self.listener.listen, &self.client);
-                let up = c.header_read(&self.listener, addresses, own, env.now);
+                let routed = c.header_read(&self.listener, addresses, own, env.now);
                 // The client the header names is the one the lists and limits judge.
                 let rules = &c.params().admission;
                 match rules.admit(&self.listener.sources, c.client().ip(), env.now) {
                     Ok(admitted) => self.admitted = admitted,
                     Err(refused) => return Step::End(Ending::Refused(refused)),
                 }
+                if let Err(why) = routed {
+                    return Step::End(unrouted(why, c.client()));
+                }
                 match c.phase() {
-                    _ if !up => Step::End(Ending::NoBackend(c.client())),
+                    Phase::Hello => self.await_hello(env),
                     Phase::FirstData => self.await_data(env),
                     _ => self.connect(env),
                 }
             }
+        }
+    }
+
+    /// `route_by = "sni"`: reads the ClientHello as it arrives (peeked: every byte
+    /// stays queued for the backend), then routes and connects.
+    fn await_hello(&mut self, env: &mut Env<'_>) -> Step {
+        let Some(c) = self.connecting.as_mut() else {
+            return Step::Wait;
+        };
+        if env.hello.len() < crate::sni::tls::MAX_INPUT {
+            env.hello.resize(crate::sni::tls::MAX_INPUT, 0);
+        }
+        let peeked = loop {
+            match self.client.peek(env.hello) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break other,
+            }
+        };
+        match peeked {
+            Ok(0) => Step::End(Ending::ClosedEarly),
+            Ok(n) if n <= c.hello_seen() => {
+                // Nothing new (an edge for bytes already seen): wait for more.
+                self.client_ready.set_readable(false);
+                Step::Wait
+            }
+            Ok(n) => match c.hello_read(&self.listener, &env.hello[..n]) {
+                None => {
+                    self.client_ready.set_readable(false);
+                    Step::Wait
+                }
+                Some(Err(why)) => Step::End(unrouted(why, c.client())),
+                Some(Ok(())) => self.connect(env),
+            },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.client_ready.set_readable(false);
+                Step::Wait
+            }
+            Err(_) => Step::End(Ending::Failed {
+                failed: Side::Client,
+                reset: Side::Client,
+            }),
         }
     }
 
@@ -539,6 +618,7 @@ impl Session {
                 let _ = stream.set_nodelay(true);
                 let kernel = c.params().forward == Mode::Kernel;
                 self.target = c.established(env.worker);
+                self.sni = c.take_sni().map(Box::new);
                 self.client_addr = c.client();
                 self.retries = u8::try_from(c.attempts()).unwrap_or(u8::MAX);
                 self.connect_ms =
@@ -558,7 +638,7 @@ impl Session {
             }
             Err(e) => {
                 tracing::debug!(listener = %self.listener.name, client = %c.client(), "connect failed: {e}");
-                c.failed(&self.listener, env.worker, &e);
+                c.failed(env.worker, &e);
                 // Dropping the stream closes it and takes it out of epoll.
                 self.backend = None;
                 self.connect(env)
@@ -782,6 +862,15 @@ impl Session {
     }
 }
 
+/// The ending of a session its route or pool could not take.
+fn unrouted(why: Unrouted, client: SocketAddr) -> Ending {
+    match why {
+        Unrouted::NoRoute => Ending::NoRoute,
+        Unrouted::NotTls(why) => Ending::NotTls(why),
+        Unrouted::NoBackend => Ending::NoBackend(client),
+    }
+}
+
 /// A failure at `end` of the direction whose source is `src`: which side gets a reset.
 fn reset_for(end: forward::End, src: Side) -> Side {
     match end {
@@ -806,10 +895,11 @@ pub(super) fn reached(listen: SocketAddr, client: &TcpStream) -> SocketAddr {
 mod tests {
     /// An idle connection's memory is mostly its session (the goal: under 300 bytes
     /// of RSS per idle connection, measured by `scripts/bench.sh`'s memory test):
-    /// growing it is a decision, not an accident.
+    /// growing it is a decision, not an accident. 248: 8 bytes for the server name a
+    /// `route_by = "sni"` connection asked for (its access-log record names it).
     #[test]
     fn a_session_stays_small() {
         let size = std::mem::size_of::<super::Session>();
-        assert!(size <= 240, "Session is {size} bytes");
+        assert!(size <= 248, "Session is {size} bytes");
     }
 }

@@ -16,6 +16,7 @@ use crate::dataplane::listener::Routing;
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::timers::{Armed, Millis};
 use crate::dataplane::token::Key;
+use crate::sni::ServerName;
 use crate::sys::mmsg::Batch;
 
 /// A flow's identity: listener, client address, and the local address the client
@@ -55,7 +56,9 @@ pub(super) struct Flow {
     /// The local address the client reached (wildcard listeners only).
     local: Option<IpAddr>,
     socket: UdpSocket,
-    /// Index of its backend in the routing of `epoch`.
+    /// The slot of its pool in the listener's routing of `epoch`.
+    slot: usize,
+    /// Index of its backend in that pool's routing.
     backend: usize,
     /// That backend's counters (and identity across routings).
     target: Arc<BackendStats>,
@@ -71,16 +74,19 @@ pub(super) struct Flow {
     bytes: (u64, u64),
     /// Its place in the listener's per-source table, given back when it ends.
     admitted: Option<Admitted>,
+    /// The server name its QUIC Initial asked for (`route_by = "sni"`).
+    sni: Option<ServerName>,
     armed: Armed,
 }
 
 impl Flow {
     /// A flow through `socket` (registered by the caller) to backend `backend` of the
-    /// routing of `epoch`, holding `admitted` in the per-source table.
+    /// pool in `slot` of the routing of `epoch`, holding `admitted` in the per-source
+    /// table.
     pub fn new(
         (listener, client, local): FlowId,
         socket: UdpSocket,
-        (backend, target): (usize, Arc<BackendStats>),
+        (slot, backend, target): (usize, usize, Arc<BackendStats>),
         (epoch, admitted): (u64, Option<Admitted>),
         now: Millis,
     ) -> Flow {
@@ -89,6 +95,7 @@ impl Flow {
             client,
             local,
             socket,
+            slot,
             backend,
             target,
             epoch,
@@ -99,6 +106,7 @@ impl Flow {
             datagrams: (0, 0),
             bytes: (0, 0),
             admitted,
+            sni: None,
             armed: Armed::default(),
         }
     }
@@ -221,6 +229,8 @@ impl Flow {
                 id: Arc::clone(&self.target.id),
                 addr: self.target.addr,
             }),
+            pool: Some(Arc::clone(&self.target.pool.name)),
+            sni: self.sni.clone(),
             bytes_in: self.bytes.0,
             bytes_out: self.bytes.1,
             duration: std::time::Duration::from_millis(now.saturating_sub(self.started)),
@@ -238,26 +248,30 @@ impl Flow {
     }
 
     /// Flow affinity: a flow keeps its backend while it is up (draining included) and
-    /// still configured; once `routing` says it is down or gone, the flow belongs to
-    /// the backend the ring gives `key` now. Backends are matched by identity, not
-    /// position, so a reload that reorders, adds or removes others moves nothing.
-    /// `Some(index)` when the flow must move there.
-    pub fn placement(&mut self, routing: &Routing, key: u64) -> Option<usize> {
+    /// still in its pool; once `routing` says it is down or gone, the flow belongs to
+    /// the backend its pool's ring gives `key` now. Backends and pools are matched by
+    /// identity, not position, so a reload that reorders, adds or removes others moves
+    /// nothing. `Some((slot, index))` when the flow must move there; a pool a reload
+    /// took away leaves the flow where it is (it ends by its timeouts).
+    pub fn placement(&mut self, routing: &Routing, key: u64) -> Option<(usize, usize)> {
+        let (slot, pool) = routing.find(self.slot, &self.target.pool)?;
+        self.slot = slot;
         // The index it had is right unless a reload changed the backends.
-        let now_at = match routing.backends.len() > self.backend {
-            true if Arc::ptr_eq(&routing.backends[self.backend], &self.target) => {
-                Some(self.backend)
-            }
-            _ => routing.backends.position(&self.target),
+        let now_at = match pool.backends.len() > self.backend {
+            true if Arc::ptr_eq(&pool.backends[self.backend], &self.target) => Some(self.backend),
+            _ => pool.backends.position(&self.target),
         };
         if let Some(i) = now_at {
             self.backend = i;
-            if routing.snapshot.is_up(i) {
+            if pool.snapshot.is_up(i) {
                 return None;
             }
         }
         // Fail-open (all down, use-all) may give the same one back.
-        routing.snapshot.pick(key).filter(|&b| Some(b) != now_at)
+        pool.snapshot
+            .pick(key)
+            .filter(|&b| Some(b) != now_at)
+            .map(|b| (slot, b))
     }
 
     /// Moves the flow to backend `backend` of `routing` through a new upstream socket

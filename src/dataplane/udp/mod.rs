@@ -330,7 +330,7 @@ impl UdpPlane {
                     retried = true;
                     stats.backend_icmp_errors.inc();
                     f.target().counters.shard(self.worker).connect_errors.inc();
-                    shared.report_failure(&l.routing().params, f.target(), &e);
+                    f.target().report_failure(&e);
                 }
                 Err(e) => {
                     stats.udp_dropped_send.inc();
@@ -525,16 +525,18 @@ impl UdpPlane {
             client,
             reached(shared.listen, local),
         );
-        let opened = routing.snapshot.pick(key).map(|b| {
-            let addr = routing.snapshot.backends()[b].addr;
-            let target = Arc::clone(&routing.backends[b]);
+        let placed = routing.route(None);
+        let opened = placed.and_then(|(slot, pool)| {
+            let (b, target) = pool.pick(key)?;
+            let addr = target.addr;
+            let target = Arc::clone(target);
             let inserted = self.flows.insert_with(|k| {
                 let mut socket = upstream(addr)?;
                 registry.register(&mut socket, token::token(Kind::Flow, k), Interest::READABLE)?;
                 let placed = (epoch, admitted);
-                Ok::<_, io::Error>(Flow::new(id, socket, (b, target), placed, now))
+                Ok::<_, io::Error>(Flow::new(id, socket, (slot, b, target), placed, now))
             });
-            (addr, inserted)
+            Some((addr, inserted))
         });
         let fkey = match opened {
             Some((_, Ok(k))) => k,
@@ -557,7 +559,7 @@ impl UdpPlane {
                         now,
                         || format!("cannot open a flow to {addr} ({e}): dropping"),
                     ),
-                    _ if params.loops => self.dropped(
+                    _ if placed.is_some_and(|(_, p)| p.loops) => self.dropped(
                         (shared, client),
                         (End::Rejected, Some("loop")),
                         |c| &c.udp_dropped_loop,
@@ -624,13 +626,13 @@ impl UdpPlane {
             f.client(),
             reached(listen, f.local()),
         );
-        let Some(b) = f.placement(&routing, key) else {
+        let Some((slot, b)) = f.placement(&routing, key) else {
             return true;
         };
-        let Ok(socket) = upstream(routing.snapshot.backends()[b].addr) else {
+        let target = Arc::clone(&routing.pools[slot].backends[b]);
+        let Ok(socket) = upstream(target.addr) else {
             return true;
         };
-        let target = Arc::clone(&routing.backends[b]);
         let token = token::token(Kind::Flow, fkey);
         if let Ok(old) = f.move_to(socket, (b, Arc::clone(&target)), registry, token) {
             old.counters.shard(self.worker).active.add(-1);
@@ -674,7 +676,7 @@ impl UdpPlane {
                     if is(&e, libc::ECONNREFUSED) {
                         shared.stats.shard(worker).backend_icmp_errors.inc();
                         counters.connect_errors.inc();
-                        shared.report_failure(&l.routing().params, f.target(), &e);
+                        f.target().report_failure(&e);
                     }
                     if let Some(suppressed) = self.warn.allow(now) {
                         tracing::warn!(listener = %shared.name, client = %f.client(), suppressed, "udp backend error: {e}");

@@ -1,0 +1,190 @@
+//! One backend of a pool as the control plane knows it: its health (the rise/fall
+//! machine, fed by checks), its admin state (set through the admin API), and what
+//! `/status` and `/metrics` show of both.
+//!
+//! | health | admin    | keeps its flows | takes new ones | reported as |
+//! |--------|----------|-----------------|----------------|-------------|
+//! | up     | enabled  | yes             | yes            | `up`        |
+//! | up     | draining | yes             | no             | `draining`  |
+//! | any    | disabled | no              | no             | `down`      |
+//! | down   | any      | no              | no             | `down`      |
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::probes::ProbeTask;
+use super::view::BackendView;
+use crate::dataplane::stats::BackendStats;
+use crate::dataplane::PoolShared;
+use crate::health::state::HealthState;
+use crate::health::HealthConfig;
+
+/// What an operator set for a backend through the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Admin {
+    /// Normal.
+    Enabled,
+    /// No new connections or flows; existing ones stay.
+    Draining,
+    /// Marked down by hand.
+    Disabled,
+}
+
+/// One backend of one listener.
+#[derive(Debug)]
+pub struct BackendState {
+    /// Identity and counters (shared with the data plane).
+    pub stats: Arc<BackendStats>,
+    /// Health checks' verdict.
+    pub health: HealthState,
+    /// Operator's setting.
+    pub admin: Admin,
+    /// Up as last published (healthy and not disabled).
+    pub(super) up: bool,
+    /// Passed active checks.
+    pub checks_ok: u64,
+    /// Failed active checks.
+    pub checks_failed: u64,
+    /// Active checks that could not run (this machine out of descriptors or ports):
+    /// neither success nor failure.
+    pub checks_unknown: u64,
+    /// Taken out by data-path failures on a listener without active checks: when it
+    /// is re-admitted.
+    pub readmit_at: Option<std::time::Instant>,
+    /// Published transitions to up.
+    pub to_up: u64,
+    /// Published transitions to down.
+    pub to_down: u64,
+    /// The running probe, if checked.
+    pub probe: Option<ProbeTask>,
+    /// Failures seen on the data path (refused or timed-out connects, ICMP errors).
+    pub passive_failures: u64,
+    /// The last active check: when, how long, what it said.
+    pub last_check: Option<LastCheck>,
+    /// Durations of its active checks (`ringway_health_check_duration_seconds`).
+    pub check_durations: crate::metrics::Histogram,
+    /// Why it is in its state (the last transition's reason), when known.
+    pub why: Option<Arc<str>>,
+    /// Its state name as last published, and since when.
+    pub(super) state: (&'static str, Instant),
+    /// Its address is ringway's own (whose, for the log and `/status`): it is never
+    /// used nor checked.
+    pub looped: Option<String>,
+}
+
+/// One active check's outcome, for `/status`.
+#[derive(Debug, Clone)]
+pub struct LastCheck {
+    /// `success`, `failure` or `unknown` (could not run here).
+    pub result: &'static str,
+    /// Why not, when not.
+    pub error: Option<Arc<str>>,
+    /// How long it took.
+    pub took: std::time::Duration,
+    /// When it finished.
+    pub at: Instant,
+}
+
+impl BackendState {
+    /// `backend` of `pool` (checked by `check`); `looped`: whose address of ringway's
+    /// it is, if it is one.
+    pub fn new(
+        backend: &crate::balance::Backend,
+        (workers, pool): (usize, &Arc<PoolShared>),
+        check: &HealthConfig,
+        looped: Option<String>,
+    ) -> BackendState {
+        // With an active check the first check decides: a configured backend starts
+        // up, a discovered one down (it is not ready before it answers).
+        let discovered = backend.set.is_some();
+        let health = if check.active() {
+            HealthState::unconfirmed(!discovered)
+        } else {
+            HealthState::new(true)
+        };
+        let why = match &looped {
+            Some(whose) => Some(Arc::from(looped_reason(whose).as_str())),
+            None => (!health.is_up())
+                .then(|| Arc::from("discovered: waiting for its first passing check")),
+        };
+        BackendState {
+            stats: Arc::new(BackendStats::new(
+                &backend.id,
+                backend.addr,
+                workers,
+                Arc::clone(pool),
+            )),
+            health,
+            admin: Admin::Enabled,
+            up: health.is_up() && looped.is_none(),
+            checks_ok: 0,
+            checks_failed: 0,
+            checks_unknown: 0,
+            readmit_at: None,
+            to_up: 0,
+            to_down: 0,
+            probe: None,
+            passive_failures: 0,
+            last_check: None,
+            check_durations: Default::default(),
+            why,
+            state: (
+                if health.is_up() && looped.is_none() {
+                    "up"
+                } else {
+                    "down"
+                },
+                Instant::now(),
+            ),
+            looped,
+        }
+    }
+
+    /// Healthy, not disabled, not ringway's own address: keeps its flows.
+    pub fn is_up(&self) -> bool {
+        self.health.is_up() && self.admin != Admin::Disabled && self.looped.is_none()
+    }
+
+    /// Up and enabled: takes new flows.
+    pub fn is_accepting(&self) -> bool {
+        self.is_up() && self.admin == Admin::Enabled
+    }
+
+    /// `up`, `down` or `draining`.
+    pub fn state_name(&self) -> &'static str {
+        match (self.is_up(), self.admin) {
+            (false, _) => "down",
+            (true, Admin::Draining) => "draining",
+            (true, _) => "up",
+        }
+    }
+
+    /// What `/status` and `/metrics` show of it.
+    pub fn view(&self) -> BackendView {
+        BackendView {
+            stats: Arc::clone(&self.stats),
+            state: self.state_name(),
+            since: self.state.1,
+            reason: self.why.clone(),
+            health_up: self.health.is_up(),
+            admin: self.admin,
+            up: self.is_up(),
+            passive_failures: self.passive_failures,
+            checks_ok: self.checks_ok,
+            checks_failed: self.checks_failed,
+            checks_unknown: self.checks_unknown,
+            to_up: self.to_up,
+            to_down: self.to_down,
+            last_check: self.last_check.clone(),
+            check_durations: self.check_durations,
+        }
+    }
+}
+
+/// Why a backend whose address is ringway's own (`whose`) is not used.
+pub fn looped_reason(whose: &str) -> String {
+    format!("not used: its address is ringway's own ({whose}), so ringway would connect to itself")
+}

@@ -1,0 +1,156 @@
+//! What workers read of a pool: its shared identity ([`PoolShared`]: name, whether
+//! data-path failures are health results, the channel they go by) and its current
+//! routing ([`PoolRouting`]: backends, ring and states, replaced whole by the control
+//! plane). A pool serves every listener that routes to it; each listener's
+//! [`super::Routing`] holds the routings of its pools.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::passive;
+use super::stats::BackendStats;
+use crate::balance::Snapshot;
+
+/// One pool's identity, shared by the control plane, its backends' counters and every
+/// worker: it outlives routings and reloads that keep the pool.
+#[derive(Debug)]
+pub struct PoolShared {
+    /// Its name (for a listener's own backends, the listener's).
+    pub name: Arc<str>,
+    /// Data-path failures count as failed checks (`health.passive`; a reload may
+    /// change it).
+    passive: AtomicBool,
+    /// Where passive failures go.
+    sender: PassiveSender,
+    /// Set when a passive failure's message did not fit in the channel.
+    pub lost: passive::Lost,
+}
+
+impl PoolShared {
+    /// A pool called `name` whose failures go to `sender` when `passive`.
+    pub fn new(name: &str, passive: bool, sender: PassiveSender) -> PoolShared {
+        PoolShared {
+            name: name.into(),
+            passive: AtomicBool::new(passive),
+            sender,
+            lost: passive::Lost::default(),
+        }
+    }
+
+    /// A pool whose failures go nowhere (tests, benches).
+    pub fn detached(name: &str) -> Arc<PoolShared> {
+        let (sender, _) = passive_channel();
+        Arc::new(PoolShared::new(name, false, sender))
+    }
+
+    /// Sets whether data-path failures count (a reload changed `health.passive`).
+    pub fn set_passive(&self, on: bool) {
+        self.passive.store(on, Ordering::Relaxed);
+    }
+
+    /// Reports a data-plane failure of `backend`, one of this pool's (a no-op when
+    /// passive checks are off): counted into the backend, and the control plane told
+    /// when nobody has yet (see [`super::passive`]). Never waits.
+    pub fn report_failure(&self, backend: &Arc<BackendStats>, error: &io::Error) {
+        if self.passive.load(Ordering::Relaxed) && backend.failures.record(error) {
+            let sent = self.sender.try_send(PassiveFailure {
+                backend: Arc::clone(backend),
+            });
+            if sent.is_err() {
+                self.lost.mark();
+            }
+        }
+    }
+}
+
+/// A pool as workers place new connections and flows on it: replaced whole by the
+/// control plane at every change (health, admin, reload).
+#[derive(Debug)]
+pub struct PoolRouting {
+    /// Its identity.
+    pub shared: Arc<PoolShared>,
+    /// Backends, ring and states.
+    pub snapshot: Snapshot,
+    /// Counters of each backend, in snapshot order (shared until a reload).
+    pub backends: Arc<BackendTable>,
+    /// Some backends are held out because their address is ringway's own: a
+    /// connection that finds no other is refused as `loop`, not `no_backend`.
+    pub loops: bool,
+}
+
+impl PoolRouting {
+    /// The backend for flow key `key`: its index and counters.
+    pub fn pick(&self, key: u64) -> Option<(usize, &Arc<BackendStats>)> {
+        self.snapshot.pick(key).map(|b| (b, &self.backends[b]))
+    }
+}
+
+/// The counters of a routing's backends, in snapshot order, and the index of each.
+#[derive(Debug, Default)]
+pub struct BackendTable {
+    stats: Vec<Arc<BackendStats>>,
+    /// Index by the counters' address (identity: a backend a reload replaced is not
+    /// found).
+    index: HashMap<usize, usize>,
+}
+
+impl BackendTable {
+    /// The table of `stats`, in snapshot order.
+    pub fn new(stats: Vec<Arc<BackendStats>>) -> BackendTable {
+        let index = stats
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (Arc::as_ptr(s) as usize, i))
+            .collect();
+        BackendTable { stats, index }
+    }
+
+    /// The index of these counters, if they are one of these backends'.
+    pub fn position(&self, stats: &Arc<BackendStats>) -> Option<usize> {
+        self.index.get(&(Arc::as_ptr(stats) as usize)).copied()
+    }
+
+    /// The backends' counters, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Arc<BackendStats>> {
+        self.stats.iter()
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.stats.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.stats.is_empty()
+    }
+}
+
+impl std::ops::Index<usize> for BackendTable {
+    type Output = Arc<BackendStats>;
+
+    fn index(&self, i: usize) -> &Arc<BackendStats> {
+        &self.stats[i]
+    }
+}
+
+/// "This backend has failures to take": the message a worker sends when a backend's
+/// data-path failure count leaves zero (see [`super::passive`]); its pool is in its
+/// counters.
+#[derive(Debug)]
+pub struct PassiveFailure {
+    /// The backend.
+    pub backend: Arc<BackendStats>,
+}
+
+/// The sending end of passive failures (workers).
+pub type PassiveSender = tokio::sync::mpsc::Sender<PassiveFailure>;
+/// The receiving end of passive failures (the control plane).
+pub type PassiveReceiver = tokio::sync::mpsc::Receiver<PassiveFailure>;
+
+/// A bounded channel for passive failures.
+pub fn passive_channel() -> (PassiveSender, PassiveReceiver) {
+    tokio::sync::mpsc::channel(passive::CHANNEL)
+}
