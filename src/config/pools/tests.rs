@@ -71,9 +71,14 @@ fn pools_are_shared_and_routes_name_them() {
     // The hello may take as long as a first byte may (first_data_timeout).
     assert_eq!(tls.sni_timeout, Tuning::DEFAULT_FIRST_DATA_TIMEOUT);
     let s = c.summary();
-    assert!(s.contains("plain tcp 127.0.0.1:8080 -> pool api: 2 backends"), "{s}");
     assert!(
-        s.contains("tls tcp 127.0.0.1:8443 -> 1 route(s) by server name, else pool web: 1 backends"),
+        s.contains("plain tcp 127.0.0.1:8080 -> pool api: 2 backends"),
+        "{s}"
+    );
+    assert!(
+        s.contains(
+            "tls tcp 127.0.0.1:8443 -> 1 route(s) by server name, else pool web: 1 backends"
+        ),
         "{s}"
     );
 }
