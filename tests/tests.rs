@@ -38,6 +38,8 @@ mod scale;
 // Safe by default, round 3: the admin API against other sites, loops, dual stack,
 // signals, drains, resets after a half-close, spoofed UDP floods, a worker's panic.
 mod hardening;
+// Routing by server name: named pools, TLS SNI through real clients, shared checks.
+mod sni;
 // Holding the edge: access lists, per-source limits, on-data backend connects.
 mod admission;
 // The access log: every record, every end, through reloads, drains and rotation.
