@@ -172,7 +172,7 @@ impl Worker {
     fn remove_listener(&mut self, shared: &Arc<ListenerShared>, now: Millis) {
         let registry = self.poll.registry();
         self.tcp.remove_listener(shared, registry, now);
-        self.udp.remove_listener(shared, registry);
+        self.udp.remove_listener(shared, registry, now);
     }
 
     fn commands(&mut self, now: Millis) {

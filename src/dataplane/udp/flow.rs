@@ -157,6 +157,21 @@ impl Flow {
         self.last_active + if self.answered() { idle } else { unanswered }
     }
 
+    /// Records the server name its hello asked for.
+    pub fn asked_for(&mut self, sni: Option<ServerName>) {
+        self.sni = sni;
+    }
+
+    /// Sends one client datagram (held while its hello was read) to the backend.
+    pub fn send_datagram(&mut self, datagram: &[u8], now: Millis) -> io::Result<usize> {
+        let n = self.socket.send(datagram)?;
+        self.sent += 1;
+        self.datagrams.0 += 1;
+        self.bytes.0 += n as u64;
+        self.last_active = now;
+        Ok(n)
+    }
+
     /// Sends the client datagrams in `slots` of `batch` to the backend with one
     /// `sendmmsg`; returns how many went and their bytes.
     pub fn send_slots(

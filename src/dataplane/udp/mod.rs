@@ -22,7 +22,9 @@
 //! taken out even without active checks.
 
 mod flow;
+mod hello;
 mod listener;
+mod open;
 mod socket;
 mod unanswered;
 
@@ -30,7 +32,7 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 
-use mio::{Interest, Registry};
+use mio::Registry;
 
 pub use socket::bind_udp;
 
@@ -45,7 +47,9 @@ use crate::accesslog::{End, Proto, Record, Sink};
 use crate::balance::hash::{flow_hash, PROTO_UDP};
 use crate::sys::mmsg::Batch;
 use flow::{Flow, FlowId};
+use hello::Hellos;
 use listener::{UdpListener, BATCH, SLOT};
+use open::Asked;
 use socket::{reached, upstream};
 
 /// Batches read from one listener per wake-up before other work gets a turn.
@@ -69,6 +73,8 @@ pub(super) struct UdpPlane {
     listeners: Slots<UdpListener>,
     flows: Slots<Flow>,
     index: HashMap<FlowId, Key>,
+    /// New flows of `route_by = "sni"` listeners whose hello is not whole yet.
+    hellos: Hellos,
     /// Receive batch (allocated with the first listener).
     batch: Option<Batch>,
     /// Scratch: the flow of each datagram of a batch, then the slots of one flow.
@@ -94,6 +100,7 @@ impl UdpPlane {
             listeners: Slots::default(),
             flows: Slots::default(),
             index: HashMap::new(),
+            hellos: Hellos::default(),
             batch: None,
             routed: Vec::new(),
             slots: Vec::new(),
@@ -124,12 +131,18 @@ impl UdpPlane {
 
     /// Takes no new flows on `shared`'s socket; it stays until its flows end (their
     /// replies leave from it).
-    pub fn remove_listener(&mut self, shared: &Arc<ListenerShared>, registry: &Registry) {
+    pub fn remove_listener(
+        &mut self,
+        shared: &Arc<ListenerShared>,
+        registry: &Registry,
+        now: Millis,
+    ) {
         let keys = self
             .listeners
             .keys_where(|l| !l.retired() && Arc::ptr_eq(l.shared(), shared));
         for key in keys {
             if self.listeners.get_mut(key).is_some_and(UdpListener::retire) {
+                self.drop_hellos_of(key, now);
                 if let Some(l) = self.listeners.remove(key) {
                     l.deregister(registry);
                 }
@@ -143,6 +156,7 @@ impl UdpPlane {
             self.close_flow(key, End::Drained, registry, now);
         }
         for key in self.listeners.keys_where(|_| true) {
+            self.drop_hellos_of(key, now);
             if let Some(l) = self.listeners.remove(key) {
                 l.deregister(registry);
             }
@@ -220,6 +234,9 @@ impl UdpPlane {
                 self.timers.arm(f.armed(), due, key);
             }
         }
+        while let Some((id, p)) = self.hellos.pop_due(now) {
+            self.hello_dropped(id, p, 0, Asked::TIMEOUT, now);
+        }
         let flows = &mut self.flows;
         self.timers.compact(flows.len(), |at, key| {
             flows.get_mut(key).is_some_and(|f| f.armed().is(at))
@@ -228,7 +245,10 @@ impl UdpPlane {
 
     /// When a flow next idles out.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.timers.next()
+        match (self.timers.next(), self.hellos.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The idle timeouts flows of listener `lkey` have now: answered, and not.
@@ -282,9 +302,10 @@ impl UdpPlane {
         let mut routed = std::mem::take(&mut self.routed);
         routed.clear();
         for i in 0..batch.len() {
-            let (_, from) = batch.get(i);
+            let (datagram, from) = batch.get(i);
             if let Some(client) = from {
-                if let Some(fkey) = self.flow_for((lkey, client, batch.local(i)), registry, now) {
+                let id = (lkey, client, batch.local(i));
+                if let Some(fkey) = self.flow_for(id, datagram, registry, now) {
                     routed.push((fkey, i));
                 }
             }
@@ -343,16 +364,25 @@ impl UdpPlane {
         }
     }
 
-    /// The flow of a datagram from `client` to local address `local` (only wildcard
+    /// The flow of `datagram` from `client` to local address `local` (only wildcard
     /// listeners ask for `IP_PKTINFO`, so it is `None` on the others): found, or
-    /// opened; `None` when the datagram is dropped (counted there).
-    fn flow_for(&mut self, id: FlowId, registry: &Registry, now: Millis) -> Option<Key> {
+    /// opened; `None` when the datagram is dropped (counted there) or held while the
+    /// flow's hello is read.
+    fn flow_for(
+        &mut self,
+        id: FlowId,
+        datagram: &[u8],
+        registry: &Registry,
+        now: Millis,
+    ) -> Option<Key> {
         // A listener removed by a reload keeps its socket for its old flows; when a
         // listener on the same address replaced it (renamed), the kernel still hashes
         // some new clients to the old socket: their flows belong to the new listener.
         let (lkey, client, local) = id;
         let lkey = match self.listeners.get(lkey) {
-            Some(l) if l.retired() && !self.index.contains_key(&id) => {
+            Some(l)
+                if l.retired() && !self.index.contains_key(&id) && !self.hellos.contains(&id) =>
+            {
                 self.successor(lkey).unwrap_or(lkey)
             }
             Some(_) => lkey,
@@ -373,7 +403,7 @@ impl UdpPlane {
                 self.close_flow_for(k, end, registry, now);
                 return None;
             }
-            None => self.open_flow(id, registry, now)?,
+            None => self.open_flow(id, datagram, registry, now)?,
         };
         Some(fkey)
     }
@@ -454,147 +484,6 @@ impl UdpPlane {
         };
         self.close_flow_for(victim, (End::UdpUnanswered, Some("evicted")), registry, now);
         true
-    }
-
-    /// Creates the flow for a new client, or drops its datagram (removed listener, max
-    /// flows, no descriptor, no backend).
-    fn open_flow(&mut self, id: FlowId, registry: &Registry, now: Millis) -> Option<Key> {
-        let (lkey, client, local) = id;
-        let l = self.listeners.get_mut(lkey)?;
-        let shared = &Arc::clone(l.shared());
-        if l.retired() {
-            shared.stats.shard(self.worker).udp_dropped_removed.inc();
-            if self.log.wants(End::ListenerRemoved) {
-                self.log.send(Record::refused(
-                    &shared.name,
-                    Proto::Udp,
-                    client,
-                    End::ListenerRemoved,
-                    None,
-                ));
-            }
-            return None;
-        }
-        let epoch = l.refresh();
-        let routing = Arc::clone(l.routing());
-        let params = &routing.params;
-        let admitted = match params.admission.admit(&shared.sources, client.ip(), now) {
-            Ok(admitted) => admitted,
-            Err(refused) => {
-                self.refuse_source((shared, client), refused, now);
-                return None;
-            }
-        };
-        // Dropped further on: its place in the per-source table goes back.
-        let undo = || {
-            if let Some(a) = admitted {
-                params
-                    .admission
-                    .release(&shared.sources, a, client.ip(), now);
-            }
-        };
-        // Full: the oldest flow its backend never answered makes room, if there is one.
-        let room = shared.try_acquire(params.max_connections)
-            || (self.evict_unanswered(lkey, registry, now)
-                && shared.try_acquire(params.max_connections));
-        if !room {
-            undo();
-            let max = params.max_connections;
-            self.dropped(
-                (shared, client),
-                (End::Rejected, Some("max_flows")),
-                |c| &c.udp_dropped_max_flows,
-                now,
-                || format!("udp_max_flows ({max}) reached: dropping a new flow from {client}"),
-            );
-            return None;
-        }
-        if !self.budget.take(FLOW_FDS) {
-            undo();
-            shared.release();
-            let (used, limit) = (self.budget.used(), self.budget.limit());
-            let rejected = (End::Rejected, Some("fd_limit"));
-            self.dropped((shared, client), rejected, |c| &c.udp_dropped_fd_limit, now, || {
-                format!("{used} of this worker's {limit} file descriptors in use: dropping a new flow from {client}")
-            });
-            return None;
-        }
-        let key = flow_hash(
-            params.hash,
-            PROTO_UDP,
-            client,
-            reached(shared.listen, local),
-        );
-        let placed = routing.route(None);
-        let opened = placed.and_then(|(slot, pool)| {
-            let (b, target) = pool.pick(key)?;
-            let addr = target.addr;
-            let target = Arc::clone(target);
-            let inserted = self.flows.insert_with(|k| {
-                let mut socket = upstream(addr)?;
-                registry.register(&mut socket, token::token(Kind::Flow, k), Interest::READABLE)?;
-                let placed = (epoch, admitted);
-                Ok::<_, io::Error>(Flow::new(id, socket, (slot, b, target), placed, now))
-            });
-            Some((addr, inserted))
-        });
-        let fkey = match opened {
-            Some((_, Ok(k))) => k,
-            failed => {
-                undo();
-                shared.release();
-                self.budget.give(FLOW_FDS);
-                match failed {
-                    Some((addr, Err(e))) if crate::sys::is_fd_limit(&e) => self.dropped(
-                        (shared, client),
-                        (End::Rejected, Some("fd_limit")),
-                        |c| &c.udp_dropped_fd_limit,
-                        now,
-                        || format!("no descriptor for a flow to {addr} ({e}): dropping"),
-                    ),
-                    Some((addr, Err(e))) => self.dropped(
-                        (shared, client),
-                        (End::LocalError, None),
-                        |c| &c.udp_dropped_send,
-                        now,
-                        || format!("cannot open a flow to {addr} ({e}): dropping"),
-                    ),
-                    _ if placed.is_some_and(|(_, p)| p.loops) => self.dropped(
-                        (shared, client),
-                        (End::Rejected, Some("loop")),
-                        |c| &c.udp_dropped_loop,
-                        now,
-                        || format!("no backend but ringway's own addresses (a loop) for a new udp flow from {client}: dropping"),
-                    ),
-                    _ => self.dropped(
-                        (shared, client),
-                        (End::NoBackend, None),
-                        |c| &c.udp_dropped_no_backend,
-                        now,
-                        || format!("no backend for a new udp flow from {client}: dropping"),
-                    ),
-                }
-                return None;
-            }
-        };
-        self.index.insert(id, fkey);
-        if let Some(l) = self.listeners.get_mut(lkey) {
-            let flows = &self.flows;
-            l.flow_opened(fkey, |k| flows.get(k).is_some_and(|f| !f.answered()));
-        }
-        shared.stats.shard(self.worker).udp_flows.inc();
-        if let Some(f) = self.flows.get_mut(fkey) {
-            let counters = f.target().counters.shard(self.worker);
-            counters.connections.inc();
-            counters.active.add(1);
-            // The routing just loaded says the idle timeouts: no second look.
-            let at = f.idle_deadline((
-                millis(params.idle_timeout),
-                millis(params.unanswered_timeout),
-            ));
-            self.timers.arm(f.armed(), at, fkey);
-        }
-        Some(fkey)
     }
 
     /// Re-checks flow `fkey` once per published routing: false when the lists refuse

@@ -200,3 +200,11 @@ proptest! {
         let _ = QuicHello::new().feed(&bytes);
     }
 }
+
+/// A real client's first Initial: ngtcp2 0.12 (Debian 12's gtlsclient, GnuTLS) asking
+/// for api.example.
+#[test]
+fn a_real_ngtcp2_initial() {
+    let d = include_bytes!("ngtcp2-v1.bin");
+    assert_eq!(QuicHello::new().feed(d), name("api.example"));
+}
