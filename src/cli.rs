@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// ringway: a Layer-4 TCP/UDP load balancer on a consistent-hash ring.
 #[derive(Debug, Parser)]
@@ -102,28 +102,26 @@ pub enum CtlAction {
         json: bool,
     },
     /// Send no new connections or flows to a backend; open ones stay.
-    Drain {
-        /// Listener name.
-        listener: String,
-        /// Backend id.
-        backend: String,
-    },
+    Drain(BackendRef),
     /// Undo drain or disable.
-    Enable {
-        /// Listener name.
-        listener: String,
-        /// Backend id.
-        backend: String,
-    },
+    Enable(BackendRef),
     /// Mark a backend down by hand.
-    Disable {
-        /// Listener name.
-        listener: String,
-        /// Backend id.
-        backend: String,
-    },
+    Disable(BackendRef),
     /// Reload the config file (as SIGHUP).
     Reload,
+}
+
+/// The backend a `ctl drain|enable|disable` acts on.
+#[derive(Debug, Args)]
+pub struct BackendRef {
+    /// Listener name (with --pool, a [[pool]]'s name).
+    pub listener: String,
+    /// Backend id.
+    pub backend: String,
+    /// The first name is a [[pool]]'s: the backend changes for every listener that
+    /// routes to that pool (a listener's name finds a backend in any of its pools).
+    #[arg(long)]
+    pub pool: bool,
 }
 
 /// Log levels, as `--log-level` and `RUST_LOG` spell them.

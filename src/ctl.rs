@@ -126,18 +126,29 @@ pub enum Action {
     Reload,
 }
 
+/// The backend an action is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// `owner` is a `[[pool]]`'s name (else a listener's).
+    pub pool: bool,
+    /// The listener or pool.
+    pub owner: &'a str,
+    /// The backend's id.
+    pub backend: &'a str,
+}
+
 /// Sends one request; returns the response body (JSON). Non-2xx answers are errors
 /// carrying the API's message.
 pub fn call(
     admin: &Admin,
     token: Option<&str>,
     action: &Action,
-    target: Option<(&str, &str)>,
+    target: Option<Target<'_>>,
 ) -> Result<String, CtlError> {
     let (method, path) = match (action, target) {
         (Action::Status, _) => (Method::GET, "/status".to_string()),
         (Action::Reload, _) => (Method::POST, "/reload".to_string()),
-        (a, Some((listener, backend))) => {
+        (a, Some(t)) => {
             let verb = match a {
                 Action::Drain => "drain",
                 Action::Enable => "enable",
@@ -147,9 +158,10 @@ pub fn call(
             (
                 Method::POST,
                 format!(
-                    "/listeners/{}/backends/{}/{verb}",
-                    enc(listener),
-                    enc(backend)
+                    "/{}/{}/backends/{}/{verb}",
+                    if t.pool { "pools" } else { "listeners" },
+                    enc(t.owner),
+                    enc(t.backend)
                 ),
             )
         }
@@ -258,40 +270,106 @@ pub fn render_status(json: &str) -> Result<String, CtlError> {
             l["listen"].as_str().unwrap_or("?"),
             l["active_connections"],
         ));
+        out.push_str(&format!("  routes: {}\n", routes_of(l)));
+        backends_table(l, &mut out);
+    }
+    for p in v["pools"].as_array().into_iter().flatten() {
+        let users: Vec<&str> = p["listeners"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u.as_str())
+            .collect();
         out.push_str(&format!(
-            "  {:<20} {:<24} {:>6} {:<9} {:>6} {:>7}  {}\n",
-            "BACKEND", "ADDRESS", "WEIGHT", "STATE", "OPEN", "SHARE", "FROM"
+            "\npool {} {}: used by {}\n",
+            p["name"].as_str().unwrap_or("?"),
+            p["protocol"].as_str().unwrap_or("?"),
+            if users.is_empty() {
+                "no listener".to_string()
+            } else {
+                users.join(", ")
+            },
         ));
-        for b in l["backends"].as_array().into_iter().flatten() {
-            let written = b["address"].as_str().unwrap_or("?");
-            // A host name shows the address it resolved to.
-            let address = match b["resolved"].as_str() {
-                Some(r) if r != written => format!("{written} -> {r}"),
-                _ => written.to_string(),
-            };
-            out.push_str(&format!(
-                "  {:<20} {:<24} {:>6} {:<9} {:>6} {:>6.2}%  {}\n",
-                b["id"].as_str().unwrap_or("?"),
-                address,
-                b["weight"].to_string(),
-                b["state"].as_str().unwrap_or("?"),
-                b["active_connections"].to_string(),
-                b["ring_share"].as_f64().unwrap_or(0.0) * 100.0,
-                // Which backend_set discovered it, or the config file.
-                b["set"]
-                    .as_str()
-                    .map_or("config".to_string(), |s| format!("set {s}")),
-            ));
-        }
-        for s in l["backend_sets"].as_array().into_iter().flatten() {
-            out.push_str(&format!(
-                "  set {} ({}): {} backend(s), {} lookup error(s)\n",
-                s["name"].as_str().unwrap_or("?"),
-                s["kind"].as_str().unwrap_or("?"),
-                s["backends"],
-                s["errors"],
-            ));
-        }
+        backends_table(p, &mut out);
     }
     Ok(out)
+}
+
+/// Where listener `l` sends connections, in words.
+fn routes_of(l: &serde_json::Value) -> String {
+    let name = l["name"].as_str().unwrap_or("?");
+    let fallback = match l["default_pool"].as_str() {
+        None => "closed".to_string(),
+        Some(p) if p == name => "its own backends".to_string(),
+        Some(p) => format!("pool {p}"),
+    };
+    if l["route_by"] != "sni" {
+        return format!("all to {fallback}");
+    }
+    let mut parts: Vec<String> = l["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let names: Vec<&str> = r["sni"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n.as_str())
+                .collect();
+            format!(
+                "{} -> {}",
+                names.join(", "),
+                r["pool"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    parts.push(format!("else {fallback}"));
+    format!("by server name: {}", parts.join("; "))
+}
+
+/// The backends and sets of a listener's own pool or a `[[pool]]`, as a table.
+fn backends_table(owner: &serde_json::Value, out: &mut String) {
+    let backends = owner["backends"].as_array();
+    if backends.is_none_or(|b| b.is_empty())
+        && owner["backend_sets"]
+            .as_array()
+            .is_none_or(|s| s.is_empty())
+    {
+        return;
+    }
+    out.push_str(&format!(
+        "  {:<20} {:<24} {:>6} {:<9} {:>6} {:>7}  {}\n",
+        "BACKEND", "ADDRESS", "WEIGHT", "STATE", "OPEN", "SHARE", "FROM"
+    ));
+    for b in backends.into_iter().flatten() {
+        let written = b["address"].as_str().unwrap_or("?");
+        // A host name shows the address it resolved to.
+        let address = match b["resolved"].as_str() {
+            Some(r) if r != written => format!("{written} -> {r}"),
+            _ => written.to_string(),
+        };
+        out.push_str(&format!(
+            "  {:<20} {:<24} {:>6} {:<9} {:>6} {:>6.2}%  {}\n",
+            b["id"].as_str().unwrap_or("?"),
+            address,
+            b["weight"].to_string(),
+            b["state"].as_str().unwrap_or("?"),
+            b["active_connections"].to_string(),
+            b["ring_share"].as_f64().unwrap_or(0.0) * 100.0,
+            // Which backend_set discovered it, or the config file.
+            b["set"]
+                .as_str()
+                .map_or("config".to_string(), |s| format!("set {s}")),
+        ));
+    }
+    for s in owner["backend_sets"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  set {} ({}): {} backend(s), {} lookup error(s)\n",
+            s["name"].as_str().unwrap_or("?"),
+            s["kind"].as_str().unwrap_or("?"),
+            s["backends"],
+            s["errors"],
+        ));
+    }
 }

@@ -125,18 +125,16 @@ fn run_ctl(
         .or_else(|| std::env::var("RINGWAY_ADMIN_TOKEN").ok());
     let (what, target, json) = match &action {
         CtlAction::Status { json } => (ctl::Action::Status, None, *json),
-        CtlAction::Drain { listener, backend } => {
-            (ctl::Action::Drain, Some((listener, backend)), true)
-        }
-        CtlAction::Enable { listener, backend } => {
-            (ctl::Action::Enable, Some((listener, backend)), true)
-        }
-        CtlAction::Disable { listener, backend } => {
-            (ctl::Action::Disable, Some((listener, backend)), true)
-        }
+        CtlAction::Drain(b) => (ctl::Action::Drain, Some(b), true),
+        CtlAction::Enable(b) => (ctl::Action::Enable, Some(b), true),
+        CtlAction::Disable(b) => (ctl::Action::Disable, Some(b), true),
         CtlAction::Reload => (ctl::Action::Reload, None, true),
     };
-    let target = target.map(|(l, b)| (l.as_str(), b.as_str()));
+    let target = target.map(|b| ctl::Target {
+        pool: b.pool,
+        owner: &b.listener,
+        backend: &b.backend,
+    });
     let body = match ctl::call(&addr, token.as_deref(), &what, target) {
         Err(e @ ctl::CtlError::Refused { .. }) if reloading => {
             return Err(anyhow::Error::from(e).context(format!(

@@ -441,6 +441,26 @@ fn two_listeners_share_one_pool_and_its_checks() {
     assert_eq!(status(admin)["pools"][0]["backends"][0]["admin"], "enabled");
     let r = http("POST", admin, "/pools/nope/backends/x/enable", None);
     assert_eq!(r.status, 404, "{}", r.body);
+    // `ringway ctl` does the same with --pool, and its table shows routes and pools.
+    let out = ctl(admin, None, &["disable", "--pool", "shared", "y"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        status(admin)["pools"][0]["backends"][1]["admin"],
+        "disabled"
+    );
+    let out = ctl(admin, None, &["enable", "--pool", "shared", "y"]);
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8(ctl(admin, None, &["status"]).stdout).unwrap();
+    assert!(
+        table.contains("listener a tcp") && table.contains("  routes: all to pool shared\n"),
+        "{table}"
+    );
+    assert!(table.contains("pool shared tcp: used by a, b\n"), "{table}");
+    let y = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("y "))
+        .unwrap_or("");
+    assert!(y.contains("enabled") || y.contains("up"), "{table}");
 }
 
 trait StdinText {

@@ -13,8 +13,9 @@ use crate::util::*;
 
 const TOKEN: &str = "page-token";
 
-/// A TCP listener `t` (a, b, c, checked fast) and a UDP listener `u` (d), with the
-/// admin API on `admin` (and `token` when given).
+/// A TCP listener `t` (a, b, c, checked fast), a UDP listener `u` (d), and a TCP
+/// listener `s` routing by server name to `[[pool]]` `p` (e, at d's address: never
+/// connected to), with the admin API on `admin` (and `token` when given).
 fn two_listeners(
     tcp: &[(SocketAddr, &str)],
     udp: SocketAddr,
@@ -28,7 +29,8 @@ fn two_listeners(
         &ops_tables(free_addr(), admin, token),
     );
     toml.push_str(&format!(
-        "\n[listener.health]\n{FAST_HEALTH}\n\n[[listener]]\nname = \"u\"\nprotocol = \"udp\"\nlisten = \"{udp}\"\n\n[[listener.backend]]\naddress = \"{d}\"\nid = \"d\"\n"
+        "\n[listener.health]\n{FAST_HEALTH}\n\n[[listener]]\nname = \"u\"\nprotocol = \"udp\"\nlisten = \"{udp}\"\n\n[[listener.backend]]\naddress = \"{d}\"\nid = \"d\"\n\n[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"{d}\"\nid = \"e\"\n[pool.health]\ncheck = \"none\"\n\n[[listener]]\nname = \"s\"\nlisten = \"{}\"\nroute_by = \"sni\"\n[[listener.route]]\nsni = [\"x.example\", \"*.y.example\"]\npool = \"p\"\n",
+        free_addr()
     ));
     (toml, listen)
 }
@@ -229,6 +231,33 @@ fn the_page_shows_everything_follows_the_api_and_its_buttons_act() {
         |t| t == "1",
     );
     assert_eq!(state_of(&page, "t", "a"), "up");
+
+    // Routes and [[pool]]s: where `s` sends what, and `p` with its backend, whose
+    // drain button drains it through /pools/p/...
+    let routes = page.text(r#"section[data-listener="s"] [data-routes]"#);
+    assert_eq!(
+        routes,
+        "by server name: x.example, *.y.example → p; else closed"
+    );
+    assert_eq!(
+        page.text(r#"section[data-listener="t"] [data-routes]"#),
+        "→ its own backends"
+    );
+    let pool = page.text(r#"section[data-pool="p"] .facts"#);
+    assert!(pool.contains("used by s"), "{pool}");
+    assert_eq!(page.count(r#"tr[data-pool="p"]"#), 1);
+    page.click(r#"tr[data-pool="p"][data-backend="e"] button[data-action="drain"]"#);
+    assert!(
+        eventually(Duration::from_secs(3), || status(admin)["pools"][0]
+            ["backends"][0]["admin"]
+            == "draining"),
+        "the pool's drain button did not drain e"
+    );
+    page.wait_text(
+        r#"tr[data-pool="p"][data-backend="e"] .state"#,
+        Duration::from_secs(3),
+        |t| t == "draining",
+    );
     drop((c, backends, d));
 }
 

@@ -66,7 +66,7 @@ function ring(l) {
   svg.setAttribute("width", "200");
   svg.setAttribute("height", "200");
   svg.setAttribute("class", "ring-svg");
-  svg.setAttribute("data-listener", l.name);
+  svg.setAttribute(l.kind === "pools" ? "data-pool" : "data-listener", l.name);
   const r1 = 100, r0 = 62;
   let start = 0;
   const owner = i => l.ring[i];
@@ -112,8 +112,9 @@ function stateName(b) {
   return b.admin === "disabled" ? "disabled" : b.state;
 }
 
-async function act(listener, backend, action) {
-  const url = `/listeners/${encodeURIComponent(listener)}/backends/${encodeURIComponent(backend)}/${action}`;
+// `owner`: a listener (its own backends) or a [[pool]] ({ kind: "pools", name }).
+async function act(owner, backend, action) {
+  const url = `/${owner.kind}/${encodeURIComponent(owner.name)}/backends/${encodeURIComponent(backend)}/${action}`;
   try {
     const r = await fetch(url, { method: "POST", headers: headers() });
     if (!r.ok) {
@@ -130,7 +131,7 @@ async function act(listener, backend, action) {
 }
 
 function backendRow(l, b, i, now) {
-  const key = l.name + "/" + b.id;
+  const key = l.kind + "/" + l.name + "/" + b.id;
   const r = rate(key, now, { conns: b.connections_total, sent: b.sent_bytes, received: b.received_bytes });
   const name = stateName(b);
   const check = b.last_check
@@ -142,10 +143,10 @@ function backendRow(l, b, i, now) {
     ...[["drain", "draining"], ["enable", "enabled"], ["disable", "disabled"]].map(([action, admin]) => {
       const btn = el("button", { type: "button", "data-action": action }, action);
       if (b.admin === admin) btn.disabled = true;
-      btn.addEventListener("click", () => act(l.name, b.id, action));
+      btn.addEventListener("click", () => act(l, b.id, action));
       return btn;
     }));
-  return el("tr", { "data-listener": l.name, "data-backend": b.id },
+  return el("tr", { [l.kind === "pools" ? "data-pool" : "data-listener"]: l.name, "data-backend": b.id },
     el("td", { class: "id" }, el("i", { style: `display:inline-block;width:.8em;height:.8em;border-radius:2px;background:${COLORS[i % COLORS.length]}` }), " ", el("b", {}, b.id),
        el("div", { class: "small" }, b.address === b.resolved ? b.address : `${b.address} → ${b.resolved}`)),
     el("td", {}, el("span", { class: "state " + name, "data-state": name }, name),
@@ -160,14 +161,38 @@ function backendRow(l, b, i, now) {
     buttons);
 }
 
+function backendTable(l, now) {
+  return el("table", {},
+    el("thead", {}, el("tr", {}, ...["backend", "state", "weight", "ring share", "open", "new/s", "traffic", "last check", "passive failures", ""].map(h => el("th", {}, h)))),
+    el("tbody", {}, ...l.backends.map((b, i) => backendRow(l, b, i, now))));
+}
+
+// Where a listener's connections go: its routes by server name, then the default.
+function routing(l) {
+  const fallback = l.default_pool === null ? "closed"
+    : l.default_pool === l.name ? "its own backends" : `pool ${l.default_pool}`;
+  if (l.route_by !== "sni") return el("span", { "data-routes": "" }, `→ ${fallback}`);
+  const routes = l.routes.map(r => `${r.sni.join(", ")} → ${r.pool}`);
+  return el("span", { "data-routes": "" }, el("b", {}, "by server name: "),
+            [...routes, `else ${fallback}`].join("; "));
+}
+
+function poolSection(p, now) {
+  p.kind = "pools";
+  return el("section", { class: "listener pool", "data-pool": p.name },
+    el("h2", {}, `pool ${p.name}`),
+    el("div", { class: "facts" },
+      el("span", {}, el("b", {}, p.protocol.toUpperCase()), ` used by ${p.listeners.join(", ") || "no listener"}`),
+      el("span", {}, `key space moved at the last change: ${(p.ring_remapped_ratio * 100).toFixed(1)}%`)),
+    el("div", { class: "body" }, ring(p), backendTable(p, now)));
+}
+
 function listenerSection(l, now) {
+  l.kind = "listeners";
   const tr = rate("listener/" + l.name, now, { total: l.connections_total });
   const refused = Object.entries(l.rejected).filter(([, n]) => n > 0)
     .map(([reason, n]) => `${reason} ${n}`).join(", ") || "none";
   const unit = l.protocol === "udp" ? "flows" : "connections";
-  const table = el("table", {},
-    el("thead", {}, el("tr", {}, ...["backend", "state", "weight", "ring share", "open", "new/s", "traffic", "last check", "passive failures", ""].map(h => el("th", {}, h)))),
-    el("tbody", {}, ...l.backends.map((b, i) => backendRow(l, b, i, now))));
   return el("section", { class: "listener", "data-listener": l.name },
     el("h2", {}, l.name),
     el("div", { class: "facts" },
@@ -175,8 +200,9 @@ function listenerSection(l, now) {
       el("span", {}, el("b", {}, l.active_connections), ` ${unit} open`),
       el("span", {}, el("b", {}, l.connections_total), ` ${unit} in all`, tr ? ` (${tr.total.toFixed(1)}/s)` : ""),
       el("span", { "data-rejected": "" }, (l.protocol === "udp" ? "dropped: " : "refused: ") + refused),
-      el("span", {}, `key space moved at the last change: ${(l.ring_remapped_ratio * 100).toFixed(1)}%`)),
-    el("div", { class: "body" }, ring(l), table));
+      routing(l),
+      l.backends.length ? el("span", {}, `key space moved at the last change: ${(l.ring_remapped_ratio * 100).toFixed(1)}%`) : ""),
+    l.backends.length ? el("div", { class: "body" }, ring(l), backendTable(l, now)) : "");
 }
 
 async function refresh() {
@@ -202,7 +228,8 @@ async function refresh() {
   document.getElementById("process").textContent =
     `${p.version} · pid ${p.pid} · up ${ago(p.uptime_seconds)} · ${p.workers} workers · reloads ${p.reloads_ok} ok / ${p.reloads_failed} failed`;
   document.getElementById("updated").textContent = "updated " + new Date(now).toLocaleTimeString();
-  document.getElementById("listeners").replaceChildren(...s.listeners.map(l => listenerSection(l, now)));
+  document.getElementById("listeners").replaceChildren(...s.listeners.map(l => listenerSection(l, now)),
+                                                       ...(s.pools || []).map(p => poolSection(p, now)));
 }
 
 document.getElementById("login").addEventListener("submit", e => {
