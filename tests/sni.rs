@@ -670,7 +670,7 @@ sni_timeout = "700ms"
 sni = ["api.example"]
 pool = "api"
 [[listener.route]]
-sni = ["rec.example"]
+sni = ["rec.example", "example.com"]
 pool = "rec"
 "#,
         log = log.path().display(),
@@ -719,6 +719,25 @@ pool = "rec"
             let (n, _) = recorder.recv_from(&mut buf).expect("a held datagram");
             assert!(buf[..n] == initials[i][..], "datagram {i} of {order:?}");
         }
+    }
+    // QUIC v2 (RFC 9369; Debian 12's ngtcp2 speaks only its draft) and v1, as the
+    // RFCs' client Initials for example.com.
+    for file in ["rfc9001_a2.hex", "rfc9369_a2.hex"] {
+        let text = std::fs::read_to_string(format!(
+            "{}/src/sni/quic/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let t: String = text.split_whitespace().collect();
+        let initial: Vec<u8> = (0..t.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&t[i..i + 2], 16).unwrap())
+            .collect();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.send_to(&initial, strict).unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, _) = recorder.recv_from(&mut buf).expect(file);
+        assert!(buf[..n] == initial[..], "{file}");
     }
     assert!(
         eventually(Duration::from_secs(5), || {
