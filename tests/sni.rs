@@ -82,42 +82,41 @@ fn forced_forward() -> String {
         .unwrap_or_default()
 }
 
-/// Pools `api` (two backends) and `web` (one); listener `tls` routes api.example and
-/// *.api.example to `api`, the rest to `web`; listener `strict` routes api.example and
-/// closes the rest.
+/// Listeners of `protocol` (`tcp` or `udp`): `main` routes api.example and
+/// *.api.example to pool `api`, the rest to pool `web`; `strict` routes api.example
+/// (and what `strict_routes` adds) and closes or drops the rest. `pools`: name and
+/// backends (address, id).
 fn sni_config(
-    (tls, strict, metrics): (SocketAddr, SocketAddr, SocketAddr),
-    api: &[SocketAddr],
-    web: SocketAddr,
+    protocol: &str,
+    (main, strict, metrics): (SocketAddr, SocketAddr, SocketAddr),
+    pools: &[(&str, Vec<(SocketAddr, &str)>)],
+    strict_routes: &str,
     log: &Path,
 ) -> String {
-    let fwd = forced_forward();
-    format!(
-        r#"workers = 2
-shutdown_timeout = "2s"
-[metrics]
-listen = "{metrics}"
-[access_log]
-path = "{log}"
-
-[[pool]]
-name = "api"
-[[pool.backend]]
-address = "{a1}"
-id = "api-1"
-[[pool.backend]]
-address = "{a2}"
-id = "api-2"
-
-[[pool]]
-name = "web"
-[[pool.backend]]
-address = "{web}"
-id = "web-1"
-
+    // TCP listeners forward as CI's per-mode runs ask.
+    let fwd = if protocol == "tcp" {
+        forced_forward()
+    } else {
+        String::new()
+    };
+    let mut toml = format!(
+        "workers = 2\nshutdown_timeout = \"2s\"\n[metrics]\nlisten = \"{metrics}\"\n[access_log]\npath = \"{}\"\n",
+        log.display()
+    );
+    for (name, backends) in pools {
+        toml.push_str(&format!("\n[[pool]]\nname = \"{name}\"\n"));
+        for (addr, id) in backends {
+            toml.push_str(&format!(
+                "[[pool.backend]]\naddress = \"{addr}\"\nid = \"{id}\"\n"
+            ));
+        }
+    }
+    toml.push_str(&format!(
+        r#"
 [[listener]]
-name = "tls"
-listen = "{tls}"
+name = "main"
+protocol = "{protocol}"
+listen = "{main}"
 route_by = "sni"
 default_pool = "web"
 {fwd}
@@ -127,6 +126,7 @@ pool = "api"
 
 [[listener]]
 name = "strict"
+protocol = "{protocol}"
 listen = "{strict}"
 route_by = "sni"
 sni_timeout = "700ms"
@@ -134,11 +134,23 @@ sni_timeout = "700ms"
 [[listener.route]]
 sni = ["api.example"]
 pool = "api"
-"#,
-        log = log.display(),
-        a1 = api[0],
-        a2 = api[1],
-    )
+{strict_routes}"#
+    ));
+    toml
+}
+
+/// [`sni_config`] for TLS: `api` has two backends, `web` one.
+fn tls_config(
+    addrs: (SocketAddr, SocketAddr, SocketAddr),
+    api: &[SocketAddr],
+    web: SocketAddr,
+    log: &Path,
+) -> String {
+    let pools = [
+        ("api", vec![(api[0], "api-1"), (api[1], "api-2")]),
+        ("web", vec![(web, "web-1")]),
+    ];
+    sni_config("tcp", addrs, &pools, "", log)
 }
 
 /// What `openssl s_client` gets back for an HTTP request through `addr` asking for
@@ -261,7 +273,7 @@ fn real_clients_reach_the_pool_their_server_name_names() {
     let web = tls.serve("web-1", "web");
     let (listen, strict, metrics) = (free_addr(), free_addr(), free_addr());
     let log = tempfile::NamedTempFile::new().unwrap();
-    let toml = sni_config((listen, strict, metrics), &api, web, log.path());
+    let toml = tls_config((listen, strict, metrics), &api, web, log.path());
     let rw = Ringway::start(&toml, &[listen, strict, metrics]);
     let ca = tls.ca();
     let is_api = |b: &str| b == "api-1" || b == "api-2";
@@ -323,7 +335,7 @@ fn real_clients_reach_the_pool_their_server_name_names() {
         "{}",
         scrape(metrics)
     );
-    assert_eq!(rejected(metrics, "tls", "no_route"), 0.0);
+    assert_eq!(rejected(metrics, "main", "no_route"), 0.0);
     // The access log names the server name and the pool.
     let records = || -> Vec<serde_json::Value> {
         std::fs::read_to_string(log.path())
@@ -337,7 +349,7 @@ fn real_clients_reach_the_pool_their_server_name_names() {
             ["sni"]
             == "v1.api.example"
             && r["pool"] == "api"
-            && r["listener"] == "tls")),
+            && r["listener"] == "main")),
         "{:?}",
         records()
     );
@@ -349,7 +361,7 @@ fn real_clients_reach_the_pool_their_server_name_names() {
         let out = Command::new(bin())
             .args(["route", "--config"])
             .arg(&rw.config)
-            .args(["--listener", "tls", "--sni", sni])
+            .args(["--listener", "main", "--sni", sni])
             .stdin_text("127.0.0.1:40000\n");
         out.split_whitespace().nth(2).unwrap_or("").to_string()
     };
@@ -368,7 +380,7 @@ fn a_hello_in_pieces_is_read_whole() {
     let (listen, strict, metrics) = (free_addr(), free_addr(), free_addr());
     let log = tempfile::NamedTempFile::new().unwrap();
     let rw = Ringway::start(
-        &sni_config((listen, strict, metrics), &api, web, log.path()),
+        &tls_config((listen, strict, metrics), &api, web, log.path()),
         &[listen, strict],
     );
     let ca = tls.ca();
@@ -626,54 +638,19 @@ fn quic_clients_reach_the_pool_their_server_name_names() {
     let recorder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let rec = recorder.local_addr().unwrap();
     let log = tempfile::NamedTempFile::new().unwrap();
-    let toml = format!(
-        r#"workers = 2
-[metrics]
-listen = "{metrics}"
-[access_log]
-path = "{log}"
-
-[[pool]]
-name = "api"
-[[pool.backend]]
-address = "{a1}"
-id = "api-1"
-
-[[pool]]
-name = "web"
-[[pool.backend]]
-address = "{w1}"
-id = "web-1"
-
-[[pool]]
-name = "rec"
-[[pool.backend]]
-address = "{rec}"
-
-[[listener]]
-name = "quic"
-protocol = "udp"
-listen = "{quic}"
-route_by = "sni"
-default_pool = "web"
-[[listener.route]]
-sni = ["api.example", "*.api.example"]
-pool = "api"
-
-[[listener]]
-name = "strict"
-protocol = "udp"
-listen = "{strict}"
-route_by = "sni"
-sni_timeout = "700ms"
-[[listener.route]]
-sni = ["api.example"]
-pool = "api"
-[[listener.route]]
-sni = ["rec.example", "example.com"]
-pool = "rec"
-"#,
-        log = log.path().display(),
+    let pools = [
+        ("api", vec![(a1, "api-1")]),
+        ("web", vec![(w1, "web-1")]),
+        ("rec", vec![(rec, "rec")]),
+    ];
+    let rec_route =
+        "[[listener.route]]\nsni = [\"rec.example\", \"example.com\"]\npool = \"rec\"\n";
+    let toml = sni_config(
+        "udp",
+        (quic, strict, metrics),
+        &pools,
+        rec_route,
+        log.path(),
     );
     let rw = Ringway::start(&toml, &[metrics]);
     let get = |addr, sni: &str, extra: &[&str]| h3_get(addr, sni, extra);
@@ -748,7 +725,7 @@ pool = "rec"
         "{}",
         scrape(metrics)
     );
-    assert_eq!(udp_dropped(metrics, "quic", "no_route"), 0.0);
+    assert_eq!(udp_dropped(metrics, "main", "no_route"), 0.0);
     // The access log names the server name and pool of each flow.
     let records = || -> Vec<serde_json::Value> {
         std::fs::read_to_string(log.path())
@@ -764,7 +741,7 @@ pool = "rec"
     assert!(
         all.iter().any(|r| r["sni"] == "v1.api.example"
             && r["pool"] == "api"
-            && r["listener"] == "quic"
+            && r["listener"] == "main"
             && r["protocol"] == "udp"),
         "{all:?}"
     );

@@ -80,11 +80,19 @@ pub(super) enum Phase {
 #[derive(Debug)]
 pub(super) struct Start {
     /// The flow key, when known.
-    pub key: Option<u64>,
+    key: Option<u64>,
     /// The pool's slot and identity, when known.
-    pub pool: Option<(usize, Arc<PoolShared>)>,
+    pool: Option<(usize, Arc<PoolShared>)>,
     /// `route_by = "sni"`.
-    pub by_name: bool,
+    by_name: bool,
+}
+
+impl Start {
+    /// A session with flow key `key` and pool `pool` (each when known), on a
+    /// listener that routes by server name or not (`by_name`).
+    pub fn new(key: Option<u64>, pool: Option<(usize, Arc<PoolShared>)>, by_name: bool) -> Start {
+        Start { key, pool, by_name }
+    }
 }
 
 /// Why a session found no pool or no backend.

@@ -383,11 +383,7 @@ impl TcpPlane {
                 .map(|()| {
                     let client = (stream, peer);
                     let params = Arc::clone(&routing.params);
-                    let route = Start {
-                        key: flow,
-                        pool,
-                        by_name,
-                    };
+                    let route = Start::new(flow, pool, by_name);
                     Session::new(Arc::clone(&shared), client, route, params, admitted, now)
                 })
         });

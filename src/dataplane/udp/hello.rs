@@ -12,11 +12,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::flow::FlowId;
+use crate::accesslog::End;
 use crate::dataplane::admission::Admitted;
+use crate::dataplane::stats::{Counter, ListenerCounters};
 use crate::dataplane::timers::Millis;
 use crate::dataplane::token::Key;
 use crate::sni::quic::QuicHello;
-use crate::sni::Verdict;
+use crate::sni::{ServerName, Verdict};
 
 /// Flows being read at once, per worker.
 pub(super) const MAX_PENDING: usize = 4096;
@@ -172,6 +174,88 @@ impl Hellos {
         self.bytes -= p.held.iter().map(|d| d.len()).sum::<usize>();
     }
 }
+
+/// Which counter a drop adds to.
+pub(super) type CounterOf = fn(&ListenerCounters) -> &Counter;
+
+/// What a new flow's hello asked for (`route_by = "sni"`), and the datagrams held
+/// while it was read.
+#[derive(Debug)]
+pub(super) struct Asked<'a> {
+    /// The server name it asked for.
+    name: Option<ServerName>,
+    /// What it said instead, when it was not a QUIC hello ringway reads (or none came
+    /// in time: [`Asked::TIMEOUT`]).
+    not: Option<&'static str>,
+    held: &'a [Box<[u8]>],
+}
+
+impl<'a> Asked<'a> {
+    /// A listener that does not route by name.
+    pub(super) const NOTHING: Asked<'static> = Asked {
+        name: None,
+        not: None,
+        held: &[],
+    };
+
+    /// No whole hello within `sni_timeout`, or the worker held all it can.
+    pub(super) const TIMEOUT: Asked<'static> = Asked {
+        name: None,
+        not: Some(SNI_TIMEOUT),
+        held: &[],
+    };
+
+    /// The server name it asked for.
+    pub fn name(&self) -> Option<&ServerName> {
+        self.name.as_ref()
+    }
+
+    /// The datagrams held while its hello was read, in the order they came.
+    pub fn held(&self) -> &'a [Box<[u8]>] {
+        self.held
+    }
+
+    /// The reader's answer, and the datagrams held before it.
+    pub fn from(v: Verdict, held: &'a [Box<[u8]>]) -> Asked<'a> {
+        let (name, not) = match v {
+            Verdict::Name(n) => (Some(n), None),
+            Verdict::NoName => (None, None),
+            Verdict::Not(why) => (None, Some(why)),
+            Verdict::NeedMore => (None, Some(SNI_TIMEOUT)),
+        };
+        Asked { name, not, held }
+    }
+
+    /// Why a flow that asked for this has no pool: its counter, its access-log end,
+    /// and a warning.
+    pub fn refusal(&self) -> (CounterOf, (End, Option<&'static str>), String) {
+        match (self.not, &self.name) {
+            (Some(SNI_TIMEOUT), _) => (
+                |c| &c.udp_dropped_sni_timeout,
+                (End::Rejected, Some("sni_timeout")),
+                "no whole QUIC ClientHello within sni_timeout".to_string(),
+            ),
+            (Some(why), _) => (
+                |c| &c.udp_dropped_not_quic,
+                (End::Rejected, Some("not_quic")),
+                format!("{why} (no default pool)"),
+            ),
+            (None, Some(n)) => (
+                |c| &c.udp_dropped_no_route,
+                (End::Rejected, Some("no_route")),
+                format!("no route for server name {}", n.as_str()),
+            ),
+            (None, None) => (
+                |c| &c.udp_dropped_no_route,
+                (End::Rejected, Some("no_route")),
+                "no server name and no default pool".to_string(),
+            ),
+        }
+    }
+}
+
+/// [`Asked::not`] for a hello that was not whole in time.
+const SNI_TIMEOUT: &str = "sni_timeout";
 
 #[cfg(test)]
 mod tests {

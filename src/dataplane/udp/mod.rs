@@ -47,9 +47,8 @@ use crate::accesslog::{End, Proto, Record, Sink};
 use crate::balance::hash::{flow_hash, PROTO_UDP};
 use crate::sys::mmsg::Batch;
 use flow::{Flow, FlowId};
-use hello::Hellos;
+use hello::{Asked, Hellos};
 use listener::{UdpListener, BATCH, SLOT};
-use open::Asked;
 use socket::{reached, upstream};
 
 /// Batches read from one listener per wake-up before other work gets a turn.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use mio::{Interest, Registry};
 
 use super::flow::{Flow, FlowId};
-use super::hello::{Fed, Pending};
+use super::hello::{Asked, CounterOf, Fed, Pending};
 use super::socket::{reached, upstream};
 use super::UdpPlane;
 use crate::accesslog::{End, Proto, Record};
@@ -19,14 +19,10 @@ use crate::balance::hash::{flow_hash, PROTO_UDP};
 use crate::dataplane::admission::Admitted;
 use crate::dataplane::budget::FLOW_FDS;
 use crate::dataplane::listener::ListenerShared;
-use crate::dataplane::stats::{Counter, ListenerCounters};
 use crate::dataplane::timers::{millis, Millis};
 use crate::dataplane::token::{self, Key, Kind};
 use crate::sni::quic::QuicHello;
 use crate::sni::{ServerName, Verdict};
-
-/// Which counter a drop adds to.
-type CounterOf = fn(&ListenerCounters) -> &Counter;
 
 impl UdpPlane {
     /// Creates the flow for a new client's `datagram`, or drops it (removed listener,
@@ -125,7 +121,7 @@ impl UdpPlane {
         if self.log.wants(end.0) {
             let mut r = Record::refused(&shared.name, Proto::Udp, client, end.0, end.1);
             r.datagrams = Some((n, 0));
-            r.sni = asked.name.clone();
+            r.sni = asked.name().cloned();
             self.log.send(r);
         }
         if let Some(suppressed) = self.warn.allow(now) {
@@ -246,7 +242,7 @@ impl UdpPlane {
         let epoch = l.refresh();
         let routing = Arc::clone(l.routing());
         let params = &routing.params;
-        let held = asked.held.len() as u64;
+        let held = asked.held().len() as u64;
         if !self.budget.take(FLOW_FDS) {
             self.unseat((lkey, client), admitted, now);
             let (used, limit) = (self.budget.used(), self.budget.limit());
@@ -267,7 +263,7 @@ impl UdpPlane {
             client,
             reached(shared.listen, local),
         );
-        let placed = routing.route(asked.name.as_ref().map(ServerName::as_str));
+        let placed = routing.route(asked.name().map(ServerName::as_str));
         let opened = placed.and_then(|(slot, pool)| {
             let (b, target) = pool.pick(key)?;
             let addr = target.addr;
@@ -285,54 +281,24 @@ impl UdpPlane {
             failed => {
                 self.unseat((lkey, client), admitted, now);
                 self.budget.give(FLOW_FDS);
-                let more =
-                    |c: &ListenerCounters, f: fn(&ListenerCounters) -> &Counter| f(c).add(held);
-                let stats = shared.stats.shard(self.worker);
-                match failed {
+                let failure = match failed {
                     Some((addr, Err(e))) if crate::sys::is_fd_limit(&e) => {
-                        more(stats, |c| &c.udp_dropped_fd_limit);
-                        self.dropped(
-                            (shared, client),
-                            (End::Rejected, Some("fd_limit")),
-                            |c| &c.udp_dropped_fd_limit,
-                            now,
-                            || format!("no descriptor for a flow to {addr} ({e}): dropping"),
-                        )
+                        OpenFailure::FdLimit(addr, e)
                     }
-                    Some((addr, Err(e))) => {
-                        more(stats, |c| &c.udp_dropped_send);
-                        self.dropped(
-                            (shared, client),
-                            (End::LocalError, None),
-                            |c| &c.udp_dropped_send,
-                            now,
-                            || format!("cannot open a flow to {addr} ({e}): dropping"),
-                        )
-                    }
+                    Some((addr, Err(e))) => OpenFailure::Socket(addr, e),
                     _ if placed.is_none() => {
-                        self.refuse_hello((shared, client), &asked, held + 1, now)
+                        self.refuse_hello((shared, client), &asked, held + 1, now);
+                        return None;
                     }
-                    _ if placed.is_some_and(|(_, p)| p.loops) => {
-                        more(stats, |c| &c.udp_dropped_loop);
-                        self.dropped(
-                            (shared, client),
-                            (End::Rejected, Some("loop")),
-                            |c| &c.udp_dropped_loop,
-                            now,
-                            || format!("no backend but ringway's own addresses (a loop) for a new udp flow from {client}: dropping"),
-                        )
-                    }
-                    _ => {
-                        more(stats, |c| &c.udp_dropped_no_backend);
-                        self.dropped(
-                            (shared, client),
-                            (End::NoBackend, None),
-                            |c| &c.udp_dropped_no_backend,
-                            now,
-                            || format!("no backend for a new udp flow from {client}: dropping"),
-                        )
-                    }
-                }
+                    _ if placed.is_some_and(|(_, p)| p.loops) => OpenFailure::Loop,
+                    _ => OpenFailure::NoBackend,
+                };
+                let (counter, end) = failure.counted();
+                // The datagrams held for it go with it.
+                counter(shared.stats.shard(self.worker)).add(held);
+                self.dropped((shared, client), end, counter, now, || {
+                    failure.describe(client)
+                });
                 return None;
             }
         };
@@ -343,12 +309,12 @@ impl UdpPlane {
         }
         shared.stats.shard(self.worker).udp_flows.inc();
         if let Some(f) = self.flows.get_mut(fkey) {
-            f.asked_for(asked.name);
+            f.asked_for(asked.name().cloned());
             let counters = f.target().counters.shard(self.worker);
             counters.connections.inc();
             counters.active.add(1);
             // The datagrams held while the hello was read go first, in order.
-            for d in asked.held {
+            for d in asked.held() {
                 match f.send_datagram(d, now) {
                     Ok(n) => f
                         .target()
@@ -370,71 +336,48 @@ impl UdpPlane {
     }
 }
 
-/// What a new flow's hello asked for (`route_by = "sni"`), and the datagrams held
-/// while it was read.
+/// Why a seated flow did not open.
 #[derive(Debug)]
-pub(super) struct Asked<'a> {
-    /// The server name it asked for.
-    name: Option<ServerName>,
-    /// What it said instead, when it was not a QUIC hello ringway reads (or none came
-    /// in time: [`Asked::TIMEOUT`]).
-    not: Option<&'static str>,
-    held: &'a [Box<[u8]>],
+enum OpenFailure {
+    /// No descriptor for its socket to this backend.
+    FdLimit(SocketAddr, io::Error),
+    /// Its socket to this backend could not be made.
+    Socket(SocketAddr, io::Error),
+    /// The only backends left are ringway's own addresses.
+    Loop,
+    /// No backend is up.
+    NoBackend,
 }
 
-impl<'a> Asked<'a> {
-    /// A listener that does not route by name.
-    const NOTHING: Asked<'static> = Asked {
-        name: None,
-        not: None,
-        held: &[],
-    };
-
-    /// No whole hello within `sni_timeout`, or the worker held all it can.
-    pub(super) const TIMEOUT: Asked<'static> = Asked {
-        name: None,
-        not: Some(SNI_TIMEOUT),
-        held: &[],
-    };
-
-    /// The reader's answer, and the datagrams held before it.
-    fn from(v: Verdict, held: &'a [Box<[u8]>]) -> Asked<'a> {
-        let (name, not) = match v {
-            Verdict::Name(n) => (Some(n), None),
-            Verdict::NoName => (None, None),
-            Verdict::Not(why) => (None, Some(why)),
-            Verdict::NeedMore => (None, Some(SNI_TIMEOUT)),
-        };
-        Asked { name, not, held }
+impl OpenFailure {
+    /// Its counter and its access-log end.
+    fn counted(&self) -> (CounterOf, (End, Option<&'static str>)) {
+        match self {
+            OpenFailure::FdLimit(..) => (
+                |c| &c.udp_dropped_fd_limit,
+                (End::Rejected, Some("fd_limit")),
+            ),
+            OpenFailure::Socket(..) => (|c| &c.udp_dropped_send, (End::LocalError, None)),
+            OpenFailure::Loop => (|c| &c.udp_dropped_loop, (End::Rejected, Some("loop"))),
+            OpenFailure::NoBackend => (|c| &c.udp_dropped_no_backend, (End::NoBackend, None)),
+        }
     }
 
-    /// Why a flow that asked for this has no pool: its counter, its access-log end,
-    /// and a warning.
-    fn refusal(&self) -> (CounterOf, (End, Option<&'static str>), String) {
-        match (self.not, &self.name) {
-            (Some(SNI_TIMEOUT), _) => (
-                |c| &c.udp_dropped_sni_timeout,
-                (End::Rejected, Some("sni_timeout")),
-                "no whole QUIC ClientHello within sni_timeout".to_string(),
+    /// Its warning, for a flow from `client`.
+    fn describe(&self, client: SocketAddr) -> String {
+        match self {
+            OpenFailure::FdLimit(addr, e) => {
+                format!("no descriptor for a flow to {addr} ({e}): dropping")
+            }
+            OpenFailure::Socket(addr, e) => {
+                format!("cannot open a flow to {addr} ({e}): dropping")
+            }
+            OpenFailure::Loop => format!(
+                "no backend but ringway's own addresses (a loop) for a new udp flow from {client}: dropping"
             ),
-            (Some(why), _) => (
-                |c| &c.udp_dropped_not_quic,
-                (End::Rejected, Some("not_quic")),
-                format!("{why} (no default pool)"),
-            ),
-            (None, Some(n)) => (
-                |c| &c.udp_dropped_no_route,
-                (End::Rejected, Some("no_route")),
-                format!("no route for server name {}", n.as_str()),
-            ),
-            (None, None) => (
-                |c| &c.udp_dropped_no_route,
-                (End::Rejected, Some("no_route")),
-                "no server name and no default pool".to_string(),
-            ),
+            OpenFailure::NoBackend => {
+                format!("no backend for a new udp flow from {client}: dropping")
+            }
         }
     }
 }
-
-/// [`Asked::not`] for a hello that was not whole in time.
-const SNI_TIMEOUT: &str = "sni_timeout";
