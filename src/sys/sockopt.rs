@@ -136,6 +136,12 @@ pub fn set_recv_lowat(fd: BorrowedFd<'_>, bytes: i32) -> io::Result<()> {
     set_int(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, bytes)
 }
 
+/// Sets `TCP_DEFER_ACCEPT` on a listening socket: a connection is handed to `accept`
+/// only once its first data has arrived, or after about `seconds` (0: off).
+pub fn set_defer_accept(fd: BorrowedFd<'_>, seconds: i32) -> io::Result<()> {
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, seconds)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,10 +3,12 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+
 use socket2::{Protocol, Type};
 
 use crate::dataplane::listener::ListenerShared;
@@ -60,6 +62,8 @@ pub(super) struct Listener {
     socket: mio::net::TcpListener,
     shared: Arc<ListenerShared>,
     paused_until: Option<Millis>,
+    /// The `TCP_DEFER_ACCEPT` seconds set on the socket (0: none).
+    deferred: i32,
 }
 
 impl Listener {
@@ -76,7 +80,28 @@ impl Listener {
             socket,
             shared,
             paused_until: None,
+            deferred: 0,
         })
+    }
+
+    /// Hands connections to `accept` only once they have sent something, for up to
+    /// `wait` (`None`: at once, the default). A listener that routes by server name
+    /// has nothing to do before the ClientHello: deferring saves a wake-up and an
+    /// empty read per connection (HAProxy's `defer-accept`, NGINX's `deferred`). Set
+    /// when the routing asks for a change; a refusal is logged once and left.
+    pub fn defer_accept(&mut self, wait: Option<std::time::Duration>) {
+        let seconds = wait.map_or(0, |w| {
+            i32::try_from(w.as_millis().div_ceil(1000))
+                .unwrap_or(i32::MAX)
+                .max(1)
+        });
+        if seconds == self.deferred {
+            return;
+        }
+        self.deferred = seconds;
+        if let Err(e) = crate::sys::sockopt::set_defer_accept(self.socket.as_fd(), seconds) {
+            tracing::warn!(listener = %self.shared.name, "TCP_DEFER_ACCEPT: {e}");
+        }
     }
 
     /// The listener's shared state.

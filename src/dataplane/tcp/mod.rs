@@ -108,9 +108,14 @@ impl TcpPlane {
         shared: Arc<ListenerShared>,
         registry: &Registry,
     ) -> std::io::Result<()> {
+        let routing = shared.routing.load_full();
         let key = self.listeners.insert_with(|k| {
             Listener::new(socket, shared, registry, token::token(Kind::TcpListener, k))
         })?;
+        if let Some(l) = self.listeners.get_mut(key) {
+            let by_name = routing.routes.by_server_name();
+            l.defer_accept(by_name.then_some(routing.params.sni_timeout));
+        }
         self.requeue.push(Work::Accept(key));
         Ok(())
     }
@@ -337,6 +342,9 @@ impl TcpPlane {
             );
         }
         let by_name = routing.routes.by_server_name();
+        if let Some(l) = self.listeners.get_mut(lkey) {
+            l.defer_accept(by_name.then_some(params.sni_timeout));
+        }
         let (flow, pool) = if header {
             // The backend is chosen once the PROXY header says who the client is.
             (None, None)
