@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 bin=target/release/ringway
 conf=conf/demo.toml
 if [ ! -x "$bin" ]; then
-    echo "building ringway (release): about 3 minutes the first time on 2 cores, seconds after that"
+    echo "building ringway (release): 5-7 minutes the first time on 2 cores (cargo's progress below), seconds after that"
 fi
-cargo build --release --quiet
+cargo build --release
 "$bin" check -c "$conf"
 
 work=$(mktemp -d)
@@ -78,7 +78,7 @@ for (client, before), line in zip(picked, out.splitlines()):
 PY
 echo
 echo "Drain backend-2 through the admin API (open connections stay, new ones go elsewhere):"
-"$bin" ctl -c "$conf" drain demo backend-2 | grep '"state"'
+"$bin" ctl -c "$conf" drain demo backend-2
 "$bin" ctl -c "$conf" status
 echo
 echo "A few Prometheus metrics (GET http://127.0.0.1:9100/metrics):"

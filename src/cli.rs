@@ -108,7 +108,11 @@ pub enum CtlAction {
     /// Mark a backend down by hand.
     Disable(BackendRef),
     /// Reload the config file (as SIGHUP).
-    Reload,
+    Reload {
+        /// Print the API's JSON instead of a line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The backend a `ctl drain|enable|disable` acts on.
@@ -122,6 +126,9 @@ pub struct BackendRef {
     /// routes to that pool (a listener's name finds a backend in any of its pools).
     #[arg(long)]
     pub pool: bool,
+    /// Print the API's JSON (the backend's /status entry) instead of a line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Log levels, as `--log-level` and `RUST_LOG` spell them.

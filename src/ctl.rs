@@ -247,6 +247,39 @@ where
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// What a change did, in one line: `drained backend b on listener t: now draining, 3
+/// open` (`reloaded: ...` for a reload).
+pub fn render_change(
+    action: &Action,
+    target: Option<Target<'_>>,
+    json: &str,
+) -> Result<String, CtlError> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(CtlError::NotJson)?;
+    let Some(t) = target else {
+        return Ok(match v["reloaded"].as_str() {
+            Some(summary) => format!("reloaded: {summary}"),
+            None => format!("reloaded: {v}"),
+        });
+    };
+    let verb = match action {
+        Action::Drain => "drained",
+        Action::Enable => "enabled",
+        _ => "disabled",
+    };
+    let state = v["state"].as_str().unwrap_or("?");
+    let why = match v["reason"].as_str() {
+        Some(r) if !r.is_empty() && state != "up" => format!(" ({r})"),
+        _ => String::new(),
+    };
+    Ok(format!(
+        "{verb} backend {} on {} {}: now {state}{why}, {} open",
+        t.backend,
+        if t.pool { "pool" } else { "listener" },
+        t.owner,
+        v["active_connections"],
+    ))
+}
+
 /// `GET /status` as a table.
 pub fn render_status(json: &str) -> Result<String, CtlError> {
     let v: serde_json::Value = serde_json::from_str(json).map_err(CtlError::NotJson)?;
@@ -339,8 +372,8 @@ fn backends_table(owner: &serde_json::Value, out: &mut String) {
         return;
     }
     out.push_str(&format!(
-        "  {:<20} {:<24} {:>6} {:<9} {:>6} {:>7}  {}\n",
-        "BACKEND", "ADDRESS", "WEIGHT", "STATE", "OPEN", "SHARE", "FROM"
+        "  {:<20} {:<24} {:>6} {:<9} {:>6} {:>7}  {:<12} {}\n",
+        "BACKEND", "ADDRESS", "WEIGHT", "STATE", "OPEN", "SHARE", "FROM", "WHY"
     ));
     for b in backends.into_iter().flatten() {
         let written = b["address"].as_str().unwrap_or("?");
@@ -349,8 +382,8 @@ fn backends_table(owner: &serde_json::Value, out: &mut String) {
             Some(r) if r != written => format!("{written} -> {r}"),
             _ => written.to_string(),
         };
-        out.push_str(&format!(
-            "  {:<20} {:<24} {:>6} {:<9} {:>6} {:>6.2}%  {}\n",
+        let row = format!(
+            "  {:<20} {:<24} {:>6} {:<9} {:>6} {:>6.2}%  {:<12} {}",
             b["id"].as_str().unwrap_or("?"),
             address,
             b["weight"].to_string(),
@@ -361,7 +394,14 @@ fn backends_table(owner: &serde_json::Value, out: &mut String) {
             b["set"]
                 .as_str()
                 .map_or("config".to_string(), |s| format!("set {s}")),
-        ));
+            // Why it is not up (the health reason, or the admin's action).
+            match b["state"].as_str() {
+                Some("up") | None => "",
+                Some(_) => b["reason"].as_str().unwrap_or(""),
+            },
+        );
+        out.push_str(row.trim_end());
+        out.push('\n');
     }
     for s in owner["backend_sets"].as_array().into_iter().flatten() {
         out.push_str(&format!(

@@ -23,8 +23,9 @@ fn main() -> ExitCode {
                     for a in discovery::fill(&mut c) {
                         eprintln!("warning: {a}; it starts empty");
                     }
+                    let warning = control::fd_warning(&mut c);
                     println!("{}", c.summary());
-                    if let Some(w) = control::fd_warning(&c) {
+                    if let Some(w) = warning {
                         eprintln!("warning: {w}");
                     }
                     Ok(())
@@ -81,10 +82,25 @@ fn main() -> ExitCode {
                     return ExitCode::SUCCESS;
                 }
             }
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", said_once(&err));
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// An error and its causes, `: `-separated, each cause said once: most of ours quote
+/// their cause in their own message already (so a log line read alone is whole), and
+/// a cause they quote is not repeated.
+fn said_once(err: &anyhow::Error) -> String {
+    let mut said = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !said.contains(&cause) {
+            said.push_str(": ");
+            said.push_str(&cause);
+        }
+    }
+    said
 }
 
 fn run_ctl(
@@ -93,7 +109,7 @@ fn run_ctl(
     config: Option<std::path::PathBuf>,
     action: CtlAction,
 ) -> anyhow::Result<()> {
-    let reloading = matches!(action, CtlAction::Reload);
+    let reloading = matches!(action, CtlAction::Reload { .. });
     // With `-c FILE`, the file is read here first: for the admin address, and before a
     // reload, so a broken file is caught on this side. Its error names which side
     // refused, since both quote the same config error.
@@ -125,10 +141,10 @@ fn run_ctl(
         .or_else(|| std::env::var("RINGWAY_ADMIN_TOKEN").ok());
     let (what, target, json) = match &action {
         CtlAction::Status { json } => (ctl::Action::Status, None, *json),
-        CtlAction::Drain(b) => (ctl::Action::Drain, Some(b), true),
-        CtlAction::Enable(b) => (ctl::Action::Enable, Some(b), true),
-        CtlAction::Disable(b) => (ctl::Action::Disable, Some(b), true),
-        CtlAction::Reload => (ctl::Action::Reload, None, true),
+        CtlAction::Drain(b) => (ctl::Action::Drain, Some(b), b.json),
+        CtlAction::Enable(b) => (ctl::Action::Enable, Some(b), b.json),
+        CtlAction::Disable(b) => (ctl::Action::Disable, Some(b), b.json),
+        CtlAction::Reload { json } => (ctl::Action::Reload, None, *json),
     };
     let target = target.map(|b| ctl::Target {
         pool: b.pool,
@@ -145,8 +161,10 @@ fn run_ctl(
     };
     if json {
         print!("{body}");
-    } else {
+    } else if matches!(what, ctl::Action::Status) {
         print!("{}", ctl::render_status(&body)?);
+    } else {
+        println!("{}", ctl::render_change(&what, target, &body)?);
     }
     Ok(())
 }

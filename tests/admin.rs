@@ -142,14 +142,44 @@ fn every_admin_call_and_every_bad_one() {
         json(&String::from_utf8_lossy(&out.stdout))["listeners"][0]["name"],
         "t"
     );
+    // A change answers in one line for people, the API's JSON with --json.
     let out = ctl(admin, t, &["drain", "t", "b"]);
     assert!(out.status.success());
-    assert_eq!(
-        json(&String::from_utf8_lossy(&out.stdout))["state"],
-        "draining"
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        line.starts_with("drained backend b on listener t: now draining")
+            && line.trim_end().ends_with(" 0 open")
+            && line.lines().count() == 1,
+        "{line}"
+    );
+    let out = ctl(admin, t, &["enable", "t", "b", "--json"]);
+    assert_eq!(json(&String::from_utf8_lossy(&out.stdout))["state"], "up");
+    // The table says why a backend is not up.
+    let out = ctl(admin, t, &["disable", "t", "b"]);
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&ctl(admin, t, &["status"]).stdout).into_owned();
+    let st: serde_json::Value = json(&String::from_utf8_lossy(
+        &ctl(admin, t, &["status", "--json"]).stdout,
+    ));
+    let reason = st["listeners"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == "b")
+        .unwrap()["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let row = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("b "))
+        .unwrap_or("");
+    assert!(
+        table.contains(" WHY") && !reason.is_empty() && row.trim_end().ends_with(&reason),
+        "{table}"
     );
     let out = ctl(admin, t, &["enable", "t", "b"]);
-    assert_eq!(json(&String::from_utf8_lossy(&out.stdout))["state"], "up");
+    assert!(out.status.success());
     let out = ctl(admin, t, &["disable", "t", "nope"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -1,5 +1,7 @@
 //! The command line as users and scripts see it: `check`, errors, exit codes, conf/.
 
+use std::process::Command;
+
 use crate::util::*;
 
 fn check(toml: &str) -> (i32, String, String) {
@@ -108,6 +110,60 @@ fn run_with_a_bad_config_exits_2_and_binds_nothing() {
     let out = ringway(&["run", "-c", p.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+/// A config with the default limits starts without a warning at 20,000 open files
+/// (its defaults fit the limit); one that sets a limit that cannot fit is warned about.
+#[test]
+fn defaults_fit_the_open_files_limit_without_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let check_at = |toml: &str| {
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, toml).unwrap();
+        let out = Command::new("prlimit")
+            .args(["--nofile=20000:20000", "--"])
+            .arg(bin())
+            .args(["check", "-c"])
+            .arg(&p)
+            .output()
+            .expect("prlimit (util-linux)");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = check_at(BASE);
+    assert!(!err.contains("warning"), "{err}");
+    let err = check_at(&BASE.replace(
+        "\n\n[[listener.backend]]",
+        "\nmax_connections = 10000\n\n[[listener.backend]]",
+    ));
+    assert!(
+        err.contains("warning: at its limits this config needs"),
+        "{err}"
+    );
+}
+
+/// An address another process holds: one line that says the OS's reason once, which
+/// listener, and what to run to see who holds it.
+#[test]
+fn a_taken_address_is_said_once_with_what_to_check() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("busy.toml");
+    std::fs::write(&p, BASE.replace("8080", &port.to_string())).unwrap();
+    let out = ringway(&["run", "-c", p.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&format!("cannot listen on tcp 127.0.0.1:{port}"))
+            && line.matches("os error 98").count() == 1
+            && line.contains(&format!("ss -lntup 'sport = :{port}'")),
+        "{err}"
+    );
 }
 
 #[test]

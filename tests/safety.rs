@@ -143,10 +143,12 @@ fn at_the_descriptor_limit_clients_are_refused_promptly_and_backends_stay_up() {
     roomy();
     let (_backends, list) = named_backends(&["a", "b", "c"]);
     let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
+    // An explicit max_connections far past what 256 descriptors hold (a default
+    // would be lowered to fit): the workers' descriptor shares are what refuses.
     let toml = with_tables(
         &format!(
             "{}\n[listener.health]\n{FAST_HEALTH}\n",
-            config(listen, &list, "")
+            config(listen, &list, "max_connections = 10000")
         ),
         &ops_tables(metrics, admin, None),
     );
@@ -420,7 +422,7 @@ fn a_reload_that_adds_checked_backends_keeps_descriptors_for_their_checks() {
         });
         let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
         let head = format!(
-            "workers = 2\n{}[[listener]]\nname = \"t\"\nlisten = \"{listen}\"\n[listener.health]\ncheck = \"send-expect\"\nsend = \"PING\"\nexpect = \"PONG\"\ninterval = \"200ms\"\ntimeout = \"1s\"\n[[listener.backend]]\naddress = \"127.0.0.1:{port}\"\nid = \"a\"\n",
+            "workers = 2\n{}[[listener]]\nname = \"t\"\nlisten = \"{listen}\"\nmax_connections = 10000\n[listener.health]\ncheck = \"send-expect\"\nsend = \"PING\"\nexpect = \"PONG\"\ninterval = \"200ms\"\ntimeout = \"1s\"\n[[listener.backend]]\naddress = \"127.0.0.1:{port}\"\nid = \"a\"\n",
             ops_tables(metrics, admin, None)
         );
         let rw = Ringway::spawn_via(&head, &[], &["prlimit", "--nofile=1200:1200", "--"]);

@@ -203,6 +203,9 @@ pub struct ListenerConfig {
     pub udp_responses: u32,
     /// UDP: flows open at once (all workers together); new flows beyond are dropped.
     pub udp_max_flows: usize,
+    /// `max_connections` (TCP) or `udp_max_flows` (UDP) is written in the file; else
+    /// it is the default, which the control plane lowers to fit the open files limit.
+    pub limit_explicit: bool,
     /// Who is served: access lists and per-source limits.
     pub admission: AdmissionConfig,
     /// TCP: when the backend connection opens.

@@ -489,6 +489,10 @@ fn listener(
         udp_unanswered_timeout,
         udp_responses,
         udp_max_flows,
+        limit_explicit: match protocol {
+            Protocol::Tcp => l.max_connections.is_some(),
+            Protocol::Udp => l.udp_max_flows.is_some(),
+        },
         admission,
         backend_connect,
         first_data_timeout,

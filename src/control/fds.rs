@@ -62,6 +62,59 @@ fn checked_backends(config: &Config) -> usize {
         .sum()
 }
 
+/// Lowers the default `max_connections` and `udp_max_flows` of the listeners that do
+/// not set them, so that with the reserve they fit `limit` open files: what is left
+/// after the listeners that set theirs is shared so each defaulted listener may hold
+/// as many connections (4 descriptors each) or flows (1) as the others. An explicit
+/// setting is never changed (it is what [`warning`] is for). Says what it lowered.
+pub fn fit_defaults(config: &mut Config, limit: u64) -> Vec<String> {
+    let reserve = plan(limit, 0, config).reserve as u64;
+    let fds = |l: &crate::config::ListenerConfig| match l.protocol {
+        Protocol::Tcp => FDS_PER_CONNECTION,
+        Protocol::Udp => FDS_PER_FLOW,
+    };
+    let explicit: u64 = config
+        .listeners
+        .iter()
+        .filter(|l| l.limit_explicit)
+        .map(|l| limit_of(l) as u64 * fds(l))
+        .sum();
+    let units: u64 = config
+        .listeners
+        .iter()
+        .filter(|l| !l.limit_explicit)
+        .map(fds)
+        .sum();
+    if units == 0 {
+        return Vec::new();
+    }
+    let each = (limit.saturating_sub(reserve + explicit) / units).max(1);
+    let each = usize::try_from(each).unwrap_or(usize::MAX);
+    let mut said = Vec::new();
+    for l in config.listeners.iter_mut().filter(|l| !l.limit_explicit) {
+        let (key, value) = match l.protocol {
+            Protocol::Tcp => ("max_connections", &mut l.max_connections),
+            Protocol::Udp => ("udp_max_flows", &mut l.udp_max_flows),
+        };
+        if each < *value {
+            said.push(format!(
+                "listener {:?}: {key} {each} (the default {} lowered to fit the open files limit {limit}, {reserve} of it kept for the control plane)",
+                l.name, *value
+            ));
+            *value = each;
+        }
+    }
+    said
+}
+
+/// A listener's limit: connections (TCP) or flows (UDP).
+fn limit_of(l: &crate::config::ListenerConfig) -> usize {
+    match l.protocol {
+        Protocol::Tcp => l.max_connections,
+        Protocol::Udp => l.udp_max_flows,
+    }
+}
+
 /// Descriptors the config can use at its limits, reserve included.
 pub fn needed(config: &Config, reserve: usize) -> u64 {
     let traffic: u64 = config
@@ -108,6 +161,34 @@ mod tests {
         assert_eq!(p.per_worker, (20_000 - p.reserve - 100) / 2);
         let unchecked = plan(20_000, 100, &config(1000, false));
         assert_eq!(unchecked.reserve, 64 + 256);
+    }
+
+    #[test]
+    fn defaults_fit_the_limit_and_explicit_settings_stay() {
+        let text = "workers = 2\n[[listener]]\nname = \"d\"\nlisten = \"127.0.0.1:1\"\n[[listener.backend]]\naddress = \"127.0.0.1:2\"\n[[listener]]\nname = \"u\"\nprotocol = \"udp\"\nlisten = \"127.0.0.1:3\"\n[[listener.backend]]\naddress = \"127.0.0.1:4\"\n[[listener]]\nname = \"x\"\nlisten = \"127.0.0.1:5\"\nmax_connections = 1000\n[[listener.backend]]\naddress = \"127.0.0.1:6\"\n";
+        let mut c = crate::config::parse(std::path::Path::new("t.toml"), text).unwrap();
+        assert!(
+            warning(&c, 20_000).is_some(),
+            "the defaults do not fit 20,000"
+        );
+        let said = fit_defaults(&mut c, 20_000);
+        let reserve = plan(20_000, 0, &c).reserve as u64;
+        // 20,000 - reserve - x's 4,000, shared by d (4 a connection) and u (1 a flow).
+        let each = ((20_000 - reserve - 4_000) / 5) as usize;
+        assert_eq!(c.listeners[0].max_connections, each);
+        assert_eq!(c.listeners[1].udp_max_flows, each);
+        assert_eq!(c.listeners[2].max_connections, 1000);
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(said[0].contains("max_connections") && said[0].contains("\"d\""));
+        assert_eq!(warning(&c, 20_000), None);
+        // A limit that fits them leaves them be; an explicit setting that does not
+        // fit still warns.
+        let mut roomy = crate::config::parse(std::path::Path::new("t.toml"), text).unwrap();
+        assert!(fit_defaults(&mut roomy, 1 << 20).is_empty());
+        assert_eq!(roomy.listeners[0].max_connections, 10_000);
+        let mut big = config(10_000, true);
+        assert!(fit_defaults(&mut big, 20_000).is_empty());
+        assert!(warning(&big, 20_000).is_some());
     }
 
     #[test]

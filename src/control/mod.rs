@@ -159,11 +159,21 @@ pub fn access_log_problem(config: &Config) -> Option<String> {
     })
 }
 
-/// The warning `ringway check` gives when `config`'s limits do not fit the open files
-/// limit `run` will have (the hard limit, which it raises the soft one to).
-pub fn fd_warning(config: &Config) -> Option<String> {
+/// Fits `config`'s default limits to the open files limit `run` will have (the hard
+/// limit, which it raises the soft one to), as `run` does; then the warning `ringway
+/// check` gives when its explicit limits still do not fit.
+pub fn fd_warning(config: &mut Config) -> Option<String> {
     let (_, hard) = crate::sys::rlimit::nofile().ok()?;
+    fit_limits(config, hard);
     fds::warning(config, hard)
+}
+
+/// Lowers the listeners' default limits to fit `limit` open files
+/// ([`fds::fit_defaults`]), saying so at debug level.
+pub fn fit_limits(config: &mut Config, limit: u64) {
+    for line in fds::fit_defaults(config, limit) {
+        tracing::debug!("{line}");
+    }
 }
 
 /// Descriptors this process has open now.
@@ -190,6 +200,7 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
         }
     };
     tracing::debug!("open files limit: {limit}");
+    fit_limits(&mut config, limit);
     if let Some(w) = fds::warning(&config, limit) {
         tracing::warn!("{w}");
     }

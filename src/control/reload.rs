@@ -60,7 +60,7 @@ pub enum ReloadError {
 
 /// A listener's address could not be bound.
 #[derive(Debug, thiserror::Error)]
-#[error("listener {listener:?}: cannot listen on {protocol} {addr}: {source}")]
+#[error("listener {listener:?}: cannot listen on {protocol} {addr}: {source}{}", bind_hint(source, *addr))]
 pub struct BindError {
     /// The listener.
     pub listener: String,
@@ -70,6 +70,25 @@ pub struct BindError {
     pub addr: SocketAddr,
     /// What the OS said.
     pub source: std::io::Error,
+}
+
+/// What to check when an address cannot be bound, for the errors people meet.
+pub fn bind_hint(e: &std::io::Error, addr: SocketAddr) -> String {
+    match e.raw_os_error() {
+        Some(libc::EADDRINUSE) => format!(
+            " (another process listens there: `ss -lntup 'sport = :{}'` shows which)",
+            addr.port()
+        ),
+        Some(libc::EACCES) if addr.port() < 1024 => {
+            " (ports below 1024 need root or CAP_NET_BIND_SERVICE: see conf/ringway.service)"
+                .to_string()
+        }
+        Some(libc::EADDRNOTAVAIL) => format!(
+            " (no interface of this machine has {}: `ip -br addr` lists them)",
+            addr.ip()
+        ),
+        _ => String::new(),
+    }
 }
 
 /// An error with its causes, `: `-separated.
@@ -120,7 +139,11 @@ impl Control {
         let path = self.config.path.clone();
         let me = self.me.clone();
         tokio::task::spawn_blocking(move || {
-            let loaded = crate::config::load(&path).map(|c| {
+            let loaded = crate::config::load(&path).map(|mut c| {
+                // Default limits fit the open files limit, as at start.
+                if let Ok((soft, _)) = crate::sys::rlimit::nofile() {
+                    super::fit_limits(&mut c, soft);
+                }
                 let answers = crate::discovery::lookup(&c);
                 (c, answers)
             });
