@@ -19,6 +19,7 @@ pub mod resolve;
 mod routes;
 mod sets;
 mod validate;
+mod wording;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -84,7 +84,11 @@ pub(super) fn pool(
             return Err(src.error(
                 span,
                 format!("{bkey}.id"),
-                format!("duplicate backend id {:?} (also {key}.backend[{first}]): ids must be unique in a pool (they are the ring identity)", backend.id),
+                format!(
+                    "duplicate backend id {:?} (also {key}.backend[{first}], line {}): ids must be unique in a pool (they are the ring identity)",
+                    backend.id,
+                    src.line_of(parts.backends[first].span().start)
+                ),
             ));
         }
         backends.push(backend);

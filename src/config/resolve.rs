@@ -75,9 +75,11 @@ fn lookup<I: IntoIterator<Item = SocketAddr>>(
     resolve: impl FnOnce(&str, u16) -> io::Result<I>,
 ) -> Result<SocketAddr, AddrError> {
     let malformed = || {
-        AddrError::Malformed(format!(
-            "{text:?} is not an address: expected `1.2.3.4:port`, `[2001:db8::1]:port` or `host.name:port`"
-        ))
+        AddrError::Malformed(super::wording::port_out_of_range(text).unwrap_or_else(|| {
+            format!(
+                "{text:?} is not an address: expected `1.2.3.4:port`, `[2001:db8::1]:port` or `host.name:port`"
+            )
+        }))
     };
     let (host, port) = text.rsplit_once(':').ok_or_else(malformed)?;
     // A colon in the host is an IPv6 address without brackets, or a typo.

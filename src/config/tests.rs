@@ -86,7 +86,7 @@ fn unknown_key_is_named_with_its_place() {
     assert_eq!(e.key, "listener[0].retrys");
     assert_eq!((e.line, e.column), (13, 1));
     assert!(
-        e.message.contains("unknown field `retrys`"),
+        e.message.contains("unknown key `retrys`: did you mean `retries`?"),
         "{}",
         e.message
     );
@@ -196,9 +196,14 @@ fn bad_values_say_what_is_expected() {
             "concrete IP",
         ),
         (
+            with("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:80800\""),
+            "listener[0].listen",
+            "port 80800 is out of range (ports are 1 to 65535)",
+        ),
+        (
             with("max_connections = 5", "max_connections = \"5\""),
             "listener[0].max_connections",
-            "invalid type",
+            "expected a whole number, got the string \"5\"",
         ),
         (
             with("name = \"web\"\n", ""),
@@ -348,7 +353,7 @@ fn checks_that_make_no_sense_are_errors() {
         (format!("{GOOD}\n[listener.health]\nfall = 0\n"), "listener[0].health.fall", "from 1 to 100"),
         (format!("{GOOD}\n[listener.health]\ncheck = \"http\"\nexpect_status = [99]\n"), "listener[0].health.expect_status", "not an HTTP status"),
         (format!("{GOOD}\n[listener.health]\ncheck = \"send-expect\"\nsend = '\\q'\n"), "listener[0].health.send", "unknown escape"),
-        (format!("{GOOD}\n[listener.health]\nchek = \"tcp\"\n"), "listener[0].health.chek", "unknown field"),
+        (format!("{GOOD}\n[listener.health]\nchek = \"tcp\"\n"), "listener[0].health.chek", "unknown key `chek`: did you mean `check`?"),
     ];
     for (text, key, msg) in cases {
         let e = err(&text);
@@ -585,7 +590,7 @@ fn bad_backend_sets_name_their_key() {
             "dns = \"api.internal:8443\"",
             "dns = \"api.internal:8443\"\nport = 1",
             "listener[0].backend_set[1].port",
-            "unknown field",
+            "unknown key",
         ),
         (
             "dns = \"api.internal:8443\"\nweight = 3",

@@ -33,6 +33,16 @@ pub(super) struct Source<'a> {
 }
 
 impl Source<'_> {
+    /// The line (from 1) of byte `offset` of the file.
+    pub fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
     pub fn error(
         &self,
         span: Range<usize>,
@@ -52,7 +62,7 @@ impl Source<'_> {
     pub fn syntax_error(&self, e: &toml::de::Error) -> ConfigError {
         let span = e.span().unwrap_or(0..0);
         let key = keypath::key_at(self.text, span.start);
-        self.located(span, key, e.message())
+        self.located(span, key, &super::wording::reworded(e.message()))
     }
 
     /// An error found while deserializing valid TOML: the deserializer says which key.
@@ -81,6 +91,7 @@ impl Source<'_> {
             }
             key.push_str(missing);
         }
+        let message = super::wording::reworded(&message);
         self.located(inner.span().unwrap_or(0..0), key, &message)
     }
 
@@ -722,11 +733,10 @@ fn listen_addr(
 ) -> Result<SocketAddr, ConfigError> {
     let text = s.get_ref().trim();
     let addr: SocketAddr = text.parse().map_err(|_| {
-        src.error(
-            s.span(),
-            key,
-            format!("{text:?} is not a socket address: expected IPv4 `1.2.3.4:port` or IPv6 `[::1]:port`"),
-        )
+        let why = super::wording::port_out_of_range(text).unwrap_or_else(|| {
+            format!("{text:?} is not a socket address: expected IPv4 `1.2.3.4:port` or IPv6 `[::1]:port`")
+        });
+        src.error(s.span(), key, why)
     })?;
     if addr.port() == 0 {
         return Err(src.error(s.span(), key, format!("{text:?}: the port must not be 0")));

@@ -206,7 +206,7 @@ fn mistakes_are_named_at_their_place() {
         (
             SHARED.replace("id = \"a1\"", "id = \"a1\"\n[[pool.backend]]\naddress = \"127.0.0.1:9003\"\nid = \"a1\""),
             "pool[0].backend[1].id",
-            "duplicate backend id \"a1\" (also pool[0].backend[0])",
+            "duplicate backend id \"a1\" (also pool[0].backend[0], line ",
         ),
         (
             SHARED.replace("address = \"127.0.0.1:9002\"", "address = \"127.0.0.1:8443\""),
