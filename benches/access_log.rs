@@ -33,6 +33,7 @@ fn record(listener: &Arc<str>, backend: &Reached, port: u16) -> Record {
         end: End::ClientClosed,
         detail: None,
         datagrams: None,
+        failed: Vec::new(),
     }
 }
 

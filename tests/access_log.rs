@@ -231,6 +231,12 @@ fn refusals_and_failures_are_logged_with_the_real_client() {
     let v = wait_record(&rw, &path, "connect_failed", |v| client_of(v) == me);
     assert_eq!(v["end"], "connect_failed");
     assert_eq!(v["retries"], 1);
+    // Both failed backends are named, in the order they were tried.
+    let failed = v["failed_backends"].as_array().expect("failed_backends");
+    let mut ids: Vec<&str> = failed.iter().filter_map(|f| f.as_str()).collect();
+    assert_eq!(ids.len(), 2, "{v}");
+    ids.sort_unstable();
+    assert_eq!(ids, ["d1", "d2"]);
     assert!(v["backend"].is_null() && v["connect_ms"].is_null());
 
     // no_backend: the only one disabled by hand.
@@ -335,21 +341,29 @@ fn udp_flows_end_as_the_log_says() {
     let b = UdpBackend::spawn("127.0.0.1:0", "u");
     let (answered, idle, full) = (free_udp_addr(), free_udp_addr(), free_udp_addr());
     let (off, admin) = (free_udp_addr(), free_addr());
+    // Nothing listens at this port: the kernel answers ICMP port unreachable.
+    let (refusing, closed) = (free_udp_addr(), free_udp_addr());
     let dir = tempfile::tempdir().unwrap();
     let path = log_path(&dir);
-    let udp = |name: &str, listen: SocketAddr, extra: &str| {
+    let udp_to = |name: &str, listen: SocketAddr, extra: &str, to: SocketAddr| {
         format!(
-            "\n[[listener]]\nname = \"{name}\"\nprotocol = \"udp\"\nlisten = \"{listen}\"\n{extra}\n[[listener.backend]]\naddress = \"{}\"\nid = \"u\"\n",
-            b.addr
+            "\n[[listener]]\nname = \"{name}\"\nprotocol = \"udp\"\nlisten = \"{listen}\"\n{extra}\n[[listener.backend]]\naddress = \"{to}\"\nid = \"u\"\n"
         )
     };
+    let udp = |name: &str, listen: SocketAddr, extra: &str| udp_to(name, listen, extra, b.addr);
     let toml = format!(
-        "workers = 2\nshutdown_timeout = \"2s\"\n{}[admin]\nlisten = \"{admin}\"\n{}{}{}{}",
+        "workers = 2\nshutdown_timeout = \"2s\"\n{}[admin]\nlisten = \"{admin}\"\n{}{}{}{}{}",
         log_table(&path, ""),
         udp("answered", answered, "udp_responses = 1"),
         udp("idle", idle, "udp_idle_timeout = \"1s\""),
         udp("full", full, "udp_max_flows = 1"),
         udp("off", off, ""),
+        udp_to(
+            "refusing",
+            refusing,
+            "udp_idle_timeout = \"1s\"\nhealth = { check = \"none\", passive = false }",
+            closed
+        ),
     );
     let mut rw = start_udp(&toml, answered);
     let sock = |_: ()| UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -396,6 +410,13 @@ fn udp_flows_end_as_the_log_says() {
     let me = s.local_addr().unwrap().to_string();
     let v = wait_record(&rw, &path, "udp no_backend", |v| client_of(v) == me);
     assert_eq!(v["end"], "no_backend");
+
+    // A backend that refuses (ICMP port unreachable) is named as the end.
+    let s = sock(());
+    s.send_to(b"q", refusing).unwrap();
+    let me = s.local_addr().unwrap().to_string();
+    let v = wait_record(&rw, &path, "udp_refused", |v| client_of(v) == me);
+    assert_eq!(v["end"], "udp_refused", "{v}");
 
     // A drain closes the open flows (the "full" listener's first one is still open).
     let me = first.local_addr().unwrap().to_string();
@@ -512,7 +533,7 @@ fn text_sampling_reload_and_reopen() {
     assert!(
         line.contains(" bad tcp ")
             && line.contains(" -> - ")
-            && line.ends_with("end=connect_failed"),
+            && line.ends_with("end=connect_failed failed=d"),
         "{line}"
     );
 

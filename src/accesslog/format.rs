@@ -33,6 +33,8 @@ struct Json<'a> {
     duration_ms: u64,
     connect_ms: Option<u64>,
     retries: u32,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    failed_backends: Vec<&'a str>,
     end: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<&'static str>,
@@ -65,6 +67,7 @@ pub fn line(format: Format, r: &Record, out: &mut Vec<u8>) {
                 duration_ms: millis(r.duration),
                 connect_ms: r.connect.map(millis),
                 retries: r.retries,
+                failed_backends: r.failed.iter().map(|f| &**f).collect(),
                 end: r.end.as_str(),
                 detail: r.detail,
                 datagrams_in: r.datagrams.map(|d| d.0),
@@ -107,6 +110,12 @@ pub fn line(format: Format, r: &Record, out: &mut Vec<u8>) {
             if let Some(d) = r.detail {
                 let _ = write!(out, " detail={d}");
             }
+            if !r.failed.is_empty() {
+                let _ = write!(out, " failed=");
+                for (i, f) in r.failed.iter().enumerate() {
+                    let _ = write!(out, "{}{f}", if i == 0 { "" } else { "," });
+                }
+            }
             if let Some((i, o)) = r.datagrams {
                 let _ = write!(out, " datagrams={i}/{o}");
             }
@@ -143,6 +152,7 @@ mod tests {
             end: End::ClientClosed,
             detail: None,
             datagrams: None,
+            failed: Vec::new(),
         }
     }
 

@@ -60,6 +60,9 @@ pub enum End {
     Shutdown,
     /// UDP: no datagram either way for `udp_idle_timeout`.
     UdpIdle,
+    /// UDP: its backend refused it (ICMP port unreachable: nothing listens there), and
+    /// it ended by its idle timeouts.
+    UdpRefused,
     /// UDP: its backend never answered, and it was idle for `udp_unanswered_timeout`
     /// (or, `detail` = `evicted`, it made room in a full flow table).
     UdpUnanswered,
@@ -74,7 +77,7 @@ pub enum End {
 
 impl End {
     /// Every value, for documentation tests.
-    pub const ALL: [End; 18] = [
+    pub const ALL: [End; 19] = [
         End::ClientClosed,
         End::BackendClosed,
         End::ClientReset,
@@ -89,6 +92,7 @@ impl End {
         End::BackendDown,
         End::Shutdown,
         End::UdpIdle,
+        End::UdpRefused,
         End::UdpUnanswered,
         End::UdpAnswered,
         End::Drained,
@@ -112,6 +116,7 @@ impl End {
             End::BackendDown => "backend_down",
             End::Shutdown => "shutdown",
             End::UdpIdle => "udp_idle",
+            End::UdpRefused => "udp_refused",
             End::UdpUnanswered => "udp_unanswered",
             End::UdpAnswered => "udp_answered",
             End::Drained => "drained",
@@ -170,6 +175,8 @@ pub struct Record {
     pub connect: Option<Duration>,
     /// TCP: connect attempts after the first.
     pub retries: u32,
+    /// TCP: the backends whose connect attempts failed, in the order they were tried.
+    pub failed: Vec<Arc<str>>,
     /// Why it ended.
     pub end: End,
     /// More about why, for some ends (`rejected`: which limit).
@@ -203,6 +210,7 @@ impl Record {
             end,
             detail,
             datagrams: (proto == Proto::Udp).then_some((1, 0)),
+            failed: Vec::new(),
         }
     }
 }

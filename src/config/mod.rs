@@ -9,6 +9,7 @@
 //! small parameter structs built from it.
 
 mod admission;
+mod changes;
 mod error;
 mod file;
 mod health;
@@ -26,6 +27,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use changes::changes;
 pub use error::{ConfigError, Located};
 pub use own::{whose, Own};
 pub use sets::{BackendSet, Member, Replaced, ResolverConfig, SetError, SetQuery};

@@ -86,7 +86,8 @@ fn unknown_key_is_named_with_its_place() {
     assert_eq!(e.key, "listener[0].retrys");
     assert_eq!((e.line, e.column), (13, 1));
     assert!(
-        e.message.contains("unknown key `retrys`: did you mean `retries`?"),
+        e.message
+            .contains("unknown key `retrys`: did you mean `retries`?"),
         "{}",
         e.message
     );
@@ -196,7 +197,10 @@ fn bad_values_say_what_is_expected() {
             "concrete IP",
         ),
         (
-            with("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:80800\""),
+            with(
+                "listen = \"127.0.0.1:8080\"",
+                "listen = \"127.0.0.1:80800\"",
+            ),
             "listener[0].listen",
             "port 80800 is out of range (ports are 1 to 65535)",
         ),

@@ -183,7 +183,12 @@ impl Control {
                 }
                 Ok(c)
             })
-            .and_then(|c| self.apply(c).map_err(|e| ReloadError::Bind(Arc::new(e))));
+            .and_then(|c| {
+                let changed = crate::config::changes(&self.config, &c);
+                self.apply(c)
+                    .map(|summary| format!("{summary}; {changed}"))
+                    .map_err(|e| ReloadError::Bind(Arc::new(e)))
+            });
         match &result {
             Ok(summary) => {
                 self.reloads.ok += 1;

@@ -282,6 +282,11 @@ impl Connecting {
         self.sni.as_ref()
     }
 
+    /// The backends whose attempts failed, in order (for the log record).
+    pub fn failed_ids(&self) -> Vec<Arc<str>> {
+        self.tried.iter().map(|t| Arc::clone(&t.id)).collect()
+    }
+
     /// Takes the server name (for the established session's log record).
     pub fn take_sni(&mut self) -> Option<ServerName> {
         self.sni.take()

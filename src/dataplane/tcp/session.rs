@@ -212,14 +212,23 @@ pub(super) struct Session {
     admitted: Option<Admitted>,
     /// Set once the kernel forwards it (`forward = "kernel"`).
     kernel: Option<Box<Pair>>,
-    /// The server name its ClientHello asked for (`route_by = "sni"`), once connected
-    /// (boxed: 8 bytes on every session, the name only on those that gave one).
-    sni: Option<Box<ServerName>>,
+    /// What its log record says about how it connected, kept past the connect when
+    /// there is something to say (boxed: 8 bytes on every session).
+    notes: Option<Box<Notes>>,
     /// Hand it to the kernel once nothing is in flight (a PROXY header was read off
     /// the client: the kernel would forward the rest of its packet whole, header
     /// included, so ringway first forwards what is queued).
     join_at_rest: bool,
     armed: Armed,
+}
+
+/// What an established session's log record says about how it connected: the server
+/// name its ClientHello asked for (`route_by = "sni"`) and the backends whose connect
+/// attempts failed before the one it reached.
+#[derive(Debug)]
+struct Notes {
+    sni: Option<ServerName>,
+    failed: Vec<Arc<str>>,
 }
 
 impl Session {
@@ -257,7 +266,7 @@ impl Session {
             target: None,
             admitted,
             kernel: None,
-            sni: None,
+            notes: None,
             join_at_rest: false,
             armed: Armed::default(),
         }
@@ -314,7 +323,11 @@ impl Session {
             },
             sni: match &self.connecting {
                 Some(c) => c.sni().cloned(),
-                None => self.sni.as_deref().cloned(),
+                None => self.notes.as_ref().and_then(|n| n.sni.clone()),
+            },
+            failed: match &self.connecting {
+                Some(c) => c.failed_ids(),
+                None => self.notes.as_ref().map_or(Vec::new(), |n| n.failed.clone()),
             },
             bytes_in: self.up.bytes(),
             bytes_out: self.down.bytes(),
@@ -618,7 +631,12 @@ impl Session {
                 let _ = stream.set_nodelay(true);
                 let kernel = c.params().forward == Mode::Kernel;
                 self.target = c.established(env.worker);
-                self.sni = c.take_sni().map(Box::new);
+                let notes = Notes {
+                    sni: c.take_sni(),
+                    failed: c.failed_ids(),
+                };
+                self.notes =
+                    (notes.sni.is_some() || !notes.failed.is_empty()).then(|| Box::new(notes));
                 self.client_addr = c.client();
                 self.retries = u8::try_from(c.attempts()).unwrap_or(u8::MAX);
                 self.connect_ms =

@@ -76,6 +76,8 @@ pub(super) struct Flow {
     admitted: Option<Admitted>,
     /// The server name its QUIC Initial asked for (`route_by = "sni"`).
     sni: Option<ServerName>,
+    /// Its backend answered ICMP port unreachable (since the flow last moved).
+    refused: bool,
     armed: Armed,
 }
 
@@ -107,6 +109,7 @@ impl Flow {
             bytes: (0, 0),
             admitted,
             sni: None,
+            refused: false,
             armed: Armed::default(),
         }
     }
@@ -144,6 +147,22 @@ impl Flow {
     /// Its timer slot.
     pub fn armed(&mut self) -> &mut Armed {
         &mut self.armed
+    }
+
+    /// Its backend refused it (ICMP port unreachable).
+    pub fn refuse(&mut self) {
+        self.refused = true;
+    }
+
+    /// How it ends when it idles out: refused by its backend, never answered, or idle.
+    pub fn idle_end(&self) -> End {
+        if self.refused {
+            End::UdpRefused
+        } else if self.answered() {
+            End::UdpIdle
+        } else {
+            End::UdpUnanswered
+        }
     }
 
     /// Whether its backend has answered it at all.
@@ -254,6 +273,7 @@ impl Flow {
             end,
             detail,
             datagrams: Some(self.datagrams),
+            failed: Vec::new(),
         }
     }
 
@@ -304,6 +324,7 @@ impl Flow {
         self.backend = backend;
         self.sent = 0;
         self.replies = 0;
+        self.refused = false;
         Ok(std::mem::replace(&mut self.target, target))
     }
 }

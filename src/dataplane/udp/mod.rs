@@ -223,11 +223,7 @@ impl UdpPlane {
             };
             let due = f.idle_deadline(idle);
             if due <= now {
-                let end = if f.answered() {
-                    End::UdpIdle
-                } else {
-                    End::UdpUnanswered
-                };
+                let end = f.idle_end();
                 self.close_flow(key, end, registry, now);
             } else {
                 self.timers.arm(f.armed(), due, key);
@@ -348,6 +344,7 @@ impl UdpPlane {
                     // A previous datagram drew an ICMP port-unreachable; this one was
                     // not sent: count it against the backend and try once more.
                     retried = true;
+                    f.refuse();
                     stats.backend_icmp_errors.inc();
                     f.target().counters.shard(self.worker).connect_errors.inc();
                     f.target().report_failure(&e);
@@ -565,6 +562,7 @@ impl UdpPlane {
                         shared.stats.shard(worker).backend_icmp_errors.inc();
                         counters.connect_errors.inc();
                         f.target().report_failure(&e);
+                        f.refuse();
                     }
                     if let Some(suppressed) = self.warn.allow(now) {
                         tracing::warn!(listener = %shared.name, client = %f.client(), suppressed, "udp backend error: {e}");
