@@ -191,6 +191,10 @@ fn the_page_shows_everything_follows_the_api_and_its_buttons_act() {
     // the others.
     backends[2].stop();
     wait_state(&page, "t", "c", "down", Duration::from_secs(5));
+    // A banner says who serves with fewer than all its backends.
+    page.wait_text("#degraded", Duration::from_secs(3), |t| {
+        t.contains("listener t: 2 of 3 backends up")
+    });
     let why = page.text(r#"tr[data-listener="t"][data-backend="c"] .why"#);
     assert!(why.contains("connect"), "no reason shown: {why}");
     let mut without_c = Vec::new();
@@ -231,6 +235,13 @@ fn the_page_shows_everything_follows_the_api_and_its_buttons_act() {
         |t| t == "1",
     );
     assert_eq!(state_of(&page, "t", "a"), "up");
+    // Totals since start, and the JSON the page reads, one click away.
+    page.wait_text(
+        &format!(r#"tr[data-listener="t"][data-backend="{who}"] [data-totals]"#),
+        Duration::from_secs(5),
+        |t| t.starts_with("1 · ") && t.ends_with(" 0 errors"),
+    );
+    assert_eq!(page.count(r#"a#json[href="/status"]"#), 1);
 
     // Routes and [[pool]]s: where `s` sends what, and `p` with its backend, whose
     // drain button drains it through /pools/p/...

@@ -158,12 +158,14 @@ function backendRow(l, b, i, now) {
     el("td", { class: "num" }, r ? `${bytes(r.sent)}/s ↑ ${bytes(r.received)}/s ↓` : "…"),
     el("td", {}, check),
     el("td", { class: "num" }, b.passive_failures),
+    el("td", { class: "num", "data-totals": "" },
+       `${b.connections_total} · ${bytes(b.sent_bytes)} ↑ ${bytes(b.received_bytes)} ↓ · ${b.connect_errors} errors`),
     buttons);
 }
 
 function backendTable(l, now) {
   return el("table", {},
-    el("thead", {}, el("tr", {}, ...["backend", "state", "weight", "ring share", "open", "new/s", "traffic", "last check", "passive failures", ""].map(h => el("th", {}, h)))),
+    el("thead", {}, el("tr", {}, ...["backend", "state", "weight", "ring share", "open", "new/s", "traffic", "last check", "passive failures", "since start", ""].map(h => el("th", {}, h)))),
     el("tbody", {}, ...l.backends.map((b, i) => backendRow(l, b, i, now))));
 }
 
@@ -228,6 +230,13 @@ async function refresh() {
   document.getElementById("process").textContent =
     `${p.version} · pid ${p.pid} · up ${ago(p.uptime_seconds)} · ${p.workers} workers · reloads ${p.reloads_ok} ok / ${p.reloads_failed} failed`;
   document.getElementById("updated").textContent = "updated " + new Date(now).toLocaleTimeString();
+  // Listeners and pools serving with fewer than all their backends.
+  const short = [...s.listeners.map(l => ["listener", l]), ...(s.pools || []).map(p => ["pool", p])]
+    .filter(([, x]) => x.backends.length && x.backends.some(b => b.state !== "up"))
+    .map(([kind, x]) => `${kind} ${x.name}: ${x.backends.filter(b => b.state === "up").length} of ${x.backends.length} backends up`);
+  const degraded = document.getElementById("degraded");
+  degraded.textContent = short.length ? "Serving with fewer backends: " + short.join("; ") : "";
+  degraded.classList.toggle("show", short.length > 0);
   document.getElementById("listeners").replaceChildren(...s.listeners.map(l => listenerSection(l, now)),
                                                        ...(s.pools || []).map(p => poolSection(p, now)));
 }
