@@ -189,6 +189,11 @@ def wrk(port, dur):
          "-H", "Connection: close", f"http://127.0.0.1:{port}/tiny"],
         capture_output=True, text=True, check=True,
     ).stdout
+    return wrk_result(out)
+
+
+def wrk_result(out):
+    """wrk's requests/s, and its errors in words ("" when none)."""
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = re.search(r"Socket errors: (.*)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)

@@ -19,7 +19,6 @@ openssl CLI. Loopback only; every load run is bounded by --dur.
 
 import argparse
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from proxy_bench import RINGWAY, STREAM_MODULE, cpu_seconds, free_port, start, stop  # noqa: E402
+from proxy_bench import (  # noqa: E402
+    RINGWAY, STREAM_MODULE, cpu_seconds, free_port, start, stop, wrk_result,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAB = os.path.join(ROOT, "tests", "fixtures", "tls_lab.py")
@@ -140,11 +141,7 @@ def wrk(port, dur, hosts):
     out = subprocess.run(
         ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, check=True
     ).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    errors = re.search(r"Socket errors: (.*)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    bad = (errors.group(1) if errors else "") + (f" non-2xx {non2xx.group(1)}" if non2xx else "")
-    return rate, bad.strip()
+    return wrk_result(out)
 
 
 def main():

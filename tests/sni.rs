@@ -337,13 +337,7 @@ fn real_clients_reach_the_pool_their_server_name_names() {
     );
     assert_eq!(rejected(metrics, "main", "no_route"), 0.0);
     // The access log names the server name and the pool.
-    let records = || -> Vec<serde_json::Value> {
-        std::fs::read_to_string(log.path())
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    };
+    let records = || log_records(log.path());
     assert!(
         eventually(Duration::from_secs(5), || records().iter().any(|r| r
             ["sni"]
@@ -613,6 +607,15 @@ fn first_initials(sni: &str, extra: &[&str]) -> Vec<Vec<u8>> {
     got
 }
 
+/// The access log's JSON records so far.
+fn log_records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 fn udp_dropped(metrics: SocketAddr, listener: &str, reason: &str) -> f64 {
     sample(
         &scrape(metrics),
@@ -727,13 +730,7 @@ fn quic_clients_reach_the_pool_their_server_name_names() {
     );
     assert_eq!(udp_dropped(metrics, "main", "no_route"), 0.0);
     // The access log names the server name and pool of each flow.
-    let records = || -> Vec<serde_json::Value> {
-        std::fs::read_to_string(log.path())
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    };
+    let records = || log_records(log.path());
     let mut rw = rw;
     rw.signal(ringway::sys::signal::Signal::Term);
     assert!(rw.wait_exit(Duration::from_secs(10)).is_some());
