@@ -242,6 +242,10 @@ fn the_page_shows_everything_follows_the_api_and_its_buttons_act() {
         |t| t.starts_with("1 · ") && t.ends_with(" 0 errors"),
     );
     assert_eq!(page.count(r#"a#json[href="/status"]"#), 1);
+    // Time down, summed over its down periods: c's, and none for b (only drained).
+    let down = |id: &str| api_backend(admin, None, id)["down_seconds_total"].as_f64();
+    assert!(down("c").is_some_and(|d| d > 0.0), "{:?}", down("c"));
+    assert_eq!(down("b"), Some(0.0));
 
     // Routes and [[pool]]s: where `s` sends what, and `p` with its backend, whose
     // drain button drains it through /pools/p/...

@@ -70,6 +70,8 @@ pub struct BackendState {
     pub why: Option<Arc<str>>,
     /// Its state name as last published, and since when.
     pub(super) state: (&'static str, Instant),
+    /// Time spent down before its current state (each down period, once it ended).
+    pub(super) down_before: std::time::Duration,
     /// Its address is ringway's own (whose, for the log and `/status`): it is never
     /// used nor checked.
     pub looped: Option<String>,
@@ -139,6 +141,7 @@ impl BackendState {
                 },
                 Instant::now(),
             ),
+            down_before: std::time::Duration::ZERO,
             looped,
         }
     }
@@ -168,6 +171,7 @@ impl BackendState {
             stats: Arc::clone(&self.stats),
             state: self.state_name(),
             since: self.state.1,
+            down_before: self.down_before,
             reason: self.why.clone(),
             health_up: self.health.is_up(),
             admin: self.admin,

@@ -278,6 +278,9 @@ impl PoolState {
         for b in &mut self.backends {
             let name = b.state_name();
             if name != b.state.0 {
+                if b.state.0 == "down" {
+                    b.down_before += now.saturating_duration_since(b.state.1);
+                }
                 b.state = (name, now);
             }
             let up = b.is_up();

@@ -159,7 +159,8 @@ function backendRow(l, b, i, now) {
     el("td", {}, check),
     el("td", { class: "num" }, b.passive_failures),
     el("td", { class: "num", "data-totals": "" },
-       `${b.connections_total} · ${bytes(b.sent_bytes)} ↑ ${bytes(b.received_bytes)} ↓ · ${b.connect_errors} errors`),
+       `${b.connections_total} · ${bytes(b.sent_bytes)} ↑ ${bytes(b.received_bytes)} ↓ · ${b.connect_errors} errors`,
+       b.down_seconds_total >= 1 ? ` · down ${ago(b.down_seconds_total)} in all` : ""),
     buttons);
 }
 

@@ -151,6 +151,8 @@ pub struct BackendStatus {
     pub state: &'static str,
     /// Seconds since it entered that state.
     pub state_seconds: f64,
+    /// Seconds it has been down since start (or since a reload added it).
+    pub down_seconds_total: f64,
     /// Why it is in that state, when known (the last transition's reason).
     pub reason: Option<std::sync::Arc<str>>,
     /// Health checks' verdict: `up` or `down`.
@@ -307,6 +309,13 @@ pub fn backend(l: &PoolView, bi: usize, shares: &[f64], now: Instant) -> Backend
         set: c.set.clone(),
         state: b.state,
         state_seconds: now.saturating_duration_since(b.since).as_secs_f64(),
+        down_seconds_total: (b.down_before
+            + if b.state == "down" {
+                now.saturating_duration_since(b.since)
+            } else {
+                std::time::Duration::ZERO
+            })
+        .as_secs_f64(),
         reason: b.reason.clone(),
         health: if b.health_up { "up" } else { "down" },
         admin: b.admin,

@@ -131,6 +131,8 @@ pub struct BackendView {
     pub state: &'static str,
     /// Since when.
     pub since: Instant,
+    /// Time down before that (ended down periods).
+    pub down_before: std::time::Duration,
     /// Why, when known.
     pub reason: Option<Arc<str>>,
     /// Health checks' verdict.
