@@ -121,6 +121,7 @@ fn backends(ids: &[String]) -> Vec<Backend> {
             addr_text: id.clone(),
             weight: 1,
             set: None,
+            backup: false,
         })
         .collect()
 }

@@ -391,9 +391,11 @@ fn backends_table(owner: &serde_json::Value, out: &mut String) {
             b["active_connections"].to_string(),
             b["ring_share"].as_f64().unwrap_or(0.0) * 100.0,
             // Which backend_set discovered it, or the config file.
-            b["set"]
-                .as_str()
-                .map_or("config".to_string(), |s| format!("set {s}")),
+            match (b["set"].as_str(), b["backup"] == true) {
+                (Some(s), _) => format!("set {s}"),
+                (None, true) => "backup".to_string(),
+                (None, false) => "config".to_string(),
+            },
             // Why it is not up (the health reason, or the admin's action).
             match b["state"].as_str() {
                 Some("up") | None => "",

@@ -61,6 +61,7 @@ fn hash_contract_vectors_hold() {
                         addr_text: id.clone(),
                         weight: *w,
                         set: None,
+                        backup: false,
                     })
                     .collect();
                 let full = Snapshot::new(backends, *vnodes);
@@ -314,4 +315,61 @@ fn a_connect_that_hangs_times_out_and_goes_to_the_next_backend() {
         "only {timed_out} of 30 clients hashed to the stuck backend"
     );
     drop(fillers);
+}
+
+/// `backup = true`: a backup gets no new connection while another backend takes them
+/// (and `route` agrees), gets every new one once none does (here: both disabled by
+/// hand, as a failed check would), and none again once one is back; its open
+/// connections stay.
+#[test]
+fn a_backup_serves_only_while_no_other_backend_does() {
+    let (_backends, list) = named_backends(&["a", "b", "z"]);
+    let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
+    let toml = with_tables(
+        &config(listen, &list, "").replace("id = \"z\"\n", "id = \"z\"\nbackup = true\n"),
+        &ops_tables(metrics, admin, None),
+    );
+    let rw = Ringway::start(&toml, &[listen, admin]);
+    let clients: Vec<SocketAddr> = (0..64)
+        .map(|i| format!("10.0.0.{i}:{}", 40000 + i).parse().unwrap())
+        .collect();
+    let routed = route(&rw.config, "t", &[], &clients);
+    let z = list[2].0.to_string();
+    assert!(
+        routed.iter().all(|(_, b)| *b != z && !b.is_empty()),
+        "route sends a client to the backup: {routed:?}"
+    );
+    let firsts = connect_many(listen, 60);
+    assert!(
+        firsts.iter().all(|(_, n)| n != "z"),
+        "the backup took a connection while a and b serve"
+    );
+    assert!(
+        status(admin)["listeners"][0]["backends"][2]["backup"] == true,
+        "/status does not say z is a backup"
+    );
+    for id in ["a", "b"] {
+        let r = http(
+            "POST",
+            admin,
+            &format!("/listeners/t/backends/{id}/disable"),
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let held = connect_named(listen);
+    assert_eq!(held.1, "z", "with a and b out, the backup serves");
+    assert!(connect_many(listen, 30).iter().all(|(_, n)| n == "z"));
+    let r = http("POST", admin, "/listeners/t/backends/a/enable", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        connect_many(listen, 30).iter().all(|(_, n)| n == "a"),
+        "a is back: new connections leave the backup"
+    );
+    // The backup's open connection stays.
+    let (mut s, _) = held;
+    s.write_all(b"ping\n").unwrap();
+    let mut buf = [0u8; 5];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ping\n");
 }

@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
                 addr_text: "192.0.2.1:80".into(),
                 weight: u32::from(spec[2 * i + 1] % 4) + 1,
                 set: None,
+                backup: false,
             }
         })
         .collect();

@@ -36,4 +36,7 @@ pub struct Backend {
     pub weight: u32,
     /// The `backend_set` it was discovered by (its name), `None` when configured.
     pub set: Option<String>,
+    /// A backup: it takes new connections only while no other backend of its pool
+    /// does (`backup = true`).
+    pub backup: bool,
 }

@@ -254,4 +254,5 @@ pub struct FileBackend {
     pub address: Spanned<String>,
     pub weight: Option<Spanned<i64>>,
     pub id: Option<Spanned<String>>,
+    pub backup: Option<Spanned<bool>>,
 }

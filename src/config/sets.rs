@@ -165,6 +165,7 @@ impl PoolConfig {
                     addr,
                     weight: weight.clamp(1, 1000),
                     set: Some(s.name.clone()),
+                    backup: false,
                 });
             }
         }

@@ -639,6 +639,7 @@ pub(super) fn backend(
         addr_text,
         weight,
         set: None,
+        backup: b.backup.as_ref().is_some_and(|b| *b.get_ref()),
     })
 }
 

@@ -266,6 +266,7 @@ impl PoolState {
             (next, moved)
         } else {
             let fail_open = self.config.health.all_down == AllDown::UseAll;
+            let accepting = backups_held(&self.config.backends, accepting);
             let next = self.routing.snapshot.with_states(up, accepting, fail_open);
             let moved = next.moved();
             (next, moved)
@@ -330,7 +331,26 @@ pub fn live_snapshot(
     up: Vec<bool>,
     accepting: Vec<bool>,
 ) -> Snapshot {
+    let accepting = backups_held(&config.backends, accepting);
     base.with_states(up, accepting, config.health.all_down == AllDown::UseAll)
+}
+
+/// Backups (`backup = true`) take new connections only while no other backend does:
+/// `accepting` with the backups' flags cleared while any non-backup accepts. Their
+/// points stay in the ring, skipped like a down backend's, so while they wait every
+/// key goes where a ring without them sends it, and when they serve they share the
+/// key space as a ring of their own would.
+pub fn backups_held(backends: &[crate::balance::Backend], mut accepting: Vec<bool>) -> Vec<bool> {
+    let primary = backends
+        .iter()
+        .zip(&accepting)
+        .any(|(b, &a)| a && !b.backup);
+    if primary {
+        for (a, b) in accepting.iter_mut().zip(backends) {
+            *a &= !b.backup;
+        }
+    }
+    accepting
 }
 
 fn up_flags(backends: &[BackendState]) -> Vec<bool> {
@@ -345,4 +365,45 @@ fn table(backends: &[BackendState]) -> Arc<BackendTable> {
     Arc::new(BackendTable::new(
         backends.iter().map(|b| Arc::clone(&b.stats)).collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backups_held;
+    use crate::balance::Backend;
+
+    fn backends(backup: &[bool]) -> Vec<Backend> {
+        backup
+            .iter()
+            .enumerate()
+            .map(|(i, &backup)| Backend {
+                id: format!("b{i}"),
+                addr: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(),
+                addr_text: format!("127.0.0.1:{}", 9000 + i),
+                weight: 1,
+                set: None,
+                backup,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn backups_wait_while_any_other_backend_accepts() {
+        let b = backends(&[false, false, true]);
+        assert_eq!(
+            backups_held(&b, vec![true, false, true]),
+            [true, false, false]
+        );
+        assert_eq!(
+            backups_held(&b, vec![false, false, true]),
+            [false, false, true]
+        );
+        assert_eq!(
+            backups_held(&b, vec![false, false, false]),
+            [false, false, false]
+        );
+        // Without backups nothing changes.
+        let b = backends(&[false, false]);
+        assert_eq!(backups_held(&b, vec![true, false]), [true, false]);
+    }
 }

@@ -148,6 +148,7 @@ function backendRow(l, b, i, now) {
     }));
   return el("tr", { [l.kind === "pools" ? "data-pool" : "data-listener"]: l.name, "data-backend": b.id },
     el("td", { class: "id" }, el("i", { style: `display:inline-block;width:.8em;height:.8em;border-radius:2px;background:${COLORS[i % COLORS.length]}` }), " ", el("b", {}, b.id),
+       b.backup ? el("span", { class: "small" }, " backup") : "",
        el("div", { class: "small" }, b.address === b.resolved ? b.address : `${b.address} → ${b.resolved}`)),
     el("td", {}, el("span", { class: "state " + name, "data-state": name }, name),
        el("div", { class: "why" }, `for ${ago(b.state_seconds)}`, b.reason ? ` · ${b.reason}` : "")),

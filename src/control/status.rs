@@ -147,6 +147,9 @@ pub struct BackendStatus {
     pub weight: u32,
     /// The `backend_set` that discovered it; `null` when configured.
     pub set: Option<String>,
+    /// A backup: it takes new connections only while no other backend of its pool
+    /// does.
+    pub backup: bool,
     /// `up`, `down` or `draining`.
     pub state: &'static str,
     /// Seconds since it entered that state.
@@ -307,6 +310,7 @@ pub fn backend(l: &PoolView, bi: usize, shares: &[f64], now: Instant) -> Backend
         resolved: c.addr.to_string(),
         weight: c.weight,
         set: c.set.clone(),
+        backup: c.backup,
         state: b.state,
         state_seconds: now.saturating_duration_since(b.since).as_secs_f64(),
         down_seconds_total: (b.down_before

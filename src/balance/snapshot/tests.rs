@@ -8,6 +8,7 @@ fn backends(n: usize) -> Vec<Backend> {
             addr: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(),
             addr_text: format!("127.0.0.1:{}", 9000 + i),
             set: None,
+            backup: false,
             weight: 1,
         })
         .collect()

@@ -687,6 +687,7 @@ mod tests {
             addr_text: "127.0.0.1:1".into(),
             weight: 1,
             set: None,
+            backup: false,
         };
         let pool = crate::dataplane::PoolShared::detached("t");
         let stats = BackendStats::new("b", "127.0.0.1:1".parse().unwrap(), 1, Arc::clone(&pool));
