@@ -20,8 +20,24 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ringway")
 }
 
-/// A port that was free a moment ago on `ip`.
+/// A port that was free a moment ago on `ip`, for TCP and UDP alike, taken below the
+/// kernel's ephemeral range (32768-60999): a port from `bind(0)` can be handed to
+/// another test's `connect()` or UDP socket before ringway binds it (CI saw ringway
+/// fail to start that way), while ports here are only ever given out by this counter.
 pub fn free_port(ip: &str) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 12_000;
+    const SPAN: u32 = 20_000;
+    let start = std::process::id() % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(LOW + (start + n) % SPAN).unwrap();
+        let tcp = TcpListener::bind((ip, port)).is_ok();
+        if tcp && std::net::UdpSocket::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind((ip, 0))
         .unwrap()
         .local_addr()
@@ -482,10 +498,7 @@ pub fn udp_config(listen: SocketAddr, backends: &[(SocketAddr, &str)], extra: &s
 
 /// A free UDP `127.0.0.1:PORT`.
 pub fn free_udp_addr() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    free_addr()
 }
 
 /// Starts ringway on a UDP config; waits until a probe datagram gets an answer.
