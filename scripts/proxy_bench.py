@@ -94,11 +94,14 @@ def stop(proc):
         proc.wait()
 
 
-def nginx_http(d, port, proxy_protocol):
+def nginx_http(d, port, proxy_protocol, certs=None):
+    """NGINX serving 64 bytes at /tiny; with `certs` (a dir with web.pem, web.key) over TLS."""
     os.makedirs(f"{d}/www", exist_ok=True)
     with open(f"{d}/www/tiny", "w") as f:
         f.write("x" * 63 + "\n")
     pp = " proxy_protocol" if proxy_protocol else ""
+    tls = " ssl" if certs else ""
+    cert = f"ssl_certificate {certs}/web.pem; ssl_certificate_key {certs}/web.key; " if certs else ""
     temps = "".join(
         f"  {k}_temp_path {d}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
@@ -111,7 +114,7 @@ error_log {d}/error.log warn;
 events {{ worker_connections 8192; }}
 http {{
   access_log off;
-{temps}  server {{ listen 127.0.0.1:{port} backlog=4096{pp}; root {d}/www; location / {{ }} }}
+{temps}  server {{ listen 127.0.0.1:{port}{tls} backlog=4096{pp}; {cert}root {d}/www; location / {{ }} }}
 }}
 """
     with open(f"{d}/nginx.conf", "w") as f:

@@ -27,42 +27,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from proxy_bench import (  # noqa: E402
-    RINGWAY, STREAM_MODULE, cpu_seconds, free_port, start, stop, wrk_result,
+    RINGWAY, STREAM_MODULE, cpu_seconds, free_port, nginx_http, start, stop, wrk_result,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAB = os.path.join(ROOT, "tests", "fixtures", "tls_lab.py")
 NAME = "web.example"
-
-
-def nginx_https(d, port, certs):
-    os.makedirs(f"{d}/www", exist_ok=True)
-    with open(f"{d}/www/tiny", "w") as f:
-        f.write("x" * 63 + "\n")
-    temps = "".join(
-        f"  {k}_temp_path {d}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    conf = f"""user root;
-worker_processes 2;
-worker_rlimit_nofile 20000;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 8192; }}
-http {{
-  access_log off;
-{temps}  server {{
-    listen 127.0.0.1:{port} ssl backlog=4096;
-    ssl_certificate {certs}/web.pem;
-    ssl_certificate_key {certs}/web.key;
-    root {d}/www;
-    location / {{ }}
-  }}
-}}
-"""
-    with open(f"{d}/nginx.conf", "w") as f:
-        f.write(conf)
-    return ["nginx", "-p", d, "-c", f"{d}/nginx.conf", "-e", f"{d}/error.log"]
 
 
 def ringway(d, port, backend, sni):
@@ -168,7 +138,7 @@ def main():
         d = f"{base}/backend"
         os.makedirs(d)
         backend = free_port()
-        procs.append(start(nginx_https(d, backend, certs), backend, log))
+        procs.append(start(nginx_http(d, backend, False, certs), backend, log))
         results = {name: [] for name, _, _ in ROWS}
         for rep in range(args.reps):
             order = ROWS[rep % len(ROWS):] + ROWS[: rep % len(ROWS)]
