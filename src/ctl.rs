@@ -371,6 +371,16 @@ fn backends_table(owner: &serde_json::Value, out: &mut String) {
     {
         return;
     }
+    if let Some(mode) = owner["balance"].as_str() {
+        let bound = match owner["balance_factor"].as_f64() {
+            Some(f) => format!(
+                ", bounded at {f} x the average ({} overflowed)",
+                owner["overflowed_total"]
+            ),
+            None => String::new(),
+        };
+        out.push_str(&format!("  balance: {mode}{bound}\n"));
+    }
     out.push_str(&format!(
         "  {:<20} {:<24} {:>6} {:<9} {:>6} {:>7}  {:<12} {}\n",
         "BACKEND", "ADDRESS", "WEIGHT", "STATE", "OPEN", "SHARE", "FROM", "WHY"

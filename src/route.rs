@@ -5,7 +5,7 @@ use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 
 use crate::balance::hash::{flow_hash, PROTO_TCP, PROTO_UDP};
-use crate::balance::Snapshot;
+use crate::balance::{Idle, Policy, Snapshot};
 use crate::config::{Config, Protocol};
 
 /// Why `route` could not answer.
@@ -76,7 +76,9 @@ pub struct Ask {
 }
 
 /// Prints `CLIENT BACKEND` (its address, or its id) for each client address read from
-/// `input`; `-` as the backend when every backend is down, `denied` when the listener's
+/// `input`, chosen by the pool's `balance` as on an idle node (nothing open, so
+/// `balance_factor` passes nothing over and least connections answers as the ring;
+/// with round robin each line takes the next turn); `-` as the backend when every backend is down, `denied` when the listener's
 /// `allow`/`deny` lists refuse the client. On a listener that routes by server name, a
 /// third column names the pool (`no_route` as the backend when no route takes the
 /// name and there is no default pool). Blank lines and `#` comments are skipped.
@@ -118,7 +120,9 @@ pub fn route(
                     })?;
                 up[i] = false;
             }
-            Some((p, crate::control::live_snapshot(p, &base, up.clone(), up)))
+            let policy = Policy::new(p.balance, &p.backends);
+            let live = crate::control::live_snapshot(p, &base, up.clone(), up);
+            Some((p, live, policy))
         }
         None => None,
     };
@@ -132,8 +136,9 @@ pub fn route(
         Protocol::Tcp => PROTO_TCP,
         Protocol::Udp => PROTO_UDP,
     };
+    let idle = Idle::default();
     let third = match (&placed, routes.by_server_name()) {
-        (Some((p, _)), true) => format!(" {}", p.name),
+        (Some((p, _, _)), true) => format!(" {}", p.name),
         (None, true) => " -".to_string(),
         (_, false) => String::new(),
     };
@@ -152,16 +157,19 @@ pub fn route(
             continue;
         }
         let key = flow_hash(l.hash, proto, client, dst);
-        let backend = match &placed {
-            None => "no_route",
-            Some((_, snapshot)) => snapshot.pick(key).map_or("-", |b| {
-                let b = &snapshot.backends()[b];
-                match ask.column {
-                    Column::Address => b.addr_text.as_str(),
-                    Column::Id => b.id.as_ref(),
-                }
-            }),
-        };
+        let backend =
+            match &placed {
+                None => "no_route",
+                Some((_, snapshot, policy)) => policy
+                    .choose(snapshot, key, &idle, |_| false)
+                    .map_or("-", |c| {
+                        let b = &snapshot.backends()[c.backend];
+                        match ask.column {
+                            Column::Address => b.addr_text.as_str(),
+                            Column::Id => b.id.as_ref(),
+                        }
+                    }),
+            };
         writeln!(output, "{text} {backend}{third}")?;
     }
     output.flush()?;

@@ -266,6 +266,10 @@ fn the_page_shows_everything_follows_the_api_and_its_buttons_act() {
     );
     let pool = page.text(r#"section[data-pool="p"] .facts"#);
     assert!(pool.contains("used by s"), "{pool}");
+    assert_eq!(
+        page.text(r#"section[data-listener="t"] [data-balance]"#),
+        "balance: ring"
+    );
     assert_eq!(page.count(r#"tr[data-pool="p"]"#), 1);
     page.click(r#"tr[data-pool="p"][data-backend="e"] button[data-action="drain"]"#);
     assert!(

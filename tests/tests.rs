@@ -11,6 +11,8 @@ mod tcp;
 mod kernel;
 // Where connections go: spread, `route` agreement, retries, hash modes, test vectors.
 mod balance;
+// Load-aware balancing: bounded loads, least connections, round robin.
+mod load_balance;
 // Connection lifecycle: idle timeout, max_connections, graceful shutdown.
 mod lifecycle;
 // UDP: flows, batching, affinity, expiry.

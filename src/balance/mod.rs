@@ -4,13 +4,16 @@
 //! Nothing in here does I/O or reads a clock. [`Routes`] pick a listener's pool by the
 //! server name a client asks for; per pool, the control plane builds a [`Snapshot`]
 //! (backends, the ring of all of them, which backends are up, and which ring points
-//! are live: [`live`]) and publishes it; data-plane workers only call
-//! [`Snapshot::pick`] and [`Snapshot::candidates`] on it.
+//! are live: [`live`]) and publishes it with the pool's [`Policy`] (`balance`:
+//! the ring, bounded loads, least connections, round robin); data-plane workers ask
+//! [`Policy::choose`] for a backend, with the loads they count.
 
 pub mod hash;
 pub mod live;
 mod owners;
+pub mod policy;
 pub mod ring;
+mod rotation;
 pub mod routes;
 mod seen;
 mod snapshot;
@@ -20,6 +23,7 @@ mod test_keys;
 use std::net::SocketAddr;
 
 pub use hash::HashMode;
+pub use policy::{Balance, Choice, Idle, Loads, Mode, Policy};
 pub use routes::Routes;
 pub use snapshot::{Snapshot, Walk};
 

@@ -77,6 +77,8 @@ pub struct Snapshot {
     /// Whose points are live: the accepting backends, or all of them when none
     /// accepts and the listener fails open.
     live: Vec<bool>,
+    /// The weight of the live backends together.
+    live_weight: u64,
     view: View,
     /// Each backend's arc of the key space now (its share, out of 2^64).
     arcs: Arc<[u128]>,
@@ -95,7 +97,9 @@ impl Snapshot {
     fn all_up(backends: Arc<[Backend]>, ring: Arc<Ring>) -> Snapshot {
         let base_arcs: Arc<[u128]> = ring.arcs().into();
         let up = vec![true; backends.len()];
+        let live_weight = backends.iter().map(|b| u64::from(b.weight)).sum();
         Snapshot {
+            live_weight,
             backends,
             ring,
             arcs: Arc::clone(&base_arcs),
@@ -199,7 +203,12 @@ impl Snapshot {
         } else {
             self.toggle(&live, &toggled)
         };
+        let live_weight = (0..n)
+            .filter(|&m| live[m])
+            .map(|m| u64::from(self.backends[m].weight))
+            .sum();
         Snapshot {
+            live_weight,
             backends: Arc::clone(&self.backends),
             ring: Arc::clone(&self.ring),
             base_arcs: Arc::clone(&self.base_arcs),
@@ -352,6 +361,19 @@ impl Snapshot {
     /// Whether backend `i` takes new flows (up and not draining).
     pub fn is_accepting(&self, i: usize) -> bool {
         self.accepting[i]
+    }
+
+    /// Whether backend `i`'s points are live: it takes new flows (or every backend
+    /// does, none accepting, when the listener fails open).
+    #[inline]
+    pub fn is_live(&self, i: usize) -> bool {
+        self.live[i]
+    }
+
+    /// The weight of the live backends together.
+    #[inline]
+    pub fn live_weight(&self) -> u64 {
+        self.live_weight
     }
 
     /// Key space (0.0..=1.0) that changed backend between the snapshot this one was

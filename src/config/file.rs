@@ -34,6 +34,8 @@ pub struct FileConfig {
 pub struct FilePool {
     pub name: Spanned<String>,
     pub vnodes: Option<Spanned<i64>>,
+    pub balance: Option<Spanned<FileBalance>>,
+    pub balance_factor: Option<Spanned<f64>>,
     #[serde(default, rename = "backend")]
     pub backends: Vec<Spanned<FileBackend>>,
     #[serde(default, rename = "backend_set")]
@@ -120,6 +122,8 @@ pub struct FileListener {
     pub listen: Spanned<String>,
     pub hash: Option<Spanned<FileHash>>,
     pub vnodes: Option<Spanned<i64>>,
+    pub balance: Option<Spanned<FileBalance>>,
+    pub balance_factor: Option<Spanned<f64>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
     pub retries: Option<Spanned<i64>>,
@@ -219,6 +223,15 @@ pub enum FileProtocol {
 pub enum FileHash {
     FiveTuple,
     SourceIp,
+}
+
+/// `balance = "ring" | "least-connections" | "round-robin"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileBalance {
+    Ring,
+    LeastConnections,
+    RoundRobin,
 }
 
 /// `send_proxy = "v1" | "v2"`.

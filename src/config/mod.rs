@@ -283,6 +283,8 @@ pub struct PoolConfig {
     pub protocol: Protocol,
     /// Ring points per unit of weight.
     pub vnodes: u32,
+    /// How a backend is chosen (`balance`, `balance_factor`).
+    pub balance: crate::balance::Balance,
     /// Health checking.
     pub health: HealthConfig,
     /// Backends: the configured ones in file order, then those each `backend_set`

@@ -8,14 +8,17 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::error::ConfigError;
-use super::file::{FileBackend, FileBackendSet, FileHealth};
+use super::file::{FileBackend, FileBackendSet, FileBalance, FileHealth};
 use super::validate::{backend, int_of, Source};
 use super::{PoolConfig, Protocol, ProxyVersion};
 use crate::balance::ring::{DEFAULT_VNODES, MAX_POINTS};
+use crate::balance::{Balance, Mode};
 
 /// The parts of the file a pool is made of, wherever they stand.
 pub(super) struct Parts<'a> {
     pub vnodes: Option<&'a Spanned<i64>>,
+    pub balance: Option<&'a Spanned<FileBalance>>,
+    pub balance_factor: Option<&'a Spanned<f64>>,
     pub backends: &'a [Spanned<FileBackend>],
     pub backend_sets: &'a [Spanned<FileBackendSet>],
     pub health: Option<&'a Spanned<FileHealth>>,
@@ -47,6 +50,7 @@ pub(super) fn pool(
         None => DEFAULT_VNODES,
         Some(v) => int_of(src, v, &format!("{key}.vnodes"), 1, 65_536)? as u32,
     };
+    let balance = balance(src, parts)?;
     let health = super::health::health(src, parts.health, protocol, send_proxy, key)?;
     let backend_sets = super::sets::backend_sets(src, parts.backend_sets, key)?;
     if !parts.has_backends() {
@@ -112,10 +116,43 @@ pub(super) fn pool(
         owner: owner.map(str::to_string),
         protocol,
         vnodes,
+        balance,
         health,
         backends,
         backend_sets,
     })
+}
+
+/// Most `balance_factor` may be: past it, a bound no longer bounds anything.
+const MAX_FACTOR: f64 = 100.0;
+
+/// `balance` and `balance_factor`.
+fn balance(src: &Source<'_>, parts: &Parts<'_>) -> Result<Balance, ConfigError> {
+    let key = &parts.key;
+    let mode = match parts.balance.map(|b| *b.get_ref()) {
+        None | Some(FileBalance::Ring) => Mode::Ring,
+        Some(FileBalance::LeastConnections) => Mode::LeastConnections,
+        Some(FileBalance::RoundRobin) => Mode::RoundRobin,
+    };
+    let factor = match parts.balance_factor {
+        None => None,
+        Some(f) if mode != Mode::Ring => {
+            return Err(src.error(
+                f.span(),
+                format!("{key}.balance_factor"),
+                format!("`balance_factor` bounds the loads of the ring, and this pool balances by {}: remove it, or set `balance = \"ring\"`", mode.name()),
+            ));
+        }
+        Some(f) if *f.get_ref() > 1.0 && *f.get_ref() <= MAX_FACTOR => Some(*f.get_ref()),
+        Some(f) => {
+            return Err(src.error(
+                f.span(),
+                format!("{key}.balance_factor"),
+                format!("expected a number over 1.0 and at most {MAX_FACTOR} (1.25: no backend holds more than 125% of the average), got {}", f.get_ref()),
+            ));
+        }
+    };
+    Ok(Balance { mode, factor })
 }
 
 #[cfg(test)]

@@ -458,6 +458,8 @@ fn listener(
     let (backend_connect, first_data_timeout) = admission::backend_connect(src, l, key)?;
     let parts = super::pools::Parts {
         vnodes: l.vnodes.as_ref(),
+        balance: l.balance.as_ref(),
+        balance_factor: l.balance_factor.as_ref(),
         backends: &l.backends,
         backend_sets: &l.backend_sets,
         health: l.health.as_ref(),
@@ -468,6 +470,11 @@ fn listener(
     if !own {
         let stray = [
             ("vnodes", l.vnodes.as_ref().map(Spanned::span)),
+            ("balance", l.balance.as_ref().map(Spanned::span)),
+            (
+                "balance_factor",
+                l.balance_factor.as_ref().map(Spanned::span),
+            ),
             ("health", l.health.as_ref().map(Spanned::span)),
         ];
         if let Some((k, Some(span))) = stray.into_iter().find(|(_, s)| s.is_some()) {
@@ -874,6 +881,8 @@ fn named_pools(
             .filter(|v| users.iter().all(|l| l.send_proxy == Some(*v)));
         let parts = Parts {
             vnodes: f.vnodes.as_ref(),
+            balance: f.balance.as_ref(),
+            balance_factor: f.balance_factor.as_ref(),
             backends: &f.backends,
             backend_sets: &f.backend_sets,
             health: f.health.as_ref(),

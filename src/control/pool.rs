@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use super::backend::{looped_reason, BackendState};
 use super::view::{PoolView, SetView};
-use crate::balance::Snapshot;
+use crate::balance::{Policy, Snapshot};
 use crate::config::PoolConfig;
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::{BackendTable, PassiveSender, PoolRouting, PoolShared};
@@ -30,6 +30,8 @@ pub struct PoolState {
     pub shared: Arc<PoolShared>,
     /// All backends up: what states are applied to after the backends changed.
     base: Snapshot,
+    /// How its backends are chosen (built per backend set).
+    policy: Policy,
     /// The backends changed since the last publish: the next one starts from `base`,
     /// not from the routing published last.
     rebased: bool,
@@ -70,6 +72,7 @@ impl PoolState {
             passive,
         ));
         let base = Snapshot::new(config.backends.clone(), config.vnodes);
+        let policy = Policy::new(config.balance, &config.backends);
         let backends: Vec<BackendState> = config
             .backends
             .iter()
@@ -88,11 +91,13 @@ impl PoolState {
             snapshot,
             backends: Arc::clone(&table),
             loops: backends.iter().any(|b| b.looped.is_some()),
+            policy: policy.clone(),
         });
         let mut p = PoolState {
             config,
             shared,
             base,
+            policy,
             rebased: false,
             backends,
             by_id: HashMap::new(),
@@ -210,6 +215,10 @@ impl PoolState {
             };
             self.rebased = true;
         }
+        if config.backends != self.config.backends || config.balance != self.config.balance {
+            self.policy = Policy::new(config.balance, &config.backends);
+            self.rebased = true;
+        }
         self.backends = backends;
         self.table = table(&self.backends);
         self.config = config;
@@ -300,6 +309,7 @@ impl PoolState {
             snapshot,
             backends: Arc::clone(&self.table),
             loops: self.backends.iter().any(|b| b.looped.is_some()),
+            policy: self.policy.clone(),
         });
         self.pending = false;
         self.published_at = now;

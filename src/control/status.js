@@ -181,12 +181,21 @@ function routing(l) {
             [...routes, `else ${fallback}`].join("; "));
 }
 
+// How a pool chooses: its balance mode, and the bound with what overflowed.
+function balance(p) {
+  if (!p.balance) return "";
+  const bound = p.balance_factor === null ? ""
+    : `, bounded at ${p.balance_factor}× the average (${p.overflowed_total} overflowed)`;
+  return el("span", { "data-balance": "" }, el("b", {}, "balance: "), p.balance + bound);
+}
+
 function poolSection(p, now) {
   p.kind = "pools";
   return el("section", { class: "listener pool", "data-pool": p.name },
     el("h2", {}, `pool ${p.name}`),
     el("div", { class: "facts" },
       el("span", {}, el("b", {}, p.protocol.toUpperCase()), ` used by ${p.listeners.join(", ") || "no listener"}`),
+      balance(p),
       el("span", {}, `key space moved at the last change: ${(p.ring_remapped_ratio * 100).toFixed(1)}%`)),
     el("div", { class: "body" }, ring(p), backendTable(p, now)));
 }
@@ -205,6 +214,7 @@ function listenerSection(l, now) {
       el("span", {}, el("b", {}, l.connections_total), ` ${unit} in all`, tr ? ` (${tr.total.toFixed(1)}/s)` : ""),
       el("span", { "data-rejected": "" }, (l.protocol === "udp" ? "dropped: " : "refused: ") + refused),
       routing(l),
+      l.backends.length ? balance(l) : "",
       l.backends.length ? el("span", {}, `key space moved at the last change: ${(l.ring_remapped_ratio * 100).toFixed(1)}%`) : ""),
     l.backends.length ? el("div", { class: "body" }, ring(l), backendTable(l, now)) : "");
 }

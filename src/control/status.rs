@@ -82,6 +82,18 @@ pub struct ListenerStatus {
 /// A listener's own backends, at the listener's level of `/status`.
 #[derive(Debug, Serialize, Default)]
 pub struct OwnPool {
+    /// How it chooses a backend (`balance`): `ring`, `least-connections` or
+    /// `round-robin`.
+    pub balance: &'static str,
+    /// Bounded loads on the ring (`balance_factor`), when set.
+    pub balance_factor: Option<f64>,
+    /// Connections or flows open to its backends now, connecting ones included
+    /// (what load-aware balancing reads).
+    pub open: u64,
+    /// Connections or flows `balance_factor` sent past the ring's pick since start
+    /// (the sum of its backends' `overflowed_total`). ECMP peers agree on every
+    /// other one.
+    pub overflowed_total: u64,
     /// Key space moved at the last ring change.
     pub ring_remapped_ratio: f64,
     /// Who owns the ring, degree by degree: for each of 360 keys evenly spread over
@@ -166,6 +178,12 @@ pub struct BackendStatus {
     pub active_connections: u64,
     /// Connections or flows established to it since start.
     pub connections_total: u64,
+    /// Connections or flows open to it now, connecting ones included (what
+    /// load-aware balancing reads).
+    pub open: u64,
+    /// Connections or flows it took because `balance_factor` passed over the
+    /// ring's pick, which held its cap.
+    pub overflowed_total: u64,
     /// Bytes sent to it since start.
     pub sent_bytes: u64,
     /// Bytes received from it since start.
@@ -272,7 +290,16 @@ pub fn pool(p: &PoolView, now: Instant) -> OwnPool {
     let snapshot = &p.routing.snapshot;
     let shares = snapshot.shares();
     let step = u64::MAX / RING_SECTORS as u64;
+    let balance = p.routing.policy.balance();
     OwnPool {
+        balance: balance.mode.name(),
+        balance_factor: balance.factor,
+        open: p.routing.shared.open.get(),
+        overflowed_total: p
+            .states
+            .iter()
+            .map(|b| b.stats.counters.sum(|x| x.overflowed.get()))
+            .sum(),
         ring_remapped_ratio: p.remapped,
         ring: (0..RING_SECTORS as u64)
             .map(|i| {
@@ -325,6 +352,8 @@ pub fn backend(l: &PoolView, bi: usize, shares: &[f64], now: Instant) -> Backend
         admin: b.admin,
         active_connections: b.stats.active(),
         connections_total: counters.sum(|x| x.connections.get()),
+        open: b.stats.open.get(),
+        overflowed_total: counters.sum(|x| x.overflowed.get()),
         sent_bytes: counters.sum(|x| x.sent_bytes.get()),
         received_bytes: counters.sum(|x| x.received_bytes.get()),
         connect_errors: counters.sum(|x| x.connect_errors.get()),

@@ -23,6 +23,7 @@ pub mod admission;
 mod budget;
 mod command;
 mod listener;
+pub mod load;
 pub mod passive;
 mod pool;
 mod ratelimit;

@@ -6,12 +6,13 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::load::Open;
 use super::passive;
 use super::stats::BackendStats;
-use crate::balance::Snapshot;
+use crate::balance::{Loads, Policy, Snapshot};
 
 /// One pool's identity, shared by the control plane, its backends' counters and every
 /// worker: it outlives routings and reloads that keep the pool.
@@ -26,6 +27,10 @@ pub struct PoolShared {
     sender: PassiveSender,
     /// Set when a passive failure's message did not fit in the channel.
     pub lost: passive::Lost,
+    /// Connections or flows open to its backends now, every worker together.
+    pub open: Open,
+    /// Round-robin turns taken.
+    turns: AtomicU64,
 }
 
 impl PoolShared {
@@ -36,6 +41,8 @@ impl PoolShared {
             passive: AtomicBool::new(passive),
             sender,
             lost: passive::Lost::default(),
+            open: Open::default(),
+            turns: AtomicU64::new(0),
         }
     }
 
@@ -78,12 +85,39 @@ pub struct PoolRouting {
     /// Some backends are held out because their address is ringway's own: a
     /// connection that finds no other is refused as `loop`, not `no_backend`.
     pub loops: bool,
+    /// How it chooses among its live backends (`balance`).
+    pub policy: Policy,
 }
 
 impl PoolRouting {
-    /// The backend for flow key `key`: its index and counters.
-    pub fn pick(&self, key: u64) -> Option<(usize, &Arc<BackendStats>)> {
-        self.snapshot.pick(key).map(|b| (b, &self.backends[b]))
+    /// The backend for a new connection or flow with key `key`, by the pool's
+    /// `balance`, passing over backends `skip` rules out (those a retry tried): its
+    /// index and counters, and whether bounded loads passed the ring's pick over.
+    #[inline]
+    pub fn choose(
+        &self,
+        key: u64,
+        skip: impl Fn(usize) -> bool,
+    ) -> Option<(usize, &Arc<BackendStats>, bool)> {
+        let c = self.policy.choose(&self.snapshot, key, self, skip)?;
+        Some((c.backend, &self.backends[c.backend], c.overflowed))
+    }
+}
+
+impl Loads for PoolRouting {
+    #[inline]
+    fn open(&self, b: usize) -> u64 {
+        self.backends[b].open.get()
+    }
+
+    #[inline]
+    fn total(&self) -> u64 {
+        self.shared.open.get()
+    }
+
+    #[inline]
+    fn turn(&self) -> u64 {
+        self.shared.turns.fetch_add(1, Ordering::Relaxed)
     }
 }
 

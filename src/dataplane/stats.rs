@@ -181,6 +181,9 @@ pub struct BackendCounters {
     pub received_bytes: Counter,
     /// Bytes sent to it.
     pub sent_bytes: Counter,
+    /// Connections or flows it took because `balance_factor` passed over the ring's
+    /// pick, which held its cap.
+    pub overflowed: Counter,
 }
 
 /// A backend's identity and counters. It outlives snapshots and reloads: the control
@@ -198,6 +201,9 @@ pub struct BackendStats {
     pub failures: super::passive::Failures,
     /// The pool it belongs to.
     pub pool: Arc<super::pool::PoolShared>,
+    /// Connections or flows open to it now, connecting ones included, all workers
+    /// together: what load-aware balancing reads (see [`super::load`]).
+    pub open: super::load::Open,
 }
 
 impl BackendStats {
@@ -214,6 +220,7 @@ impl BackendStats {
             counters: Sharded::new(workers),
             failures: Default::default(),
             pool,
+            open: Default::default(),
         }
     }
 

@@ -231,6 +231,10 @@ pub fn render(sample: &Sample<'_>) -> String {
     each(&mut t, BACKEND_UP, &|b| u64::from(b.up).into());
     family(&mut t, BACKEND_RING_SHARE);
     each(&mut t, BACKEND_RING_SHARE, &|b| b.share.into());
+    family(&mut t, BACKEND_OVERFLOWED);
+    each(&mut t, BACKEND_OVERFLOWED, &|b| {
+        counter(b.stats, |x| x.overflowed.get())
+    });
     family(&mut t, HEALTH_CHECKS);
     for p in &sample.pools {
         for b in &p.backends {

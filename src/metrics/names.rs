@@ -63,6 +63,9 @@ pub const BACKEND_SENT_BYTES: &str = "ringway_backend_sent_bytes_total";
 pub const BACKEND_UP: &str = "ringway_backend_up";
 /// Fraction of the key space a backend owns now (0 when down or draining).
 pub const BACKEND_RING_SHARE: &str = "ringway_backend_ring_share";
+/// Connections (TCP) or flows (UDP) a backend took because `balance_factor` passed
+/// over the ring's pick, which held its cap.
+pub const BACKEND_OVERFLOWED: &str = "ringway_backend_overflowed_connections_total";
 /// Active health checks, by `result`: `success`, `failure`, `unknown` (could not run
 /// here).
 pub const HEALTH_CHECKS: &str = "ringway_health_checks_total";
@@ -125,6 +128,7 @@ pub const ALL: &[(&str, &[&str], &str, &str)] = &[
     (BACKEND_SENT_BYTES, &[LISTENER, POOL, BACKEND], "counter", "Bytes sent to the backend"),
     (BACKEND_UP, &[LISTENER, POOL, BACKEND], "gauge", "1 when the backend is up (healthy, not disabled), else 0"),
     (BACKEND_RING_SHARE, &[LISTENER, POOL, BACKEND], "gauge", "Fraction of the key space the backend owns now"),
+    (BACKEND_OVERFLOWED, &[LISTENER, POOL, BACKEND], "counter", "Connections (TCP) or flows (UDP) the backend took because balance_factor passed over the ring's pick, which held its cap"),
     (HEALTH_CHECKS, &[LISTENER, POOL, BACKEND, RESULT], "counter", "Active health checks by result: success, failure, unknown (could not run here)"),
     (HEALTH_CHECK_DURATION, &[LISTENER, POOL, BACKEND], "histogram", "Duration of active health checks in seconds"),
     (BACKEND_TRANSITIONS, &[LISTENER, POOL, BACKEND, TO], "counter", "Backend state changes by new state: up, down"),

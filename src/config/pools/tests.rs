@@ -213,12 +213,54 @@ fn mistakes_are_named_at_their_place() {
             "pool[0].backend[1].address",
             "ringway's own address",
         ),
+        (
+            SHARED.replace("vnodes = 64", "vnodes = 64\nbalance = \"least-connections\"\nbalance_factor = 1.25"),
+            "pool[0].balance_factor",
+            "bounds the loads of the ring, and this pool balances by least-connections",
+        ),
+        (
+            SHARED.replace("vnodes = 64", "vnodes = 64\nbalance_factor = 1.0"),
+            "pool[0].balance_factor",
+            "expected a number over 1.0 and at most 100",
+        ),
+        (
+            SHARED.replace("vnodes = 64", "vnodes = 64\nbalance = \"leastconn\""),
+            "pool[0].balance",
+            "least-connections",
+        ),
+        (
+            SHARED.replace("default_pool = \"api\"", "default_pool = \"api\"\nbalance = \"round-robin\""),
+            "listener[0].balance",
+            "set it on the [[pool]] it routes to",
+        ),
     ];
     for (text, key, words) in cases {
         let e = err(&text);
         assert_eq!(e.key, key, "{}", e.message);
         assert!(e.message.contains(words), "{key}: {}", e.message);
     }
+}
+
+#[test]
+fn balance_modes_load_per_pool() {
+    use crate::balance::{Balance, Mode};
+    let text = SHARED
+        .replace("vnodes = 64", "vnodes = 64\nbalance_factor = 1.5")
+        .replace(
+            "name = \"web\"",
+            "name = \"web\"\nbalance = \"round-robin\"",
+        );
+    let c = parse(Path::new("t.toml"), &text).unwrap();
+    assert_eq!(
+        c.pool("api").unwrap().balance,
+        Balance {
+            mode: Mode::Ring,
+            factor: Some(1.5)
+        }
+    );
+    assert_eq!(c.pool("web").unwrap().balance.mode, Mode::RoundRobin);
+    let plain = parse(Path::new("t.toml"), SHARED).unwrap();
+    assert_eq!(plain.pool("api").unwrap().balance, Balance::default());
 }
 
 #[test]

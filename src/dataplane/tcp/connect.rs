@@ -22,6 +22,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::balance::hash::{flow_hash, PROTO_TCP};
 use crate::dataplane::listener::{ListenerParams, ListenerShared, Routing};
+use crate::dataplane::load::Claim;
 use crate::dataplane::pool::PoolShared;
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::timers::{millis, Millis};
@@ -55,8 +56,8 @@ pub(super) struct Connecting {
     hello: Option<Box<TlsHello>>,
     /// The server name the client asked for.
     sni: Option<ServerName>,
-    /// The backend of the current attempt, once it started.
-    target: Option<Arc<BackendStats>>,
+    /// The backend of the current attempt, once it started (counted on it).
+    target: Option<Claim>,
     /// Backends whose attempts failed (allocated at the first failure).
     tried: Vec<Arc<BackendStats>>,
 }
@@ -266,7 +267,7 @@ impl Connecting {
     fn route(&mut self, routing: &Routing, name: Option<&str>) -> Result<(), Unrouted> {
         let (slot, pool) = routing.route(name).ok_or(Unrouted::NoRoute)?;
         self.pool = Some((slot, Arc::clone(&pool.shared)));
-        match pool.pick(self.key) {
+        match pool.snapshot.pick(self.key) {
             Some(_) => Ok(()),
             None => Err(Unrouted::NoBackend),
         }
@@ -298,10 +299,10 @@ impl Connecting {
         self.attempt
     }
 
-    /// The next backend to try: the first backend clockwise from the key, in its
-    /// pool's routing published now, that was not tried; `None` past the last retry
-    /// (or when a reload took its pool away).
-    fn next_target(&mut self, shared: &ListenerShared) -> Option<Arc<BackendStats>> {
+    /// The next backend to try: its pool's choice (`balance`) in the routing
+    /// published now, among the backends not tried, counted on it from now on;
+    /// `None` past the last retry (or when a reload took its pool away).
+    fn next_target(&mut self, shared: &ListenerShared, worker: usize) -> Option<Claim> {
         if self.attempt > self.params.retries {
             return None;
         }
@@ -309,8 +310,11 @@ impl Connecting {
         let (slot, pool) = self.pool.as_ref()?;
         let (slot, pool) = routing.find(*slot, pool)?;
         let tried = |b: usize| self.tried.iter().any(|t| Arc::ptr_eq(t, &pool.backends[b]));
-        let bi = pool.snapshot.candidates(self.key).find(|&b| !tried(b))?;
-        let target = Arc::clone(&pool.backends[bi]);
+        let (_, target, overflowed) = pool.choose(self.key, tried)?;
+        if overflowed {
+            target.counters.shard(worker).overflowed.inc();
+        }
+        let target = Claim::new(Arc::clone(target));
         if let Some(p) = self.pool.as_mut() {
             p.0 = slot;
         }
@@ -327,7 +331,7 @@ impl Connecting {
         now: Millis,
     ) -> Attempt {
         loop {
-            let Some(target) = self.next_target(shared) else {
+            let Some(target) = self.next_target(shared, worker) else {
                 return Attempt::Exhausted {
                     attempts: self.attempt,
                 };
@@ -363,14 +367,15 @@ impl Connecting {
         if let Some(t) = self.target.take() {
             t.counters.shard(worker).connect_errors.inc();
             t.report_failure(error);
-            self.tried.push(t);
+            self.tried.push(Arc::clone(t.stats()));
         }
         self.attempt += 1;
     }
 
-    /// The backend it is connected to, now counted as one more connection there.
-    pub fn established(&self, worker: usize) -> Option<Arc<BackendStats>> {
-        let target = Arc::clone(self.target.as_ref()?);
+    /// The backend it is connected to, now counted as one more connection there:
+    /// the session takes the claim.
+    pub fn established(&mut self, worker: usize) -> Option<Claim> {
+        let target = self.target.take()?;
         let counters = target.counters.shard(worker);
         counters.connections.inc();
         counters.active.add(1);

@@ -358,7 +358,7 @@ impl TcpPlane {
             match routing.route(None).filter(|_| !by_name) {
                 // Routed by name: the pool is chosen once the hello names one.
                 None if by_name => (Some(flow), None),
-                Some((slot, pool)) if pool.pick(flow).is_some() => {
+                Some((slot, pool)) if pool.snapshot.pick(flow).is_some() => {
                     (Some(flow), Some((slot, Arc::clone(&pool.shared))))
                 }
                 placed => {
@@ -699,6 +699,7 @@ mod tests {
                 snapshot: Snapshot::new(vec![backend], 16),
                 backends: Arc::new(crate::dataplane::BackendTable::new(vec![Arc::new(stats)])),
                 loops: false,
+                policy: crate::balance::Policy::ring(),
             })],
         };
         Arc::new(ListenerShared::new("t", listen, routing, 1))

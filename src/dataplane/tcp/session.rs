@@ -23,6 +23,7 @@ use super::pipes::PipePool;
 use crate::accesslog::{End, Proto, Reached, Record};
 use crate::dataplane::admission::{Admitted, Refused};
 use crate::dataplane::listener::{ListenerParams, ListenerShared, Mode};
+use crate::dataplane::load::Claim;
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::timers::{millis, Armed, Millis};
 use crate::dataplane::token::{self, Key, Kind};
@@ -207,7 +208,7 @@ pub(super) struct Session {
     first_eof: Option<Side>,
     /// The backend forwarded to (set once connected): its counters, and its identity
     /// for `on_down = "close"`.
-    target: Option<Arc<BackendStats>>,
+    target: Option<Claim>,
     /// Its place in the listener's per-source table, given back when it ends.
     admitted: Option<Admitted>,
     /// Set once the kernel forwards it (`forward = "kernel"`).

@@ -13,6 +13,7 @@ use mio::{Interest, Registry, Token};
 use crate::accesslog::{End, Proto, Reached, Record};
 use crate::dataplane::admission::Admitted;
 use crate::dataplane::listener::Routing;
+use crate::dataplane::load::Claim;
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::timers::{Armed, Millis};
 use crate::dataplane::token::Key;
@@ -61,7 +62,7 @@ pub(super) struct Flow {
     /// Index of its backend in that pool's routing.
     backend: usize,
     /// That backend's counters (and identity across routings).
-    target: Arc<BackendStats>,
+    target: Claim,
     epoch: u64,
     started: Millis,
     last_active: Millis,
@@ -88,7 +89,7 @@ impl Flow {
     pub fn new(
         (listener, client, local): FlowId,
         socket: UdpSocket,
-        (slot, backend, target): (usize, usize, Arc<BackendStats>),
+        (slot, backend, target): (usize, usize, Claim),
         (epoch, admitted): (u64, Option<Admitted>),
         now: Millis,
     ) -> Flow {
@@ -303,8 +304,8 @@ impl Flow {
             }
         }
         // Fail-open (all down, use-all) may give the same one back.
-        pool.snapshot
-            .pick(key)
+        pool.choose(key, |_| false)
+            .map(|(b, _, _)| b)
             .filter(|&b| Some(b) != now_at)
             .map(|b| (slot, b))
     }
@@ -315,10 +316,10 @@ impl Flow {
     pub fn move_to(
         &mut self,
         mut socket: UdpSocket,
-        (backend, target): (usize, Arc<BackendStats>),
+        (backend, target): (usize, Claim),
         registry: &Registry,
         token: Token,
-    ) -> io::Result<Arc<BackendStats>> {
+    ) -> io::Result<Claim> {
         registry.register(&mut socket, token, Interest::READABLE)?;
         self.socket = socket;
         self.backend = backend;

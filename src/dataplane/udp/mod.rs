@@ -39,6 +39,7 @@ pub use socket::bind_udp;
 use super::admission::Refused;
 use super::budget::{FdBudget, FLOW_FDS};
 use super::listener::ListenerShared;
+use super::load::Claim;
 use super::ratelimit::RateLimit;
 use super::stats::{Counter, ListenerCounters};
 use super::timers::{millis, Millis, Timers};
@@ -519,7 +520,8 @@ impl UdpPlane {
             return true;
         };
         let token = token::token(Kind::Flow, fkey);
-        if let Ok(old) = f.move_to(socket, (b, Arc::clone(&target)), registry, token) {
+        let claim = Claim::new(Arc::clone(&target));
+        if let Ok(old) = f.move_to(socket, (b, claim), registry, token) {
             old.counters.shard(self.worker).active.add(-1);
             let counters = target.counters.shard(self.worker);
             counters.connections.inc();

@@ -19,6 +19,7 @@ use crate::balance::hash::{flow_hash, PROTO_UDP};
 use crate::dataplane::admission::Admitted;
 use crate::dataplane::budget::FLOW_FDS;
 use crate::dataplane::listener::ListenerShared;
+use crate::dataplane::load::Claim;
 use crate::dataplane::timers::{millis, Millis};
 use crate::dataplane::token::{self, Key, Kind};
 use crate::sni::quic::QuicHello;
@@ -265,9 +266,12 @@ impl UdpPlane {
         );
         let placed = routing.route(asked.name().map(ServerName::as_str));
         let opened = placed.and_then(|(slot, pool)| {
-            let (b, target) = pool.pick(key)?;
+            let (b, target, overflowed) = pool.choose(key, |_| false)?;
+            if overflowed {
+                target.counters.shard(self.worker).overflowed.inc();
+            }
             let addr = target.addr;
-            let target = Arc::clone(target);
+            let target = Claim::new(Arc::clone(target));
             let inserted = self.flows.insert_with(|k| {
                 let mut socket = upstream(addr)?;
                 registry.register(&mut socket, token::token(Kind::Flow, k), Interest::READABLE)?;
