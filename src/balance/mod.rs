@@ -9,6 +9,7 @@
 //! [`Policy::choose`] for a backend, with the loads they count.
 
 pub mod hash;
+pub mod least;
 pub mod live;
 mod owners;
 pub mod policy;

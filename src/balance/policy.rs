@@ -9,13 +9,15 @@
 //!   that is under its own. Below the caps every key lands where the ring says.
 //! - `least-connections`: the fewest open connections per unit of weight; among
 //!   equals, the ring's pick when it is one of them (so a light load stays where the
-//!   ring puts it), else the first after it in backend order.
+//!   ring puts it), else the first after it in backend order. Read from a min-tree
+//!   ([`LeastTree`]) where the counter keeps one, else by a scan.
 //! - `round-robin`: smooth weighted turns ([`Rotation`]), one turn per new
 //!   connection, shared by every worker.
 //!
 //! Loads come from outside ([`Loads`]): the data plane reads its live counts, `route`
 //! reads an idle node ([`Idle`]). Nothing here reads a clock or does I/O.
 
+use super::least::{LeastTree, EMPTY};
 use super::rotation::Rotation;
 use super::{Backend, Snapshot};
 
@@ -68,6 +70,12 @@ pub trait Loads {
     fn total(&self) -> u64;
     /// A turn number for round robin: successive calls give successive numbers.
     fn turn(&self) -> u64;
+    /// The loads per unit of weight as a min-tree over the live backends, kept up
+    /// to date by whoever counts (least connections then reads O(log n) nodes);
+    /// `None`: scan every backend.
+    fn least(&self) -> Option<&LeastTree> {
+        None
+    }
 }
 
 /// An idle node: nothing open; each call takes the next turn, from the first (what
@@ -223,6 +231,19 @@ fn least(
     skip: impl Fn(usize) -> bool,
 ) -> Option<Choice> {
     let first = s.pick(key)?;
+    if let Some(t) = loads.least() {
+        let m = t.min();
+        let found = match m {
+            EMPTY => None,
+            m if t.key_of(first) <= m => Some(first),
+            m => t.first_from(first, m),
+        };
+        // The tree knows the live backends, not which ones a retry rules out: the
+        // least of all, when it is not ruled out, is the least of the rest too.
+        if let Some(b) = found.filter(|&b| s.is_live(b) && !skip(b)) {
+            return Some(plain(b));
+        }
+    }
     let backends = s.backends();
     let n = backends.len();
     // (open, weight) of the best so far: a/wa < b/wb  <=>  a*wb < b*wa.

@@ -14,8 +14,9 @@ use std::time::Instant;
 
 use super::backend::{looped_reason, BackendState};
 use super::view::{PoolView, SetView};
-use crate::balance::{Policy, Snapshot};
+use crate::balance::{Mode, Policy, Snapshot};
 use crate::config::PoolConfig;
+use crate::dataplane::load::Least;
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::{BackendTable, PassiveSender, PoolRouting, PoolShared};
 use crate::health::state::{HealthState, Thresholds, Transition};
@@ -86,12 +87,15 @@ impl PoolState {
             up_flags(&backends),
             accepting_flags(&backends),
         );
+        let least = least_of(&config, &snapshot, &table);
+        shared.set_least(least.clone());
         let routing = Arc::new(PoolRouting {
             shared: Arc::clone(&shared),
             snapshot,
             backends: Arc::clone(&table),
             loops: backends.iter().any(|b| b.looped.is_some()),
             policy: policy.clone(),
+            least,
         });
         let mut p = PoolState {
             config,
@@ -304,13 +308,18 @@ impl PoolState {
                 }
             }
         }
+        let least = least_of(&self.config, &snapshot, &self.table);
         self.routing = Arc::new(PoolRouting {
             shared: Arc::clone(&self.shared),
             snapshot,
             backends: Arc::clone(&self.table),
             loops: self.backends.iter().any(|b| b.looped.is_some()),
             policy: self.policy.clone(),
+            least: least.clone(),
         });
+        // Counts go to the new tree from now on (workers that still read the last
+        // routing see its tree, one publish old, until their next connection).
+        self.shared.set_least(least);
         self.pending = false;
         self.published_at = now;
         self.view_stale = true;
@@ -361,6 +370,17 @@ pub fn backups_held(backends: &[crate::balance::Backend], mut accepting: Vec<boo
         }
     }
     accepting
+}
+
+/// A least-connections pool's min-tree over the live backends of `snapshot`; `None`
+/// for other modes.
+fn least_of(
+    config: &PoolConfig,
+    snapshot: &Snapshot,
+    table: &Arc<BackendTable>,
+) -> Option<Arc<Least>> {
+    (config.balance.mode == Mode::LeastConnections)
+        .then(|| Arc::new(Least::new(snapshot, Arc::clone(table))))
 }
 
 fn up_flags(backends: &[BackendState]) -> Vec<bool> {

@@ -11,7 +11,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::pool::BackendTable;
 use super::stats::BackendStats;
+use crate::balance::least::LeastTree;
+use crate::balance::Snapshot;
 
 /// A count of open connections or flows, on its own cache lines (every worker
 /// writes it).
@@ -44,6 +47,7 @@ impl Claim {
     pub fn new(backend: Arc<BackendStats>) -> Claim {
         backend.open.add();
         backend.pool.open.add();
+        backend.pool.least_changed(&backend);
         Claim(backend)
     }
 
@@ -65,6 +69,46 @@ impl Drop for Claim {
     fn drop(&mut self) {
         self.0.open.sub();
         self.0.pool.open.sub();
+        self.0.pool.least_changed(&self.0);
+    }
+}
+
+/// A least-connections pool's min-tree over one routing's live backends, with the
+/// table that says which leaf a backend's counters are.
+#[derive(Debug)]
+pub struct Least {
+    tree: LeastTree,
+    table: Arc<BackendTable>,
+}
+
+impl Least {
+    /// The tree of `snapshot`'s live backends, whose counters are `table`, loaded
+    /// with what is open on each now.
+    pub fn new(snapshot: &Snapshot, table: Arc<BackendTable>) -> Least {
+        let weights: Vec<u32> = snapshot.backends().iter().map(|b| b.weight).collect();
+        let live: Vec<bool> = (0..weights.len()).map(|i| snapshot.is_live(i)).collect();
+        let tree = LeastTree::new(&weights, &live, |i| table[i].open.get());
+        Least { tree, table }
+    }
+
+    /// The tree.
+    pub fn tree(&self) -> &LeastTree {
+        &self.tree
+    }
+
+    /// Backend `stats`'s count changed.
+    pub fn changed(&self, stats: &Arc<BackendStats>) {
+        if let Some(i) = self.table.position(stats) {
+            self.tree.set(i, || stats.open.get());
+        }
+    }
+
+    /// Every leaf read again (after a new tree was put in place: counts that moved
+    /// while it was built went to the old one).
+    pub fn refresh_all(&self) {
+        for (i, s) in self.table.iter().enumerate() {
+            self.tree.set(i, || s.open.get());
+        }
     }
 }
 

@@ -9,9 +9,12 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::load::Open;
+use arc_swap::ArcSwapOption;
+
+use super::load::{Least, Open};
 use super::passive;
 use super::stats::BackendStats;
+use crate::balance::least::LeastTree;
 use crate::balance::{Loads, Policy, Snapshot};
 
 /// One pool's identity, shared by the control plane, its backends' counters and every
@@ -31,6 +34,9 @@ pub struct PoolShared {
     pub open: Open,
     /// Round-robin turns taken.
     turns: AtomicU64,
+    /// `balance = "least-connections"`: the min-tree of the routing published last,
+    /// which counts update.
+    least: ArcSwapOption<Least>,
 }
 
 impl PoolShared {
@@ -43,6 +49,7 @@ impl PoolShared {
             lost: passive::Lost::default(),
             open: Open::default(),
             turns: AtomicU64::new(0),
+            least: ArcSwapOption::empty(),
         }
     }
 
@@ -55,6 +62,23 @@ impl PoolShared {
     /// Sets whether data-path failures count (a reload changed `health.passive`).
     pub fn set_passive(&self, on: bool) {
         self.passive.store(on, Ordering::Relaxed);
+    }
+
+    /// Puts `least` in place as the tree counts update (`None` when the pool does
+    /// not balance by least connections), and brings it up to date.
+    pub fn set_least(&self, least: Option<Arc<Least>>) {
+        self.least.store(least.clone());
+        if let Some(l) = least {
+            l.refresh_all();
+        }
+    }
+
+    /// Backend `stats`'s open count changed: its leaf in the least-connections tree.
+    #[inline]
+    pub(super) fn least_changed(&self, stats: &Arc<BackendStats>) {
+        if let Some(l) = &*self.least.load() {
+            l.changed(stats);
+        }
     }
 
     /// Reports a data-plane failure of `backend`, one of this pool's (a no-op when
@@ -87,6 +111,8 @@ pub struct PoolRouting {
     pub loops: bool,
     /// How it chooses among its live backends (`balance`).
     pub policy: Policy,
+    /// `balance = "least-connections"`: the min-tree of its live backends' loads.
+    pub least: Option<Arc<Least>>,
 }
 
 impl PoolRouting {
@@ -118,6 +144,11 @@ impl Loads for PoolRouting {
     #[inline]
     fn turn(&self) -> u64 {
         self.shared.turns.fetch_add(1, Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn least(&self) -> Option<&LeastTree> {
+        self.least.as_deref().map(Least::tree)
     }
 }
 

@@ -700,6 +700,7 @@ mod tests {
                 backends: Arc::new(crate::dataplane::BackendTable::new(vec![Arc::new(stats)])),
                 loops: false,
                 policy: crate::balance::Policy::ring(),
+                least: None,
             })],
         };
         Arc::new(ListenerShared::new("t", listen, routing, 1))
