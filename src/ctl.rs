@@ -407,9 +407,10 @@ fn backends_table(owner: &serde_json::Value, out: &mut String) {
                 (None, false) => "config".to_string(),
             },
             // Why it is not up (the health reason, or the admin's action).
-            match b["state"].as_str() {
-                Some("up") | None => "",
-                Some(_) => b["reason"].as_str().unwrap_or(""),
+            match (b["state"].as_str(), b["slow_start_percent"].as_f64()) {
+                (Some("up"), Some(p)) => format!("slow start: ramped {p:.0}%"),
+                (Some("up") | None, _) => String::new(),
+                (Some(_), _) => b["reason"].as_str().unwrap_or("").to_string(),
             },
         );
         out.push_str(row.trim_end());

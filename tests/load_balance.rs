@@ -158,3 +158,60 @@ fn round_robin_takes_turns_by_weight() {
         "{per:?}"
     );
 }
+
+/// `slow_start = "4s"`: a backend that comes back (here: disabled, then enabled)
+/// takes almost none of its keys at first, is shown ramping in `/status`, and once
+/// the ramp is whole takes exactly the keys `route` gives it. Connections open on
+/// the other backend stay where they are throughout.
+#[test]
+fn a_recovered_backend_ramps_up_over_slow_start() {
+    let (_backends, list) = named_backends(&["a", "b"]);
+    let (listen, admin) = (free_addr(), free_addr());
+    let toml = with_tables(
+        &config(
+            listen,
+            &list,
+            "[listener.health]\ncheck = \"none\"\nslow_start = \"4s\"\n",
+        ),
+        &ops_tables(free_addr(), admin, None),
+    );
+    let rw = Ringway::start(&toml, &[listen, admin]);
+    let names = names(&list);
+    for action in ["disable", "enable"] {
+        let r = http(
+            "POST",
+            admin,
+            &format!("/listeners/t/backends/b/{action}"),
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let early = connect_many(listen, 100);
+    let ramp = status(admin)["listeners"][0]["backends"][1]["slow_start_percent"].as_f64();
+    assert!(
+        ramp.is_some_and(|p| p < 100.0),
+        "/status does not show b ramping: {ramp:?}"
+    );
+    // Where the ring sends these clients with b at its full share.
+    let clients: Vec<SocketAddr> = early.iter().map(|c| c.0).collect();
+    let full: Vec<String> = rw
+        .route("t", &[], &clients)
+        .into_iter()
+        .map(|r| names[&r.1].clone())
+        .collect();
+    let b_keys = full.iter().filter(|n| *n == "b").count();
+    let b_took = early.iter().filter(|c| c.1 == "b").count();
+    assert!(b_keys >= 20, "too few of b's keys to tell: {b_keys}");
+    assert!(
+        b_took * 3 <= b_keys,
+        "b took {b_took} of its {b_keys} keys right after it came back"
+    );
+    // Every connection that did not go to b went to a: nothing refused.
+    assert_eq!(early.iter().filter(|c| c.1 == "a").count(), 100 - b_took);
+    let whole = eventually(Duration::from_secs(8), || {
+        status(admin)["listeners"][0]["backends"][1]["slow_start_percent"].is_null()
+    });
+    assert!(whole, "b is still ramping after 8 s of a 4 s slow start");
+    let later = connect_many(listen, 100);
+    assert_routed(&rw, "t", &[], &later, &names);
+}

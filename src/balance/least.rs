@@ -30,6 +30,19 @@ pub fn key(open: u64, weight: u32) -> u64 {
     (open.min(1 << 39) << SCALE) / u64::from(weight.max(1))
 }
 
+/// The key of `open` connections on a backend of `weight` ramping up at `ramp`
+/// thousandths of its share (`slow_start`): it weighs as `ramp / 1000` of its weight,
+/// so it looks more loaded than it is.
+#[inline]
+pub fn ramped_key(open: u64, weight: u32, ramp: u16) -> u64 {
+    if ramp >= 1000 {
+        return key(open, weight);
+    }
+    let num = u128::from(open.min(1 << 39)) << SCALE;
+    let den = u128::from(weight.max(1)) * u128::from(ramp.max(1));
+    (num * 1000 / den).min(u128::from(EMPTY - 1)) as u64
+}
+
 /// The min-tree of one live backend set.
 #[derive(Debug)]
 pub struct LeastTree {
@@ -40,6 +53,8 @@ pub struct LeastTree {
     /// 1-based heap order: node 1 is the root, leaf `i` is `cap + i`.
     nodes: Box<[AtomicU64]>,
     weights: Box<[u32]>,
+    /// `slow_start`: thousandths of each backend's share.
+    ramps: Box<[u16]>,
     live: Box<[bool]>,
 }
 
@@ -47,12 +62,23 @@ impl LeastTree {
     /// The tree of backends with `weights`, of which `live` take new connections,
     /// with `open(i)` connections on each now.
     pub fn new(weights: &[u32], live: &[bool], open: impl Fn(usize) -> u64) -> LeastTree {
+        LeastTree::ramped(weights, &vec![1000; weights.len()], live, open)
+    }
+
+    /// [`LeastTree::new`] with backends ramping up: `ramps[i]` thousandths of
+    /// backend `i`'s share.
+    pub fn ramped(
+        weights: &[u32],
+        ramps: &[u16],
+        live: &[bool],
+        open: impl Fn(usize) -> u64,
+    ) -> LeastTree {
         let n = weights.len();
         let cap = n.next_power_of_two().max(1);
         let nodes: Box<[AtomicU64]> = (0..2 * cap).map(|_| AtomicU64::new(EMPTY)).collect();
         for i in 0..n {
             if live[i] {
-                nodes[cap + i].store(key(open(i), weights[i]), Ordering::Relaxed);
+                nodes[cap + i].store(ramped_key(open(i), weights[i], ramps[i]), Ordering::Relaxed);
             }
         }
         for j in (1..cap).rev() {
@@ -66,6 +92,7 @@ impl LeastTree {
             n,
             nodes,
             weights: weights.into(),
+            ramps: ramps.into(),
             live: live.into(),
         }
     }
@@ -81,7 +108,8 @@ impl LeastTree {
         let mut j = self.cap + i;
         loop {
             let v = open();
-            self.nodes[j].store(key(v, self.weights[i]), Ordering::SeqCst);
+            let k = ramped_key(v, self.weights[i], self.ramps[i]);
+            self.nodes[j].store(k, Ordering::SeqCst);
             if open() == v {
                 break;
             }
@@ -160,6 +188,10 @@ mod tests {
         assert!(key(3, 1000) < key(1, 333));
         assert!(key(999, 1000) < key(1, 1));
         assert_eq!(key(0, 7), 0);
+        assert_eq!(ramped_key(5, 3, 1000), key(5, 3));
+        // At 10% of its share, 1 connection weighs as 10 do at full share.
+        assert_eq!(ramped_key(1, 1, 100), key(10, 1));
+        assert_eq!(ramped_key(0, 1, 0), 0);
     }
 
     #[test]

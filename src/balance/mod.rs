@@ -17,7 +17,7 @@ pub mod ring;
 mod rotation;
 pub mod routes;
 mod seen;
-mod snapshot;
+pub mod snapshot;
 #[cfg(test)]
 mod test_keys;
 

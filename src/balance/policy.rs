@@ -14,6 +14,11 @@
 //! - `round-robin`: smooth weighted turns ([`Rotation`]), one turn per new
 //!   connection, shared by every worker.
 //!
+//! `slow_start`: a backend ramping up (its snapshot says by how much) takes a key its
+//! ring mode would give it only when the key's draw (0..1000, fixed per key) is under
+//! its ramp, else the key goes on clockwise; least connections weighs it by its ramp;
+//! round robin skips its turn unless the turn's draw is under its ramp.
+//!
 //! Loads come from outside ([`Loads`]): the data plane reads its live counts, `route`
 //! reads an idle node ([`Idle`]). Nothing here reads a clock or does I/O.
 
@@ -172,13 +177,39 @@ fn plain(backend: usize) -> Choice {
     }
 }
 
-/// The ring's pick, or the first backend clockwise that `skip` leaves.
+/// A key's or a turn's draw for `slow_start`, 0..1000: independent of where the key
+/// falls on the ring, fixed for the key, so the keys a ramping backend takes only
+/// grow as its ramp does.
+#[inline]
+fn draw(x: u64) -> u16 {
+    ((x.rotate_left(29).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) % 1000) as u16
+}
+
+/// Whether backend `b`, ramping up at its thousandths, takes a connection with draw
+/// `d`: always at a full share.
+#[inline]
+fn admitted(s: &Snapshot, b: usize, d: u16) -> bool {
+    d < s.ramp(b)
+}
+
+/// The ring's pick, or the first backend clockwise that `skip` leaves (and, while
+/// backends ramp up, that takes the key's draw; else the first left).
 fn ring(s: &Snapshot, key: u64, skip: impl Fn(usize) -> bool) -> Option<Choice> {
     let first = s.pick(key)?;
-    if !skip(first) {
+    if !s.ramping() {
+        if !skip(first) {
+            return Some(plain(first));
+        }
+        return s.candidates(key).find(|&b| !skip(b)).map(plain);
+    }
+    let d = draw(key);
+    if !skip(first) && admitted(s, first, d) {
         return Some(plain(first));
     }
-    s.candidates(key).find(|&b| !skip(b)).map(plain)
+    s.candidates(key)
+        .find(|&b| !skip(b) && admitted(s, b, d))
+        .or_else(|| s.candidates(key).find(|&b| !skip(b)))
+        .map(plain)
 }
 
 /// The most backend `b` may hold with `total` open on the pool (the new one
@@ -199,7 +230,9 @@ fn bounded(
     let total = loads.total() + 1;
     let live_weight = s.live_weight();
     let weight = |b: usize| s.backends()[b].weight;
-    let under = |b: usize| loads.open(b) < cap(factor, total, weight(b), live_weight);
+    let d = draw(key);
+    let under =
+        |b: usize| loads.open(b) < cap(factor, total, weight(b), live_weight) && admitted(s, b, d);
     let first = s.pick(key)?;
     if !skip(first) && under(first) {
         return Some(plain(first));
@@ -246,13 +279,14 @@ fn least(
     }
     let backends = s.backends();
     let n = backends.len();
-    // (open, weight) of the best so far: a/wa < b/wb  <=>  a*wb < b*wa.
-    let mut best: Option<(usize, u64, u64)> = None;
+    // (open, weight x ramp) of the best so far: a/wa < b/wb  <=>  a*wb < b*wa.
+    let mut best: Option<(usize, u128, u128)> = None;
     for b in (first..n).chain(0..first) {
         if !s.is_live(b) || skip(b) {
             continue;
         }
-        let (open, weight) = (loads.open(b), u64::from(backends[b].weight));
+        let open = u128::from(loads.open(b));
+        let weight = u128::from(backends[b].weight) * u128::from(s.ramp(b).max(1));
         match best {
             Some((_, bo, bw)) if open * bw >= bo * weight => {}
             _ => best = Some((b, open, weight)),
@@ -261,9 +295,19 @@ fn least(
     best.map(|(b, _, _)| plain(b))
 }
 
-/// Round robin: the live backend of turn `t`, or of the turns after it.
+/// Round robin: the live backend of turn `t`, or of the turns after it (a backend
+/// ramping up takes its turn with the probability of its ramp).
 fn turn(r: &Rotation, s: &Snapshot, t: u64, skip: impl Fn(usize) -> bool) -> Option<Choice> {
-    r.from(t).find(|&b| s.is_live(b) && !skip(b)).map(plain)
+    let usable = |b: usize| s.is_live(b) && !skip(b);
+    if !s.ramping() {
+        return r.from(t).find(|&b| usable(b)).map(plain);
+    }
+    r.from(t)
+        .zip(t..)
+        .find(|&(b, u)| usable(b) && admitted(s, b, draw(u)))
+        .map(|(b, _)| b)
+        .or_else(|| r.from(t).find(|&b| usable(b)))
+        .map(plain)
 }
 
 #[cfg(test)]

@@ -19,6 +19,9 @@ use super::ring::{Member, Ring};
 use super::seen::Seen;
 use super::Backend;
 
+/// A full share, in thousandths.
+pub const FULL: u16 = 1000;
+
 /// The whole circle of keys, 2^64, as an arc length.
 const CIRCLE: u128 = 1 << 64;
 
@@ -85,6 +88,9 @@ pub struct Snapshot {
     /// Key space that changed backend since the snapshot this one was derived from
     /// (out of 2^64).
     moved: u128,
+    /// `slow_start`: each backend's share of its full share, in thousandths, while
+    /// any ramps (`None`: every backend at its full share).
+    ramp: Option<Arc<[u16]>>,
 }
 
 impl Snapshot {
@@ -109,6 +115,7 @@ impl Snapshot {
             up,
             view: View::All,
             moved: 0,
+            ramp: None,
         }
     }
 
@@ -218,7 +225,34 @@ impl Snapshot {
             view,
             arcs,
             moved,
+            ramp: None,
         }
+    }
+
+    /// The same snapshot with backends ramping up (`slow_start`): `ramp[i]` is
+    /// backend `i`'s thousandths of its full share; `None` or all 1000: none ramps.
+    ///
+    /// # Panics
+    /// Panics if `ramp` does not have one value per backend.
+    pub fn with_ramp(mut self, ramp: Option<Vec<u16>>) -> Snapshot {
+        self.ramp = ramp
+            .inspect(|r| assert_eq!(r.len(), self.backends.len(), "one ramp per backend"))
+            .filter(|r| r.iter().any(|&p| p < FULL))
+            .map(|r| r.iter().map(|&p| p.min(FULL)).collect());
+        self
+    }
+
+    /// Backend `i`'s thousandths of its full share (`slow_start`): 1000 unless it
+    /// ramps up.
+    #[inline]
+    pub fn ramp(&self, i: usize) -> u16 {
+        self.ramp.as_ref().map_or(FULL, |r| r[i])
+    }
+
+    /// Whether any backend ramps up.
+    #[inline]
+    pub fn ramping(&self) -> bool {
+        self.ramp.is_some()
     }
 
     /// The view, arcs and moved key space once the backends in `toggled` (live now as

@@ -36,6 +36,14 @@ pub fn changes(old: &Config, new: &Config) -> String {
             &ids(&p.backends),
             &mut said,
         );
+        if was.balance != p.balance {
+            said.push(format!(
+                "pool {} balance {} -> {}",
+                p.name,
+                describe(was.balance),
+                describe(p.balance)
+            ));
+        }
     }
     if said.is_empty() {
         "no listener, pool or backend added or removed".to_string()
@@ -45,6 +53,14 @@ pub fn changes(old: &Config, new: &Config) -> String {
 }
 
 /// `what +a +b -c`, when anything changed.
+/// `ring`, `ring x1.25`, `least-connections`, ...
+fn describe(b: crate::balance::Balance) -> String {
+    match b.factor {
+        Some(f) => format!("{} x{f}", b.mode.name()),
+        None => b.mode.name().to_string(),
+    }
+}
+
 fn diff(what: &str, old: &BTreeSet<String>, new: &BTreeSet<String>, said: &mut Vec<String>) {
     let added = new.difference(old).map(|n| format!("+{n}"));
     let removed = old.difference(new).map(|n| format!("-{n}"));
@@ -83,5 +99,10 @@ mod tests {
             changes(&new, &old),
             "listeners -b; pools -p; pool a backends +y -z"
         );
+        let bounded = config(&OLD.replace(
+            "listen = \"127.0.0.1:1\"\n",
+            "listen = \"127.0.0.1:1\"\nbalance_factor = 1.5\n",
+        ));
+        assert_eq!(changes(&old, &bounded), "pool a balance ring -> ring x1.5");
     }
 }

@@ -179,6 +179,7 @@ pub struct FileHealth {
     pub send_proxy: Option<Spanned<bool>>,
     pub on_down: Option<Spanned<FileOnDown>>,
     pub all_down: Option<Spanned<FileAllDown>>,
+    pub slow_start: Option<Spanned<String>>,
 }
 
 /// `check = ...`.

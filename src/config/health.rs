@@ -245,8 +245,28 @@ pub(super) fn health(
             None | Some(FileAllDown::Reject) => AllDown::Reject,
             Some(FileAllDown::UseAll) => AllDown::UseAll,
         },
+        slow_start: match &f.slow_start {
+            None => None,
+            Some(d) => {
+                let d = duration_of(src, d, &format!("{key}.slow_start"))?;
+                if d > MAX_SLOW_START {
+                    return Err(src.error(
+                        f.slow_start.as_ref().map_or(0..0, |s| s.span()),
+                        format!("{key}.slow_start"),
+                        format!(
+                            "at most {}: a ramp longer than that keeps a recovered backend idle",
+                            humantime::format_duration(MAX_SLOW_START)
+                        ),
+                    ));
+                }
+                (!d.is_zero()).then_some(d)
+            }
+        },
     })
 }
+
+/// The longest `slow_start`.
+const MAX_SLOW_START: std::time::Duration = std::time::Duration::from_secs(3600);
 
 fn defaults(kind: FileCheck, send_proxy: Option<ProxyVersion>) -> HealthConfig {
     HealthConfig {
@@ -264,6 +284,7 @@ fn defaults(kind: FileCheck, send_proxy: Option<ProxyVersion>) -> HealthConfig {
         passive: true,
         on_down: OnDown::Keep,
         all_down: AllDown::Reject,
+        slow_start: None,
     }
 }
 

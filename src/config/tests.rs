@@ -321,13 +321,14 @@ fn health_table_is_typed_with_defaults() {
     );
     assert!(h.passive);
     assert_eq!((h.on_down, h.all_down), (OnDown::Keep, AllDown::Reject));
+    assert_eq!(h.slow_start, None);
     let u = parse(Path::new("t.toml"), UDP).unwrap();
     assert_eq!(
         u.pools[0].health.check,
         Check::None,
         "UDP listeners check nothing by default"
     );
-    let t = format!("{GOOD}\n[listener.health]\ncheck = \"send-expect\"\nsend = 'PING\\r\\n'\nexpect = \"+PONG\"\ninterval = \"5s\"\ntimeout = \"2s\"\nrise = 1\nfall = 5\nport = 9100\non_down = \"close\"\nall_down = \"use-all\"\npassive = false\n");
+    let t = format!("{GOOD}\n[listener.health]\ncheck = \"send-expect\"\nsend = 'PING\\r\\n'\nexpect = \"+PONG\"\ninterval = \"5s\"\ntimeout = \"2s\"\nrise = 1\nfall = 5\nport = 9100\non_down = \"close\"\nall_down = \"use-all\"\npassive = false\nslow_start = \"30s\"\n");
     let h = parse(Path::new("t.toml"), &t).unwrap().pools[0]
         .health
         .clone();
@@ -343,6 +344,12 @@ fn health_table_is_typed_with_defaults() {
         (1, 5, Some(9100), false)
     );
     assert_eq!((h.on_down, h.all_down), (OnDown::Close, AllDown::UseAll));
+    assert_eq!(h.slow_start, Some(Duration::from_secs(30)));
+    let long = t.replace("slow_start = \"30s\"", "slow_start = \"2h\"");
+    let e = parse(Path::new("t.toml"), &long).unwrap_err();
+    let e = e.located().unwrap();
+    assert_eq!(e.key, "listener[0].health.slow_start", "{}", e.message);
+    assert!(e.message.contains("at most 1h"), "{}", e.message);
 }
 
 #[test]

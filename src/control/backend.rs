@@ -75,6 +75,9 @@ pub struct BackendState {
     /// Its address is ringway's own (whose, for the log and `/status`): it is never
     /// used nor checked.
     pub looped: Option<String>,
+    /// `slow_start`: since when it ramps up (it came back up, or was added), until
+    /// its ramp is whole.
+    pub(super) ramp_since: Option<Instant>,
 }
 
 /// One active check's outcome, for `/status`.
@@ -143,7 +146,23 @@ impl BackendState {
             ),
             down_before: std::time::Duration::ZERO,
             looped,
+            ramp_since: None,
         }
+    }
+
+    /// Its share of new connections at `now`, in thousandths, ramping up over
+    /// `slow_start` since it came back; 1000 once the ramp is whole (which ends it).
+    pub(super) fn ramp(&mut self, now: Instant, slow_start: Option<std::time::Duration>) -> u16 {
+        let (Some(since), Some(d)) = (self.ramp_since, slow_start) else {
+            self.ramp_since = None;
+            return crate::balance::snapshot::FULL;
+        };
+        let done = now.saturating_duration_since(since).as_secs_f64() / d.as_secs_f64();
+        if done >= 1.0 {
+            self.ramp_since = None;
+            return crate::balance::snapshot::FULL;
+        }
+        (done * 1000.0) as u16
     }
 
     /// Healthy, not disabled, not ringway's own address: keeps its flows.

@@ -341,6 +341,17 @@ impl Control {
     pub fn flush(&mut self, now: Instant) -> Option<Instant> {
         let mut again: Option<Instant> = None;
         let mut later = |at: Instant| again = Some(again.map_or(at, |a| a.min(at)));
+        for p in &mut self.pools {
+            // A backend ramping up (`slow_start`): the next step of its ramp.
+            if !p.pending && p.ramping() {
+                let due = p.published_at + super::pool::RAMP_STEP;
+                if now >= due {
+                    p.pending = true;
+                } else {
+                    later(due);
+                }
+            }
+        }
         for pi in 0..self.pools.len() {
             let p = &self.pools[pi];
             if !p.pending {

@@ -22,6 +22,10 @@ use crate::dataplane::{BackendTable, PassiveSender, PoolRouting, PoolShared};
 use crate::health::state::{HealthState, Thresholds, Transition};
 use crate::health::AllDown;
 
+/// How often a pool whose backends ramp up (`slow_start`) is published again: the
+/// ramp moves in steps of this long.
+pub const RAMP_STEP: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// One pool.
 #[derive(Debug)]
 pub struct PoolState {
@@ -118,6 +122,12 @@ impl PoolState {
         p
     }
 
+    /// Some backend ramps up (`slow_start`): it is published again every
+    /// [`RAMP_STEP`] until none does.
+    pub fn ramping(&self) -> bool {
+        self.routing.snapshot.ramping()
+    }
+
     /// What workers load now.
     pub fn routing(&self) -> &Arc<PoolRouting> {
         &self.routing
@@ -194,7 +204,15 @@ impl PoolState {
                     state.looped = looped;
                     state
                 }
-                None => BackendState::new(b, (self.workers, &self.shared), &config.health, looped),
+                None => {
+                    let mut added =
+                        BackendState::new(b, (self.workers, &self.shared), &config.health, looped);
+                    // An added backend ramps up like one that came back.
+                    if config.health.slow_start.is_some() && added.is_up() {
+                        added.ramp_since = Some(Instant::now());
+                    }
+                    added
+                }
             };
             backends.push(state);
         }
@@ -289,6 +307,7 @@ impl PoolState {
         }
         let mut went_down = Vec::new();
         let now = Instant::now();
+        let slow_start = self.config.health.slow_start;
         for b in &mut self.backends {
             let name = b.state_name();
             if name != b.state.0 {
@@ -302,12 +321,21 @@ impl PoolState {
                 b.up = up;
                 if up {
                     b.to_up += 1;
+                    if slow_start.is_some() {
+                        b.ramp_since = Some(now);
+                    }
                 } else {
                     b.to_down += 1;
                     went_down.push(Arc::clone(&b.stats));
                 }
             }
         }
+        let ramps: Vec<u16> = self
+            .backends
+            .iter_mut()
+            .map(|b| b.ramp(now, slow_start))
+            .collect();
+        let snapshot = snapshot.with_ramp(Some(ramps));
         let least = least_of(&self.config, &snapshot, &self.table);
         self.routing = Arc::new(PoolRouting {
             shared: Arc::clone(&self.shared),

@@ -196,6 +196,9 @@ pub struct BackendStatus {
     pub last_check: Option<CheckStatus>,
     /// Fraction of the key space it owns now.
     pub ring_share: f64,
+    /// `slow_start`: how far it has ramped up, 0 to 100 (`null` when it is not
+    /// ramping: at its full share).
+    pub slow_start_percent: Option<f64>,
 }
 
 /// The last active check of a backend.
@@ -365,5 +368,10 @@ pub fn backend(l: &PoolView, bi: usize, shares: &[f64], now: Instant) -> Backend
             seconds_ago: now.saturating_duration_since(c.at).as_secs_f64(),
         }),
         ring_share: shares.get(bi).copied().unwrap_or(0.0),
+        slow_start_percent: {
+            let s = &l.routing.snapshot;
+            (bi < s.backends().len() && s.ramp(bi) < crate::balance::snapshot::FULL)
+                .then(|| f64::from(s.ramp(bi)) / 10.0)
+        },
     }
 }

@@ -87,7 +87,8 @@ impl Least {
     pub fn new(snapshot: &Snapshot, table: Arc<BackendTable>) -> Least {
         let weights: Vec<u32> = snapshot.backends().iter().map(|b| b.weight).collect();
         let live: Vec<bool> = (0..weights.len()).map(|i| snapshot.is_live(i)).collect();
-        let tree = LeastTree::new(&weights, &live, |i| table[i].open.get());
+        let ramps: Vec<u16> = (0..weights.len()).map(|i| snapshot.ramp(i)).collect();
+        let tree = LeastTree::ramped(&weights, &ramps, &live, |i| table[i].open.get());
         Least { tree, table }
     }
 

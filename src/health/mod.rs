@@ -91,6 +91,9 @@ pub struct HealthConfig {
     pub on_down: OnDown,
     /// When every backend is down.
     pub all_down: AllDown,
+    /// A backend that comes back up, or is added, takes a share of new connections
+    /// that grows linearly from 0 to its full share over this long (`None`: at once).
+    pub slow_start: Option<Duration>,
 }
 
 impl HealthConfig {

@@ -257,3 +257,63 @@ proptest! {
         }
     }
 }
+
+/// `slow_start`: a backend at r thousandths takes about r/1000 of the keys the ring
+/// gives it, the keys it takes at a lower ramp stay its own at a higher one, and the
+/// rest go on to a backend that is not ramping; nothing is refused.
+#[test]
+fn a_ramping_backend_takes_a_growing_fixed_part_of_its_keys() {
+    let b = backends(&[1, 1, 1]);
+    let s = Snapshot::new(b.clone(), 64);
+    let p = policy(Mode::Ring, None, &b);
+    let its: Vec<u64> = keys(6000).filter(|&k| s.pick(k) == Some(1)).collect();
+    let mut before: Vec<u64> = Vec::new();
+    for ramp in [0u16, 250, 500, 900] {
+        let r = s.clone_all_up().with_ramp(Some(vec![1000, ramp, 1000]));
+        let took: Vec<u64> = its
+            .iter()
+            .copied()
+            .filter(|&k| p.choose(&r, k, &Idle::default(), none).unwrap().backend == 1)
+            .collect();
+        let share = took.len() as f64 / its.len() as f64;
+        assert!(
+            (share - f64::from(ramp) / 1000.0).abs() < 0.05,
+            "ramp {ramp}: {share}"
+        );
+        assert!(
+            before.iter().all(|k| took.contains(k)),
+            "a key left b as it ramped up"
+        );
+        before = took;
+    }
+    // Alone, a backend at 0 still serves.
+    let one = backends(&[1]);
+    let s = Snapshot::new(one.clone(), 8).with_ramp(Some(vec![0]));
+    assert_eq!(
+        policy(Mode::Ring, None, &one)
+            .choose(&s, 5, &Idle::default(), none)
+            .unwrap()
+            .backend,
+        0
+    );
+}
+
+#[test]
+fn least_connections_and_round_robin_weigh_a_ramping_backend_by_its_ramp() {
+    let b = backends(&[1, 1]);
+    let s = Snapshot::new(b.clone(), 64).with_ramp(Some(vec![1000, 100]));
+    // At 10%, 1 connection weighs as 10: 5 on the other backend is less.
+    let mut loads = Held::new(2);
+    loads.open = vec![5, 1];
+    let p = policy(Mode::LeastConnections, None, &b);
+    assert!(keys(100).all(|k| p.choose(&s, k, &loads, none).unwrap().backend == 0));
+    loads.open = vec![11, 1];
+    assert!(keys(100).all(|k| p.choose(&s, k, &loads, none).unwrap().backend == 1));
+    let p = policy(Mode::RoundRobin, None, &b);
+    let loads = Held::new(2);
+    let took = keys(2000)
+        .filter(|&k| p.choose(&s, k, &loads, none).unwrap().backend == 1)
+        .count();
+    // Its turns are every other one, each taken one time in ten.
+    assert!((60..=140).contains(&took), "{took}");
+}
