@@ -56,7 +56,7 @@ fn pool(n: usize, balance: Balance) -> (PoolRouting, Vec<Claim>) {
     shared.set_least(least.clone());
     let routing = PoolRouting {
         shared,
-        policy: Policy::new(balance, &b),
+        policy: Policy::new(balance, &b).for_snapshot(&snapshot),
         snapshot,
         backends: table,
         loops: false,
@@ -99,6 +99,13 @@ fn bench(c: &mut Criterion) {
             "round_robin",
             Balance {
                 mode: Mode::RoundRobin,
+                factor: None,
+            },
+        ),
+        (
+            "maglev",
+            Balance {
+                mode: Mode::Maglev,
                 factor: None,
             },
         ),

@@ -120,8 +120,8 @@ pub fn route(
                     })?;
                 up[i] = false;
             }
-            let policy = Policy::new(p.balance, &p.backends);
             let live = crate::control::live_snapshot(p, &base, up.clone(), up);
+            let policy = Policy::new(p.balance, &p.backends).for_snapshot(&live);
             Some((p, live, policy))
         }
         None => None,

@@ -373,3 +373,119 @@ fn a_backup_serves_only_while_no_other_backend_does() {
     s.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"ping\n");
 }
+
+const MAGLEV: &str = include_str!("fixtures/maglev_vectors.tsv");
+
+/// Every row of tests/fixtures/maglev_vectors.tsv, produced from docs/hashing.md by an
+/// independent Python implementation (scripts/maglev_vectors.py), holds: table sizes,
+/// permutations, lookups and every entry's owner.
+#[test]
+fn maglev_contract_vectors_hold() {
+    use ringway::balance::maglev::{permutation, table_size, Maglev};
+    let mut tables: HashMap<String, (Vec<RingBackend>, Maglev)> = HashMap::new();
+    let mut checked = 0;
+    for line in MAGLEV
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let f: Vec<&str> = line.split('\t').collect();
+        match f[0] {
+            "size" => assert_eq!(
+                table_size(f[1].parse().unwrap()).to_string(),
+                f[2],
+                "{line}"
+            ),
+            "perm" => {
+                let (o, s) = permutation(f[1], f[2].parse().unwrap());
+                assert_eq!(
+                    (o.to_string(), s.to_string()),
+                    (f[3].into(), f[4].into()),
+                    "{line}"
+                );
+            }
+            "table" => {
+                let backends: Vec<RingBackend> = f[3]
+                    .split(';')
+                    .map(|m| {
+                        let (id, w) = m.rsplit_once('=').unwrap();
+                        RingBackend {
+                            id: id.to_string(),
+                            addr: "127.0.0.1:1".parse().unwrap(),
+                            addr_text: "127.0.0.1:1".into(),
+                            weight: w.parse().unwrap(),
+                            set: None,
+                            backup: false,
+                        }
+                    })
+                    .collect();
+                let live: Vec<bool> = backends
+                    .iter()
+                    .map(|b| f[4] == "*" || f[4].split(',').any(|l| l == b.id))
+                    .collect();
+                let t = Maglev::build(&backends, &live, f[2].parse().unwrap());
+                tables.insert(f[1].to_string(), (backends, t));
+            }
+            "lookup" => {
+                let (backends, t) = &tables[f[1]];
+                let key = u64::from_str_radix(f[2], 16).unwrap();
+                let got = t.lookup(key).map_or("-", |b| backends[b].id.as_str());
+                assert_eq!(got, f[3], "{line}");
+            }
+            "count" => {
+                let (backends, t) = &tables[f[1]];
+                let mut count = vec![0usize; backends.len()];
+                for k in 0..t.len() as u64 {
+                    count[t.lookup(k).unwrap()] += 1;
+                }
+                let got: Vec<String> = backends
+                    .iter()
+                    .zip(&count)
+                    .map(|(b, c)| format!("{}={c}", b.id))
+                    .collect();
+                assert_eq!(got.join(";"), f[2], "{line}");
+            }
+            other => panic!("unknown row {other}"),
+        }
+        checked += 1;
+    }
+    assert!(checked > 170, "only {checked} rows");
+}
+
+/// `balance = "maglev"`: connections land where `route` says, with a backend down too.
+#[test]
+fn maglev_connections_land_where_route_says() {
+    let (_backends, list) = named_backends(&["a", "b", "c"]);
+    let (listen, admin) = (free_addr(), free_addr());
+    let toml = with_tables(
+        &config(listen, &list, "balance = \"maglev\"\n"),
+        &ops_tables(free_addr(), admin, None),
+    );
+    let rw = Ringway::start(&toml, &[listen, admin]);
+    let names = names(&list);
+    let seen = connect_many(listen, 90);
+    assert!(
+        ["a", "b", "c"]
+            .iter()
+            .all(|n| seen.iter().any(|s| s.1 == *n)),
+        "{seen:?}"
+    );
+    assert_routed(&rw, "t", &[], &seen, &names);
+    // And it is not the ring: the same clients on the same backends by the ring
+    // differ for about two thirds of them.
+    let ring_conf = rw.config.with_extension("ring.toml");
+    let text = std::fs::read_to_string(&rw.config).unwrap();
+    std::fs::write(&ring_conf, text.replace("balance = \"maglev\"\n", "")).unwrap();
+    let clients: Vec<SocketAddr> = seen.iter().map(|s| s.0).collect();
+    let by_ring = route(&ring_conf, "t", &[], &clients);
+    let differ = seen
+        .iter()
+        .zip(&by_ring)
+        .filter(|(s, r)| names[&r.1] != s.1)
+        .count();
+    assert!(differ > 20, "only {differ} of 90 differ from the ring");
+    let r = http("POST", admin, "/listeners/t/backends/b/disable", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = connect_many(listen, 60);
+    assert!(seen.iter().all(|s| s.1 != "b"));
+    assert_routed(&rw, "t", &["b"], &seen, &names);
+}

@@ -11,6 +11,7 @@
 pub mod hash;
 pub mod least;
 pub mod live;
+pub mod maglev;
 mod owners;
 pub mod policy;
 pub mod ring;

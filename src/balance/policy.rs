@@ -13,6 +13,8 @@
 //!   ([`LeastTree`]) where the counter keeps one, else by a scan.
 //! - `round-robin`: smooth weighted turns ([`Rotation`]), one turn per new
 //!   connection, shared by every worker.
+//! - `maglev`: the Maglev lookup table of the live backends ([`Maglev`]); with
+//!   `balance_factor`, bounded like the ring, walking on in table order.
 //!
 //! `slow_start`: a backend ramping up (its snapshot says by how much) takes a key its
 //! ring mode would give it only when the key's draw (0..1000, fixed per key) is under
@@ -22,11 +24,14 @@
 //! Loads come from outside ([`Loads`]): the data plane reads its live counts, `route`
 //! reads an idle node ([`Idle`]). Nothing here reads a clock or does I/O.
 
+use std::sync::Arc;
+
 use super::least::{LeastTree, EMPTY};
+use super::maglev::{table_size, Maglev};
 use super::rotation::Rotation;
 use super::{Backend, Snapshot};
 
-/// `balance = "ring" | "least-connections" | "round-robin"`.
+/// `balance = "ring" | "least-connections" | "round-robin" | "maglev"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
     /// The consistent-hash ring (optionally bounded).
@@ -36,11 +41,18 @@ pub enum Mode {
     LeastConnections,
     /// Smooth weighted round robin.
     RoundRobin,
+    /// The Maglev lookup table (optionally bounded).
+    Maglev,
 }
 
 impl Mode {
     /// Every mode, by its config name.
-    pub const ALL: [Mode; 3] = [Mode::Ring, Mode::LeastConnections, Mode::RoundRobin];
+    pub const ALL: [Mode; 4] = [
+        Mode::Ring,
+        Mode::LeastConnections,
+        Mode::RoundRobin,
+        Mode::Maglev,
+    ];
 
     /// Its name in the config, `/status` and metrics.
     pub fn name(self) -> &'static str {
@@ -48,6 +60,7 @@ impl Mode {
             Mode::Ring => "ring",
             Mode::LeastConnections => "least-connections",
             Mode::RoundRobin => "round-robin",
+            Mode::Maglev => "maglev",
         }
     }
 
@@ -120,6 +133,8 @@ pub struct Choice {
 pub struct Policy {
     balance: Balance,
     rotation: Option<Rotation>,
+    /// `maglev`: the table of the live set it was last published with.
+    maglev: Option<Arc<Maglev>>,
 }
 
 impl Policy {
@@ -129,7 +144,25 @@ impl Policy {
             let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
             Rotation::new(&weights)
         });
-        Policy { balance, rotation }
+        Policy {
+            balance,
+            rotation,
+            maglev: None,
+        }
+    }
+
+    /// This policy for the live backends of `s` (what a publish hands workers):
+    /// with `maglev`, the table of that live set, built anew only when it changed.
+    pub fn for_snapshot(&self, s: &Snapshot) -> Policy {
+        let mut p = self.clone();
+        if self.balance.mode == Mode::Maglev {
+            let live: Vec<bool> = (0..s.backends().len()).map(|i| s.is_live(i)).collect();
+            if !self.maglev.as_ref().is_some_and(|t| t.built_for(&live)) {
+                let m = table_size(s.backends().len());
+                p.maglev = Some(Arc::new(Maglev::build(s.backends(), &live, m)));
+            }
+        }
+        p
     }
 
     /// The plain ring, unbounded.
@@ -137,6 +170,7 @@ impl Policy {
         Policy {
             balance: Balance::default(),
             rotation: None,
+            maglev: None,
         }
     }
 
@@ -164,6 +198,10 @@ impl Policy {
             Mode::LeastConnections => least(s, key, loads, skip),
             Mode::RoundRobin => match &self.rotation {
                 Some(r) => turn(r, s, loads.turn(), skip),
+                None => ring(s, key, skip),
+            },
+            Mode::Maglev => match &self.maglev {
+                Some(t) => maglev(t, s, key, (loads, self.balance.factor), skip),
                 None => ring(s, key, skip),
             },
         }
@@ -253,6 +291,35 @@ fn bounded(
         backend: b,
         overflowed: b != first,
     })
+}
+
+/// Maglev: the key's entry, or (passed over by a retry, a ramp or a bound) the next
+/// distinct backend in table order that takes it.
+fn maglev(
+    t: &Maglev,
+    s: &Snapshot,
+    key: u64,
+    (loads, factor): (&impl Loads, Option<f64>),
+    skip: impl Fn(usize) -> bool,
+) -> Option<Choice> {
+    let first = t.lookup(key)?;
+    let d = draw(key);
+    let total = loads.total() + 1;
+    let under = |b: usize| {
+        factor
+            .is_none_or(|f| loads.open(b) < cap(f, total, s.backends()[b].weight, s.live_weight()))
+    };
+    let takes = |b: usize| !skip(b) && admitted(s, b, d) && under(b);
+    if takes(first) {
+        return Some(plain(first));
+    }
+    match t.walk(key).find(|&b| takes(b)) {
+        Some(b) => Some(Choice {
+            backend: b,
+            overflowed: factor.is_some() && !under(first),
+        }),
+        None => t.walk(key).find(|&b| !skip(b)).map(plain),
+    }
 }
 
 /// Least connections per unit of weight; ties go to the ring's pick, then to the

@@ -226,13 +226,14 @@ pub enum FileHash {
     SourceIp,
 }
 
-/// `balance = "ring" | "least-connections" | "round-robin"`.
+/// `balance = "ring" | "least-connections" | "round-robin" | "maglev"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FileBalance {
     Ring,
     LeastConnections,
     RoundRobin,
+    Maglev,
 }
 
 /// `send_proxy = "v1" | "v2"`.

@@ -133,14 +133,15 @@ fn balance(src: &Source<'_>, parts: &Parts<'_>) -> Result<Balance, ConfigError> 
         None | Some(FileBalance::Ring) => Mode::Ring,
         Some(FileBalance::LeastConnections) => Mode::LeastConnections,
         Some(FileBalance::RoundRobin) => Mode::RoundRobin,
+        Some(FileBalance::Maglev) => Mode::Maglev,
     };
     let factor = match parts.balance_factor {
         None => None,
-        Some(f) if mode != Mode::Ring => {
+        Some(f) if !matches!(mode, Mode::Ring | Mode::Maglev) => {
             return Err(src.error(
                 f.span(),
                 format!("{key}.balance_factor"),
-                format!("`balance_factor` bounds the loads of the ring, and this pool balances by {}: remove it, or set `balance = \"ring\"`", mode.name()),
+                format!("`balance_factor` bounds the loads of the ring (or of maglev), and this pool balances by {}: remove it, or set `balance = \"ring\"`", mode.name()),
             ));
         }
         Some(f) if *f.get_ref() > 1.0 && *f.get_ref() <= MAX_FACTOR => Some(*f.get_ref()),

@@ -91,6 +91,7 @@ impl PoolState {
             up_flags(&backends),
             accepting_flags(&backends),
         );
+        let policy = policy.for_snapshot(&snapshot);
         let least = least_of(&config, &snapshot, &table);
         shared.set_least(least.clone());
         let routing = Arc::new(PoolRouting {
@@ -337,6 +338,8 @@ impl PoolState {
             .collect();
         let snapshot = snapshot.with_ramp(Some(ramps));
         let least = least_of(&self.config, &snapshot, &self.table);
+        // Maglev: the table of this live set (the last one when the set is the same).
+        self.policy = self.policy.for_snapshot(&snapshot);
         self.routing = Arc::new(PoolRouting {
             shared: Arc::clone(&self.shared),
             snapshot,

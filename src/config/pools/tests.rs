@@ -216,7 +216,7 @@ fn mistakes_are_named_at_their_place() {
         (
             SHARED.replace("vnodes = 64", "vnodes = 64\nbalance = \"least-connections\"\nbalance_factor = 1.25"),
             "pool[0].balance_factor",
-            "bounds the loads of the ring, and this pool balances by least-connections",
+            "and this pool balances by least-connections",
         ),
         (
             SHARED.replace("vnodes = 64", "vnodes = 64\nbalance_factor = 1.0"),
