@@ -98,7 +98,8 @@ pub struct OwnPool {
     pub ring_remapped_ratio: f64,
     /// Who owns the ring, degree by degree: for each of 360 keys evenly spread over
     /// the hash space, the index (in `backends`) of the backend a new flow with that
-    /// key goes to now, or -1 when none is up. A backend going down hands its degrees
+    /// key goes to now (on an idle node; for `maglev`, by its table), or -1 when none
+    /// is up. A backend going down hands its degrees
     /// to the next backend clockwise; no other degree changes.
     pub ring: Vec<i32>,
     /// Backends.
@@ -306,9 +307,18 @@ pub fn pool(p: &PoolView, now: Instant) -> OwnPool {
         ring_remapped_ratio: p.remapped,
         ring: (0..RING_SECTORS as u64)
             .map(|i| {
-                snapshot
-                    .pick(i * step)
-                    .map_or(-1, |b| i32::try_from(b).unwrap_or(-1))
+                // Maglev's table, not the ring, decides a maglev pool's keys.
+                let owner = match balance.mode {
+                    crate::balance::Mode::Maglev => p
+                        .routing
+                        .policy
+                        .choose(snapshot, i * step, &crate::balance::Idle::default(), |_| {
+                            false
+                        })
+                        .map(|c| c.backend),
+                    _ => snapshot.pick(i * step),
+                };
+                owner.map_or(-1, |b| i32::try_from(b).unwrap_or(-1))
             })
             .collect(),
         backends: (0..p.states.len())

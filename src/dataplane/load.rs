@@ -11,8 +11,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::pool::BackendTable;
 use super::stats::BackendStats;
+use super::table::BackendTable;
 use crate::balance::least::LeastTree;
 use crate::balance::Snapshot;
 

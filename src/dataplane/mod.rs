@@ -29,6 +29,7 @@ mod pool;
 mod ratelimit;
 mod socket;
 pub mod stats;
+mod table;
 mod tcp;
 mod timers;
 mod token;
@@ -43,10 +44,10 @@ use std::thread::JoinHandle;
 pub use command::{BoundSocket, Command, WorkerListener, WorkerParams};
 pub use listener::{ListenerParams, ListenerShared, Mode, Routing};
 pub use pool::{
-    passive_channel, BackendTable, PassiveFailure, PassiveReceiver, PassiveSender, PoolRouting,
-    PoolShared,
+    passive_channel, PassiveFailure, PassiveReceiver, PassiveSender, PoolRouting, PoolShared,
 };
 pub use socket::steer_by_cpu;
+pub use table::BackendTable;
 pub use tcp::bind_tcp;
 /// One direction of a TCP session, public for `benches/forward.rs`.
 pub use tcp::forward;

@@ -4,7 +4,6 @@
 //! plane). A pool serves every listener that routes to it; each listener's
 //! [`super::Routing`] holds the routings of its pools.
 
-use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,6 +13,7 @@ use arc_swap::ArcSwapOption;
 use super::load::{Least, Open};
 use super::passive;
 use super::stats::BackendStats;
+use super::table::BackendTable;
 use crate::balance::least::LeastTree;
 use crate::balance::{Loads, Policy, Snapshot};
 
@@ -149,55 +149,6 @@ impl Loads for PoolRouting {
     #[inline]
     fn least(&self) -> Option<&LeastTree> {
         self.least.as_deref().map(Least::tree)
-    }
-}
-
-/// The counters of a routing's backends, in snapshot order, and the index of each.
-#[derive(Debug, Default)]
-pub struct BackendTable {
-    stats: Vec<Arc<BackendStats>>,
-    /// Index by the counters' address (identity: a backend a reload replaced is not
-    /// found).
-    index: HashMap<usize, usize>,
-}
-
-impl BackendTable {
-    /// The table of `stats`, in snapshot order.
-    pub fn new(stats: Vec<Arc<BackendStats>>) -> BackendTable {
-        let index = stats
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (Arc::as_ptr(s) as usize, i))
-            .collect();
-        BackendTable { stats, index }
-    }
-
-    /// The index of these counters, if they are one of these backends'.
-    pub fn position(&self, stats: &Arc<BackendStats>) -> Option<usize> {
-        self.index.get(&(Arc::as_ptr(stats) as usize)).copied()
-    }
-
-    /// The backends' counters, in order.
-    pub fn iter(&self) -> std::slice::Iter<'_, Arc<BackendStats>> {
-        self.stats.iter()
-    }
-
-    /// How many.
-    pub fn len(&self) -> usize {
-        self.stats.len()
-    }
-
-    /// True when there are none.
-    pub fn is_empty(&self) -> bool {
-        self.stats.is_empty()
-    }
-}
-
-impl std::ops::Index<usize> for BackendTable {
-    type Output = Arc<BackendStats>;
-
-    fn index(&self, i: usize) -> &Arc<BackendStats> {
-        &self.stats[i]
     }
 }
 
