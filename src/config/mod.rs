@@ -573,6 +573,14 @@ impl Config {
                 p.backend_sets.len()
             ));
         }
+        // The balance, when it is not the plain ring.
+        match p.balance.factor {
+            Some(f) => out.push_str(&format!(", {} bounded at {f}x", p.balance.mode.name())),
+            None if p.balance.mode != crate::balance::Mode::Ring => {
+                out.push_str(&format!(", {}", p.balance.mode.name()))
+            }
+            None => {}
+        }
         out
     }
 }

@@ -259,6 +259,15 @@ fn balance_modes_load_per_pool() {
         }
     );
     assert_eq!(c.pool("web").unwrap().balance.mode, Mode::RoundRobin);
+    let summary = c.summary();
+    assert!(
+        summary.contains("pool api: 2 backends, ring bounded at 1.5x"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("pool web: 1 backends, round-robin"),
+        "{summary}"
+    );
     let plain = parse(Path::new("t.toml"), SHARED).unwrap();
     assert_eq!(plain.pool("api").unwrap().balance, Balance::default());
 }
