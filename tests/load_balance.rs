@@ -215,3 +215,48 @@ fn a_recovered_backend_ramps_up_over_slow_start() {
     let later = connect_many(listen, 100);
     assert_routed(&rw, "t", &[], &later, &names);
 }
+
+/// UDP counts open flows: 60 flows held open whose keys the ring gives all to one
+/// backend (chosen with `route`) spread evenly over 3 backends under
+/// least-connections, within one (the start-up probe holds a flow too).
+#[test]
+fn least_connections_counts_udp_flows() {
+    let backends: Vec<UdpBackend> = ["a", "b", "c"]
+        .iter()
+        .map(|n| UdpBackend::spawn("127.0.0.1:0", n))
+        .collect();
+    let list: Vec<(SocketAddr, &str)> = backends
+        .iter()
+        .zip(["a", "b", "c"])
+        .map(|(b, n)| (b.addr, n))
+        .collect();
+    let listen = free_udp_addr();
+    let rw = start_udp(
+        &udp_config(listen, &list, "balance = \"least-connections\"\n"),
+        listen,
+    );
+    let names = names(&list);
+    // Sockets whose flows the ring alone would all send to a.
+    let mut socks = Vec::new();
+    while socks.len() < 60 {
+        let batch: Vec<std::net::UdpSocket> = (0..100)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let clients: Vec<SocketAddr> = batch.iter().map(|s| s.local_addr().unwrap()).collect();
+        let routed = rw.route("u", &[], &clients);
+        socks.extend(
+            batch
+                .into_iter()
+                .zip(routed)
+                .filter(|(_, r)| names[&r.1] == "a")
+                .map(|(s, _)| s),
+        );
+    }
+    socks.truncate(60);
+    let who: Vec<String> = socks.iter().map(|s| udp_who(s, listen)).collect();
+    let per = per_backend(who.iter());
+    for n in ["a", "b", "c"] {
+        let got = per.get(n).copied().unwrap_or(0);
+        assert!((19..=21).contains(&got), "not even: {per:?}");
+    }
+}
