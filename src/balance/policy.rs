@@ -234,12 +234,7 @@ fn admitted(s: &Snapshot, b: usize, d: u16) -> bool {
 /// backends ramp up, that takes the key's draw; else the first left).
 fn ring(s: &Snapshot, key: u64, skip: impl Fn(usize) -> bool) -> Option<Choice> {
     let first = s.pick(key)?;
-    if !s.ramping() {
-        if !skip(first) {
-            return Some(plain(first));
-        }
-        return s.candidates(key).find(|&b| !skip(b)).map(plain);
-    }
+    // Without a ramp every backend admits every draw: the first not skipped.
     let d = draw(key);
     if !skip(first) && admitted(s, first, d) {
         return Some(plain(first));
@@ -366,9 +361,6 @@ fn least(
 /// ramping up takes its turn with the probability of its ramp).
 fn turn(r: &Rotation, s: &Snapshot, t: u64, skip: impl Fn(usize) -> bool) -> Option<Choice> {
     let usable = |b: usize| s.is_live(b) && !skip(b);
-    if !s.ramping() {
-        return r.from(t).find(|&b| usable(b)).map(plain);
-    }
     r.from(t)
         .zip(t..)
         .find(|&(b, u)| usable(b) && admitted(s, b, draw(u)))
