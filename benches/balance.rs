@@ -34,6 +34,7 @@ fn backends(n: usize) -> Vec<Backend> {
                 weight: 1,
                 set: None,
                 backup: false,
+                limits: Default::default(),
             }
         })
         .collect()

@@ -122,6 +122,7 @@ fn backends(ids: &[String]) -> Vec<Backend> {
             weight: 1,
             set: None,
             backup: false,
+            limits: Default::default(),
         })
         .collect()
 }

@@ -382,7 +382,7 @@ fn backends_table(owner: &serde_json::Value, out: &mut String) {
         out.push_str(&format!("  balance: {mode}{bound}\n"));
     }
     out.push_str(&format!(
-        "  {:<20} {:<24} {:>6} {:<9} {:>6} {:>7}  {:<12} {}\n",
+        "  {:<20} {:<24} {:>6} {:<9} {:>9} {:>7}  {:<12} {}\n",
         "BACKEND", "ADDRESS", "WEIGHT", "STATE", "OPEN", "SHARE", "FROM", "WHY"
     ));
     for b in backends.into_iter().flatten() {
@@ -392,13 +392,19 @@ fn backends_table(owner: &serde_json::Value, out: &mut String) {
             Some(r) if r != written => format!("{written} -> {r}"),
             _ => written.to_string(),
         };
+        // With `max_connections`: "open/max".
+        let open = match b["max_connections"].as_u64() {
+            Some(max) => format!("{}/{max}", b["active_connections"]),
+            None => b["active_connections"].to_string(),
+        };
+        let queued = b["queued"].as_u64().unwrap_or(0);
         let row = format!(
-            "  {:<20} {:<24} {:>6} {:<9} {:>6} {:>6.2}%  {:<12} {}",
+            "  {:<20} {:<24} {:>6} {:<9} {:>9} {:>6.2}%  {:<12} {}",
             b["id"].as_str().unwrap_or("?"),
             address,
             b["weight"].to_string(),
             b["state"].as_str().unwrap_or("?"),
-            b["active_connections"].to_string(),
+            open,
             b["ring_share"].as_f64().unwrap_or(0.0) * 100.0,
             // Which backend_set discovered it, or the config file.
             match (b["set"].as_str(), b["backup"] == true) {
@@ -408,6 +414,7 @@ fn backends_table(owner: &serde_json::Value, out: &mut String) {
             },
             // Why it is not up (the health reason, or the admin's action).
             match (b["state"].as_str(), b["slow_start_percent"].as_f64()) {
+                (Some("up"), _) if queued > 0 => format!("full: {queued} waiting"),
                 (Some("up"), Some(p)) => format!("slow start: ramped {p:.0}%"),
                 (Some("up") | None, _) => String::new(),
                 (Some(_), _) => b["reason"].as_str().unwrap_or("").to_string(),

@@ -51,6 +51,43 @@ impl Gauge {
     }
 }
 
+/// Bounds (seconds) of the buckets of duration histograms, `+Inf` after the last:
+/// from half a millisecond to ten seconds.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Buckets of a duration histogram, `+Inf` included.
+pub const DURATION_SLOTS: usize = DURATION_BUCKETS.len() + 1;
+
+/// A duration histogram's shard (single writer, as [`Counter`]): a count per bucket
+/// of [`DURATION_BUCKETS`] and the sum, in microseconds.
+#[derive(Debug, Default)]
+pub struct Durations {
+    counts: [Counter; DURATION_SLOTS],
+    micros: Counter,
+}
+
+impl Durations {
+    /// Counts one observation of `micros` microseconds.
+    pub fn record(&self, micros: u64) {
+        let secs = micros as f64 / 1e6;
+        let slot = DURATION_BUCKETS.partition_point(|&b| b < secs);
+        self.counts[slot].inc();
+        self.micros.add(micros);
+    }
+
+    /// Observations in bucket `slot` (not cumulative).
+    pub fn count(&self, slot: usize) -> u64 {
+        self.counts[slot].get()
+    }
+
+    /// Their sum, in microseconds.
+    pub fn micros(&self) -> u64 {
+        self.micros.get()
+    }
+}
+
 /// Keeps each shard on its own cache lines (two, against adjacent-line prefetch).
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -81,6 +118,16 @@ impl<T> Sharded<T> {
     /// The sum of `f` over all shards.
     pub fn sum(&self, f: impl Fn(&T) -> u64) -> u64 {
         self.shards.iter().map(|s| f(&s.0)).sum()
+    }
+
+    /// The sum of `f` over all shards, per bucket of a duration histogram, and the
+    /// sum of its observations in seconds.
+    pub fn durations(&self, f: impl Fn(&T) -> &Durations) -> ([u64; DURATION_SLOTS], f64) {
+        let mut counts = [0; DURATION_SLOTS];
+        for (i, c) in counts.iter_mut().enumerate() {
+            *c = self.sum(|s| f(s).count(i));
+        }
+        (counts, self.sum(|s| f(s).micros()) as f64 / 1e6)
     }
 
     /// The sum of a signed `f` over all shards.

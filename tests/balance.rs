@@ -62,6 +62,7 @@ fn hash_contract_vectors_hold() {
                         weight: *w,
                         set: None,
                         backup: false,
+                        limits: Default::default(),
                     })
                     .collect();
                 let full = Snapshot::new(backends, *vnodes);
@@ -415,6 +416,7 @@ fn maglev_contract_vectors_hold() {
                             weight: w.parse().unwrap(),
                             set: None,
                             backup: false,
+                            limits: Default::default(),
                         }
                     })
                     .collect();

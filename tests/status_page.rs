@@ -29,7 +29,7 @@ fn two_listeners(
         &ops_tables(free_addr(), admin, token),
     );
     toml.push_str(&format!(
-        "\n[listener.health]\n{FAST_HEALTH}\n\n[[listener]]\nname = \"u\"\nprotocol = \"udp\"\nlisten = \"{udp}\"\n\n[[listener.backend]]\naddress = \"{d}\"\nid = \"d\"\n\n[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"{d}\"\nid = \"e\"\n[pool.health]\ncheck = \"none\"\n\n[[listener]]\nname = \"s\"\nlisten = \"{}\"\nroute_by = \"sni\"\n[[listener.route]]\nsni = [\"x.example\", \"*.y.example\"]\npool = \"p\"\n",
+        "\n[listener.health]\n{FAST_HEALTH}\n\n[[listener]]\nname = \"u\"\nprotocol = \"udp\"\nlisten = \"{udp}\"\n\n[[listener.backend]]\naddress = \"{d}\"\nid = \"d\"\n\n[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"{d}\"\nid = \"e\"\nmax_connections = 7\n[pool.health]\ncheck = \"none\"\n\n[[listener]]\nname = \"s\"\nlisten = \"{}\"\nroute_by = \"sni\"\n[[listener.route]]\nsni = [\"x.example\", \"*.y.example\"]\npool = \"p\"\n",
         free_addr()
     ));
     (toml, listen)
@@ -271,6 +271,11 @@ fn the_page_shows_everything_follows_the_api_and_its_buttons_act() {
         "balance: ring"
     );
     assert_eq!(page.count(r#"tr[data-pool="p"]"#), 1);
+    // A backend with max_connections shows it, and its queue.
+    assert_eq!(
+        page.text(r#"tr[data-pool="p"][data-backend="e"] [data-queue]"#),
+        "0 waiting · 0 timed out"
+    );
     page.click(r#"tr[data-pool="p"][data-backend="e"] button[data-action="drain"]"#);
     assert!(
         eventually(Duration::from_secs(3), || status(admin)["pools"][0]

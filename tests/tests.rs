@@ -13,6 +13,8 @@ mod kernel;
 mod balance;
 // Load-aware balancing: bounded loads, least connections, round robin.
 mod load_balance;
+// Per-backend max_connections: the queue, its order, its timeout and overflow.
+mod queue;
 // Connection lifecycle: idle timeout, max_connections, graceful shutdown.
 mod lifecycle;
 // UDP: flows, batching, affinity, expiry.

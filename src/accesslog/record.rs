@@ -49,6 +49,10 @@ pub enum End {
     /// TCP, `backend_connect = "on-data"`: the client sent nothing within
     /// `first_data_timeout`.
     FirstDataTimeout,
+    /// TCP: its backend was at its `max_connections`, and no slot came within the
+    /// listener's `queue_timeout` (nor, with `queue_overflow = "next"`, another backend
+    /// with room).
+    QueueTimeout,
     /// TCP, `accept_proxy`: no valid PROXY header in time; `detail` says what was wrong.
     ProxyHeader,
     /// TCP: this machine could not open the backend socket (no local port, memory).
@@ -77,7 +81,7 @@ pub enum End {
 
 impl End {
     /// Every value, for documentation tests.
-    pub const ALL: [End; 19] = [
+    pub const ALL: [End; 20] = [
         End::ClientClosed,
         End::BackendClosed,
         End::ClientReset,
@@ -87,6 +91,7 @@ impl End {
         End::NoBackend,
         End::Rejected,
         End::FirstDataTimeout,
+        End::QueueTimeout,
         End::ProxyHeader,
         End::LocalError,
         End::BackendDown,
@@ -111,6 +116,7 @@ impl End {
             End::NoBackend => "no_backend",
             End::Rejected => "rejected",
             End::FirstDataTimeout => "first_data_timeout",
+            End::QueueTimeout => "queue_timeout",
             End::ProxyHeader => "proxy_header",
             End::LocalError => "local_error",
             End::BackendDown => "backend_down",

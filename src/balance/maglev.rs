@@ -155,6 +155,7 @@ mod tests {
                 weight: 1,
                 set: None,
                 backup: false,
+                limits: Default::default(),
             })
             .collect()
     }

@@ -45,4 +45,15 @@ pub struct Backend {
     /// A backup: it takes new connections only while no other backend of its pool
     /// does (`backup = true`).
     pub backup: bool,
+    /// Its `max_connections` and `max_queue`.
+    pub limits: Limits,
+}
+
+/// A backend's connection limit and the bound on its queue (0: none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections and flows open to it at once (`max_connections`).
+    pub max_connections: u32,
+    /// Connections waiting for it at once (`max_queue`).
+    pub max_queue: u32,
 }

@@ -128,6 +128,8 @@ pub struct FileListener {
     pub idle_timeout: Option<Spanned<String>>,
     pub retries: Option<Spanned<i64>>,
     pub max_connections: Option<Spanned<i64>>,
+    pub queue_timeout: Option<Spanned<String>>,
+    pub queue_overflow: Option<Spanned<FileQueueOverflow>>,
     pub forward: Option<Spanned<FileForward>>,
     pub send_proxy: Option<Spanned<FileSendProxy>>,
     pub accept_proxy: Option<Spanned<bool>>,
@@ -270,4 +272,14 @@ pub struct FileBackend {
     pub weight: Option<Spanned<i64>>,
     pub id: Option<Spanned<String>>,
     pub backup: Option<Spanned<bool>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub max_queue: Option<Spanned<i64>>,
+}
+
+/// `queue_overflow = "close" | "next"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileQueueOverflow {
+    Close,
+    Next,
 }

@@ -14,6 +14,7 @@ mod error;
 mod file;
 mod health;
 mod keypath;
+mod limits;
 mod own;
 mod pools;
 pub mod resolve;
@@ -215,8 +216,31 @@ pub struct ListenerConfig {
     pub backend_connect: BackendConnect,
     /// TCP, with `backend_connect = "on-data"`: how long a client may stay silent.
     pub first_data_timeout: Duration,
+    /// TCP: how connections wait for a backend at its `max_connections`.
+    pub queue: QueueConfig,
     /// Which pool each new connection or flow goes to.
     pub route: RouteConfig,
+}
+
+/// `queue_timeout` and `queue_overflow`: how a TCP listener's connections wait for
+/// a backend at its `max_connections`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Longest wait in a backend's queue.
+    pub timeout: Duration,
+    /// What happens past it.
+    pub overflow: QueueOverflow,
+}
+
+/// `queue_overflow`: what becomes of a connection whose wait in a full backend's
+/// queue ran out, or whose backend's queue was full (`max_queue`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum QueueOverflow {
+    /// It is closed and counted (`reason="queue_timeout"` / `"queue_full"`).
+    #[default]
+    Close,
+    /// It goes to the next backend (in the pool's order) that has room, if any.
+    Next,
 }
 
 /// How a listener picks a pool (`route_by`, `[[listener.route]]`, `default_pool`).
@@ -385,6 +409,8 @@ impl Tuning {
     pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
     /// `resolve_interval` default.
     pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
+    /// `queue_timeout` default.
+    pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
     /// `connect_timeout` default.
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
     /// `idle_timeout` default.

@@ -166,6 +166,7 @@ impl PoolConfig {
                     weight: weight.clamp(1, 1000),
                     set: Some(s.name.clone()),
                     backup: false,
+                    limits: Default::default(),
                 });
             }
         }

@@ -635,3 +635,59 @@ fn bad_backend_sets_name_their_key() {
         assert!(e.line > 0);
     }
 }
+
+#[test]
+fn backend_limits_and_the_queue_keys() {
+    let text = with(
+        "id = \"app-1\"\n",
+        "id = \"app-1\"\nmax_connections = 100\nmax_queue = 50\n",
+    )
+    .replace(
+        "forward = \"splice\"\n",
+        "forward = \"splice\"\nqueue_timeout = \"2s\"\nqueue_overflow = \"next\"\n",
+    );
+    let c = parse(Path::new("t.toml"), &text).unwrap();
+    let b = &c.pools[0].backends;
+    assert_eq!(
+        (b[0].limits.max_connections, b[0].limits.max_queue),
+        (100, 50)
+    );
+    assert_eq!(b[1].limits, crate::balance::Limits::default());
+    let l = &c.listeners[0];
+    assert_eq!(l.queue.timeout, Duration::from_secs(2));
+    assert_eq!(l.queue.overflow, QueueOverflow::Next);
+    let d = parse(Path::new("t.toml"), GOOD).unwrap();
+    assert_eq!(d.listeners[0].queue.timeout, Tuning::DEFAULT_QUEUE_TIMEOUT);
+    assert_eq!(d.listeners[0].queue.overflow, QueueOverflow::Close);
+}
+
+#[test]
+fn bad_limits_and_queue_keys_name_their_key() {
+    for (text, key, says) in [
+        (
+            with("id = \"app-1\"\n", "id = \"app-1\"\nmax_queue = 5\n"),
+            "listener[0].backend[0].max_queue",
+            "needs `max_connections`",
+        ),
+        (
+            with("id = \"app-1\"\n", "id = \"app-1\"\nmax_connections = 0\n"),
+            "listener[0].backend[0].max_connections",
+            "from 1 to",
+        ),
+        (
+            with("retries = 1\n", "retries = 1\nqueue_timeout = \"2h\"\n"),
+            "listener[0].queue_timeout",
+            "from 1ms to 1h",
+        ),
+        (
+            with("protocol = \"tcp\"", "protocol = \"udp\"\nqueue_timeout = \"1s\"")
+                .replace("connect_timeout = \"250ms\"\nidle_timeout = \"1m\"\nretries = 1\nmax_connections = 5\nforward = \"splice\"\n", ""),
+            "listener[0].queue_timeout",
+            "applies to tcp listeners only",
+        ),
+    ] {
+        let e = err(&text);
+        assert_eq!(e.key, key, "{e:?}");
+        assert!(e.message.contains(says), "{e:?}");
+    }
+}

@@ -384,6 +384,7 @@ fn listener(
     };
     let mut tcp_keys = tcp_only_keys(l);
     tcp_keys.extend(admission::tcp_only_keys(l));
+    tcp_keys.extend(super::limits::tcp_only_keys(l));
     let mut udp_keys = udp_only_keys(l);
     udp_keys.extend(admission::udp_only_keys(l));
     only_for(src, protocol, Protocol::Tcp, key, &tcp_keys)?;
@@ -456,6 +457,7 @@ fn listener(
     };
     let admission = admission::admission(src, l, protocol, key)?;
     let (backend_connect, first_data_timeout) = admission::backend_connect(src, l, key)?;
+    let queue = super::limits::queue(src, l, key)?;
     let parts = super::pools::Parts {
         vnodes: l.vnodes.as_ref(),
         balance: l.balance.as_ref(),
@@ -514,6 +516,7 @@ fn listener(
         admission,
         backend_connect,
         first_data_timeout,
+        queue,
         route,
     };
     Ok((listener, pool, refs))
@@ -601,7 +604,7 @@ fn only_for(
         if let Some(span) = span {
             let hint = match protocol {
                 Protocol::Udp => "UDP listeners take udp_idle_timeout, udp_unanswered_timeout, udp_responses, udp_max_flows, udp_max_flows_per_source and udp_flow_rate_per_source",
-                Protocol::Tcp => "TCP listeners take connect_timeout, idle_timeout, retries, max_connections, forward, send_proxy, accept_proxy, accept_proxy_from, max_connections_per_source, connection_rate_per_source, backend_connect and first_data_timeout",
+                Protocol::Tcp => "TCP listeners take connect_timeout, idle_timeout, retries, max_connections, forward, send_proxy, accept_proxy, accept_proxy_from, max_connections_per_source, connection_rate_per_source, backend_connect, first_data_timeout, queue_timeout and queue_overflow",
             };
             return Err(src.error(
                 span.clone(),
@@ -647,6 +650,7 @@ pub(super) fn backend(
         weight,
         set: None,
         backup: b.backup.as_ref().is_some_and(|b| *b.get_ref()),
+        limits: super::limits::backend_limits(src, b, key)?,
     })
 }
 

@@ -1,7 +1,9 @@
 //! A listener's config as the data plane takes it: [`ListenerParams`] and the
 //! admission [`Rules`] (the one definition the workers and `ringway route` share).
 
-use crate::config::{AdmissionConfig, BackendConnect, ForwardMode, ListenerConfig, Protocol};
+use crate::config::{
+    AdmissionConfig, BackendConnect, ForwardMode, ListenerConfig, Protocol, QueueOverflow,
+};
 use crate::dataplane::admission::{NetSet, Rate, Rules, SourceLimits};
 use crate::dataplane::{ListenerParams, Mode};
 
@@ -35,6 +37,8 @@ pub fn params(l: &ListenerConfig) -> ListenerParams {
         first_data: (l.protocol == Protocol::Tcp && l.backend_connect == BackendConnect::OnData)
             .then_some(l.first_data_timeout),
         sni_timeout: l.route.sni_timeout,
+        queue_timeout: l.queue.timeout,
+        queue_next: l.queue.overflow == QueueOverflow::Next,
     }
 }
 

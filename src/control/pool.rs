@@ -16,7 +16,7 @@ use super::backend::{looped_reason, BackendState};
 use super::view::{PoolView, SetView};
 use crate::balance::{Mode, Policy, Snapshot};
 use crate::config::PoolConfig;
-use crate::dataplane::load::Least;
+use crate::dataplane::load::{Claim, Least};
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::{BackendTable, PassiveSender, PoolRouting, PoolShared};
 use crate::health::state::{HealthState, Thresholds, Transition};
@@ -84,6 +84,7 @@ impl PoolState {
             .zip(looped)
             .map(|(b, looped)| BackendState::new(b, (workers, &shared), &config.health, looped))
             .collect();
+        apply_limits(&backends, &config.backends);
         let table = table(&backends);
         let snapshot = live_snapshot(
             &config,
@@ -242,6 +243,7 @@ impl PoolState {
             self.policy = Policy::new(config.balance, &config.backends);
             self.rebased = true;
         }
+        apply_limits(&backends, &config.backends);
         self.backends = backends;
         self.table = table(&self.backends);
         self.config = config;
@@ -414,6 +416,17 @@ fn least_of(
         .then(|| Arc::new(Least::new(snapshot, Arc::clone(table))))
 }
 
+/// Puts each backend's `max_connections` and `max_queue` (`config`, in the same
+/// order) where workers read them; a raised limit serves its waiters at once.
+fn apply_limits(backends: &[BackendState], config: &[crate::balance::Backend]) {
+    for (b, c) in backends.iter().zip(config) {
+        b.stats
+            .limit
+            .set(c.limits.max_connections, c.limits.max_queue);
+        Claim::hand_out(&b.stats);
+    }
+}
+
 fn up_flags(backends: &[BackendState]) -> Vec<bool> {
     backends.iter().map(BackendState::is_up).collect()
 }
@@ -444,6 +457,7 @@ mod tests {
                 weight: 1,
                 set: None,
                 backup,
+                limits: Default::default(),
             })
             .collect()
     }

@@ -200,6 +200,14 @@ pub struct BackendStatus {
     /// `slow_start`: how far it has ramped up, 0 to 100 (`null` when it is not
     /// ramping: at its full share).
     pub slow_start_percent: Option<f64>,
+    /// `max_connections` (`null`: no limit).
+    pub max_connections: Option<u32>,
+    /// `max_queue` (`null`: no bound).
+    pub max_queue: Option<u32>,
+    /// Connections waiting in its queue now.
+    pub queued: usize,
+    /// Connections that gave up waiting in its queue (`queue_timeout`) since start.
+    pub queue_timeouts_total: u64,
 }
 
 /// The last active check of a backend.
@@ -383,5 +391,9 @@ pub fn backend(l: &PoolView, bi: usize, shares: &[f64], now: Instant) -> Backend
             (bi < s.backends().len() && s.ramp(bi) < crate::balance::snapshot::FULL)
                 .then(|| f64::from(s.ramp(bi)) / 10.0)
         },
+        max_connections: (c.limits.max_connections > 0).then_some(c.limits.max_connections),
+        max_queue: (c.limits.max_queue > 0).then_some(c.limits.max_queue),
+        queued: b.stats.queue.len(),
+        queue_timeouts_total: counters.sum(|x| x.queue_timeouts.get()),
     }
 }

@@ -66,6 +66,11 @@ pub struct ListenerParams {
     pub first_data: Option<Duration>,
     /// `route_by = "sni"`: how long a client may take to send its hello.
     pub sni_timeout: Duration,
+    /// How long a connection may wait in a full backend's queue (`queue_timeout`).
+    pub queue_timeout: Duration,
+    /// Past it (or with the queue full), try the next backend that has room
+    /// (`queue_overflow = "next"`) instead of closing.
+    pub queue_next: bool,
 }
 
 impl ListenerParams {

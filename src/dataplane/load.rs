@@ -7,12 +7,18 @@
 //! chosen for it (connecting ones weigh too, or a burst would overshoot a bound) to
 //! the moment it closes or its attempt fails; a [`Claim`] holds that count, so it
 //! cannot leak on any path.
+//!
+//! A backend with `max_connections` gives a claim only while it has room and nobody
+//! waits in its queue ([`super::queue`]); a claim let go there goes to the oldest
+//! waiter ([`Claim::drop`]), whose session holds its [`Place`] until then.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::queue::{Inbox, QueueFull};
 use super::stats::BackendStats;
 use super::table::BackendTable;
+use super::token::Key;
 use crate::balance::least::LeastTree;
 use crate::balance::Snapshot;
 
@@ -33,22 +39,75 @@ impl Open {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One more unless `max` are open already; whether it took one.
+    fn add_below(&self, max: u64) -> bool {
+        self.0
+            .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// One less. Sequentially consistent: see [`super::queue::Queue::len`].
     fn sub(&self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
+
+/// Where a worker receives the slots other workers freed for its waiting sessions.
+pub type Grants = Inbox<Claim>;
 
 /// One connection or flow counted on its backend and its pool while it lives.
 #[derive(Debug)]
 pub struct Claim(Arc<BackendStats>);
 
 impl Claim {
-    /// Counts one more on `backend` (and its pool).
+    /// Counts one more on `backend` (and its pool), whatever its `max_connections`.
     pub fn new(backend: Arc<BackendStats>) -> Claim {
         backend.open.add();
+        Claim::counted(backend)
+    }
+
+    /// One more on `backend` if it has room: under its `max_connections` (if any), with
+    /// nobody waiting in its queue (who came first is served first).
+    #[inline]
+    pub fn try_new(backend: &Arc<BackendStats>) -> Option<Claim> {
+        let max = backend.limit.max();
+        if max == 0 {
+            return Some(Claim::new(Arc::clone(backend)));
+        }
+        if !backend.queue.is_empty() || !backend.open.add_below(u64::from(max)) {
+            return None;
+        }
+        Some(Claim::counted(Arc::clone(backend)))
+    }
+
+    /// `backend` is at its `max_connections`, or has waiters.
+    #[inline]
+    pub fn full(backend: &BackendStats) -> bool {
+        let max = backend.limit.max();
+        max > 0 && (backend.open.get() >= u64::from(max) || !backend.queue.is_empty())
+    }
+
+    /// The backend's own count is taken: the pool's too.
+    fn counted(backend: Arc<BackendStats>) -> Claim {
         backend.pool.open.add();
         backend.pool.least_changed(&backend);
         Claim(backend)
+    }
+
+    /// Gives `backend`'s free slots to its oldest waiters (after a slot was freed, a
+    /// waiter joined, or its limit was raised).
+    pub fn hand_out(backend: &Arc<BackendStats>) {
+        backend.queue.hand_out(|| {
+            let max = backend.limit.max();
+            if max == 0 {
+                backend.open.add();
+            } else if !backend.open.add_below(u64::from(max)) {
+                return None;
+            }
+            Some(Claim::counted(Arc::clone(backend)))
+        });
     }
 
     /// The backend it counts on.
@@ -66,10 +125,72 @@ impl std::ops::Deref for Claim {
 }
 
 impl Drop for Claim {
+    /// The slot is free: the backend's oldest waiter (if any) takes it at once.
     fn drop(&mut self) {
         self.0.open.sub();
         self.0.pool.open.sub();
         self.0.pool.least_changed(&self.0);
+        if !self.0.queue.is_empty() {
+            Claim::hand_out(&self.0);
+        }
+    }
+}
+
+/// A session's place in a backend's queue: left when dropped, unless its slot was
+/// granted.
+#[derive(Debug)]
+pub struct Place {
+    backend: Arc<BackendStats>,
+    inbox: Arc<Grants>,
+    ticket: u64,
+    waiting: bool,
+}
+
+impl Place {
+    /// Session `key` of the worker behind `inbox` waits last for `backend`, with
+    /// ticket `ticket` (unique on that worker), unless its `max_queue` wait already.
+    pub fn join(
+        backend: &Arc<BackendStats>,
+        inbox: &Arc<Grants>,
+        key: Key,
+        ticket: u64,
+    ) -> Result<Place, QueueFull> {
+        backend
+            .queue
+            .push(inbox, key, ticket, backend.limit.max_queue())?;
+        let place = Place {
+            backend: Arc::clone(backend),
+            inbox: Arc::clone(inbox),
+            ticket,
+            waiting: true,
+        };
+        // A slot freed since the caller found none must not be missed.
+        Claim::hand_out(backend);
+        Ok(place)
+    }
+
+    /// Its ticket.
+    pub fn ticket(&self) -> u64 {
+        self.ticket
+    }
+
+    /// The backend it waits for.
+    pub fn backend(&self) -> &Arc<BackendStats> {
+        &self.backend
+    }
+
+    /// Its slot came: it is out of the queue already.
+    pub fn granted(mut self) {
+        self.waiting = false;
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if self.waiting {
+            // Not there: its grant is on the way, and is dropped (freed) on arrival.
+            self.backend.queue.remove(&self.inbox, self.ticket);
+        }
     }
 }
 

@@ -26,6 +26,7 @@ mod listener;
 pub mod load;
 pub mod passive;
 mod pool;
+mod queue;
 mod ratelimit;
 mod socket;
 pub mod stats;

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::admission::Refused::{Denied, SourceLimit, SourceRate};
-pub use crate::shard::{Counter, Gauge, Sharded};
+pub use crate::shard::{Counter, Durations, Gauge, Sharded};
 
 /// Counters of one listener (one shard).
 #[derive(Debug, Default)]
@@ -52,6 +52,10 @@ pub struct ListenerCounters {
     pub rejected_not_tls: Counter,
     /// ... because the client sent no whole ClientHello within `sni_timeout`.
     pub rejected_sni_timeout: Counter,
+    /// Closed after waiting `queue_timeout` for a full backend (`max_connections`).
+    pub rejected_queue_timeout: Counter,
+    /// Closed because its backend's queue was full (`max_queue`).
+    pub rejected_queue_full: Counter,
     /// `forward = "kernel"`: sessions the kernel took over.
     pub kernel_joined: Counter,
     /// ... sessions it would not take, which ringway forwarded (e.g. the client had
@@ -69,6 +73,8 @@ pub struct ListenerCounters {
     pub udp_dropped_max_flows: Counter,
     /// New UDP flows dropped because no backend was up.
     pub udp_dropped_no_backend: Counter,
+    /// UDP datagrams dropped: every backend up is at its `max_connections`.
+    pub udp_dropped_backend_full: Counter,
     /// New UDP flows dropped because the worker's file-descriptor budget was spent.
     pub udp_dropped_fd_limit: Counter,
     /// New UDP flows dropped because the only backends left are ringway's own
@@ -101,7 +107,7 @@ pub struct ListenerCounters {
 impl ListenerCounters {
     /// TCP connections refused or reset by ringway, by reason (the `reason` label of
     /// `ringway_listener_rejected_connections_total`), all workers together.
-    pub fn rejected(s: &Sharded<ListenerCounters>) -> [(&'static str, u64); 14] {
+    pub fn rejected(s: &Sharded<ListenerCounters>) -> [(&'static str, u64); 16] {
         [
             (
                 "max_connections",
@@ -129,6 +135,8 @@ impl ListenerCounters {
             ("no_route", s.sum(|c| c.rejected_no_route.get())),
             ("not_tls", s.sum(|c| c.rejected_not_tls.get())),
             ("sni_timeout", s.sum(|c| c.rejected_sni_timeout.get())),
+            ("queue_timeout", s.sum(|c| c.rejected_queue_timeout.get())),
+            ("queue_full", s.sum(|c| c.rejected_queue_full.get())),
         ]
     }
 
@@ -144,10 +152,11 @@ impl ListenerCounters {
 
     /// UDP datagrams dropped, by reason (the `reason` label of
     /// `ringway_udp_dropped_datagrams_total`), all workers together.
-    pub fn udp_dropped(s: &Sharded<ListenerCounters>) -> [(&'static str, u64); 12] {
+    pub fn udp_dropped(s: &Sharded<ListenerCounters>) -> [(&'static str, u64); 13] {
         [
             ("max_flows", s.sum(|c| c.udp_dropped_max_flows.get())),
             ("no_backend", s.sum(|c| c.udp_dropped_no_backend.get())),
+            ("backend_full", s.sum(|c| c.udp_dropped_backend_full.get())),
             ("send_failed", s.sum(|c| c.udp_dropped_send.get())),
             ("listener_removed", s.sum(|c| c.udp_dropped_removed.get())),
             ("fd_limit", s.sum(|c| c.udp_dropped_fd_limit.get())),
@@ -184,6 +193,10 @@ pub struct BackendCounters {
     /// Connections or flows it took because `balance_factor` passed over the ring's
     /// pick, which held its cap.
     pub overflowed: Counter,
+    /// How long connections waited in its queue (`max_connections`), served or not.
+    pub queue_waits: Durations,
+    /// Connections that gave up waiting in its queue (`queue_timeout`).
+    pub queue_timeouts: Counter,
 }
 
 /// A backend's identity and counters. It outlives snapshots and reloads: the control
@@ -204,6 +217,10 @@ pub struct BackendStats {
     /// Connections or flows open to it now, connecting ones included, all workers
     /// together: what load-aware balancing reads (see [`super::load`]).
     pub open: super::load::Open,
+    /// Its `max_connections` and `max_queue`.
+    pub limit: super::queue::Limit,
+    /// Connections waiting for a slot (`max_connections`).
+    pub queue: super::queue::Queue<super::load::Claim>,
 }
 
 impl BackendStats {
@@ -221,6 +238,8 @@ impl BackendStats {
             failures: Default::default(),
             pool,
             open: Default::default(),
+            limit: Default::default(),
+            queue: Default::default(),
         }
     }
 

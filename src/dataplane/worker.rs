@@ -14,6 +14,7 @@ use mio::{Events, Poll, Waker};
 use super::budget::FdBudget;
 use super::command::{BoundSocket, Command, WorkerListener, WorkerParams};
 use super::listener::ListenerShared;
+use super::load::Grants;
 use super::tcp::TcpPlane;
 use super::timers::{millis, Millis};
 use super::token::{self, Kind};
@@ -52,6 +53,7 @@ impl Worker {
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let budget = FdBudget::new(params.fd_budget);
         let epoch = params.epoch;
+        let grants = Arc::new(Grants::new(Arc::clone(&waker)));
         let mut worker = Worker {
             index: params.index,
             tcp: TcpPlane::new(
@@ -59,6 +61,7 @@ impl Worker {
                 params.workers,
                 budget.clone(),
                 params.access_log.clone(),
+                grants,
             ),
             udp: UdpPlane::new(params.index, budget.clone(), params.access_log),
             poll,
@@ -120,6 +123,8 @@ impl Worker {
         }
         let left = self.tcp.sessions();
         self.tcp.close_all(self.now());
+        // Slots granted to sessions that are gone now go back.
+        self.tcp.take_grants(self.poll.registry(), self.now());
         tracing::debug!(worker = self.index, closed = left, "worker stopped");
     }
 
@@ -153,7 +158,10 @@ impl Worker {
         };
         let registry = self.poll.registry();
         match kind {
-            Kind::Waker => self.commands(now),
+            Kind::Waker => {
+                self.commands(now);
+                self.tcp.take_grants(self.poll.registry(), now);
+            }
             Kind::TcpListener | Kind::Client | Kind::Backend => {
                 self.tcp.on_event(kind, key, event, registry, now)
             }

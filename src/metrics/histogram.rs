@@ -2,10 +2,10 @@
 //! task, for check durations) and copied into views: no sample is kept, so its size
 //! never grows, whether anyone scrapes or not.
 
-use super::names::CHECK_DURATION_BUCKETS;
+use super::names::DURATION_BUCKETS;
 
-/// Buckets of [`CHECK_DURATION_BUCKETS`] plus `+Inf`.
-const SLOTS: usize = CHECK_DURATION_BUCKETS.len() + 1;
+/// Buckets of [`DURATION_BUCKETS`] plus `+Inf`.
+const SLOTS: usize = crate::shard::DURATION_SLOTS;
 
 /// Counts of observations at or below each bound (not cumulative), their sum and how
 /// many.
@@ -28,19 +28,22 @@ impl Histogram {
         sum: 0.0,
     };
 
+    /// The histogram of what `counts` (one per bucket, not cumulative, `+Inf` last)
+    /// and `sum` say (the data plane's [`crate::shard::Durations`], summed).
+    pub fn from_counts(counts: [u64; SLOTS], sum: f64) -> Histogram {
+        Histogram { counts, sum }
+    }
+
     /// Counts one observation of `value` (seconds).
     pub fn record(&mut self, value: f64) {
-        let slot = CHECK_DURATION_BUCKETS.partition_point(|&b| b < value);
+        let slot = DURATION_BUCKETS.partition_point(|&b| b < value);
         self.counts[slot] += 1;
         self.sum += value;
     }
 
     /// `(upper bound, cumulative count)` per bucket, `+Inf` last.
     pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
-        let bounds = CHECK_DURATION_BUCKETS
-            .iter()
-            .copied()
-            .chain([f64::INFINITY]);
+        let bounds = DURATION_BUCKETS.iter().copied().chain([f64::INFINITY]);
         bounds.zip(self.counts.iter().scan(0u64, |acc, &c| {
             *acc += c;
             Some(*acc)

@@ -235,6 +235,23 @@ pub fn render(sample: &Sample<'_>) -> String {
     each(&mut t, BACKEND_OVERFLOWED, &|b| {
         counter(b.stats, |x| x.overflowed.get())
     });
+    family(&mut t, BACKEND_QUEUE_LENGTH);
+    each(&mut t, BACKEND_QUEUE_LENGTH, &|b| {
+        (b.stats.queue.len() as u64).into()
+    });
+    family(&mut t, BACKEND_QUEUE_SECONDS);
+    for p in &sample.pools {
+        for b in &p.backends {
+            let (counts, sum) = b.stats.counters.durations(|x| &x.queue_waits);
+            let mut labels = p.labels();
+            labels.push((BACKEND, &*b.stats.id));
+            t.histogram(
+                BACKEND_QUEUE_SECONDS,
+                &labels,
+                &Histogram::from_counts(counts, sum),
+            );
+        }
+    }
     family(&mut t, HEALTH_CHECKS);
     for p in &sample.pools {
         for b in &p.backends {

@@ -66,6 +66,10 @@ pub const BACKEND_RING_SHARE: &str = "ringway_backend_ring_share";
 /// Connections (TCP) or flows (UDP) a backend took because `balance_factor` passed
 /// over the ring's pick, which held its cap.
 pub const BACKEND_OVERFLOWED: &str = "ringway_backend_overflowed_connections_total";
+/// Connections waiting in a backend's queue now (`max_connections`).
+pub const BACKEND_QUEUE_LENGTH: &str = "ringway_backend_queue_length";
+/// How long connections waited in a backend's queue, served or timed out.
+pub const BACKEND_QUEUE_SECONDS: &str = "ringway_backend_queue_seconds";
 /// Active health checks, by `result`: `success`, `failure`, `unknown` (could not run
 /// here).
 pub const HEALTH_CHECKS: &str = "ringway_health_checks_total";
@@ -109,17 +113,16 @@ pub const BACKEND_SET_BACKENDS: &str = "ringway_backend_set_backends";
 /// own addresses, port 0, unspecified, multicast or broadcast addresses, outside
 /// `allow`) or past `max_backends`.
 pub const BACKEND_SET_REFUSED: &str = "ringway_backend_set_refused_total";
-/// Buckets of [`HEALTH_CHECK_DURATION`] (seconds).
-pub const CHECK_DURATION_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+/// Buckets (seconds) of every duration histogram: [`HEALTH_CHECK_DURATION`] and
+/// [`BACKEND_QUEUE_SECONDS`].
+pub const DURATION_BUCKETS: &[f64] = crate::shard::DURATION_BUCKETS;
 
 /// Every metric: name, labels, Prometheus type, help.
 #[rustfmt::skip]
 pub const ALL: &[(&str, &[&str], &str, &str)] = &[
     (LISTENER_CONNECTIONS, &[LISTENER], "counter", "TCP connections accepted and established to a backend"),
     (LISTENER_ACTIVE, &[LISTENER], "gauge", "Connections (TCP) or flows (UDP) open now"),
-    (LISTENER_REJECTED, &[LISTENER, REASON], "counter", "Connections refused or reset by ringway: max_connections, no_backend, backends_failed, proxy_header, fd_limit, local_error, denied, source_limit, source_rate, first_data_timeout, loop, no_route, not_tls, sni_timeout"),
+    (LISTENER_REJECTED, &[LISTENER, REASON], "counter", "Connections refused or reset by ringway: max_connections, no_backend, backends_failed, proxy_header, fd_limit, local_error, denied, source_limit, source_rate, first_data_timeout, loop, no_route, not_tls, sni_timeout, queue_timeout, queue_full"),
     (LISTENER_KERNEL_SESSIONS, &[LISTENER, RESULT], "counter", "forward = kernel: sessions the kernel took (joined), would not take (declined: ringway forwards them) or failed to take (failed: reset)"),
     (BACKEND_CONNECTIONS, &[LISTENER, POOL, BACKEND], "counter", "Connections (TCP) or flows (UDP) established to the backend"),
     (BACKEND_ACTIVE, &[LISTENER, POOL, BACKEND], "gauge", "Connections (TCP) or flows (UDP) open to the backend now"),
@@ -129,13 +132,15 @@ pub const ALL: &[(&str, &[&str], &str, &str)] = &[
     (BACKEND_UP, &[LISTENER, POOL, BACKEND], "gauge", "1 when the backend is up (healthy, not disabled), else 0"),
     (BACKEND_RING_SHARE, &[LISTENER, POOL, BACKEND], "gauge", "Fraction of the key space the backend owns now"),
     (BACKEND_OVERFLOWED, &[LISTENER, POOL, BACKEND], "counter", "Connections (TCP) or flows (UDP) the backend took because balance_factor passed over the ring's pick, which held its cap"),
+    (BACKEND_QUEUE_LENGTH, &[LISTENER, POOL, BACKEND], "gauge", "TCP connections waiting in the backend's queue now (max_connections)"),
+    (BACKEND_QUEUE_SECONDS, &[LISTENER, POOL, BACKEND], "histogram", "Time TCP connections waited in the backend's queue (max_connections) in seconds, served or timed out"),
     (HEALTH_CHECKS, &[LISTENER, POOL, BACKEND, RESULT], "counter", "Active health checks by result: success, failure, unknown (could not run here)"),
     (HEALTH_CHECK_DURATION, &[LISTENER, POOL, BACKEND], "histogram", "Duration of active health checks in seconds"),
     (BACKEND_TRANSITIONS, &[LISTENER, POOL, BACKEND, TO], "counter", "Backend state changes by new state: up, down"),
     (UDP_FLOWS_ACTIVE, &[LISTENER], "gauge", "UDP flows open now"),
     (UDP_FLOWS, &[LISTENER], "counter", "UDP flows created"),
     (UDP_DATAGRAMS, &[LISTENER, DIRECTION], "counter", "UDP datagrams: in from clients, out to clients"),
-    (UDP_DROPPED, &[LISTENER, REASON], "counter", "UDP datagrams dropped: max_flows, no_backend, send_failed, listener_removed, fd_limit, denied, source_limit, source_rate, loop, no_route, not_quic, sni_timeout"),
+    (UDP_DROPPED, &[LISTENER, REASON], "counter", "UDP datagrams dropped: max_flows, no_backend, backend_full, send_failed, listener_removed, fd_limit, denied, source_limit, source_rate, loop, no_route, not_quic, sni_timeout"),
     (RING_REMAPPED, &[LISTENER, POOL], "gauge", "Fraction of the key space that changed backend at the last ring change"),
     (CONFIG_RELOADS, &[RESULT], "counter", "Config reloads by result: success, failure"),
     (BUILD_INFO, &[VERSION], "gauge", "Always 1; labelled with the version"),

@@ -16,6 +16,7 @@ fn backends(weights: &[u32]) -> Vec<Backend> {
             weight,
             set: None,
             backup: false,
+            limits: Default::default(),
         })
         .collect()
 }

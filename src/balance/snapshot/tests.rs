@@ -9,6 +9,7 @@ fn backends(n: usize) -> Vec<Backend> {
             addr_text: format!("127.0.0.1:{}", 9000 + i),
             set: None,
             backup: false,
+            limits: Default::default(),
             weight: 1,
         })
         .collect()

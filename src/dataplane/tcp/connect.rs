@@ -12,6 +12,12 @@
 //! backend and reported as a passive health result, unless it was this machine running
 //! short of something (descriptors, ports): that ends the session (`fd_limit`) and says
 //! nothing about any backend.
+//!
+//! A backend at its `max_connections` (or with others already waiting) puts the first
+//! attempt in its queue ([`Phase::Queue`]): the session holds its [`Place`] until a slot
+//! is granted (then it connects with it), or its `queue_timeout` passes (then it is
+//! closed, or with `queue_overflow = "next"` goes to the next backend with room).
+//! Retries never queue: they pass over full backends.
 
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
@@ -22,7 +28,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::balance::hash::{flow_hash, PROTO_TCP};
 use crate::dataplane::listener::{ListenerParams, ListenerShared, Routing};
-use crate::dataplane::load::Claim;
+use crate::dataplane::load::{Claim, Grants, Place};
 use crate::dataplane::pool::PoolShared;
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::timers::{millis, Millis};
@@ -60,6 +66,45 @@ pub(super) struct Connecting {
     target: Option<Claim>,
     /// Backends whose attempts failed (allocated at the first failure).
     tried: Vec<Arc<BackendStats>>,
+    /// Where it stands with backends' queues (`max_connections`).
+    queue: Queue,
+    /// A slot its backend's queue granted it: the next attempt's.
+    granted: Option<Claim>,
+}
+
+/// Where a session stands with backends' queues.
+#[derive(Debug, Default)]
+enum Queue {
+    /// It has not met a full backend.
+    #[default]
+    Never,
+    /// It waits, since then.
+    Waiting(Place, Millis),
+    /// It was given a slot.
+    Served,
+    /// It waited `queue_timeout` for nothing.
+    TimedOut,
+    /// The queue it would have joined was full (`max_queue`).
+    Full,
+}
+
+/// Why a session found no backend with room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NoRoom {
+    /// Its wait in the queue ran out (and no other backend had room).
+    QueueTimeout,
+    /// The queue was full (and no other backend had room).
+    QueueFull,
+}
+
+/// The next backend of an attempt.
+enum Next {
+    /// Counted on it.
+    Claimed(Claim),
+    /// It is full: the session may wait for it.
+    Full(Arc<BackendStats>),
+    /// No backend is left to try; `full`: some were passed over as full.
+    Exhausted { full: bool },
 }
 
 /// What a session waits for before it has a backend connection.
@@ -71,6 +116,8 @@ pub(super) enum Phase {
     Hello,
     /// `backend_connect = "on-data"`: the client's first byte.
     FirstData,
+    /// A slot in a full backend's queue (`max_connections`).
+    Queue,
     /// A connect attempt (or the next one).
     Connect,
 }
@@ -112,6 +159,10 @@ pub(super) enum Unrouted {
 pub(super) enum Attempt {
     /// A connect is in progress; the socket is registered.
     Started(TcpStream),
+    /// Its backend is full: it waits in its queue.
+    Queued,
+    /// No backend has room for it.
+    NoRoom(NoRoom),
     /// Every candidate was tried (`attempts` of them).
     Exhausted {
         /// Attempts made.
@@ -146,6 +197,8 @@ impl Connecting {
             by_name,
             hello: None,
             sni: None,
+            queue: Queue::Never,
+            granted: None,
         };
         if key.is_some() {
             c.keyed(now);
@@ -299,42 +352,162 @@ impl Connecting {
         self.attempt
     }
 
-    /// The next backend to try: its pool's choice (`balance`) in the routing
-    /// published now, among the backends not tried, counted on it from now on;
-    /// `None` past the last retry (or when a reload took its pool away).
-    fn next_target(&mut self, shared: &ListenerShared, worker: usize) -> Option<Claim> {
+    /// The next backend to try: a slot its queue granted, else its pool's choice
+    /// (`balance`) in the routing published now among the backends not tried, counted
+    /// on it from now on; past the first attempt (or a wait that ran out), backends
+    /// without room are passed over. [`Next::Exhausted`] past the last retry (or when
+    /// a reload took its pool away).
+    fn next_target(&mut self, shared: &ListenerShared, worker: usize) -> Next {
+        let none = Next::Exhausted { full: false };
         if self.attempt > self.params.retries {
-            return None;
+            return none;
         }
         let routing = shared.routing.load();
-        let (slot, pool) = self.pool.as_ref()?;
-        let (slot, pool) = routing.find(*slot, pool)?;
+        let Some((slot, pool)) = self.pool.as_ref() else {
+            return none;
+        };
+        let Some((slot, pool)) = routing.find(*slot, pool) else {
+            return none;
+        };
+        // A granted slot is used while its backend still takes new connections (a
+        // backend that went down or left meanwhile: the slot goes back).
+        if let Some(granted) = self.granted.take() {
+            let live = pool
+                .backends
+                .position(granted.stats())
+                .is_some_and(|i| pool.snapshot.is_live(i));
+            if live {
+                return Next::Claimed(granted);
+            }
+        }
         let tried = |b: usize| self.tried.iter().any(|t| Arc::ptr_eq(t, &pool.backends[b]));
-        let (_, target, overflowed) = pool.choose(self.key, tried)?;
-        if overflowed {
-            target.counters.shard(worker).overflowed.inc();
+        let pass_full = self.attempt > 0 || !matches!(self.queue, Queue::Never);
+        // A backend found full may free a slot between the look and the claim: a few
+        // more looks, then it counts as full.
+        for _ in 0..4 {
+            let chosen = if pass_full {
+                pool.choose(self.key, |b| tried(b) || Claim::full(&pool.backends[b]))
+            } else {
+                pool.choose(self.key, tried)
+            };
+            let Some((_, target, overflowed)) = chosen else {
+                let full = pass_full && pool.choose(self.key, tried).is_some();
+                return Next::Exhausted { full };
+            };
+            match Claim::try_new(target) {
+                Some(claim) => {
+                    if overflowed {
+                        target.counters.shard(worker).overflowed.inc();
+                    }
+                    if let Some(p) = self.pool.as_mut() {
+                        p.0 = slot;
+                    }
+                    return Next::Claimed(claim);
+                }
+                None if !pass_full => return Next::Full(Arc::clone(target)),
+                None => {}
+            }
         }
-        let target = Claim::new(Arc::clone(target));
-        if let Some(p) = self.pool.as_mut() {
-            p.0 = slot;
-        }
-        Some(target)
+        Next::Exhausted { full: true }
     }
 
-    /// Starts the current attempt, moving on past backends whose connect fails at once.
+    /// Waits in `backend`'s queue (it is full), unless that is full too.
+    fn join(
+        &mut self,
+        backend: &Arc<BackendStats>,
+        grants: &Arc<Grants>,
+        key: crate::dataplane::token::Key,
+        now: Millis,
+    ) -> bool {
+        match Place::join(backend, grants, key, grants.ticket()) {
+            Ok(place) => {
+                self.queue = Queue::Waiting(place, now);
+                self.phase = Phase::Queue;
+                self.deadline = now + millis(self.params.queue_timeout);
+                true
+            }
+            Err(_) => {
+                self.queue = Queue::Full;
+                false
+            }
+        }
+    }
+
+    /// The ticket it waits with, while it waits.
+    pub fn ticket(&self) -> Option<u64> {
+        match &self.queue {
+            Queue::Waiting(place, _) => Some(place.ticket()),
+            _ => None,
+        }
+    }
+
+    /// Its queue granted it `claim` at `now`: the next attempt takes it. False (and
+    /// the claim is let go, to the next waiter) when it is not waiting for it.
+    pub fn grant(&mut self, ticket: u64, claim: Claim, worker: usize, now: Millis) -> bool {
+        if self.ticket() != Some(ticket) {
+            return false;
+        }
+        if let Queue::Waiting(place, since) = std::mem::replace(&mut self.queue, Queue::Served) {
+            let waited = now.saturating_sub(since);
+            place
+                .backend()
+                .counters
+                .shard(worker)
+                .queue_waits
+                .record(waited * 1000);
+            place.granted();
+        }
+        self.granted = Some(claim);
+        self.phase = Phase::Connect;
+        true
+    }
+
+    /// Its `queue_timeout` passed at `now`: it leaves the queue (counted on the
+    /// backend); true when it is to try the next backend with room
+    /// (`queue_overflow = "next"`).
+    pub fn waited_out(&mut self, worker: usize, now: Millis) -> bool {
+        if let Queue::Waiting(place, since) = std::mem::replace(&mut self.queue, Queue::TimedOut) {
+            let counters = place.backend().counters.shard(worker);
+            counters
+                .queue_waits
+                .record(now.saturating_sub(since) * 1000);
+            counters.queue_timeouts.inc();
+        }
+        self.phase = Phase::Connect;
+        self.params.queue_next
+    }
+
+    /// Starts the current attempt, moving on past backends whose connect fails at once;
+    /// a full backend's queue takes the first attempt.
     pub fn start(
         &mut self,
         registry: &Registry,
-        token: Token,
-        shared: &Arc<ListenerShared>,
+        (token, key): (Token, crate::dataplane::token::Key),
+        (shared, grants): (&Arc<ListenerShared>, &Arc<Grants>),
         worker: usize,
         now: Millis,
     ) -> Attempt {
         loop {
-            let Some(target) = self.next_target(shared, worker) else {
-                return Attempt::Exhausted {
-                    attempts: self.attempt,
-                };
+            let target = match self.next_target(shared, worker) {
+                Next::Claimed(target) => target,
+                Next::Full(backend) => {
+                    if self.join(&backend, grants, key, now) {
+                        return Attempt::Queued;
+                    }
+                    if !self.params.queue_next {
+                        return Attempt::NoRoom(NoRoom::QueueFull);
+                    }
+                    continue;
+                }
+                Next::Exhausted { full } => {
+                    return match (full, &self.queue) {
+                        (true, Queue::TimedOut) => Attempt::NoRoom(NoRoom::QueueTimeout),
+                        (true, Queue::Full) => Attempt::NoRoom(NoRoom::QueueFull),
+                        _ => Attempt::Exhausted {
+                            attempts: self.attempt,
+                        },
+                    };
+                }
             };
             let addr = target.addr;
             self.target = Some(target);
@@ -345,6 +518,7 @@ impl Connecting {
                     Interest::READABLE | Interest::WRITABLE,
                 ) {
                     Ok(()) => {
+                        self.phase = Phase::Connect;
                         self.deadline = now + millis(self.params.connect_timeout);
                         return Attempt::Started(stream);
                     }

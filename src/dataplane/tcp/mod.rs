@@ -26,6 +26,7 @@ pub use accept::bind_tcp;
 use super::admission::Refused;
 use super::budget::{FdBudget, SESSION_FDS};
 use super::listener::ListenerShared;
+use super::load::Grants;
 use super::ratelimit::RateLimit;
 use super::stats::{BackendStats, ListenerCounters};
 use super::timers::{Millis, Timers};
@@ -34,7 +35,7 @@ use crate::accesslog::{End, Proto, Record, Sink};
 use crate::balance::hash::{flow_hash, PROTO_TCP};
 use crate::balance::HashMode;
 use accept::{Accepted, Listener, Spare};
-use connect::Start;
+use connect::{NoRoom, Start};
 use forward::COPY_BUF;
 use pipes::PipePool;
 use session::{Ending, Env, Session, Side, Step};
@@ -67,12 +68,21 @@ pub(super) struct TcpPlane {
     log: Sink,
     /// Handles on the kernel-forwarding maps, when the program is loaded.
     kernel: Option<kernel::Maps>,
+    /// Where full backends' queues hand this worker's waiting sessions their slots.
+    grants: Arc<Grants>,
 }
 
 impl TcpPlane {
     /// An empty plane for worker `worker` of `workers`, drawing descriptors from
-    /// `budget` and handing access-log records to `log`.
-    pub fn new(worker: usize, workers: usize, budget: FdBudget, log: Sink) -> TcpPlane {
+    /// `budget`, handing access-log records to `log`, and receiving queue slots in
+    /// `grants`.
+    pub fn new(
+        worker: usize,
+        workers: usize,
+        budget: FdBudget,
+        log: Sink,
+        grants: Arc<Grants>,
+    ) -> TcpPlane {
         TcpPlane {
             worker,
             listeners: Slots::default(),
@@ -87,6 +97,17 @@ impl TcpPlane {
             warn: RateLimit::default(),
             log,
             kernel: None,
+            grants,
+        }
+    }
+
+    /// Hands the slots full backends' queues granted since the last call to the
+    /// sessions that wait for them (a slot whose session is gone goes to the next
+    /// waiter).
+    pub fn take_grants(&mut self, registry: &Registry, now: Millis) {
+        for g in self.grants.take() {
+            let (key, ticket, claim) = g.into_parts();
+            self.run_session(key, registry, now, |s, env| s.granted(ticket, claim, env));
         }
     }
 
@@ -467,8 +488,8 @@ impl TcpPlane {
             self.worker,
             now,
             (&mut self.buf, &mut self.hello),
-            &mut self.pool,
-            self.kernel.as_mut(),
+            (&mut self.pool, self.kernel.as_mut()),
+            &self.grants,
         );
         let Some(s) = self.sessions.get_mut(key) else {
             return;
@@ -571,6 +592,24 @@ impl TcpPlane {
             Ending::Refused(refused) => {
                 refused_counter(*refused)(shared.stats.shard(self.worker)).inc();
                 (End::Rejected, Some(refused.reason()))
+            }
+            Ending::NoRoom(NoRoom::QueueTimeout) => {
+                self.refused(
+                    shared,
+                    now,
+                    |x| &x.rejected_queue_timeout,
+                    || format!("{client} waited queue_timeout for a full backend: closing"),
+                );
+                (End::QueueTimeout, None)
+            }
+            Ending::NoRoom(NoRoom::QueueFull) => {
+                self.refused(
+                    shared,
+                    now,
+                    |x| &x.rejected_queue_full,
+                    || format!("{client}: its backend's queue is full (max_queue): closing"),
+                );
+                (End::Rejected, Some("queue_full"))
             }
             Ending::NoData => {
                 self.refused(
@@ -680,6 +719,8 @@ mod tests {
             source_table_size: 64,
             first_data: None,
             sni_timeout: Duration::from_secs(1),
+            queue_timeout: Duration::from_secs(1),
+            queue_next: false,
         };
         let backend = Backend {
             id: "b".into(),
@@ -688,6 +729,7 @@ mod tests {
             weight: 1,
             set: None,
             backup: false,
+            limits: Default::default(),
         };
         let pool = crate::dataplane::PoolShared::detached("t");
         let stats = BackendStats::new("b", "127.0.0.1:1".parse().unwrap(), 1, Arc::clone(&pool));
@@ -717,7 +759,9 @@ mod tests {
         let shared = counting_listener(addr);
         let (log, sinks) = crate::accesslog::AccessLog::start(1, None).unwrap();
         let sink = sinks.into_iter().next().unwrap();
-        let mut plane = TcpPlane::new(0, 1, FdBudget::new(100_000), sink);
+        let waker = Arc::new(mio::Waker::new(registry, token::WAKER).unwrap());
+        let grants = Arc::new(Grants::new(waker));
+        let mut plane = TcpPlane::new(0, 1, FdBudget::new(100_000), sink, grants);
         plane
             .add_listener(socket, Arc::clone(&shared), registry)
             .unwrap();

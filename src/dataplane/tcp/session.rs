@@ -15,7 +15,7 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 use mio::Registry;
 
-use super::connect::{self, Attempt, Connecting, Phase, Start, Unrouted};
+use super::connect::{self, Attempt, Connecting, NoRoom, Phase, Start, Unrouted};
 use super::forward::{self, Half, Ready};
 use super::header;
 use super::kernel::{JoinError, Maps, Pair};
@@ -23,7 +23,7 @@ use super::pipes::PipePool;
 use crate::accesslog::{End, Proto, Reached, Record};
 use crate::dataplane::admission::{Admitted, Refused};
 use crate::dataplane::listener::{ListenerParams, ListenerShared, Mode};
-use crate::dataplane::load::Claim;
+use crate::dataplane::load::{Claim, Grants};
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::timers::{millis, Armed, Millis};
 use crate::dataplane::token::{self, Key, Kind};
@@ -92,6 +92,8 @@ pub(super) enum Ending {
     Refused(Refused),
     /// `backend_connect = "on-data"`: nothing arrived within `first_data_timeout`.
     NoData,
+    /// Its backend was full (`max_connections`) and it found no room in time.
+    NoRoom(NoRoom),
     /// Closed before sending a byte (a health check of a balancer in front).
     ClosedEarly,
     /// This machine ran short (descriptors, ports) while connecting, or handing the
@@ -112,6 +114,7 @@ impl Ending {
             | Ending::NoBackend(_)
             | Ending::ClosedEarly
             | Ending::NoData
+            | Ending::NoRoom(_)
             | Ending::NoRoute
             | Ending::NotTls(_)
             | Ending::SniTimeout
@@ -151,6 +154,8 @@ pub(super) struct Env<'a> {
     pool: &'a mut PipePool,
     /// The worker's handles on the kernel-forwarding maps, where it has them.
     kernel: Option<&'a mut Maps>,
+    /// Where slots of full backends' queues come to this worker.
+    grants: &'a Arc<Grants>,
 }
 
 impl<'a> Env<'a> {
@@ -161,8 +166,8 @@ impl<'a> Env<'a> {
         worker: usize,
         now: Millis,
         (buf, hello): (&'a mut [u8], &'a mut Vec<u8>),
-        pool: &'a mut PipePool,
-        kernel: Option<&'a mut Maps>,
+        (pool, kernel): (&'a mut PipePool, Option<&'a mut Maps>),
+        grants: &'a Arc<Grants>,
     ) -> Env<'a> {
         Env {
             registry,
@@ -173,6 +178,7 @@ impl<'a> Env<'a> {
             hello,
             pool,
             kernel,
+            grants,
         }
     }
 }
@@ -407,10 +413,46 @@ impl Session {
                 Phase::Header => self.read_header(env),
                 Phase::Hello => self.await_hello(env),
                 Phase::FirstData => self.await_data(env),
+                Phase::Queue => self.queued_client(),
                 Phase::Connect => Step::Wait,
             },
             Some(_) => Step::Wait,
         }
+    }
+
+    /// A queued session's client stirred: it may have given up (closed before
+    /// sending anything). Bytes it sent stay queued for the backend.
+    fn queued_client(&mut self) -> Step {
+        let mut byte = [0u8; 1];
+        let peeked = loop {
+            match self.client.peek(&mut byte) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break other,
+            }
+        };
+        match peeked {
+            Ok(0) => Step::End(Ending::ClosedEarly),
+            // Its bytes wait; the flag stays set so they are read once connected.
+            Ok(_) => Step::Wait,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.client_ready.set_readable(false);
+                Step::Wait
+            }
+            Err(_) => Step::End(Ending::Failed {
+                failed: Side::Client,
+                reset: Side::Client,
+            }),
+        }
+    }
+
+    /// A slot of the queue it waits in came, with ticket `ticket`: it connects with it
+    /// (a grant for a session that no longer waits is let go, to the next waiter).
+    pub fn granted(&mut self, ticket: u64, claim: Claim, env: &mut Env<'_>) -> Option<Step> {
+        let c = self.connecting.as_mut()?;
+        if !c.grant(ticket, claim, env.worker, env.now) {
+            return None;
+        }
+        Some(self.connect(env))
     }
 
     /// An error on `side` after its EOF was passed on: nothing reads that socket any
@@ -440,7 +482,7 @@ impl Session {
 
     /// Its timer fired: a deadline may have passed.
     pub fn on_timer(&mut self, env: &mut Env<'_>) -> Step {
-        if let Some(c) = &self.connecting {
+        if let Some(c) = self.connecting.as_mut() {
             if env.now < c.deadline() {
                 return Step::Wait;
             }
@@ -452,6 +494,12 @@ impl Session {
                 }
                 Phase::Hello => return Step::End(Ending::SniTimeout),
                 Phase::FirstData => return Step::End(Ending::NoData),
+                Phase::Queue => {
+                    if !c.waited_out(env.worker, env.now) {
+                        return Step::End(Ending::NoRoom(NoRoom::QueueTimeout));
+                    }
+                    return self.connect(env);
+                }
                 Phase::Connect => {}
             }
             return self.check_connect(false, true, env);
@@ -595,12 +643,21 @@ impl Session {
             return Step::Wait;
         };
         let token = token::token(Kind::Backend, env.key);
-        match c.start(env.registry, token, &self.listener, env.worker, env.now) {
+        let listener = (&self.listener, env.grants);
+        match c.start(
+            env.registry,
+            (token, env.key),
+            listener,
+            env.worker,
+            env.now,
+        ) {
             Attempt::Started(stream) => {
                 self.backend = Some(stream);
                 self.backend_ready = Ready::default();
                 Step::Wait
             }
+            Attempt::Queued => Step::Wait,
+            Attempt::NoRoom(why) => Step::End(Ending::NoRoom(why)),
             Attempt::Exhausted { attempts } => Step::End(Ending::BackendsFailed {
                 client: c.client(),
                 attempts,

@@ -265,13 +265,22 @@ impl UdpPlane {
             reached(shared.listen, local),
         );
         let placed = routing.route(asked.name().map(ServerName::as_str));
+        // Backends at their `max_connections` take no new flow (a flow cannot wait).
+        let mut full = false;
         let opened = placed.and_then(|(slot, pool)| {
-            let (b, target, overflowed) = pool.choose(key, |_| false)?;
+            let chosen = pool.choose(key, |b| Claim::full(&pool.backends[b]));
+            let Some((b, target, overflowed)) = chosen else {
+                full = pool.choose(key, |_| false).is_some();
+                return None;
+            };
+            let Some(target) = Claim::try_new(target) else {
+                full = true;
+                return None;
+            };
             if overflowed {
                 target.counters.shard(self.worker).overflowed.inc();
             }
             let addr = target.addr;
-            let target = Claim::new(Arc::clone(target));
             let inserted = self.flows.insert_with(|k| {
                 let mut socket = upstream(addr)?;
                 registry.register(&mut socket, token::token(Kind::Flow, k), Interest::READABLE)?;
@@ -294,6 +303,7 @@ impl UdpPlane {
                         self.refuse_hello((shared, client), &asked, held + 1, now);
                         return None;
                     }
+                    _ if full => OpenFailure::Full,
                     _ if placed.is_some_and(|(_, p)| p.loops) => OpenFailure::Loop,
                     _ => OpenFailure::NoBackend,
                 };
@@ -351,6 +361,8 @@ enum OpenFailure {
     Loop,
     /// No backend is up.
     NoBackend,
+    /// Every backend up is at its `max_connections`.
+    Full,
 }
 
 impl OpenFailure {
@@ -364,6 +376,10 @@ impl OpenFailure {
             OpenFailure::Socket(..) => (|c| &c.udp_dropped_send, (End::LocalError, None)),
             OpenFailure::Loop => (|c| &c.udp_dropped_loop, (End::Rejected, Some("loop"))),
             OpenFailure::NoBackend => (|c| &c.udp_dropped_no_backend, (End::NoBackend, None)),
+            OpenFailure::Full => (
+                |c| &c.udp_dropped_backend_full,
+                (End::Rejected, Some("backend_full")),
+            ),
         }
     }
 
@@ -382,6 +398,9 @@ impl OpenFailure {
             OpenFailure::NoBackend => {
                 format!("no backend for a new udp flow from {client}: dropping")
             }
+            OpenFailure::Full => format!(
+                "every backend is at its max_connections: dropping a new udp flow from {client}"
+            ),
         }
     }
 }
