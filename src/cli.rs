@@ -113,6 +113,14 @@ pub enum CtlAction {
         #[arg(long)]
         json: bool,
     },
+    /// Start the binary at the path ringway was started from (a new version put
+    /// there) and hand it the listening sockets; the old process then drains and
+    /// exits (as SIGUSR2). Fails, changing nothing, when the new one does not serve.
+    Upgrade {
+        /// Print the API's JSON instead of a line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The backend a `ctl drain|enable|disable` acts on.

@@ -124,6 +124,8 @@ pub enum Action {
     Disable,
     /// `POST /reload`.
     Reload,
+    /// `POST /upgrade`.
+    Upgrade,
 }
 
 /// The backend an action is for.
@@ -148,6 +150,7 @@ pub fn call(
     let (method, path) = match (action, target) {
         (Action::Status, _) => (Method::GET, "/status".to_string()),
         (Action::Reload, _) => (Method::POST, "/reload".to_string()),
+        (Action::Upgrade, _) => (Method::POST, "/upgrade".to_string()),
         (a, Some(t)) => {
             let verb = match a {
                 Action::Drain => "drain",
@@ -171,8 +174,13 @@ pub fn call(
         .enable_all()
         .build()
         .map_err(CtlError::Runtime)?;
+    // An upgrade waits for the new process (up to its deadline).
+    let timeout = match action {
+        Action::Upgrade => crate::control::upgrade::DEADLINE + TIMEOUT,
+        _ => TIMEOUT,
+    };
     let (status, body) = rt.block_on(async {
-        tokio::time::timeout(TIMEOUT, request(admin, token, method, &path))
+        tokio::time::timeout(timeout, request(admin, token, method, &path))
             .await
             .map_err(|_| CtlError::Timeout(admin.clone()))?
     })?;
@@ -255,6 +263,13 @@ pub fn render_change(
     json: &str,
 ) -> Result<String, CtlError> {
     let v: serde_json::Value = serde_json::from_str(json).map_err(CtlError::NotJson)?;
+    if *action == Action::Upgrade {
+        let u = &v["upgraded"];
+        return Ok(format!(
+            "upgraded: process {} took over from process {} in {} ms",
+            u["pid"], u["from"], u["handoff_ms"]
+        ));
+    }
     let Some(t) = target else {
         return Ok(match v["reloaded"].as_str() {
             Some(summary) => format!("reloaded: {summary}"),

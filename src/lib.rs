@@ -77,3 +77,20 @@ pub mod route;
 pub mod shard;
 pub mod sni;
 pub mod sys;
+
+/// An error and its causes, `: `-separated, each cause said once: most errors here
+/// quote their cause in their own message already (so a log line read alone is
+/// whole), and a cause they quote is not repeated.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut said = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !said.contains(&text) {
+            said.push_str(": ");
+            said.push_str(&text);
+        }
+        cause = c.source();
+    }
+    said
+}

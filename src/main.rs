@@ -32,9 +32,17 @@ fn main() -> ExitCode {
                 })
         }
         Command::Run { config, log_level } => init_logging(&log_level).and_then(|()| {
-            config::load(&config)
-                .map_err(anyhow::Error::from)
-                .and_then(|c| control::run(c).map_err(anyhow::Error::from))
+            // Started by an upgrade: the old process's sockets, before anything else.
+            let inherited = control::upgrade::new::Inherited::from_env()?;
+            match config::load(&config) {
+                Ok(c) => control::run(c, inherited).map_err(anyhow::Error::from),
+                Err(e) => {
+                    if let Some(i) = inherited {
+                        i.failed(&ringway::error_chain(&e));
+                    }
+                    Err(e.into())
+                }
+            }
         }),
         Command::Route {
             config,
@@ -145,6 +153,7 @@ fn run_ctl(
         CtlAction::Enable(b) => (ctl::Action::Enable, Some(b), b.json),
         CtlAction::Disable(b) => (ctl::Action::Disable, Some(b), b.json),
         CtlAction::Reload { json } => (ctl::Action::Reload, None, *json),
+        CtlAction::Upgrade { json } => (ctl::Action::Upgrade, None, *json),
     };
     let target = target.map(|b| ctl::Target {
         pool: b.pool,

@@ -252,9 +252,9 @@ fn signals_right_after_listening_are_handled_not_fatal() {
     }
 }
 
-/// Signals an operator may send out of habit (HAProxy's and NGINX's USR1/USR2, a
-/// terminal's WINCH/TTIN/TTOU) are logged and never kill or stop ringway; QUIT drains
-/// like TERM (NGINX's graceful stop). Issue 9, defect 7.
+/// Signals an operator may send out of habit (HAProxy's and NGINX's USR1, a terminal's
+/// WINCH/TTIN/TTOU) are logged and never kill or stop ringway; QUIT drains like TERM
+/// (NGINX's graceful stop). Issue 9, defect 7. (USR2 upgrades: tests/upgrade.rs.)
 #[test]
 fn operator_signals_are_handled_not_fatal() {
     let b = Backend::named_echo("127.0.0.1:0", "b");
@@ -262,7 +262,6 @@ fn operator_signals_are_handled_not_fatal() {
     let mut rw = Ringway::start(&config(listen, &[(b.addr, "b")], ""), &[listen]);
     for (sig, name) in [
         (Signal::Usr1, "SIGUSR1"),
-        (Signal::Usr2, "SIGUSR2"),
         (Signal::Winch, "SIGWINCH"),
         (Signal::Ttin, "SIGTTIN"),
         (Signal::Ttou, "SIGTTOU"),

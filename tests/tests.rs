@@ -15,6 +15,8 @@ mod balance;
 mod load_balance;
 // Per-backend max_connections: the queue, its order, its timeout and overflow.
 mod queue;
+// Upgrading the binary in place: listening sockets handed over, failures change nothing.
+mod upgrade;
 // Connection lifecycle: idle timeout, max_connections, graceful shutdown.
 mod lifecycle;
 // UDP: flows, batching, affinity, expiry.

@@ -40,6 +40,10 @@ pub const BATCH: usize = 1024;
 /// The answer to a reload request.
 pub type Reloaded = Result<String, ReloadError>;
 
+/// The answer to an upgrade request: the new process's id and how long the hand-off
+/// took.
+pub type Upgraded = Result<(u32, Duration), super::upgrade::UpgradeError>;
+
 /// What the control task is asked to do.
 #[derive(Debug)]
 pub enum Msg {
@@ -66,6 +70,12 @@ pub enum Msg {
     Draining(oneshot::Sender<((usize, usize), Duration)>),
     /// A worker stopped on its own (it panicked).
     WorkerFailed,
+    /// Start the binary again and hand it the sockets (SIGUSR2, `POST /upgrade`).
+    Upgrade(oneshot::Sender<Upgraded>),
+    /// An upgrade finished, with whoever waits for it.
+    UpgradeDone(Box<(Upgraded, oneshot::Sender<Upgraded>)>),
+    /// This process took over from an old one, in this long.
+    TookOver(Duration),
 }
 
 /// A way to reach the control task.
@@ -123,6 +133,18 @@ impl Handle {
         self.ask(|reply| Msg::Reload(Some(reply)))
             .await
             .unwrap_or(Err(ReloadError::Stopped))
+    }
+
+    /// Starts the binary again, hands it the sockets, and waits for the outcome.
+    pub async fn upgrade(&self) -> Upgraded {
+        self.ask(Msg::Upgrade)
+            .await
+            .unwrap_or(Err(super::upgrade::UpgradeError::Stopped))
+    }
+
+    /// This process took over from an old one in `took`.
+    pub async fn upgraded_in(&self, took: Duration) {
+        let _ = self.tx.send(Msg::TookOver(took)).await;
     }
 
     /// Open TCP connections and UDP flows, and the shutdown timeout.
@@ -247,7 +269,16 @@ fn handle(control: &mut Control, msg: Msg, policy: &watch::Sender<Policy>) {
         Msg::Resolved(round) => control.on_resolved(&round, Instant::now()),
         Msg::WorkerFailed => control.worker_failed(),
         Msg::Draining(reply) => {
+            // The copies kept for an upgrade would keep the listening sockets open
+            // (accepting handshakes nobody takes) once the workers close theirs.
+            control.release_sockets();
             let _ = reply.send((control.open(), control.config.shutdown_timeout));
         }
+        Msg::Upgrade(reply) => control.request_upgrade(reply),
+        Msg::UpgradeDone(done) => {
+            let (result, reply) = *done;
+            control.on_upgrade_done(result, reply);
+        }
+        Msg::TookOver(took) => control.took_over(took),
     }
 }

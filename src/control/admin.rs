@@ -9,6 +9,7 @@
 //! | `POST /listeners/{name}/backends/{id}/enable`       | back to normal              |
 //! | `POST /listeners/{name}/backends/{id}/disable`      | marked down by hand         |
 //! | `POST /reload`                                      | as SIGHUP                   |
+//! | `POST /upgrade`                                     | as SIGUSR2, waits for it    |
 //!
 //! Every request must name the admin API in its `Host` (421 otherwise), and one that
 //! changes state must not come from another origin (`Origin`/`Referer`, 403) nor
@@ -90,6 +91,8 @@ pub enum Call {
     Status,
     /// `POST /reload`.
     Reload,
+    /// `POST /upgrade`.
+    Upgrade,
     /// `POST /listeners/{listener}/backends/{id}/{drain|enable|disable}` or
     /// `POST /pools/{pool}/backends/{id}/{drain|enable|disable}`.
     SetAdmin {
@@ -222,6 +225,10 @@ fn decide(method: &Method, path: &str) -> Result<Call, Refusal> {
             Method::POST => Ok(Call::Reload),
             _ => Err(not_allowed("POST")),
         },
+        ["upgrade"] => match *method {
+            Method::POST => Ok(Call::Upgrade),
+            _ => Err(not_allowed("POST")),
+        },
         [kind @ ("listeners" | "pools"), name, "backends", id, action] => {
             let admin = match *action {
                 "drain" => Admin::Draining,
@@ -285,6 +292,21 @@ async fn answer(control: Handle, req: Request<Incoming>) -> Response<Body> {
             Ok(summary) => http::json(StatusCode::OK, &serde_json::json!({ "reloaded": summary })),
             Err(super::reload::ReloadError::Stopped) => gone(),
             Err(why) => http::error(StatusCode::UNPROCESSABLE_ENTITY, &why.to_string()),
+        },
+        Ok(Call::Upgrade) => match control.upgrade().await {
+            Ok((pid, took)) => http::json(
+                StatusCode::OK,
+                &serde_json::json!({ "upgraded": {
+                    "pid": pid,
+                    "from": std::process::id(),
+                    "handoff_ms": took.as_millis() as u64,
+                } }),
+            ),
+            Err(super::upgrade::UpgradeError::Stopped) => gone(),
+            Err(e @ super::upgrade::UpgradeError::Busy) => {
+                http::error(StatusCode::CONFLICT, &e.to_string())
+            }
+            Err(why) => http::error(StatusCode::INTERNAL_SERVER_ERROR, &why.to_string()),
         },
         Ok(Call::SetAdmin { place, id, admin }) => {
             match control.set_admin(place, &id, admin).await {

@@ -73,6 +73,10 @@ pub struct Control {
     /// split between the reserve and the workers is computed from, again after each
     /// reload (a reload that adds checked backends grows the reserve).
     pub fds: (u64, usize),
+    /// How to start the next binary, and what upgrades did.
+    pub upgrade: super::upgrade::old::Kit,
+    /// The process part of the view is out of date.
+    process_stale: bool,
 }
 
 /// Why an admin call failed.
@@ -133,6 +137,8 @@ impl Control {
             kernel: false,
             worker_failures: 0,
             fds: (0, 0),
+            upgrade: super::upgrade::old::Kit::new(0),
+            process_stale: false,
         };
         c.publish_view(now);
         c
@@ -364,8 +370,9 @@ impl Control {
                 later(due);
             }
         }
-        let stale =
-            self.pools.iter().any(|p| p.view_stale) || self.listeners.iter().any(|l| l.view_stale);
+        let stale = self.process_stale
+            || self.pools.iter().any(|p| p.view_stale)
+            || self.listeners.iter().any(|l| l.view_stale);
         if stale {
             let due = self.view_at + VIEW_GAP;
             if now >= due {
@@ -375,6 +382,11 @@ impl Control {
             }
         }
         again
+    }
+
+    /// The process part of the view changed (an upgrade): published at the next flush.
+    pub fn mark_view_stale(&mut self) {
+        self.process_stale = true;
     }
 
     /// Publishes pool `pi`'s routing now, and the routing of every listener that uses
@@ -524,6 +536,7 @@ impl Control {
                 }
             })
             .collect();
+        self.process_stale = false;
         self.published.store(View {
             process: ProcessView {
                 started: self.started,
@@ -534,6 +547,11 @@ impl Control {
                 last_reload_error: self.reloads.last_error.clone(),
                 access_log: Some(self.access_log.clone()),
                 worker_failures: self.worker_failures,
+                upgrades: (
+                    self.upgrade.succeeded,
+                    self.upgrade.failed,
+                    self.upgrade.last,
+                ),
             },
             listeners,
             pools,

@@ -50,6 +50,15 @@ pub enum Bound {
 }
 
 impl Bound {
+    /// Its listening socket.
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        match self {
+            Bound::Tcp(l) => l.as_fd(),
+            Bound::Unix(l, _) => l.as_fd(),
+        }
+    }
+
     fn describe(&self) -> io::Result<String> {
         Ok(match self {
             Bound::Tcp(l) => format!("http://{}", l.local_addr()?),
@@ -164,9 +173,15 @@ fn mark(table: &Shared, key: usize, id: u64, idle: bool) {
     }
 }
 
-/// Serves `handler` on `listener` (from [`bind`]) until the runtime stops, with at
-/// most `slots` connections open.
-pub fn spawn<H, F>(listener: Bound, slots: usize, what: &'static str, handler: H) -> io::Result<()>
+/// Serves `handler` on `listener` (from [`bind`]) until the runtime stops or `closing`
+/// turns true (an upgrade: the new process accepts on the same socket from then on),
+/// with at most `slots` connections open.
+pub fn spawn<H, F>(
+    listener: Bound,
+    (slots, mut closing): (usize, tokio::sync::watch::Receiver<bool>),
+    what: &'static str,
+    handler: H,
+) -> io::Result<()>
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
@@ -181,7 +196,11 @@ where
         let mut last_warning: Option<Instant> = None;
         let mut held_back = 0u64;
         loop {
-            let stream = match listener.accept().await {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = closing.wait_for(|c| *c) => break,
+            };
+            let stream = match accepted {
                 Ok(stream) => stream,
                 Err(e) => {
                     if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {

@@ -27,6 +27,9 @@ pub struct ListenerState {
     pools: Vec<usize>,
     /// Its view is out of date.
     pub view_stale: bool,
+    /// Copies of its listening sockets (the workers own the originals), offered to
+    /// the new process at an upgrade.
+    sockets: Vec<std::os::fd::OwnedFd>,
 }
 
 impl ListenerState {
@@ -56,7 +59,31 @@ impl ListenerState {
             routes,
             pools: slots,
             view_stale: true,
+            sockets: Vec::new(),
         }
+    }
+
+    /// Keeps copies of `sockets`, its listening sockets, for an upgrade (one that
+    /// cannot be copied is left out: the new process binds it again).
+    pub fn keep_sockets(&mut self, sockets: &[crate::dataplane::BoundSocket]) {
+        for s in sockets {
+            match s.as_fd().try_clone_to_owned() {
+                Ok(fd) => self.sockets.push(fd),
+                Err(e) => {
+                    tracing::warn!(listener = %self.config.name, "cannot keep a copy of a listening socket for upgrades: {e}")
+                }
+            }
+        }
+    }
+
+    /// Closes the copies kept for an upgrade.
+    pub fn release_sockets(&mut self) {
+        self.sockets.clear();
+    }
+
+    /// Its listening sockets, as kept for an upgrade.
+    pub fn sockets(&self) -> &[std::os::fd::OwnedFd] {
+        &self.sockets
     }
 
     /// Takes a reloaded config for the same listener (same name, protocol and address)

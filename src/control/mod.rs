@@ -29,6 +29,7 @@ mod reload;
 mod resolver;
 mod signals;
 mod status;
+pub mod upgrade;
 mod view;
 
 /// For the fuzz targets (`fuzz/`): the admin API's request decision and the HTTP
@@ -51,6 +52,8 @@ use crate::config::{
 use crate::dataplane::{self, BoundSocket, WorkerListener, WorkerParams};
 use listener::ListenerState;
 use pool::PoolState;
+use upgrade::new::Inherited;
+use upgrade::wire::Kind;
 
 pub use listener::routes_of;
 pub use params::admission_rules;
@@ -182,7 +185,18 @@ fn open_fds() -> usize {
 }
 
 /// Runs the balancer described by `config` until SIGTERM/SIGINT and a graceful drain.
-pub fn run(mut config: Config) -> Result<(), RunError> {
+/// Runs ringway with `config` until it is stopped (or upgraded). `inherited`: the
+/// sockets an old process handed over, when this one was started by an upgrade; it
+/// is told once this process serves, or why it will not.
+pub fn run(config: Config, mut inherited: Option<Inherited>) -> Result<(), RunError> {
+    let result = run_with(config, &mut inherited);
+    if let (Err(e), Some(i)) = (&result, inherited.take()) {
+        i.failed(&crate::error_chain(e));
+    }
+    result
+}
+
+fn run_with(mut config: Config, inherited: &mut Option<Inherited>) -> Result<(), RunError> {
     // Backend sets are asked once before anything is bound: a listener starts with
     // the backends DNS gives it (a set that does not answer starts empty).
     let mut sets = crate::discovery::Sets::default();
@@ -242,7 +256,7 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
             PoolState::new(p.clone(), config.workers, passive_tx.clone(), looped)
         })
         .collect();
-    let listeners: Vec<ListenerState> = config
+    let mut listeners: Vec<ListenerState> = config
         .listeners
         .iter()
         .map(|l| ListenerState::new(l.clone(), config.workers, &pools))
@@ -251,9 +265,14 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
         (0..config.workers).map(|_| Vec::new()).collect();
     let pinned = affinity::applies(&config);
     affinity::report(&config);
-    for (l, state) in config.listeners.iter().zip(&listeners) {
-        for (worker, socket) in per_worker.iter_mut().zip(bind(l, config.workers, pinned)?) {
-            worker.push(WorkerListener {
+    let mut kit = upgrade::old::Kit::new(inherited.as_ref().map_or(0, |i| i.upgrades()));
+    for (l, state) in config.listeners.iter().zip(&mut listeners) {
+        let sockets = bind(l, config.workers, pinned, inherited.as_mut())?;
+        state.keep_sockets(&sockets);
+        // One socket per worker; inherited ones beyond that go round (none is left
+        // unserved: its accept queue would wait for nobody).
+        for (i, socket) in sockets.into_iter().enumerate() {
+            per_worker[i % config.workers].push(WorkerListener {
                 socket,
                 shared: Arc::clone(&state.shared),
             });
@@ -261,13 +280,38 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     }
     let metrics_socket = config
         .metrics
-        .map(|a| bind_http(a, "metrics.listen").map(http::Bound::Tcp))
+        .map(|a| {
+            let fd = inherited
+                .as_mut()
+                .and_then(|i| i.take(Kind::Metrics, "", &a.to_string()).pop());
+            match fd {
+                Some(fd) => Ok(http::Bound::Tcp(fd.into())),
+                None => bind_http(a, "metrics.listen").map(http::Bound::Tcp),
+            }
+        })
         .transpose()?;
     let admin_socket = config
         .admin
         .as_ref()
-        .map(|a| bind_admin(&a.listen, &config))
+        .map(|a| {
+            let fd = inherited
+                .as_mut()
+                .and_then(|i| i.take(Kind::Admin, "", &a.listen.to_string()).pop());
+            match (fd, &a.listen) {
+                (Some(fd), AdminListen::Tcp(_)) => Ok(http::Bound::Tcp(fd.into())),
+                (Some(fd), AdminListen::Unix { path, .. }) => {
+                    Ok(http::Bound::Unix(fd.into(), path.clone()))
+                }
+                (None, listen) => bind_admin(listen, &config),
+            }
+        })
         .transpose()?;
+    if let (Some(a), Some(s)) = (config.metrics, &metrics_socket) {
+        kit.keep_http(Kind::Metrics, a.to_string(), s.as_fd());
+    }
+    if let (Some(a), Some(s)) = (config.admin.as_ref(), &admin_socket) {
+        kit.keep_http(Kind::Admin, a.listen.to_string(), s.as_fd());
+    }
     if let Some(a) = config.admin.as_ref() {
         if a.listen.tcp().is_some_and(|l| !l.ip().is_loopback()) && a.token.is_none() {
             tracing::warn!(
@@ -306,6 +350,11 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
         fd_plan.reserve,
         fd_plan.per_worker
     );
+    // Started by an upgrade: everything that can fail has been done; the old process
+    // may stop accepting now, and this one's workers start right after (clients that
+    // come between wait in the accept queues these sockets share). Until this answer
+    // nothing here accepted anything: a process killed before it leaves nobody behind.
+    let took_over = inherited.take().map(take_over);
     let mut workers = Vec::with_capacity(config.workers);
     let epoch = std::time::Instant::now();
     let per_worker = per_worker.into_iter().zip(kernel_maps);
@@ -342,20 +391,54 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     );
     control.kernel = kernel.is_some();
     control.fds = (limit, open_before);
+    let (upgraded_tx, upgraded) = tokio::sync::mpsc::unbounded_channel();
+    kit.stop = Some(upgraded_tx);
+    control.upgrade = kit;
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let result = rt.block_on(async move {
         control.start_probes();
         tokio::spawn(actor::run(control, mailbox, passive_rx));
         serve_http(
             (metrics_socket, admin_socket),
             fd_plan.http_slots,
-            handle.clone(),
+            (handle.clone(), closing),
         )?;
         notify::notify("READY=1\nSTATUS=serving");
-        signals::run(watch, workers, handle, logs).await
+        if let Some(took) = took_over.flatten() {
+            handle.upgraded_in(took).await;
+        }
+        signals::run(watch, workers, handle, logs, (upgraded, closing_tx)).await
     });
     // The workers have stopped: what they logged is queued; write it out.
     access_log.stop();
     result
+}
+
+/// Tells the old process this one takes over (after the pause that
+/// `RINGWAY_TEST_UPGRADE_PAUSE_MS` asks for, in debug builds: the window in which the
+/// fault tests kill the new process); how long the hand-off took.
+fn take_over(inherited: Inherited) -> Option<std::time::Duration> {
+    if cfg!(debug_assertions) {
+        if let Some(ms) = std::env::var("RINGWAY_TEST_UPGRADE_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+    }
+    match inherited.ready() {
+        Ok(took) => {
+            tracing::info!(
+                "upgrade: took over from the old process in {} ms",
+                took.as_millis()
+            );
+            Some(took)
+        }
+        Err(e) => {
+            tracing::warn!("upgrade: could not tell the old process it may stop: {e}");
+            None
+        }
+    }
 }
 
 /// Serves `/metrics` and the admin API on a thread and runtime of their own: health
@@ -365,7 +448,7 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
 fn serve_http(
     (metrics, admin): (Option<http::Bound>, Option<http::Bound>),
     slots: usize,
-    handle: actor::Handle,
+    (handle, closing): (actor::Handle, tokio::sync::watch::Receiver<bool>),
 ) -> Result<(), RunError> {
     if metrics.is_none() && admin.is_none() {
         return Ok(());
@@ -389,14 +472,15 @@ fn serve_http(
                     let error = |what| move |source| RunError::Serve { what, source };
                     if let Some(socket) = metrics {
                         let h = handle.clone();
-                        http::spawn(socket, slots, "metrics: GET /metrics", move |r| {
+                        let what = "metrics: GET /metrics";
+                        http::spawn(socket, (slots, closing.clone()), what, move |r| {
                             admin::metrics(h.clone(), r)
                         })
                         .map_err(error("/metrics"))?;
                     }
                     if let Some(socket) = admin {
                         let what = "admin API (status page at /, JSON at /status)";
-                        http::spawn(socket, slots, what, move |r| {
+                        http::spawn(socket, (slots, closing.clone()), what, move |r| {
                             admin::admin(handle.clone(), r)
                         })
                         .map_err(error("the admin API"))?;
@@ -449,8 +533,34 @@ fn log_settings(c: &AccessLogConfig) -> accesslog::Settings {
 /// One socket per worker for listener `l`.
 /// Binds one socket per worker for listener `l`; with `by_cpu`, a TCP listener's group
 /// hands each connection to the worker on the CPU that received it.
-fn bind(l: &ListenerConfig, workers: usize, by_cpu: bool) -> Result<Vec<BoundSocket>, BindError> {
-    let sockets = (0..workers)
+/// One socket per worker for listener `l` (and every socket an old process handed
+/// over for it, when this one was started by an upgrade: those come first, and only
+/// the missing ones are bound).
+fn bind(
+    l: &ListenerConfig,
+    workers: usize,
+    by_cpu: bool,
+    inherited: Option<&mut Inherited>,
+) -> Result<Vec<BoundSocket>, BindError> {
+    let kind = match l.protocol {
+        Protocol::Tcp => Kind::Tcp,
+        Protocol::Udp => Kind::Udp,
+    };
+    let handed: Vec<BoundSocket> = inherited
+        .map(|i| i.take(kind, &l.name, &l.listen.to_string()))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|fd| match l.protocol {
+            Protocol::Tcp => BoundSocket::Tcp(fd.into()),
+            Protocol::Udp => BoundSocket::Udp(fd.into()),
+        })
+        .collect();
+    if !handed.is_empty() {
+        tracing::debug!(listener = %l.name, sockets = handed.len(), "listening on the sockets the old process handed over");
+    }
+    let missing = workers.saturating_sub(handed.len());
+    let inherited_any = !handed.is_empty();
+    let bound = (0..missing)
         .map(|_| {
             match l.protocol {
                 Protocol::Tcp => dataplane::bind_tcp(l.listen).map(BoundSocket::Tcp),
@@ -464,9 +574,11 @@ fn bind(l: &ListenerConfig, workers: usize, by_cpu: bool) -> Result<Vec<BoundSoc
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let sockets: Vec<BoundSocket> = handed.into_iter().chain(bound).collect();
     // UDP keeps the kernel's hash: a flow lives in one worker's table, so every
     // datagram of a client must reach the same worker, whichever CPU received it.
-    if by_cpu && l.protocol == Protocol::Tcp {
+    // Inherited sockets keep the program the old process attached to their group.
+    if by_cpu && l.protocol == Protocol::Tcp && !inherited_any {
         let fds: Vec<_> = sockets.iter().map(BoundSocket::as_fd).collect();
         if let Err(e) = dataplane::steer_by_cpu(&fds) {
             tracing::warn!(listener = %l.name, "cannot steer by CPU ({e}): spreading by hash");

@@ -232,6 +232,7 @@ impl Control {
                     l,
                     workers,
                     super::affinity::applies(&self.config),
+                    None,
                 )?),
             });
         }
@@ -298,7 +299,8 @@ impl Control {
                     next.push(state);
                 }
                 Plan::New(sockets) => {
-                    let state = ListenerState::new(l.clone(), workers, &self.pools);
+                    let mut state = ListenerState::new(l.clone(), workers, &self.pools);
+                    state.keep_sockets(&sockets);
                     for (w, socket) in self.workers.iter().zip(sockets) {
                         let _ = w.send(Command::AddListener(WorkerListener {
                             socket,

@@ -26,6 +26,8 @@ enum Asked {
     Reload,
     /// SIGUSR1: reopen log files (logrotate's `postrotate`).
     ReopenLogs,
+    /// SIGUSR2: start the binary again and hand it the listening sockets.
+    Upgrade,
     /// Anything else an operator might send out of habit, or whose default would
     /// kill ringway: logged, ignored.
     Nothing(&'static str),
@@ -40,7 +42,8 @@ enum Asked {
 /// | TERM, INT, QUIT | stop accepting, drain for `shutdown_timeout`, exit 0; a second one exits at once |
 /// | HUP | reload the config file |
 /// | USR1 | reopen log files |
-/// | USR2, WINCH, TTIN, TTOU | logged and ignored (HAProxy and NGINX give them other meanings) |
+/// | USR2 | upgrade: start the binary at the path ringway was started from, hand it the listening sockets; once it serves, stop accepting, drain, exit |
+/// | WINCH, TTIN, TTOU | logged and ignored (HAProxy and NGINX give them other meanings) |
 /// | ALRM, VTALRM, PROF, XCPU, PWR, SYS | logged and ignored: their default action would kill ringway at once, with no drain and no log line |
 /// | XFSZ | ignored (quietly): a write past `LimitFSIZE` then fails with EFBIG, and the access log counts what it lost, instead of the whole proxy dying |
 const TABLE: [(i32, &str, Asked); 16] = [
@@ -49,7 +52,7 @@ const TABLE: [(i32, &str, Asked); 16] = [
     (libc::SIGQUIT, "SIGQUIT", Asked::Stop("SIGQUIT")),
     (libc::SIGHUP, "SIGHUP", Asked::Reload),
     (libc::SIGUSR1, "SIGUSR1", Asked::ReopenLogs),
-    (libc::SIGUSR2, "SIGUSR2", Asked::Nothing("SIGUSR2")),
+    (libc::SIGUSR2, "SIGUSR2", Asked::Upgrade),
     (libc::SIGWINCH, "SIGWINCH", Asked::Nothing("SIGWINCH")),
     (libc::SIGTTIN, "SIGTTIN", Asked::Nothing("SIGTTIN")),
     (libc::SIGTTOU, "SIGTTOU", Asked::Nothing("SIGTTOU")),
@@ -129,6 +132,10 @@ pub async fn run(
     mut workers: Vec<WorkerHandle>,
     control: Handle,
     logs: crate::accesslog::Control,
+    (mut upgraded, closing): (
+        tokio::sync::mpsc::UnboundedReceiver<u32>,
+        tokio::sync::watch::Sender<bool>,
+    ),
 ) -> Result<(), RunError> {
     let mut tick = tokio::time::interval(WATCH_WORKERS);
     let mut failed: Option<RunError> = None;
@@ -149,9 +156,22 @@ pub async fn run(
                     });
                 }
                 Asked::ReopenLogs => reopen_logs(&logs),
+                Asked::Upgrade => {
+                    tracing::info!("SIGUSR2: upgrading");
+                    let control = control.clone();
+                    // The outcome is logged by the control task.
+                    tokio::spawn(async move { control.upgrade().await });
+                }
                 Asked::Nothing(name) => ignored(name),
                 Asked::Quiet => {}
             },
+            Some(pid) = upgraded.recv() => {
+                // The new process serves: systemd follows it, and the admin API and
+                // /metrics are its from now on.
+                notify(&format!("MAINPID={pid}\nSTATUS=upgraded: process {pid} serves"));
+                let _ = closing.send(true);
+                break "upgraded";
+            }
             _ = tick.tick() => {
                 if workers.iter().all(WorkerHandle::is_finished) {
                     return Err(RunError::WorkersStopped);
@@ -187,6 +207,7 @@ pub async fn run(
             asked = watch.next() => match asked {
                 Asked::Stop(_) => force(),
                 Asked::Reload => tracing::info!("SIGHUP while draining: ignored"),
+                Asked::Upgrade => tracing::info!("SIGUSR2 while draining: ignored"),
                 Asked::ReopenLogs => reopen_logs(&logs),
                 Asked::Nothing(name) => ignored(name),
                 Asked::Quiet => {}

@@ -67,6 +67,9 @@ pub struct ProcessView {
     pub access_log: Option<crate::accesslog::Control>,
     /// Workers that stopped on their own (panicked).
     pub worker_failures: u64,
+    /// Upgrades: succeeded (this process's own start included), failed here, and how
+    /// long the last hand-off took.
+    pub upgrades: (u64, u64, Option<std::time::Duration>),
 }
 
 /// One listener in a view.
@@ -286,6 +289,7 @@ pub fn metrics_text(view: &View) -> String {
         reloads_ok: p.reloads_ok,
         reloads_failed: p.reloads_failed,
         worker_panics: p.worker_failures,
+        upgrades: p.upgrades,
         access_log_lost: p
             .access_log
             .as_ref()
@@ -308,6 +312,7 @@ impl View {
                 last_reload_error: None,
                 access_log: None,
                 worker_failures: 0,
+                upgrades: (0, 0, None),
             },
             listeners: Vec::new(),
             pools: Vec::new(),

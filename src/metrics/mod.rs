@@ -94,6 +94,8 @@ pub struct Sample<'a> {
     pub reloads_failed: u64,
     /// Worker threads that stopped on their own (panicked).
     pub worker_panics: u64,
+    /// Upgrades succeeded and failed, and the last hand-off's duration.
+    pub upgrades: (u64, u64, Option<std::time::Duration>),
     /// Access-log records lost, by reason.
     pub access_log_lost: [(&'static str, u64); 3],
 }
@@ -132,6 +134,12 @@ pub fn render(sample: &Sample<'_>) -> String {
     family(&mut t, CONFIG_RELOADS);
     t.sample(CONFIG_RELOADS, &[(RESULT, SUCCESS)], sample.reloads_ok);
     t.sample(CONFIG_RELOADS, &[(RESULT, FAILURE)], sample.reloads_failed);
+    family(&mut t, UPGRADES);
+    t.sample(UPGRADES, &[(RESULT, SUCCESS)], sample.upgrades.0);
+    t.sample(UPGRADES, &[(RESULT, FAILURE)], sample.upgrades.1);
+    family(&mut t, UPGRADE_HANDOFF);
+    let took = sample.upgrades.2.unwrap_or_default();
+    t.sample(UPGRADE_HANDOFF, &[], text::Value::Float(took.as_secs_f64()));
     family(&mut t, WORKER_PANICS);
     t.sample(WORKER_PANICS, &[], sample.worker_panics);
     family(&mut t, ACCESS_LOG_DROPPED);

@@ -94,6 +94,12 @@ pub const UDP_DROPPED: &str = "ringway_udp_dropped_datagrams_total";
 pub const RING_REMAPPED: &str = "ringway_ring_remapped_ratio";
 /// Config reloads, by `result`.
 pub const CONFIG_RELOADS: &str = "ringway_config_reloads_total";
+/// Binary upgrades (`ringway ctl upgrade`, SIGUSR2), by `result`: `success` (counted on
+/// from process to process), `failure` (the old process served on).
+pub const UPGRADES: &str = "ringway_upgrades_total";
+/// How long the last upgrade's hand-off took: from the new process's start to its
+/// answer (0 until one happened).
+pub const UPGRADE_HANDOFF: &str = "ringway_upgrade_handoff_seconds";
 /// Worker threads that stopped on their own (a panic): ringway then drains the others
 /// and exits with an error, for its supervisor to restart it.
 pub const WORKER_PANICS: &str = "ringway_worker_panics_total";
@@ -143,6 +149,8 @@ pub const ALL: &[(&str, &[&str], &str, &str)] = &[
     (UDP_DROPPED, &[LISTENER, REASON], "counter", "UDP datagrams dropped: max_flows, no_backend, backend_full, send_failed, listener_removed, fd_limit, denied, source_limit, source_rate, loop, no_route, not_quic, sni_timeout"),
     (RING_REMAPPED, &[LISTENER, POOL], "gauge", "Fraction of the key space that changed backend at the last ring change"),
     (CONFIG_RELOADS, &[RESULT], "counter", "Config reloads by result: success, failure"),
+    (UPGRADES, &[RESULT], "counter", "Binary upgrades by result: success (counted on from process to process), failure (the old process served on)"),
+    (UPGRADE_HANDOFF, &[], "gauge", "Seconds the last upgrade's hand-off took, from the new process's start to its answer (0: none yet)"),
     (BUILD_INFO, &[VERSION], "gauge", "Always 1; labelled with the version"),
     (WORKER_PANICS, &[], "counter", "Worker threads that stopped on their own (panicked); ringway drains the others and exits with an error"),
     (ACCESS_LOG_DROPPED, &[REASON], "counter", "Access-log records lost: queue_full (a worker's queue to the writer was full), write_failed (no space, file too large, I/O error), not_open (the file could not be opened)"),

@@ -20,6 +20,7 @@ macro_rules! syscall {
     }};
 }
 
+pub mod fdpass;
 pub mod heap;
 pub mod mmsg;
 pub mod pipe;

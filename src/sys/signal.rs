@@ -28,6 +28,8 @@ pub enum Signal {
     Ttin,
     /// SIGTTOU.
     Ttou,
+    /// SIGKILL.
+    Kill,
 }
 
 impl Signal {
@@ -44,6 +46,7 @@ impl Signal {
             Signal::Winch => libc::SIGWINCH,
             Signal::Ttin => libc::SIGTTIN,
             Signal::Ttou => libc::SIGTTOU,
+            Signal::Kill => libc::SIGKILL,
         }
     }
 }

@@ -1,0 +1,68 @@
+//! Upgrading the binary in place: the running process starts the binary at the path
+//! it was started from, with the same arguments, and hands it its listening sockets
+//! (TCP and UDP listeners, `/metrics`, the admin API) over a unix socket pair
+//! (`SCM_RIGHTS`). The new process loads and checks its config, builds everything on
+//! the sockets it was given (binding only what is new), serves, and only then says
+//! it is ready; the old process then stops accepting (what already waits in the
+//! accept queues is still taken and served), drains its open connections for
+//! `shutdown_timeout` and exits. Until that answer the old process keeps every
+//! socket and keeps serving: a new binary that fails to start, refuses its config,
+//! dies or does not answer within [`DEADLINE`] changes nothing, and the caller is
+//! told why (the new process's own error when it could say it).
+//!
+//! The sockets are shared, not moved: both processes hold the same listening sockets
+//! while the new one starts, so the kernel's accept queues never close and no client
+//! is refused. Open connections and UDP flows stay with the old process (not handed
+//! over yet).
+//!
+//! * [`wire`]: the versioned messages.
+//! * [`old`]: the running process's side (SIGUSR2, `POST /upgrade`, `ringway ctl upgrade`).
+//! * [`new`]: the new process's side.
+
+pub mod new;
+pub mod old;
+mod task;
+pub mod wire;
+
+use std::time::Duration;
+
+/// The environment variable that gives the new process its end of the socket pair.
+pub const ENV: &str = "RINGWAY_UPGRADE_FD";
+
+/// How long the new process has to say it is ready.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Why an upgrade failed; the old process serves on.
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    /// Another upgrade is under way.
+    #[error("an upgrade is already under way")]
+    Busy,
+    /// The new binary could not be started.
+    #[error("cannot start {exe}: {source}")]
+    Spawn {
+        /// Its path.
+        exe: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The new process said no (its config, its sockets): its own words.
+    #[error("the new process refused: {0}")]
+    Refused(String),
+    /// The new process exited before it took over.
+    #[error("the new process exited before taking over ({0})")]
+    Exited(std::process::ExitStatus),
+    /// It did not answer in time (it was killed).
+    #[error("the new process did not take over within {}s (killed)", DEADLINE.as_secs())]
+    Timeout,
+    /// The hand-off channel failed.
+    #[error("hand-off: {0}")]
+    Channel(#[from] std::io::Error),
+    /// A message could not be read.
+    #[error("hand-off: bad message: {0}")]
+    Message(String),
+    /// The control task is gone (the process is stopping).
+    #[error("ringway is stopping")]
+    Stopped,
+}

@@ -1,0 +1,228 @@
+//! The running process's side: start the new binary, offer it the sockets, wait for
+//! its answer. Blocking (it runs off the control task).
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::wire::{self, Answer, Kind, Offer, Offered, VERSION};
+use super::{UpgradeError, DEADLINE, ENV};
+use crate::sys::fdpass;
+
+/// How the binary was started, and the descriptors of `/metrics` and the admin API
+/// (copies: the HTTP thread owns the originals).
+#[derive(Debug)]
+pub struct Kit {
+    exe: PathBuf,
+    args: Vec<OsString>,
+    http: Vec<(Offered, OwnedFd)>,
+    /// An upgrade is under way.
+    pub busy: bool,
+    /// Upgrades that succeeded, this process's included.
+    pub succeeded: u64,
+    /// Upgrades that failed here.
+    pub failed: u64,
+    /// How long the last hand-off took (the new process's start to its answer).
+    pub last: Option<Duration>,
+    /// Where a successful upgrade is announced (the signal task, which then drains).
+    pub stop: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
+}
+
+impl Kit {
+    /// The binary at the path this process was started from, with its arguments;
+    /// `succeeded`: upgrades before this process.
+    pub fn new(succeeded: u64) -> Kit {
+        let mut args = std::env::args_os();
+        let argv0 = args.next().map(PathBuf::from);
+        // The path as started (a binary replaced there since is the one started), else
+        // what the kernel says this one is.
+        let exe = match argv0 {
+            Some(p) if p.components().count() > 1 => p,
+            _ => std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ringway")),
+        };
+        Kit {
+            exe,
+            args: args.collect(),
+            http: Vec::new(),
+            busy: false,
+            succeeded,
+            failed: 0,
+            last: None,
+            stop: None,
+        }
+    }
+
+    /// Keeps a copy of an HTTP endpoint's listening socket for the next upgrade.
+    pub fn keep_http(&mut self, kind: Kind, addr: String, fd: BorrowedFd<'_>) {
+        match fd.try_clone_to_owned() {
+            Ok(copy) => self.http.push((
+                Offered {
+                    kind,
+                    name: String::new(),
+                    addr,
+                    count: 1,
+                },
+                copy,
+            )),
+            Err(e) => tracing::warn!(
+                "cannot keep {addr} for upgrades ({e}): an upgrade will bind it again"
+            ),
+        }
+    }
+
+    /// The offer of `listeners` (kind, name, address, their sockets) and the HTTP
+    /// endpoints, with copies of every descriptor in the offer's order.
+    pub fn offer<'a>(
+        &self,
+        listeners: impl Iterator<Item = (Kind, &'a str, String, &'a [OwnedFd])>,
+    ) -> std::io::Result<(Offer, Vec<OwnedFd>)> {
+        let mut sockets = Vec::new();
+        let mut fds = Vec::new();
+        for (kind, name, addr, owned) in listeners {
+            sockets.push(Offered {
+                kind,
+                name: name.to_string(),
+                addr,
+                count: owned.len(),
+            });
+            for fd in owned {
+                fds.push(fd.try_clone()?);
+            }
+        }
+        for (o, fd) in &self.http {
+            sockets.push(o.clone());
+            fds.push(fd.try_clone()?);
+        }
+        let offer = Offer {
+            version: VERSION,
+            pid: std::process::id(),
+            sockets,
+            upgrades: self.succeeded,
+        };
+        Ok((offer, fds))
+    }
+
+    /// Closes the copies of the HTTP sockets, and refuses upgrades from now on (the
+    /// process drains).
+    pub fn release(&mut self) {
+        self.http.clear();
+        self.busy = true;
+    }
+
+    /// What [`hand_over`] needs to start the new binary.
+    pub fn command(&self) -> (PathBuf, Vec<OsString>) {
+        (self.exe.clone(), self.args.clone())
+    }
+}
+
+/// Starts `exe` with `args`, offers it `offer` with `fds`, and waits for its answer:
+/// its process id once it serves, or why not. A new process that failed is waited
+/// for (or killed, past the deadline): none is left behind.
+pub fn hand_over(
+    (exe, args): (PathBuf, Vec<OsString>),
+    offer: &Offer,
+    fds: &[OwnedFd],
+) -> Result<(u32, Duration), UpgradeError> {
+    let started = Instant::now();
+    let (ours, theirs) = fdpass::pair()?;
+    fdpass::inheritable(theirs.as_fd())?;
+    let child = Command::new(&exe)
+        .args(&args)
+        .env(ENV, theirs.as_raw_fd().to_string())
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|source| UpgradeError::Spawn {
+            exe: exe.display().to_string(),
+            source,
+        })?;
+    drop(theirs);
+    let mut child = Reaped(Some(child));
+    let sent = wire::send(ours.as_fd(), offer).and_then(|()| {
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+        wire::send_fds(ours.as_fd(), &borrowed)
+    });
+    if let Err(e) = sent {
+        // It died before reading (its own error, if it printed one, is in the log).
+        return Err(child.wait().map_or(e, UpgradeError::Exited));
+    }
+    socket2::SockRef::from(&ours).set_read_timeout(Some(Duration::from_millis(100)))?;
+    loop {
+        match wire::recv::<Answer>(ours.as_fd()) {
+            Ok(Some(Answer::Ready { pid })) => {
+                child.keep();
+                return Ok((pid, started.elapsed()));
+            }
+            Ok(Some(Answer::Failed { why })) => {
+                child.wait();
+                return Err(UpgradeError::Refused(why));
+            }
+            // It closed its end (it exited, or is exiting): its exit says why.
+            Ok(None) => {
+                return Err(child
+                    .wait()
+                    .map_or(UpgradeError::Message("closed".into()), UpgradeError::Exited))
+            }
+            Err(UpgradeError::Channel(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Err(child
+                    .wait()
+                    .map_or(UpgradeError::Channel(e), UpgradeError::Exited))
+            }
+            Err(UpgradeError::Channel(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if let Some(status) = child.exited() {
+                    return Err(UpgradeError::Exited(status));
+                }
+                if started.elapsed() >= DEADLINE {
+                    return Err(UpgradeError::Timeout);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The new process until it takes over: killed and waited for when dropped.
+struct Reaped(Option<Child>);
+
+impl Reaped {
+    /// Its exit status, if it has exited.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.0.as_mut()?.try_wait().ok()??;
+        self.0 = None;
+        Some(status)
+    }
+
+    /// Waits for it to exit (a refusal is followed by its exit).
+    fn wait(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.0.take()?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+
+    /// It serves: it outlives this process.
+    fn keep(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The hand-off's messages, JSON in `SOCK_SEQPACKET` messages, descriptors riding along
+//! (`SCM_RIGHTS`).
+//!
+//! 1. old -> new: an [`Offer`] (no descriptors): what is offered and how many
+//!    descriptors follow, in the order of [`Offer::sockets`].
+//! 2. old -> new: the descriptors, at most [`fdpass::MAX_FDS`] a message, each message's
+//!    bytes being `fds`.
+//! 3. new -> old: an [`Answer`].
+//!
+//! Versioned: [`VERSION`] is this binary's. A new process reads offers of its own
+//! version and older ones (fields added later have defaults); a version newer than it
+//! knows is refused with an answer that says so, a failed upgrade like any other.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use serde::{Deserialize, Serialize};
+
+use super::UpgradeError;
+use crate::sys::fdpass;
+
+/// The hand-off version this binary speaks.
+pub const VERSION: u32 = 1;
+
+/// Largest message.
+const MAX_MESSAGE: usize = 1 << 20;
+
+/// What the old process offers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Offer {
+    /// The hand-off version it speaks.
+    pub version: u32,
+    /// Its process id.
+    pub pid: u32,
+    /// Its sockets, in the order their descriptors follow.
+    pub sockets: Vec<Offered>,
+    /// Upgrades that succeeded before this one (the counter carries on).
+    #[serde(default)]
+    pub upgrades: u64,
+}
+
+/// One offered endpoint: `count` descriptors (one per worker for a listener).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offered {
+    /// What it is.
+    pub kind: Kind,
+    /// The listener's name (empty for `/metrics` and the admin API).
+    pub name: String,
+    /// Where it listens: `IP:port`, or a unix socket's path.
+    pub addr: String,
+    /// How many descriptors.
+    pub count: usize,
+}
+
+/// What an offered socket serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// A TCP listener's socket.
+    Tcp,
+    /// A UDP listener's socket.
+    Udp,
+    /// `[metrics] listen`.
+    Metrics,
+    /// `[admin] listen`.
+    Admin,
+}
+
+/// The new process's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Answer {
+    /// It serves: the old process may stop.
+    Ready {
+        /// Its process id.
+        pid: u32,
+    },
+    /// It will not serve: why.
+    Failed {
+        /// Its own words.
+        why: String,
+    },
+}
+
+/// Sends `value` as one message.
+pub fn send(sock: BorrowedFd<'_>, value: &impl Serialize) -> Result<(), UpgradeError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| UpgradeError::Message(e.to_string()))?;
+    fdpass::send(sock, &bytes, &[])?;
+    Ok(())
+}
+
+/// Sends `fds` in as many messages as it takes.
+pub fn send_fds(sock: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> Result<(), UpgradeError> {
+    for chunk in fds.chunks(fdpass::MAX_FDS) {
+        fdpass::send(sock, b"fds", chunk)?;
+    }
+    Ok(())
+}
+
+/// Receives one message: `None` when the peer closed.
+pub fn recv<T: for<'a> Deserialize<'a>>(sock: impl AsFd) -> Result<Option<T>, UpgradeError> {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let (n, fds) = fdpass::recv(sock, &mut buf)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if !fds.is_empty() {
+        return Err(UpgradeError::Message(
+            "descriptors where none belong".into(),
+        ));
+    }
+    serde_json::from_slice(&buf[..n])
+        .map(Some)
+        .map_err(|e| UpgradeError::Message(e.to_string()))
+}
+
+/// Receives `count` descriptors.
+pub fn recv_fds(sock: impl AsFd, count: usize) -> Result<Vec<OwnedFd>, UpgradeError> {
+    let mut fds = Vec::with_capacity(count);
+    let mut buf = [0u8; 8];
+    while fds.len() < count {
+        let (n, got) = fdpass::recv(sock.as_fd(), &mut buf)?;
+        if n == 0 {
+            return Err(UpgradeError::Message(format!(
+                "the old process closed after {} of {count} descriptors",
+                fds.len()
+            )));
+        }
+        fds.extend(got);
+    }
+    if fds.len() > count {
+        return Err(UpgradeError::Message(format!(
+            "{} descriptors where {count} were offered",
+            fds.len()
+        )));
+    }
+    Ok(fds)
+}
+
+/// An offer's version, read before the rest (a newer offer may not parse as ours).
+pub fn version_of(offer: &serde_json::Value) -> Option<u64> {
+    offer.get("version").and_then(serde_json::Value::as_u64)
+}

@@ -1,0 +1,301 @@
+//! Upgrading the binary in place (`ringway ctl upgrade`, SIGUSR2), from outside: the
+//! new process takes the listening sockets over while clients keep connecting, the old
+//! one drains and exits; a new binary that cannot serve changes nothing.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+/// Kills the process serving now (after an upgrade, no longer the test's child).
+struct Serving(SocketAddr);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(pid) = serving_pid(self.0) {
+            let _ = ringway::sys::signal::send(pid as u32, ringway::sys::signal::Signal::Kill);
+        }
+    }
+}
+
+/// The pid `/status` reports.
+fn serving_pid(admin: SocketAddr) -> Option<u64> {
+    try_get(admin, "/status")
+        .ok()
+        .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["process"]["pid"].as_u64())
+}
+
+/// Gone: no such process, or a zombie nobody has reaped yet.
+fn gone(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// One connect-echo-close through `listen`; false on any failure.
+fn round_trip(listen: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&listen, Duration::from_secs(5)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut buf = [0u8; 4];
+    s.write_all(b"ping").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"ping"
+}
+
+/// Five upgrades in a row while two clients connect, echo and close without pause:
+/// no connection fails, each upgrade names the new process, which `/status` then
+/// reports, and each old process exits. The success counter carries across.
+#[test]
+fn five_upgrades_under_load_fail_no_connection() {
+    let backend = Backend::echo("127.0.0.1:0");
+    let (listen, admin, metrics) = (free_addr(), free_addr(), free_addr());
+    let toml = with_tables(
+        &config(listen, &[(backend.addr, "b")], ""),
+        &ops_tables(metrics, admin, None),
+    );
+    let rw = Ringway::start(&toml, &[listen, admin, metrics]);
+    let _serving = Serving(admin);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, ok, failed) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
+            std::thread::spawn(move || {
+                let until = Instant::now() + Duration::from_secs(120);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                    if round_trip(listen) {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut pid = u64::from(rw.pid() as u32);
+    for n in 1..=5 {
+        let before = ok.load(Ordering::Relaxed);
+        assert!(
+            eventually(Duration::from_secs(5), || ok.load(Ordering::Relaxed)
+                > before + 50),
+            "no traffic before upgrade {n}"
+        );
+        let out = ctl(admin, None, &["upgrade"]);
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "upgrade {n} failed: {said}{}\nlog:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            rw.log()
+        );
+        let new = serving_pid(admin).unwrap();
+        assert!(
+            said.contains(&format!("process {new} took over from process {pid}")),
+            "{said}"
+        );
+        assert!(
+            eventually(Duration::from_secs(10), || gone(pid)),
+            "old process {pid} still runs"
+        );
+        pid = new;
+    }
+    let before = ok.load(Ordering::Relaxed);
+    assert!(eventually(Duration::from_secs(5), || ok
+        .load(Ordering::Relaxed)
+        > before + 50));
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "connections failed across upgrades ({} succeeded)",
+        ok.load(Ordering::Relaxed)
+    );
+    let text = scrape(metrics);
+    assert_eq!(
+        sample(&text, "ringway_upgrades_total", &[("result", "success")]),
+        Some(5.0),
+        "{text}"
+    );
+}
+
+/// SIGUSR2 upgrades as `ctl upgrade` does.
+#[test]
+fn sigusr2_upgrades() {
+    let backend = Backend::echo("127.0.0.1:0");
+    let (listen, admin) = (free_addr(), free_addr());
+    let toml = with_tables(
+        &config(listen, &[(backend.addr, "b")], ""),
+        &ops_tables(free_addr(), admin, None),
+    );
+    let rw = Ringway::start(&toml, &[listen, admin]);
+    let _serving = Serving(admin);
+    let old = u64::from(rw.pid() as u32);
+    rw.signal(ringway::sys::signal::Signal::Usr2);
+    assert!(
+        eventually(Duration::from_secs(10), || serving_pid(admin)
+            .is_some_and(|p| p != old)
+            && gone(old)),
+        "no new process took over; log:\n{}",
+        rw.log()
+    );
+    assert!(round_trip(listen));
+}
+
+/// A new binary that cannot serve changes nothing: one that exits 1, and one whose
+/// config (changed on disk since) is invalid. `ctl upgrade` fails and says why; the
+/// old process serves on, counts the failures, and can still be upgraded.
+#[test]
+fn a_failed_upgrade_changes_nothing() {
+    let backend = Backend::echo("127.0.0.1:0");
+    let (listen, admin, metrics) = (free_addr(), free_addr(), free_addr());
+    let toml = with_tables(
+        &config(listen, &[(backend.addr, "b")], ""),
+        &ops_tables(metrics, admin, None),
+    );
+    // Started from a copy of the binary, which the test then replaces.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("ringway");
+    std::fs::copy(bin(), &exe).unwrap();
+    let exe_s = exe.to_str().unwrap().to_string();
+    let script = format!("shift; exec {exe_s} \"$@\"");
+    let rw = Ringway::spawn_via(&toml, &[], &["/bin/sh", "-c", &script, "sh"]);
+    assert!(eventually(Duration::from_secs(10), || {
+        TcpStream::connect(admin).is_ok() && TcpStream::connect(listen).is_ok()
+    }));
+    let _serving = Serving(admin);
+    let pid = serving_pid(admin).unwrap();
+    let replace = |content: &[u8]| {
+        use std::os::unix::fs::PermissionsExt;
+        let next = dir.path().join("ringway.next");
+        std::fs::write(&next, content).unwrap();
+        std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&next, &exe).unwrap();
+    };
+    let failed_upgrade = |what: &str, says: &str| {
+        let out = ctl(admin, None, &["upgrade"]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{what}: the upgrade succeeded");
+        assert!(err.contains(says), "{what}: {err}");
+        assert_eq!(
+            serving_pid(admin),
+            Some(pid),
+            "{what}: another process serves"
+        );
+        assert!(
+            round_trip(listen),
+            "{what}: the old process stopped serving"
+        );
+    };
+    // A binary that exits 1 before speaking.
+    replace(b"#!/bin/sh\necho 'not a ringway' >&2\nexit 1\n");
+    failed_upgrade("exit 1", "exited before taking over (exit status: 1)");
+    // The real binary again, but the config on disk is broken now.
+    replace(&std::fs::read(bin()).unwrap());
+    let good = std::fs::read_to_string(&rw.config).unwrap();
+    std::fs::write(
+        &rw.config,
+        good.replacen("[[listener]]", "[[listener]]\nbogus_key = 1", 1),
+    )
+    .unwrap();
+    failed_upgrade("bad config", "bogus_key");
+    let text = scrape(metrics);
+    assert_eq!(
+        sample(&text, "ringway_upgrades_total", &[("result", "failure")]),
+        Some(2.0),
+        "{text}"
+    );
+    // Fixed: the same process upgrades.
+    std::fs::write(&rw.config, &good).unwrap();
+    let out = ctl(admin, None, &["upgrade"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(eventually(Duration::from_secs(10), || gone(pid)));
+    assert!(round_trip(listen));
+}
+
+/// The processes `pid` started (any of its threads).
+fn children(pid: u64) -> Vec<u64> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u64>>()
+        })
+        .collect()
+}
+
+/// The new process is killed (SIGKILL) while the old one waits for its answer: the
+/// upgrade fails and says so, no connection fails meanwhile (the new process accepts
+/// nothing before it answers), and the old process serves on.
+#[test]
+fn a_new_process_killed_mid_hand_off_changes_nothing() {
+    let backend = Backend::echo("127.0.0.1:0");
+    let (listen, admin) = (free_addr(), free_addr());
+    let toml = with_tables(
+        &config(listen, &[(backend.addr, "b")], ""),
+        &ops_tables(free_addr(), admin, None),
+    );
+    // Inherited by the new process: it waits 3 s before it answers.
+    let rw = Ringway::spawn_env(&toml, &[("RINGWAY_TEST_UPGRADE_PAUSE_MS", "3000")]);
+    assert!(eventually(Duration::from_secs(10), || {
+        TcpStream::connect(admin).is_ok() && TcpStream::connect(listen).is_ok()
+    }));
+    let old = u64::from(rw.pid() as u32);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (stop, ok, failed) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
+        std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(60);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                let counter = if round_trip(listen) { &ok } else { &failed };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let upgrading = std::thread::spawn(move || ctl(admin, None, &["upgrade"]));
+    let mut new = Vec::new();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            new = children(old);
+            !new.is_empty()
+        }),
+        "no new process started"
+    );
+    // Well inside its pause: it holds the sockets and has answered nothing.
+    std::thread::sleep(Duration::from_millis(500));
+    for pid in &new {
+        ringway::sys::signal::send(*pid as u32, ringway::sys::signal::Signal::Kill).unwrap();
+    }
+    let out = upgrading.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "the upgrade succeeded");
+    assert!(err.contains("signal: 9"), "{err}");
+    let before = ok.load(Ordering::Relaxed);
+    assert!(eventually(Duration::from_secs(5), || ok
+        .load(Ordering::Relaxed)
+        > before + 50));
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "connections failed");
+    assert_eq!(serving_pid(admin), Some(old));
+    drop(rw);
+}
