@@ -96,19 +96,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// An error and its causes, `: `-separated, each cause said once: most of ours quote
-/// their cause in their own message already (so a log line read alone is whole), and
-/// a cause they quote is not repeated.
+/// An error and its causes, each said once ([`ringway::error_chain`]).
 fn said_once(err: &anyhow::Error) -> String {
-    let mut said = err.to_string();
-    for cause in err.chain().skip(1) {
-        let cause = cause.to_string();
-        if !said.contains(&cause) {
-            said.push_str(": ");
-            said.push_str(&cause);
-        }
-    }
-    said
+    ringway::error_chain(err.as_ref())
 }
 
 fn run_ctl(

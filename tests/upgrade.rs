@@ -226,18 +226,23 @@ fn a_failed_upgrade_changes_nothing() {
     assert!(round_trip(listen));
 }
 
-/// The processes `pid` started (any of its threads).
+/// The processes whose parent is `pid` (from every `/proc/N/stat`).
 fn children(pid: u64) -> Vec<u64> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    tasks
+    procs
         .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|c| {
-            c.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u64>>()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // "pid (comm) state ppid ...": the fields after the command.
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    rest.split_whitespace().nth(1)?.parse::<u64>().ok()
+                })
+                == Some(pid)
         })
         .collect()
 }

@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
                 weight: u32::from(spec[2 * i + 1] % 4) + 1,
                 set: None,
                 backup: false,
+                limits: Default::default(),
             }
         })
         .collect();

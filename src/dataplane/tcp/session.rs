@@ -423,14 +423,7 @@ impl Session {
     /// A queued session's client stirred: it may have given up (closed before
     /// sending anything). Bytes it sent stay queued for the backend.
     fn queued_client(&mut self) -> Step {
-        let mut byte = [0u8; 1];
-        let peeked = loop {
-            match self.client.peek(&mut byte) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                other => break other,
-            }
-        };
-        match peeked {
+        match self.peek_byte() {
             Ok(0) => Step::End(Ending::ClosedEarly),
             // Its bytes wait; the flag stays set so they are read once connected.
             Ok(_) => Step::Wait,
@@ -442,6 +435,18 @@ impl Session {
                 failed: Side::Client,
                 reset: Side::Client,
             }),
+        }
+    }
+
+    /// Peeks at the client's first byte (it stays queued): 0 when the client closed
+    /// without sending any.
+    fn peek_byte(&self) -> io::Result<usize> {
+        let mut byte = [0u8; 1];
+        loop {
+            match self.client.peek(&mut byte) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
         }
     }
 
@@ -610,15 +615,9 @@ impl Session {
     /// `on-data`: connects once the client has sent a byte (peeked: it stays for the
     /// forwarding path).
     fn await_data(&mut self, env: &mut Env<'_>) -> Step {
+        let peeked = self.peek_byte();
         let Some(c) = self.connecting.as_mut() else {
             return Step::Wait;
-        };
-        let mut byte = [0u8; 1];
-        let peeked = loop {
-            match self.client.peek(&mut byte) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                other => break other,
-            }
         };
         match peeked {
             Ok(0) => Step::End(Ending::ClosedEarly),

@@ -54,10 +54,10 @@ pub enum KernelError {
     #[error("cannot load the forwarding program: {0}")]
     Load(EbpfError),
     /// The program did not load or attach.
-    #[error("cannot load the forwarding program: {}", chain(.0))]
+    #[error("cannot load the forwarding program: {}", crate::error_chain(.0))]
     Program(ProgramError),
     /// A map operation failed.
-    #[error("BPF map: {}", chain(.0))]
+    #[error("BPF map: {}", crate::error_chain(.0))]
     Map(MapError),
     /// A socket call failed.
     #[error("{0}")]
@@ -89,21 +89,6 @@ impl From<io::Error> for KernelError {
     fn from(e: io::Error) -> Self {
         KernelError::Io(e)
     }
-}
-
-/// An error and its causes, `: `-separated.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !s.ends_with(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cause = c.source();
-    }
-    s
 }
 
 /// The loaded, attached program. The control plane keeps it for the life of the
