@@ -89,6 +89,12 @@ impl Drop for Dns {
     }
 }
 
+/// A port free on the addresses of [`backends_on`]'s `n` backends.
+fn port_for(n: u8) -> u16 {
+    let ips: Vec<String> = (1..=n).map(|i| format!("127.0.0.{}", 20 + i)).collect();
+    free_port_on(&ips.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 /// Named echo backends on 127.0.0.21.. at one port (a `dns` set gives one port).
 fn backends_on(port: u16, n: u8) -> Vec<Backend> {
     (1..=n)
@@ -207,7 +213,7 @@ fn assert_traffic_follows_route(rw: &Ringway, listen: SocketAddr, n: usize) {
 #[test]
 #[ignore = "needs unbound (apt-get install unbound)"]
 fn a_dns_set_follows_the_zone_and_moves_only_the_keys_it_must() {
-    let port = free_port("127.0.0.21");
+    let port = port_for(4);
     let _backends = backends_on(port, 4);
     let dns = Dns::start(&refs(&a_records(&[1, 2, 3])));
     let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
@@ -394,7 +400,7 @@ fn an_srv_set_takes_targets_ports_and_weights_from_its_records() {
 #[test]
 #[ignore = "needs unbound (apt-get install unbound)"]
 fn dns_trouble_keeps_the_last_good_set_and_nxdomain_empties_it_after_n_answers() {
-    let port = free_port("127.0.0.21");
+    let port = port_for(2);
     let _backends = backends_on(port, 2);
     let dns = Dns::start(&refs(&a_records(&[1, 2])));
     let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
@@ -499,7 +505,7 @@ fn dns_trouble_keeps_the_last_good_set_and_nxdomain_empties_it_after_n_answers()
 #[test]
 #[ignore = "needs unbound (apt-get install unbound)"]
 fn answers_lose_what_may_not_be_a_backend() {
-    let port = free_port("127.0.0.21");
+    let port = port_for(3);
     let _backends = backends_on(port, 3);
     let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
     let srv = |prio_target: &[(u16, &str)]| -> Vec<String> {
@@ -582,7 +588,7 @@ fn answers_lose_what_may_not_be_a_backend() {
 #[test]
 #[ignore = "needs unbound (apt-get install unbound)"]
 fn a_discovered_backend_waits_for_its_first_passing_check() {
-    let port = free_port("127.0.0.21");
+    let port = port_for(2);
     let _backends = backends_on(port, 2);
     // 127.0.0.23 is in the answer, but nothing listens there.
     let dns = Dns::start(&refs(&a_records(&[1, 2, 3])));

@@ -45,6 +45,21 @@ pub fn free_port(ip: &str) -> u16 {
         .port()
 }
 
+/// A port free on every one of `ips` (TCP and UDP): for backends that share a port
+/// on several addresses.
+pub fn free_port_on(ips: &[&str]) -> u16 {
+    for _ in 0..100 {
+        let port = free_port(ips[0]);
+        let free = ips[1..].iter().all(|ip| {
+            TcpListener::bind((*ip, port)).is_ok() && std::net::UdpSocket::bind((*ip, port)).is_ok()
+        });
+        if free {
+            return port;
+        }
+    }
+    panic!("no port free on all of {ips:?}")
+}
+
 /// A free `127.0.0.1:PORT`.
 pub fn free_addr() -> SocketAddr {
     format!("127.0.0.1:{}", free_port("127.0.0.1"))
