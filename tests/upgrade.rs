@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
+/// The pause between a load thread's connections: a steady load of a few hundred
+/// connections a second, not a CPU hog that slows the rest of the suite beside it.
+const PACE: Duration = Duration::from_millis(1);
+
 /// Kills the process serving now (after an upgrade, no longer the test's child).
 struct Serving(SocketAddr);
 
@@ -63,10 +67,14 @@ fn five_upgrades_under_load_fail_no_connection() {
     let rw = Ringway::start(&toml, &[listen, admin, metrics]);
     let _serving = Serving(admin);
     let stop = Arc::new(AtomicBool::new(false));
+    // Paced between upgrades, flat out while one is under way (its window is where
+    // a lost connection would be).
+    let burst = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let load: Vec<_> = (0..2)
         .map(|_| {
             let (stop, ok, failed) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
+            let burst = Arc::clone(&burst);
             std::thread::spawn(move || {
                 let until = Instant::now() + Duration::from_secs(120);
                 while !stop.load(Ordering::Relaxed) && Instant::now() < until {
@@ -74,6 +82,9 @@ fn five_upgrades_under_load_fail_no_connection() {
                         ok.fetch_add(1, Ordering::Relaxed);
                     } else {
                         failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if !burst.load(Ordering::Relaxed) {
+                        std::thread::sleep(PACE);
                     }
                 }
             })
@@ -87,6 +98,7 @@ fn five_upgrades_under_load_fail_no_connection() {
                 > before + 50),
             "no traffic before upgrade {n}"
         );
+        burst.store(true, Ordering::Relaxed);
         let out = ctl(admin, None, &["upgrade"]);
         let said = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(
@@ -104,6 +116,7 @@ fn five_upgrades_under_load_fail_no_connection() {
             eventually(Duration::from_secs(10), || gone(pid)),
             "old process {pid} still runs"
         );
+        burst.store(false, Ordering::Relaxed);
         pid = new;
     }
     let before = ok.load(Ordering::Relaxed);
@@ -273,6 +286,7 @@ fn a_new_process_killed_mid_hand_off_changes_nothing() {
             while !stop.load(Ordering::Relaxed) && Instant::now() < until {
                 let counter = if round_trip(listen) { &ok } else { &failed };
                 counter.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(PACE);
             }
         })
     };
