@@ -53,6 +53,64 @@ fn round_trip(listen: SocketAddr) -> bool {
     s.write_all(b"ping").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"ping"
 }
 
+/// Clients that connect, echo and close without end (bounded: two minutes at most),
+/// each pausing [`PACE`] between connections unless `burst` is set.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(listen: SocketAddr, clients: usize, burst: &Arc<AtomicBool>) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, ok, failed) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
+                let burst = Arc::clone(burst);
+                std::thread::spawn(move || {
+                    let until = Instant::now() + Duration::from_secs(120);
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                        let counter = if round_trip(listen) { &ok } else { &failed };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        if !burst.load(Ordering::Relaxed) {
+                            std::thread::sleep(PACE);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            threads,
+        }
+    }
+
+    /// Connections that succeeded so far.
+    fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Waits (bounded) until 50 more have succeeded.
+    fn flows(&self) -> bool {
+        let before = self.ok();
+        eventually(Duration::from_secs(5), || self.ok() > before + 50)
+    }
+
+    /// Stops the clients: how many connections succeeded and failed.
+    fn stop(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in std::mem::take(&mut self.threads) {
+            t.join().unwrap();
+        }
+        (self.ok(), self.failed.load(Ordering::Relaxed))
+    }
+}
+
 /// Five upgrades in a row while two clients connect, echo and close without pause:
 /// no connection fails, each upgrade names the new process, which `/status` then
 /// reports, and each old process exits. The success counter carries across.
@@ -66,38 +124,13 @@ fn five_upgrades_under_load_fail_no_connection() {
     );
     let rw = Ringway::start(&toml, &[listen, admin, metrics]);
     let _serving = Serving(admin);
-    let stop = Arc::new(AtomicBool::new(false));
     // Paced between upgrades, flat out while one is under way (its window is where
     // a lost connection would be).
     let burst = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let load: Vec<_> = (0..2)
-        .map(|_| {
-            let (stop, ok, failed) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
-            let burst = Arc::clone(&burst);
-            std::thread::spawn(move || {
-                let until = Instant::now() + Duration::from_secs(120);
-                while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-                    if round_trip(listen) {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if !burst.load(Ordering::Relaxed) {
-                        std::thread::sleep(PACE);
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(listen, 2, &burst);
     let mut pid = u64::from(rw.pid() as u32);
     for n in 1..=5 {
-        let before = ok.load(Ordering::Relaxed);
-        assert!(
-            eventually(Duration::from_secs(5), || ok.load(Ordering::Relaxed)
-                > before + 50),
-            "no traffic before upgrade {n}"
-        );
+        assert!(load.flows(), "no traffic before upgrade {n}");
         burst.store(true, Ordering::Relaxed);
         let out = ctl(admin, None, &["upgrade"]);
         let said = String::from_utf8_lossy(&out.stdout).to_string();
@@ -119,19 +152,11 @@ fn five_upgrades_under_load_fail_no_connection() {
         burst.store(false, Ordering::Relaxed);
         pid = new;
     }
-    let before = ok.load(Ordering::Relaxed);
-    assert!(eventually(Duration::from_secs(5), || ok
-        .load(Ordering::Relaxed)
-        > before + 50));
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().unwrap();
-    }
+    assert!(load.flows());
+    let (ok, failed) = load.stop();
     assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "connections failed across upgrades ({} succeeded)",
-        ok.load(Ordering::Relaxed)
+        failed, 0,
+        "connections failed across upgrades ({ok} succeeded)"
     );
     let text = scrape(metrics);
     assert_eq!(
@@ -277,19 +302,7 @@ fn a_new_process_killed_mid_hand_off_changes_nothing() {
         TcpStream::connect(admin).is_ok() && TcpStream::connect(listen).is_ok()
     }));
     let old = u64::from(rw.pid() as u32);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let load = {
-        let (stop, ok, failed) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
-        std::thread::spawn(move || {
-            let until = Instant::now() + Duration::from_secs(60);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-                let counter = if round_trip(listen) { &ok } else { &failed };
-                counter.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(PACE);
-            }
-        })
-    };
+    let load = Load::start(listen, 1, &Arc::new(AtomicBool::new(false)));
     let upgrading = std::thread::spawn(move || ctl(admin, None, &["upgrade"]));
     let mut new = Vec::new();
     assert!(
@@ -308,13 +321,9 @@ fn a_new_process_killed_mid_hand_off_changes_nothing() {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success(), "the upgrade succeeded");
     assert!(err.contains("signal: 9"), "{err}");
-    let before = ok.load(Ordering::Relaxed);
-    assert!(eventually(Duration::from_secs(5), || ok
-        .load(Ordering::Relaxed)
-        > before + 50));
-    stop.store(true, Ordering::Relaxed);
-    load.join().unwrap();
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "connections failed");
+    assert!(load.flows());
+    let (_, failed) = load.stop();
+    assert_eq!(failed, 0, "connections failed");
     assert_eq!(serving_pid(admin), Some(old));
     drop(rw);
 }

@@ -423,30 +423,31 @@ impl Session {
     /// A queued session's client stirred: it may have given up (closed before
     /// sending anything). Bytes it sent stay queued for the backend.
     fn queued_client(&mut self) -> Step {
-        match self.peek_byte() {
-            Ok(0) => Step::End(Ending::ClosedEarly),
-            // Its bytes wait; the flag stays set so they are read once connected.
-            Ok(_) => Step::Wait,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.client_ready.set_readable(false);
-                Step::Wait
-            }
-            Err(_) => Step::End(Ending::Failed {
-                failed: Side::Client,
-                reset: Side::Client,
-            }),
-        }
+        // Its bytes wait; the readable flag stays set so they are read once connected.
+        self.first_byte().err().unwrap_or(Step::Wait)
     }
 
-    /// Peeks at the client's first byte (it stays queued): 0 when the client closed
-    /// without sending any.
-    fn peek_byte(&self) -> io::Result<usize> {
+    /// Whether the client has sent a byte (peeked: it stays queued); otherwise what
+    /// the session does: wait for one, or end (closed first, or failed).
+    fn first_byte(&mut self) -> Result<(), Step> {
         let mut byte = [0u8; 1];
-        loop {
+        let peeked = loop {
             match self.client.peek(&mut byte) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                other => return other,
+                other => break other,
             }
+        };
+        match peeked {
+            Ok(0) => Err(Step::End(Ending::ClosedEarly)),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.client_ready.set_readable(false);
+                Err(Step::Wait)
+            }
+            Err(_) => Err(Step::End(Ending::Failed {
+                failed: Side::Client,
+                reset: Side::Client,
+            })),
         }
     }
 
@@ -615,24 +616,15 @@ impl Session {
     /// `on-data`: connects once the client has sent a byte (peeked: it stays for the
     /// forwarding path).
     fn await_data(&mut self, env: &mut Env<'_>) -> Step {
-        let peeked = self.peek_byte();
-        let Some(c) = self.connecting.as_mut() else {
-            return Step::Wait;
-        };
-        match peeked {
-            Ok(0) => Step::End(Ending::ClosedEarly),
-            Ok(_) => {
+        if let Err(step) = self.first_byte() {
+            return step;
+        }
+        match self.connecting.as_mut() {
+            Some(c) => {
                 c.data_arrived();
                 self.connect(env)
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.client_ready.set_readable(false);
-                Step::Wait
-            }
-            Err(_) => Step::End(Ending::Failed {
-                failed: Side::Client,
-                reset: Side::Client,
-            }),
+            None => Step::Wait,
         }
     }
 
