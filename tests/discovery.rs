@@ -633,3 +633,36 @@ fn a_discovered_backend_waits_for_its_first_passing_check() {
         Some(0.0)
     );
 }
+
+/// An upgrade while DNS does not answer: the new process starts with the set the old
+/// one had (not empty, as a fresh start would be) and its backends up (not waiting
+/// for a first check, as newly discovered ones do).
+#[test]
+#[ignore = "needs unbound (apt-get install unbound)"]
+fn an_upgrade_while_dns_is_down_keeps_the_set() {
+    let port = port_for(2);
+    let _backends = backends_on(port, 2);
+    let dns = Dns::start(&refs(&a_records(&[1, 2])));
+    let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
+    let toml = format!(
+        "workers = 2\nresolve_interval = \"1s\"\n{}[resolver]\nservers = [\"{}\"]\ntimeout = \"200ms\"\n\n[[listener]]\nname = \"t\"\nlisten = \"{listen}\"\n[[listener.backend_set]]\ndns = \"api.svc.test:{port}\"\n",
+        ops_tables(metrics, admin, None),
+        dns.addr
+    );
+    let rw = Ringway::start(&toml, &[listen]);
+    let _serving = crate::upgrade::Serving(admin);
+    let two: Vec<String> = (1..=2)
+        .map(|i| format!("127.0.0.{}:{port}", 20 + i))
+        .collect();
+    wait_for_ids(&rw, admin, &two);
+    dns.signal(Signal::Stop);
+    let new = crate::upgrade::upgrade(admin, &rw);
+    let first = crate::upgrade::status_of(admin, new);
+    let backends = first["listeners"][0]["backends"].as_array().unwrap();
+    let mut ids: Vec<&str> = backends.iter().map(|b| b["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, two, "{first}");
+    assert!(backends.iter().all(|b| b["state"] == "up"), "{first}");
+    assert_eq!(connect_many(listen, 20).len(), 20);
+    dns.signal(Signal::Cont);
+}

@@ -15,7 +15,7 @@ use crate::util::*;
 const PACE: Duration = Duration::from_millis(1);
 
 /// Kills the process serving now (after an upgrade, no longer the test's child).
-struct Serving(SocketAddr);
+pub struct Serving(pub SocketAddr);
 
 impl Drop for Serving {
     fn drop(&mut self) {
@@ -326,4 +326,168 @@ fn a_new_process_killed_mid_hand_off_changes_nothing() {
     assert_eq!(failed, 0, "connections failed");
     assert_eq!(serving_pid(admin), Some(old));
     drop(rw);
+}
+
+/// `ctl upgrade`, which must succeed; the new process's pid (from what it printed).
+pub fn upgrade(admin: SocketAddr, rw: &Ringway) -> u64 {
+    let out = ctl(admin, None, &["upgrade"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "upgrade failed: {said}{}\nlog:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        rw.log()
+    );
+    said.split("process ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {said:?}"))
+}
+
+/// The first `/status` the process `pid` answers (the old one may still answer on
+/// the shared socket for a moment).
+pub fn status_of(admin: SocketAddr, pid: u64) -> serde_json::Value {
+    let mut got = None;
+    eventually(Duration::from_secs(5), || {
+        got = try_get(admin, "/status")
+            .ok()
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .filter(|v| v["process"]["pid"].as_u64() == Some(pid));
+        got.is_some()
+    });
+    got.unwrap_or_else(|| panic!("process {pid} never answered /status"))
+}
+
+/// Backend `id` of the first listener in `/status` JSON.
+fn backend_status<'a>(status: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    status["listeners"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == id)
+        .unwrap_or_else(|| panic!("no backend {id} in {status}"))
+}
+
+/// Health and admin state go over with an upgrade, and the counters continue: a
+/// backend down before it is down in the new process's first answer (its check takes
+/// 2 s to fail: a new process starting from scratch would call it up until then), a
+/// drained one stays drained, a disabled one disabled; clients go only where they
+/// went before; `/metrics` goes on from the old process's counts.
+#[test]
+fn health_admin_state_and_counters_carry_over() {
+    let a = Backend::named_echo("127.0.0.1:0", "a");
+    let b = Backend::named_echo("127.0.0.1:0", "b");
+    let c = Backend::named_echo("127.0.0.1:0", "c");
+    // Reads the check's bytes and never answers: each check fails at its timeout.
+    let mute = Backend::spawn("127.0.0.1:0", |mut s| {
+        let mut buf = [0u8; 64];
+        while s.read(&mut buf).is_ok_and(|n| n > 0) {}
+    });
+    let (listen, admin, metrics) = (free_addr(), free_addr(), free_addr());
+    let health = "health = { check = \"send-expect\", send = \"PING\\n\", interval = \"300ms\", timeout = \"2s\", rise = 1, fall = 1 }";
+    let toml = with_tables(
+        &config(
+            listen,
+            &[
+                (a.addr, "a"),
+                (b.addr, "b"),
+                (c.addr, "c"),
+                (mute.addr, "mute"),
+            ],
+            health,
+        ),
+        &ops_tables(metrics, admin, None),
+    );
+    let rw = Ringway::start(&toml, &[listen, admin, metrics]);
+    let _serving = Serving(admin);
+    assert!(
+        eventually(Duration::from_secs(10), || backend_status(
+            &status(admin),
+            "mute"
+        )["state"]
+            == "down"),
+        "the mute backend never went down; log:\n{}",
+        rw.log()
+    );
+    for (id, action) in [("b", "drain"), ("c", "disable")] {
+        let path = format!("/listeners/t/backends/{id}/{action}");
+        assert_eq!(http("POST", admin, &path, None).status, 200, "{path}");
+    }
+    for _ in 0..20 {
+        let (_, name) = connect_named(listen);
+        assert_eq!(name, "a");
+    }
+    let before = scrape(metrics);
+    let count = |text: &str, name: &str, labels: &[(&str, &str)]| {
+        sample(text, name, labels).unwrap_or_else(|| panic!("no {name}{labels:?} in\n{text}"))
+    };
+    let conns = count(
+        &before,
+        "ringway_listener_connections_total",
+        &[("listener", "t")],
+    );
+    let ok_a = [
+        ("listener", "t"),
+        ("pool", "t"),
+        ("backend", "a"),
+        ("result", "success"),
+    ];
+    let checks = count(&before, "ringway_health_checks_total", &ok_a);
+    assert!(conns >= 20.0 && checks >= 1.0, "{before}");
+
+    let old = u64::from(rw.pid() as u32);
+    let new = upgrade(admin, &rw);
+    let first = status_of(admin, new);
+    let state = |id: &str| {
+        let b = backend_status(&first, id);
+        (
+            b["state"].as_str().unwrap().to_string(),
+            b["admin"].as_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!(state("mute"), ("down".into(), "enabled".into()), "{first}");
+    assert!(
+        backend_status(&first, "mute")["reason"].is_string(),
+        "{first}"
+    );
+    assert_eq!(
+        state("b"),
+        ("draining".into(), "draining".into()),
+        "{first}"
+    );
+    assert_eq!(state("c"), ("down".into(), "disabled".into()), "{first}");
+    assert_eq!(state("a"), ("up".into(), "enabled".into()), "{first}");
+    for _ in 0..10 {
+        let (_, name) = connect_named(listen);
+        assert_eq!(name, "a", "a client went elsewhere after the upgrade");
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || gone(old)),
+        "old process {old} still runs"
+    );
+    let after = scrape(metrics);
+    assert!(
+        count(
+            &after,
+            "ringway_listener_connections_total",
+            &[("listener", "t")]
+        ) >= conns + 10.0,
+        "connections did not count on from {conns}:\n{after}"
+    );
+    assert!(
+        count(&after, "ringway_health_checks_total", &ok_a) >= checks,
+        "{after}"
+    );
+    let down = [
+        ("listener", "t"),
+        ("pool", "t"),
+        ("backend", "mute"),
+        ("to", "down"),
+    ];
+    assert_eq!(
+        count(&after, "ringway_backend_transitions_total", &down),
+        1.0,
+        "the mute backend went down once, before the upgrade:\n{after}"
+    );
 }

@@ -10,19 +10,21 @@
 //! | down   | any      | no              | no             | `down`      |
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::probes::ProbeTask;
+use super::upgrade::carry;
 use super::view::BackendView;
 use crate::dataplane::stats::BackendStats;
 use crate::dataplane::PoolShared;
 use crate::health::state::HealthState;
 use crate::health::HealthConfig;
+use crate::metrics::Histogram;
 
 /// What an operator set for a backend through the admin API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Admin {
     /// Normal.
@@ -148,6 +150,93 @@ impl BackendState {
             looped,
             ramp_since: None,
         }
+    }
+
+    /// What an upgrade carries of it (`pool`: its pool's name). Every field is named:
+    /// one added to the state does not compile until it is carried or said not to be.
+    pub fn carry(&self, pool: &str, now: Instant) -> carry::Backend {
+        let BackendState {
+            stats,
+            health,
+            admin,
+            up,
+            checks_ok,
+            checks_failed,
+            checks_unknown,
+            readmit_at,
+            to_up,
+            to_down,
+            // Not carried: the new process starts its own probes.
+            probe: _,
+            passive_failures,
+            last_check,
+            check_durations,
+            why,
+            state,
+            down_before,
+            // Not carried: the new process tells from its own config and addresses.
+            looped: _,
+            ramp_since,
+        } = self;
+        let age = |at: Instant| carry::ms(now.saturating_duration_since(at));
+        carry::Backend {
+            pool: pool.to_string(),
+            id: stats.id.to_string(),
+            addr: stats.addr,
+            health: health.parts(),
+            admin: *admin,
+            published_up: *up,
+            checks: [*checks_ok, *checks_failed, *checks_unknown],
+            transitions: [*to_up, *to_down],
+            passive_failures: *passive_failures,
+            check_durations: (check_durations.counts().to_vec(), check_durations.sum()),
+            last_check: last_check.as_ref().map(|c| carry::LastCheck {
+                result: c.result.to_string(),
+                error: c.error.as_deref().map(str::to_string),
+                took_us: u64::try_from(c.took.as_micros()).unwrap_or(u64::MAX),
+                age_ms: age(c.at),
+            }),
+            why: why.as_deref().map(str::to_string),
+            state_age_ms: age(state.1),
+            down_before_ms: carry::ms(*down_before),
+            readmit_in_ms: readmit_at.map(|at| carry::ms(at.saturating_duration_since(now))),
+            ramp_age_ms: ramp_since.map(age),
+        }
+    }
+
+    /// Takes the state an older process carried for this backend (the same id and
+    /// address in a pool of the same name). Its counters go on in `/metrics` by
+    /// their own way ([`crate::metrics::carry`]); its probe is this process's.
+    pub fn adopt(&mut self, c: &carry::Backend, now: Instant) {
+        let ago = |ms: u64| now.checked_sub(Duration::from_millis(ms)).unwrap_or(now);
+        self.health = HealthState::from_parts(c.health);
+        self.admin = c.admin;
+        // A looped backend stays out whatever it was.
+        self.up = c.published_up && self.looped.is_none();
+        [self.checks_ok, self.checks_failed, self.checks_unknown] = c.checks;
+        [self.to_up, self.to_down] = c.transitions;
+        self.passive_failures = c.passive_failures;
+        if let Some(h) = Histogram::from_parts(&c.check_durations.0, c.check_durations.1) {
+            self.check_durations = h;
+        }
+        self.last_check = c.last_check.as_ref().and_then(|l| {
+            let result = ["success", "failure", "unknown"]
+                .into_iter()
+                .find(|r| *r == l.result)?;
+            Some(LastCheck {
+                result,
+                error: l.error.as_deref().map(Arc::from),
+                took: Duration::from_micros(l.took_us),
+                at: ago(l.age_ms),
+            })
+        });
+        if self.looped.is_none() {
+            self.why = c.why.as_deref().map(Arc::from);
+        }
+        self.state = (self.state_name(), ago(c.state_age_ms));
+        self.down_before = Duration::from_millis(c.down_before_ms);
+        self.readmit_at = c.readmit_in_ms.map(|ms| now + Duration::from_millis(ms));
+        self.ramp_since = c.ramp_age_ms.map(ago);
     }
 
     /// Its share of new connections at `now`, in thousandths, ramping up over

@@ -75,8 +75,6 @@ pub struct Control {
     pub fds: (u64, usize),
     /// How to start the next binary, and what upgrades did.
     pub upgrade: super::upgrade::old::Kit,
-    /// The process part of the view is out of date.
-    process_stale: bool,
 }
 
 /// Why an admin call failed.
@@ -138,7 +136,6 @@ impl Control {
             worker_failures: 0,
             fds: (0, 0),
             upgrade: super::upgrade::old::Kit::new(0),
-            process_stale: false,
         };
         c.publish_view(now);
         c
@@ -370,9 +367,8 @@ impl Control {
                 later(due);
             }
         }
-        let stale = self.process_stale
-            || self.pools.iter().any(|p| p.view_stale)
-            || self.listeners.iter().any(|l| l.view_stale);
+        let stale =
+            self.pools.iter().any(|p| p.view_stale) || self.listeners.iter().any(|l| l.view_stale);
         if stale {
             let due = self.view_at + VIEW_GAP;
             if now >= due {
@@ -382,11 +378,6 @@ impl Control {
             }
         }
         again
-    }
-
-    /// The process part of the view changed (an upgrade): published at the next flush.
-    pub fn mark_view_stale(&mut self) {
-        self.process_stale = true;
     }
 
     /// Publishes pool `pi`'s routing now, and the routing of every listener that uses
@@ -536,7 +527,6 @@ impl Control {
                 }
             })
             .collect();
-        self.process_stale = false;
         self.published.store(View {
             process: ProcessView {
                 started: self.started,
@@ -552,6 +542,7 @@ impl Control {
                     self.upgrade.failed,
                     self.upgrade.last,
                 ),
+                carried: self.upgrade.carried.clone(),
             },
             listeners,
             pools,

@@ -198,10 +198,12 @@ pub fn run(config: Config, mut inherited: Option<Inherited>) -> Result<(), RunEr
 
 fn run_with(mut config: Config, inherited: &mut Option<Inherited>) -> Result<(), RunError> {
     // Backend sets are asked once before anything is bound: a listener starts with
-    // the backends DNS gives it (a set that does not answer starts empty).
+    // the backends DNS gives it (a set that does not answer starts empty, or, after
+    // an upgrade, with the members the old process had).
     let mut sets = crate::discovery::Sets::default();
     let answers = crate::discovery::lookup(&config);
-    sets.settle(&mut config, &answers, None);
+    let carried_sets = inherited.as_ref().map(|i| i.state().with_sets(&config));
+    sets.settle(&mut config, &answers, carried_sets.as_ref());
     let resolving = resolver::Resolving::new(
         std::time::Instant::now() + crate::discovery::next_round(&answers, config.resolve_interval),
         sets,
@@ -248,7 +250,7 @@ fn run_with(mut config: Config, inherited: &mut Option<Inherited>) -> Result<(),
     }
     let (passive_tx, passive_rx) = dataplane::passive_channel();
     let local = crate::discovery::filter::local_addresses();
-    let pools: Vec<PoolState> = config
+    let mut pools: Vec<PoolState> = config
         .pools
         .iter()
         .map(|p| {
@@ -256,6 +258,19 @@ fn run_with(mut config: Config, inherited: &mut Option<Inherited>) -> Result<(),
             PoolState::new(p.clone(), config.workers, passive_tx.clone(), looped)
         })
         .collect();
+    // Started by an upgrade: each backend as the old process had it, and its counters.
+    let mut carried = None;
+    if let Some(i) = inherited.as_ref() {
+        let by = i.state().backends();
+        let adopted: usize = pools.iter_mut().map(|p| p.adopt(&by)).sum();
+        let metrics = crate::metrics::carry::Offsets::new(i.state().metrics.clone());
+        tracing::info!(
+            "upgrade: carried over the state of {adopted} backend(s), {} backend set(s) and {} counter series",
+            i.state().sets.len(),
+            i.state().metrics.len()
+        );
+        carried = Some(Arc::new(metrics));
+    }
     let mut listeners: Vec<ListenerState> = config
         .listeners
         .iter()
@@ -266,6 +281,7 @@ fn run_with(mut config: Config, inherited: &mut Option<Inherited>) -> Result<(),
     let pinned = affinity::applies(&config);
     affinity::report(&config);
     let mut kit = upgrade::old::Kit::new(inherited.as_ref().map_or(0, |i| i.upgrades()));
+    kit.carried = carried;
     for (l, state) in config.listeners.iter().zip(&mut listeners) {
         let sockets = bind(l, config.workers, pinned, inherited.as_mut())?;
         state.keep_sockets(&sockets);

@@ -250,6 +250,27 @@ impl PoolState {
         self.index();
     }
 
+    /// Takes what an older process carried for its backends (an upgrade): health and
+    /// admin state by id and address; publishes when any was carried, so the first
+    /// routing workers load is the one the old process served with.
+    pub fn adopt(&mut self, carried: &crate::control::upgrade::carry::Backends<'_>) -> usize {
+        let now = Instant::now();
+        let mut adopted = 0;
+        for b in &mut self.backends {
+            if let Some(c) = carried.get(&(self.config.name.as_str(), &*b.stats.id, b.stats.addr)) {
+                b.adopt(c, now);
+                adopted += 1;
+            }
+        }
+        if adopted > 0 {
+            self.rebased = true;
+            self.publish();
+            // Nothing moved for the workers: the old process served this routing.
+            self.remapped = 0.0;
+        }
+        adopted
+    }
+
     /// Index of backend `id`.
     pub fn backend_index(&self, id: &str) -> Option<usize> {
         self.by_id.get(id).copied()

@@ -70,6 +70,8 @@ pub struct ProcessView {
     /// Upgrades: succeeded (this process's own start included), failed here, and how
     /// long the last hand-off took.
     pub upgrades: (u64, u64, Option<std::time::Duration>),
+    /// What the processes before this one counted (`/metrics` carries it on).
+    pub carried: Option<Arc<crate::metrics::carry::Offsets>>,
 }
 
 /// One listener in a view.
@@ -295,6 +297,7 @@ pub fn metrics_text(view: &View) -> String {
             .as_ref()
             .map(|a| a.lost().map(|(why, n)| (why.reason(), n)))
             .unwrap_or(crate::accesslog::Lost::ALL.map(|why| (why.reason(), 0))),
+        carried: p.carried.as_deref(),
     };
     crate::metrics::render(&sample)
 }
@@ -313,6 +316,7 @@ impl View {
                 access_log: None,
                 worker_failures: 0,
                 upgrades: (0, 0, None),
+                carried: None,
             },
             listeners: Vec::new(),
             pools: Vec::new(),

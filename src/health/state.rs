@@ -118,6 +118,22 @@ impl HealthState {
         Some(if ok { Transition::Up } else { Transition::Down })
     }
 
+    /// What an upgrade carries: up, the streak against that, no verdict yet (the time
+    /// of the last passive failure is on this process's clock, and is not).
+    pub fn parts(&self) -> (bool, u32, bool) {
+        (self.up, self.streak, self.unconfirmed)
+    }
+
+    /// The state [`HealthState::parts`] gave.
+    pub fn from_parts((up, streak, unconfirmed): (bool, u32, bool)) -> HealthState {
+        HealthState {
+            up,
+            streak,
+            last_passive: None,
+            unconfirmed,
+        }
+    }
+
     /// Records a failure seen on the data path at time `at`: it continues the run of
     /// failures only when the previous passive failure came within `window`. It is
     /// not a check's verdict: `fall` of them are needed even before the first check

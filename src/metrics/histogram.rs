@@ -34,6 +34,20 @@ impl Histogram {
         Histogram { counts, sum }
     }
 
+    /// Per bucket (not cumulative, `+Inf` last).
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
+    }
+
+    /// The histogram of `counts` (as [`Histogram::counts`] gave them) and `sum`;
+    /// `None` when their number is not this binary's.
+    pub fn from_parts(counts: &[u64], sum: f64) -> Option<Histogram> {
+        Some(Histogram {
+            counts: counts.try_into().ok()?,
+            sum,
+        })
+    }
+
     /// Counts one observation of `value` (seconds).
     pub fn record(&mut self, value: f64) {
         let slot = DURATION_BUCKETS.partition_point(|&b| b < value);

@@ -8,6 +8,7 @@
 //! grow with time or with scrapers, and series of backends and listeners a reload
 //! removed are gone at the next scrape.
 
+pub mod carry;
 pub mod histogram;
 pub mod names;
 pub mod text;
@@ -98,6 +99,8 @@ pub struct Sample<'a> {
     pub upgrades: (u64, u64, Option<std::time::Duration>),
     /// Access-log records lost, by reason.
     pub access_log_lost: [(&'static str, u64); 3],
+    /// What the processes before this one counted (an upgrade carries it on).
+    pub carried: Option<&'a carry::Offsets>,
 }
 
 /// What one scrape reports about one `backend_set`.
@@ -123,7 +126,7 @@ fn about(name: &str) -> (&'static str, &'static str) {
 /// The Prometheus text of `sample`.
 pub fn render(sample: &Sample<'_>) -> String {
     let backends: usize = sample.pools.iter().map(|p| p.backends.len()).sum();
-    let mut t = Text::with_capacity(4096 + backends * 3000);
+    let mut t = Text::with_capacity(4096 + backends * 3000).carrying(sample.carried);
     let family = |t: &mut Text, name: &str| {
         let (kind, help) = about(name);
         t.family(name, kind, help);

@@ -40,6 +40,7 @@ fn sample<'a>(stats: &'a Sharded<ListenerCounters>, backends: &'a [BackendStats]
         worker_panics: 0,
         upgrades: (0, 0, None),
         access_log_lost: [("queue_full", 0), ("write_failed", 0), ("not_open", 0)],
+        carried: None,
     }
 }
 

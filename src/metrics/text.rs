@@ -9,10 +9,16 @@
 
 use std::fmt::Write as _;
 
+use super::carry::{self, Offsets};
+
 /// A response being written.
 #[derive(Debug, Default)]
-pub struct Text {
+pub struct Text<'a> {
     out: String,
+    /// What an older process counted, added to counters and histograms.
+    offsets: Option<&'a Offsets>,
+    /// The current family is carried (a counter or a histogram).
+    carry: bool,
 }
 
 /// A sample's value.
@@ -36,26 +42,57 @@ impl From<f64> for Value {
     }
 }
 
-impl Text {
+impl<'a> Text<'a> {
     /// An empty response with room for `capacity` bytes.
-    pub fn with_capacity(capacity: usize) -> Text {
+    pub fn with_capacity(capacity: usize) -> Text<'a> {
         Text {
             out: String::with_capacity(capacity),
+            offsets: None,
+            carry: false,
         }
+    }
+
+    /// Adds `offsets` (what an older process counted) to every counter and histogram
+    /// series they name, but the families of [`carry::NOT_FROM_TEXT`].
+    pub fn carrying(mut self, offsets: Option<&'a Offsets>) -> Text<'a> {
+        self.offsets = offsets.filter(|o| !o.is_empty());
+        self
     }
 
     /// Starts a family: its help and type lines.
     pub fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.out, "# HELP {name} {}", escape_help(help));
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
+        self.carry = self.offsets.is_some()
+            && matches!(kind, "counter" | "histogram")
+            && !carry::NOT_FROM_TEXT.contains(&name);
     }
 
     /// One sample of the current family.
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Into<Value>) {
+        let start = self.out.len();
         self.out.push_str(name);
         self.labels(labels, None);
+        self.end(start, value.into());
+    }
+
+    /// Ends the sample whose series was written from `start`: its value, plus what
+    /// was carried for it.
+    fn end(&mut self, start: usize, value: Value) {
+        let offset = match self.offsets {
+            Some(o) if self.carry => o.of(&self.out[start..]),
+            _ => None,
+        };
+        let value = match (value, offset) {
+            (v, None) => v,
+            (Value::Int(n), Some(o)) if o >= 0.0 && o.fract() == 0.0 && o < 2f64.powi(63) => {
+                Value::Int(n.saturating_add(o as u64))
+            }
+            (Value::Int(n), Some(o)) => Value::Float(n as f64 + o),
+            (Value::Float(f), Some(o)) => Value::Float(f + o),
+        };
         self.out.push(' ');
-        self.value(value.into());
+        self.value(value);
         self.out.push('\n');
     }
 
@@ -71,19 +108,19 @@ impl Text {
         for (le, n) in h.cumulative() {
             bound.clear();
             push_number(&mut bound, le);
+            let start = self.out.len();
             let _ = write!(self.out, "{name}_bucket");
             self.labels(labels, Some(&bound));
-            let _ = writeln!(self.out, " {n}");
+            self.end(start, Value::Int(n));
         }
-        self.out.push_str(name);
-        self.out.push_str("_sum");
+        let start = self.out.len();
+        let _ = write!(self.out, "{name}_sum");
         self.labels(labels, None);
-        self.out.push(' ');
-        self.value(Value::Float(h.sum()));
-        self.out.push('\n');
+        self.end(start, Value::Float(h.sum()));
+        let start = self.out.len();
         let _ = write!(self.out, "{name}_count");
         self.labels(labels, None);
-        let _ = writeln!(self.out, " {}", h.count());
+        self.end(start, Value::Int(h.count()));
     }
 
     /// The text.

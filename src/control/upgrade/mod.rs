@@ -19,6 +19,7 @@
 //! * [`old`]: the running process's side (SIGUSR2, `POST /upgrade`, `ringway ctl upgrade`).
 //! * [`new`]: the new process's side.
 
+pub mod carry;
 pub mod new;
 pub mod old;
 mod task;

@@ -4,6 +4,7 @@
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::time::Instant;
 
+use super::carry::State;
 use super::wire::{self, Answer, Kind, Offer, Offered, VERSION};
 use super::{UpgradeError, ENV};
 use crate::sys::fdpass;
@@ -14,6 +15,7 @@ pub struct Inherited {
     channel: OwnedFd,
     offered: Vec<(Offered, Vec<OwnedFd>)>,
     upgrades: u64,
+    state: State,
     since: Instant,
 }
 
@@ -50,6 +52,14 @@ impl Inherited {
             serde_json::from_value(offer).map_err(|e| UpgradeError::Message(e.to_string()))?;
         let total = offer.sockets.iter().map(|s| s.count).sum();
         let mut fds = wire::recv_fds(channel.as_fd(), total)?.into_iter();
+        let state = match offer.state_bytes {
+            0 => State::default(),
+            n => {
+                let bytes = wire::recv_bytes(channel.as_fd(), n)?;
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| UpgradeError::Message(format!("carried state: {e}")))?
+            }
+        };
         let offered = offer
             .sockets
             .into_iter()
@@ -62,6 +72,7 @@ impl Inherited {
             channel,
             offered,
             upgrades: offer.upgrades,
+            state,
             since,
         }))
     }
@@ -74,6 +85,11 @@ impl Inherited {
             .find(|(o, _)| o.kind == kind && o.name == name && o.addr == addr)
             .map(|(_, fds)| std::mem::take(fds))
             .unwrap_or_default()
+    }
+
+    /// What the old process carried over besides its sockets.
+    pub fn state(&self) -> &State {
+        &self.state
     }
 
     /// Upgrades before this one.

@@ -28,6 +28,8 @@ pub struct Kit {
     pub last: Option<Duration>,
     /// Where a successful upgrade is announced (the signal task, which then drains).
     pub stop: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
+    /// What the processes before this one counted (`/metrics` goes on from there).
+    pub carried: Option<std::sync::Arc<crate::metrics::carry::Offsets>>,
 }
 
 impl Kit {
@@ -51,6 +53,7 @@ impl Kit {
             failed: 0,
             last: None,
             stop: None,
+            carried: None,
         }
     }
 
@@ -100,6 +103,7 @@ impl Kit {
             pid: std::process::id(),
             sockets,
             upgrades: self.succeeded,
+            state_bytes: 0,
         };
         Ok((offer, fds))
     }
@@ -117,13 +121,15 @@ impl Kit {
     }
 }
 
-/// Starts `exe` with `args`, offers it `offer` with `fds`, and waits for its answer:
-/// its process id once it serves, or why not. A new process that failed is waited
-/// for (or killed, past the deadline): none is left behind.
+/// Starts `exe` with `args`, offers it `offer` with `fds` and `state` (the carried
+/// state's bytes, as many as the offer says), and waits for its answer: its process
+/// id once it serves, or why not. A new process that failed is waited for (or
+/// killed, past the deadline): none is left behind.
 pub fn hand_over(
     (exe, args): (PathBuf, Vec<OsString>),
     offer: &Offer,
     fds: &[OwnedFd],
+    state: &[u8],
 ) -> Result<(u32, Duration), UpgradeError> {
     let started = Instant::now();
     let (ours, theirs) = fdpass::pair()?;
@@ -141,7 +147,8 @@ pub fn hand_over(
     let mut child = Reaped(Some(child));
     let sent = wire::send(ours.as_fd(), offer).and_then(|()| {
         let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-        wire::send_fds(ours.as_fd(), &borrowed)
+        wire::send_fds(ours.as_fd(), &borrowed)?;
+        wire::send_bytes(ours.as_fd(), state)
     });
     if let Err(e) = sent {
         // It died before reading (its own error, if it printed one, is in the log).

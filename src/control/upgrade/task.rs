@@ -1,16 +1,19 @@
 //! The control task's part of an upgrade: one at a time, built from the listeners it
 //! keeps, run off the task, counted, and announced to the signal task on success.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::carry::State;
 use super::old::hand_over;
 use super::wire::Kind;
 use super::UpgradeError;
 use crate::config::Protocol;
 use crate::control::actor::{Msg, Upgraded};
 use crate::control::core::Control;
+use crate::metrics::carry::NOT_FROM_TEXT;
 
 impl Control {
     /// Starts an upgrade (unless one is under way or done); `reply` gets its outcome.
@@ -31,7 +34,7 @@ impl Control {
                 l.sockets(),
             )
         });
-        let (offer, fds) = match self.upgrade.offer(listeners) {
+        let (mut offer, fds) = match self.upgrade.offer(listeners) {
             Ok(o) => o,
             Err(e) => {
                 let _ = reply.send(Err(UpgradeError::Channel(e)));
@@ -39,17 +42,44 @@ impl Control {
             }
         };
         self.upgrade.busy = true;
+        let mut state = self.carried_state();
         let command = self.upgrade.command();
         tracing::info!(
-            "upgrade: starting {} and offering it {} listening sockets",
+            "upgrade: starting {} and offering it {} listening sockets and the state of {} backends",
             command.0.display(),
-            fds.len()
+            fds.len(),
+            state.backends.len(),
         );
+        // The counters as they are now (the view is fresh: published just above).
+        let published = Arc::clone(&self.published);
         let me = self.me.clone();
         tokio::task::spawn_blocking(move || {
-            let result = hand_over(command, &offer, &fds);
+            let text = crate::control::view::metrics_text(&published.load());
+            state.metrics = crate::metrics::carry::totals(&text, NOT_FROM_TEXT);
+            let result = serde_json::to_vec(&state)
+                .map_err(|e| UpgradeError::Message(e.to_string()))
+                .and_then(|bytes| {
+                    offer.state_bytes = bytes.len();
+                    hand_over(command, &offer, &fds, &bytes)
+                });
             me.send_blocking(Msg::UpgradeDone(Box::new((result, reply))));
         });
+    }
+
+    /// What this process carries to the next one besides its sockets (the counters
+    /// of `/metrics` are read off the control task); publishes the view first.
+    fn carried_state(&mut self) -> State {
+        let now = Instant::now();
+        self.publish_all_now();
+        State {
+            backends: self
+                .pools
+                .iter()
+                .flat_map(|p| p.backends.iter().map(|b| b.carry(&p.config.name, now)))
+                .collect(),
+            sets: State::sets_of(&self.config),
+            metrics: Vec::new(),
+        }
     }
 
     /// An upgrade finished: counted and logged; on success the signal task is told,
@@ -73,7 +103,8 @@ impl Control {
                 tracing::error!("upgrade failed, this process serves on: {e}");
             }
         }
-        self.mark_view_stale();
+        // Published before the answer: whoever asked reads `/metrics` next.
+        self.publish_view(Instant::now());
         let _ = reply.send(result);
     }
 
@@ -91,6 +122,6 @@ impl Control {
     pub fn took_over(&mut self, took: Duration) {
         self.upgrade.succeeded += 1;
         self.upgrade.last = Some(took);
-        self.mark_view_stale();
+        self.publish_view(Instant::now());
     }
 }

@@ -5,7 +5,9 @@
 //!    descriptors follow, in the order of [`Offer::sockets`].
 //! 2. old -> new: the descriptors, at most [`fdpass::MAX_FDS`] a message, each message's
 //!    bytes being `fds`.
-//! 3. new -> old: an [`Answer`].
+//! 3. old -> new (version 2 on): the carried state ([`super::carry::State`]), JSON
+//!    in messages of at most [`CHUNK`] bytes, [`Offer::state_bytes`] in all.
+//! 4. new -> old: an [`Answer`].
 //!
 //! Versioned: [`VERSION`] is this binary's. A new process reads offers of its own
 //! version and older ones (fields added later have defaults); a version newer than it
@@ -19,7 +21,13 @@ use super::UpgradeError;
 use crate::sys::fdpass;
 
 /// The hand-off version this binary speaks.
-pub const VERSION: u32 = 1;
+///
+/// 1. listening sockets.
+/// 2. and the carried state: health and admin state, backend sets, counters.
+pub const VERSION: u32 = 2;
+
+/// Largest message of the carried state.
+pub const CHUNK: usize = 32 << 10;
 
 /// Largest message.
 const MAX_MESSAGE: usize = 1 << 20;
@@ -36,6 +44,9 @@ pub struct Offer {
     /// Upgrades that succeeded before this one (the counter carries on).
     #[serde(default)]
     pub upgrades: u64,
+    /// How many bytes of carried state follow the descriptors (version 2 on).
+    #[serde(default)]
+    pub state_bytes: usize,
 }
 
 /// One offered endpoint: `count` descriptors (one per worker for a listener).
@@ -94,6 +105,42 @@ pub fn send_fds(sock: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> Result<(), Upgr
         fdpass::send(sock, b"fds", chunk)?;
     }
     Ok(())
+}
+
+/// Sends `bytes` in messages of at most [`CHUNK`] bytes.
+pub fn send_bytes(sock: BorrowedFd<'_>, bytes: &[u8]) -> Result<(), UpgradeError> {
+    for chunk in bytes.chunks(CHUNK) {
+        fdpass::send(sock, chunk, &[])?;
+    }
+    Ok(())
+}
+
+/// Receives `len` bytes sent by [`send_bytes`].
+pub fn recv_bytes(sock: impl AsFd, len: usize) -> Result<Vec<u8>, UpgradeError> {
+    let mut out = Vec::with_capacity(len);
+    let mut buf = vec![0u8; CHUNK];
+    while out.len() < len {
+        let (n, fds) = fdpass::recv(sock.as_fd(), &mut buf)?;
+        if n == 0 {
+            return Err(UpgradeError::Message(format!(
+                "the old process closed after {} of {len} bytes of state",
+                out.len()
+            )));
+        }
+        if !fds.is_empty() {
+            return Err(UpgradeError::Message(
+                "descriptors where none belong".into(),
+            ));
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    if out.len() > len {
+        return Err(UpgradeError::Message(format!(
+            "{} bytes of state where {len} were offered",
+            out.len()
+        )));
+    }
+    Ok(out)
 }
 
 /// Receives one message: `None` when the peer closed.

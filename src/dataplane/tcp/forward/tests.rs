@@ -423,7 +423,8 @@ proptest::proptest! {
         let mut pipes = FakePipes::new(cap, if cap == 0 { 0 } else { 2 });
         let mut h = Half::new(mode);
         let (mut sr, mut dr) = (ready(), ready());
-        for step in 0..2000 {
+        // Every step has room for a byte at least: as many steps as bytes always do.
+        for step in 0..2000 + want.len() {
             dst.room.set(rooms[step % rooms.len()].max(1));
             dr.write = true;
             sr.read = true;
