@@ -14,6 +14,7 @@
 //! Slow work never runs on the task: reading and resolving a config and resolving
 //! backend host names run on tokio's blocking pool and come back as messages.
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,15 @@ pub type Reloaded = Result<String, ReloadError>;
 /// took.
 pub type Upgraded = Result<(u32, Duration), super::upgrade::UpgradeError>;
 
+/// What a drain needs: TCP connections and UDP flows open, the shutdown timeout,
+/// and after an upgrade where the workers hand their sessions (and the thread that
+/// sends them on, to wait for).
+pub type Drain = (
+    (usize, usize),
+    Duration,
+    Option<super::upgrade::task::Handing>,
+);
+
 /// What the control task is asked to do.
 #[derive(Debug)]
 pub enum Msg {
@@ -66,14 +76,17 @@ pub enum Msg {
     Loaded(Box<Result<(Config, Vec<SetAnswer>), ConfigError>>),
     /// A round of lookups (host names, backend sets) done off the task.
     Resolved(Box<Round>),
-    /// TCP connections and UDP flows open now and the shutdown timeout, for a drain.
-    Draining(oneshot::Sender<((usize, usize), Duration)>),
+    /// TCP connections and UDP flows open now and the shutdown timeout, for a drain;
+    /// after an upgrade, where the workers hand their sessions.
+    Draining(oneshot::Sender<Drain>),
     /// A worker stopped on its own (it panicked).
     WorkerFailed,
     /// Start the binary again and hand it the sockets (SIGUSR2, `POST /upgrade`).
     Upgrade(oneshot::Sender<Upgraded>),
     /// An upgrade finished, with whoever waits for it.
-    UpgradeDone(Box<(Upgraded, oneshot::Sender<Upgraded>)>),
+    UpgradeDone(Box<(Upgraded, oneshot::Sender<Upgraded>, Option<OwnedFd>)>),
+    /// Sessions the old process handed over (this one took over from it).
+    Adopt(Vec<crate::dataplane::handoff::Exported>),
     /// This process took over from an old one, in this long.
     TookOver(Duration),
 }
@@ -148,7 +161,7 @@ impl Handle {
     }
 
     /// Open TCP connections and UDP flows, and the shutdown timeout.
-    pub async fn draining(&self) -> Option<((usize, usize), Duration)> {
+    pub async fn draining(&self) -> Option<Drain> {
         self.ask(Msg::Draining).await
     }
 
@@ -272,13 +285,15 @@ fn handle(control: &mut Control, msg: Msg, policy: &watch::Sender<Policy>) {
             // The copies kept for an upgrade would keep the listening sockets open
             // (accepting handshakes nobody takes) once the workers close theirs.
             control.release_sockets();
-            let _ = reply.send((control.open(), control.config.shutdown_timeout));
+            let handing = control.hand_sessions_over();
+            let _ = reply.send((control.open(), control.config.shutdown_timeout, handing));
         }
         Msg::Upgrade(reply) => control.request_upgrade(reply),
         Msg::UpgradeDone(done) => {
-            let (result, reply) = *done;
-            control.on_upgrade_done(result, reply);
+            let (result, reply, channel) = *done;
+            control.on_upgrade_done(result, reply, channel);
         }
         Msg::TookOver(took) => control.took_over(took),
+        Msg::Adopt(sessions) => control.adopt_sessions(sessions),
     }
 }

@@ -372,7 +372,13 @@ fn run_with(mut config: Config, inherited: &mut Option<Inherited>) -> Result<(),
     // nothing here accepted anything: a process killed before it leaves nobody behind.
     let took_over = inherited.take().map(take_over);
     let mut workers = Vec::with_capacity(config.workers);
-    let epoch = std::time::Instant::now();
+    // Time zero well in the past: a session handed over by an upgrade started before
+    // this process did, and its start must still be a time on this clock.
+    let now = std::time::Instant::now();
+    let epoch = [30 * 86_400, 86_400, 3_600, 60]
+        .into_iter()
+        .find_map(|s| now.checked_sub(std::time::Duration::from_secs(s)))
+        .unwrap_or(now);
     let per_worker = per_worker.into_iter().zip(kernel_maps);
     for ((index, (listeners, kernel)), access_log) in per_worker.enumerate().zip(sinks) {
         workers.push(
@@ -420,8 +426,9 @@ fn run_with(mut config: Config, inherited: &mut Option<Inherited>) -> Result<(),
             (handle.clone(), closing),
         )?;
         notify::notify("READY=1\nSTATUS=serving");
-        if let Some(took) = took_over.flatten() {
+        if let Some((took, channel)) = took_over.flatten() {
             handle.upgraded_in(took).await;
+            upgrade::task::receive(channel, handle.clone());
         }
         signals::run(watch, workers, handle, logs, (upgraded, closing_tx)).await
     });
@@ -433,7 +440,7 @@ fn run_with(mut config: Config, inherited: &mut Option<Inherited>) -> Result<(),
 /// Tells the old process this one takes over (after the pause that
 /// `RINGWAY_TEST_UPGRADE_PAUSE_MS` asks for, in debug builds: the window in which the
 /// fault tests kill the new process); how long the hand-off took.
-fn take_over(inherited: Inherited) -> Option<std::time::Duration> {
+fn take_over(inherited: Inherited) -> Option<(std::time::Duration, std::os::fd::OwnedFd)> {
     if cfg!(debug_assertions) {
         if let Some(ms) = std::env::var("RINGWAY_TEST_UPGRADE_PAUSE_MS")
             .ok()
@@ -443,12 +450,12 @@ fn take_over(inherited: Inherited) -> Option<std::time::Duration> {
         }
     }
     match inherited.ready() {
-        Ok(took) => {
+        Ok((took, channel)) => {
             tracing::info!(
                 "upgrade: took over from the old process in {} ms",
                 took.as_millis()
             );
-            Some(took)
+            Some((took, channel))
         }
         Err(e) => {
             tracing::warn!("upgrade: could not tell the old process it may stop: {e}");

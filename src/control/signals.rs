@@ -190,18 +190,34 @@ pub async fn run(
             }
         }
     };
-    let ((tcp, udp), timeout) = control
-        .draining()
-        .await
-        .unwrap_or(((0, 0), crate::config::Tuning::DEFAULT_SHUTDOWN_TIMEOUT));
-    tracing::info!(
-        "{why}: no longer accepting; draining {tcp} TCP connection(s) and {udp} UDP flow(s) (TCP for up to {timeout:?}; a UDP flow cannot answer without its listener, so it ends now)"
-    );
+    let ((tcp, udp), timeout, handing) = control.draining().await.unwrap_or((
+        (0, 0),
+        crate::config::Tuning::DEFAULT_SHUTDOWN_TIMEOUT,
+        None,
+    ));
+    if handing.is_some() {
+        tracing::info!(
+            "{why}: no longer accepting; handing {tcp} TCP connection(s) to the new process (those still connecting once established, within {timeout:?}); {udp} UDP flow(s) end now"
+        );
+    } else {
+        tracing::info!(
+            "{why}: no longer accepting; draining {tcp} TCP connection(s) and {udp} UDP flow(s) (TCP for up to {timeout:?}; a UDP flow cannot answer without its listener, so it ends now)"
+        );
+    }
     notify("STOPPING=1");
     let deadline = Instant::now() + timeout;
+    let (export, sender) = match handing {
+        Some(h) => (Some(h.exporter), Some(h.sender)),
+        None => (None, None),
+    };
     for w in &workers {
-        let _ = w.send(Command::Drain { deadline });
+        let _ = w.send(Command::Drain {
+            deadline,
+            export: export.clone(),
+        });
     }
+    // The workers hold the only senders now: the hand-off ends when they stop.
+    drop(export);
     loop {
         tokio::select! {
             asked = watch.next() => match asked {
@@ -224,6 +240,15 @@ pub async fn run(
         .map(WorkerHandle::join)
         .filter(Result::is_err)
         .count();
+    if let Some(sender) = sender {
+        // Every worker has stopped: the last sessions are on their way.
+        if let Ok((n, took)) = sender.join() {
+            tracing::info!(
+                "handed {n} established TCP session(s) to the new process in {} ms",
+                took.as_millis()
+            );
+        }
+    }
     if let Some(e) = failed {
         return Err(e);
     }

@@ -65,7 +65,12 @@ pub enum Command {
     Drain {
         /// When to give up on open sessions.
         deadline: Instant,
+        /// An upgrade: hand every established session here instead of finishing it
+        /// (those still connecting go once established).
+        export: Option<super::handoff::Exporter>,
     },
+    /// Take over sessions another process handed over (an upgrade).
+    Adopt(Vec<super::handoff::Adopted>),
     /// Close every open TCP session to `backend` (`on_down = "close"`).
     CloseBackend {
         /// The backend.

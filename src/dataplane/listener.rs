@@ -161,6 +161,12 @@ impl ListenerShared {
         true
     }
 
+    /// Takes a slot whatever `max_connections` says (a session an upgrade handed
+    /// over was let in once already).
+    pub fn acquire(&self) {
+        self.active.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Gives back a slot taken by [`ListenerShared::try_acquire`].
     pub fn release(&self) {
         self.active.fetch_sub(1, Ordering::Relaxed);

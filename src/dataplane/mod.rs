@@ -22,6 +22,7 @@
 pub mod admission;
 mod budget;
 mod command;
+pub mod handoff;
 mod listener;
 pub mod load;
 pub mod passive;

@@ -38,6 +38,8 @@ pub(super) struct Worker {
     /// Time zero of [`Millis`] (the same for every worker).
     epoch: Instant,
     drain_deadline: Option<Millis>,
+    /// Draining for an upgrade: where established sessions go.
+    export: Option<super::handoff::Exporter>,
     /// Its share of file descriptors (the planes hold clones).
     budget: FdBudget,
 }
@@ -68,6 +70,7 @@ impl Worker {
             commands,
             epoch,
             drain_deadline: None,
+            export: None,
             budget,
         };
         if let Some(maps) = params.kernel {
@@ -115,6 +118,9 @@ impl Worker {
             self.udp.flush_replies();
             self.tcp.fire_timers(registry, now);
             self.udp.fire_timers(registry, now);
+            if let Some(export) = &self.export {
+                self.tcp.export(export, registry, now);
+            }
             if let Some(deadline) = self.drain_deadline {
                 if self.tcp.sessions() == 0 || now >= deadline {
                     break;
@@ -186,9 +192,14 @@ impl Worker {
     fn commands(&mut self, now: Millis) {
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
-                Command::Drain { deadline } => {
+                Command::Drain { deadline, export } => {
                     let registry = self.poll.registry();
                     self.tcp.close_listeners(registry, now);
+                    if let Some(export) = &export {
+                        let n = self.tcp.export(export, registry, now);
+                        tracing::debug!(worker = self.index, sessions = n, "handed over");
+                    }
+                    self.export = export;
                     // Without its listener socket a flow cannot reply: flows end now.
                     self.udp.close_all(registry, now);
                     let left = deadline.saturating_duration_since(Instant::now());
@@ -202,6 +213,12 @@ impl Worker {
                     }
                 }
                 Command::RemoveListener(shared) => self.remove_listener(&shared, now),
+                Command::Adopt(sessions) => {
+                    let registry = self.poll.registry();
+                    for a in sessions {
+                        self.tcp.adopt(a, registry, now);
+                    }
+                }
                 Command::FdBudget(limit) => {
                     tracing::debug!(
                         worker = self.index,

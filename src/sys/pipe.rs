@@ -40,6 +40,25 @@ impl Pipe {
         })
     }
 
+    /// Its two ends (read, write): to hand the pipe, with the bytes in it, to another
+    /// process.
+    pub fn into_fds(self) -> (OwnedFd, OwnedFd) {
+        (OwnedFd::from(self.read), OwnedFd::from(self.write))
+    }
+
+    /// The pipe whose ends [`Pipe::into_fds`] gave (in this process or another).
+    pub fn from_fds(read: OwnedFd, write: OwnedFd) -> io::Result<Pipe> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `write` is an open descriptor; F_GETPIPE_SZ takes no argument (and
+        // fails with EBADF on anything but a pipe).
+        let capacity = syscall!(fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ))? as usize;
+        Ok(Pipe {
+            read: File::from(read),
+            write: File::from(write),
+            capacity,
+        })
+    }
+
     /// Bytes the pipe can hold.
     pub fn capacity(&self) -> usize {
         self.capacity

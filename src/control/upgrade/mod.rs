@@ -22,7 +22,7 @@
 pub mod carry;
 pub mod new;
 pub mod old;
-mod task;
+pub(super) mod task;
 pub mod wire;
 
 use std::time::Duration;

@@ -5,8 +5,9 @@ use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use super::carry::State;
-use super::wire::{self, Answer, Kind, Offer, Offered, VERSION};
+use super::wire::{self, Answer, Batch, Kind, Offer, Offered, Taken, VERSION};
 use super::{UpgradeError, ENV};
+use crate::dataplane::handoff::{Exported, SessionState};
 use crate::sys::fdpass;
 
 /// What an old process handed this one.
@@ -97,15 +98,16 @@ impl Inherited {
         self.upgrades
     }
 
-    /// Tells the old process this one serves; the time since the offer came.
-    pub fn ready(self) -> Result<std::time::Duration, UpgradeError> {
+    /// Tells the old process this one serves; the time since the offer came, and
+    /// the channel its sessions come through next ([`receive_sessions`]).
+    pub fn ready(self) -> Result<(std::time::Duration, OwnedFd), UpgradeError> {
         wire::send(
             self.channel.as_fd(),
             &Answer::Ready {
                 pid: std::process::id(),
             },
         )?;
-        Ok(self.since.elapsed())
+        Ok((self.since.elapsed(), self.channel))
     }
 
     /// Tells the old process why this one will not serve.
@@ -117,4 +119,38 @@ impl Inherited {
             },
         );
     }
+}
+
+/// Takes the sessions the old process hands over after the answer, a batch at a
+/// time (each answered once its descriptors are here), giving each batch to `take`,
+/// until the old process closes the channel (it has stopped). How many, and how long
+/// from the answer to the last.
+pub fn receive_sessions(
+    channel: OwnedFd,
+    mut take: impl FnMut(Vec<Exported>),
+) -> Result<(usize, std::time::Duration), UpgradeError> {
+    let started = Instant::now();
+    let mut taken = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    while let Some(batch) = wire::recv_into::<Batch>(channel.as_fd(), &mut buf)? {
+        let total = batch.sessions.iter().map(SessionState::fds).sum();
+        let mut fds = wire::recv_fds(channel.as_fd(), total)?.into_iter();
+        let sessions: Vec<Exported> = batch
+            .sessions
+            .into_iter()
+            .map(|state| {
+                let fds = fds.by_ref().take(state.fds()).collect();
+                Exported { state, fds }
+            })
+            .collect();
+        wire::send(
+            channel.as_fd(),
+            &Taken {
+                sessions: sessions.len(),
+            },
+        )?;
+        taken += sessions.len();
+        take(sessions);
+    }
+    Ok((taken, started.elapsed()))
 }

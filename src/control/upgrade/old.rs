@@ -7,8 +7,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::wire::{self, Answer, Kind, Offer, Offered, VERSION};
+use std::sync::mpsc::Receiver;
+
+use super::wire::{self, Answer, Batch, Kind, Offer, Offered, Taken, VERSION};
 use super::{UpgradeError, DEADLINE, ENV};
+use crate::dataplane::handoff::Exported;
 use crate::sys::fdpass;
 
 /// How the binary was started, and the descriptors of `/metrics` and the admin API
@@ -30,6 +33,10 @@ pub struct Kit {
     pub stop: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
     /// What the processes before this one counted (`/metrics` goes on from there).
     pub carried: Option<std::sync::Arc<crate::metrics::carry::Offsets>>,
+    /// After an upgrade: the channel to the new process, for the sessions.
+    pub channel: Option<OwnedFd>,
+    /// The worker the next adopted session goes to.
+    pub next_worker: usize,
 }
 
 impl Kit {
@@ -54,6 +61,8 @@ impl Kit {
             last: None,
             stop: None,
             carried: None,
+            channel: None,
+            next_worker: 0,
         }
     }
 
@@ -130,7 +139,7 @@ pub fn hand_over(
     offer: &Offer,
     fds: &[OwnedFd],
     state: &[u8],
-) -> Result<(u32, Duration), UpgradeError> {
+) -> Result<(u32, Duration, OwnedFd), UpgradeError> {
     let started = Instant::now();
     let (ours, theirs) = fdpass::pair()?;
     fdpass::inheritable(theirs.as_fd())?;
@@ -159,7 +168,7 @@ pub fn hand_over(
         match wire::recv::<Answer>(ours.as_fd()) {
             Ok(Some(Answer::Ready { pid })) => {
                 child.keep();
-                return Ok((pid, started.elapsed()));
+                return Ok((pid, started.elapsed(), ours));
             }
             Ok(Some(Answer::Failed { why })) => {
                 child.wait();
@@ -232,4 +241,55 @@ impl Drop for Reaped {
             let _ = c.wait();
         }
     }
+}
+
+/// Sessions handed over per message (with up to six descriptors each: well under
+/// [`fdpass::MAX_FDS`] a message, and few in flight at once).
+const BATCH: usize = 32;
+
+/// ... and at most about this many bytes of state (bytes held in memory count).
+const BATCH_BYTES: usize = 64 << 10;
+
+/// After the new process took over: sends it every session the draining workers
+/// export (`sessions`), a batch at a time, each answered before the next (so few
+/// descriptors are ever in flight), until every worker has stopped; then closes the
+/// channel, which tells the new process there are no more. How many went, and how
+/// long from the first to the last.
+pub fn send_sessions(channel: OwnedFd, sessions: Receiver<Exported>) -> (usize, Duration) {
+    let started = Instant::now();
+    let mut sent = 0;
+    let _ = socket2::SockRef::from(&channel).set_read_timeout(Some(DEADLINE));
+    while let Ok(first) = sessions.recv() {
+        let weight = |e: &Exported| 512 + e.state.up.spill.len() + e.state.down.spill.len();
+        let mut bytes = weight(&first);
+        let mut batch = vec![first];
+        // A message must fit the socket's send buffer (about 200 KiB by default).
+        while batch.len() < BATCH && bytes < BATCH_BYTES {
+            match sessions.try_recv() {
+                Ok(s) => {
+                    bytes += weight(&s);
+                    batch.push(s);
+                }
+                Err(_) => break,
+            }
+        }
+        let n = batch.len();
+        let (states, fds): (Vec<_>, Vec<_>) = batch.into_iter().map(|e| (e.state, e.fds)).unzip();
+        let fds: Vec<OwnedFd> = fds.into_iter().flatten().collect();
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+        let done = wire::send(channel.as_fd(), &Batch { sessions: states })
+            .and_then(|()| wire::send_fds(channel.as_fd(), &borrowed))
+            .and_then(|()| match wire::recv_small::<Taken>(channel.as_fd())? {
+                Some(t) if t.sessions == n => Ok(()),
+                other => Err(UpgradeError::Message(format!(
+                    "{n} sessions sent, answer {other:?}"
+                ))),
+            });
+        if let Err(e) = done {
+            tracing::error!("handing sessions over failed after {sent}: {e}; the rest are closed");
+            break;
+        }
+        sent += n;
+    }
+    (sent, started.elapsed())
 }

@@ -1,18 +1,22 @@
 //! The control task's part of an upgrade: one at a time, built from the listeners it
 //! keeps, run off the task, counted, and announced to the signal task on success.
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use super::carry::State;
-use super::old::hand_over;
+use super::new::receive_sessions;
+use super::old::{hand_over, send_sessions};
 use super::wire::Kind;
 use super::UpgradeError;
 use crate::config::Protocol;
-use crate::control::actor::{Msg, Upgraded};
+use crate::control::actor::{Handle, Msg, Upgraded};
 use crate::control::core::Control;
+use crate::dataplane::handoff::{Adopted, Exported, Exporter};
+use crate::dataplane::Command;
 use crate::metrics::carry::NOT_FROM_TEXT;
 
 impl Control {
@@ -62,7 +66,11 @@ impl Control {
                     offer.state_bytes = bytes.len();
                     hand_over(command, &offer, &fds, &bytes)
                 });
-            me.send_blocking(Msg::UpgradeDone(Box::new((result, reply))));
+            let (result, channel) = match result {
+                Ok((pid, took, channel)) => (Ok((pid, took)), Some(channel)),
+                Err(e) => (Err(e), None),
+            };
+            me.send_blocking(Msg::UpgradeDone(Box::new((result, reply, channel))));
         });
     }
 
@@ -84,9 +92,15 @@ impl Control {
 
     /// An upgrade finished: counted and logged; on success the signal task is told,
     /// which stops accepting and drains (and no other upgrade starts here).
-    pub fn on_upgrade_done(&mut self, result: Upgraded, reply: oneshot::Sender<Upgraded>) {
+    pub fn on_upgrade_done(
+        &mut self,
+        result: Upgraded,
+        reply: oneshot::Sender<Upgraded>,
+        channel: Option<OwnedFd>,
+    ) {
         match &result {
             Ok((pid, took)) => {
+                self.upgrade.channel = channel;
                 self.upgrade.succeeded += 1;
                 self.upgrade.last = Some(*took);
                 tracing::info!(
@@ -123,5 +137,92 @@ impl Control {
         self.upgrade.succeeded += 1;
         self.upgrade.last = Some(took);
         self.publish_view(Instant::now());
+    }
+}
+
+/// Where draining workers hand their sessions after an upgrade, and the thread that
+/// sends them to the new process (it ends once every worker has stopped).
+#[derive(Debug)]
+pub struct Handing {
+    /// A clone for each worker's drain.
+    pub exporter: Exporter,
+    /// Sessions sent and how long it took, once done.
+    pub sender: std::thread::JoinHandle<(usize, Duration)>,
+}
+
+impl Control {
+    /// After an upgrade, the drain hands the sessions to the new process: the channel
+    /// to it and a thread that sends what the workers export. `None` without one.
+    pub fn hand_sessions_over(&mut self) -> Option<Handing> {
+        let channel = self.upgrade.channel.take()?;
+        let (exporter, sessions) = std::sync::mpsc::channel();
+        let sender = std::thread::Builder::new()
+            .name("ringway-handoff".into())
+            .spawn(move || send_sessions(channel, sessions));
+        match sender {
+            Ok(sender) => Some(Handing { exporter, sender }),
+            Err(e) => {
+                tracing::error!("cannot start handing sessions over ({e}): they drain here");
+                None
+            }
+        }
+    }
+
+    /// Sessions the old process handed over: each to a worker here (in turn), with
+    /// its listener and backend of this process, found by name, id and address. One
+    /// whose listener the new config does not have is closed.
+    pub fn adopt_sessions(&mut self, sessions: Vec<Exported>) {
+        let workers = self.workers.len().max(1);
+        let mut per_worker: Vec<Vec<Adopted>> = (0..workers).map(|_| Vec::new()).collect();
+        for exported in sessions {
+            let s = &exported.state;
+            let Some(l) = self
+                .listeners
+                .iter()
+                .find(|l| *l.config.name == *s.listener)
+            else {
+                tracing::warn!(listener = %s.listener, client = %s.client, "a handed-over session's listener is gone from the config: closing it");
+                continue;
+            };
+            let target = s.backend.as_ref().and_then(|(pool, id, addr)| {
+                let p = self.pools.iter().find(|p| p.config.name == *pool)?;
+                let b = &p.backends[p.backend_index(id)?];
+                (b.stats.addr == *addr).then(|| Arc::clone(&b.stats))
+            });
+            let i = self.upgrade.next_worker % workers;
+            self.upgrade.next_worker += 1;
+            per_worker[i].push(Adopted {
+                exported,
+                listener: Arc::clone(&l.shared),
+                target,
+            });
+        }
+        for (w, batch) in self.workers.iter().zip(per_worker) {
+            if !batch.is_empty() {
+                let _ = w.send(Command::Adopt(batch));
+            }
+        }
+    }
+}
+
+/// In the new process: takes the sessions the old one hands over, on a thread of
+/// its own, and gives them to the control task; logs how many came.
+pub fn receive(channel: OwnedFd, control: Handle) {
+    let spawned = std::thread::Builder::new()
+        .name("ringway-handoff".into())
+        .spawn(move || {
+            let result = receive_sessions(channel, |batch| {
+                control.send_blocking(Msg::Adopt(batch));
+            });
+            match result {
+                Ok((n, took)) => tracing::info!(
+                    "upgrade: the old process handed over {n} established TCP session(s) in {} ms",
+                    took.as_millis()
+                ),
+                Err(e) => tracing::error!("upgrade: taking sessions over failed: {e}"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("upgrade: cannot take sessions over ({e}): the old process drains them");
     }
 }

@@ -8,6 +8,8 @@
 //! 3. old -> new (version 2 on): the carried state ([`super::carry::State`]), JSON
 //!    in messages of at most [`CHUNK`] bytes, [`Offer::state_bytes`] in all.
 //! 4. new -> old: an [`Answer`].
+//! 5. old -> new (version 2 on): established sessions, a [`Batch`] and its descriptors
+//!    at a time, each answered ([`Taken`]), until the old process closes the channel.
 //!
 //! Versioned: [`VERSION`] is this binary's. A new process reads offers of its own
 //! version and older ones (fields added later have defaults); a version newer than it
@@ -18,6 +20,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use serde::{Deserialize, Serialize};
 
 use super::UpgradeError;
+use crate::dataplane::handoff::SessionState;
 use crate::sys::fdpass;
 
 /// The hand-off version this binary speaks.
@@ -92,6 +95,22 @@ pub enum Answer {
     },
 }
 
+/// old -> new, after the answer: established sessions (their descriptors follow, as
+/// many as [`SessionState::fds`] says for each, in order), until the old process
+/// closes the channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Batch {
+    /// The sessions.
+    pub sessions: Vec<SessionState>,
+}
+
+/// new -> old: a batch is taken (its descriptors are the new process's now).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Taken {
+    /// How many sessions.
+    pub sessions: usize,
+}
+
 /// Sends `value` as one message.
 pub fn send(sock: BorrowedFd<'_>, value: &impl Serialize) -> Result<(), UpgradeError> {
     let bytes = serde_json::to_vec(value).map_err(|e| UpgradeError::Message(e.to_string()))?;
@@ -145,8 +164,21 @@ pub fn recv_bytes(sock: impl AsFd, len: usize) -> Result<Vec<u8>, UpgradeError> 
 
 /// Receives one message: `None` when the peer closed.
 pub fn recv<T: for<'a> Deserialize<'a>>(sock: impl AsFd) -> Result<Option<T>, UpgradeError> {
-    let mut buf = vec![0u8; MAX_MESSAGE];
-    let (n, fds) = fdpass::recv(sock, &mut buf)?;
+    recv_into(sock, &mut vec![0u8; MAX_MESSAGE])
+}
+
+/// Receives one short message (an answer): `None` when the peer closed.
+pub fn recv_small<T: for<'a> Deserialize<'a>>(sock: impl AsFd) -> Result<Option<T>, UpgradeError> {
+    recv_into(sock, &mut [0u8; 4096])
+}
+
+/// Receives one message into `buf` (longer ones are an error): `None` when the peer
+/// closed.
+pub fn recv_into<T: for<'a> Deserialize<'a>>(
+    sock: impl AsFd,
+    buf: &mut [u8],
+) -> Result<Option<T>, UpgradeError> {
+    let (n, fds) = fdpass::recv(sock, buf)?;
     if n == 0 {
         return Ok(None);
     }

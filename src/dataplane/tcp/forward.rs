@@ -22,6 +22,7 @@
 
 use std::io;
 
+use crate::dataplane::handoff::{mode_name, mode_of, HalfState};
 pub use crate::dataplane::listener::Mode;
 
 /// Size of the scratch buffer used in copy mode; a read that fills it switches the
@@ -103,6 +104,16 @@ impl Ready {
     /// There is room to write (a connect just completed).
     pub fn set_writable(&mut self) {
         self.write = true;
+    }
+
+    /// May be readable and writable (a socket taken from another process: the calls
+    /// find out).
+    pub fn all() -> Ready {
+        Ready {
+            read: true,
+            write: true,
+            hup: false,
+        }
     }
 }
 
@@ -237,6 +248,54 @@ impl<P: Pipe> Half<P> {
             shut: false,
             active: false,
             bytes: 0,
+        }
+    }
+
+    /// Its state for another process, and its pipe (whose bytes are `pending`). Every
+    /// field is named: one added does not compile until it is carried.
+    pub fn export(self) -> (HalfState, Option<P>) {
+        let Half {
+            pipe,
+            pending,
+            spill,
+            mode,
+            splice,
+            eof,
+            shut,
+            active,
+            bytes,
+        } = self;
+        let state = HalfState {
+            pipe: pipe.is_some(),
+            pending,
+            spill: spill.bytes().to_vec(),
+            mode: mode_name(mode).to_string(),
+            splice,
+            eof,
+            shut,
+            active,
+            bytes,
+        };
+        (state, pipe)
+    }
+
+    /// The direction [`Half::export`] gave, with its pipe (`None` when it had none,
+    /// or it could not be taken: then its pending bytes are lost, which `pending`
+    /// says).
+    pub fn adopt(s: HalfState, pipe: Option<P>) -> Half<P> {
+        let mut spill = Spill::default();
+        spill.extend(&s.spill);
+        let pending = if pipe.is_some() { s.pending } else { 0 };
+        Half {
+            pipe,
+            pending,
+            spill,
+            mode: mode_of(&s.mode),
+            splice: s.splice,
+            eof: s.eof,
+            shut: s.shut,
+            active: s.active,
+            bytes: s.bytes,
         }
     }
 

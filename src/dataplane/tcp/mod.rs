@@ -258,6 +258,103 @@ impl TcpPlane {
         n
     }
 
+    /// Hands every session that can go to `exporter` (an upgrade: see
+    /// [`Session::export`]); returns how many went. Those that cannot yet (still
+    /// connecting, say) stay, and go at a later call.
+    pub fn export(
+        &mut self,
+        exporter: &crate::dataplane::handoff::Exporter,
+        registry: &Registry,
+        now: Millis,
+    ) -> usize {
+        let mut n = 0;
+        for key in self.sessions.keys_where(Session::exportable) {
+            let worker = self.worker;
+            let kernel = self.kernel.as_mut();
+            if !self
+                .sessions
+                .get_mut(key)
+                .is_some_and(|s| s.leave_kernel(kernel, worker))
+            {
+                // The kernel holds bytes of it now: at a later call.
+                continue;
+            }
+            let Some(s) = self.sessions.remove(key) else {
+                continue;
+            };
+            let shared = Arc::clone(s.listener());
+            let (client, admitted) = (s.client(), s.admitted());
+            let out = s.export(registry, (self.worker, now));
+            if let Some(a) = admitted {
+                let routing = shared.routing.load();
+                routing
+                    .params
+                    .admission
+                    .release(&shared.sources, a, client.ip(), now);
+            }
+            self.budget.give(SESSION_FDS);
+            // The receiver gone (the hand-off failed): the session is lost with it.
+            let _ = exporter.send(out);
+            n += 1;
+        }
+        n
+    }
+
+    /// Takes a session another process handed over: registered, counted, and run
+    /// once (its sockets may hold what arrived meanwhile).
+    pub fn adopt(
+        &mut self,
+        a: crate::dataplane::handoff::Adopted,
+        registry: &Registry,
+        now: Millis,
+    ) {
+        let shared = Arc::clone(&a.listener);
+        let client = a.exported.state.client;
+        // Held over any limit: it was admitted once already.
+        let admitted = if a.exported.state.admitted {
+            let routing = shared.routing.load();
+            routing
+                .params
+                .admission
+                .admit(&shared.sources, client.ip(), now)
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        shared.acquire();
+        let _ = self.budget.take(SESSION_FDS);
+        let worker = self.worker;
+        let inserted = self.sessions.insert_with(|k| {
+            let mut s = Session::adopt(a, admitted, (worker, now))?;
+            let (c, b) = s.sockets();
+            let both = mio::Interest::READABLE | mio::Interest::WRITABLE;
+            registry.register(c, token::token(Kind::Client, k), both)?;
+            if let Some(b) = b {
+                if let Err(e) = registry.register(b, token::token(Kind::Backend, k), both) {
+                    let _ = registry.deregister(c);
+                    return Err(e);
+                }
+            }
+            Ok(s)
+        });
+        match inserted {
+            Ok(key) => self.run_session(key, registry, now, |s, env| Some(s.drive(env))),
+            Err(e) => {
+                shared.release();
+                self.budget.give(SESSION_FDS);
+                if let Some(a) = admitted {
+                    let routing = shared.routing.load();
+                    routing
+                        .params
+                        .admission
+                        .release(&shared.sources, a, client.ip(), now);
+                }
+                tracing::warn!(listener = %shared.name, %client, "cannot take a session over: {e}");
+            }
+        }
+    }
+
     /// Closes every session (the drain deadline passed).
     pub fn close_all(&mut self, now: Millis) {
         for key in self.sessions.keys_where(|_| true) {

@@ -9,7 +9,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use mio::net::TcpStream;
@@ -22,6 +22,7 @@ use super::kernel::{JoinError, Maps, Pair};
 use super::pipes::PipePool;
 use crate::accesslog::{End, Proto, Reached, Record};
 use crate::dataplane::admission::{Admitted, Refused};
+use crate::dataplane::handoff::{Adopted, Exported, SessionState};
 use crate::dataplane::listener::{ListenerParams, ListenerShared, Mode};
 use crate::dataplane::load::{Claim, Grants};
 use crate::dataplane::stats::BackendStats;
@@ -355,6 +356,196 @@ impl Session {
     /// Whose EOF came first, once both directions are done.
     pub fn first_eof(&self) -> Option<Side> {
         self.first_eof
+    }
+
+    /// Established: it can be handed to another process (not while connecting).
+    pub fn exportable(&self) -> bool {
+        self.connecting.is_none() && self.backend.is_some() && !self.join_at_rest
+    }
+
+    /// Takes it from the kernel (`forward = "kernel"`) so that it can be handed
+    /// over: true unless the kernel holds bytes between its sockets now (a
+    /// destination that does not read), then it stays (see [`Maps::leave`]).
+    pub fn leave_kernel(&mut self, maps: Option<&mut Maps>, worker: usize) -> bool {
+        if self.kernel.is_none() {
+            return true;
+        }
+        let (Some(maps), Some(backend), Some(pair)) =
+            (maps, self.backend.as_ref(), self.kernel.as_deref())
+        else {
+            return false;
+        };
+        if !matches!(
+            maps.leave(pair, [self.client.as_fd(), backend.as_fd()]),
+            Ok(true)
+        ) {
+            return false;
+        }
+        // What the kernel moved is counted before its entries go.
+        self.count_kernel(Some(maps), worker);
+        if let Some(pair) = self.kernel.take() {
+            maps.forget(&pair);
+        }
+        true
+    }
+
+    /// Hands the session over (an upgrade), leaving nothing behind here: its sockets
+    /// leave the poll (and the kernel's sockhash), its counts here end (the listener's
+    /// and the backend's; the caller gives its per-source place and descriptors back),
+    /// and no log record is written (the new process writes it when it ends). Every
+    /// field is named: one added does not compile until it is carried or said not to
+    /// be. Only for an [`Session::exportable`] session the kernel has let go of
+    /// ([`Session::leave_kernel`]).
+    pub fn export(self, registry: &Registry, (worker, now): (usize, Millis)) -> Exported {
+        let Session {
+            listener,
+            client_addr,
+            mut client,
+            // Not carried: the new process looks at both sockets at once.
+            client_ready: _,
+            backend,
+            backend_ready: _,
+            // None: only an established session is exported.
+            connecting: _,
+            up,
+            down,
+            started,
+            last_active,
+            idle,
+            connect_ms,
+            retries,
+            first_eof,
+            target,
+            admitted,
+            // None: taken from the kernel first (`leave_kernel`); the new process
+            // forwards it itself.
+            kernel: _,
+            notes,
+            // False: only a session at rest is exported.
+            join_at_rest: _,
+            // Its timer here fires for nobody (the key is gone).
+            armed: _,
+        } = self;
+        let mut backend = backend.expect("an exported session is established");
+        let _ = registry.deregister(&mut client);
+        let _ = registry.deregister(&mut backend);
+        let (up, up_pipe) = up.export();
+        let (down, down_pipe) = down.export();
+        let (sni, failed) = match notes {
+            Some(n) => (
+                n.sni.map(|s| s.as_str().to_string()),
+                n.failed.iter().map(|f| f.to_string()).collect(),
+            ),
+            None => (None, Vec::new()),
+        };
+        let state = SessionState {
+            listener: listener.name.to_string(),
+            client: client_addr,
+            backend: target
+                .as_ref()
+                .map(|t| (t.pool.name.to_string(), t.id.to_string(), t.addr)),
+            age_ms: now.saturating_sub(started),
+            idle_ms: now.saturating_sub(last_active),
+            idle_timeout_ms: idle,
+            connect_ms,
+            retries,
+            first_eof: first_eof.map(|s| {
+                match s {
+                    Side::Client => "client",
+                    Side::Backend => "backend",
+                }
+                .to_string()
+            }),
+            admitted: admitted.is_some(),
+            sni,
+            failed,
+            up,
+            down,
+        };
+        if let Some(t) = &target {
+            t.counters.shard(worker).active.add(-1);
+        }
+        listener.release();
+        let mut fds = vec![OwnedFd::from(client), OwnedFd::from(backend)];
+        for p in [up_pipe, down_pipe].into_iter().flatten() {
+            let (r, w) = p.into_fds();
+            fds.extend([r, w]);
+        }
+        Exported { state, fds }
+    }
+
+    /// The session another process exported (`a`), established here: its sockets
+    /// registered under `key`'s tokens by the caller next, counted on its listener
+    /// and backend here, `admitted` in the per-source table. Call
+    /// [`Session::drive`] next: both sockets are taken as ready.
+    pub fn adopt(
+        a: Adopted,
+        admitted: Option<Admitted>,
+        (worker, now): (usize, Millis),
+    ) -> std::io::Result<Session> {
+        let Adopted {
+            exported: Exported { state: s, fds },
+            listener,
+            target,
+        } = a;
+        let mut fds = fds.into_iter();
+        let mut next = || {
+            fds.next()
+                .ok_or_else(|| std::io::Error::other("a session came with too few descriptors"))
+        };
+        let client = TcpStream::from(next()?);
+        let backend = TcpStream::from(next()?);
+        let mut pipe = |has: bool| -> std::io::Result<Option<Pipe>> {
+            if !has {
+                return Ok(None);
+            }
+            let (r, w) = (next()?, next()?);
+            Pipe::from_fds(r, w).map(Some)
+        };
+        let (up_pipe, down_pipe) = (pipe(s.up.pipe)?, pipe(s.down.pipe)?);
+        let target = target.map(Claim::new);
+        if let Some(t) = &target {
+            t.counters.shard(worker).active.add(1);
+        }
+        let notes = (s.sni.is_some() || !s.failed.is_empty()).then(|| {
+            Box::new(Notes {
+                sni: s.sni.as_deref().and_then(|n| ServerName::new(n.as_bytes())),
+                failed: s.failed.iter().map(|f| Arc::from(f.as_str())).collect(),
+            })
+        });
+        let ready = Ready::all();
+        Ok(Session {
+            listener,
+            client_addr: s.client,
+            client,
+            client_ready: ready,
+            backend: Some(backend),
+            backend_ready: ready,
+            connecting: None,
+            up: Half::adopt(s.up, up_pipe),
+            down: Half::adopt(s.down, down_pipe),
+            started: now.saturating_sub(s.age_ms),
+            last_active: now.saturating_sub(s.idle_ms),
+            idle: s.idle_timeout_ms,
+            connect_ms: s.connect_ms,
+            retries: s.retries,
+            first_eof: match s.first_eof.as_deref() {
+                Some("client") => Some(Side::Client),
+                Some("backend") => Some(Side::Backend),
+                _ => None,
+            },
+            target,
+            admitted,
+            kernel: None,
+            notes,
+            join_at_rest: false,
+            armed: Armed::default(),
+        })
+    }
+
+    /// Its sockets, to register an adopted session.
+    pub fn sockets(&mut self) -> (&mut TcpStream, Option<&mut TcpStream>) {
+        (&mut self.client, self.backend.as_mut())
     }
 
     /// Established to `backend`.

@@ -257,6 +257,31 @@ impl Maps {
         cookies.map(|c| self.peers.get(&c, 0).map(|v| v[1]).unwrap_or(0))
     }
 
+    /// Takes the session's sockets out of the sockhash if nothing is held between
+    /// them: the kernel forwards nothing more for them, and what they receive from
+    /// now on waits in their queues for a reader (an upgrade hands them to another
+    /// process). Both are gated first (`SO_RCVLOWAT`: the program sees nothing new),
+    /// then every byte the program moved must be in its destination's send queue;
+    /// if one is not (the destination is full), nothing changes and false says so.
+    /// The byte counts stay until [`Maps::forget`].
+    pub fn leave(&mut self, pair: &Pair, fds: [BorrowedFd<'_>; 2]) -> io::Result<bool> {
+        for fd in fds {
+            let rcvbuf = socket2::SockRef::from(&fd).recv_buffer_size()?;
+            let gate = i32::try_from(rcvbuf / 4).unwrap_or(i32::MAX).max(1);
+            crate::sys::sockopt::set_recv_lowat(fd, gate)?;
+        }
+        let delivered = pair.delivered(self.moved(pair.cookies()), fds);
+        if matches!(delivered, Ok(true)) {
+            for c in pair.cookies() {
+                let _ = self.socks.remove(&c);
+            }
+        }
+        for fd in fds {
+            crate::sys::sockopt::set_recv_lowat(fd, 1)?;
+        }
+        delivered
+    }
+
     /// Drops the session's entries (its sockets leave the sockhash when closed).
     pub fn forget(&mut self, pair: &Pair) {
         for c in pair.cookies() {

@@ -113,6 +113,19 @@ impl Pair {
         Ok(self.shut == [true; 2])
     }
 
+    /// Every byte the program moved each way (`moved`, as [`Pair::advance`] reads
+    /// it) is in its destination's send queue: none is held in the kernel between
+    /// the two sockets.
+    pub fn delivered(&self, moved: [u64; 2], fds: [BorrowedFd<'_>; 2]) -> io::Result<bool> {
+        for src in [CLIENT, BACKEND] {
+            let dst = 1 - src;
+            if queued(fds[dst])?.saturating_sub(self.base[dst]) < moved[src] {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// The last look found an EOF waiting for its direction's bytes.
     pub fn draining(&self) -> bool {
         self.draining > 0
