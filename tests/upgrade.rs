@@ -639,3 +639,114 @@ fn a_bulk_transfer_goes_over_with_the_bytes_in_flight() {
     assert_eq!(record["bytes_out"], TOTAL as u64, "{record}");
     assert!(record["duration_ms"].as_u64().unwrap() >= 300, "{record}");
 }
+
+/// UDP flows go over with an upgrade: each client's datagrams reach the same backend
+/// after it, from the same source address and port (the flow's own upstream socket
+/// went over), as stateful UDP (WireGuard, QUIC, games) needs; those sent while the
+/// upgrade is under way too (the new process reads none before the flows are in).
+#[test]
+fn udp_flows_go_over_with_their_backend_and_source_port() {
+    let names = ["a", "b", "c"];
+    let backends: Vec<UdpBackend> = names
+        .iter()
+        .map(|n| UdpBackend::spawn("127.0.0.1:0", n))
+        .collect();
+    let list: Vec<(SocketAddr, &str)> = backends
+        .iter()
+        .zip(names)
+        .map(|(b, n)| (b.addr, n))
+        .collect();
+    let (listen, admin) = (free_udp_addr(), free_addr());
+    let toml = with_tables(
+        &udp_config(listen, &list, "health = { check = \"none\" }"),
+        &ops_tables(free_addr(), admin, None),
+    );
+    let rw = start_udp(&toml, listen);
+    let _serving = Serving(admin);
+    assert!(eventually(Duration::from_secs(10), || serving_pid(admin).is_some()));
+    let clients: Vec<std::net::UdpSocket> = (0..12)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    // Which backend answers client `i`, and the source it saw the datagram from.
+    let seen = |i: usize, tag: &str| -> (String, SocketAddr) {
+        let msg = format!("{tag}{i:03}");
+        let reply = udp_ask(&clients[i], listen, msg.as_bytes()).expect("no reply");
+        let who = String::from_utf8_lossy(&reply)
+            .split('|')
+            .next()
+            .unwrap()
+            .to_string();
+        let b = &backends[names.iter().position(|n| *n == who).unwrap()];
+        let from = b
+            .sources
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(_, d)| d == msg.as_bytes())
+            .map(|(s, _)| *s);
+        (who, from.expect("the backend saw no such datagram"))
+    };
+    let before: Vec<_> = (0..clients.len()).map(|i| seen(i, "pre")).collect();
+    let spread: std::collections::HashSet<&String> = before.iter().map(|(w, _)| w).collect();
+    assert!(spread.len() > 1, "all flows on one backend: {before:?}");
+    let old = u64::from(rw.pid() as u32);
+    // Every client sends all along the upgrade.
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<std::net::UdpSocket> =
+        clients.iter().map(|c| c.try_clone().unwrap()).collect();
+    let stream = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs(20);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                for (i, c) in senders.iter().enumerate() {
+                    let _ = c.send_to(format!("mid{i:03}").as_bytes(), listen);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    upgrade(admin, &rw);
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    stream.join().unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || gone(old)),
+        "old process still runs"
+    );
+    // The replies to the stream are not wanted.
+    for c in &clients {
+        c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut buf = [0u8; 256];
+        while c.recv_from(&mut buf).is_ok() {}
+    }
+    for (i, (_, src)) in before.iter().enumerate() {
+        let msg = format!("mid{i:03}");
+        let froms: std::collections::HashSet<SocketAddr> = backends
+            .iter()
+            .flat_map(|b| {
+                b.sources
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(_, d)| d == msg.as_bytes())
+                    .map(|(s, _)| *s)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(
+            froms,
+            [*src].into_iter().collect(),
+            "client {i}: datagrams sent during the upgrade came from another source"
+        );
+    }
+    let after: Vec<_> = (0..clients.len()).map(|i| seen(i, "post")).collect();
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        assert_eq!(
+            b, a,
+            "client {i}: backend or upstream source changed across the upgrade"
+        );
+    }
+}

@@ -85,8 +85,9 @@ pub enum Msg {
     Upgrade(oneshot::Sender<Upgraded>),
     /// An upgrade finished, with whoever waits for it.
     UpgradeDone(Box<(Upgraded, oneshot::Sender<Upgraded>, Option<OwnedFd>)>),
-    /// Sessions the old process handed over (this one took over from it).
-    Adopt(Vec<crate::dataplane::handoff::Exported>),
+    /// Sessions and flows the old process handed over (this one took over from it),
+    /// and whether every flow has come.
+    Adopt(Vec<crate::dataplane::handoff::Exported>, bool),
     /// This process took over from an old one, in this long.
     TookOver(Duration),
 }
@@ -294,6 +295,6 @@ fn handle(control: &mut Control, msg: Msg, policy: &watch::Sender<Policy>) {
             control.on_upgrade_done(result, reply, channel);
         }
         Msg::TookOver(took) => control.took_over(took),
-        Msg::Adopt(sessions) => control.adopt_sessions(sessions),
+        Msg::Adopt(handed, flows_done) => control.adopt_sessions(handed, flows_done),
     }
 }

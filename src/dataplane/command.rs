@@ -56,6 +56,9 @@ pub struct WorkerParams {
     pub epoch: Instant,
     /// Its handles on the kernel-forwarding maps, when the program is loaded.
     pub kernel: Option<super::tcp::kernel::Maps>,
+    /// Started by an upgrade: its UDP listeners are not read until
+    /// [`Command::StartUdp`] (the old process's flows come first).
+    pub hold_udp: bool,
 }
 
 /// Messages from the control plane.
@@ -69,8 +72,10 @@ pub enum Command {
         /// (those still connecting go once established).
         export: Option<super::handoff::Exporter>,
     },
-    /// Take over sessions another process handed over (an upgrade).
+    /// Take over sessions and flows another process handed over (an upgrade).
     Adopt(Vec<super::handoff::Adopted>),
+    /// Start reading the UDP listeners held at start (`WorkerParams::hold_udp`).
+    StartUdp,
     /// Close every open TCP session to `backend` (`on_down = "close"`).
     CloseBackend {
         /// The backend.

@@ -1,6 +1,7 @@
 //! What a worker hands to another process in an upgrade, and takes from one: its
 //! established TCP sessions, as data ([`SessionState`]) and descriptors (both sockets,
-//! and each direction's pipe with the bytes in it).
+//! and each direction's pipe with the bytes in it), and its UDP flows ([`FlowState`]
+//! and the flow's connected upstream socket, so the backend sees the same source).
 //!
 //! The data is the session's whole state, field by field (`Session::export` names
 //! every field of a session, so one added later does not compile until it is carried
@@ -17,17 +18,114 @@ use serde::{Deserialize, Serialize};
 use super::listener::{ListenerShared, Mode};
 use super::stats::BackendStats;
 
-/// Where a draining worker sends the sessions it hands over.
-pub type Exporter = std::sync::mpsc::Sender<Exported>;
+/// Where a draining worker sends what it hands over.
+pub type Exporter = std::sync::mpsc::Sender<Handed>;
 
-/// One session on its way out: its state and its descriptors, in the order
-/// [`SessionState::fds`] says.
+/// What goes through an [`Exporter`].
+#[derive(Debug)]
+pub enum Handed {
+    /// A session or a flow.
+    One(Box<Exported>),
+    /// The worker has handed over all its flows (they go at once, sessions as they
+    /// are established).
+    FlowsDone,
+}
+
+/// A session or a flow on its way out: its state and its descriptors, in the order
+/// [`State::fds`] says.
 #[derive(Debug)]
 pub struct Exported {
     /// Its state.
-    pub state: SessionState,
-    /// Client socket, backend socket, then each pipe's read and write ends.
+    pub state: State,
+    /// A session: client socket, backend socket, then each pipe's read and write
+    /// ends. A flow: its upstream socket.
     pub fds: Vec<OwnedFd>,
+}
+
+/// A session's or a flow's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// An established TCP session.
+    Session(SessionState),
+    /// A UDP flow.
+    Flow(FlowState),
+}
+
+impl State {
+    /// How many descriptors go with it.
+    pub fn fds(&self) -> usize {
+        match self {
+            State::Session(s) => s.fds(),
+            State::Flow(_) => 1,
+        }
+    }
+
+    /// Its listener's name.
+    pub fn listener(&self) -> &str {
+        match self {
+            State::Session(s) => &s.listener,
+            State::Flow(f) => &f.listener,
+        }
+    }
+
+    /// Its client.
+    pub fn client(&self) -> SocketAddr {
+        match self {
+            State::Session(s) => s.client,
+            State::Flow(f) => f.client,
+        }
+    }
+
+    /// Its backend: pool, id, address.
+    pub fn backend(&self) -> Option<&(String, String, SocketAddr)> {
+        match self {
+            State::Session(s) => s.backend.as_ref(),
+            State::Flow(f) => Some(&f.backend),
+        }
+    }
+
+    /// Bytes of it held in memory (what makes a message long).
+    pub fn held(&self) -> usize {
+        match self {
+            State::Session(s) => s.up.spill.len() + s.down.spill.len(),
+            State::Flow(_) => 0,
+        }
+    }
+}
+
+/// A UDP flow's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowState {
+    /// Its listener's name.
+    pub listener: String,
+    /// The client.
+    pub client: SocketAddr,
+    /// The local address the client reached (wildcard listeners only).
+    pub local: Option<std::net::IpAddr>,
+    /// The worker that had it: the listener socket its datagrams arrive on is that
+    /// worker's.
+    pub worker: usize,
+    /// Its backend: pool, id, address.
+    pub backend: (String, String, SocketAddr),
+    /// Since when it is open (ms ago).
+    pub age_ms: u64,
+    /// Since when it is idle (ms ago).
+    pub idle_ms: u64,
+    /// Datagrams forwarded and replies sent back since its backend last changed.
+    pub sent: u64,
+    /// ...
+    pub replies: u64,
+    /// Over its life: datagrams in and out.
+    pub datagrams: (u64, u64),
+    /// ... and bytes.
+    pub bytes: (u64, u64),
+    /// It holds a place in its listener's per-source table.
+    pub admitted: bool,
+    /// The server name its QUIC Initial asked for.
+    pub sni: Option<String>,
+    /// Its backend answered ICMP port unreachable.
+    pub refused: bool,
 }
 
 /// One session on its way in: what was exported, and the listener and backend of

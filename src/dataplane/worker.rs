@@ -77,7 +77,7 @@ impl Worker {
             worker.tcp.set_kernel(maps);
         }
         for l in params.listeners {
-            worker.add_listener(l)?;
+            worker.add_listener(l, params.hold_udp)?;
         }
         Ok((worker, waker))
     }
@@ -175,11 +175,11 @@ impl Worker {
         }
     }
 
-    fn add_listener(&mut self, l: WorkerListener) -> io::Result<()> {
+    fn add_listener(&mut self, l: WorkerListener, hold_udp: bool) -> io::Result<()> {
         let registry = self.poll.registry();
         match l.socket {
             BoundSocket::Tcp(s) => self.tcp.add_listener(s, l.shared, registry),
-            BoundSocket::Udp(s) => self.udp.add_listener(s, l.shared, registry),
+            BoundSocket::Udp(s) => self.udp.add_listener(s, l.shared, registry, hold_udp),
         }
     }
 
@@ -197,10 +197,18 @@ impl Worker {
                     self.tcp.close_listeners(registry, now);
                     if let Some(export) = &export {
                         let n = self.tcp.export(export, registry, now);
-                        tracing::debug!(worker = self.index, sessions = n, "handed over");
+                        let f = self.udp.export(export, registry, now);
+                        let _ = export.send(super::handoff::Handed::FlowsDone);
+                        tracing::debug!(
+                            worker = self.index,
+                            sessions = n,
+                            flows = f,
+                            "handed over"
+                        );
                     }
                     self.export = export;
-                    // Without its listener socket a flow cannot reply: flows end now.
+                    // Without its listener socket a flow cannot reply: flows end now
+                    // (unless handed over just above).
                     self.udp.close_all(registry, now);
                     let left = deadline.saturating_duration_since(Instant::now());
                     self.drain_deadline = Some(now + millis(left));
@@ -208,15 +216,19 @@ impl Worker {
                 }
                 Command::AddListener(l) => {
                     let name = l.shared.name.clone();
-                    if let Err(e) = self.add_listener(l) {
+                    if let Err(e) = self.add_listener(l, false) {
                         tracing::error!(worker = self.index, listener = %name, "cannot add listener: {e}");
                     }
                 }
                 Command::RemoveListener(shared) => self.remove_listener(&shared, now),
-                Command::Adopt(sessions) => {
+                Command::StartUdp => self.udp.start_held(self.poll.registry()),
+                Command::Adopt(handed) => {
                     let registry = self.poll.registry();
-                    for a in sessions {
-                        self.tcp.adopt(a, registry, now);
+                    for a in handed {
+                        match a.exported.state {
+                            super::handoff::State::Session(_) => self.tcp.adopt(a, registry, now),
+                            super::handoff::State::Flow(_) => self.udp.adopt(a, registry, now),
+                        }
                     }
                 }
                 Command::FdBudget(limit) => {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::carry::State;
 use super::wire::{self, Answer, Batch, Kind, Offer, Offered, Taken, VERSION};
 use super::{UpgradeError, ENV};
-use crate::dataplane::handoff::{Exported, SessionState};
+use crate::dataplane::handoff::{Exported, State as Item};
 use crate::sys::fdpass;
 
 /// What an old process handed this one.
@@ -121,36 +121,31 @@ impl Inherited {
     }
 }
 
-/// Takes the sessions the old process hands over after the answer, a batch at a
-/// time (each answered once its descriptors are here), giving each batch to `take`,
-/// until the old process closes the channel (it has stopped). How many, and how long
-/// from the answer to the last.
+/// Takes the sessions and flows the old process hands over after the answer, a
+/// batch at a time (each answered once its descriptors are here), giving each batch
+/// to `take` with whether every flow has come, until the old process closes the
+/// channel (it has stopped). How many, and how long from the answer to the last.
 pub fn receive_sessions(
     channel: OwnedFd,
-    mut take: impl FnMut(Vec<Exported>),
+    mut take: impl FnMut(Vec<Exported>, bool),
 ) -> Result<(usize, std::time::Duration), UpgradeError> {
     let started = Instant::now();
     let mut taken = 0;
     let mut buf = vec![0u8; 1 << 20];
     while let Some(batch) = wire::recv_into::<Batch>(channel.as_fd(), &mut buf)? {
-        let total = batch.sessions.iter().map(SessionState::fds).sum();
+        let total = batch.items.iter().map(Item::fds).sum();
         let mut fds = wire::recv_fds(channel.as_fd(), total)?.into_iter();
-        let sessions: Vec<Exported> = batch
-            .sessions
+        let items: Vec<Exported> = batch
+            .items
             .into_iter()
             .map(|state| {
                 let fds = fds.by_ref().take(state.fds()).collect();
                 Exported { state, fds }
             })
             .collect();
-        wire::send(
-            channel.as_fd(),
-            &Taken {
-                sessions: sessions.len(),
-            },
-        )?;
-        taken += sessions.len();
-        take(sessions);
+        wire::send(channel.as_fd(), &Taken { items: items.len() })?;
+        taken += items.len();
+        take(items, batch.flows_done);
     }
     Ok((taken, started.elapsed()))
 }

@@ -11,7 +11,7 @@ use std::sync::mpsc::Receiver;
 
 use super::wire::{self, Answer, Batch, Kind, Offer, Offered, Taken, VERSION};
 use super::{UpgradeError, DEADLINE, ENV};
-use crate::dataplane::handoff::Exported;
+use crate::dataplane::handoff::{Exported, Handed};
 use crate::sys::fdpass;
 
 /// How the binary was started, and the descriptors of `/metrics` and the admin API
@@ -37,6 +37,8 @@ pub struct Kit {
     pub channel: Option<OwnedFd>,
     /// The worker the next adopted session goes to.
     pub next_worker: usize,
+    /// Started by an upgrade: the UDP listeners are read (every flow has come).
+    pub udp_started: bool,
 }
 
 impl Kit {
@@ -63,6 +65,7 @@ impl Kit {
             carried: None,
             channel: None,
             next_worker: 0,
+            udp_started: false,
         }
     }
 
@@ -250,46 +253,70 @@ const BATCH: usize = 32;
 /// ... and at most about this many bytes of state (bytes held in memory count).
 const BATCH_BYTES: usize = 64 << 10;
 
-/// After the new process took over: sends it every session the draining workers
-/// export (`sessions`), a batch at a time, each answered before the next (so few
-/// descriptors are ever in flight), until every worker has stopped; then closes the
-/// channel, which tells the new process there are no more. How many went, and how
-/// long from the first to the last.
-pub fn send_sessions(channel: OwnedFd, sessions: Receiver<Exported>) -> (usize, Duration) {
+/// After the new process took over: sends it every session and flow the draining
+/// workers export (`handed`), a batch at a time, each answered before the next (so
+/// few descriptors are ever in flight), until every worker has stopped; then closes
+/// the channel, which tells the new process there are no more. Once each of the
+/// `workers` has sent its flows, the batch says so (the new process then reads its
+/// UDP listeners). How many went, and how long from the first to the last.
+pub fn send_sessions(
+    channel: OwnedFd,
+    handed: Receiver<Handed>,
+    workers: usize,
+) -> (usize, Duration) {
     let started = Instant::now();
     let mut sent = 0;
+    let mut flows_done = 0;
+    let mut told = false;
     let _ = socket2::SockRef::from(&channel).set_read_timeout(Some(DEADLINE));
-    while let Ok(first) = sessions.recv() {
-        let weight = |e: &Exported| 512 + e.state.up.spill.len() + e.state.down.spill.len();
-        let mut bytes = weight(&first);
-        let mut batch = vec![first];
+    let mut next = handed.recv().ok();
+    while let Some(first) = next.take() {
+        let mut batch: Vec<Exported> = Vec::new();
+        let mut bytes = 0;
+        let mut h = Some(first);
         // A message must fit the socket's send buffer (about 200 KiB by default).
-        while batch.len() < BATCH && bytes < BATCH_BYTES {
-            match sessions.try_recv() {
-                Ok(s) => {
-                    bytes += weight(&s);
-                    batch.push(s);
+        while let Some(one) = h.take() {
+            match one {
+                Handed::One(e) => {
+                    bytes += 512 + e.state.held();
+                    batch.push(*e);
                 }
-                Err(_) => break,
+                Handed::FlowsDone => flows_done += 1,
+            }
+            if batch.len() < BATCH && bytes < BATCH_BYTES {
+                h = handed.try_recv().ok();
             }
         }
+        let done = flows_done >= workers && !told;
+        if batch.is_empty() && !done {
+            next = handed.recv().ok();
+            continue;
+        }
+        told |= done;
         let n = batch.len();
-        let (states, fds): (Vec<_>, Vec<_>) = batch.into_iter().map(|e| (e.state, e.fds)).unzip();
+        let (items, fds): (Vec<_>, Vec<_>) = batch.into_iter().map(|e| (e.state, e.fds)).unzip();
         let fds: Vec<OwnedFd> = fds.into_iter().flatten().collect();
         let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-        let done = wire::send(channel.as_fd(), &Batch { sessions: states })
-            .and_then(|()| wire::send_fds(channel.as_fd(), &borrowed))
-            .and_then(|()| match wire::recv_small::<Taken>(channel.as_fd())? {
-                Some(t) if t.sessions == n => Ok(()),
-                other => Err(UpgradeError::Message(format!(
-                    "{n} sessions sent, answer {other:?}"
-                ))),
-            });
-        if let Err(e) = done {
+        let result = wire::send(
+            channel.as_fd(),
+            &Batch {
+                items,
+                flows_done: done,
+            },
+        )
+        .and_then(|()| wire::send_fds(channel.as_fd(), &borrowed))
+        .and_then(|()| match wire::recv_small::<Taken>(channel.as_fd())? {
+            Some(t) if t.items == n => Ok(()),
+            other => Err(UpgradeError::Message(format!(
+                "{n} sessions and flows sent, answer {other:?}"
+            ))),
+        });
+        if let Err(e) = result {
             tracing::error!("handing sessions over failed after {sent}: {e}; the rest are closed");
             break;
         }
         sent += n;
+        next = handed.recv().ok();
     }
     (sent, started.elapsed())
 }

@@ -15,7 +15,7 @@ use super::UpgradeError;
 use crate::config::Protocol;
 use crate::control::actor::{Handle, Msg, Upgraded};
 use crate::control::core::Control;
-use crate::dataplane::handoff::{Adopted, Exported, Exporter};
+use crate::dataplane::handoff::{Adopted, Exported, Exporter, State as Item};
 use crate::dataplane::Command;
 use crate::metrics::carry::NOT_FROM_TEXT;
 
@@ -155,10 +155,11 @@ impl Control {
     /// to it and a thread that sends what the workers export. `None` without one.
     pub fn hand_sessions_over(&mut self) -> Option<Handing> {
         let channel = self.upgrade.channel.take()?;
-        let (exporter, sessions) = std::sync::mpsc::channel();
+        let (exporter, handed) = std::sync::mpsc::channel();
+        let workers = self.workers.len();
         let sender = std::thread::Builder::new()
             .name("ringway-handoff".into())
-            .spawn(move || send_sessions(channel, sessions));
+            .spawn(move || send_sessions(channel, handed, workers));
         match sender {
             Ok(sender) => Some(Handing { exporter, sender }),
             Err(e) => {
@@ -171,26 +172,33 @@ impl Control {
     /// Sessions the old process handed over: each to a worker here (in turn), with
     /// its listener and backend of this process, found by name, id and address. One
     /// whose listener the new config does not have is closed.
-    pub fn adopt_sessions(&mut self, sessions: Vec<Exported>) {
+    pub fn adopt_sessions(&mut self, handed: Vec<Exported>, flows_done: bool) {
         let workers = self.workers.len().max(1);
         let mut per_worker: Vec<Vec<Adopted>> = (0..workers).map(|_| Vec::new()).collect();
-        for exported in sessions {
+        for exported in handed {
             let s = &exported.state;
             let Some(l) = self
                 .listeners
                 .iter()
-                .find(|l| *l.config.name == *s.listener)
+                .find(|l| *l.config.name == *s.listener())
             else {
-                tracing::warn!(listener = %s.listener, client = %s.client, "a handed-over session's listener is gone from the config: closing it");
+                tracing::warn!(listener = %s.listener(), client = %s.client(), "a handed-over session's or flow's listener is gone from the config: closing it");
                 continue;
             };
-            let target = s.backend.as_ref().and_then(|(pool, id, addr)| {
+            let target = s.backend().and_then(|(pool, id, addr)| {
                 let p = self.pools.iter().find(|p| p.config.name == *pool)?;
                 let b = &p.backends[p.backend_index(id)?];
                 (b.stats.addr == *addr).then(|| Arc::clone(&b.stats))
             });
-            let i = self.upgrade.next_worker % workers;
-            self.upgrade.next_worker += 1;
+            // A flow goes to the worker that reads the listener socket its
+            // datagrams arrive on; a session to any.
+            let i = match s {
+                Item::Flow(f) => f.worker % workers,
+                Item::Session(_) => {
+                    self.upgrade.next_worker += 1;
+                    self.upgrade.next_worker % workers
+                }
+            };
             per_worker[i].push(Adopted {
                 exported,
                 listener: Arc::clone(&l.shared),
@@ -202,6 +210,11 @@ impl Control {
                 let _ = w.send(Command::Adopt(batch));
             }
         }
+        if flows_done && !std::mem::replace(&mut self.upgrade.udp_started, true) {
+            for w in &self.workers {
+                let _ = w.send(Command::StartUdp);
+            }
+        }
     }
 }
 
@@ -211,9 +224,11 @@ pub fn receive(channel: OwnedFd, control: Handle) {
     let spawned = std::thread::Builder::new()
         .name("ringway-handoff".into())
         .spawn(move || {
-            let result = receive_sessions(channel, |batch| {
-                control.send_blocking(Msg::Adopt(batch));
+            let result = receive_sessions(channel, |batch, flows_done| {
+                control.send_blocking(Msg::Adopt(batch, flows_done));
             });
+            // Whatever happened, the UDP listeners are read from now on.
+            control.send_blocking(Msg::Adopt(Vec::new(), true));
             match result {
                 Ok((n, took)) => tracing::info!(
                     "upgrade: the old process handed over {n} established TCP session(s) in {} ms",

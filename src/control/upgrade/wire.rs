@@ -8,8 +8,9 @@
 //! 3. old -> new (version 2 on): the carried state ([`super::carry::State`]), JSON
 //!    in messages of at most [`CHUNK`] bytes, [`Offer::state_bytes`] in all.
 //! 4. new -> old: an [`Answer`].
-//! 5. old -> new (version 2 on): established sessions, a [`Batch`] and its descriptors
-//!    at a time, each answered ([`Taken`]), until the old process closes the channel.
+//! 5. old -> new (version 2 on): established sessions and UDP flows, a [`Batch`] and
+//!    its descriptors at a time, each answered ([`Taken`]), until the old process
+//!    closes the channel.
 //!
 //! Versioned: [`VERSION`] is this binary's. A new process reads offers of its own
 //! version and older ones (fields added later have defaults); a version newer than it
@@ -20,7 +21,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use serde::{Deserialize, Serialize};
 
 use super::UpgradeError;
-use crate::dataplane::handoff::SessionState;
+use crate::dataplane::handoff::State;
 use crate::sys::fdpass;
 
 /// The hand-off version this binary speaks.
@@ -95,20 +96,23 @@ pub enum Answer {
     },
 }
 
-/// old -> new, after the answer: established sessions (their descriptors follow, as
-/// many as [`SessionState::fds`] says for each, in order), until the old process
-/// closes the channel.
+/// old -> new, after the answer: established sessions and UDP flows (their
+/// descriptors follow, as many as [`State::fds`] says for each, in order), until the
+/// old process closes the channel.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Batch {
-    /// The sessions.
-    pub sessions: Vec<SessionState>,
+    /// The sessions and flows.
+    pub items: Vec<State>,
+    /// Every flow has been sent (the new process may read its UDP listeners now).
+    #[serde(default)]
+    pub flows_done: bool,
 }
 
 /// new -> old: a batch is taken (its descriptors are the new process's now).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Taken {
-    /// How many sessions.
-    pub sessions: usize,
+    /// How many sessions and flows.
+    pub items: usize,
 }
 
 /// Sends `value` as one message.

@@ -294,7 +294,7 @@ impl TcpPlane {
             }
             self.budget.give(SESSION_FDS);
             // The receiver gone (the hand-off failed): the session is lost with it.
-            let _ = exporter.send(out);
+            let _ = exporter.send(crate::dataplane::handoff::Handed::One(Box::new(out)));
             n += 1;
         }
         n
@@ -309,9 +309,13 @@ impl TcpPlane {
         now: Millis,
     ) {
         let shared = Arc::clone(&a.listener);
-        let client = a.exported.state.client;
+        let client = a.exported.state.client();
+        let was_admitted = match &a.exported.state {
+            crate::dataplane::handoff::State::Session(s) => s.admitted,
+            crate::dataplane::handoff::State::Flow(_) => return,
+        };
         // Held over any limit: it was admitted once already.
-        let admitted = if a.exported.state.admitted {
+        let admitted = if was_admitted {
             let routing = shared.routing.load();
             routing
                 .params

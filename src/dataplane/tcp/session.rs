@@ -22,7 +22,7 @@ use super::kernel::{JoinError, Maps, Pair};
 use super::pipes::PipePool;
 use crate::accesslog::{End, Proto, Reached, Record};
 use crate::dataplane::admission::{Admitted, Refused};
-use crate::dataplane::handoff::{Adopted, Exported, SessionState};
+use crate::dataplane::handoff::{Adopted, Exported, SessionState, State};
 use crate::dataplane::listener::{ListenerParams, ListenerShared, Mode};
 use crate::dataplane::load::{Claim, Grants};
 use crate::dataplane::stats::BackendStats;
@@ -471,7 +471,10 @@ impl Session {
             let (r, w) = p.into_fds();
             fds.extend([r, w]);
         }
-        Exported { state, fds }
+        Exported {
+            state: State::Session(state),
+            fds,
+        }
     }
 
     /// The session another process exported (`a`), established here: its sockets
@@ -484,10 +487,13 @@ impl Session {
         (worker, now): (usize, Millis),
     ) -> std::io::Result<Session> {
         let Adopted {
-            exported: Exported { state: s, fds },
+            exported: Exported { state, fds },
             listener,
             target,
         } = a;
+        let State::Session(s) = state else {
+            return Err(std::io::Error::other("not a session"));
+        };
         let mut fds = fds.into_iter();
         let mut next = || {
             fds.next()

@@ -5,13 +5,14 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 
 use crate::accesslog::{End, Proto, Reached, Record};
 use crate::dataplane::admission::Admitted;
+use crate::dataplane::handoff::{Exported, FlowState, State};
 use crate::dataplane::listener::Routing;
 use crate::dataplane::load::Claim;
 use crate::dataplane::stats::BackendStats;
@@ -113,6 +114,102 @@ impl Flow {
             refused: false,
             armed: Armed::default(),
         }
+    }
+
+    /// Hands the flow over (an upgrade): its upstream socket leaves the poll and goes
+    /// with its state; the caller ends its counts here. Every field is named: one
+    /// added does not compile until it is carried or said not to be.
+    pub fn export(
+        self,
+        registry: &Registry,
+        (listener, worker, now): (&str, usize, Millis),
+    ) -> Exported {
+        let Flow {
+            // The new process's own key for the listener of this name.
+            listener: _,
+            client,
+            local,
+            mut socket,
+            // Positions in this process's routing: the new one finds its backend by
+            // identity at the first datagram.
+            slot: _,
+            backend: _,
+            target,
+            epoch: _,
+            started,
+            last_active,
+            sent,
+            replies,
+            datagrams,
+            bytes,
+            admitted,
+            sni,
+            refused,
+            // Its timer here fires for nobody (the key is gone).
+            armed: _,
+        } = self;
+        let _ = registry.deregister(&mut socket);
+        let state = FlowState {
+            listener: listener.to_string(),
+            client,
+            local,
+            worker,
+            backend: (
+                target.pool.name.to_string(),
+                target.id.to_string(),
+                target.addr,
+            ),
+            age_ms: now.saturating_sub(started),
+            idle_ms: now.saturating_sub(last_active),
+            sent,
+            replies,
+            datagrams,
+            bytes,
+            admitted: admitted.is_some(),
+            sni: sni.map(|s| s.as_str().to_string()),
+            refused,
+        };
+        Exported {
+            state: State::Flow(state),
+            fds: vec![OwnedFd::from(std::net::UdpSocket::from(socket))],
+        }
+    }
+
+    /// The flow another process exported (`f`, with its socket), on listener `key`
+    /// here, to `target`; `admitted` in the per-source table. The caller registers
+    /// its socket. Its backend is checked against the routing at its next datagram.
+    pub fn adopt(
+        (key, f, socket): (Key, FlowState, UdpSocket),
+        target: Claim,
+        admitted: Option<Admitted>,
+        now: Millis,
+    ) -> Flow {
+        Flow {
+            listener: key,
+            client: f.client,
+            local: f.local,
+            socket,
+            slot: 0,
+            backend: 0,
+            target,
+            // No routing's epoch: checked at the first datagram.
+            epoch: u64::MAX,
+            started: now.saturating_sub(f.age_ms),
+            last_active: now.saturating_sub(f.idle_ms),
+            sent: f.sent,
+            replies: f.replies,
+            datagrams: f.datagrams,
+            bytes: f.bytes,
+            admitted,
+            sni: f.sni.as_deref().and_then(|n| ServerName::new(n.as_bytes())),
+            refused: f.refused,
+            armed: Armed::default(),
+        }
+    }
+
+    /// Its upstream socket, to register an adopted flow.
+    pub fn socket(&mut self) -> &mut UdpSocket {
+        &mut self.socket
     }
 
     /// Its identity.

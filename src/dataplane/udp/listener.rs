@@ -37,18 +37,22 @@ pub(super) struct UdpListener {
     open: usize,
     /// Its flows not answered yet, oldest first (the first to go when it is full).
     unanswered: super::unanswered::Unanswered,
+    /// Not read yet (an upgrade: until the old process's flows are here).
+    held: Option<Token>,
 }
 
 impl UdpListener {
-    /// Registers `socket` under `token`.
+    /// Registers `socket` under `token`; `held`: not yet (see [`UdpListener::start`]).
     pub fn new(
         socket: std::net::UdpSocket,
         shared: Arc<ListenerShared>,
-        registry: &Registry,
-        token: Token,
+        (registry, token): (&Registry, Token),
+        held: bool,
     ) -> io::Result<UdpListener> {
         let mut socket = UdpSocket::from_std(socket);
-        registry.register(&mut socket, token, Interest::READABLE)?;
+        if !held {
+            registry.register(&mut socket, token, Interest::READABLE)?;
+        }
         let seen = shared.routing.load_full();
         Ok(UdpListener {
             socket,
@@ -59,7 +63,17 @@ impl UdpListener {
             retired: false,
             open: 0,
             unanswered: Default::default(),
+            held: held.then_some(token),
         })
+    }
+
+    /// Starts reading a held socket; true if it was held.
+    pub fn start(&mut self, registry: &Registry) -> io::Result<bool> {
+        let Some(token) = self.held.take() else {
+            return Ok(false);
+        };
+        registry.register(&mut self.socket, token, Interest::READABLE)?;
+        Ok(true)
     }
 
     /// The listener's shared state.

@@ -119,14 +119,32 @@ impl UdpPlane {
         socket: std::net::UdpSocket,
         shared: Arc<ListenerShared>,
         registry: &Registry,
+        held: bool,
     ) -> io::Result<()> {
         let key = self.listeners.insert_with(|k| {
-            UdpListener::new(socket, shared, registry, token::token(Kind::UdpListener, k))
+            let token = token::token(Kind::UdpListener, k);
+            UdpListener::new(socket, shared, (registry, token), held)
         })?;
         self.batch
             .get_or_insert_with(|| Batch::with_pktinfo(BATCH, SLOT));
-        self.requeue.push(Work::Listener(key));
+        if !held {
+            self.requeue.push(Work::Listener(key));
+        }
         Ok(())
+    }
+
+    /// Starts reading the listeners added held (an upgrade: the old process's flows
+    /// are here now, so a client's datagram finds its flow).
+    pub fn start_held(&mut self, registry: &Registry) {
+        for (key, l) in self.listeners.iter_mut() {
+            match l.start(registry) {
+                Ok(true) => self.requeue.push(Work::Listener(key)),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(worker = self.worker, listener = %l.shared().name, "cannot start reading: {e}")
+                }
+            }
+        }
     }
 
     /// Takes no new flows on `shared`'s socket; it stays until its flows end (their
@@ -161,6 +179,122 @@ impl UdpPlane {
                 l.deregister(registry);
             }
         }
+    }
+
+    /// Hands every flow to `exporter` (an upgrade: see [`Flow::export`]), ending
+    /// its counts here; returns how many went. The listeners stay until
+    /// [`UdpPlane::close_all`].
+    pub fn export(
+        &mut self,
+        exporter: &crate::dataplane::handoff::Exporter,
+        registry: &Registry,
+        now: Millis,
+    ) -> usize {
+        let mut n = 0;
+        for fkey in self.flows.keys_where(|_| true) {
+            let Some(f) = self.flows.remove(fkey) else {
+                continue;
+            };
+            self.index.remove(&f.id());
+            f.target().counters.shard(self.worker).active.add(-1);
+            self.budget.give(FLOW_FDS);
+            let Some(l) = self.listeners.get_mut(f.listener()) else {
+                continue;
+            };
+            if let Some(admitted) = f.admitted() {
+                let shared = l.shared();
+                let routing = shared.routing.load();
+                routing
+                    .params
+                    .admission
+                    .release(&shared.sources, admitted, f.client().ip(), now);
+            }
+            l.shared().release();
+            l.flow_closed();
+            let name = Arc::clone(&l.shared().name);
+            let out = f.export(registry, (&name, self.worker, now));
+            let _ = exporter.send(crate::dataplane::handoff::Handed::One(Box::new(out)));
+            n += 1;
+        }
+        n
+    }
+
+    /// Takes a flow another process handed over, on this worker's socket of its
+    /// listener; one whose listener or backend this process does not have is
+    /// dropped (the client's next datagram opens a new flow).
+    pub fn adopt(
+        &mut self,
+        a: crate::dataplane::handoff::Adopted,
+        registry: &Registry,
+        now: Millis,
+    ) {
+        let crate::dataplane::handoff::Adopted {
+            exported,
+            listener,
+            target,
+        } = a;
+        let (crate::dataplane::handoff::State::Flow(f), Some(fd), Some(target)) =
+            (exported.state, exported.fds.into_iter().next(), target)
+        else {
+            return;
+        };
+        let Some(lkey) = self
+            .listeners
+            .keys_where(|l| Arc::ptr_eq(l.shared(), &listener))
+            .first()
+            .copied()
+        else {
+            return;
+        };
+        let id: FlowId = (lkey, f.client, f.local);
+        // The client's datagrams came here first (a new flow): that one stays.
+        if self.index.contains_key(&id) {
+            return;
+        }
+        let admitted = if f.admitted {
+            let routing = listener.routing.load();
+            routing
+                .params
+                .admission
+                .admit(&listener.sources, f.client.ip(), now)
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        listener.acquire();
+        let _ = self.budget.take(FLOW_FDS);
+        let socket = mio::net::UdpSocket::from_std(std::net::UdpSocket::from(fd));
+        let claim = Claim::new(target);
+        let inserted = self.flows.insert_with(|k| {
+            let mut flow = Flow::adopt((lkey, f, socket), claim, admitted, now);
+            registry.register(
+                flow.socket(),
+                token::token(Kind::Flow, k),
+                mio::Interest::READABLE,
+            )?;
+            Ok::<_, io::Error>(flow)
+        });
+        let Ok(fkey) = inserted else {
+            listener.release();
+            self.budget.give(FLOW_FDS);
+            return;
+        };
+        self.index.insert(id, fkey);
+        let idle = self.idle_of(lkey);
+        if let Some(l) = self.listeners.get_mut(lkey) {
+            let flows = &self.flows;
+            l.flow_opened(fkey, |k| flows.get(k).is_some_and(|f| !f.answered()));
+        }
+        if let Some(f) = self.flows.get_mut(fkey) {
+            f.target().counters.shard(self.worker).active.add(1);
+            if let Some(idle) = idle {
+                let at = f.idle_deadline(idle);
+                self.timers.arm(f.armed(), at, fkey);
+            }
+        }
+        // Replies that came meanwhile wait on its socket.
+        self.requeue.push(Work::Flow(fkey));
     }
 
     /// An event for a token of this plane.
