@@ -242,10 +242,13 @@ pub async fn run(
         .count();
     if let Some(sender) = sender {
         // Every worker has stopped: the last sessions are on their way.
-        if let Ok((n, took)) = sender.join() {
+        if let Ok(s) = sender.join() {
             tracing::info!(
-                "handed {n} established TCP session(s) to the new process in {} ms",
-                took.as_millis()
+                "handed {} established TCP session(s) and {} UDP flow(s) to the new process ({} pipe(s) with their bytes), from the first out to the last taken in {} ms",
+                s.sessions,
+                s.flows,
+                s.pipes,
+                s.took.as_millis()
             );
         }
     }

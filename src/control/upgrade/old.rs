@@ -11,7 +11,7 @@ use std::sync::mpsc::Receiver;
 
 use super::wire::{self, Answer, Batch, Kind, Offer, Offered, Taken, VERSION};
 use super::{UpgradeError, DEADLINE, ENV};
-use crate::dataplane::handoff::{Exported, Handed};
+use crate::dataplane::handoff::{Exported, Handed, State as Item};
 use crate::sys::fdpass;
 
 /// How the binary was started, and the descriptors of `/metrics` and the admin API
@@ -258,14 +258,10 @@ const BATCH_BYTES: usize = 64 << 10;
 /// few descriptors are ever in flight), until every worker has stopped; then closes
 /// the channel, which tells the new process there are no more. Once each of the
 /// `workers` has sent its flows, the batch says so (the new process then reads its
-/// UDP listeners). How many went, and how long from the first to the last.
-pub fn send_sessions(
-    channel: OwnedFd,
-    handed: Receiver<Handed>,
-    workers: usize,
-) -> (usize, Duration) {
-    let started = Instant::now();
-    let mut sent = 0;
+/// UDP listeners). What went, and how long from the first to the last.
+pub fn send_sessions(channel: OwnedFd, handed: Receiver<Handed>, workers: usize) -> Sent {
+    let mut sent = Sent::default();
+    let mut started = None;
     let mut flows_done = 0;
     let mut told = false;
     let _ = socket2::SockRef::from(&channel).set_read_timeout(Some(DEADLINE));
@@ -274,6 +270,7 @@ pub fn send_sessions(
         let mut batch: Vec<Exported> = Vec::new();
         let mut bytes = 0;
         let mut h = Some(first);
+        let since = *started.get_or_insert_with(Instant::now);
         // A message must fit the socket's send buffer (about 200 KiB by default).
         while let Some(one) = h.take() {
             match one {
@@ -294,6 +291,16 @@ pub fn send_sessions(
         }
         told |= done;
         let n = batch.len();
+        let mut counts = Sent::default();
+        for e in &batch {
+            match &e.state {
+                Item::Session(s) => {
+                    counts.sessions += 1;
+                    counts.pipes += usize::from(s.up.pipe) + usize::from(s.down.pipe);
+                }
+                Item::Flow(_) => counts.flows += 1,
+            }
+        }
         let (items, fds): (Vec<_>, Vec<_>) = batch.into_iter().map(|e| (e.state, e.fds)).unzip();
         let fds: Vec<OwnedFd> = fds.into_iter().flatten().collect();
         let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
@@ -312,11 +319,31 @@ pub fn send_sessions(
             ))),
         });
         if let Err(e) = result {
-            tracing::error!("handing sessions over failed after {sent}: {e}; the rest are closed");
+            tracing::error!(
+                "handing sessions over failed after {} session(s) and {} flow(s): {e}; the rest are closed",
+                sent.sessions,
+                sent.flows
+            );
             break;
         }
-        sent += n;
+        sent.sessions += counts.sessions;
+        sent.flows += counts.flows;
+        sent.pipes += counts.pipes;
+        sent.took = since.elapsed();
         next = handed.recv().ok();
     }
-    (sent, started.elapsed())
+    sent
+}
+
+/// What [`send_sessions`] handed over.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sent {
+    /// Established TCP sessions.
+    pub sessions: usize,
+    /// UDP flows.
+    pub flows: usize,
+    /// Pipes that went with the sessions (with the bytes in them).
+    pub pipes: usize,
+    /// From the first exported to the last taken (no session waited longer).
+    pub took: Duration,
 }

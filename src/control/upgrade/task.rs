@@ -146,8 +146,8 @@ impl Control {
 pub struct Handing {
     /// A clone for each worker's drain.
     pub exporter: Exporter,
-    /// Sessions sent and how long it took, once done.
-    pub sender: std::thread::JoinHandle<(usize, Duration)>,
+    /// What was sent, once done.
+    pub sender: std::thread::JoinHandle<super::old::Sent>,
 }
 
 impl Control {
@@ -231,7 +231,7 @@ pub fn receive(channel: OwnedFd, control: Handle) {
             control.send_blocking(Msg::Adopt(Vec::new(), true));
             match result {
                 Ok((n, took)) => tracing::info!(
-                    "upgrade: the old process handed over {n} established TCP session(s) in {} ms",
+                    "upgrade: the old process handed over {n} established TCP session(s) and UDP flow(s) in {} ms",
                     took.as_millis()
                 ),
                 Err(e) => tracing::error!("upgrade: taking sessions over failed: {e}"),
