@@ -43,6 +43,19 @@ fn gone(pid: u64) -> bool {
     }
 }
 
+/// One TCP listener on `listen` in front of the echo backend at `backend`, with the
+/// admin API and `/metrics` at `(admin, metrics)`.
+fn echo_config(
+    backend: SocketAddr,
+    listen: SocketAddr,
+    (admin, metrics): (SocketAddr, SocketAddr),
+) -> String {
+    with_tables(
+        &config(listen, &[(backend, "b")], ""),
+        &ops_tables(metrics, admin, None),
+    )
+}
+
 /// One connect-echo-close through `listen`; false on any failure.
 fn round_trip(listen: SocketAddr) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&listen, Duration::from_secs(5)) else {
@@ -116,12 +129,13 @@ impl Load {
 /// reports, and each old process exits. The success counter carries across.
 #[test]
 fn five_upgrades_under_load_fail_no_connection() {
-    let backend = Backend::echo("127.0.0.1:0");
-    let (listen, admin, metrics) = (free_addr(), free_addr(), free_addr());
-    let toml = with_tables(
-        &config(listen, &[(backend.addr, "b")], ""),
-        &ops_tables(metrics, admin, None),
+    let (backend, listen, admin, metrics) = (
+        Backend::echo("127.0.0.1:0"),
+        free_addr(),
+        free_addr(),
+        free_addr(),
     );
+    let toml = echo_config(backend.addr, listen, (admin, metrics));
     let rw = Ringway::start(&toml, &[listen, admin, metrics]);
     let _serving = Serving(admin);
     // Paced between upgrades, flat out while one is under way (its window is where
@@ -169,12 +183,8 @@ fn five_upgrades_under_load_fail_no_connection() {
 /// SIGUSR2 upgrades as `ctl upgrade` does.
 #[test]
 fn sigusr2_upgrades() {
-    let backend = Backend::echo("127.0.0.1:0");
-    let (listen, admin) = (free_addr(), free_addr());
-    let toml = with_tables(
-        &config(listen, &[(backend.addr, "b")], ""),
-        &ops_tables(free_addr(), admin, None),
-    );
+    let (backend, listen, admin) = (Backend::echo("127.0.0.1:0"), free_addr(), free_addr());
+    let toml = echo_config(backend.addr, listen, (admin, free_addr()));
     let rw = Ringway::start(&toml, &[listen, admin]);
     let _serving = Serving(admin);
     let old = u64::from(rw.pid() as u32);
@@ -194,12 +204,13 @@ fn sigusr2_upgrades() {
 /// old process serves on, counts the failures, and can still be upgraded.
 #[test]
 fn a_failed_upgrade_changes_nothing() {
-    let backend = Backend::echo("127.0.0.1:0");
-    let (listen, admin, metrics) = (free_addr(), free_addr(), free_addr());
-    let toml = with_tables(
-        &config(listen, &[(backend.addr, "b")], ""),
-        &ops_tables(metrics, admin, None),
+    let (backend, listen, admin, metrics) = (
+        Backend::echo("127.0.0.1:0"),
+        free_addr(),
+        free_addr(),
+        free_addr(),
     );
+    let toml = echo_config(backend.addr, listen, (admin, metrics));
     // Started from a copy of the binary, which the test then replaces.
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("ringway");
@@ -290,12 +301,8 @@ fn children(pid: u64) -> Vec<u64> {
 /// nothing before it answers), and the old process serves on.
 #[test]
 fn a_new_process_killed_mid_hand_off_changes_nothing() {
-    let backend = Backend::echo("127.0.0.1:0");
-    let (listen, admin) = (free_addr(), free_addr());
-    let toml = with_tables(
-        &config(listen, &[(backend.addr, "b")], ""),
-        &ops_tables(free_addr(), admin, None),
-    );
+    let (backend, listen, admin) = (Backend::echo("127.0.0.1:0"), free_addr(), free_addr());
+    let toml = echo_config(backend.addr, listen, (admin, free_addr()));
     // Inherited by the new process: it waits 3 s before it answers.
     let rw = Ringway::spawn_env(&toml, &[("RINGWAY_TEST_UPGRADE_PAUSE_MS", "3000")]);
     assert!(eventually(Duration::from_secs(10), || {
@@ -499,12 +506,8 @@ fn health_admin_state_and_counters_carry_over() {
 /// 5 s `shutdown_timeout`).
 #[test]
 fn open_connections_go_over_and_no_old_process_lingers() {
-    let backend = Backend::echo("127.0.0.1:0");
-    let (listen, admin) = (free_addr(), free_addr());
-    let toml = with_tables(
-        &config(listen, &[(backend.addr, "b")], ""),
-        &ops_tables(free_addr(), admin, None),
-    );
+    let (backend, listen, admin) = (Backend::echo("127.0.0.1:0"), free_addr(), free_addr());
+    let toml = echo_config(backend.addr, listen, (admin, free_addr()));
     let rw = Ringway::start(&toml, &[listen, admin]);
     let _serving = Serving(admin);
     let mut conns: Vec<TcpStream> = (0..20)

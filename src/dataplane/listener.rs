@@ -161,6 +161,37 @@ impl ListenerShared {
         true
     }
 
+    /// Gives back the place `admitted` holds for `ip` in its per-source table (a
+    /// connection or flow ended, or left: an upgrade).
+    pub fn release_source(
+        &self,
+        admitted: super::admission::Admitted,
+        ip: std::net::IpAddr,
+        now: super::timers::Millis,
+    ) {
+        let routing = self.routing.load();
+        routing
+            .params
+            .admission
+            .release(&self.sources, admitted, ip, now);
+    }
+
+    /// Takes a place for `ip` in the per-source table again (a connection or flow an
+    /// upgrade handed over; one the table refuses now goes on without).
+    pub fn readmit_source(
+        &self,
+        ip: std::net::IpAddr,
+        now: super::timers::Millis,
+    ) -> Option<super::admission::Admitted> {
+        let routing = self.routing.load();
+        routing
+            .params
+            .admission
+            .admit(&self.sources, ip, now)
+            .ok()
+            .flatten()
+    }
+
     /// Takes a slot whatever `max_connections` says (a session an upgrade handed
     /// over was let in once already).
     pub fn acquire(&self) {

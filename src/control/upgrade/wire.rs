@@ -223,3 +223,84 @@ pub fn recv_fds(sock: impl AsFd, count: usize) -> Result<Vec<OwnedFd>, UpgradeEr
 pub fn version_of(offer: &serde_json::Value) -> Option<u64> {
     offer.get("version").and_then(serde_json::Value::as_u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An offer from a version-1 process (listening sockets only) reads as one with
+    /// nothing else carried.
+    #[test]
+    fn a_version_1_offer_reads_with_nothing_carried() {
+        let v1 = r#"{"version":1,"pid":7,"sockets":[{"kind":"tcp","name":"t","addr":"127.0.0.1:80","count":2}]}"#;
+        let value: serde_json::Value = serde_json::from_str(v1).unwrap();
+        assert_eq!(version_of(&value), Some(1));
+        let offer: Offer = serde_json::from_value(value).unwrap();
+        assert_eq!((offer.upgrades, offer.state_bytes), (0, 0));
+        assert_eq!(offer.sockets[0].count, 2);
+        let state: crate::control::upgrade::carry::State = serde_json::from_str("{}").unwrap();
+        assert!(state.backends.is_empty() && state.sets.is_empty() && state.metrics.is_empty());
+        let batch: Batch = serde_json::from_str(r#"{"items":[]}"#).unwrap();
+        assert!(!batch.flows_done);
+    }
+
+    /// What this version sends reads back the same, sessions and flows included.
+    #[test]
+    fn a_batch_round_trips() {
+        use crate::dataplane::handoff::{FlowState, HalfState, SessionState, State};
+        let half = HalfState {
+            pipe: true,
+            pending: 5,
+            spill: vec![1, 2],
+            mode: "splice".into(),
+            splice: true,
+            eof: false,
+            shut: false,
+            active: true,
+            bytes: 99,
+        };
+        let session = SessionState {
+            listener: "t".into(),
+            client: "127.0.0.1:5000".parse().unwrap(),
+            backend: Some(("t".into(), "b".into(), "127.0.0.1:80".parse().unwrap())),
+            age_ms: 10,
+            idle_ms: 1,
+            idle_timeout_ms: 1000,
+            connect_ms: 2,
+            retries: 1,
+            first_eof: Some("client".into()),
+            admitted: true,
+            sni: Some("a.example".into()),
+            failed: vec!["c".into()],
+            up: half.clone(),
+            down: HalfState {
+                pipe: false,
+                ..half
+            },
+        };
+        let flow = FlowState {
+            listener: "u".into(),
+            client: "127.0.0.1:6000".parse().unwrap(),
+            local: None,
+            worker: 1,
+            backend: ("u".into(), "x".into(), "127.0.0.1:53".parse().unwrap()),
+            age_ms: 3,
+            idle_ms: 2,
+            sent: 4,
+            replies: 4,
+            datagrams: (4, 4),
+            bytes: (100, 200),
+            admitted: false,
+            sni: None,
+            refused: false,
+        };
+        let batch = Batch {
+            items: vec![State::Session(session), State::Flow(flow)],
+            flows_done: true,
+        };
+        let back: Batch = serde_json::from_slice(&serde_json::to_vec(&batch).unwrap()).unwrap();
+        assert_eq!(back.items, batch.items);
+        assert!(back.flows_done);
+        assert_eq!(back.items.iter().map(State::fds).sum::<usize>(), 2 + 2 + 1);
+    }
+}

@@ -286,11 +286,7 @@ impl TcpPlane {
             let (client, admitted) = (s.client(), s.admitted());
             let out = s.export(registry, (self.worker, now));
             if let Some(a) = admitted {
-                let routing = shared.routing.load();
-                routing
-                    .params
-                    .admission
-                    .release(&shared.sources, a, client.ip(), now);
+                shared.release_source(a, client.ip(), now);
             }
             self.budget.give(SESSION_FDS);
             // The receiver gone (the hand-off failed): the session is lost with it.
@@ -315,17 +311,9 @@ impl TcpPlane {
             crate::dataplane::handoff::State::Flow(_) => return,
         };
         // Held over any limit: it was admitted once already.
-        let admitted = if was_admitted {
-            let routing = shared.routing.load();
-            routing
-                .params
-                .admission
-                .admit(&shared.sources, client.ip(), now)
-                .ok()
-                .flatten()
-        } else {
-            None
-        };
+        let admitted = was_admitted
+            .then(|| shared.readmit_source(client.ip(), now))
+            .flatten();
         shared.acquire();
         let _ = self.budget.take(SESSION_FDS);
         let worker = self.worker;
@@ -348,11 +336,7 @@ impl TcpPlane {
                 shared.release();
                 self.budget.give(SESSION_FDS);
                 if let Some(a) = admitted {
-                    let routing = shared.routing.load();
-                    routing
-                        .params
-                        .admission
-                        .release(&shared.sources, a, client.ip(), now);
+                    shared.release_source(a, client.ip(), now);
                 }
                 tracing::warn!(listener = %shared.name, %client, "cannot take a session over: {e}");
             }
@@ -749,11 +733,7 @@ impl TcpPlane {
             self.log.send(s.record(end, detail, now));
         }
         if let Some(admitted) = s.admitted() {
-            let routing = shared.routing.load();
-            routing
-                .params
-                .admission
-                .release(&shared.sources, admitted, client.ip(), now);
+            shared.release_source(admitted, client.ip(), now);
         }
         s.close(
             ending.reset(),

@@ -203,11 +203,7 @@ impl UdpPlane {
             };
             if let Some(admitted) = f.admitted() {
                 let shared = l.shared();
-                let routing = shared.routing.load();
-                routing
-                    .params
-                    .admission
-                    .release(&shared.sources, admitted, f.client().ip(), now);
+                shared.release_source(admitted, f.client().ip(), now);
             }
             l.shared().release();
             l.flow_closed();
@@ -251,17 +247,10 @@ impl UdpPlane {
         if self.index.contains_key(&id) {
             return;
         }
-        let admitted = if f.admitted {
-            let routing = listener.routing.load();
-            routing
-                .params
-                .admission
-                .admit(&listener.sources, f.client.ip(), now)
-                .ok()
-                .flatten()
-        } else {
-            None
-        };
+        let admitted = f
+            .admitted
+            .then(|| listener.readmit_source(f.client.ip(), now))
+            .flatten();
         listener.acquire();
         let _ = self.budget.take(FLOW_FDS);
         let socket = mio::net::UdpSocket::from_std(std::net::UdpSocket::from(fd));
@@ -742,11 +731,7 @@ impl UdpPlane {
         }
         if let Some(admitted) = f.admitted() {
             let shared = l.shared();
-            let routing = shared.routing.load();
-            routing
-                .params
-                .admission
-                .release(&shared.sources, admitted, f.client().ip(), now);
+            shared.release_source(admitted, f.client().ip(), now);
         }
         drop(f);
         l.shared().release();

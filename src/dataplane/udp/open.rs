@@ -217,11 +217,7 @@ impl UdpPlane {
         };
         let shared = l.shared();
         if let Some(a) = admitted {
-            let routing = shared.routing.load();
-            routing
-                .params
-                .admission
-                .release(&shared.sources, a, client.ip(), now);
+            shared.release_source(a, client.ip(), now);
         }
         shared.release();
     }
