@@ -1,20 +1,23 @@
 //! Upgrading the binary in place: the running process starts the binary at the path
-//! it was started from, with the same arguments, and hands it its listening sockets
-//! (TCP and UDP listeners, `/metrics`, the admin API) over a unix socket pair
-//! (`SCM_RIGHTS`). The new process loads and checks its config, builds everything on
-//! the sockets it was given (binding only what is new), serves, and only then says
-//! it is ready; the old process then stops accepting (what already waits in the
-//! accept queues is still taken and served), drains its open connections for
-//! `shutdown_timeout` and exits. Until that answer the old process keeps every
-//! socket and keeps serving: a new binary that fails to start, refuses its config,
-//! dies or does not answer within [`DEADLINE`] changes nothing, and the caller is
-//! told why (the new process's own error when it could say it).
+//! it was started from, with the same arguments, and hands it, over a unix socket
+//! pair (`SCM_RIGHTS`), its state ([`carry`]: health and admin state, backend sets,
+//! counters) and its listening sockets (TCP and UDP listeners, `/metrics`, the admin
+//! API). The new process loads and checks its config, builds everything on the
+//! sockets it was given (binding only what is new), and only then says it is ready;
+//! the old process then stops accepting (what already waits in the accept queues is
+//! still taken), hands over every established TCP session and UDP flow
+//! (`crate::dataplane::handoff`, in acknowledged batches, those still connecting once
+//! established) and exits. Until that answer the old process keeps every socket and
+//! keeps serving: a new binary that fails to start, refuses its config, dies or does
+//! not answer within [`DEADLINE`] changes nothing, and the caller is told why (the
+//! new process's own error when it could say it). After it, what is on its way goes
+//! down with a new process that dies (no rollback yet).
 //!
-//! The sockets are shared, not moved: both processes hold the same listening sockets
-//! while the new one starts, so the kernel's accept queues never close and no client
-//! is refused. Open connections and UDP flows stay with the old process (not handed
-//! over yet).
+//! The listening sockets are shared, not moved: both processes hold them while the
+//! new one starts, so the kernel's accept queues never close and no client is
+//! refused. The new process reads no UDP datagram before the old one's flows are in.
 //!
+//! * [`carry`]: the state that goes before the sockets.
 //! * [`wire`]: the versioned messages.
 //! * [`old`]: the running process's side (SIGUSR2, `POST /upgrade`, `ringway ctl upgrade`).
 //! * [`new`]: the new process's side.
