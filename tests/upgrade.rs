@@ -753,3 +753,78 @@ fn udp_flows_go_over_with_their_backend_and_source_port() {
         );
     }
 }
+
+/// Plays an old process of hand-off `version` that offers the UDP listener socket
+/// `sock` (listener "u" on `listen`) and then sends nothing more, keeping its end
+/// open: the new ringway started on `toml`, and the channel.
+fn take_over_from(
+    version: u32,
+    toml: &str,
+    listen: SocketAddr,
+    sock: &std::net::UdpSocket,
+) -> (Ringway, std::os::fd::OwnedFd) {
+    use ringway::sys::fdpass;
+    use std::os::fd::{AsFd, AsRawFd};
+    let (ours, theirs) = fdpass::pair().unwrap();
+    fdpass::inheritable(theirs.as_fd()).unwrap();
+    let fd = theirs.as_raw_fd().to_string();
+    let rw = Ringway::spawn_env(toml, &[("RINGWAY_UPGRADE_FD", fd.as_str())]);
+    drop(theirs);
+    // As an older binary writes it: the fields of its version only.
+    let offer = format!(
+        r#"{{"version":{version},"pid":1,"sockets":[{{"kind":"udp","name":"u","addr":"{listen}","count":1}}]}}"#
+    );
+    fdpass::send(ours.as_fd(), offer.as_bytes(), &[]).unwrap();
+    fdpass::send(ours.as_fd(), b"fds", &[sock.as_fd()]).unwrap();
+    socket2::SockRef::from(&ours)
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = fdpass::recv(ours.as_fd(), &mut buf).unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(
+        answer.starts_with(r#"{"ready""#),
+        "answer {answer:?}; log:\n{}",
+        rw.log()
+    );
+    (rw, ours)
+}
+
+/// A new binary takes over from an older one as that one speaks: a version-1 process
+/// (listening sockets only, no state, no flows) and a version-2 one that sends no
+/// flows (it hangs, say). The UDP listener it handed over answers at once in the
+/// first case, and within about a second in the second (the new process waits that
+/// long at most for flows before it reads datagrams itself).
+#[test]
+fn a_new_binary_takes_over_from_an_older_hand_off_and_udp_never_waits_long() {
+    let backend = UdpBackend::spawn("127.0.0.1:0", "a");
+    for version in [1, 2] {
+        let listen = free_udp_addr();
+        // As ringway binds it: the new process binds its second worker's beside it.
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        sock.set_reuse_port(true).unwrap();
+        sock.bind(&listen.into()).unwrap();
+        let sock: std::net::UdpSocket = sock.into();
+        let toml = udp_config(
+            listen,
+            &[(backend.addr, "a")],
+            "health = { check = \"none\" }",
+        );
+        let (rw, _channel) = take_over_from(version, &toml, listen, &sock);
+        drop(sock);
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let started = Instant::now();
+        let reply = udp_ask(&client, listen, b"hi");
+        assert_eq!(
+            reply.as_deref(),
+            Some(&b"a|hi"[..]),
+            "version {version}: the handed-over UDP listener does not answer; log:\n{}",
+            rw.log()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "version {version}: UDP waited {:?}",
+            started.elapsed()
+        );
+    }
+}

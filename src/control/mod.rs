@@ -370,10 +370,11 @@ fn run_with(mut config: Config, inherited: &mut Option<Inherited>) -> Result<(),
     // may stop accepting now, and this one's workers start right after (clients that
     // come between wait in the accept queues these sockets share). Until this answer
     // nothing here accepted anything: a process killed before it leaves nobody behind.
-    let took_over = inherited.take().map(take_over);
     // The old process's UDP flows come before this one reads a datagram (one read
     // first would open a second flow, from another port, for the same client).
-    let hold_udp = matches!(took_over, Some(Some(_)));
+    let sends_flows = inherited.as_ref().is_some_and(Inherited::sends_flows);
+    let took_over = inherited.take().map(take_over);
+    let hold_udp = sends_flows && matches!(took_over, Some(Some(_)));
     let mut workers = Vec::with_capacity(config.workers);
     // Time zero well in the past: a session handed over by an upgrade started before
     // this process did, and its start must still be a time on this clock.

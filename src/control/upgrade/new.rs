@@ -16,6 +16,8 @@ pub struct Inherited {
     channel: OwnedFd,
     offered: Vec<(Offered, Vec<OwnedFd>)>,
     upgrades: u64,
+    /// The old process's hand-off version.
+    version: u32,
     state: State,
     since: Instant,
 }
@@ -73,6 +75,7 @@ impl Inherited {
             channel,
             offered,
             upgrades: offer.upgrades,
+            version: offer.version,
             state,
             since,
         }))
@@ -91,6 +94,12 @@ impl Inherited {
     /// What the old process carried over besides its sockets.
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// The old process hands its sessions and flows over after the answer (hand-off
+    /// version 2 on; an older one drains them itself).
+    pub fn sends_flows(&self) -> bool {
+        self.version >= 2
     }
 
     /// Upgrades before this one.

@@ -218,9 +218,19 @@ impl Control {
     }
 }
 
+/// The longest the new process holds its UDP listeners for the old one's flows
+/// (they come within milliseconds; an old process that never sends them, or one
+/// that hangs, does not keep UDP down).
+const HOLD_UDP: Duration = Duration::from_secs(1);
+
 /// In the new process: takes the sessions the old one hands over, on a thread of
 /// its own, and gives them to the control task; logs how many came.
 pub fn receive(channel: OwnedFd, control: Handle) {
+    let later = control.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(HOLD_UDP).await;
+        later.send(Msg::Adopt(Vec::new(), true)).await;
+    });
     let spawned = std::thread::Builder::new()
         .name("ringway-handoff".into())
         .spawn(move || {
