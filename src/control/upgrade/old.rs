@@ -168,7 +168,7 @@ pub fn hand_over(
     }
     socket2::SockRef::from(&ours).set_read_timeout(Some(Duration::from_millis(100)))?;
     loop {
-        match wire::recv::<Answer>(ours.as_fd()) {
+        match wire::recv_small::<Answer>(ours.as_fd()) {
             Ok(Some(Answer::Ready { pid })) => {
                 child.keep();
                 return Ok((pid, started.elapsed(), ours));

@@ -171,9 +171,11 @@ pub fn recv<T: for<'a> Deserialize<'a>>(sock: impl AsFd) -> Result<Option<T>, Up
     recv_into(sock, &mut vec![0u8; MAX_MESSAGE])
 }
 
-/// Receives one short message (an answer): `None` when the peer closed.
+/// Receives one short message (an answer, its reason included): `None` when the
+/// peer closed. Its buffer is on the stack (the old process's wait polls every
+/// 100 ms; a megabyte each time was for nothing).
 pub fn recv_small<T: for<'a> Deserialize<'a>>(sock: impl AsFd) -> Result<Option<T>, UpgradeError> {
-    recv_into(sock, &mut [0u8; 4096])
+    recv_into(sock, &mut [0u8; 16 << 10])
 }
 
 /// Receives one message into `buf` (longer ones are an error): `None` when the peer

@@ -397,6 +397,7 @@ impl Session {
     /// be. Only for an [`Session::exportable`] session the kernel has let go of
     /// ([`Session::leave_kernel`]).
     pub fn export(self, registry: &Registry, (worker, now): (usize, Millis)) -> Exported {
+        self.uncount(worker);
         let Session {
             listener,
             client_addr,
@@ -462,10 +463,6 @@ impl Session {
             up,
             down,
         };
-        if let Some(t) = &target {
-            t.counters.shard(worker).active.add(-1);
-        }
-        listener.release();
         let mut fds = vec![OwnedFd::from(client), OwnedFd::from(backend)];
         for p in [up_pipe, down_pipe].into_iter().flatten() {
             let (r, w) = p.into_fds();
@@ -1119,6 +1116,11 @@ impl Session {
         if let Some(t) = target {
             let _ = socket2::SockRef::from(t).set_linger(Some(std::time::Duration::ZERO));
         }
+        self.uncount(worker);
+    }
+
+    /// Takes it off its backend's and listener's counts (it ends, or leaves).
+    fn uncount(&self, worker: usize) {
         if let Some(t) = &self.target {
             t.counters.shard(worker).active.add(-1);
         }
