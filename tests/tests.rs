@@ -17,6 +17,8 @@ mod load_balance;
 mod queue;
 // Upgrading the binary in place: listening sockets handed over, failures change nothing.
 mod upgrade;
+// The same under systemd (the shipped unit, systemd booted in a PID namespace).
+mod upgrade_systemd;
 // Connection lifecycle: idle timeout, max_connections, graceful shutdown.
 mod lifecycle;
 // UDP: flows, batching, affinity, expiry.
