@@ -8,9 +8,18 @@
 #
 #   scripts/ecmp-lab.sh up [RINGWAY_BIN]   build it, wait for the multipath route
 #   scripts/ecmp-lab.sh status             the router's route to the VIP, BGP sessions
+#   scripts/ecmp-lab.sh hops               how many nexthops the router has for the VIP
+#   scripts/ecmp-lab.sh withdraw N         node N withdraws its route (BIRD's uplink off)
+#   scripts/ecmp-lab.sh announce N         node N announces it again
 #   scripts/ecmp-lab.sh kill N             SIGKILL node N's ringway and BIRD
 #   scripts/ecmp-lab.sh start N            start them again
 #   scripts/ecmp-lab.sh down               remove everything
+#
+# The router: ECMP_ROUTER=plain (the default) lets BIRD install its multipath route
+# (hash-threshold: when a nexthop goes, flows of healthy nexthops move too);
+# ECMP_ROUTER=resilient has BIRD export to table 100 and a sidecar mirror that route's
+# nexthops into a `type resilient` nexthop group, which the VIP's route in the main
+# table uses (only the buckets of a nexthop that goes move).
 #
 # Needs root, iproute2, bird2 (`apt-get install -y bird2`), python3. Addresses:
 # client 10.99.0.2 - router 10.99.0.1; router 10.99.N.1 - node N 10.99.N.2; node N
@@ -43,6 +52,7 @@ protocol device { scan time 1; }
 protocol kernel {
     ipv4 { export all; };
     merge paths on;      # one multipath route instead of the best path only
+$( [[ $ROUTER == resilient ]] && echo "    kernel table 100;    # the sidecar mirrors it into a resilient group" )
 }
 protocol bfd { interface "*" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }; }
 template bgp node {
@@ -126,7 +136,34 @@ kill_node() {
 }
 
 multipath_hops() { # how many nexthops the router has for the VIP
-    ns router ip route show "$VIP" | grep -c nexthop || true
+    if [[ $(cat "$LAB/router" 2>/dev/null) == resilient ]]; then
+        ns router ip nexthop show id 100 2>/dev/null | sed -n 's/.*group \([^ ]*\).*/\1/p' \
+            | tr '/' '\n' | grep -c . || true
+    else
+        ns router ip route show "$VIP" | grep -c nexthop || true
+    fi
+}
+
+mirror() { # the resilient router's sidecar: BIRD's nexthops (table 100) -> group 100
+    local last="" want
+    set +e +o pipefail    # a loop that must outlive a missing table or an empty grep
+    while true; do
+        # (table 100 does not exist until BIRD first exports to it)
+        want=$(ns router ip route show table 100 "$VIP" 2>/dev/null \
+            | grep -o 'via 10\.99\.[0-9]*\.2' | sed 's/via 10\.99\.\([0-9]*\)\.2/\1/' \
+            | sort -n | paste -sd/ -)
+        if [[ $want != "$last" ]]; then
+            if [[ -z $want ]]; then
+                ns router ip route del "$VIP" 2>/dev/null || true
+            else
+                ns router ip nexthop replace id 100 group "$want" type resilient \
+                    buckets 512 idle_timer 10
+                ns router ip route replace "$VIP" nhid 100
+            fi
+            last=$want
+        fi
+        sleep 0.05
+    done
 }
 
 up() {
@@ -136,6 +173,7 @@ up() {
     down quiet
     mkdir -p "$LAB"
     echo "$BIN" >"$LAB/bin"
+    echo "$ROUTER" >"$LAB/router"
     for n in client router backends "${NODES[@]/#/node}"; do
         ip netns add "$P-$n"
         ns "$n" ip link set lo up
@@ -154,6 +192,14 @@ up() {
     done
     for b in 1 2 3; do ns backends ip addr add "10.97.0.$b/32" dev lo; done
     bird_conf_router >"$LAB/router.bird.conf"
+    if [[ $ROUTER == resilient ]]; then
+        # One nexthop object per node, in the group only while BIRD has the node's path.
+        for n in "${NODES[@]}"; do
+            ns router ip nexthop add id "$n" via "10.99.$n.2" dev "${P}r${n}a"
+        done
+        mirror >"$LAB/mirror.log" 2>&1 &
+        echo $! >"$LAB/mirror.pid"
+    fi
     ringway_conf >"$LAB/ringway.toml"
     ip netns exec "$P-backends" python3 "$ROOT/scripts/ecmp_backends.py" \
         >"$LAB/backends.log" 2>&1 &
@@ -165,11 +211,12 @@ up() {
         ((SECONDS < deadline)) || { echo "no 3-way multipath route to $VIP after 30 s" >&2; status; exit 1; }
         sleep 0.2
     done
-    echo "ecmp lab up: $VIP via 3 nodes"
+    echo "ecmp lab up: $VIP via 3 nodes ($ROUTER router)"
 }
 
 status() {
     ns router ip route show "$VIP" || true
+    ns router ip nexthop show id 100 2>/dev/null || true
     birdc -s "$LAB/router.ctl" show protocols 2>/dev/null | grep -E "node|Name" || true
 }
 
@@ -187,11 +234,19 @@ down() {
     [[ ${1:-} == quiet ]] || echo "ecmp lab down"
 }
 
+birdc_node() { birdc -s "$LAB/node$1.ctl" "${@:2}" >/dev/null; }
+
+ROUTER=${ECMP_ROUTER:-plain}
+[[ $ROUTER == plain || $ROUTER == resilient ]] || { echo "ECMP_ROUTER: plain or resilient" >&2; exit 2; }
+
 case ${1:-} in
     up) up "${2:-}" ;;
     status) status ;;
+    hops) multipath_hops ;;
+    withdraw) birdc_node "$2" disable uplink ;;
+    announce) birdc_node "$2" enable uplink ;;
     kill) kill_node "$2" ;;
     start) BIN=$(cat "$LAB/bin"); start_node "$2" ;;
     down) down ;;
-    *) sed -n '2,22p' "$0"; exit 2 ;;
+    *) sed -n '2,27p' "$0"; exit 2 ;;
 esac

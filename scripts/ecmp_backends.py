@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The ECMP lab's three backends (scripts/ecmp-lab.sh), in one process: on 10.97.0.N,
-TCP port 8000 answers each connection with "bN\\n" then echoes; UDP port 5300 answers
+TCP port 8000 answers each connection with "bN|10.98.K.1\\n" (its backend, and the
+node that carried it) then echoes; UDP port 5300 answers
 each datagram with b"bN|" + the sender's address (which node carried it: 10.98.K.1 is
 node K) + b"|" + the datagram."""
 
@@ -20,7 +21,8 @@ def tcp_handler(name):
     class Handler(socketserver.BaseRequestHandler):
         def handle(self):
             try:
-                self.request.sendall(name.encode() + b"\n")
+                node = self.request.getpeername()[0]
+                self.request.sendall(f"{name}|{node}\n".encode())
                 while True:
                     data = self.request.recv(65536)
                     if not data:

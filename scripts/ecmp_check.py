@@ -7,6 +7,10 @@ route` says.
    answer names its backend, which must be the one `ringway route --ids` predicts, and
    every node must have carried a share (each node's own /metrics).
 2. TCP: CONNS connections, the same check.
+   Withdraw: CONNS connections stay open while node 1 withdraws its route (BIRD's
+   uplink off, ringway still running): the connections that break are counted, those
+   that had crossed node 1 apart from those of healthy nodes that ECMP moved. With
+   ECMP_ROUTER=resilient no connection of a healthy node may break.
 3. Failover: node 2 (ringway and BIRD) is SIGKILLed while every UDP flow keeps sending;
    after the router drops it, each flow must still be answered by the same backend
    (counting the flows that crossed the dead node, and those ECMP moved between healthy
@@ -44,11 +48,16 @@ def lab(*args):
 
 
 def hops():
-    out = subprocess.run(
-        ["ip", "netns", "exec", "ecmp-router", "ip", "route", "show", VIP],
-        capture_output=True, text=True,
-    ).stdout
-    return out.count("nexthop")
+    out = subprocess.run([os.path.join(ROOT, "scripts/ecmp-lab.sh"), "hops"],
+                         capture_output=True, text=True).stdout.strip()
+    return int(out or 0)
+
+
+def wait_hops(n, limit):
+    t0 = time.time()
+    while hops() != n and time.time() - t0 < limit:
+        time.sleep(0.02)
+    return time.time() - t0
 
 
 def socket_drops():
@@ -110,17 +119,61 @@ def udp_round(socks, tag, timeout=2.0):
     return got
 
 
-def tcp_backend(timeout=2.0):
+def tcp_open(timeout=2.0):
+    """A connection to the VIP, its client address, its backend and the node it crossed."""
     s = socket.create_connection((VIP, 80), timeout=timeout)
     me = s.getsockname()
-    name = b""
-    while not name.endswith(b"\n"):
-        chunk = s.recv(16)
+    greeting = b""
+    while not greeting.endswith(b"\n"):
+        chunk = s.recv(64)
         if not chunk:
             break
-        name += chunk
+        greeting += chunk
+    name, node = greeting.decode().strip().split("|")
+    return s, f"{me[0]}:{me[1]}", name, int(node.split(".")[2])
+
+
+def tcp_backend(timeout=2.0):
+    s, me, name, _ = tcp_open(timeout)
     s.close()
-    return f"{me[0]}:{me[1]}", name.decode().strip()
+    return me, name
+
+
+def echoes(s, msg, timeout=3.0):
+    """Whether `s` still echoes `msg` (a broken connection: reset, closed or silent)."""
+    try:
+        s.settimeout(timeout)
+        s.sendall(msg)
+        got = b""
+        while len(got) < len(msg):
+            chunk = s.recv(len(msg) - len(got))
+            if not chunk:
+                return False
+            got += chunk
+        return got == msg
+    except OSError:
+        return False
+
+
+def withdraw(conns, router):
+    """Node 1 withdraws its route with CONNS connections open; returns the problems."""
+    held = [tcp_open() for _ in range(conns)]
+    by_node = {n: sum(1 for h in held if h[3] == n) for n in (1, 2, 3)}
+    lab("withdraw", "1")
+    converged = wait_hops(2, 30)
+    time.sleep(0.2)
+    broken = [h for h in held if not echoes(h[0], b"after withdraw")]
+    of_leaving = sum(1 for h in broken if h[3] == 1)
+    of_healthy = len(broken) - of_leaving
+    print(f"withdraw ({router} router): {conns} connections open (per node {by_node}); "
+          f"route down to {hops()} hops after {converged:.2f} s; {len(broken)} broke: "
+          f"{of_leaving} of {by_node[1]} that crossed node 1, {of_healthy} of healthy nodes")
+    for h in held:
+        h[0].close()
+    lab("announce", "1")
+    back = wait_hops(3, 60)
+    print(f"node 1 announces again: route has {hops()} hops after {back:.2f} s")
+    return of_healthy if router == "resilient" else 0
 
 
 def main():
@@ -158,12 +211,15 @@ def main():
     print(f"tcp: {len(seen)} connections, {len(wrong_tcp)} not where route says; per node {tcp_share}")
     bad += len(wrong_tcp)
 
-    # 3. Node 2 dies; the flows go on.
+    # Node 1 withdraws its route while connections are open.
+    bad += withdraw(args.conns, open(os.path.join(LAB, "router")).read().strip())
+
+    # 3. Node 2 dies; the flows go on. (Where each flow goes now: the withdraw above may
+    # have moved some of node 1's flows for good, as a resilient group does.)
+    first = udp_round(socks, "a2")
+    bad += len(socks) - len(first)
     lab("kill", "2")
-    t0 = time.time()
-    while hops() != 2 and time.time() - t0 < 30:
-        time.sleep(0.01)
-    converged = time.time() - t0
+    converged = wait_hops(2, 30)
     again = udp_round(socks, "b")
     moved_backend = [i for i, (b, _) in again.items() if i in first and first[i][0] != b]
     crossed = sum(1 for i in again if first.get(i, ("", 0))[1] == 2)
@@ -175,10 +231,8 @@ def main():
 
     # 4. Node 2 returns.
     lab("start", "2")
-    t0 = time.time()
-    while hops() != 3 and time.time() - t0 < 60:
-        time.sleep(0.05)
-    print(f"node 2 back: route has {hops()} hops after {time.time() - t0:.2f} s")
+    back = wait_hops(3, 60)
+    print(f"node 2 back: route has {hops()} hops after {back:.2f} s")
     time.sleep(1.5)  # its health checks see the backends up
     seen = [tcp_backend() for _ in range(args.conns)]
     want_tcp = route("tcp", [c for c, _ in seen])
