@@ -94,6 +94,7 @@ workers = 2
 listen = "127.0.0.1:9100"
 [admin]
 listen = "127.0.0.1:9101"
+$( [[ $SECOND_CHANCE == on ]] && printf '[cluster]\npeers = ["10.99.1.2", "10.99.2.2", "10.99.3.2"]\n' )
 
 [[listener]]
 name = "tcp"
@@ -237,6 +238,7 @@ down() {
 birdc_node() { birdc -s "$LAB/node$1.ctl" "${@:2}" >/dev/null; }
 
 ROUTER=${ECMP_ROUTER:-plain}
+SECOND_CHANCE=${ECMP_SECOND_CHANCE:-off}
 [[ $ROUTER == plain || $ROUTER == resilient ]] || { echo "ECMP_ROUTER: plain or resilient" >&2; exit 2; }
 
 case ${1:-} in

@@ -22,6 +22,7 @@ pub struct FileConfig {
     pub admin: Option<Spanned<FileAdmin>>,
     pub access_log: Option<Spanned<FileAccessLog>>,
     pub resolver: Option<Spanned<FileResolver>>,
+    pub cluster: Option<Spanned<FileCluster>>,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<Spanned<FileListener>>,
     #[serde(default, rename = "pool")]
@@ -100,6 +101,14 @@ pub struct FileResolver {
     pub servers: Option<Spanned<Vec<Spanned<String>>>>,
     pub timeout: Option<Spanned<String>>,
     pub nxdomain_after: Option<Spanned<i64>>,
+}
+
+/// `[cluster]`: the nodes of a fleet, for second chance.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCluster {
+    pub peers: Spanned<Vec<Spanned<String>>>,
+    pub interfaces: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// One `[[listener.backend_set]]` or `[[pool.backend_set]]`: `srv` or `dns`.

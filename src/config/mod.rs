@@ -10,6 +10,7 @@
 
 mod admission;
 mod changes;
+mod cluster;
 mod error;
 mod file;
 mod health;
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use changes::changes;
+pub use cluster::ClusterConfig;
 pub use error::{ConfigError, Located};
 pub use own::{whose, Own};
 pub use sets::{BackendSet, Member, Replaced, ResolverConfig, SetError, SetQuery};
@@ -65,6 +67,8 @@ pub struct Config {
     pub access_log: Option<AccessLogConfig>,
     /// `[resolver]`: how `backend_set`s are looked up.
     pub resolver: ResolverConfig,
+    /// `[cluster]`: the fleet's nodes, for second chance (off when `None`).
+    pub cluster: Option<ClusterConfig>,
     /// The listeners, in file order.
     pub listeners: Vec<ListenerConfig>,
     /// The pools: each listener's own (in listener order), then the `[[pool]]`s (in
@@ -533,6 +537,12 @@ impl Config {
                 "no token"
             };
             ops.push_str(&format!("; admin API on {} ({auth})", a.listen));
+        }
+        if let Some(c) = &self.cluster {
+            ops.push_str(&format!(
+                "; cluster of {} nodes (second chance between them)",
+                c.peers.len()
+            ));
         }
         if let Some(log) = &self.access_log {
             let to = match &log.path {

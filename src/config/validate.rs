@@ -246,9 +246,15 @@ pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, Con
     }
     let worker_cpu_affinity = file.worker_cpu_affinity.as_ref().map(|a| *a.get_ref());
     let resolver = super::sets::resolver(src, file.resolver.as_ref())?;
+    let cluster = file
+        .cluster
+        .as_ref()
+        .map(|c| super::cluster::cluster(src, c))
+        .transpose()?;
     let config = Config {
         path: src.path.to_path_buf(),
         resolver,
+        cluster,
         workers,
         worker_cpu_affinity,
         shutdown_timeout,

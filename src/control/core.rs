@@ -67,6 +67,8 @@ pub struct Control {
     unknown_logged: HashMap<String, Instant>,
     /// The kernel-forwarding program is loaded (`forward = "kernel"` can be used).
     pub kernel: bool,
+    /// `[cluster]`: second chance and this node's place in the fleet.
+    pub cluster: Option<super::cluster::Cluster>,
     /// Workers that stopped on their own (panicked).
     worker_failures: u64,
     /// The open files limit and the descriptors open before any traffic: what the
@@ -133,6 +135,7 @@ impl Control {
             started: now,
             unknown_logged: HashMap::new(),
             kernel: false,
+            cluster: None,
             worker_failures: 0,
             fds: (0, 0),
             upgrade: super::upgrade::old::Kit::new(0),

@@ -14,6 +14,7 @@ mod actor;
 mod admin;
 mod affinity;
 mod backend;
+mod cluster;
 mod core;
 mod fds;
 mod guard;
@@ -116,6 +117,9 @@ pub enum RunError {
         /// Why.
         why: Box<crate::dataplane::kernel::KernelError>,
     },
+    /// `[cluster]` could not start.
+    #[error(transparent)]
+    Cluster(#[from] cluster::StartError),
     /// Every worker thread stopped on its own.
     #[error("every worker thread has stopped")]
     WorkersStopped,
@@ -248,6 +252,7 @@ fn run_with(mut config: Config, inherited: &mut Option<Inherited>) -> Result<(),
                 })?,
         );
     }
+    let cluster = cluster::Cluster::start(&config)?;
     let (passive_tx, passive_rx) = dataplane::passive_channel();
     let local = crate::discovery::filter::local_addresses();
     let mut pools: Vec<PoolState> = config
@@ -417,6 +422,7 @@ fn run_with(mut config: Config, inherited: &mut Option<Inherited>) -> Result<(),
         resolving,
     );
     control.kernel = kernel.is_some();
+    control.cluster = cluster;
     control.fds = (limit, open_before);
     let (upgraded_tx, upgraded) = tokio::sync::mpsc::unbounded_channel();
     kit.stop = Some(upgraded_tx);

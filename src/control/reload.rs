@@ -337,6 +337,9 @@ impl Control {
                 .configure(applied.access_log.as_ref().map(super::log_settings));
         }
         self.config = applied;
+        if let Some(c) = &mut self.cluster {
+            c.listeners_changed(&self.config);
+        }
         self.resplit_fds();
         self.resolving.sets.retain(&self.config);
         self.start_probes();
@@ -381,6 +384,8 @@ impl Control {
         keep("user", new.user != old.user);
         keep("group", new.group != old.group);
         keep("metrics.listen", new.metrics != old.metrics);
+        keep("[cluster]", new.cluster != old.cluster);
+        new.cluster.clone_from(&old.cluster);
         let old_admin = old.admin.as_ref().map(|a| &a.listen);
         keep(
             "admin.listen",

@@ -21,6 +21,7 @@
 
 pub mod admission;
 mod budget;
+pub mod cluster;
 mod command;
 pub mod handoff;
 mod listener;
