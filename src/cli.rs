@@ -121,6 +121,20 @@ pub enum CtlAction {
         #[arg(long)]
         json: bool,
     },
+    /// Mark this node as leaving its fleet (`[cluster]`): shown in status and
+    /// metrics. Then withdraw its route, wait for its connections to reach 0, stop it;
+    /// meanwhile the other nodes pass its connections' packets to it (second chance).
+    Leave {
+        /// Print the API's JSON instead of a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take back a `leave`: this node stays in its fleet.
+    Stay {
+        /// Print the API's JSON instead of a line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The backend a `ctl drain|enable|disable` acts on.

@@ -126,6 +126,10 @@ pub enum Action {
     Reload,
     /// `POST /upgrade`.
     Upgrade,
+    /// `POST /leave`.
+    Leave,
+    /// `POST /stay`.
+    Stay,
 }
 
 /// The backend an action is for.
@@ -151,6 +155,8 @@ pub fn call(
         (Action::Status, _) => (Method::GET, "/status".to_string()),
         (Action::Reload, _) => (Method::POST, "/reload".to_string()),
         (Action::Upgrade, _) => (Method::POST, "/upgrade".to_string()),
+        (Action::Leave, _) => (Method::POST, "/leave".to_string()),
+        (Action::Stay, _) => (Method::POST, "/stay".to_string()),
         (a, Some(t)) => {
             let verb = match a {
                 Action::Drain => "drain",
@@ -270,6 +276,18 @@ pub fn render_change(
             u["pid"], u["from"], u["handoff_ms"]
         ));
     }
+    if matches!(action, Action::Leave | Action::Stay) {
+        let c = &v["cluster"];
+        let node = c["node"].as_str().unwrap_or("?");
+        return Ok(match (c["leaving"].as_bool(), v["changed"].as_bool()) {
+            (Some(true), Some(true)) => format!(
+                "node {node} is leaving: withdraw its route, wait until it has no open connections, then stop it"
+            ),
+            (Some(true), _) => format!("node {node} was already leaving"),
+            (_, Some(true)) => format!("node {node} stays"),
+            _ => format!("node {node} was not leaving"),
+        });
+    }
     let Some(t) = target else {
         return Ok(match v["reloaded"].as_str() {
             Some(summary) => format!("reloaded: {summary}"),
@@ -295,6 +313,38 @@ pub fn render_change(
     ))
 }
 
+/// The cluster's line of `ctl status` (none without `[cluster]`).
+fn cluster_line(c: &serde_json::Value) -> Option<String> {
+    let peers = c["peers"].as_array()?;
+    let node = c["node"].as_str().unwrap_or("?");
+    let at = peers
+        .iter()
+        .position(|p| p.as_str() == Some(node))
+        .map_or("?".to_string(), |i| (i + 1).to_string());
+    let sum = |list: &serde_json::Value| -> u64 {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["packets"].as_u64())
+            .sum()
+    };
+    let lost: u64 = ["no_owner", "no_route", "too_big"]
+        .iter()
+        .filter_map(|r| c["lost"][r]["packets"].as_u64())
+        .sum();
+    let state = if c["leaving"].as_bool() == Some(true) {
+        "LEAVING"
+    } else {
+        "serving"
+    };
+    Some(format!(
+        "cluster: node {node} ({at} of {}), {state}; second chance: {} packet(s) sent on, {} delivered here, {lost} lost\n",
+        peers.len(),
+        sum(&c["forwarded"]),
+        c["delivered"]["packets"],
+    ))
+}
+
 /// `GET /status` as a table.
 pub fn render_status(json: &str) -> Result<String, CtlError> {
     let v: serde_json::Value = serde_json::from_str(json).map_err(CtlError::NotJson)?;
@@ -310,6 +360,9 @@ pub fn render_status(json: &str) -> Result<String, CtlError> {
         p["reloads_ok"],
         p["reloads_failed"],
     ));
+    if let Some(line) = cluster_line(&v["cluster"]) {
+        out.push_str(&line);
+    }
     for l in v["listeners"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "\nlistener {} {} {}: {} open\n",

@@ -144,6 +144,8 @@ fn run_ctl(
         CtlAction::Disable(b) => (ctl::Action::Disable, Some(b), b.json),
         CtlAction::Reload { json } => (ctl::Action::Reload, None, *json),
         CtlAction::Upgrade { json } => (ctl::Action::Upgrade, None, *json),
+        CtlAction::Leave { json } => (ctl::Action::Leave, None, *json),
+        CtlAction::Stay { json } => (ctl::Action::Stay, None, *json),
     };
     let target = target.map(|b| ctl::Target {
         pool: b.pool,

@@ -43,13 +43,15 @@ pub(super) fn cluster(
                     ),
                 ))
             }
-            Err(_) => return Err(src.error(
-                p.span(),
-                key,
-                format!(
+            Err(_) => {
+                return Err(src.error(
+                    p.span(),
+                    key,
+                    format!(
                     "{text:?} is not an IP address: expected a node's address, like `10.0.0.11`"
                 ),
-            )),
+                ))
+            }
         };
         if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
             return Err(src.error(

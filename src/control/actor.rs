@@ -90,6 +90,8 @@ pub enum Msg {
     Adopt(Vec<crate::dataplane::handoff::Exported>, bool),
     /// This process took over from an old one, in this long.
     TookOver(Duration),
+    /// `POST /leave` (true) or `/stay` (false).
+    Leave(bool, oneshot::Sender<super::cluster::Left>),
 }
 
 /// A way to reach the control task.
@@ -140,6 +142,12 @@ impl Handle {
             reply,
         })
         .await
+    }
+
+    /// Marks this node as leaving its fleet (or staying): whether that changed
+    /// anything, and the cluster's status after.
+    pub async fn leave(&self, leave: bool) -> Option<super::cluster::Left> {
+        self.ask(|reply| Msg::Leave(leave, reply)).await
     }
 
     /// Reloads the config and waits for the outcome.
@@ -296,5 +304,8 @@ fn handle(control: &mut Control, msg: Msg, policy: &watch::Sender<Policy>) {
         }
         Msg::TookOver(took) => control.took_over(took),
         Msg::Adopt(handed, flows_done) => control.adopt_sessions(handed, flows_done),
+        Msg::Leave(leave, reply) => {
+            let _ = reply.send(control.set_leaving(leave, std::time::SystemTime::now()));
+        }
     }
 }

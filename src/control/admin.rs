@@ -93,6 +93,8 @@ pub enum Call {
     Reload,
     /// `POST /upgrade`.
     Upgrade,
+    /// `POST /leave` (true) or `POST /stay` (false).
+    Leave(bool),
     /// `POST /listeners/{listener}/backends/{id}/{drain|enable|disable}` or
     /// `POST /pools/{pool}/backends/{id}/{drain|enable|disable}`.
     SetAdmin {
@@ -229,6 +231,10 @@ fn decide(method: &Method, path: &str) -> Result<Call, Refusal> {
             Method::POST => Ok(Call::Upgrade),
             _ => Err(not_allowed("POST")),
         },
+        [way @ ("leave" | "stay")] => match *method {
+            Method::POST => Ok(Call::Leave(*way == "leave")),
+            _ => Err(not_allowed("POST")),
+        },
         [kind @ ("listeners" | "pools"), name, "backends", id, action] => {
             let admin = match *action {
                 "drain" => Admin::Draining,
@@ -256,7 +262,7 @@ fn decide(method: &Method, path: &str) -> Result<Call, Refusal> {
         }
         _ => Err(Refusal::new(
             StatusCode::NOT_FOUND,
-            "not found: try GET /status, POST /listeners/{name}/backends/{id}/{drain|enable|disable} or POST /pools/{name}/backends/{id}/{drain|enable|disable}",
+            "not found: try GET /status, POST /reload, POST /upgrade, POST /leave, POST /stay, POST /listeners/{name}/backends/{id}/{drain|enable|disable} or POST /pools/{name}/backends/{id}/{drain|enable|disable}",
         )),
     }
 }
@@ -307,6 +313,14 @@ async fn answer(control: Handle, req: Request<Incoming>) -> Response<Body> {
                 http::error(StatusCode::CONFLICT, &e.to_string())
             }
             Err(why) => http::error(StatusCode::INTERNAL_SERVER_ERROR, &why.to_string()),
+        },
+        Ok(Call::Leave(leave)) => match control.leave(leave).await {
+            Some(Ok((changed, status))) => http::json(
+                StatusCode::OK,
+                &serde_json::json!({ "changed": changed, "cluster": status }),
+            ),
+            Some(Err(e)) => http::error(StatusCode::CONFLICT, &e.to_string()),
+            None => gone(),
         },
         Ok(Call::SetAdmin { place, id, admin }) => {
             match control.set_admin(place, &id, admin).await {

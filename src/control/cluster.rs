@@ -114,6 +114,134 @@ impl Cluster {
     }
 }
 
+impl ClusterView {
+    /// What `/metrics` shows (the counters read now; zeros if they cannot be read).
+    pub fn sample(&self) -> crate::metrics::ClusterSample {
+        crate::metrics::ClusterSample {
+            peers: self.peers.iter().map(Ipv4Addr::to_string).collect(),
+            me: self.me,
+            counts: self.counts(),
+            leaving: self.leaving.is_some(),
+        }
+    }
+
+    /// The counters now (zeros, logged, if they cannot be read).
+    fn counts(&self) -> crate::dataplane::stats::ClusterCounts {
+        self.counters.read().unwrap_or_else(|e| {
+            tracing::warn!("cluster: cannot read second chance's counters: {e}");
+            Default::default()
+        })
+    }
+
+    /// What `/status` shows.
+    pub fn status(&self) -> ClusterStatus {
+        let c = self.counts();
+        let pair = |(packets, bytes): (u64, u64)| Traffic { packets, bytes };
+        ClusterStatus {
+            node: self.peers[self.me].to_string(),
+            peers: self.peers.iter().map(Ipv4Addr::to_string).collect(),
+            interfaces: self.interfaces.clone(),
+            leaving: self.leaving.is_some(),
+            leaving_since: self.leaving.and_then(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs())
+            }),
+            forwarded: self
+                .peers
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != self.me)
+                .map(|(i, p)| PeerTraffic {
+                    peer: p.to_string(),
+                    traffic: pair(c.forwarded.get(i).copied().unwrap_or_default()),
+                })
+                .collect(),
+            delivered: pair(c.delivered),
+            lost: Lost {
+                no_owner: pair(c.dropped),
+                no_route: pair(c.no_route),
+                too_big: pair(c.too_big),
+            },
+        }
+    }
+}
+
+/// `/status`: `cluster`.
+#[derive(Debug, serde::Serialize)]
+pub struct ClusterStatus {
+    /// This node's address among the peers.
+    pub node: String,
+    /// Every peer, in config order.
+    pub peers: Vec<String>,
+    /// The interfaces second chance watches.
+    pub interfaces: Vec<String>,
+    /// This node is leaving the fleet.
+    pub leaving: bool,
+    /// Since when (Unix seconds), while leaving.
+    pub leaving_since: Option<u64>,
+    /// Segments sent on to each other peer.
+    pub forwarded: Vec<PeerTraffic>,
+    /// Segments a peer passed on that a socket here held.
+    pub delivered: Traffic,
+    /// Segments second chance could not save, by reason.
+    pub lost: Lost,
+}
+
+/// Packets and bytes.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Traffic {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// Segments sent on to one peer.
+#[derive(Debug, serde::Serialize)]
+pub struct PeerTraffic {
+    /// The peer.
+    pub peer: String,
+    /// What went to it.
+    #[serde(flatten)]
+    pub traffic: Traffic,
+}
+
+/// Segments second chance could not save.
+#[derive(Debug, serde::Serialize)]
+pub struct Lost {
+    /// No node held it (dropped at the end of the chain).
+    pub no_owner: Traffic,
+    /// No route or neighbour to the next peer.
+    pub no_route: Traffic,
+    /// Over the path MTU once encapsulated.
+    pub too_big: Traffic,
+}
+
+/// What `leave`/`stay` did: whether it changed anything, and the status after.
+pub type Left = Result<(bool, ClusterStatus), NoCluster>;
+
+/// `leave` or `stay` without `[cluster]`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("this node has no [cluster] in its config: there is no fleet to leave")]
+pub struct NoCluster;
+
+impl super::core::Control {
+    /// `POST /leave` (`leave`) or `/stay`, at `now`.
+    pub fn set_leaving(&mut self, leave: bool, now: SystemTime) -> Left {
+        let cluster = self.cluster.as_mut().ok_or(NoCluster)?;
+        let changed = if leave {
+            cluster.leave(now)
+        } else {
+            cluster.stay()
+        };
+        let status = cluster.view().status();
+        // Whoever asked reads /status or /metrics next.
+        self.publish_all_now();
+        Ok((changed, status))
+    }
+}
+
 /// The IPv4 TCP listener addresses of `config` (second chance is IPv4 only).
 fn tcp_listeners(config: &Config) -> Vec<SocketAddrV4> {
     config

@@ -546,6 +546,7 @@ impl Control {
                     self.upgrade.last,
                 ),
                 carried: self.upgrade.carried.clone(),
+                cluster: self.cluster.as_ref().map(super::cluster::Cluster::view),
             },
             listeners,
             pools,

@@ -244,6 +244,17 @@ async function refresh() {
   document.getElementById("process").textContent =
     `${p.version} · pid ${p.pid} · up ${ago(p.uptime_seconds)} · ${p.workers} workers · reloads ${p.reloads_ok} ok / ${p.reloads_failed} failed`;
   document.getElementById("updated").textContent = "updated " + new Date(now).toLocaleTimeString();
+  // [cluster]: this node's place in the fleet, and a banner while it leaves.
+  const c = s.cluster;
+  const cluster = document.getElementById("cluster");
+  if (c) {
+    const sent = c.forwarded.reduce((n, f) => n + f.packets, 0);
+    const lost = c.lost.no_owner.packets + c.lost.no_route.packets + c.lost.too_big.packets;
+    cluster.textContent = (c.leaving ? "LEAVING the fleet: withdraw this node's route, then stop it once its connections reach 0. " : "") +
+      `Cluster node ${c.node} (${c.peers.indexOf(c.node) + 1} of ${c.peers.length}) · second chance: ${sent} packets sent on, ${c.delivered.packets} delivered here, ${lost} lost`;
+  }
+  cluster.classList.toggle("show", !!c);
+  cluster.classList.toggle("leaving", !!(c && c.leaving));
   // Listeners and pools serving with fewer than all their backends.
   const short = [...s.listeners.map(l => ["listener", l]), ...(s.pools || []).map(p => ["pool", p])]
     .filter(([, x]) => x.backends.length && x.backends.some(b => b.state !== "up"))

@@ -21,6 +21,9 @@ pub struct Status {
     pub listeners: Vec<ListenerStatus>,
     /// The `[[pool]]`s (a listener's own backends are under the listener).
     pub pools: Vec<PoolStatus>,
+    /// `[cluster]`: this node's place in the fleet and second chance's counts (null
+    /// without `[cluster]`).
+    pub cluster: Option<super::cluster::ClusterStatus>,
 }
 
 /// `GET /status`: the process.
@@ -253,6 +256,7 @@ pub fn status(view: &View, now: Instant) -> Status {
                 pool: pool(p, now),
             })
             .collect(),
+        cluster: p.cluster.as_ref().map(super::cluster::ClusterView::status),
     }
 }
 

@@ -72,6 +72,8 @@ pub struct ProcessView {
     pub upgrades: (u64, u64, Option<std::time::Duration>),
     /// What the processes before this one counted (`/metrics` carries it on).
     pub carried: Option<Arc<crate::metrics::carry::Offsets>>,
+    /// `[cluster]`, when configured.
+    pub cluster: Option<super::cluster::ClusterView>,
 }
 
 /// One listener in a view.
@@ -298,6 +300,7 @@ pub fn metrics_text(view: &View) -> String {
             .map(|a| a.lost().map(|(why, n)| (why.reason(), n)))
             .unwrap_or(crate::accesslog::Lost::ALL.map(|why| (why.reason(), 0))),
         carried: p.carried.as_deref(),
+        cluster: p.cluster.as_ref().map(super::cluster::ClusterView::sample),
     };
     crate::metrics::render(&sample)
 }
@@ -317,6 +320,7 @@ impl View {
                 worker_failures: 0,
                 upgrades: (0, 0, None),
                 carried: None,
+                cluster: None,
             },
             listeners: Vec::new(),
             pools: Vec::new(),

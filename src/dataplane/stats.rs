@@ -255,6 +255,23 @@ impl BackendStats {
     }
 }
 
+/// What second chance (`[cluster]`, `cluster/`) has done since it was loaded, every
+/// CPU together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterCounts {
+    /// Packets and bytes sent on to each peer, in peers order.
+    pub forwarded: Vec<(u64, u64)>,
+    /// Packets from a peer that a socket here held: delivered here.
+    pub delivered: (u64, u64),
+    /// Packets from a peer that no node held (the end of the chain): dropped.
+    pub dropped: (u64, u64),
+    /// Packets not passed on for want of a route or neighbour to the next peer.
+    pub no_route: (u64, u64),
+    /// Packets not passed on because they would exceed the path's MTU once
+    /// encapsulated (20 bytes more).
+    pub too_big: (u64, u64),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,6 +101,21 @@ pub struct Sample<'a> {
     pub access_log_lost: [(&'static str, u64); 3],
     /// What the processes before this one counted (an upgrade carries it on).
     pub carried: Option<&'a carry::Offsets>,
+    /// `[cluster]`: the peers, what second chance counted, whether this node leaves.
+    pub cluster: Option<ClusterSample>,
+}
+
+/// What one scrape reports about `[cluster]`.
+#[derive(Debug)]
+pub struct ClusterSample {
+    /// The peers' addresses, in config order.
+    pub peers: Vec<String>,
+    /// Which of them this node is.
+    pub me: usize,
+    /// What the program counted.
+    pub counts: crate::dataplane::stats::ClusterCounts,
+    /// This node is leaving.
+    pub leaving: bool,
 }
 
 /// What one scrape reports about one `backend_set`.
@@ -148,6 +163,9 @@ pub fn render(sample: &Sample<'_>) -> String {
     family(&mut t, ACCESS_LOG_DROPPED);
     for (reason, n) in sample.access_log_lost {
         t.sample(ACCESS_LOG_DROPPED, &[(REASON, reason)], n);
+    }
+    if let Some(c) = &sample.cluster {
+        cluster(&mut t, c);
     }
     let tcp = || sample.listeners.iter().filter(|l| !l.udp);
     let udp = || sample.listeners.iter().filter(|l| l.udp);
@@ -320,3 +338,43 @@ pub fn render(sample: &Sample<'_>) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// The `[cluster]` families.
+fn cluster(t: &mut Text, c: &ClusterSample) {
+    let family = |t: &mut Text, name: &str| {
+        let (kind, help) = about(name);
+        t.family(name, kind, help);
+    };
+    let others = || {
+        c.peers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != c.me)
+            .map(|(i, p)| {
+                (
+                    p.as_str(),
+                    c.counts.forwarded.get(i).copied().unwrap_or_default(),
+                )
+            })
+    };
+    family(t, CLUSTER_FORWARDED);
+    for (peer, (packets, _)) in others() {
+        t.sample(CLUSTER_FORWARDED, &[(PEER, peer)], packets);
+    }
+    family(t, CLUSTER_FORWARDED_BYTES);
+    for (peer, (_, bytes)) in others() {
+        t.sample(CLUSTER_FORWARDED_BYTES, &[(PEER, peer)], bytes);
+    }
+    family(t, CLUSTER_DELIVERED);
+    t.sample(CLUSTER_DELIVERED, &[], c.counts.delivered.0);
+    family(t, CLUSTER_LOST);
+    for (reason, (packets, _)) in [
+        ("no_owner", c.counts.dropped),
+        ("no_route", c.counts.no_route),
+        ("too_big", c.counts.too_big),
+    ] {
+        t.sample(CLUSTER_LOST, &[(REASON, reason)], packets);
+    }
+    family(t, CLUSTER_LEAVING);
+    t.sample(CLUSTER_LEAVING, &[], u64::from(c.leaving));
+}

@@ -20,6 +20,8 @@ pub const DIRECTION: &str = "direction";
 pub const SET: &str = "set";
 /// Label: ringway's version.
 pub const VERSION: &str = "version";
+/// Label: a `[cluster]` peer's address.
+pub const PEER: &str = "peer";
 
 /// `result` value of a passed check or applied reload.
 pub const SUCCESS: &str = "success";
@@ -110,6 +112,20 @@ pub const BUILD_INFO: &str = "ringway_build_info";
 /// `not_open` (the file could not be opened).
 pub const ACCESS_LOG_DROPPED: &str = "ringway_access_log_dropped_total";
 
+/// `[cluster]`: TCP segments second chance sent on to a peer (a node that did not hold
+/// them passed them down the chain), by `peer`.
+pub const CLUSTER_FORWARDED: &str = "ringway_cluster_forwarded_packets_total";
+/// `[cluster]`: the bytes of those segments (with their 20-byte IPIP header), by `peer`.
+pub const CLUSTER_FORWARDED_BYTES: &str = "ringway_cluster_forwarded_bytes_total";
+/// `[cluster]`: segments a peer passed on that a socket here held: delivered here.
+pub const CLUSTER_DELIVERED: &str = "ringway_cluster_delivered_packets_total";
+/// `[cluster]`: segments second chance could not save, by `reason`: `no_owner` (every
+/// other node missed it too: dropped at the end of the chain), `no_route` (no route or
+/// neighbour to the next peer), `too_big` (over the path MTU once encapsulated).
+pub const CLUSTER_LOST: &str = "ringway_cluster_lost_packets_total";
+/// `[cluster]`: 1 while this node is leaving the fleet (`ringway ctl leave`), else 0.
+pub const CLUSTER_LEAVING: &str = "ringway_cluster_leaving";
+
 /// Answers to a `backend_set`'s lookup that were not applied: failures (timeout,
 /// SERVFAIL, no addresses: the last good set stays) and NXDOMAINs.
 pub const RESOLVER_ERRORS: &str = "ringway_resolver_errors_total";
@@ -156,5 +172,10 @@ pub const ALL: &[(&str, &[&str], &str, &str)] = &[
     (ACCESS_LOG_DROPPED, &[REASON], "counter", "Access-log records lost: queue_full (a worker's queue to the writer was full), write_failed (no space, file too large, I/O error), not_open (the file could not be opened)"),
     (RESOLVER_ERRORS, &[LISTENER, POOL, SET], "counter", "backend_set lookups not applied: failures (the last good set stays) and NXDOMAIN answers"),
     (BACKEND_SET_BACKENDS, &[LISTENER, POOL, SET], "gauge", "Backends a backend_set gives now"),
+    (CLUSTER_FORWARDED, &[PEER], "counter", "[cluster] TCP segments no local socket held, sent on to the peer (second chance)"),
+    (CLUSTER_FORWARDED_BYTES, &[PEER], "counter", "[cluster] bytes of the segments sent on to the peer, IPIP header included"),
+    (CLUSTER_DELIVERED, &[], "counter", "[cluster] segments a peer passed on that a socket here held: delivered here"),
+    (CLUSTER_LOST, &[REASON], "counter", "[cluster] segments second chance could not save: no_owner (no node held it), no_route (none to the next peer), too_big (over the path MTU once encapsulated)"),
+    (CLUSTER_LEAVING, &[], "gauge", "[cluster] 1 while this node is leaving the fleet (ringway ctl leave), else 0"),
     (BACKEND_SET_REFUSED, &[LISTENER, POOL, SET], "counter", "Addresses left out of a backend_set's answers: not allowed (own addresses, port 0, unspecified, multicast, broadcast, outside allow) or past max_backends"),
 ];

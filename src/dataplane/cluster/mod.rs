@@ -18,6 +18,8 @@ use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use aya::programs::{ProgramError, SchedClassifier, TcAttachType};
 use aya::{include_bytes_aligned, Ebpf, EbpfError, EbpfLoader};
 
+pub use super::stats::ClusterCounts as Counts;
+
 /// The compiled program (see `second_chance.bpf.c`).
 static OBJECT: &[u8] = include_bytes_aligned!("second_chance.bpf.o");
 
@@ -82,22 +84,6 @@ impl From<MapError> for ClusterError {
     fn from(e: MapError) -> Self {
         ClusterError::Map(e)
     }
-}
-
-/// What the program has done since it was loaded (every CPU together).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Packets and bytes sent on to each peer, in peers order.
-    pub forwarded: Vec<(u64, u64)>,
-    /// Packets from a peer that a socket here held: delivered here.
-    pub delivered: (u64, u64),
-    /// Packets from a peer that no node held (the end of the chain): dropped.
-    pub dropped: (u64, u64),
-    /// Packets not passed on for want of a route or neighbour to the next peer.
-    pub no_route: (u64, u64),
-    /// Packets not passed on because they would exceed the path's MTU once
-    /// encapsulated (20 bytes more).
-    pub too_big: (u64, u64),
 }
 
 /// A handle on the program's counters.
