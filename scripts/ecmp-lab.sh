@@ -21,6 +21,10 @@
 # nexthops into a `type resilient` nexthop group, which the VIP's route in the main
 # table uses (only the buckets of a nexthop that goes move).
 #
+# ECMP_SECOND_CHANCE=on gives every node the same `[cluster] peers` (the nodes'
+# uplink addresses, 10.99.N.2): a node that receives a segment of a connection it does
+# not hold passes it on to the node that does (second chance).
+#
 # Needs root, iproute2, bird2 (`apt-get install -y bird2`), python3. Addresses:
 # client 10.99.0.2 - router 10.99.0.1; router 10.99.N.1 - node N 10.99.N.2; node N
 # 10.98.N.1 - backends 10.98.N.2; backends on 10.97.0.1-3; VIP 10.100.0.1 (TCP 80,
@@ -175,6 +179,7 @@ up() {
     mkdir -p "$LAB"
     echo "$BIN" >"$LAB/bin"
     echo "$ROUTER" >"$LAB/router"
+    echo "$SECOND_CHANCE" >"$LAB/second_chance"
     for n in client router backends "${NODES[@]/#/node}"; do
         ip netns add "$P-$n"
         ns "$n" ip link set lo up
@@ -212,7 +217,7 @@ up() {
         ((SECONDS < deadline)) || { echo "no 3-way multipath route to $VIP after 30 s" >&2; status; exit 1; }
         sleep 0.2
     done
-    echo "ecmp lab up: $VIP via 3 nodes ($ROUTER router)"
+    echo "ecmp lab up: $VIP via 3 nodes ($ROUTER router, second chance $SECOND_CHANCE)"
 }
 
 status() {

@@ -10,7 +10,11 @@ route` says.
    Withdraw: CONNS connections stay open while node 1 withdraws its route (BIRD's
    uplink off, ringway still running): the connections that break are counted, those
    that had crossed node 1 apart from those of healthy nodes that ECMP moved. With
-   ECMP_ROUTER=resilient no connection of a healthy node may break.
+   ECMP_ROUTER=resilient no connection of a healthy node may break. With
+   ECMP_SECOND_CHANCE=on (the documented procedure: `ringway ctl leave` first) none may
+   break, nothing may have been forwarded before the withdraw (a SYN never is, and
+   every node holds what ECMP sends it), and the echo time of a connection whose
+   packets now take the extra hop is measured before and after.
 3. Failover: node 2 (ringway and BIRD) is SIGKILLed while every UDP flow keeps sending;
    after the router drops it, each flow must still be answered by the same backend
    (counting the flows that crossed the dead node, and those ECMP moved between healthy
@@ -91,8 +95,9 @@ def node_counter(n, name, labels):
         capture_output=True, text=True,
     ).stdout
     want = ",".join(f'{k}="{v}"' for k, v in labels)
+    series = f"{name}{{{want}}} " if labels else f"{name} "
     for line in out.splitlines():
-        if line.startswith(f"{name}{{{want}}}"):
+        if line.startswith(series):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
@@ -155,25 +160,78 @@ def echoes(s, msg, timeout=3.0):
         return False
 
 
-def withdraw(conns, router):
+def node_ctl(n, *args):
+    """`ringway ctl ARGS` against node `n`'s admin API; its output."""
+    binary = open(os.path.join(LAB, "bin")).read().strip()
+    return subprocess.run(["ip", "netns", "exec", f"ecmp-node{n}", binary, "ctl", "--admin",
+                           "127.0.0.1:9101", *args], capture_output=True, text=True, check=True).stdout
+
+
+def cluster_counts(n):
+    """Node `n`'s second-chance counters: (sent on to peers, delivered here, lost)."""
+    sent = sum(node_counter(n, "ringway_cluster_forwarded_packets_total", [("peer", f"10.99.{p}.2")])
+               for p in (1, 2, 3) if p != n)
+    lost = sum(node_counter(n, "ringway_cluster_lost_packets_total", [("reason", r)])
+               for r in ("no_owner", "no_route", "too_big"))
+    return sent, node_counter(n, "ringway_cluster_delivered_packets_total", []), lost
+
+
+def echo_ms(s, rounds=200):
+    """Median time of a small echo round trip on `s`, in ms."""
+    times = []
+    for i in range(rounds):
+        t0 = time.perf_counter()
+        if not echoes(s, f"rtt{i:05d}".encode()):
+            return float("nan")
+        times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def withdraw(conns, router, second_chance):
     """Node 1 withdraws its route with CONNS connections open; returns the problems."""
+    bad = 0
     held = [tcp_open() for _ in range(conns)]
     by_node = {n: sum(1 for h in held if h[3] == n) for n in (1, 2, 3)}
+    probe = next(h for h in held if h[3] == 1)
+    control = next(h for h in held if h[3] == 2)
+    echo_ms(probe[0], 50)  # warm up
+    before_ms = echo_ms(probe[0])
+    if second_chance:
+        steady = {n: cluster_counts(n) for n in (1, 2, 3)}
+        forwarded = sum(c[0] for c in steady.values())
+        print(f"second chance before the withdraw: {forwarded:.0f} packet(s) forwarded by any node "
+              f"(all serving: must be 0)")
+        bad += forwarded
+        print("node 1: " + node_ctl(1, "leave").strip())
     lab("withdraw", "1")
     converged = wait_hops(2, 30)
     time.sleep(0.2)
     broken = [h for h in held if not echoes(h[0], b"after withdraw")]
     of_leaving = sum(1 for h in broken if h[3] == 1)
     of_healthy = len(broken) - of_leaving
-    print(f"withdraw ({router} router): {conns} connections open (per node {by_node}); "
-          f"route down to {hops()} hops after {converged:.2f} s; {len(broken)} broke: "
-          f"{of_leaving} of {by_node[1]} that crossed node 1, {of_healthy} of healthy nodes")
+    print(f"withdraw ({router} router, second chance {'on' if second_chance else 'off'}): "
+          f"{conns} connections open (per node {by_node}); route down to {hops()} hops after "
+          f"{converged:.2f} s; {len(broken)} broke: {of_leaving} of {by_node[1]} that crossed "
+          f"node 1, {of_healthy} of healthy nodes")
+    if second_chance:
+        after_ms, control_ms = echo_ms(probe[0]), echo_ms(control[0])
+        counts = {n: cluster_counts(n) for n in (1, 2, 3)}
+        print(f"second chance after: forwarded by node 2 {counts[2][0]:.0f}, node 3 "
+              f"{counts[3][0]:.0f}; delivered at node 1 {counts[1][1]:.0f}; lost "
+              f"{sum(c[2] for c in counts.values()):.0f}; echo (median of 200) of a connection "
+              f"of node 1: {before_ms:.3f} ms before, {after_ms:.3f} ms through a peer; of a "
+              f"connection of node 2 at the same time: {control_ms:.3f} ms")
+        bad += len(broken) + (1 if counts[1][1] == 0 else 0)
+        node_ctl(1, "stay")
+    elif router == "resilient":
+        bad += of_healthy
     for h in held:
         h[0].close()
     lab("announce", "1")
     back = wait_hops(3, 60)
     print(f"node 1 announces again: route has {hops()} hops after {back:.2f} s")
-    return of_healthy if router == "resilient" else 0
+    return bad
 
 
 def main():
@@ -212,7 +270,8 @@ def main():
     bad += len(wrong_tcp)
 
     # Node 1 withdraws its route while connections are open.
-    bad += withdraw(args.conns, open(os.path.join(LAB, "router")).read().strip())
+    setting = lambda name: open(os.path.join(LAB, name)).read().strip()
+    bad += withdraw(args.conns, setting("router"), setting("second_chance") == "on")
 
     # 3. Node 2 dies; the flows go on. (Where each flow goes now: the withdraw above may
     # have moved some of node 1's flows for good, as a resilient group does.)
@@ -239,7 +298,7 @@ def main():
     wrong_tcp = [c for c, b in seen if want_tcp[c] != b]
     print(f"tcp after return: {len(seen)} connections, {len(wrong_tcp)} not where route says")
     bad += len(wrong_tcp)
-    print(f"ecmp check: {bad} problem(s)")
+    print(f"ecmp check: {bad:.0f} problem(s)")
     sys.exit(1 if bad else 0)
 
 
