@@ -19,6 +19,8 @@ mod queue;
 mod upgrade;
 // The same under systemd (the shipped unit, systemd booted in a PID namespace).
 mod upgrade_systemd;
+// [cluster]: finding itself among the peers, the privilege it needs, leave and stay.
+mod cluster;
 // Connection lifecycle: idle timeout, max_connections, graceful shutdown.
 mod lifecycle;
 // UDP: flows, batching, affinity, expiry.

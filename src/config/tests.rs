@@ -691,3 +691,110 @@ fn bad_limits_and_queue_keys_name_their_key() {
         assert!(e.message.contains(says), "{e:?}");
     }
 }
+
+#[test]
+fn a_cluster_is_typed() {
+    let text = format!(
+        "[cluster]\npeers = [\"10.0.0.11\", \" 10.0.0.12\", \"10.0.0.13\"]\ninterfaces = [\"eth0\"]\n{}",
+        GOOD.replacen("workers = 2\n", "", 1)
+    );
+    let c = parse(Path::new("t.toml"), &text).unwrap();
+    assert_eq!(
+        c.cluster,
+        Some(ClusterConfig {
+            peers: vec![
+                "10.0.0.11".parse().unwrap(),
+                "10.0.0.12".parse().unwrap(),
+                "10.0.0.13".parse().unwrap()
+            ],
+            interfaces: vec!["eth0".into()],
+        })
+    );
+    assert!(
+        c.summary().contains("cluster of 3 nodes"),
+        "{}",
+        c.summary()
+    );
+    assert_eq!(parse(Path::new("t.toml"), GOOD).unwrap().cluster, None);
+}
+
+#[test]
+fn a_bad_cluster_names_its_key() {
+    for (table, line, column, key, says) in [
+        (
+            "peers = [\"10.0.0.1\"]",
+            2,
+            9,
+            "cluster.peers",
+            "2 to 16 nodes",
+        ),
+        ("peers = []", 2, 9, "cluster.peers", "0 peer(s)"),
+        (
+            "peers = [\"10.0.0.1\", \"db-1\"]",
+            2,
+            22,
+            "cluster.peers[1]",
+            "not an IP address",
+        ),
+        (
+            "peers = [\"10.0.0.1\", \"fd00::1\"]",
+            2,
+            22,
+            "cluster.peers[1]",
+            "IPv6",
+        ),
+        (
+            "peers = [\"10.0.0.1\", \"10.0.0.1\"]",
+            2,
+            22,
+            "cluster.peers[1]",
+            "listed twice",
+        ),
+        (
+            "peers = [\"10.0.0.1\", \"127.0.0.1\"]",
+            2,
+            22,
+            "cluster.peers[1]",
+            "cannot be a node's",
+        ),
+        (
+            "peers = [\"10.0.0.1\", \"0.0.0.0\"]",
+            2,
+            22,
+            "cluster.peers[1]",
+            "cannot be a node's",
+        ),
+        (
+            "peers = [\"10.0.0.1\", \"10.0.0.2\"]\ninterfaces = [\"a/b\"]",
+            3,
+            15,
+            "cluster.interfaces[0]",
+            "not a network interface",
+        ),
+        (
+            "peer = [\"10.0.0.1\"]",
+            2,
+            1,
+            "cluster.peer",
+            "did you mean `peers`",
+        ),
+    ] {
+        let e = err(&format!(
+            "[cluster]\n{table}\n{}",
+            GOOD.replacen("workers = 2\n", "", 1)
+        ));
+        assert_eq!(
+            (e.line, e.column, e.key.as_str()),
+            (line, column, key),
+            "{table}: {e:?}"
+        );
+        assert!(e.message.contains(says), "{table}: {}", e.message);
+    }
+    let many: Vec<String> = (1..=17).map(|i| format!("\"10.0.0.{i}\"")).collect();
+    let e = err(&format!(
+        "[cluster]\npeers = [{}]\n{}",
+        many.join(", "),
+        GOOD.replacen("workers = 2\n", "", 1)
+    ));
+    assert!(e.message.contains("17 peer(s)"), "{}", e.message);
+}

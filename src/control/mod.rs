@@ -423,6 +423,8 @@ fn run_with(mut config: Config, inherited: &mut Option<Inherited>) -> Result<(),
     );
     control.kernel = kernel.is_some();
     control.cluster = cluster;
+    // The first view (published while the state was built) has no cluster yet.
+    control.publish_all_now();
     control.fds = (limit, open_before);
     let (upgraded_tx, upgraded) = tokio::sync::mpsc::unbounded_channel();
     kit.stop = Some(upgraded_tx);

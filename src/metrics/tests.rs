@@ -41,6 +41,18 @@ fn sample<'a>(stats: &'a Sharded<ListenerCounters>, backends: &'a [BackendStats]
         upgrades: (0, 0, None),
         access_log_lost: [("queue_full", 0), ("write_failed", 0), ("not_open", 0)],
         carried: None,
+        cluster: Some(ClusterSample {
+            peers: vec!["10.0.0.1".into(), "10.0.0.2".into(), "10.0.0.3".into()],
+            me: 1,
+            counts: crate::dataplane::stats::ClusterCounts {
+                forwarded: vec![(5, 500), (0, 0), (7, 700)],
+                delivered: (3, 300),
+                dropped: (1, 100),
+                no_route: (0, 0),
+                too_big: (2, 3000),
+            },
+            leaving: true,
+        }),
     }
 }
 
@@ -165,4 +177,29 @@ fn a_named_pools_series_carry_no_listener() {
         "{text}"
     );
     assert!(!text.contains("listener=\"web\",pool=\"api\""), "{text}");
+}
+
+#[test]
+fn the_cluster_s_series_name_every_other_peer() {
+    let stats: Sharded<ListenerCounters> = Sharded::new(1);
+    let b = [backend("b1", 1, 1)];
+    let text = render(&sample(&stats, &b));
+    for line in [
+        "ringway_cluster_forwarded_packets_total{peer=\"10.0.0.1\"} 5",
+        "ringway_cluster_forwarded_packets_total{peer=\"10.0.0.3\"} 7",
+        "ringway_cluster_forwarded_bytes_total{peer=\"10.0.0.3\"} 700",
+        "ringway_cluster_delivered_packets_total 3",
+        "ringway_cluster_lost_packets_total{reason=\"no_owner\"} 1",
+        "ringway_cluster_lost_packets_total{reason=\"too_big\"} 2",
+        "ringway_cluster_leaving 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    assert!(
+        !text.contains("peer=\"10.0.0.2\""),
+        "this node is no peer of its own"
+    );
+    let mut without = sample(&stats, &b);
+    without.cluster = None;
+    assert!(!render(&without).contains("ringway_cluster_"));
 }
