@@ -189,6 +189,10 @@ up() {
     ns router sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1
     for n in "${NODES[@]}"; do
         veth router 10.99.$n.1 "node$n" 10.99.$n.2 "${P}r$n"
+        # The nodes reach each other through the router: room for second chance's IPIP
+        # header (20 bytes) on top of a client's full-size segment (docs/scale-out.md).
+        ns router ip link set "${P}r${n}a" mtu 1600
+        ns "node$n" ip link set "${P}r${n}b" mtu 1600
         veth "node$n" 10.98.$n.1 backends 10.98.$n.2 "${P}b$n"
         ns "node$n" ip addr add "$VIP/32" dev lo
         ns "node$n" ip route add default via 10.99.$n.1

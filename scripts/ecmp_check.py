@@ -188,6 +188,27 @@ def echo_ms(s, rounds=200):
     return times[len(times) // 2]
 
 
+def bulk_echo(s, size=1 << 20, timeout=10.0):
+    """Whether `size` bytes sent on `s` (by a thread, while this one reads) come back
+    whole: full-size segments, not just small ones."""
+    import threading
+    data = os.urandom(size)
+    s.settimeout(timeout)
+    sender = threading.Thread(target=lambda: s.sendall(data), daemon=True)
+    sender.start()
+    got = bytearray()
+    try:
+        while len(got) < size:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    except OSError:
+        return False
+    sender.join(timeout)
+    return bytes(got) == data
+
+
 def withdraw(conns, router, second_chance):
     """Node 1 withdraws its route with CONNS connections open; returns the problems."""
     bad = 0
@@ -216,6 +237,9 @@ def withdraw(conns, router, second_chance):
           f"node 1, {of_healthy} of healthy nodes")
     if second_chance:
         after_ms, control_ms = echo_ms(probe[0]), echo_ms(control[0])
+        bulk = bulk_echo(probe[0])
+        print(f"1 MiB echoed whole on a connection of node 1 through a peer: {bulk}")
+        bad += 0 if bulk else 1
         counts = {n: cluster_counts(n) for n in (1, 2, 3)}
         print(f"second chance after: forwarded by node 2 {counts[2][0]:.0f}, node 3 "
               f"{counts[3][0]:.0f}; delivered at node 1 {counts[1][1]:.0f}; lost "

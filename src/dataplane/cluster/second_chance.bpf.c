@@ -173,21 +173,28 @@ static __always_inline int send(struct __sk_buff *skb, __u32 slot, struct bpf_fi
 	return bpf_redirect(fib->ifindex, 0);
 }
 
-// The route to `dst` for a packet of `len` bytes: 0 when there is one (in `fib`), else
-// the counter slot that says why not.
-static __always_inline int route_to(struct __sk_buff *skb, __u32 src, __u32 dst, __u16 len,
+// The route to `dst` for this packet grown by `grow` bytes: 0 when there is one (in
+// `fib`) and the packet fits its MTU, else the counter slot that says why not. A GSO
+// packet (segments the stack took together) fits when each of its segments does: the
+// encapsulation shrinks its segment size by `grow`, so its segments still fit after.
+static __always_inline int route_to(struct __sk_buff *skb, __u32 src, __u32 dst, __s32 grow,
 				    struct bpf_fib_lookup *fib)
 {
 	__builtin_memset(fib, 0, sizeof(*fib));
 	fib->family = AF_INET;
 	fib->ipv4_src = src;
 	fib->ipv4_dst = dst;
-	fib->tot_len = len;
 	fib->ifindex = skb->ifindex;
 	int rc = bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS)
-		return 0;
-	return rc == BPF_FIB_LKUP_RET_FRAG_NEEDED ? TOO_BIG : NO_ROUTE;
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		return TOO_BIG;
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return NO_ROUTE;
+	// (The lookup checks the packet as it is, not as it will be once encapsulated.)
+	__u32 mtu = 0;
+	long rc_mtu = skb->gso_size ? bpf_check_mtu(skb, fib->ifindex, &mtu, 0, BPF_MTU_CHK_SEGS)
+				    : bpf_check_mtu(skb, fib->ifindex, &mtu, grow, 0);
+	return rc_mtu ? TOO_BIG : 0;
 }
 
 static __always_inline void outer(struct iphdr *o, __u16 len, __u32 src, __u32 dst, __u32 origin,
@@ -215,7 +222,7 @@ static __always_inline int first_chance(struct __sk_buff *skb, __u32 me, __u32 n
 	__u32 dst = get(&RINGWAY_CL_PEERS, next);
 	__u16 len = inner_len + sizeof(struct iphdr);
 	struct bpf_fib_lookup fib;
-	int why = route_to(skb, src, dst, len, &fib);
+	int why = route_to(skb, src, dst, sizeof(struct iphdr), &fib);
 	if (why) {
 		count(why, skb->len);
 		return TC_ACT_UNSPEC;
@@ -269,7 +276,7 @@ static __always_inline int from_peer(struct __sk_buff *skb, struct iphdr *o, __u
 	__u32 next = next_peer(me, origin, n);
 	__u32 dst = get(&RINGWAY_CL_PEERS, next);
 	struct bpf_fib_lookup fib;
-	int why = route_to(skb, self, dst, len, &fib);
+	int why = route_to(skb, self, dst, 0, &fib);
 	if (why) {
 		count(why, skb->len);
 		return TC_ACT_SHOT;
