@@ -229,6 +229,16 @@ def withdraw(conns, router, second_chance):
     converged = wait_hops(2, 30)
     time.sleep(0.2)
     broken = [h for h in held if not echoes(h[0], b"after withdraw")]
+    if second_chance:
+        # ... and still 8 s later; new connections avoid node 1 meanwhile.
+        fresh = [tcp_open() for _ in range(60)]
+        to_leaving = sum(1 for f in fresh if f[3] == 1)
+        for f in fresh:
+            f[0].close()
+        print(f"new connections after the withdraw: {to_leaving} of {len(fresh)} went to node 1")
+        bad += to_leaving
+        time.sleep(8)
+        broken += [h for h in held if h not in broken and not echoes(h[0], b"8 s later")]
     of_leaving = sum(1 for h in broken if h[3] == 1)
     of_healthy = len(broken) - of_leaving
     print(f"withdraw ({router} router, second chance {'on' if second_chance else 'off'}): "
@@ -247,6 +257,16 @@ def withdraw(conns, router, second_chance):
               f"of node 1: {before_ms:.3f} ms before, {after_ms:.3f} ms through a peer; of a "
               f"connection of node 2 at the same time: {control_ms:.3f} ms")
         bad += len(broken) + (1 if counts[1][1] == 0 else 0)
+        for h in held:
+            h[0].close()
+        t0 = time.time()
+        while node_counter(1, "ringway_listener_active_connections", [("listener", "tcp")]) > 0 \
+                and time.time() - t0 < 10:
+            time.sleep(0.1)
+        left = node_counter(1, "ringway_listener_active_connections", [("listener", "tcp")])
+        print(f"node 1's open connections after its clients closed theirs: {left:.0f} "
+              f"({time.time() - t0:.2f} s)")
+        bad += left
         node_ctl(1, "stay")
     elif router == "resilient":
         bad += of_healthy
@@ -295,12 +315,15 @@ def main():
 
     # Node 1 withdraws its route while connections are open.
     setting = lambda name: open(os.path.join(LAB, name)).read().strip()
-    bad += withdraw(args.conns, setting("router"), setting("second_chance") == "on")
+    second_chance = setting("second_chance") == "on"
+    bad += withdraw(args.conns, setting("router"), second_chance)
 
     # 3. Node 2 dies; the flows go on. (Where each flow goes now: the withdraw above may
-    # have moved some of node 1's flows for good, as a resilient group does.)
+    # have moved some of node 1's flows for good, as a resilient group does.) With second
+    # chance, TCP connections of the other nodes survive it too, whatever ECMP moves.
     first = udp_round(socks, "a2")
     bad += len(socks) - len(first)
+    held = [tcp_open() for _ in range(args.conns)] if second_chance else []
     lab("kill", "2")
     converged = wait_hops(2, 30)
     again = udp_round(socks, "b")
@@ -311,6 +334,14 @@ def main():
           f"{len(again)}/{len(socks)} flows answered after, {len(moved_backend)} by another backend; "
           f"{crossed} had crossed node 2, {shuffled} moved between healthy nodes by ECMP")
     bad += len(moved_backend) + (len(socks) - len(again))
+    if held:
+        time.sleep(0.2)
+        lost = [h for h in held if h[3] != 2 and not echoes(h[0], b"after a kill")]
+        print(f"node 2 killed: {len(lost)} of {sum(1 for h in held if h[3] != 2)} TCP "
+              f"connections of nodes 1 and 3 broke")
+        bad += len(lost)
+        for h in held:
+            h[0].close()
 
     # 4. Node 2 returns.
     lab("start", "2")

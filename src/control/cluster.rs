@@ -210,7 +210,7 @@ pub struct PeerTraffic {
 /// Segments second chance could not save.
 #[derive(Debug, serde::Serialize)]
 pub struct Lost {
-    /// No node held it (dropped at the end of the chain).
+    /// No node held it (the last of the chain reset it).
     pub no_owner: Traffic,
     /// No route or neighbour to the next peer.
     pub no_route: Traffic,

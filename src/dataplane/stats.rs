@@ -263,7 +263,7 @@ pub struct ClusterCounts {
     pub forwarded: Vec<(u64, u64)>,
     /// Packets from a peer that a socket here held: delivered here.
     pub delivered: (u64, u64),
-    /// Packets from a peer that no node held (the end of the chain): dropped.
+    /// Packets from a peer that no node held (the end of the chain): reset here.
     pub dropped: (u64, u64),
     /// Packets not passed on for want of a route or neighbour to the next peer.
     pub no_route: (u64, u64),

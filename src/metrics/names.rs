@@ -120,7 +120,7 @@ pub const CLUSTER_FORWARDED_BYTES: &str = "ringway_cluster_forwarded_bytes_total
 /// `[cluster]`: segments a peer passed on that a socket here held: delivered here.
 pub const CLUSTER_DELIVERED: &str = "ringway_cluster_delivered_packets_total";
 /// `[cluster]`: segments second chance could not save, by `reason`: `no_owner` (every
-/// other node missed it too: dropped at the end of the chain), `no_route` (no route or
+/// other node missed it too: the last one resets it), `no_route` (no route or
 /// neighbour to the next peer), `too_big` (over the path MTU once encapsulated).
 pub const CLUSTER_LOST: &str = "ringway_cluster_lost_packets_total";
 /// `[cluster]`: 1 while this node is leaving the fleet (`ringway ctl leave`), else 0.

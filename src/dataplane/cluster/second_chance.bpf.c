@@ -16,7 +16,8 @@
 //   segment, it is decapsulated and goes up the stack as if it had arrived here (the
 //   owner answers the client directly, from the address it still holds); otherwise it
 //   goes on to the next peer, skipping the node it started from, until every other
-//   node has seen it (count - 1 hops); the last drops it.
+//   node has seen it (count - 1 hops); the last gives it to its own stack, which resets
+//   the connection as it would have without second chance (its owner is gone).
 //
 // A SYN is never forwarded (new connections stay where ECMP puts them), nor is
 // anything else (UDP, fragments, IP options, IPv6): those return TC_ACT_UNSPEC and the
@@ -44,7 +45,7 @@
 // Counter slots (RINGWAY_CL_STATS: packets at 2 x slot, bytes at 2 x slot + 1).
 // 0 .. MAX_PEERS - 1: sent on to that peer.
 #define DELIVERED (MAX_PEERS)     // from a peer, held here: delivered
-#define DROPPED (MAX_PEERS + 1)   // from a peer, held by no node: dropped
+#define DROPPED (MAX_PEERS + 1)   // from a peer, held by no node: reset here
 #define NO_ROUTE (MAX_PEERS + 2)  // no route or neighbour to the next peer
 #define TOO_BIG (MAX_PEERS + 3)   // over the path MTU once encapsulated
 #define SLOTS (MAX_PEERS + 4)
@@ -262,16 +263,18 @@ static __always_inline int from_peer(struct __sk_buff *skb, struct iphdr *o, __u
 	__u16 id = bpf_ntohs(o->id);
 	__u32 origin = id >> 8, hops = id & 0xff;
 	__u16 len = bpf_ntohs(o->tot_len);
-	if (held_here(skb, ip, th)) {
-		count(DELIVERED, skb->len);
+	if (origin >= n)
+		return TC_ACT_SHOT;
+	int held = held_here(skb, ip, th);
+	if (held || hops + 1 >= n) {
+		// Held here: delivered. Held by no node (the end of the chain: its node died,
+		// or it ended): delivered too, so that this stack answers with the reset the
+		// client would have had without second chance, rather than leave it hanging.
+		count(held ? DELIVERED : DROPPED, skb->len);
 		if (bpf_skb_adjust_room(skb, -(int)sizeof(struct iphdr), BPF_ADJ_ROOM_MAC,
 					BPF_F_ADJ_ROOM_DECAP_L3_IPV4))
 			return TC_ACT_SHOT;
 		return TC_ACT_OK;
-	}
-	if (origin >= n || hops + 1 >= n) {
-		count(DROPPED, skb->len);
-		return TC_ACT_SHOT;
 	}
 	__u32 next = next_peer(me, origin, n);
 	__u32 dst = get(&RINGWAY_CL_PEERS, next);
