@@ -2,8 +2,8 @@
 """The ECMP lab's three backends (scripts/ecmp-lab.sh), in one process: on 10.97.0.N,
 TCP port 8000 answers each connection with "bN|10.98.K.1\\n" (its backend, and the
 node that carried it) then echoes; UDP port 5300 answers
-each datagram with b"bN|" + the sender's address (which node carried it: 10.98.K.1 is
-node K) + b"|" + the datagram."""
+each datagram with b"bN|" + the sender's address and port (which node carried it:
+10.98.K.1 is node K; and which of its sockets) + b"|" + the datagram."""
 
 import socket
 import socketserver
@@ -38,7 +38,7 @@ def udp_loop(sock, name):
     while True:
         data, peer = sock.recvfrom(65536)
         try:
-            sock.sendto(f"{name}|{peer[0]}|".encode() + data, peer)
+            sock.sendto(f"{name}|{peer[0]}:{peer[1]}|".encode() + data, peer)
         except OSError:
             pass
 

@@ -103,8 +103,9 @@ def node_counter(n, name, labels):
 
 
 def udp_round(socks, tag, timeout=2.0):
-    """One datagram from each socket; returns {socket index: (backend, node)} for the
-    answers (the backend names the node's address it heard from: 10.98.K.1)."""
+    """One datagram from each socket; returns {socket index: (backend, node, source)}
+    for the answers (the backend names the address and port it heard from: 10.98.K.1
+    is node K)."""
     for i, s in enumerate(socks):
         s.sendto(f"{tag}-{i}".encode(), (VIP, 53))
         if i % 200 == 199:
@@ -118,9 +119,9 @@ def udp_round(socks, tag, timeout=2.0):
     while len(got) < len(socks) and time.time() < deadline:
         for fd, _ in poller.poll(100):
             data = socks[by_fd[fd]].recv(2048)
-            name, node, body = data.decode().split("|", 2)
+            name, source, body = data.decode().split("|", 2)
             if body.startswith(f"{tag}-"):
-                got[by_fd[fd]] = (name, int(node.split(".")[2]))
+                got[by_fd[fd]] = (name, int(source.split(".")[2]), source)
     return got
 
 
@@ -209,9 +210,12 @@ def bulk_echo(s, size=1 << 20, timeout=10.0):
     return bytes(got) == data
 
 
-def withdraw(conns, router, second_chance):
-    """Node 1 withdraws its route with CONNS connections open; returns the problems."""
+def withdraw(conns, router, second_chance, socks):
+    """Node 1 withdraws its route with CONNS connections and the UDP flows of `socks`
+    open; returns the problems."""
     bad = 0
+    udp_before = udp_round(socks, "w1")
+    bad += len(socks) - len(udp_before)
     held = [tcp_open() for _ in range(conns)]
     by_node = {n: sum(1 for h in held if h[3] == n) for n in (1, 2, 3)}
     probe = next(h for h in held if h[3] == 1)
@@ -225,11 +229,21 @@ def withdraw(conns, router, second_chance):
               f"(all serving: must be 0)")
         bad += forwarded
         print("node 1: " + node_ctl(1, "leave").strip())
+        time.sleep(1.5)  # its first announcement of its UDP flows
     lab("withdraw", "1")
     converged = wait_hops(2, 30)
     time.sleep(0.2)
     broken = [h for h in held if not echoes(h[0], b"after withdraw")]
+    udp_after = udp_round(socks, "w2")
+    of_node1 = [i for i, v in udp_before.items() if v[1] == 1]
+    same_source = [i for i in of_node1 if i in udp_after and udp_after[i][2] == udp_before[i][2]]
+    same_backend = [i for i in of_node1 if i in udp_after and udp_after[i][0] == udp_before[i][0]]
+    print(f"udp after the withdraw: {len(udp_after)}/{len(socks)} flows answered; of the "
+          f"{len(of_node1)} flows of node 1, {len(same_backend)} kept their backend and "
+          f"{len(same_source)} the source address and port their backend sees")
+    bad += len(socks) - len(udp_after) + len(of_node1) - len(same_backend)
     if second_chance:
+        bad += len(of_node1) - len(same_source)
         # ... and still 8 s later; new connections avoid node 1 meanwhile.
         fresh = [tcp_open() for _ in range(60)]
         to_leaving = sum(1 for f in fresh if f[3] == 1)
@@ -296,7 +310,7 @@ def main():
     want = route("udp", clients)
     before = {n: node_counter(n, "ringway_udp_flows_total", [("listener", "udp")]) for n in (1, 2, 3)}
     first = udp_round(socks, "a")
-    wrong = [i for i, (b, _) in first.items() if want[clients[i]] != b]
+    wrong = [i for i, (b, _, _) in first.items() if want[clients[i]] != b]
     share = {n: node_counter(n, "ringway_udp_flows_total", [("listener", "udp")]) - before[n] for n in (1, 2, 3)}
     print(f"udp: {len(first)}/{len(socks)} flows answered, {len(wrong)} not where route says; "
           f"flows per node {share}")
@@ -316,7 +330,7 @@ def main():
     # Node 1 withdraws its route while connections are open.
     setting = lambda name: open(os.path.join(LAB, name)).read().strip()
     second_chance = setting("second_chance") == "on"
-    bad += withdraw(args.conns, setting("router"), second_chance)
+    bad += withdraw(args.conns, setting("router"), second_chance, socks)
 
     # 3. Node 2 dies; the flows go on. (Where each flow goes now: the withdraw above may
     # have moved some of node 1's flows for good, as a resilient group does.) With second
@@ -327,9 +341,9 @@ def main():
     lab("kill", "2")
     converged = wait_hops(2, 30)
     again = udp_round(socks, "b")
-    moved_backend = [i for i, (b, _) in again.items() if i in first and first[i][0] != b]
-    crossed = sum(1 for i in again if first.get(i, ("", 0))[1] == 2)
-    shuffled = sum(1 for i, (_, n) in again.items() if i in first and first[i][1] not in (2, n))
+    moved_backend = [i for i, (b, _, _) in again.items() if i in first and first[i][0] != b]
+    crossed = sum(1 for i in again if first.get(i, ("", 0, ""))[1] == 2)
+    shuffled = sum(1 for i, (_, n, _) in again.items() if i in first and first[i][1] not in (2, n))
     print(f"node 2 killed: route down to {hops()} hops after {converged:.2f} s; "
           f"{len(again)}/{len(socks)} flows answered after, {len(moved_backend)} by another backend; "
           f"{crossed} had crossed node 2, {shuffled} moved between healthy nodes by ECMP")

@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use super::error::ConfigError;
 use super::file::FileCluster;
-use super::validate::Source;
+use super::validate::{int_of, Source};
 
 /// Most peers (the program's limit).
 pub const MAX_PEERS: usize = 16;
@@ -20,6 +20,13 @@ pub struct ClusterConfig {
     pub peers: Vec<Ipv4Addr>,
     /// The interfaces second chance watches (every one but loopback when empty).
     pub interfaces: Vec<String>,
+    /// The UDP port the nodes tell each other which flows a leaving node holds on.
+    pub port: u16,
+}
+
+impl ClusterConfig {
+    /// The default `port`.
+    pub const DEFAULT_PORT: u16 = 7947;
 }
 
 /// `[cluster]`, checked.
@@ -94,5 +101,13 @@ pub(super) fn cluster(
         }
         interfaces.push(text.to_string());
     }
-    Ok(ClusterConfig { peers, interfaces })
+    let port = match &c.port {
+        None => ClusterConfig::DEFAULT_PORT,
+        Some(p) => int_of(src, p, "cluster.port", 1, 65535)? as u16,
+    };
+    Ok(ClusterConfig {
+        peers,
+        interfaces,
+        port,
+    })
 }

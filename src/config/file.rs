@@ -108,6 +108,7 @@ pub struct FileResolver {
 #[serde(deny_unknown_fields)]
 pub struct FileCluster {
     pub peers: Spanned<Vec<Spanned<String>>>,
+    pub port: Option<Spanned<i64>>,
     pub interfaces: Option<Spanned<Vec<Spanned<String>>>>,
 }
 

@@ -708,6 +708,7 @@ fn a_cluster_is_typed() {
                 "10.0.0.13".parse().unwrap()
             ],
             interfaces: vec!["eth0".into()],
+            port: ClusterConfig::DEFAULT_PORT,
         })
     );
     assert!(

@@ -15,6 +15,14 @@ pub enum StartError {
     /// This machine is not one of the peers, or is several.
     #[error("cluster.peers: {0}")]
     NotAPeer(String),
+    /// The cluster's port could not be bound.
+    #[error("cluster.port: cannot listen on udp {addr}: {why}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// What the OS said.
+        why: std::io::Error,
+    },
     /// The program could not be loaded or attached.
     #[error("[cluster]: {0} (second chance loads a tc program: ringway needs CAP_BPF and CAP_NET_ADMIN at start, or root)")]
     Program(#[from] ClusterError),
@@ -29,6 +37,14 @@ pub struct Cluster {
     counters: Arc<Counters>,
     /// Since when this node is leaving, when it is.
     leaving: Option<SystemTime>,
+    /// Where the peers are told and heard (`[cluster] port`).
+    port: u16,
+    /// Bound at start; taken by [`Cluster::start_tasks`].
+    bound: Option<(std::net::UdpSocket, crate::dataplane::cluster::UdpFlows)>,
+    /// The socket, once the tasks run.
+    socket: Option<Arc<tokio::net::UdpSocket>>,
+    /// Set while leaving: the task that tells the peers runs while it holds.
+    telling: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What `/status` and `/metrics` show of the cluster.
@@ -57,6 +73,16 @@ impl Cluster {
         let mut program = SecondChance::load(&c.peers, me, &c.interfaces)?;
         program.set_listeners(&tcp_listeners(config))?;
         let counters = Arc::new(program.counters()?);
+        let peers = super::announce::Peers {
+            all: c.peers.clone(),
+            me,
+            port: c.port,
+        };
+        let socket = super::announce::bind(&peers).map_err(|why| StartError::Bind {
+            addr: format!("{}:{}", c.peers[me], c.port),
+            why,
+        })?;
+        let bound = Some((socket, program.udp_flows()?));
         tracing::info!(
             "cluster: node {} of {} ({}); second chance on {}",
             me + 1,
@@ -70,6 +96,10 @@ impl Cluster {
             me,
             counters,
             leaving: None,
+            port: c.port,
+            bound,
+            socket: None,
+            telling: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }))
     }
 
@@ -80,12 +110,51 @@ impl Cluster {
         }
     }
 
-    /// Marks this node as leaving (from `since`); false when it already was.
-    pub fn leave(&mut self, since: SystemTime) -> bool {
+    /// Starts listening to the peers (in the runtime, once).
+    pub fn start_tasks(&mut self) {
+        let Some((socket, table)) = self.bound.take() else {
+            return;
+        };
+        match tokio::net::UdpSocket::from_std(socket) {
+            Ok(s) => {
+                let s = Arc::new(s);
+                tokio::spawn(super::announce::listen(Arc::clone(&s), self.peers(), table));
+                self.socket = Some(s);
+            }
+            Err(e) => tracing::error!("cluster: cannot listen to the peers: {e}"),
+        }
+    }
+
+    fn peers(&self) -> super::announce::Peers {
+        super::announce::Peers {
+            all: self.peers.clone(),
+            me: self.me,
+            port: self.port,
+        }
+    }
+
+    /// Marks this node as leaving (from `since`) and starts telling the peers which UDP
+    /// flows it holds (`workers` list them); false when it already was leaving.
+    pub fn leave(
+        &mut self,
+        since: SystemTime,
+        workers: Vec<crate::dataplane::WorkerControl>,
+    ) -> bool {
         if self.leaving.is_some() {
             return false;
         }
         self.leaving = Some(since);
+        if let Some(socket) = &self.socket {
+            use std::sync::atomic::Ordering;
+            if !self.telling.swap(true, Ordering::Relaxed) {
+                tokio::spawn(super::announce::tell(
+                    Arc::clone(socket),
+                    self.peers(),
+                    workers,
+                    Arc::clone(&self.telling),
+                ));
+            }
+        }
         tracing::info!(
             "cluster: this node ({}) is leaving: withdraw its route, then stop it once its connections have drained",
             self.peers[self.me]
@@ -95,6 +164,8 @@ impl Cluster {
 
     /// Takes a leave back; false when it was not leaving.
     pub fn stay(&mut self) -> bool {
+        self.telling
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let was = self.leaving.take().is_some();
         if was {
             tracing::info!("cluster: this node ({}) stays", self.peers[self.me]);
@@ -231,7 +302,7 @@ impl super::core::Control {
     pub fn set_leaving(&mut self, leave: bool, now: SystemTime) -> Left {
         let cluster = self.cluster.as_mut().ok_or(NoCluster)?;
         let changed = if leave {
-            cluster.leave(now)
+            cluster.leave(now, self.workers.clone())
         } else {
             cluster.stay()
         };

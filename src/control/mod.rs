@@ -13,6 +13,7 @@
 mod actor;
 mod admin;
 mod affinity;
+mod announce;
 mod backend;
 mod cluster;
 mod core;
@@ -432,6 +433,9 @@ fn run_with(mut config: Config, inherited: &mut Option<Inherited>) -> Result<(),
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let result = rt.block_on(async move {
         control.start_probes();
+        if let Some(c) = control.cluster.as_mut() {
+            c.start_tasks();
+        }
         tokio::spawn(actor::run(control, mailbox, passive_rx));
         serve_http(
             (metrics_socket, admin_socket),

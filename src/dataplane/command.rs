@@ -93,4 +93,7 @@ pub enum Command {
     /// A reload changed the control plane's reserve: this is the worker's new share
     /// of file descriptors.
     FdBudget(usize),
+    /// Send the worker's open UDP flows (client, the address it sends to) here
+    /// (`[cluster]`: a leaving node tells its peers).
+    ListFlows(std::sync::mpsc::Sender<Vec<(std::net::SocketAddr, std::net::SocketAddr)>>),
 }

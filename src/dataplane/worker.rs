@@ -231,6 +231,9 @@ impl Worker {
                         }
                     }
                 }
+                Command::ListFlows(to) => {
+                    let _ = to.send(self.udp.flow_keys());
+                }
                 Command::FdBudget(limit) => {
                     tracing::debug!(
                         worker = self.index,

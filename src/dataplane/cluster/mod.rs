@@ -10,6 +10,8 @@
 //! addresses, and reads its counters. Dropping [`SecondChance`] detaches it (the links
 //! are this process's: a process that dies leaves nothing attached).
 
+pub mod announce;
+
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsFd;
@@ -28,6 +30,7 @@ const LISTEN: &str = "RINGWAY_CL_LISTEN";
 const PEERS: &str = "RINGWAY_CL_PEERS";
 const SELF: &str = "RINGWAY_CL_SELF";
 const STATS: &str = "RINGWAY_CL_STATS";
+const UDP: &str = "RINGWAY_CL_UDP";
 
 /// Most peers a cluster may have (the program's `MAX_PEERS`).
 pub const MAX_PEERS: usize = 16;
@@ -120,6 +123,39 @@ impl Counters {
             too_big: slot(TOO_BIG)?,
         })
     }
+}
+
+/// The program's table of the UDP flows leaving peers hold: their datagrams go to them.
+pub struct UdpFlows {
+    map: HashMap<MapData, [u32; 3], u32>,
+}
+
+impl fmt::Debug for UdpFlows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("UdpFlows")
+    }
+}
+
+impl UdpFlows {
+    /// Peer `peer` holds `flow`.
+    pub fn insert(&mut self, flow: announce::FlowKey, peer: u32) -> Result<(), ClusterError> {
+        Ok(self.map.insert(udp_key(flow), peer, 0)?)
+    }
+
+    /// No peer holds `flow` any more.
+    pub fn remove(&mut self, flow: announce::FlowKey) {
+        let _ = self.map.remove(&udp_key(flow));
+    }
+}
+
+/// The program's key for a UDP flow: addresses and ports as on the wire.
+fn udp_key((client, dst): announce::FlowKey) -> [u32; 3] {
+    let port = |a: &SocketAddrV4| u32::from(u16::from_ne_bytes(a.port().to_be_bytes()));
+    [
+        wire(*client.ip()),
+        wire(*dst.ip()),
+        port(&client) | (port(&dst) << 16),
+    ]
 }
 
 /// The loaded, attached program. Dropping it detaches it.
@@ -230,6 +266,20 @@ impl SecondChance {
             .map_err(ClusterError::Io)?;
         let map = PerCpuArray::try_from(Map::PerCpuArray(MapData::from_fd(fd)?))?;
         Ok(Counters { map, peers })
+    }
+
+    /// A handle on the table of the UDP flows leaving peers hold (its own descriptor).
+    pub fn udp_flows(&mut self) -> Result<UdpFlows, ClusterError> {
+        let Map::HashMap(data) = self.map(UDP)? else {
+            return Err(ClusterError::Missing(UDP));
+        };
+        let fd = data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(ClusterError::Io)?;
+        let map = HashMap::try_from(Map::HashMap(MapData::from_fd(fd)?))?;
+        Ok(UdpFlows { map })
     }
 
     fn map(&mut self, name: &'static str) -> Result<&mut Map, ClusterError> {

@@ -19,9 +19,14 @@
 //   node has seen it (count - 1 hops); the last gives it to its own stack, which resets
 //   the connection as it would have without second chance (its owner is gone).
 //
+// * A UDP datagram of a flow a leaving peer holds (that peer told this node so: the
+//   flows are in RINGWAY_CL_UDP, put there by ringway) goes in IPIP to that peer, which
+//   decapsulates it: the flow keeps its upstream socket, so its backend keeps seeing
+//   the same source address and port.
+//
 // A SYN is never forwarded (new connections stay where ECMP puts them), nor is
-// anything else (UDP, fragments, IP options, IPv6): those return TC_ACT_UNSPEC and the
-// kernel, or the next tc program, handles them as usual.
+// anything else (other UDP, fragments, IP options, IPv6): those return TC_ACT_UNSPEC
+// and the kernel, or the next tc program, handles them as usual.
 //
 // Rebuild the committed object with scripts/build-bpf.sh (CI checks it is identical).
 
@@ -31,6 +36,7 @@
 #include <linux/ip.h>
 #include <linux/pkt_cls.h>
 #include <linux/tcp.h>
+#include <linux/udp.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
@@ -83,6 +89,15 @@ struct bpf_map_def SEC("maps") RINGWAY_CL_SELF = {
 	.key_size = sizeof(__u32),
 	.value_size = sizeof(__u32),
 	.max_entries = 2,
+};
+
+// UDP flows leaving peers hold: key {client address, listener address, client port |
+// listener port << 16} (as on the wire) -> the peer's index.
+struct bpf_map_def SEC("maps") RINGWAY_CL_UDP = {
+	.type = BPF_MAP_TYPE_HASH,
+	.key_size = 3 * sizeof(__u32),
+	.value_size = sizeof(__u32),
+	.max_entries = 65536,
 };
 
 struct bpf_map_def SEC("maps") RINGWAY_CL_STATS = {
@@ -215,10 +230,11 @@ static __always_inline void outer(struct iphdr *o, __u16 len, __u32 src, __u32 d
 	o->check = ip_checksum(o);
 }
 
-// A segment this node does not hold: encapsulated, to the first node of the chain.
-static __always_inline int first_chance(struct __sk_buff *skb, __u32 me, __u32 n, __u16 inner_len)
+// A packet this node does not hold: encapsulated, to peer `next` (the first node of
+// the chain, or the leaving peer that holds its UDP flow).
+static __always_inline int first_chance(struct __sk_buff *skb, __u32 me, __u32 next,
+					__u16 inner_len)
 {
-	__u32 next = next_peer(me, me, n);
 	__u32 src = get(&RINGWAY_CL_PEERS, me);
 	__u32 dst = get(&RINGWAY_CL_PEERS, next);
 	__u16 len = inner_len + sizeof(struct iphdr);
@@ -255,7 +271,17 @@ static __always_inline int from_peer(struct __sk_buff *skb, struct iphdr *o, __u
 	if (!known)
 		return TC_ACT_UNSPEC;
 	struct iphdr *ip = (void *)(o + 1);
-	if ((void *)(ip + 1) > end || ip->ihl != 5 || ip->protocol != IPPROTO_TCP)
+	if ((void *)(ip + 1) > end || ip->ihl != 5)
+		return TC_ACT_UNSPEC;
+	if (ip->protocol == IPPROTO_UDP) {
+		// A datagram of a flow this node told its peers it holds.
+		count(DELIVERED, skb->len);
+		if (bpf_skb_adjust_room(skb, -(int)sizeof(struct iphdr), BPF_ADJ_ROOM_MAC,
+					BPF_F_ADJ_ROOM_DECAP_L3_IPV4))
+			return TC_ACT_SHOT;
+		return TC_ACT_OK;
+	}
+	if (ip->protocol != IPPROTO_TCP)
 		return TC_ACT_UNSPEC;
 	struct tcphdr *th = (void *)(ip + 1);
 	if ((void *)(th + 1) > end)
@@ -309,14 +335,26 @@ int ringway_second_chance(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	if (ip->protocol == IPPROTO_IPIP)
 		return from_peer(skb, ip, me, n);
-	if (ip->protocol != IPPROTO_TCP || (ip->frag_off & bpf_htons(0x3fff)))
+	if (ip->frag_off & bpf_htons(0x3fff))
+		return TC_ACT_UNSPEC;
+	if (ip->protocol == IPPROTO_UDP) {
+		struct udphdr *uh = (void *)(ip + 1);
+		if ((void *)(uh + 1) > end)
+			return TC_ACT_UNSPEC;
+		__u32 key[3] = {ip->saddr, ip->daddr, (__u32)uh->source | ((__u32)uh->dest << 16)};
+		__u32 *peer = bpf_map_lookup_elem(&RINGWAY_CL_UDP, key);
+		if (!peer || *peer >= n || *peer == me)
+			return TC_ACT_UNSPEC;
+		return first_chance(skb, me, *peer, bpf_ntohs(ip->tot_len));
+	}
+	if (ip->protocol != IPPROTO_TCP)
 		return TC_ACT_UNSPEC;
 	struct tcphdr *th = (void *)(ip + 1);
 	if ((void *)(th + 1) > end || th->syn)
 		return TC_ACT_UNSPEC;
 	if (!listener(ip->daddr, th->dest) || held_here(skb, ip, th))
 		return TC_ACT_UNSPEC;
-	return first_chance(skb, me, n, bpf_ntohs(ip->tot_len));
+	return first_chance(skb, me, next_peer(me, me, n), bpf_ntohs(ip->tot_len));
 }
 
 // bpf_fib_lookup is for GPL-compatible programs only: this one is dual-licensed.

@@ -184,6 +184,22 @@ impl UdpPlane {
     /// Hands every flow to `exporter` (an upgrade: see [`Flow::export`]), ending
     /// its counts here; returns how many went. The listeners stay until
     /// [`UdpPlane::close_all`].
+    /// Every open flow: its client, and the address it sends to (the listener's, or on
+    /// a wildcard listener the one the client's datagrams named).
+    pub fn flow_keys(&self) -> Vec<(std::net::SocketAddr, std::net::SocketAddr)> {
+        self.flows
+            .keys_where(|_| true)
+            .into_iter()
+            .filter_map(|k| {
+                let f = self.flows.get(k)?;
+                let listen = self.listeners.get(f.listener())?.shared().listen;
+                let dst =
+                    std::net::SocketAddr::new(f.local().unwrap_or(listen.ip()), listen.port());
+                Some((f.client(), dst))
+            })
+            .collect()
+    }
+
     pub fn export(
         &mut self,
         exporter: &crate::dataplane::handoff::Exporter,
