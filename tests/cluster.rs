@@ -185,3 +185,20 @@ fn leave_without_a_cluster_says_there_is_none() {
     let r = http("POST", admin, "/stay", None);
     assert_eq!(r.status, 409);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn an_upgrade_keeps_the_cluster() {
+    in_netns("clupg", || {
+        network("10.55.0.1");
+        let (listen, admin, metrics) =
+            ("10.55.0.1:8080".parse().unwrap(), free_addr(), free_addr());
+        let toml = cluster_config(&["10.55.0.1", "10.55.0.2"], listen, admin, metrics);
+        let rw = Ringway::start(&toml, &[admin]);
+        let _serving = crate::upgrade::Serving(admin);
+        // The new process binds the cluster's port while the old one still holds it.
+        let pid = crate::upgrade::upgrade(admin, &rw);
+        let st = crate::upgrade::status_of(admin, pid);
+        assert_eq!(st["cluster"]["node"], "10.55.0.1", "{st}");
+    });
+}

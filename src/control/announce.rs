@@ -149,9 +149,14 @@ fn peer_of(peers: &Peers, ip: IpAddr) -> Option<u32> {
         .map(|i| i as u32)
 }
 
-/// This node's address on the cluster's port.
+/// This node's address on the cluster's port (shared with `SO_REUSEPORT`: during an
+/// upgrade the old and the new process both listen, until the old one exits).
 pub fn bind(peers: &Peers) -> std::io::Result<std::net::UdpSocket> {
-    let s = std::net::UdpSocket::bind(SocketAddrV4::new(peers.all[peers.me], peers.port))?;
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.bind(&SocketAddrV4::new(peers.all[peers.me], peers.port).into())?;
     s.set_nonblocking(true)?;
-    Ok(s)
+    Ok(s.into())
 }
