@@ -779,6 +779,13 @@ fn a_bad_cluster_names_its_key() {
             "cluster.peer",
             "did you mean `peers`",
         ),
+        (
+            "peers = [\"10.0.0.1\", \"10.0.0.2\"]\nport = 0",
+            3,
+            8,
+            "cluster.port",
+            "1 to 65535",
+        ),
     ] {
         let e = err(&format!(
             "[cluster]\n{table}\n{}",
