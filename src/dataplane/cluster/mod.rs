@@ -255,31 +255,27 @@ impl SecondChance {
     /// A handle on its counters (its own descriptor: readable from any thread, after
     /// privileges are dropped, for as long as it lives).
     pub fn counters(&mut self) -> Result<Counters, ClusterError> {
-        let peers = self.peers;
-        let Map::PerCpuArray(data) = self.map(STATS)? else {
-            return Err(ClusterError::Missing(STATS));
-        };
-        let fd = data
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(ClusterError::Io)?;
-        let map = PerCpuArray::try_from(Map::PerCpuArray(MapData::from_fd(fd)?))?;
-        Ok(Counters { map, peers })
+        let map = PerCpuArray::try_from(Map::PerCpuArray(self.own_handle(STATS)?))?;
+        Ok(Counters {
+            map,
+            peers: self.peers,
+        })
     }
 
     /// A handle on the table of the UDP flows leaving peers hold (its own descriptor).
     pub fn udp_flows(&mut self) -> Result<UdpFlows, ClusterError> {
-        let Map::HashMap(data) = self.map(UDP)? else {
-            return Err(ClusterError::Missing(UDP));
-        };
-        let fd = data
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(ClusterError::Io)?;
-        let map = HashMap::try_from(Map::HashMap(MapData::from_fd(fd)?))?;
+        let map = HashMap::try_from(Map::HashMap(self.own_handle(UDP)?))?;
         Ok(UdpFlows { map })
+    }
+
+    /// A descriptor of map `name` of its own (it outlives any borrow of the program).
+    fn own_handle(&mut self, name: &'static str) -> Result<MapData, ClusterError> {
+        let fd = match self.map(name)? {
+            Map::PerCpuArray(data) | Map::HashMap(data) => data.fd().as_fd().try_clone_to_owned(),
+            _ => return Err(ClusterError::Missing(name)),
+        }
+        .map_err(ClusterError::Io)?;
+        Ok(MapData::from_fd(fd)?)
     }
 
     fn map(&mut self, name: &'static str) -> Result<&mut Map, ClusterError> {

@@ -56,15 +56,8 @@
 #define TOO_BIG (MAX_PEERS + 3)   // over the path MTU once encapsulated
 #define SLOTS (MAX_PEERS + 4)
 
-// Legacy map definitions, as in tcp/kernel/forward.bpf.c (no BTF: the same bytes
-// wherever it is built).
-struct bpf_map_def {
-	unsigned int type;
-	unsigned int key_size;
-	unsigned int value_size;
-	unsigned int max_entries;
-	unsigned int map_flags;
-};
+// Legacy map definitions (no BTF: the same bytes wherever it is built).
+#include "../bpf_map_def.h"
 
 // ringway's TCP listener addresses: key (address << 16) | port, both as on the wire
 // (a wildcard listener has address 0).

@@ -21,16 +21,9 @@ struct peer {
 	__u64 bytes;  // bytes redirected to it
 };
 
-// Legacy map definitions (the layout aya reads from a "maps" section; libbpf 1.x no
-// longer declares it) keep the object free of BTF and debug paths, so it builds byte
-// for byte the same anywhere. Sizes are set by the loader.
-struct bpf_map_def {
-	unsigned int type;
-	unsigned int key_size;
-	unsigned int value_size;
-	unsigned int max_entries;
-	unsigned int map_flags;
-};
+// Legacy map definitions (no BTF: the same bytes wherever it is built). Sizes are set
+// by the loader.
+#include "../../bpf_map_def.h"
 
 struct bpf_map_def SEC("maps") RINGWAY_SOCKS = {
 	.type = BPF_MAP_TYPE_SOCKHASH,
