@@ -134,6 +134,19 @@ fn a_node_leaves_and_stays_and_says_so_everywhere() {
         );
         let leaving = |v: f64| sample(&scrape(metrics), "ringway_cluster_leaving", &[]) == Some(v);
         assert!(leaving(0.0));
+        // Every [cluster] family, typed as documented.
+        let text = scrape(metrics);
+        let mut families = 0;
+        for &(name, _, kind, _) in ringway::metrics::names::ALL {
+            if name.starts_with("ringway_cluster_") {
+                assert!(
+                    text.contains(&format!("# TYPE {name} {kind}")),
+                    "{name}:\n{text}"
+                );
+                families += 1;
+            }
+        }
+        assert_eq!(families, 5);
         // No peer named this node's own.
         let text = scrape(metrics);
         assert!(text.contains("ringway_cluster_forwarded_packets_total{peer=\"10.55.0.3\"} 0"));
