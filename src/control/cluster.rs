@@ -32,13 +32,11 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Cluster {
     program: SecondChance,
-    peers: Vec<Ipv4Addr>,
-    me: usize,
+    /// The peers, which of them this node is, and the port they talk on.
+    peers: super::announce::Peers,
     counters: Arc<Counters>,
     /// Since when this node is leaving, when it is.
     leaving: Option<SystemTime>,
-    /// Where the peers are told and heard (`[cluster] port`).
-    port: u16,
     /// Bound at start; taken by [`Cluster::start_tasks`].
     bound: Option<(std::net::UdpSocket, crate::dataplane::cluster::UdpFlows)>,
     /// The socket, once the tasks run.
@@ -92,11 +90,9 @@ impl Cluster {
         );
         Ok(Some(Cluster {
             program,
-            peers: c.peers.clone(),
-            me,
+            peers,
             counters,
             leaving: None,
-            port: c.port,
             bound,
             socket: None,
             telling: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -118,19 +114,20 @@ impl Cluster {
         match tokio::net::UdpSocket::from_std(socket) {
             Ok(s) => {
                 let s = Arc::new(s);
-                tokio::spawn(super::announce::listen(Arc::clone(&s), self.peers(), table));
+                tokio::spawn(super::announce::listen(
+                    Arc::clone(&s),
+                    self.peers.clone(),
+                    table,
+                ));
                 self.socket = Some(s);
             }
             Err(e) => tracing::error!("cluster: cannot listen to the peers: {e}"),
         }
     }
 
-    fn peers(&self) -> super::announce::Peers {
-        super::announce::Peers {
-            all: self.peers.clone(),
-            me: self.me,
-            port: self.port,
-        }
+    /// This node's address.
+    fn node(&self) -> Ipv4Addr {
+        self.peers.all[self.peers.me]
     }
 
     /// Marks this node as leaving (from `since`) and starts telling the peers which UDP
@@ -149,7 +146,7 @@ impl Cluster {
             if !self.telling.swap(true, Ordering::Relaxed) {
                 tokio::spawn(super::announce::tell(
                     Arc::clone(socket),
-                    self.peers(),
+                    self.peers.clone(),
                     workers,
                     Arc::clone(&self.telling),
                 ));
@@ -157,7 +154,7 @@ impl Cluster {
         }
         tracing::info!(
             "cluster: this node ({}) is leaving: withdraw its route, then stop it once its connections have drained",
-            self.peers[self.me]
+            self.node()
         );
         true
     }
@@ -168,7 +165,7 @@ impl Cluster {
             .store(false, std::sync::atomic::Ordering::Relaxed);
         let was = self.leaving.take().is_some();
         if was {
-            tracing::info!("cluster: this node ({}) stays", self.peers[self.me]);
+            tracing::info!("cluster: this node ({}) stays", self.node());
         }
         was
     }
@@ -176,8 +173,8 @@ impl Cluster {
     /// What `/status` and `/metrics` show.
     pub fn view(&self) -> ClusterView {
         ClusterView {
-            peers: self.peers.clone(),
-            me: self.me,
+            peers: self.peers.all.clone(),
+            me: self.peers.me,
             interfaces: self.program.interfaces().to_vec(),
             leaving: self.leaving,
             counters: Arc::clone(&self.counters),
