@@ -395,6 +395,15 @@ fn listener(
     udp_keys.extend(admission::udp_only_keys(l));
     only_for(src, protocol, Protocol::Tcp, key, &tcp_keys)?;
     only_for(src, protocol, Protocol::Udp, key, &udp_keys)?;
+    if let (Protocol::Udp, Some(f)) = (protocol, &l.forward) {
+        if matches!(f.get_ref(), FileForward::Splice | FileForward::Copy) {
+            return Err(src.error(
+                f.span(),
+                format!("{key}.forward"),
+                "a UDP listener forwards datagrams: `forward` takes \"auto\" (in ringway) or \"kernel\" (established flows in the kernel); \"splice\" and \"copy\" are for TCP listeners".to_string(),
+            ));
+        }
+    }
     let listen = listen_addr(src, &l.listen, &format!("{key}.listen"))?;
     let hash = match l.hash.as_ref().map(|h| *h.get_ref()) {
         None | Some(FileHash::FiveTuple) => HashMode::FiveTuple,
@@ -569,7 +578,6 @@ fn tcp_only_keys(l: &FileListener) -> Vec<(&'static str, Option<Range<usize>>)> 
             "max_connections",
             l.max_connections.as_ref().map(Spanned::span),
         ),
-        ("forward", l.forward.as_ref().map(Spanned::span)),
         ("send_proxy", l.send_proxy.as_ref().map(Spanned::span)),
         ("accept_proxy", l.accept_proxy.as_ref().map(Spanned::span)),
         (
@@ -609,8 +617,8 @@ fn only_for(
     for (name, span) in keys {
         if let Some(span) = span {
             let hint = match protocol {
-                Protocol::Udp => "UDP listeners take udp_idle_timeout, udp_unanswered_timeout, udp_responses, udp_max_flows, udp_max_flows_per_source and udp_flow_rate_per_source",
-                Protocol::Tcp => "TCP listeners take connect_timeout, idle_timeout, retries, max_connections, forward, send_proxy, accept_proxy, accept_proxy_from, max_connections_per_source, connection_rate_per_source, backend_connect, first_data_timeout, queue_timeout and queue_overflow",
+                Protocol::Udp => "UDP listeners take forward, udp_idle_timeout, udp_unanswered_timeout, udp_responses, udp_max_flows, udp_max_flows_per_source and udp_flow_rate_per_source",
+                Protocol::Tcp => "TCP listeners take connect_timeout, idle_timeout, retries, max_connections, send_proxy, accept_proxy, accept_proxy_from, max_connections_per_source, connection_rate_per_source, backend_connect, first_data_timeout, queue_timeout and queue_overflow",
             };
             return Err(src.error(
                 span.clone(),

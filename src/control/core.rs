@@ -67,6 +67,8 @@ pub struct Control {
     unknown_logged: HashMap<String, Instant>,
     /// The kernel-forwarding program is loaded (`forward = "kernel"` can be used).
     pub kernel: bool,
+    /// The UDP kernel path is loaded (`forward = "kernel"` UDP listeners use it).
+    pub udp_kernel: bool,
     /// `[cluster]`: second chance and this node's place in the fleet.
     pub cluster: Option<super::cluster::Cluster>,
     /// Workers that stopped on their own (panicked).
@@ -135,6 +137,7 @@ impl Control {
             started: now,
             unknown_logged: HashMap::new(),
             kernel: false,
+            udp_kernel: false,
             cluster: None,
             worker_failures: 0,
             fds: (0, 0),

@@ -36,3 +36,49 @@ pub fn load(config: &Config, sessions: u32) -> Result<Option<Program>, (String, 
         },
     }
 }
+
+/// The UDP listeners that ask for the kernel path.
+fn udp_demanding(config: &Config) -> Vec<&str> {
+    config
+        .listeners
+        .iter()
+        .filter(|l| l.protocol == Protocol::Udp && l.forward == ForwardMode::Kernel)
+        .map(|l| l.name.as_str())
+        .collect()
+}
+
+/// Loads the UDP kernel path when a UDP listener asks for it, with room for `flows`
+/// flows, and gives each of `workers` its handle. Where it cannot load, those
+/// listeners forward in ringway: one warning says so and why.
+pub fn load_udp(
+    config: &Config,
+    flows: u32,
+) -> Option<(crate::dataplane::udp_kernel::Program, Vec<crate::dataplane::udp_kernel::Flows>)> {
+    let names = udp_demanding(config);
+    if names.is_empty() {
+        return None;
+    }
+    let loaded = crate::dataplane::udp_kernel::Program::load(flows).and_then(|mut p| {
+        let handles = (0..config.workers)
+            .map(|w| p.flows(w, config.workers))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((p, handles))
+    });
+    match loaded {
+        Ok((p, handles)) => {
+            tracing::info!(
+                listeners = %names.join(", "),
+                interfaces = %p.interfaces().join(", "),
+                "UDP flows forwarded by the kernel once established (room for {flows} flows)"
+            );
+            Some((p, handles))
+        }
+        Err(e) => {
+            tracing::warn!(
+                listeners = %names.join(", "),
+                "forward = \"kernel\" unavailable for UDP ({e}): these listeners forward in ringway; the kernel path needs CAP_BPF and CAP_NET_ADMIN at start"
+            );
+            None
+        }
+    }
+}

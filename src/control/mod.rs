@@ -253,6 +253,13 @@ fn run_with(mut config: Config, inherited: &mut Option<Inherited>) -> Result<(),
                 })?,
         );
     }
+    // The UDP kernel path, also while privileged; a flow holds one descriptor.
+    let udp_kernel = kernel::load_udp(&config, u32::try_from(limit).unwrap_or(u32::MAX));
+    let (udp_kernel, mut udp_flows) = match udp_kernel {
+        Some((p, handles)) => (Some(p), handles.into_iter().map(Some).collect()),
+        None => (None, Vec::new()),
+    };
+    udp_flows.resize_with(config.workers, || None);
     let cluster = cluster::Cluster::start(&config)?;
     let (passive_tx, passive_rx) = dataplane::passive_channel();
     let local = crate::discovery::filter::local_addresses();
@@ -389,8 +396,10 @@ fn run_with(mut config: Config, inherited: &mut Option<Inherited>) -> Result<(),
         .into_iter()
         .find_map(|s| now.checked_sub(std::time::Duration::from_secs(s)))
         .unwrap_or(now);
-    let per_worker = per_worker.into_iter().zip(kernel_maps);
-    for ((index, (listeners, kernel)), access_log) in per_worker.enumerate().zip(sinks) {
+    let per_worker = per_worker.into_iter().zip(kernel_maps).zip(udp_flows);
+    for ((index, ((listeners, kernel), udp_kernel)), access_log) in
+        per_worker.enumerate().zip(sinks)
+    {
         workers.push(
             dataplane::spawn(WorkerParams {
                 index,
@@ -401,6 +410,7 @@ fn run_with(mut config: Config, inherited: &mut Option<Inherited>) -> Result<(),
                 cpu: pinned.then_some(index),
                 epoch,
                 kernel,
+                udp_kernel,
                 hold_udp,
             })
             .map_err(RunError::Worker)?,
@@ -423,6 +433,7 @@ fn run_with(mut config: Config, inherited: &mut Option<Inherited>) -> Result<(),
         resolving,
     );
     control.kernel = kernel.is_some();
+    control.udp_kernel = udp_kernel.is_some();
     control.cluster = cluster;
     // The first view (published while the state was built) has no cluster yet.
     control.publish_all_now();

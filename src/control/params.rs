@@ -24,6 +24,7 @@ pub fn params(l: &ListenerConfig) -> ListenerParams {
         },
         udp_responses: l.udp_responses,
         forward: match (l.protocol, l.forward) {
+            (Protocol::Udp, ForwardMode::Kernel) => Mode::Kernel,
             (Protocol::Udp, _) | (Protocol::Tcp, ForwardMode::Auto) => Mode::Auto,
             (Protocol::Tcp, ForwardMode::Splice) => Mode::Splice,
             (Protocol::Tcp, ForwardMode::Copy) => Mode::Copy,

@@ -56,6 +56,8 @@ pub struct WorkerParams {
     pub epoch: Instant,
     /// Its handles on the kernel-forwarding maps, when the program is loaded.
     pub kernel: Option<super::tcp::kernel::Maps>,
+    /// Its handle on the UDP kernel path's maps, when that program is loaded.
+    pub udp_kernel: Option<super::udp::kernel::Flows>,
     /// Started by an upgrade: its UDP listeners are not read until
     /// [`Command::StartUdp`] (the old process's flows come first).
     pub hold_udp: bool,

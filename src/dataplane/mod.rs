@@ -56,6 +56,8 @@ pub use tcp::bind_tcp;
 pub use tcp::forward;
 pub use tcp::kernel;
 pub use udp::bind_udp;
+/// `forward = "kernel"` for UDP flows.
+pub use udp::kernel as udp_kernel;
 
 /// Pins the calling thread to `cpu`.
 fn pin(cpu: usize) -> nix::Result<()> {

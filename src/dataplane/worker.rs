@@ -76,6 +76,9 @@ impl Worker {
         if let Some(maps) = params.kernel {
             worker.tcp.set_kernel(maps);
         }
+        if let Some(flows) = params.udp_kernel {
+            worker.udp.set_kernel(flows);
+        }
         for l in params.listeners {
             worker.add_listener(l, params.hold_udp)?;
         }

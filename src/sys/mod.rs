@@ -25,6 +25,7 @@ pub mod heap;
 pub mod mmsg;
 pub mod pipe;
 pub mod rlimit;
+pub mod shared;
 pub mod signal;
 pub mod sockopt;
 pub mod splice;

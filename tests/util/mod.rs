@@ -121,7 +121,7 @@ impl Ringway {
     pub fn spawn_via(toml: &str, env: &[(&str, &str)], wrapper: &[&str]) -> Ringway {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("ringway.toml");
-        std::fs::write(&config, toml).unwrap();
+        std::fs::write(&config, udp_forward_mode(toml)).unwrap();
         let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
@@ -421,6 +421,30 @@ pub fn config(listen: SocketAddr, backends: &[(SocketAddr, &str)], extra: &str) 
         ));
     }
     s
+}
+
+/// `toml` with `forward = "kernel"` on every UDP listener that does not choose its
+/// `forward`, when `RINGWAY_TEST_FORWARD=kernel` (UDP has no splice or copy mode):
+/// CI's kernel-mode run covers every UDP test.
+pub fn udp_forward_mode(toml: &str) -> String {
+    if std::env::var("RINGWAY_TEST_FORWARD").as_deref() != Ok("kernel") {
+        return toml.to_string();
+    }
+    let lines: Vec<&str> = toml.lines().collect();
+    let mut out = String::with_capacity(toml.len() + 64);
+    for (i, line) in lines.iter().enumerate() {
+        out.push_str(line);
+        out.push('\n');
+        if line.trim() == "protocol = \"udp\"" {
+            let table = lines[i + 1..]
+                .iter()
+                .take_while(|l| !l.trim_start().starts_with('['));
+            if !table.clone().any(|l| l.trim_start().starts_with("forward")) {
+                out.push_str("forward = \"kernel\"\n");
+            }
+        }
+    }
+    out
 }
 
 fn fmt_addr(a: SocketAddr) -> String {

@@ -21,6 +21,8 @@ use crate::dataplane::token::Key;
 use crate::sni::ServerName;
 use crate::sys::mmsg::Batch;
 
+use super::kernel::{Counts, Installed};
+
 /// A flow's identity: listener, client address, and the local address the client
 /// reached when the listener binds a wildcard address (`None` otherwise).
 pub(super) type FlowId = (Key, SocketAddr, Option<IpAddr>);
@@ -81,6 +83,8 @@ pub(super) struct Flow {
     /// Its backend answered ICMP port unreachable (since the flow last moved).
     refused: bool,
     armed: Armed,
+    /// In the kernel's hands (`forward = "kernel"`): its entries and counts there.
+    kernel: Option<Installed>,
 }
 
 impl Flow {
@@ -113,6 +117,7 @@ impl Flow {
             sni: None,
             refused: false,
             armed: Armed::default(),
+            kernel: None,
         }
     }
 
@@ -147,6 +152,9 @@ impl Flow {
             refused,
             // Its timer here fires for nobody (the key is gone).
             armed: _,
+            // Out of the kernel's map before (UdpPlane::export): the new process puts
+            // it in its own.
+            kernel: _,
         } = self;
         let _ = registry.deregister(&mut socket);
         let state = FlowState {
@@ -204,6 +212,7 @@ impl Flow {
             sni: f.sni.as_deref().and_then(|n| ServerName::new(n.as_bytes())),
             refused: f.refused,
             armed: Armed::default(),
+            kernel: None,
         }
     }
 
@@ -272,6 +281,45 @@ impl Flow {
     /// backend never answered.
     pub fn idle_deadline(&self, (idle, unanswered): (Millis, Millis)) -> Millis {
         self.last_active + if self.answered() { idle } else { unanswered }
+    }
+
+    /// Its place in the kernel's map, when it is there.
+    pub fn kernel(&mut self) -> &mut Option<Installed> {
+        &mut self.kernel
+    }
+
+    /// Whether it is in the kernel's hands.
+    pub fn kernel_installed(&self) -> bool {
+        self.kernel.is_some()
+    }
+
+    /// What it sends and gets, for the kernel path: (sent, replies) so far.
+    pub fn exchanged(&self) -> (u64, u64) {
+        (self.sent, self.replies)
+    }
+
+    /// Its upstream socket's local address.
+    pub fn upstream(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Takes in what the kernel forwarded for it (`c`); `last`: when its last datagram
+    /// there passed, on this clock.
+    pub fn absorb(&mut self, c: &Counts, last: Option<Millis>) {
+        self.sent += c.sent.0;
+        self.datagrams.0 += c.sent.0;
+        self.bytes.0 += c.sent.1;
+        self.replies += c.replies.0;
+        self.datagrams.1 += c.replies.0;
+        self.bytes.1 += c.replies.1;
+        if let Some(at) = last {
+            self.last_active = self.last_active.max(at);
+        }
+    }
+
+    /// Whether its backend refused it since it last moved.
+    pub fn refused(&self) -> bool {
+        self.refused
     }
 
     /// Records the server name its hello asked for.

@@ -23,7 +23,9 @@
 
 mod flow;
 mod hello;
+pub mod kernel;
 mod listener;
+mod offload;
 mod open;
 mod socket;
 mod unanswered;
@@ -85,6 +87,8 @@ pub(super) struct UdpPlane {
     budget: FdBudget,
     warn: RateLimit,
     log: Sink,
+    /// The kernel path, when this process has it.
+    offload: Option<offload::Offload>,
 }
 
 fn is(e: &io::Error, errno: i32) -> bool {
@@ -109,6 +113,7 @@ impl UdpPlane {
             budget,
             warn: RateLimit::default(),
             log,
+            offload: None,
         }
     }
 
@@ -208,6 +213,7 @@ impl UdpPlane {
     ) -> usize {
         let mut n = 0;
         for fkey in self.flows.keys_where(|_| true) {
+            self.unoffload(fkey, now);
             let Some(f) = self.flows.remove(fkey) else {
                 continue;
             };
@@ -347,6 +353,7 @@ impl UdpPlane {
 
     /// Closes flows whose idle deadline passed; re-arms the others.
     pub fn fire_timers(&mut self, registry: &Registry, now: Millis) {
+        self.sweep(now);
         while let Some((at, key)) = self.timers.pop_due(now) {
             let Some(f) = self.flows.get_mut(key) else {
                 continue;
@@ -355,6 +362,8 @@ impl UdpPlane {
                 continue;
             }
             let lkey = f.listener();
+            // Its datagrams through the kernel count as activity.
+            self.sync_flow(key, now);
             let Some(idle) = self.idle_of(lkey) else {
                 continue;
             };
@@ -380,10 +389,14 @@ impl UdpPlane {
 
     /// When a flow next idles out.
     pub fn next_deadline(&self) -> Option<Millis> {
-        match (self.timers.next(), self.hellos.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.timers.next(),
+            self.hellos.next_deadline(),
+            self.next_sweep(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The idle timeouts flows of listener `lkey` have now: answered, and not.
@@ -468,10 +481,11 @@ impl UdpPlane {
         };
         let shared = l.shared();
         let stats = shared.stats.shard(self.worker);
-        let (mut at, mut retried) = (0, false);
+        let (mut at, mut retried, mut sent) = (0, false, 0);
         while at < slots.len() {
             match f.send_slots(batch, &slots[at..], now) {
                 Ok((n, bytes)) => {
+                    sent += n as u64;
                     f.target().counters.shard(self.worker).sent_bytes.add(bytes);
                     // sendmmsg takes at least one or fails: 0 would mean none can go.
                     at += n.max(1);
@@ -497,6 +511,13 @@ impl UdpPlane {
                     }
                 }
             }
+        }
+        if retried {
+            // Refused by its backend: it stays here until its next datagram moves it.
+            self.unoffload(fkey, now);
+        } else if sent > 0 {
+            self.own_traffic(fkey, sent, 0);
+            self.offload(fkey, now);
         }
     }
 
@@ -529,7 +550,7 @@ impl UdpPlane {
             l.shared().stats.shard(self.worker).udp_in.inc();
         }
         let fkey = match self.index.get(&id).copied() {
-            Some(k) if self.check_backend(k, registry) => k,
+            Some(k) if self.check_backend(k, registry, now) => k,
             Some(k) => {
                 // A reload's lists refuse this source now: its flow ends here.
                 if let Some(l) = self.listeners.get(lkey) {
@@ -625,7 +646,7 @@ impl UdpPlane {
     /// Re-checks flow `fkey` once per published routing: false when the lists refuse
     /// its source now; else moves it when its backend is down or gone (see
     /// [`Flow::placement`]).
-    fn check_backend(&mut self, fkey: Key, registry: &Registry) -> bool {
+    fn check_backend(&mut self, fkey: Key, registry: &Registry, now: Millis) -> bool {
         let Some(lkey) = self.flows.get(fkey).map(Flow::listener) else {
             return true;
         };
@@ -658,6 +679,11 @@ impl UdpPlane {
         let Ok(socket) = upstream(target.addr) else {
             return true;
         };
+        // Its kernel entries name the old socket and backend.
+        self.unoffload(fkey, now);
+        let Some(f) = self.flows.get_mut(fkey) else {
+            return true;
+        };
         let token = token::token(Kind::Flow, fkey);
         let claim = Claim::new(Arc::clone(&target));
         if let Ok(old) = f.move_to(socket, (b, claim), registry, token) {
@@ -673,9 +699,12 @@ impl UdpPlane {
     /// its budget.
     fn flow_readable(&mut self, fkey: Key, registry: &Registry, now: Millis) -> bool {
         let worker = self.worker;
+        // What the kernel forwarded counts towards udp_responses.
+        self.sync_flow(fkey, now);
         let Some(f) = self.flows.get_mut(fkey) else {
             return false;
         };
+        let before = f.exchanged().1;
         let Some(l) = self.listeners.get_mut(f.listener()) else {
             return false;
         };
@@ -711,8 +740,13 @@ impl UdpPlane {
                 }
             }
         }
+        let (got, refused) = (f.exchanged().1 - before, f.refused());
         if finished {
             self.close_flow(fkey, End::UdpAnswered, registry, now);
+        } else if refused {
+            self.unoffload(fkey, now);
+        } else if got > 0 {
+            self.own_traffic(fkey, 0, got);
         }
         more
     }
@@ -731,6 +765,7 @@ impl UdpPlane {
         registry: &Registry,
         now: Millis,
     ) {
+        self.unoffload(fkey, now);
         let Some(f) = self.flows.remove(fkey) else {
             return;
         };

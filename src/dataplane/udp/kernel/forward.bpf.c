@@ -1,0 +1,300 @@
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
+//
+// ringway's kernel path for established UDP flows (forward = "kernel" on a UDP
+// listener).
+//
+// ringway opens every flow in userspace, from its first datagram: admission, per-source
+// limits, the ring, and the flow's own connected upstream socket. It then puts the
+// flow here, as two entries of RINGWAY_UDP_FLOWS:
+//
+// * client -> the address the client sent to  =>  flow socket -> backend
+// * backend -> flow socket                     =>  the address the client sent to -> client
+//
+// This program runs at tc ingress on every interface (loopback included) and rewrites
+// such datagrams in place (addresses, ports, checksums updated incrementally), so the
+// backend sees the flow socket, as in userspace, and the client sees the address it
+// sent to. Then:
+//
+// * a destination on this host goes up this host's stack (through loopback when it
+//   arrived from elsewhere: its new source is a local address);
+// * any other goes out of the interface the route to it takes (bpf_fib_lookup: the
+//   next hop's addresses, and the MTU).
+//
+// Per flow, RINGWAY_UDP_STATE (an array ringway maps into its memory, indexed by the
+// flow's slot) counts datagrams and payload bytes each way and when the last one passed, for
+// metrics, the access log and the idle timeout. With udp_responses = N, a reply that
+// would complete the flow (every datagram has its N replies) is not forwarded here:
+// it goes up to the flow socket, and ringway ends the flow as it always does.
+//
+// Everything else goes up unchanged (TC_ACT_UNSPEC: the next tc program, then the
+// stack): fragments, IP options, IPv6 extension headers, GSO packets, a route the
+// lookup cannot resolve (no neighbour yet, too big for the MTU). Up there, ringway
+// forwards it as in userspace mode: the fast path never changes what happens.
+//
+// Rebuild the committed object with scripts/build-bpf.sh (CI checks it is identical).
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#define AF_INET 2
+#define AF_INET6 10
+#define LOOPBACK_IFINDEX 1
+
+#include "../../bpf_map_def.h"
+
+// The flow as one datagram names it: family (4 or 6), ports and addresses as on the
+// wire (an IPv4 address in addr[0]).
+struct flow_key {
+	__u32 family;
+	__u16 sport;
+	__u16 dport;
+	__u32 saddr[4];
+	__u32 daddr[4];
+};
+
+// What its datagrams become, the flow's slot in RINGWAY_UDP_STATE, and which way it
+// goes (0: from the client, 1: a reply).
+struct flow_value {
+	__u32 slot;
+	__u32 reply;
+	__u16 sport;
+	__u16 dport;
+	__u32 pad;
+	__u32 saddr[4];
+	__u32 daddr[4];
+};
+
+// One flow's counts (written here, read by ringway through its mapping). ringway sets
+// expect, sent and replies when it puts the flow here: its own counts so far.
+struct flow_state {
+	__u64 in_packets;
+	__u64 in_bytes;
+	__u64 out_packets;
+	__u64 out_bytes;
+	__u64 last_ns;
+	__u64 sent;
+	__u64 replies;
+	__u64 expect;
+};
+
+#define BPF_F_MMAPABLE_ (1U << 10)
+
+struct bpf_map_def SEC("maps") RINGWAY_UDP_FLOWS = {
+	.type = BPF_MAP_TYPE_HASH,
+	.key_size = sizeof(struct flow_key),
+	.value_size = sizeof(struct flow_value),
+	.max_entries = 2,
+};
+
+struct bpf_map_def SEC("maps") RINGWAY_UDP_STATE = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct flow_state),
+	.max_entries = 1,
+	.map_flags = BPF_F_MMAPABLE_,
+};
+
+// Whether this reply may be forwarded here: without udp_responses always; with it,
+// unless it is the one that completes the flow (every datagram sent has its replies).
+static __always_inline int reply_allowed(struct flow_state *st)
+{
+	if (!st->expect)
+		return 1;
+	__u64 sent = st->sent + st->in_packets;
+	__u64 got = st->replies + st->out_packets;
+	return got + 1 < sent * st->expect;
+}
+
+static __always_inline void count(struct flow_state *st, int reply, __u32 len)
+{
+	if (reply) {
+		__sync_fetch_and_add(&st->out_packets, 1);
+		__sync_fetch_and_add(&st->out_bytes, len);
+	} else {
+		__sync_fetch_and_add(&st->in_packets, 1);
+		__sync_fetch_and_add(&st->in_bytes, len);
+	}
+	st->last_ns = bpf_ktime_get_ns();
+}
+
+// Where the rewritten datagram goes: TC_ACT_OK (up this stack), a redirect, or
+// TC_ACT_UNSPEC when the route is not resolved (then nothing was changed).
+static __always_inline int route(struct __sk_buff *skb, struct bpf_fib_lookup *fib, int *local)
+{
+	int rc = bpf_fib_lookup(skb, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT);
+	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED) {
+		*local = 1;
+		return 0;
+	}
+	*local = 0;
+	return rc == BPF_FIB_LKUP_RET_SUCCESS ? 0 : -1;
+}
+
+static __always_inline int deliver(struct __sk_buff *skb, struct bpf_fib_lookup *fib, int local)
+{
+	if (local) {
+		if (skb->ifindex == LOOPBACK_IFINDEX)
+			return TC_ACT_OK;
+		return bpf_redirect(LOOPBACK_IFINDEX, BPF_F_INGRESS);
+	}
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return TC_ACT_SHOT;
+	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+	return bpf_redirect(fib->ifindex, 0);
+}
+
+static __always_inline int forward4(struct __sk_buff *skb, struct iphdr *ip, struct udphdr *uh)
+{
+	struct flow_key k = {};
+	k.family = 4;
+	k.sport = uh->source;
+	k.dport = uh->dest;
+	k.saddr[0] = ip->saddr;
+	k.daddr[0] = ip->daddr;
+	struct flow_value *v = bpf_map_lookup_elem(&RINGWAY_UDP_FLOWS, &k);
+	if (!v)
+		return TC_ACT_UNSPEC;
+	__u32 slot = v->slot;
+	struct flow_state *st = bpf_map_lookup_elem(&RINGWAY_UDP_STATE, &slot);
+	if (!st)
+		return TC_ACT_UNSPEC;
+	int reply = v->reply != 0;
+	if (reply && !reply_allowed(st))
+		return TC_ACT_UNSPEC;
+	__u16 tot_len = bpf_ntohs(ip->tot_len);
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET;
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.sport = v->sport;
+	fib.dport = v->dport;
+	fib.tot_len = tot_len;
+	fib.ifindex = skb->ifindex;
+	fib.ipv4_src = v->saddr[0];
+	fib.ipv4_dst = v->daddr[0];
+	int local = 0;
+	if (route(skb, &fib, &local))
+		return TC_ACT_UNSPEC;
+
+	__u32 old_addr[2] = {ip->saddr, ip->daddr};
+	__u32 new_addr[2] = {v->saddr[0], v->daddr[0]};
+	__u32 old_ports = *(__u32 *)&uh->source;
+	__u16 new_p[2] = {v->sport, v->dport};
+	__u32 new_ports = *(__u32 *)new_p;
+	__s64 addr_diff = bpf_csum_diff(old_addr, sizeof(old_addr), new_addr, sizeof(new_addr), 0);
+	__s64 port_diff = bpf_csum_diff(&old_ports, 4, &new_ports, 4, 0);
+	if (addr_diff < 0 || port_diff < 0)
+		return TC_ACT_UNSPEC;
+	count(st, reply, bpf_ntohs(uh->len) - sizeof(*uh));
+
+	const __u32 ip_off = sizeof(struct ethhdr);
+	const __u32 udp_off = ip_off + sizeof(struct iphdr);
+	const __u32 csum_off = udp_off + offsetof(struct udphdr, check);
+	bpf_skb_store_bytes(skb, ip_off + offsetof(struct iphdr, saddr), new_addr, sizeof(new_addr), 0);
+	bpf_l3_csum_replace(skb, ip_off + offsetof(struct iphdr, check), 0, addr_diff, 0);
+	bpf_skb_store_bytes(skb, udp_off, &new_ports, 4, 0);
+	bpf_l4_csum_replace(skb, csum_off, 0, addr_diff, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0);
+	bpf_l4_csum_replace(skb, csum_off, 0, port_diff, BPF_F_MARK_MANGLED_0);
+	return deliver(skb, &fib, local);
+}
+
+static __always_inline int forward6(struct __sk_buff *skb, struct ipv6hdr *ip, struct udphdr *uh)
+{
+	struct flow_key k = {};
+	k.family = 6;
+	k.sport = uh->source;
+	k.dport = uh->dest;
+	__builtin_memcpy(k.saddr, &ip->saddr, 16);
+	__builtin_memcpy(k.daddr, &ip->daddr, 16);
+	struct flow_value *v = bpf_map_lookup_elem(&RINGWAY_UDP_FLOWS, &k);
+	if (!v)
+		return TC_ACT_UNSPEC;
+	__u32 slot = v->slot;
+	struct flow_state *st = bpf_map_lookup_elem(&RINGWAY_UDP_STATE, &slot);
+	if (!st)
+		return TC_ACT_UNSPEC;
+	int reply = v->reply != 0;
+	if (reply && !reply_allowed(st))
+		return TC_ACT_UNSPEC;
+	__u16 payload = bpf_ntohs(ip->payload_len);
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET6;
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.sport = v->sport;
+	fib.dport = v->dport;
+	fib.tot_len = payload + sizeof(struct ipv6hdr);
+	fib.ifindex = skb->ifindex;
+	__builtin_memcpy(fib.ipv6_src, v->saddr, 16);
+	__builtin_memcpy(fib.ipv6_dst, v->daddr, 16);
+	int local = 0;
+	if (route(skb, &fib, &local))
+		return TC_ACT_UNSPEC;
+
+	__u32 old_addr[8], new_addr[8];
+	__builtin_memcpy(old_addr, &ip->saddr, 32);
+	__builtin_memcpy(new_addr, v->saddr, 16);
+	__builtin_memcpy(new_addr + 4, v->daddr, 16);
+	__u32 old_ports = *(__u32 *)&uh->source;
+	__u16 new_p[2] = {v->sport, v->dport};
+	__u32 new_ports = *(__u32 *)new_p;
+	__s64 addr_diff = bpf_csum_diff(old_addr, sizeof(old_addr), new_addr, sizeof(new_addr), 0);
+	__s64 port_diff = bpf_csum_diff(&old_ports, 4, &new_ports, 4, 0);
+	if (addr_diff < 0 || port_diff < 0)
+		return TC_ACT_UNSPEC;
+	count(st, reply, bpf_ntohs(uh->len) - sizeof(*uh));
+
+	const __u32 ip_off = sizeof(struct ethhdr);
+	const __u32 udp_off = ip_off + sizeof(struct ipv6hdr);
+	const __u32 csum_off = udp_off + offsetof(struct udphdr, check);
+	bpf_skb_store_bytes(skb, ip_off + offsetof(struct ipv6hdr, saddr), new_addr, sizeof(new_addr), 0);
+	bpf_skb_store_bytes(skb, udp_off, &new_ports, 4, 0);
+	bpf_l4_csum_replace(skb, csum_off, 0, addr_diff, BPF_F_PSEUDO_HDR);
+	bpf_l4_csum_replace(skb, csum_off, 0, port_diff, 0);
+	return deliver(skb, &fib, local);
+}
+
+SEC("classifier")
+int ringway_udp_forward(struct __sk_buff *skb)
+{
+	// GSO packets (several datagrams in one, e.g. UDP_SEGMENT) go up.
+	if (skb->gso_segs > 1)
+		return TC_ACT_UNSPEC;
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return TC_ACT_UNSPEC;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP ||
+		    (ip->frag_off & bpf_htons(0x3fff)))
+			return TC_ACT_UNSPEC;
+		struct udphdr *uh = (void *)(ip + 1);
+		if ((void *)(uh + 1) > end)
+			return TC_ACT_UNSPEC;
+		return forward4(skb, ip, uh);
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > end || ip->nexthdr != IPPROTO_UDP)
+			return TC_ACT_UNSPEC;
+		struct udphdr *uh = (void *)(ip + 1);
+		if ((void *)(uh + 1) > end)
+			return TC_ACT_UNSPEC;
+		return forward6(skb, ip, uh);
+	}
+	return TC_ACT_UNSPEC;
+}
+
+// bpf_fib_lookup is for GPL-compatible programs only: this one is dual-licensed.
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

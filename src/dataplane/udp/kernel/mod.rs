@@ -1,0 +1,258 @@
+//! `forward = "kernel"` on a UDP listener: the kernel forwards an established flow's
+//! datagrams itself, both ways, without waking ringway.
+//!
+//! A flow still opens in ringway, from its first datagram (admission, per-source
+//! limits, the ring, its own connected upstream socket). Then [`Flows::install`] puts
+//! it in the map of a tc ingress program (`forward.bpf.c`, committed as
+//! `forward.bpf.o`, rebuilt by `scripts/build-bpf.sh`), which rewrites its later
+//! datagrams as ringway would send them: client -> listener becomes flow socket ->
+//! backend, backend -> flow socket becomes listener -> client. What the program is
+//! unsure of goes up to the sockets unchanged, and ringway forwards it as in userspace
+//! mode.
+//!
+//! The program counts each flow's datagrams, bytes and last activity in an array this
+//! process maps into its memory ([`crate::sys::shared::SharedWords`]): reading them
+//! costs no system call, so the plane reads them for its metrics, the access log and
+//! the idle timeout as often as it likes.
+//!
+//! Entries are this process's: the maps die with it (nothing is pinned), and the
+//! program's links are detached when [`Program`] drops. A flow handed to another
+//! process by an upgrade leaves the map first ([`Flows::remove`]); the new process puts
+//! it in its own.
+
+mod entry;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use aya::maps::{HashMap, Map, MapData, MapError};
+use aya::programs::{ProgramError, SchedClassifier, TcAttachType};
+use aya::{include_bytes_aligned, Ebpf, EbpfError, EbpfLoader};
+
+use crate::sys::shared::SharedWords;
+pub use entry::{Counts, Installed};
+use entry::{Key, Value, WORDS};
+
+/// The compiled program (see `forward.bpf.c`).
+static OBJECT: &[u8] = include_bytes_aligned!("forward.bpf.o");
+
+const PROGRAM: &str = "ringway_udp_forward";
+const FLOWS: &str = "RINGWAY_UDP_FLOWS";
+const STATE: &str = "RINGWAY_UDP_STATE";
+
+/// Why the UDP kernel path is unavailable, or a flow could not use it. Each message
+/// says it all.
+#[derive(Debug, thiserror::Error)]
+pub enum UdpKernelError {
+    /// The object did not load (no privilege, no BPF).
+    #[error("cannot load the UDP forwarding program: {}", crate::error_chain(.0))]
+    Load(EbpfError),
+    /// The program did not load or attach (the verifier's log is in the message).
+    #[error("cannot load or attach the UDP forwarding program: {}", crate::error_chain(.0))]
+    Program(ProgramError),
+    /// A map operation failed.
+    #[error("BPF map: {}", crate::error_chain(.0))]
+    Map(MapError),
+    /// A descriptor could not be duplicated or mapped.
+    #[error("{0}")]
+    Io(std::io::Error),
+    /// Something is missing from the object (a build problem).
+    #[error("the UDP forwarding object has no {0}")]
+    Missing(&'static str),
+    /// An interface could not take the program.
+    #[error("interface {name:?}: {why}")]
+    Interface {
+        /// The interface.
+        name: String,
+        /// What went wrong.
+        why: Box<UdpKernelError>,
+    },
+}
+
+impl From<EbpfError> for UdpKernelError {
+    fn from(e: EbpfError) -> Self {
+        UdpKernelError::Load(e)
+    }
+}
+
+impl From<ProgramError> for UdpKernelError {
+    fn from(e: ProgramError) -> Self {
+        UdpKernelError::Program(e)
+    }
+}
+
+impl From<MapError> for UdpKernelError {
+    fn from(e: MapError) -> Self {
+        UdpKernelError::Map(e)
+    }
+}
+
+impl From<std::io::Error> for UdpKernelError {
+    fn from(e: std::io::Error) -> Self {
+        UdpKernelError::Io(e)
+    }
+}
+
+/// The loaded program, attached at ingress of every interface. The control plane keeps
+/// it for the life of the process: dropping it detaches it.
+pub struct Program {
+    ebpf: Ebpf,
+    interfaces: Vec<String>,
+    slots: u32,
+    state: Arc<SharedWords>,
+}
+
+impl fmt::Debug for Program {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Program")
+            .field("interfaces", &self.interfaces)
+            .field("slots", &self.slots)
+            .finish()
+    }
+}
+
+impl Program {
+    /// Loads the program with room for `flows` flows at once and attaches it at
+    /// ingress of every interface there is now (loopback included).
+    pub fn load(flows: u32) -> Result<Program, UdpKernelError> {
+        let slots = flows.max(1);
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(FLOWS, slots.saturating_mul(2))
+            .map_max_entries(STATE, slots)
+            .load(OBJECT)?;
+        let state = match ebpf.map(STATE) {
+            Some(Map::Array(data)) => SharedWords::map(data.fd().as_fd(), slots as usize * WORDS)?,
+            _ => return Err(UdpKernelError::Missing(STATE)),
+        };
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(UdpKernelError::Missing(PROGRAM))?
+            .try_into()?;
+        program.load()?;
+        let names = interfaces();
+        for name in &names {
+            program
+                .attach(name, TcAttachType::Ingress)
+                .map_err(|why| UdpKernelError::Interface {
+                    name: name.clone(),
+                    why: Box::new(why.into()),
+                })?;
+        }
+        Ok(Program {
+            ebpf,
+            interfaces: names,
+            slots,
+            state: Arc::new(state),
+        })
+    }
+
+    /// The interfaces it is attached to.
+    pub fn interfaces(&self) -> &[String] {
+        &self.interfaces
+    }
+
+    /// Worker `worker`'s (of `workers`) handle: its own descriptor on the flow map,
+    /// the shared counts, and its own share of the slots.
+    pub fn flows(&mut self, worker: usize, workers: usize) -> Result<Flows, UdpKernelError> {
+        let fd = match self.ebpf.map(FLOWS) {
+            Some(Map::HashMap(data)) => data.fd().as_fd().try_clone_to_owned()?,
+            _ => return Err(UdpKernelError::Missing(FLOWS)),
+        };
+        let map = HashMap::try_from(Map::HashMap(MapData::from_fd(fd)?))?;
+        let workers = workers.max(1) as u32;
+        let share = self.slots / workers;
+        let first = share * worker as u32;
+        Ok(Flows {
+            map,
+            state: Arc::clone(&self.state),
+            free: (first..first + share).rev().collect(),
+        })
+    }
+}
+
+/// A worker's handle on the program's maps.
+pub struct Flows {
+    map: HashMap<MapData, Key, Value>,
+    state: Arc<SharedWords>,
+    /// Its slots not in use.
+    free: Vec<u32>,
+}
+
+impl fmt::Debug for Flows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Flows")
+            .field("free", &self.free.len())
+            .finish()
+    }
+}
+
+/// A flow as the kernel path sees it: the client, the address it sent to, the flow
+/// socket's own address and the backend's.
+#[derive(Debug, Clone, Copy)]
+pub struct Path {
+    /// The client.
+    pub client: SocketAddr,
+    /// The address the client sent to.
+    pub listener: SocketAddr,
+    /// The flow socket's local address.
+    pub upstream: SocketAddr,
+    /// The backend.
+    pub backend: SocketAddr,
+}
+
+impl Flows {
+    /// Puts a flow in the kernel's hands: `sent` datagrams went to its backend and
+    /// `replies` came back so far, and it ends after `expect` replies per datagram (0:
+    /// never). `None` when it cannot be (no slot left, a family the program does not
+    /// rewrite between, the map refused): the flow stays in userspace.
+    pub fn install(&mut self, path: Path, (sent, replies, expect): (u64, u64, u64)) -> Option<Installed> {
+        let (keys, values) = entry::entries(&path)?;
+        let slot = self.free.pop()?;
+        entry::reset(&self.state, slot, (sent, replies, expect));
+        let values = values.map(|v| entry::with_slot(v, slot));
+        for (i, (k, v)) in keys.iter().zip(values.iter()).enumerate() {
+            if let Err(e) = self.map.insert(*k, *v, 0) {
+                tracing::debug!("udp kernel path: cannot add a flow: {e}");
+                for k in &keys[..i] {
+                    let _ = self.map.remove(k);
+                }
+                self.free.push(slot);
+                return None;
+            }
+        }
+        Some(Installed::new(slot, keys))
+    }
+
+    /// What the kernel forwarded for `flow` since the last call (and its last activity).
+    pub fn take(&self, flow: &mut Installed) -> Counts {
+        flow.take(&self.state)
+    }
+
+    /// Tells the kernel ringway forwarded `sent` datagrams and `replies` replies of
+    /// `flow` itself (its udp_responses count stays right).
+    pub fn add_own(&self, flow: &Installed, sent: u64, replies: u64) {
+        entry::add_own(&self.state, flow.slot(), sent, replies);
+    }
+
+    /// Takes the flow out of the kernel's hands; its last counts are returned.
+    pub fn remove(&mut self, mut flow: Installed) -> Counts {
+        for k in flow.keys() {
+            let _ = self.map.remove(k);
+        }
+        let counts = flow.take(&self.state);
+        self.free.push(flow.slot());
+        counts
+    }
+}
+
+/// Every interface, loopback included, by name.
+fn interfaces() -> Vec<String> {
+    let Ok(list) = nix::net::if_::if_nameindex() else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|i| i.name().to_str().ok().map(str::to_string))
+        .collect()
+}
