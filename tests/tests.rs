@@ -25,6 +25,8 @@ mod cluster;
 mod lifecycle;
 // UDP: flows, batching, affinity, expiry.
 mod udp;
+// UDP with forward = "kernel": established flows forwarded by a tc program.
+mod udp_kernel;
 // Backends discovered in DNS (backend_set), against unbound.
 mod discovery;
 // Health checks: kill, hang, lie, flap, recover; passive ejection; on_down, all_down.

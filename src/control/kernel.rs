@@ -53,7 +53,10 @@ fn udp_demanding(config: &Config) -> Vec<&str> {
 pub fn load_udp(
     config: &Config,
     flows: u32,
-) -> Option<(crate::dataplane::udp_kernel::Program, Vec<crate::dataplane::udp_kernel::Flows>)> {
+) -> Option<(
+    crate::dataplane::udp_kernel::Program,
+    Vec<crate::dataplane::udp_kernel::Flows>,
+)> {
     let names = udp_demanding(config);
     if names.is_empty() {
         return None;

@@ -69,6 +69,10 @@ pub struct ListenerCounters {
     pub udp_in: Counter,
     /// UDP datagrams sent back to clients.
     pub udp_out: Counter,
+    /// Of `udp_in`, those the kernel forwarded (`forward = "kernel"`).
+    pub udp_kernel_in: Counter,
+    /// Of `udp_out`, those the kernel forwarded.
+    pub udp_kernel_out: Counter,
     /// New UDP flows dropped because `udp_max_flows` was reached.
     pub udp_dropped_max_flows: Counter,
     /// New UDP flows dropped because no backend was up.

@@ -219,6 +219,21 @@ pub fn render(sample: &Sample<'_>) -> String {
         t.sample(UDP_DATAGRAMS, &[(LISTENER, l.name), (DIRECTION, "in")], i);
         t.sample(UDP_DATAGRAMS, &[(LISTENER, l.name), (DIRECTION, "out")], o);
     }
+    family(&mut t, UDP_KERNEL_DATAGRAMS);
+    for l in udp() {
+        let i = sum(l, |c| c.udp_kernel_in.get());
+        let o = sum(l, |c| c.udp_kernel_out.get());
+        t.sample(
+            UDP_KERNEL_DATAGRAMS,
+            &[(LISTENER, l.name), (DIRECTION, "in")],
+            i,
+        );
+        t.sample(
+            UDP_KERNEL_DATAGRAMS,
+            &[(LISTENER, l.name), (DIRECTION, "out")],
+            o,
+        );
+    }
     family(&mut t, UDP_DROPPED);
     for l in udp() {
         for (reason, v) in ListenerCounters::udp_dropped(l.stats) {

@@ -85,6 +85,8 @@ pub const UDP_FLOWS_ACTIVE: &str = "ringway_udp_flows_active";
 pub const UDP_FLOWS: &str = "ringway_udp_flows_total";
 /// UDP datagrams, by `direction`: `in` from clients, `out` to clients.
 pub const UDP_DATAGRAMS: &str = "ringway_udp_datagrams_total";
+/// Of those, the datagrams the kernel forwarded (`forward = "kernel"`), by `direction`.
+pub const UDP_KERNEL_DATAGRAMS: &str = "ringway_udp_kernel_datagrams_total";
 /// UDP datagrams dropped, by `reason`: `max_flows`, `no_backend`, `send_failed`,
 /// `listener_removed`, `fd_limit`, `denied` (`allow`/`deny`), `source_limit`
 /// (`udp_max_flows_per_source`), `source_rate` (`udp_flow_rate_per_source`), `loop`
@@ -162,6 +164,7 @@ pub const ALL: &[(&str, &[&str], &str, &str)] = &[
     (UDP_FLOWS_ACTIVE, &[LISTENER], "gauge", "UDP flows open now"),
     (UDP_FLOWS, &[LISTENER], "counter", "UDP flows created"),
     (UDP_DATAGRAMS, &[LISTENER, DIRECTION], "counter", "UDP datagrams: in from clients, out to clients"),
+    (UDP_KERNEL_DATAGRAMS, &[LISTENER, DIRECTION], "counter", "forward = kernel: of the UDP datagrams, those the kernel forwarded"),
     (UDP_DROPPED, &[LISTENER, REASON], "counter", "UDP datagrams dropped: max_flows, no_backend, backend_full, send_failed, listener_removed, fd_limit, denied, source_limit, source_rate, loop, no_route, not_quic, sni_timeout"),
     (RING_REMAPPED, &[LISTENER, POOL], "gauge", "Fraction of the key space that changed backend at the last ring change"),
     (CONFIG_RELOADS, &[RESULT], "counter", "Config reloads by result: success, failure"),

@@ -288,6 +288,11 @@ impl Flow {
         &mut self.kernel
     }
 
+    /// Its place in the kernel's map, when it is there (to read).
+    pub fn installed(&self) -> Option<&Installed> {
+        self.kernel.as_ref()
+    }
+
     /// Whether it is in the kernel's hands.
     pub fn kernel_installed(&self) -> bool {
         self.kernel.is_some()

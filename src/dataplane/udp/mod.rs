@@ -295,7 +295,8 @@ impl UdpPlane {
         let idle = self.idle_of(lkey);
         if let Some(l) = self.listeners.get_mut(lkey) {
             let flows = &self.flows;
-            l.flow_opened(fkey, |k| flows.get(k).is_some_and(|f| !f.answered()));
+            let offload = &self.offload;
+            l.flow_opened(fkey, |k| offload::waiting(flows, offload, k));
         }
         if let Some(f) = self.flows.get_mut(fkey) {
             f.target().counters.shard(self.worker).active.add(1);
@@ -631,7 +632,8 @@ impl UdpPlane {
     /// room; false when there is none.
     fn evict_unanswered(&mut self, lkey: Key, registry: &Registry, now: Millis) -> bool {
         let flows = &self.flows;
-        let waiting = |k: Key| flows.get(k).is_some_and(|f| !f.answered());
+        let offload = &self.offload;
+        let waiting = |k: Key| offload::waiting(flows, offload, k);
         let Some(victim) = self
             .listeners
             .get_mut(lkey)

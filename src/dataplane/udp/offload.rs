@@ -10,13 +10,14 @@
 //! handed to another process. Its replies that complete it (`udp_responses`) come up
 //! to its socket: the program does not forward them.
 
-
+use super::flow::Flow;
 use super::kernel::{Counts, Flows, Path};
 use super::socket::reached;
 use super::UdpPlane;
 use crate::dataplane::listener::Mode;
 use crate::dataplane::timers::Millis;
 use crate::dataplane::token::Key;
+use crate::dataplane::token::Slots;
 
 /// How often the plane looks for routing changes of listeners with flows in the kernel.
 pub(super) const SWEEP_MS: Millis = 100;
@@ -45,6 +46,17 @@ impl Offload {
             epochs: Vec::new(),
         }
     }
+}
+
+/// Whether flow `k` of `flows` was never answered, here or in the kernel.
+pub(super) fn waiting(flows: &Slots<Flow>, offload: &Option<Offload>, k: Key) -> bool {
+    flows.get(k).is_some_and(|f| {
+        !f.answered()
+            && !f
+                .installed()
+                .zip(offload.as_ref())
+                .is_some_and(|(i, o)| o.flows.answered(i))
+    })
 }
 
 impl UdpPlane {
@@ -154,6 +166,8 @@ impl UdpPlane {
             let stats = l.shared().stats.shard(self.worker);
             stats.udp_in.add(c.sent.0);
             stats.udp_out.add(c.replies.0);
+            stats.udp_kernel_in.add(c.sent.0);
+            stats.udp_kernel_out.add(c.replies.0);
         }
     }
 
@@ -191,9 +205,8 @@ impl UdpPlane {
             return;
         }
         let flows = &mut self.flows;
-        let keys = flows.keys_where(|f| {
-            f.kernel_installed() && (count || changed.contains(&f.listener()))
-        });
+        let keys = flows
+            .keys_where(|f| f.kernel_installed() && (count || changed.contains(&f.listener())));
         for fkey in keys {
             let back = self
                 .flows

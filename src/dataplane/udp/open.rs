@@ -315,7 +315,8 @@ impl UdpPlane {
         self.index.insert(id, fkey);
         if let Some(l) = self.listeners.get_mut(lkey) {
             let flows = &self.flows;
-            l.flow_opened(fkey, |k| flows.get(k).is_some_and(|f| !f.answered()));
+            let offload = &self.offload;
+            l.flow_opened(fkey, |k| super::offload::waiting(flows, offload, k));
         }
         shared.stats.shard(self.worker).udp_flows.inc();
         if let Some(f) = self.flows.get_mut(fkey) {

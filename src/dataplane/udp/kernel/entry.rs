@@ -162,6 +162,10 @@ impl Installed {
         &self.keys
     }
 
+    pub(super) fn answered(&self, words: &SharedWords) -> bool {
+        words.load(self.slot as usize * WORDS + OUT_PACKETS) > 0
+    }
+
     pub(super) fn take(&mut self, words: &SharedWords) -> Counts {
         let base = self.slot as usize * WORDS;
         let now = [IN_PACKETS, IN_BYTES, OUT_PACKETS, OUT_BYTES].map(|w| words.load(base + w));
@@ -245,7 +249,12 @@ mod tests {
     fn mixed_families_and_unknown_addresses_stay_in_userspace() {
         for p in [
             path("[2001:db8::1]:1", "[::]:53", "10.0.0.2:3", "10.0.0.9:4"),
-            path("[2001:db8::1]:1", "[2001:db8::2]:53", "10.0.0.2:3", "10.0.0.9:4"),
+            path(
+                "[2001:db8::1]:1",
+                "[2001:db8::2]:53",
+                "10.0.0.2:3",
+                "10.0.0.9:4",
+            ),
             path("10.0.0.1:1", "0.0.0.0:53", "10.0.0.2:3", "10.0.0.9:4"),
             path("10.0.0.1:1", "10.0.0.2:53", "10.0.0.2:0", "10.0.0.9:4"),
         ] {

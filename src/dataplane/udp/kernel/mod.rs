@@ -133,12 +133,12 @@ impl Program {
         program.load()?;
         let names = interfaces();
         for name in &names {
-            program
-                .attach(name, TcAttachType::Ingress)
-                .map_err(|why| UdpKernelError::Interface {
+            program.attach(name, TcAttachType::Ingress).map_err(|why| {
+                UdpKernelError::Interface {
                     name: name.clone(),
                     why: Box::new(why.into()),
-                })?;
+                }
+            })?;
         }
         Ok(Program {
             ebpf,
@@ -207,7 +207,11 @@ impl Flows {
     /// `replies` came back so far, and it ends after `expect` replies per datagram (0:
     /// never). `None` when it cannot be (no slot left, a family the program does not
     /// rewrite between, the map refused): the flow stays in userspace.
-    pub fn install(&mut self, path: Path, (sent, replies, expect): (u64, u64, u64)) -> Option<Installed> {
+    pub fn install(
+        &mut self,
+        path: Path,
+        (sent, replies, expect): (u64, u64, u64),
+    ) -> Option<Installed> {
         let (keys, values) = entry::entries(&path)?;
         let slot = self.free.pop()?;
         entry::reset(&self.state, slot, (sent, replies, expect));
@@ -228,6 +232,11 @@ impl Flows {
     /// What the kernel forwarded for `flow` since the last call (and its last activity).
     pub fn take(&self, flow: &mut Installed) -> Counts {
         flow.take(&self.state)
+    }
+
+    /// Whether the kernel forwarded a reply of `flow`.
+    pub fn answered(&self, flow: &Installed) -> bool {
+        flow.answered(&self.state)
     }
 
     /// Tells the kernel ringway forwarded `sent` datagrams and `replies` replies of
