@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use crate::util::*;
 
+/// A `forward = "kernel"` UDP listener `u`, with metrics and the admin API.
 fn kernel_config(
     listen: SocketAddr,
     backend: SocketAddr,
-    metrics: SocketAddr,
+    (metrics, admin): (SocketAddr, SocketAddr),
     extra: &str,
 ) -> String {
     with_tables(
@@ -20,8 +21,21 @@ fn kernel_config(
             &[(backend, "k")],
             &format!("forward = \"kernel\"\n{extra}"),
         ),
-        &format!("[metrics]\nlisten = \"{metrics}\"\n"),
+        &format!("[metrics]\nlisten = \"{metrics}\"\n[admin]\nlisten = \"{admin}\"\n"),
     )
+}
+
+/// How `/status` says listener `u` forwards.
+fn forward_shown(admin: SocketAddr) -> String {
+    let s = status(admin);
+    let l = s["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "u")
+        .unwrap()
+        .clone();
+    l["forward"].as_str().unwrap().to_string()
 }
 
 fn kernel_datagrams(metrics: SocketAddr, direction: &str) -> f64 {
@@ -65,8 +79,8 @@ fn the_kernel_forwards_an_established_flow_both_ways() {
         let listen: SocketAddr = format!("{host}:{}", free_udp_addr().port())
             .parse()
             .unwrap();
-        let metrics = free_addr();
-        let rw = Ringway::spawn(&kernel_config(listen, b.addr, metrics, ""));
+        let (metrics, admin) = (free_addr(), free_addr());
+        let rw = Ringway::spawn(&kernel_config(listen, b.addr, (metrics, admin), ""));
         let client = UdpSocket::bind(format!("{host}:0")).unwrap();
         // Its first exchange opens the flow (and shows ringway is up).
         assert!(
@@ -88,6 +102,7 @@ fn the_kernel_forwards_an_established_flow_both_ways() {
             .map(|(s, _)| *s)
             .collect();
         assert_eq!(from_client.len(), 300);
+        assert_eq!(forward_shown(admin), "kernel");
         assert!(from_client.iter().all(|s| *s == from_client[0]), "{host}");
         // Counted within about a second; all but the first exchange went through the kernel.
         assert!(
@@ -109,9 +124,9 @@ fn the_kernel_forwards_an_established_flow_both_ways() {
 #[ignore = "needs root (BPF)"]
 fn udp_responses_end_a_kernel_flow_at_its_last_reply() {
     let b = UdpBackend::spawn_with("127.0.0.1:0", "k", 3);
-    let (listen, metrics) = (free_udp_addr(), free_addr());
+    let (listen, metrics, admin) = (free_udp_addr(), free_addr(), free_addr());
     let _rw = start_udp(
-        &kernel_config(listen, b.addr, metrics, "udp_responses = 2"),
+        &kernel_config(listen, b.addr, (metrics, admin), "udp_responses = 2"),
         listen,
     );
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -144,8 +159,8 @@ fn udp_responses_end_a_kernel_flow_at_its_last_reply() {
 #[ignore = "needs root (BPF)"]
 fn without_the_privilege_udp_kernel_mode_warns_once_and_forwards_in_ringway() {
     let b = UdpBackend::spawn("127.0.0.1:0", "k");
-    let (listen, metrics) = (free_udp_addr(), free_addr());
-    let toml = kernel_config(listen, b.addr, metrics, "");
+    let (listen, metrics, admin) = (free_udp_addr(), free_addr(), free_addr());
+    let toml = kernel_config(listen, b.addr, (metrics, admin), "");
     let wrapper = [
         "setpriv",
         "--bounding-set=-bpf,-net_admin,-sys_admin,-perfmon",
@@ -162,6 +177,7 @@ fn without_the_privilege_udp_kernel_mode_warns_once_and_forwards_in_ringway() {
     round_trips(&client, listen, 20);
     std::thread::sleep(Duration::from_millis(1_200));
     assert_eq!(kernel_datagrams(metrics, "in"), 0.0);
+    assert_eq!(forward_shown(admin), "ringway");
     let log = rw.log();
     assert_eq!(
         log.matches("forward = \"kernel\" unavailable for UDP")

@@ -68,7 +68,7 @@ pub struct Control {
     /// The kernel-forwarding program is loaded (`forward = "kernel"` can be used).
     pub kernel: bool,
     /// The UDP kernel path is loaded (`forward = "kernel"` UDP listeners use it).
-    pub udp_kernel: bool,
+    udp_kernel: bool,
     /// `[cluster]`: second chance and this node's place in the fleet.
     pub cluster: Option<super::cluster::Cluster>,
     /// Workers that stopped on their own (panicked).
@@ -517,6 +517,7 @@ impl Control {
             });
             self.pools[pi].view_stale = false;
         }
+        let udp_kernel = self.udp_kernel;
         let listeners = self
             .listeners
             .iter_mut()
@@ -529,7 +530,7 @@ impl Control {
                 l.view_stale = false;
                 match kept {
                     Some(v) => Arc::clone(v),
-                    None => Arc::new(l.view()),
+                    None => Arc::new(l.view(udp_kernel)),
                 }
             })
             .collect();
@@ -562,6 +563,14 @@ impl Control {
     pub fn worker_failed(&mut self) {
         self.worker_failures += 1;
         self.publish_view(Instant::now());
+    }
+
+    /// Says whether this process has the UDP kernel path (its listeners' views show it).
+    pub fn set_udp_kernel(&mut self, loaded: bool) {
+        self.udp_kernel = loaded;
+        for l in &mut self.listeners {
+            l.view_stale = true;
+        }
     }
 
     /// Publishes every pending pool and the view now (a reload's answer is read by

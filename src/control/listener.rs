@@ -9,8 +9,22 @@ use super::params::params;
 use super::pool::PoolState;
 use super::view::{ListenerView, RouteView};
 use crate::balance::Routes;
-use crate::config::{ListenerConfig, RouteBy};
+use crate::config::{ForwardMode, ListenerConfig, Protocol, RouteBy};
 use crate::dataplane::{ListenerParams, ListenerShared, Routing};
+
+/// How listener `l` forwards: a TCP listener's `forward`; for UDP, `kernel` (its
+/// established flows) or `ringway` (every datagram: asked to, or the kernel path is
+/// unavailable in this process, or `auto`, which forwards UDP in ringway).
+fn forward_in_use(l: &ListenerConfig, udp_kernel: bool) -> &'static str {
+    match (l.protocol, l.forward) {
+        (Protocol::Udp, ForwardMode::Kernel) if udp_kernel => "kernel",
+        (Protocol::Udp, _) => "ringway",
+        (Protocol::Tcp, ForwardMode::Auto) => "auto",
+        (Protocol::Tcp, ForwardMode::Splice) => "splice",
+        (Protocol::Tcp, ForwardMode::Copy) => "copy",
+        (Protocol::Tcp, ForwardMode::Kernel) => "kernel",
+    }
+}
 
 /// One listener.
 #[derive(Debug)]
@@ -122,10 +136,12 @@ impl ListenerState {
         self.view_stale = true;
     }
 
-    /// What `/status` and `/metrics` show of it.
-    pub fn view(&self) -> ListenerView {
+    /// What `/status` and `/metrics` show of it; `udp_kernel`: this process has the
+    /// UDP kernel path.
+    pub fn view(&self, udp_kernel: bool) -> ListenerView {
         let r = &self.config.route;
         ListenerView {
+            forward: forward_in_use(&self.config, udp_kernel),
             name: self.config.name.clone(),
             protocol: self.config.protocol,
             listen: self.config.listen,

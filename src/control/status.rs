@@ -57,6 +57,10 @@ pub struct ListenerStatus {
     pub name: String,
     /// `tcp` or `udp`.
     pub protocol: String,
+    /// How it forwards: TCP, its `forward` (`auto`, `splice`, `copy`, `kernel`); UDP,
+    /// `kernel` (established flows, in the kernel) or `ringway` (`forward = "auto"`,
+    /// or the kernel path unavailable in this process).
+    pub forward: &'static str,
     /// Listen address.
     pub listen: String,
     /// Connections (TCP) or flows (UDP) open now.
@@ -276,6 +280,7 @@ pub fn listener(l: &ListenerView, view: &View, now: Instant) -> ListenerStatus {
     ListenerStatus {
         name: l.name.clone(),
         protocol: l.protocol.to_string(),
+        forward: l.forward,
         listen: l.listen.to_string(),
         active_connections: l.shared.active.load(std::sync::atomic::Ordering::Relaxed),
         connections_total,

@@ -83,6 +83,8 @@ pub struct ListenerView {
     pub name: String,
     /// Protocol.
     pub protocol: Protocol,
+    /// How it forwards (`/status` `forward`).
+    pub forward: &'static str,
     /// Listen address.
     pub listen: SocketAddr,
     /// Shared with the workers: live counters.

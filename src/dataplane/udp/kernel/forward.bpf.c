@@ -182,8 +182,9 @@ static __always_inline int forward4(struct __sk_buff *skb, struct iphdr *ip, str
 	fib.ifindex = skb->ifindex;
 	fib.ipv4_src = v->saddr[0];
 	fib.ipv4_dst = v->daddr[0];
-	int local = 0;
-	if (route(skb, &fib, &local))
+	// 127.0.0.0/8 is this host's, always: no lookup.
+	int local = (bpf_ntohl(v->daddr[0]) >> 24) == 127;
+	if (!local && route(skb, &fib, &local))
 		return TC_ACT_UNSPEC;
 
 	__u32 old_addr[2] = {ip->saddr, ip->daddr};
@@ -236,8 +237,9 @@ static __always_inline int forward6(struct __sk_buff *skb, struct ipv6hdr *ip, s
 	fib.ifindex = skb->ifindex;
 	__builtin_memcpy(fib.ipv6_src, v->saddr, 16);
 	__builtin_memcpy(fib.ipv6_dst, v->daddr, 16);
-	int local = 0;
-	if (route(skb, &fib, &local))
+	// ::1 is this host's, always: no lookup.
+	int local = !v->daddr[0] && !v->daddr[1] && !v->daddr[2] && v->daddr[3] == bpf_htonl(1);
+	if (!local && route(skb, &fib, &local))
 		return TC_ACT_UNSPEC;
 
 	__u32 old_addr[8], new_addr[8];
