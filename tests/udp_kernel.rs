@@ -186,3 +186,59 @@ fn without_the_privilege_udp_kernel_mode_warns_once_and_forwards_in_ringway() {
         "{log}"
     );
 }
+
+/// A flow in the kernel whose backend is disabled (alive, so no ICMP error says
+/// anything) moves to the other backend, as in userspace mode: the routing change takes
+/// it back from the kernel, and its next datagram is checked.
+#[test]
+#[ignore = "needs root (BPF)"]
+fn a_kernel_flow_moves_when_its_backend_is_disabled() {
+    let (a, b) = (
+        UdpBackend::spawn("127.0.0.1:0", "a"),
+        UdpBackend::spawn("127.0.0.1:0", "b"),
+    );
+    let (listen, metrics, admin) = (free_udp_addr(), free_addr(), free_addr());
+    let toml = with_tables(
+        &udp_config(
+            listen,
+            &[(a.addr, "a"), (b.addr, "b")],
+            "forward = \"kernel\"\n",
+        ),
+        &format!("[metrics]\nlisten = \"{metrics}\"\n[admin]\nlisten = \"{admin}\"\n"),
+    );
+    let _rw = start_udp(&toml, listen);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let first = udp_ask(&client, listen, b"1").unwrap();
+    let (from, other) = if first.starts_with(b"a|") {
+        ("a", "b|")
+    } else {
+        ("b", "a|")
+    };
+    for i in 0..20 {
+        let r = udp_ask(&client, listen, format!("{i}").as_bytes()).unwrap();
+        assert!(r.starts_with(from.as_bytes()), "the flow moved on its own");
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || kernel_datagrams(metrics, "in")
+            >= 20.0),
+        "the flow is not in the kernel"
+    );
+    assert!(ctl(admin, None, &["disable", "u", from]).status.success());
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            udp_ask(&client, listen, b"x").is_some_and(|r| r.starts_with(other.as_bytes()))
+        }),
+        "the flow stayed with its disabled backend"
+    );
+    // And it goes back to the kernel there.
+    let before = kernel_datagrams(metrics, "in");
+    for _ in 0..20 {
+        let r = udp_ask(&client, listen, b"y").unwrap();
+        assert!(r.starts_with(other.as_bytes()));
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || kernel_datagrams(metrics, "in")
+            >= before + 19.0),
+        "the moved flow did not go back to the kernel"
+    );
+}

@@ -69,6 +69,11 @@ impl SharedWords {
     pub fn add(&self, i: usize, v: u64) {
         self.word(i).fetch_add(v, Ordering::Relaxed);
     }
+
+    /// Subtracts from word `i`.
+    pub fn sub(&self, i: usize, v: u64) {
+        self.word(i).fetch_sub(v, Ordering::Relaxed);
+    }
 }
 
 impl Drop for SharedWords {

@@ -474,6 +474,13 @@ impl UdpPlane {
     /// Sends datagrams `slots` of `batch` through flow `fkey`; what the kernel refuses
     /// is dropped and counted.
     fn send_to_flow(&mut self, fkey: Key, batch: &mut Batch, slots: &[usize], now: Millis) {
+        // Into the kernel's hands before its datagrams go, so their replies find it
+        // there (counted as sent; what does not go is taken back below).
+        let planned = slots.len() as u64;
+        let was_installed = self.flows.get(fkey).is_some_and(|f| f.kernel_installed());
+        if !was_installed {
+            self.offload(fkey, planned, now);
+        }
         let Some(f) = self.flows.get_mut(fkey) else {
             return;
         };
@@ -516,9 +523,10 @@ impl UdpPlane {
         if retried {
             // Refused by its backend: it stays here until its next datagram moves it.
             self.unoffload(fkey, now);
-        } else if sent > 0 {
+        } else if was_installed {
             self.own_traffic(fkey, sent, 0);
-            self.offload(fkey, now);
+        } else if sent < planned {
+            self.not_sent(fkey, planned - sent);
         }
     }
 

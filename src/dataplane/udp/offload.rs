@@ -2,8 +2,8 @@
 //! the kernel and when they come back, and folding what the kernel forwarded into the
 //! flows' counts, the metrics and the idle timeout.
 //!
-//! A flow goes to the kernel after ringway forwarded a datagram of it (its first, or
-//! one the kernel passed up). It comes back, its counts taken in, whenever ringway must
+//! A flow goes to the kernel as ringway forwards a datagram of it (its first, or one
+//! the kernel passed up), just before it sends it: the replies find it there. It comes back, its counts taken in, whenever ringway must
 //! decide something about it: its backend refused it (ICMP), the listener's routing
 //! changed (a backend went down, a drain, a reload: its next datagram is checked here,
 //! as in userspace mode, and it goes back to the kernel after), it ends, or it is
@@ -66,8 +66,8 @@ impl UdpPlane {
     }
 
     /// Puts flow `fkey` in the kernel's hands if its listener asks for it and it is
-    /// not there yet (ringway just forwarded a datagram of it).
-    pub(super) fn offload(&mut self, fkey: Key, now: Millis) {
+    /// not there yet (ringway is about to forward `sending` datagrams of it).
+    pub(super) fn offload(&mut self, fkey: Key, sending: u64, now: Millis) {
         let Some(o) = self.offload.as_mut() else {
             return;
         };
@@ -94,6 +94,7 @@ impl UdpPlane {
             backend: f.target().addr,
         };
         let (sent, replies) = f.exchanged();
+        let sent = sent + sending;
         let expect = u64::from(params.udp_responses);
         if let Some(installed) = o.flows.install(path, (sent, replies, expect)) {
             *f.kernel() = Some(installed);
@@ -144,6 +145,17 @@ impl UdpPlane {
         };
         if let Some(installed) = self.flows.get_mut(fkey).and_then(|f| f.kernel().as_ref()) {
             o.flows.add_own(installed, sent, replies);
+        }
+    }
+
+    /// Of the datagrams [`UdpPlane::offload`] was told flow `fkey` was sending, `n` did
+    /// not go.
+    pub(super) fn not_sent(&mut self, fkey: Key, n: u64) {
+        let Some(o) = self.offload.as_ref() else {
+            return;
+        };
+        if let Some(installed) = self.flows.get_mut(fkey).and_then(|f| f.kernel().as_ref()) {
+            o.flows.not_sent(installed, n);
         }
     }
 

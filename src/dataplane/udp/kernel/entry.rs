@@ -126,6 +126,11 @@ pub(super) fn add_own(words: &SharedWords, slot: u32, sent: u64, replies: u64) {
     words.add(base + REPLIES, replies);
 }
 
+/// Takes back `n` datagrams counted as sent that did not go.
+pub(super) fn not_sent(words: &SharedWords, slot: u32, n: u64) {
+    words.sub(slot as usize * WORDS + SENT, n);
+}
+
 /// What the kernel forwarded for a flow since the last look.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {

@@ -245,6 +245,11 @@ impl Flows {
         entry::add_own(&self.state, flow.slot(), sent, replies);
     }
 
+    /// Of the datagrams `flow` was installed as sending, `n` did not go.
+    pub fn not_sent(&self, flow: &Installed, n: u64) {
+        entry::not_sent(&self.state, flow.slot(), n);
+    }
+
     /// Takes the flow out of the kernel's hands; its last counts are returned.
     pub fn remove(&mut self, mut flow: Installed) -> Counts {
         for k in flow.keys() {
