@@ -5,8 +5,9 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A shared mapping of `len` 64-bit words. Every access is atomic (the kernel updates
-/// the words concurrently, with atomic adds or plain stores of whole words).
+/// A shared mapping of `len` 64-bit words. Every access is atomic and sequentially
+/// consistent (the kernel updates the words concurrently, with atomic adds, which are
+/// full barriers, or plain stores of whole words).
 #[derive(Debug)]
 pub struct SharedWords {
     ptr: *mut AtomicU64,
@@ -57,22 +58,22 @@ impl SharedWords {
 
     /// Word `i`.
     pub fn load(&self, i: usize) -> u64 {
-        self.word(i).load(Ordering::Relaxed)
+        self.word(i).load(Ordering::SeqCst)
     }
 
     /// Sets word `i`.
     pub fn store(&self, i: usize, v: u64) {
-        self.word(i).store(v, Ordering::Relaxed);
+        self.word(i).store(v, Ordering::SeqCst);
     }
 
     /// Adds to word `i`.
     pub fn add(&self, i: usize, v: u64) {
-        self.word(i).fetch_add(v, Ordering::Relaxed);
+        self.word(i).fetch_add(v, Ordering::SeqCst);
     }
 
     /// Subtracts from word `i`.
     pub fn sub(&self, i: usize, v: u64) {
-        self.word(i).fetch_sub(v, Ordering::Relaxed);
+        self.word(i).fetch_sub(v, Ordering::SeqCst);
     }
 }
 

@@ -751,7 +751,7 @@ impl UdpPlane {
             }
         }
         let (got, refused) = (f.exchanged().1 - before, f.refused());
-        if finished {
+        if finished && self.finished_everywhere(fkey, responses, now) {
             self.close_flow(fkey, End::UdpAnswered, registry, now);
         } else if refused {
             self.unoffload(fkey, now);

@@ -121,6 +121,35 @@ impl UdpPlane {
         self.absorb(fkey, &counts, now);
     }
 
+    /// Whether flow `fkey`, finished by what ringway counts (every datagram has its
+    /// `responses` replies), is finished for the kernel too: it may have sent a
+    /// datagram of it meanwhile, from another CPU. The kernel is paused on it first
+    /// (from then on its datagrams come up here), then its counts are read. Finished:
+    /// its entries go, and it can end. Not finished: it goes on in the kernel.
+    pub(super) fn finished_everywhere(&mut self, fkey: Key, responses: u64, now: Millis) -> bool {
+        let Some(o) = self.offload.as_mut() else {
+            return true;
+        };
+        let Some(installed) = self.flows.get_mut(fkey).and_then(|f| f.kernel().as_mut()) else {
+            return true;
+        };
+        let counts = o.flows.pause(installed);
+        self.absorb(fkey, &counts, now);
+        let finished = self.flows.get(fkey).is_none_or(|f| {
+            let (sent, replies) = f.exchanged();
+            replies >= sent.saturating_mul(responses)
+        });
+        if finished {
+            self.unoffload(fkey, now);
+        } else if let (Some(o), Some(installed)) = (
+            self.offload.as_ref(),
+            self.flows.get_mut(fkey).and_then(|f| f.kernel().as_ref()),
+        ) {
+            o.flows.resume(installed);
+        }
+        finished
+    }
+
     /// Folds what the kernel forwarded for flow `fkey` since the last look into it and
     /// the metrics (it stays in the kernel).
     pub(super) fn sync_flow(&mut self, fkey: Key, now: Millis) {

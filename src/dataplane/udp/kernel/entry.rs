@@ -25,7 +25,9 @@ const OUT_BYTES: usize = 3;
 const LAST_NS: usize = 4;
 const SENT: usize = 5;
 const REPLIES: usize = 6;
+/// `expect` (low half) and `paused` (high half).
 const EXPECT: usize = 7;
+const PAUSED: u64 = 1 << 32;
 
 /// An IPv4-mapped IPv6 address (what a dual-stack socket reports) as the IPv4 one the
 /// packet carries.
@@ -124,6 +126,19 @@ pub(super) fn add_own(words: &SharedWords, slot: u32, sent: u64, replies: u64) {
     let base = slot as usize * WORDS;
     words.add(base + SENT, sent);
     words.add(base + REPLIES, replies);
+}
+
+/// Stops the kernel forwarding the flow in `slot` (see `paused` in the program): from
+/// the return on, no datagram of it is forwarded that the counts do not show.
+pub(super) fn pause(words: &SharedWords, slot: u32) {
+    let w = slot as usize * WORDS + EXPECT;
+    words.store(w, (words.load(w) & 0xffff_ffff) | PAUSED);
+}
+
+/// Lets the kernel forward the flow in `slot` again.
+pub(super) fn resume(words: &SharedWords, slot: u32) {
+    let w = slot as usize * WORDS + EXPECT;
+    words.store(w, words.load(w) & 0xffff_ffff);
 }
 
 /// Takes back `n` datagrams counted as sent that did not go.

@@ -73,6 +73,12 @@ struct flow_value {
 
 // One flow's counts (written here, read by ringway through its mapping). ringway sets
 // expect, sent and replies when it puts the flow here: its own counts so far.
+//
+// Before ringway ends a flow that looks finished (udp_responses) it sets `paused`,
+// then reads in_packets; a datagram from the client is counted here first, then
+// `paused` is read (and the count taken back if set). Both sides' atomics order this
+// as in Dekker's algorithm: either the datagram goes up to ringway, or ringway sees
+// its count and keeps the flow. No datagram is forwarded on a flow ringway ends.
 struct flow_state {
 	__u64 in_packets;
 	__u64 in_bytes;
@@ -81,7 +87,9 @@ struct flow_state {
 	__u64 last_ns;
 	__u64 sent;
 	__u64 replies;
-	__u64 expect;
+	__u32 expect;
+	// Set by ringway while it decides whether the flow ended: datagrams go up.
+	__u32 paused;
 };
 
 #define BPF_F_MMAPABLE_ (1U << 10)
@@ -112,16 +120,25 @@ static __always_inline int reply_allowed(struct flow_state *st)
 	return got + 1 < sent * st->expect;
 }
 
-static __always_inline void count(struct flow_state *st, int reply, __u32 len)
+// Counts a datagram forwarded; 0 when ringway paused the flow (then nothing counts,
+// and the datagram goes up).
+static __always_inline int count(struct flow_state *st, int reply, __u32 len)
 {
 	if (reply) {
+		if (st->paused)
+			return 0;
 		__sync_fetch_and_add(&st->out_packets, 1);
 		__sync_fetch_and_add(&st->out_bytes, len);
 	} else {
 		__sync_fetch_and_add(&st->in_packets, 1);
+		if (*(volatile __u32 *)&st->paused) {
+			__sync_fetch_and_add(&st->in_packets, -1);
+			return 0;
+		}
 		__sync_fetch_and_add(&st->in_bytes, len);
 	}
 	st->last_ns = bpf_ktime_get_ns();
+	return 1;
 }
 
 // Where the rewritten datagram goes: TC_ACT_OK (up this stack), a redirect, or
@@ -196,7 +213,8 @@ static __always_inline int forward4(struct __sk_buff *skb, struct iphdr *ip, str
 	__s64 port_diff = bpf_csum_diff(&old_ports, 4, &new_ports, 4, 0);
 	if (addr_diff < 0 || port_diff < 0)
 		return TC_ACT_UNSPEC;
-	count(st, reply, bpf_ntohs(uh->len) - sizeof(*uh));
+	if (!count(st, reply, bpf_ntohs(uh->len) - sizeof(*uh)))
+		return TC_ACT_UNSPEC;
 
 	const __u32 ip_off = sizeof(struct ethhdr);
 	const __u32 udp_off = ip_off + sizeof(struct iphdr);
@@ -253,7 +271,8 @@ static __always_inline int forward6(struct __sk_buff *skb, struct ipv6hdr *ip, s
 	__s64 port_diff = bpf_csum_diff(&old_ports, 4, &new_ports, 4, 0);
 	if (addr_diff < 0 || port_diff < 0)
 		return TC_ACT_UNSPEC;
-	count(st, reply, bpf_ntohs(uh->len) - sizeof(*uh));
+	if (!count(st, reply, bpf_ntohs(uh->len) - sizeof(*uh)))
+		return TC_ACT_UNSPEC;
 
 	const __u32 ip_off = sizeof(struct ethhdr);
 	const __u32 udp_off = ip_off + sizeof(struct ipv6hdr);

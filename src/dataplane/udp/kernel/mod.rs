@@ -245,6 +245,19 @@ impl Flows {
         entry::add_own(&self.state, flow.slot(), sent, replies);
     }
 
+    /// Stops the kernel forwarding `flow`'s datagrams (they go up to ringway), and
+    /// returns what it forwarded since the last look: once this returns, no datagram
+    /// of it is forwarded that these counts do not show.
+    pub fn pause(&self, flow: &mut Installed) -> Counts {
+        entry::pause(&self.state, flow.slot());
+        flow.take(&self.state)
+    }
+
+    /// Lets the kernel forward `flow` again.
+    pub fn resume(&self, flow: &Installed) {
+        entry::resume(&self.state, flow.slot());
+    }
+
     /// Of the datagrams `flow` was installed as sending, `n` did not go.
     pub fn not_sent(&self, flow: &Installed, n: u64) {
         entry::not_sent(&self.state, flow.slot(), n);
