@@ -25,6 +25,9 @@
 # uplink addresses, 10.99.N.2): a node that receives a segment of a connection it does
 # not hold passes it on to the node that does (second chance).
 #
+# ECMP_FORWARD=kernel puts both listeners in kernel mode (TCP sessions through sockmap,
+# established UDP flows through the tc program); auto (the default) forwards in ringway.
+#
 # Needs root, iproute2, bird2 (`apt-get install -y bird2`), python3. Addresses:
 # client 10.99.0.2 - router 10.99.0.1; router 10.99.N.1 - node N 10.99.N.2; node N
 # 10.98.N.1 - backends 10.98.N.2; backends on 10.97.0.1-3; VIP 10.100.0.1 (TCP 80,
@@ -103,6 +106,7 @@ $( [[ $SECOND_CHANCE == on ]] && printf '[cluster]\npeers = ["10.99.1.2", "10.99
 [[listener]]
 name = "tcp"
 listen = "$VIP:80"
+$FORWARD_KEY
 [listener.health]
 check = "tcp"
 interval = "500ms"
@@ -113,6 +117,7 @@ name = "udp"
 protocol = "udp"
 listen = "$VIP:53"
 udp_idle_timeout = "30s"
+$FORWARD_KEY
 [listener.health]
 check = "none"
 $(backends 5300)
@@ -248,6 +253,9 @@ birdc_node() { birdc -s "$LAB/node$1.ctl" "${@:2}" >/dev/null; }
 
 ROUTER=${ECMP_ROUTER:-plain}
 SECOND_CHANCE=${ECMP_SECOND_CHANCE:-off}
+FORWARD=${ECMP_FORWARD:-auto}
+[[ $FORWARD == auto || $FORWARD == kernel ]] || { echo "ECMP_FORWARD: auto or kernel" >&2; exit 2; }
+FORWARD_KEY="forward = \"$FORWARD\""
 [[ $ROUTER == plain || $ROUTER == resilient ]] || { echo "ECMP_ROUTER: plain or resilient" >&2; exit 2; }
 
 case ${1:-} in

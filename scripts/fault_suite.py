@@ -267,6 +267,8 @@ def config(udp_limits=""):
         f'[[listener.backend]]\naddress = "10.77.{i}.2:7053"\nid = "u{i}"\n' for i in (1, 2, 3)
     )
     forward = f'forward = "{ARGS.forward}"' if ARGS.forward else ""
+    # UDP has two modes: in ringway (auto) and kernel.
+    udp_forward = forward if ARGS.forward in ("auto", "kernel") else ""
     return f"""workers = 2
 shutdown_timeout = "2s"
 [admin]
@@ -295,6 +297,7 @@ protocol = "udp"
 listen = "{LB_IP}:8053"
 udp_max_flows = 2000
 udp_idle_timeout = "2s"
+{udp_forward}
 {udp_limits}
 [listener.health]
 check = "udp"
@@ -454,7 +457,7 @@ def main():
     ap.add_argument(
         "--forward",
         default="",
-        help='the TCP listener\'s forward mode (auto, splice, copy, kernel); default: its default',
+        help='the TCP listener\'s forward mode (auto, splice, copy, kernel), and the UDP listener\'s when auto or kernel; default: their default',
     )
     global ARGS
     ARGS = ap.parse_args()

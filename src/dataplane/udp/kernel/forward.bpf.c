@@ -141,11 +141,14 @@ static __always_inline int count(struct flow_state *st, int reply, __u32 len)
 	return 1;
 }
 
-// Where the rewritten datagram goes: TC_ACT_OK (up this stack), a redirect, or
-// TC_ACT_UNSPEC when the route is not resolved (then nothing was changed).
+// The route of the rewritten datagram, looked up as the stack would forward it from
+// the interface it came in on (so that interface must forward: without
+// net.ipv4.conf.<it>.forwarding, or IPv6 forwarding, the lookup says so and the flow's
+// datagrams go up to ringway). 0 with *local set: to this host; 0: out of fib->ifindex
+// to fib->dmac; -1: not resolved (no route or neighbour, too big for the MTU).
 static __always_inline int route(struct __sk_buff *skb, struct bpf_fib_lookup *fib, int *local)
 {
-	int rc = bpf_fib_lookup(skb, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT);
+	int rc = bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
 	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED) {
 		*local = 1;
 		return 0;
