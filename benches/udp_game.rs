@@ -1,6 +1,7 @@
 //! Game-style UDP load through ringway: 10,000 flows sending small datagrams.
 //!
 //!     cargo bench --bench udp_game            # FLOWS=10000 ROUNDS=5 by default
+//!     FORWARD=kernel cargo bench --bench udp_game   # established flows in the kernel
 //!
 //! Starts a UDP echo backend (a thread here) and ringway (the release binary), then:
 //! 1. opens FLOWS client sockets and sends one 64-byte datagram from each (creating
@@ -56,6 +57,28 @@ fn waves(socks: &[UdpSocket], to: SocketAddr, payload: &[u8], buf: &mut [u8]) ->
     (ok, lost)
 }
 
+/// Busy CPU time of the whole machine so far (every core, all but idle and iowait),
+/// in microseconds.
+fn busy_us() -> u64 {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = s.lines().next() else {
+        return 0;
+    };
+    let f: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let busy: u64 = f
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    // USER_HZ is 100 on Linux.
+    busy * 10_000
+}
+
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v.sort_unstable();
     v[((v.len() as f64 - 1.0) * p).round() as usize]
@@ -98,8 +121,11 @@ fn main() {
     std::fs::write(
         &cfg,
         format!(
-            "workers = 2\n[[listener]]\nname = \"game\"\nprotocol = \"udp\"\nlisten = \"{listen}\"\nudp_idle_timeout = \"120s\"\nudp_max_flows = {}\n[[listener.backend]]\naddress = \"{backend_addr}\"\n",
-            flows + 100
+            "workers = 2\nworker_cpu_affinity = false\n[[listener]]\nname = \"game\"\nprotocol = \"udp\"\nlisten = \"{listen}\"\nudp_idle_timeout = \"120s\"\nudp_max_flows = {}\n{}[[listener.backend]]\naddress = \"{backend_addr}\"\n",
+            flows + 100,
+            std::env::var("FORWARD")
+                .map(|f| format!("forward = \"{f}\"\n"))
+                .unwrap_or_default(),
         ),
     )
     .unwrap();
@@ -132,19 +158,34 @@ fn main() {
     let per_flow = (rss_flows.saturating_sub(rss_before)) as f64 * 1024.0 / flows as f64;
     println!("udp_game: {flows} flows created ({lost} lost); ringway RSS {rss_before} KiB -> {rss_flows} KiB: {per_flow:.0} B per flow (user space; each flow also holds one kernel socket)");
 
-    // 2. Throughput: ROUNDS waves over every flow.
-    let start = Instant::now();
-    let mut done = 0usize;
-    for _ in 0..rounds {
-        let (ok, missed) = waves(&socks, listen, &payload, &mut buf);
-        done += ok;
-        lost += missed;
+    // 2. Throughput: ROUNDS waves over every flow, through ringway, then directly to
+    // the backend (the physical limit); CPU is the whole machine's (softirq work lands
+    // on whoever sends).
+    let mut rates = Vec::new();
+    for (name, to) in [("ringway", listen), ("direct", backend_addr)] {
+        let (cpu0, start) = (busy_us(), Instant::now());
+        let mut done = 0usize;
+        let mut missed_here = 0usize;
+        for _ in 0..rounds {
+            let (ok, missed) = waves(&socks, to, &payload, &mut buf);
+            done += ok;
+            missed_here += missed;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let cpu = busy_us().saturating_sub(cpu0) as f64;
+        rates.push(done as f64 / secs);
+        println!(
+            "udp_game: {name}: {done} round trips in {secs:.2} s = {:.0} round trips/s ({missed_here} lost); machine CPU {:.1} us per round trip",
+            done as f64 / secs,
+            cpu / done.max(1) as f64
+        );
+        if name == "ringway" {
+            lost += missed_here;
+        }
     }
-    let secs = start.elapsed().as_secs_f64();
     println!(
-        "udp_game: {done} round trips in {secs:.2} s = {:.0} round trips/s = {:.0} datagrams/s through ringway ({lost} lost in total)",
-        done as f64 / secs,
-        2.0 * done as f64 / secs
+        "udp_game: ringway/direct {:.2}x ({lost} lost through ringway in total)",
+        rates[0] / rates[1]
     );
 
     // 3. Latency, one flow at a time: through ringway, then directly.
