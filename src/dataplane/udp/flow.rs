@@ -311,12 +311,13 @@ impl Flow {
     /// Takes in what the kernel forwarded for it (`c`); `last`: when its last datagram
     /// there passed, on this clock.
     pub fn absorb(&mut self, c: &Counts, last: Option<Millis>) {
-        self.sent += c.sent.0;
-        self.datagrams.0 += c.sent.0;
-        self.bytes.0 += c.sent.1;
-        self.replies += c.replies.0;
-        self.datagrams.1 += c.replies.0;
-        self.bytes.1 += c.replies.1;
+        let ((sent, sent_bytes), (replies, reply_bytes)) = (c.sent(), c.replies());
+        self.sent += sent;
+        self.datagrams.0 += sent;
+        self.bytes.0 += sent_bytes;
+        self.replies += replies;
+        self.datagrams.1 += replies;
+        self.bytes.1 += reply_bytes;
         if let Some(at) = last {
             self.last_active = self.last_active.max(at);
         }

@@ -87,12 +87,12 @@ impl UdpPlane {
         let Ok(upstream) = f.upstream() else {
             return;
         };
-        let path = Path {
-            client: f.client(),
-            listener: reached(l.shared().listen, f.local()),
+        let path = Path::new(
+            f.client(),
+            reached(l.shared().listen, f.local()),
             upstream,
-            backend: f.target().addr,
-        };
+            f.target().addr,
+        );
         let (sent, replies) = f.exchanged();
         let sent = sent + sending;
         let expect = u64::from(params.udp_responses);
@@ -195,20 +195,20 @@ impl UdpPlane {
         let Some(f) = self.flows.get_mut(fkey) else {
             return;
         };
-        let last = (c.last_ns > 0).then(|| {
-            let age = crate::sys::shared::monotonic_ns().saturating_sub(c.last_ns) / 1_000_000;
+        let last = (c.last_ns() > 0).then(|| {
+            let age = crate::sys::shared::monotonic_ns().saturating_sub(c.last_ns()) / 1_000_000;
             now.saturating_sub(age)
         });
         f.absorb(c, last);
         let backend = f.target().counters.shard(self.worker);
-        backend.sent_bytes.add(c.sent.1);
-        backend.received_bytes.add(c.replies.1);
+        backend.sent_bytes.add(c.sent().1);
+        backend.received_bytes.add(c.replies().1);
         if let Some(l) = self.listeners.get(f.listener()) {
             let stats = l.shared().stats.shard(self.worker);
-            stats.udp_in.add(c.sent.0);
-            stats.udp_out.add(c.replies.0);
-            stats.udp_kernel_in.add(c.sent.0);
-            stats.udp_kernel_out.add(c.replies.0);
+            stats.udp_in.add(c.sent().0);
+            stats.udp_out.add(c.replies().0);
+            stats.udp_kernel_in.add(c.sent().0);
+            stats.udp_kernel_out.add(c.replies().0);
         }
     }
 

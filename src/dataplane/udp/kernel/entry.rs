@@ -4,8 +4,35 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::Path;
 use crate::sys::shared::SharedWords;
+
+/// A flow as the kernel path sees it: the client, the address it sent to, the flow
+/// socket's own address and the backend's.
+#[derive(Debug, Clone, Copy)]
+pub struct Path {
+    client: SocketAddr,
+    listener: SocketAddr,
+    upstream: SocketAddr,
+    backend: SocketAddr,
+}
+
+impl Path {
+    /// The path of a flow from `client`, which sent to `listener`, through the flow
+    /// socket bound to `upstream`, to `backend`.
+    pub fn new(
+        client: SocketAddr,
+        listener: SocketAddr,
+        upstream: SocketAddr,
+        backend: SocketAddr,
+    ) -> Path {
+        Path {
+            client,
+            listener,
+            upstream,
+            backend,
+        }
+    }
+}
 
 /// `struct flow_key`: family (4 or 6, native order), source and destination ports (as
 /// on the wire), source and destination addresses (as on the wire; IPv4 in the first
@@ -149,12 +176,26 @@ pub(super) fn not_sent(words: &SharedWords, slot: u32, n: u64) {
 /// What the kernel forwarded for a flow since the last look.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
+    sent: (u64, u64),
+    replies: (u64, u64),
+    last_ns: u64,
+}
+
+impl Counts {
     /// Datagrams and payload bytes from the client.
-    pub sent: (u64, u64),
+    pub fn sent(&self) -> (u64, u64) {
+        self.sent
+    }
+
     /// Datagrams and payload bytes back to it.
-    pub replies: (u64, u64),
+    pub fn replies(&self) -> (u64, u64) {
+        self.replies
+    }
+
     /// `CLOCK_MONOTONIC` of its last datagram through the kernel (0: none yet).
-    pub last_ns: u64,
+    pub fn last_ns(&self) -> u64 {
+        self.last_ns
+    }
 }
 
 /// A flow in the kernel's hands: its slot, its keys and the counts already taken.
@@ -212,12 +253,7 @@ mod tests {
     }
 
     fn path(c: &str, l: &str, u: &str, b: &str) -> Path {
-        Path {
-            client: a(c),
-            listener: a(l),
-            upstream: a(u),
-            backend: a(b),
-        }
+        Path::new(a(c), a(l), a(u), a(b))
     }
 
     /// The bytes the program reads off an IPv4 datagram 10.0.0.1:5000 -> 10.0.0.2:53.

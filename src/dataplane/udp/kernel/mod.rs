@@ -23,7 +23,6 @@
 mod entry;
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
@@ -32,7 +31,7 @@ use aya::programs::{ProgramError, SchedClassifier, TcAttachType};
 use aya::{include_bytes_aligned, Ebpf, EbpfError, EbpfLoader};
 
 use crate::sys::shared::SharedWords;
-pub use entry::{Counts, Installed};
+pub use entry::{Counts, Installed, Path};
 use entry::{Key, Value, WORDS};
 
 /// The compiled program (see `forward.bpf.c`).
@@ -186,20 +185,6 @@ impl fmt::Debug for Flows {
             .field("free", &self.free.len())
             .finish()
     }
-}
-
-/// A flow as the kernel path sees it: the client, the address it sent to, the flow
-/// socket's own address and the backend's.
-#[derive(Debug, Clone, Copy)]
-pub struct Path {
-    /// The client.
-    pub client: SocketAddr,
-    /// The address the client sent to.
-    pub listener: SocketAddr,
-    /// The flow socket's local address.
-    pub upstream: SocketAddr,
-    /// The backend.
-    pub backend: SocketAddr,
 }
 
 impl Flows {
