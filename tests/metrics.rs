@@ -102,7 +102,19 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
     for i in 0..10u8 {
         assert!(udp_ask(&client, udp_listen, &[i; 10]).is_some());
     }
-    // Counters are summed from the workers' shards at scrape time.
+    // Counters are summed from the workers' shards at scrape time. (With the kernel
+    // forwarding UDP flows, CI's kernel run, its counts reach the shards every 100 ms.)
+    let udp_counted = |t: &str| {
+        ["in", "out"].iter().all(|d| {
+            sample(
+                t,
+                "ringway_udp_datagrams_total",
+                &[("listener", "u"), ("direction", d)],
+            )
+            .is_some_and(|v| v >= 10.0)
+        })
+    };
+    eventually(Duration::from_secs(2), || udp_counted(&scrape(metrics)));
     let text = scrape(metrics);
     // ([cluster]'s series exist only with a [cluster]: tests/cluster.rs checks them.)
     for &(name, labels, kind, _) in names::ALL

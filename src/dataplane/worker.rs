@@ -247,6 +247,9 @@ impl Worker {
                     self.budget.set_limit(limit);
                 }
                 Command::Recheck(listener) => {
+                    // Its flows in the kernel come back: each is checked at its next
+                    // datagram, as in userspace mode.
+                    self.udp.recheck(&listener, now);
                     let n = self.tcp.close_denied(&listener, now);
                     if n > 0 {
                         tracing::info!(

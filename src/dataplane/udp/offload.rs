@@ -19,10 +19,9 @@ use crate::dataplane::timers::Millis;
 use crate::dataplane::token::Key;
 use crate::dataplane::token::Slots;
 
-/// How often the plane looks for routing changes of listeners with flows in the kernel.
+/// How often the plane looks for routing changes of listeners with flows in the kernel
+/// and folds the kernel's counts into the metrics.
 pub(super) const SWEEP_MS: Millis = 100;
-/// How often (in sweeps) it folds the kernel's counts into the metrics.
-const COUNT_EVERY: u32 = 10;
 
 /// The kernel path of one worker's plane.
 #[derive(Debug)]
@@ -31,7 +30,6 @@ pub(super) struct Offload {
     /// Flows in the kernel now.
     installed: usize,
     next_sweep: Millis,
-    sweeps: u32,
     /// The epoch of each listener's routing at the last sweep.
     epochs: Vec<(Key, u64)>,
 }
@@ -42,7 +40,6 @@ impl Offload {
             flows,
             installed: 0,
             next_sweep: 0,
-            sweeps: 0,
             epochs: Vec::new(),
         }
     }
@@ -214,7 +211,7 @@ impl UdpPlane {
 
     /// Every [`SWEEP_MS`] while flows are in the kernel: a listener whose routing
     /// changed gets its flows back (each is checked at its next datagram, as in
-    /// userspace mode); every [`COUNT_EVERY`] sweeps, the counts are folded in.
+    /// userspace mode); the others' counts are folded in.
     pub(super) fn sweep(&mut self, now: Millis) {
         let Some(o) = self.offload.as_mut() else {
             return;
@@ -223,8 +220,6 @@ impl UdpPlane {
             return;
         }
         o.next_sweep = now + SWEEP_MS;
-        o.sweeps = o.sweeps.wrapping_add(1);
-        let count = o.sweeps % COUNT_EVERY == 0;
         let mut changed = Vec::new();
         let mut epochs = std::mem::take(&mut o.epochs);
         epochs.retain(|(k, _)| self.listeners.get(*k).is_some());
@@ -242,12 +237,7 @@ impl UdpPlane {
         if let Some(o) = self.offload.as_mut() {
             o.epochs = epochs;
         }
-        if changed.is_empty() && !count {
-            return;
-        }
-        let flows = &mut self.flows;
-        let keys = flows
-            .keys_where(|f| f.kernel_installed() && (count || changed.contains(&f.listener())));
+        let keys = self.flows.keys_where(|f| f.kernel_installed());
         for fkey in keys {
             let back = self
                 .flows
@@ -258,6 +248,28 @@ impl UdpPlane {
             } else {
                 self.sync_flow(fkey, now);
             }
+        }
+    }
+
+    /// A reload changed `shared`'s lists: its flows in the kernel come back now (the
+    /// sweep would within [`SWEEP_MS`]), so the next datagram of a refused source is
+    /// refused.
+    pub fn recheck(
+        &mut self,
+        shared: &std::sync::Arc<crate::dataplane::ListenerShared>,
+        now: Millis,
+    ) {
+        if self.offload.as_ref().is_none_or(|o| o.installed == 0) {
+            return;
+        }
+        let lkeys = self
+            .listeners
+            .keys_where(|l| std::sync::Arc::ptr_eq(l.shared(), shared));
+        let keys = self
+            .flows
+            .keys_where(|f| f.kernel_installed() && lkeys.contains(&f.listener()));
+        for fkey in keys {
+            self.unoffload(fkey, now);
         }
     }
 
