@@ -120,6 +120,22 @@ static __always_inline int reply_allowed(struct flow_state *st)
 	return got + 1 < sent * st->expect;
 }
 
+// The flow of a datagram with key `k`, if it has one and this datagram may be
+// forwarded here: 0, with its entry in *v and its counts in *st.
+static __always_inline int find(struct flow_key *k, struct flow_value **v, struct flow_state **st)
+{
+	*v = bpf_map_lookup_elem(&RINGWAY_UDP_FLOWS, k);
+	if (!*v)
+		return -1;
+	__u32 slot = (*v)->slot;
+	*st = bpf_map_lookup_elem(&RINGWAY_UDP_STATE, &slot);
+	if (!*st)
+		return -1;
+	if ((*v)->reply && !reply_allowed(*st))
+		return -1;
+	return 0;
+}
+
 // Counts a datagram forwarded; 0 when ringway paused the flow (then nothing counts,
 // and the datagram goes up).
 static __always_inline int count(struct flow_state *st, int reply, __u32 len)
@@ -182,16 +198,11 @@ static __always_inline int forward4(struct __sk_buff *skb, struct iphdr *ip, str
 	k.dport = uh->dest;
 	k.saddr[0] = ip->saddr;
 	k.daddr[0] = ip->daddr;
-	struct flow_value *v = bpf_map_lookup_elem(&RINGWAY_UDP_FLOWS, &k);
-	if (!v)
-		return TC_ACT_UNSPEC;
-	__u32 slot = v->slot;
-	struct flow_state *st = bpf_map_lookup_elem(&RINGWAY_UDP_STATE, &slot);
-	if (!st)
+	struct flow_value *v;
+	struct flow_state *st;
+	if (find(&k, &v, &st))
 		return TC_ACT_UNSPEC;
 	int reply = v->reply != 0;
-	if (reply && !reply_allowed(st))
-		return TC_ACT_UNSPEC;
 	__u16 tot_len = bpf_ntohs(ip->tot_len);
 	struct bpf_fib_lookup fib = {};
 	fib.family = AF_INET;
@@ -238,16 +249,11 @@ static __always_inline int forward6(struct __sk_buff *skb, struct ipv6hdr *ip, s
 	k.dport = uh->dest;
 	__builtin_memcpy(k.saddr, &ip->saddr, 16);
 	__builtin_memcpy(k.daddr, &ip->daddr, 16);
-	struct flow_value *v = bpf_map_lookup_elem(&RINGWAY_UDP_FLOWS, &k);
-	if (!v)
-		return TC_ACT_UNSPEC;
-	__u32 slot = v->slot;
-	struct flow_state *st = bpf_map_lookup_elem(&RINGWAY_UDP_STATE, &slot);
-	if (!st)
+	struct flow_value *v;
+	struct flow_state *st;
+	if (find(&k, &v, &st))
 		return TC_ACT_UNSPEC;
 	int reply = v->reply != 0;
-	if (reply && !reply_allowed(st))
-		return TC_ACT_UNSPEC;
 	__u16 payload = bpf_ntohs(ip->payload_len);
 	struct bpf_fib_lookup fib = {};
 	fib.family = AF_INET6;
