@@ -242,3 +242,185 @@ fn a_kernel_flow_moves_when_its_backend_is_disabled() {
         "the moved flow did not go back to the kernel"
     );
 }
+
+/// Runs `f` on a thread inside network namespace `ns` (sockets it makes live there).
+fn inside<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+fn run(args: &[&str]) {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Across interfaces, both families: the client and the backend each in a namespace of
+/// their own, behind veths; the kernel path finds each direction's next hop (route
+/// lookup, neighbour) and sends it out of the other interface. Fragmented datagrams
+/// go up to ringway and arrive whole all the same.
+#[test]
+#[ignore = "needs root (BPF, network namespaces)"]
+fn a_kernel_flow_crosses_interfaces_over_ipv4_and_ipv6() {
+    in_named_netns("ukx", |lb| {
+        let pid = std::process::id();
+        let (cns, bns) = (format!("rw-ukc-{pid}"), format!("rw-ukb-{pid}"));
+        for ns in [&cns, &bns] {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .output();
+            run(&["ip", "netns", "add", ns]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        let cleanup = |cns: &str, bns: &str| {
+            for ns in [cns, bns] {
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", ns])
+                    .output();
+            }
+        };
+        // lb <-> client on 10.61.1.0/24 and fd61:1::/64; lb <-> backend on .2.
+        for (i, ns) in [(1, &cns), (2, &bns)] {
+            let (here, there) = (format!("ukl{i}"), format!("ukp{i}"));
+            run(&[
+                "ip", "link", "add", &here, "type", "veth", "peer", "name", &there,
+            ]);
+            run(&["ip", "link", "set", &there, "netns", ns]);
+            run(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("10.61.{i}.1/24"),
+                "dev",
+                &here,
+            ]);
+            run(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("fd61:{i}::1/64"),
+                "dev",
+                &here,
+                "nodad",
+            ]);
+            run(&["ip", "link", "set", &here, "up"]);
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("10.61.{i}.2/24"),
+                "dev",
+                &there,
+            ]);
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("fd61:{i}::2/64"),
+                "dev",
+                &there,
+                "nodad",
+            ]);
+            run(&["ip", "-n", ns, "link", "set", &there, "up"]);
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.61.{i}.1"),
+            ]);
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("fd61:{i}::1"),
+            ]);
+        }
+        // The kernel path's route lookup forwards as the stack would: forwarding on.
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            lb,
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.all.forwarding=1",
+            "net.ipv6.conf.all.forwarding=1",
+        ]);
+        let b4 = inside(&bns, || UdpBackend::spawn("10.61.2.2:0", "k"));
+        let b6 = inside(&bns, || UdpBackend::spawn("[fd61:2::2]:0", "k"));
+        let (l4, l6): (SocketAddr, SocketAddr) = (
+            "10.61.1.1:5353".parse().unwrap(),
+            "[fd61:1::1]:5353".parse().unwrap(),
+        );
+        let metrics = free_addr();
+        let mut toml = format!("workers = 2\n[metrics]\nlisten = \"{metrics}\"\n");
+        for (name, listen, backend) in [("u4", l4, b4.addr), ("u6", l6, b6.addr)] {
+            toml.push_str(&format!(
+                "[[listener]]\nname = \"{name}\"\nprotocol = \"udp\"\nlisten = \"{listen}\"\nforward = \"kernel\"\n[[listener.backend]]\naddress = \"{backend}\"\nid = \"k\"\n[listener.health]\ncheck = \"none\"\n"
+            ));
+        }
+        let rw = Ringway::spawn(&toml);
+        for (name, listen, bind) in [("u4", l4, "10.61.1.2:0"), ("u6", l6, "[fd61:1::2]:0")] {
+            let client = inside(&cns, move || UdpSocket::bind(bind).unwrap());
+            assert!(
+                eventually(Duration::from_secs(10), || udp_ask(
+                    &client, listen, b"probe"
+                )
+                .is_some()),
+                "{name}: {}",
+                rw.log()
+            );
+            round_trips(&client, listen, 200);
+            let counted = |d: &str| {
+                sample(
+                    &scrape(metrics),
+                    "ringway_udp_kernel_datagrams_total",
+                    &[("listener", name), ("direction", d)],
+                )
+                .unwrap_or(0.0)
+            };
+            // 196 of the 200 (and the probe's reply): every 50th datagram (9.4 KB) is
+            // fragmented on these 1,500-byte links, and fragments go up to ringway,
+            // which forwards them.
+            let ok = eventually(Duration::from_secs(5), || {
+                counted("in") >= 190.0 && counted("out") >= 190.0
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            let (i, o) = (counted("in"), counted("out"));
+            let ok = ok && i <= 196.0 && o <= 197.0;
+            if !ok {
+                cleanup(&cns, &bns);
+            }
+            assert!(
+                ok,
+                "{name}: the kernel forwarded {i} in, {o} out (expected 190 to 196 in, 197 out)"
+            );
+        }
+        cleanup(&cns, &bns);
+    });
+}

@@ -565,6 +565,11 @@ impl Control {
         self.publish_view(Instant::now());
     }
 
+    /// Whether this process has the UDP kernel path.
+    pub fn udp_kernel(&self) -> bool {
+        self.udp_kernel
+    }
+
     /// Says whether this process has the UDP kernel path (its listeners' views show it).
     pub fn set_udp_kernel(&mut self, loaded: bool) {
         self.udp_kernel = loaded;

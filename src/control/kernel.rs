@@ -38,7 +38,7 @@ pub fn load(config: &Config, sessions: u32) -> Result<Option<Program>, (String, 
 }
 
 /// The UDP listeners that ask for the kernel path.
-fn udp_demanding(config: &Config) -> Vec<&str> {
+pub fn udp_demanding(config: &Config) -> Vec<&str> {
     config
         .listeners
         .iter()

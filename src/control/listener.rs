@@ -15,7 +15,7 @@ use crate::dataplane::{ListenerParams, ListenerShared, Routing};
 /// How listener `l` forwards: a TCP listener's `forward`; for UDP, `kernel` (its
 /// established flows) or `ringway` (every datagram: asked to, or the kernel path is
 /// unavailable in this process, or `auto`, which forwards UDP in ringway).
-fn forward_in_use(l: &ListenerConfig, udp_kernel: bool) -> &'static str {
+pub fn forward_in_use(l: &ListenerConfig, udp_kernel: bool) -> &'static str {
     match (l.protocol, l.forward) {
         (Protocol::Udp, ForwardMode::Kernel) if udp_kernel => "kernel",
         (Protocol::Udp, _) => "ringway",

@@ -418,7 +418,8 @@ fn run_with(mut config: Config, inherited: &mut Option<Inherited>) -> Result<(),
     }
     tracing::info!("{}", config.summary());
     for l in &config.listeners {
-        tracing::info!(listener = %l.name, "listening on {} {}", l.protocol, l.listen);
+        let forward = listener::forward_in_use(l, udp_kernel.is_some());
+        tracing::info!(listener = %l.name, forward, "listening on {} {}", l.protocol, l.listen);
     }
     let policy = policy_of(&config);
     let published = Arc::new(view::Published::new(view::View::empty()));

@@ -168,6 +168,15 @@ impl Control {
                 Some(name) if !self.kernel => Err(ReloadError::Kernel(name.to_string())),
                 _ => Ok(c),
             })
+            .inspect(|c| {
+                let names = super::kernel::udp_demanding(c);
+                if !names.is_empty() && !self.udp_kernel() {
+                    tracing::warn!(
+                        listeners = %names.join(", "),
+                        "forward = \"kernel\" is unavailable for UDP in this process (it was not loaded at start): these listeners forward in ringway; restart to use it"
+                    );
+                }
+            })
             .and_then(|c| {
                 // A log that cannot be written is refused before anything changes.
                 match &c.access_log {

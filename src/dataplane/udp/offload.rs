@@ -3,12 +3,13 @@
 //! flows' counts, the metrics and the idle timeout.
 //!
 //! A flow goes to the kernel as ringway forwards a datagram of it (its first, or one
-//! the kernel passed up), just before it sends it: the replies find it there. It comes back, its counts taken in, whenever ringway must
-//! decide something about it: its backend refused it (ICMP), the listener's routing
-//! changed (a backend went down, a drain, a reload: its next datagram is checked here,
-//! as in userspace mode, and it goes back to the kernel after), it ends, or it is
-//! handed to another process. Its replies that complete it (`udp_responses`) come up
-//! to its socket: the program does not forward them.
+//! the kernel passed up), just before it sends it: the replies find it there. It comes
+//! back, its counts taken in, whenever ringway must decide something about it: its
+//! backend refused it (ICMP), the listener's routing changed (a backend went down, a
+//! drain, a reload: its next datagram is checked here, as in userspace mode, and it
+//! goes back to the kernel after), it ends, or it is handed to another process. Its
+//! replies that complete it (`udp_responses`) come up to its socket: the program does
+//! not forward them.
 
 use super::flow::Flow;
 use super::kernel::{Counts, Flows, Path};
@@ -16,8 +17,7 @@ use super::socket::reached;
 use super::UdpPlane;
 use crate::dataplane::listener::Mode;
 use crate::dataplane::timers::Millis;
-use crate::dataplane::token::Key;
-use crate::dataplane::token::Slots;
+use crate::dataplane::token::{Key, Slots};
 
 /// How often the plane looks for routing changes of listeners with flows in the kernel
 /// and folds the kernel's counts into the metrics.
