@@ -240,9 +240,16 @@ fn a_moved_host_name_is_followed_without_a_reload() {
         has_unshare,
         "needs unshare (util-linux) for a private /etc/hosts"
     );
-    let one = Backend::named_echo("127.0.0.1:0", "one");
+    // Both backends on one port (the name carries no port): retried, because another
+    // test's socket may hold the port on 127.0.0.2 (CI saw EADDRINUSE once).
+    let (one, _two) = (0..50)
+        .find_map(|_| {
+            let one = Backend::named_echo("127.0.0.1:0", "one");
+            let two = Backend::try_named_echo(&format!("127.0.0.2:{}", one.addr.port()), "two");
+            two.ok().map(|two| (one, two))
+        })
+        .expect("no port free on both 127.0.0.1 and 127.0.0.2 in 50 tries");
     let port = one.addr.port();
-    let _two = Backend::named_echo(&format!("127.0.0.2:{port}"), "two");
     let dir = tempfile::tempdir().unwrap();
     let hosts = dir.path().join("hosts");
     std::fs::write(&hosts, "127.0.0.1 svc.ringway.test\n").unwrap();

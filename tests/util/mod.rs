@@ -268,7 +268,16 @@ pub struct Backend {
 
 impl Backend {
     pub fn spawn(bind: &str, handler: impl Fn(TcpStream) + Send + Sync + 'static) -> Backend {
-        let listener = TcpListener::bind(bind).unwrap();
+        Backend::try_spawn(bind, handler).unwrap()
+    }
+
+    /// As [`Backend::spawn`], but a bind that fails is returned, for a test that must
+    /// find a port free on two addresses.
+    pub fn try_spawn(
+        bind: &str,
+        handler: impl Fn(TcpStream) + Send + Sync + 'static,
+    ) -> std::io::Result<Backend> {
+        let listener = TcpListener::bind(bind)?;
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -288,17 +297,22 @@ impl Backend {
                 }
             }
         });
-        Backend {
+        Ok(Backend {
             addr,
             accepted,
             stop,
-        }
+        })
     }
 
     /// Says `name\n`, then echoes everything; passes the client's EOF back on.
     pub fn named_echo(bind: &str, name: &str) -> Backend {
+        Backend::try_named_echo(bind, name).unwrap()
+    }
+
+    /// As [`Backend::named_echo`], returning a failed bind.
+    pub fn try_named_echo(bind: &str, name: &str) -> std::io::Result<Backend> {
         let greeting = format!("{name}\n");
-        Backend::spawn(bind, move |mut s| {
+        Backend::try_spawn(bind, move |mut s| {
             if s.write_all(greeting.as_bytes()).is_err() {
                 return;
             }
