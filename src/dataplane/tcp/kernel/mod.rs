@@ -12,8 +12,9 @@
 //!   before ringway has read a byte of the client): the backend socket goes in first,
 //!   without a peer entry, so bytes it receives meanwhile could only stay with it; its
 //!   `SO_RCVLOWAT` is raised for that moment so the program does not even see them
-//!   (the program counts any it does see in `RINGWAY_HELD`, and such a session is
-//!   reset rather than risk reordering). Then the client socket, then the backend's
+//!   (a FIN wakes the program past the gate: it counts what it sees in
+//!   `RINGWAY_HELD` and leaves it in the backend's queue, and ringway passes those
+//!   bytes on itself, see `held.rs`). Then the client socket, then the backend's
 //!   peer entry; lowering both `SO_RCVLOWAT`s again makes the kernel run the program
 //!   over whatever either socket already holds, in order.
 //! * **An EOF** from one side is passed on (`shutdown(SHUT_WR)` of the other) only
@@ -26,6 +27,7 @@
 //! Whether it is available is decided once at start ([`Program::load`]): the kernel
 //! must have sockmap and the process CAP_BPF and CAP_NET_ADMIN (or root).
 
+mod held;
 mod pair;
 
 use std::fmt;
@@ -160,7 +162,8 @@ pub struct Maps {
     socks: SockHash<MapData, u64>,
     /// Socket cookie -> [the other socket's cookie, bytes moved to it].
     peers: HashMap<MapData, u64, [u64; 2]>,
-    /// Socket cookie -> bytes it kept while joining (should stay 0).
+    /// Socket cookie -> bytes the program left in its queue while joining (a FIN woke
+    /// it past the gate; `held.rs` passes them on).
     held: HashMap<MapData, u64, u64>,
 }
 
@@ -222,7 +225,7 @@ impl Maps {
             let _ = self.socks.remove(&b);
             return Err(undo(self, e.into()));
         }
-        let pair = Pair::new([c, b], base);
+        let mut pair = Pair::new([c, b], base);
         // From here the client's bytes may already be on their way: no way back.
         let fatal = |maps: &mut Maps, e: KernelError| {
             maps.forget(&pair);
@@ -239,14 +242,17 @@ impl Maps {
                 return Err(fatal(self, e.into()));
             }
         }
-        // ... unless the backend's bytes reached the program before its peer entry.
+        // ... but the backend's bytes that reached the program before its peer entry
+        // wait in its own queue: ringway passes them on (see `held.rs`).
         let held = self.held.get(&b, 0).unwrap_or(0);
         let _ = self.held.remove(&b);
         if held > 0 {
-            return Err(fatal(
-                self,
-                io::Error::other(format!("{held} bytes arrived while joining")).into(),
-            ));
+            let peers = &self.peers;
+            let moved = || peers.get(&b, 0).map(|v| v[1]).unwrap_or(0);
+            match held::pass_on(client, backend, moved) {
+                Ok(wrote) => pair.wrote_to_client(wrote),
+                Err(e) => return Err(fatal(self, e.into())),
+            }
         }
         Ok(pair)
     }

@@ -46,6 +46,9 @@ pub struct Pair {
     shut: [bool; 2],
     /// Bytes of each direction already added to the metrics.
     counted: [u64; 2],
+    /// Bytes of each direction ringway wrote itself after joining (what the backend
+    /// sent while joining, `held.rs`): counted as moved.
+    wrote: [u64; 2],
     /// Looks in a row that found an EOF waiting for its direction's bytes (0: none
     /// waits): the next look comes later each time.
     draining: u8,
@@ -62,8 +65,16 @@ impl Pair {
             eof: [false; 2],
             shut: [false; 2],
             counted: [0; 2],
+            wrote: [0; 2],
             draining: 0,
         }
+    }
+
+    /// ringway wrote `n` bytes of the backend's to the client after the join: they are
+    /// in the client's send queue but not the program's count.
+    pub(super) fn wrote_to_client(&mut self, n: u64) {
+        self.base[CLIENT] += n;
+        self.wrote[BACKEND] += n;
     }
 
     /// The client's and the backend's socket cookies.
@@ -150,7 +161,7 @@ impl Pair {
     pub fn take_moved(&mut self, moved: [u64; 2]) -> [u64; 2] {
         let mut fresh = [0; 2];
         for side in [CLIENT, BACKEND] {
-            let now = moved[side].max(self.counted[side]);
+            let now = (moved[side] + self.wrote[side]).max(self.counted[side]);
             fresh[side] = now - self.counted[side];
             self.counted[side] = now;
         }
