@@ -274,9 +274,25 @@ fn run(args: &[&str]) {
 #[test]
 #[ignore = "needs root (BPF, network namespaces)"]
 fn a_kernel_flow_crosses_interfaces_over_ipv4_and_ipv6() {
-    in_named_netns("ukx", |lb| {
+    across_interfaces(false);
+}
+
+/// The same, with the interfaces made after ringway started (a container's veth): the
+/// program attaches to each within a second, and the log says so.
+#[test]
+#[ignore = "needs root (BPF, network namespaces)"]
+fn interfaces_made_after_start_get_the_kernel_path() {
+    across_interfaces(true);
+}
+
+/// Listeners on the wildcard addresses (ports 5353 and 5354), backends at
+/// 10.61.2.2:7001 and [fd61:2::2]:7001; `later`: ringway starts before the veths exist.
+fn across_interfaces(later: bool) {
+    in_named_netns(if later { "ukl" } else { "ukx" }, move |lb| {
         let pid = std::process::id();
-        let (cns, bns) = (format!("rw-ukc-{pid}"), format!("rw-ukb-{pid}"));
+        // Named after the test's own namespace (both variants run at once).
+        let tag = if later { "l" } else { "x" };
+        let (cns, bns) = (format!("rw-ukc{tag}-{pid}"), format!("rw-ukb{tag}-{pid}"));
         for ns in [&cns, &bns] {
             let _ = std::process::Command::new("ip")
                 .args(["netns", "del", ns])
@@ -291,6 +307,18 @@ fn a_kernel_flow_crosses_interfaces_over_ipv4_and_ipv6() {
                     .output();
             }
         };
+        let metrics = free_addr();
+        let mut toml = format!("workers = 2\n[metrics]\nlisten = \"{metrics}\"\n");
+        for (name, listen, backend) in [
+            ("u4", "0.0.0.0:5353", "10.61.2.2:7001"),
+            ("u6", "[::]:5354", "[fd61:2::2]:7001"),
+        ] {
+            toml.push_str(&format!(
+                "[[listener]]\nname = \"{name}\"\nprotocol = \"udp\"\nlisten = \"{listen}\"\nforward = \"kernel\"\n[[listener.backend]]\naddress = \"{backend}\"\nid = \"k\"\n[listener.health]\ncheck = \"none\"\n"
+            ));
+        }
+        // Serving (its metrics answer) before the interfaces are made.
+        let rw = later.then(|| Ringway::start(&toml, &[metrics]));
         // lb <-> client on 10.61.1.0/24 and fd61:1::/64; lb <-> backend on .2.
         for (i, ns) in [(1, &cns), (2, &bns)] {
             let (here, there) = (format!("ukl{i}"), format!("ukp{i}"));
@@ -371,20 +399,31 @@ fn a_kernel_flow_crosses_interfaces_over_ipv4_and_ipv6() {
             "net.ipv4.conf.all.forwarding=1",
             "net.ipv6.conf.all.forwarding=1",
         ]);
-        let b4 = inside(&bns, || UdpBackend::spawn("10.61.2.2:0", "k"));
-        let b6 = inside(&bns, || UdpBackend::spawn("[fd61:2::2]:0", "k"));
+        let _b4 = inside(&bns, || UdpBackend::spawn("10.61.2.2:7001", "k"));
+        let _b6 = inside(&bns, || UdpBackend::spawn("[fd61:2::2]:7001", "k"));
         let (l4, l6): (SocketAddr, SocketAddr) = (
             "10.61.1.1:5353".parse().unwrap(),
-            "[fd61:1::1]:5353".parse().unwrap(),
+            "[fd61:1::1]:5354".parse().unwrap(),
         );
-        let metrics = free_addr();
-        let mut toml = format!("workers = 2\n[metrics]\nlisten = \"{metrics}\"\n");
-        for (name, listen, backend) in [("u4", l4, b4.addr), ("u6", l6, b6.addr)] {
-            toml.push_str(&format!(
-                "[[listener]]\nname = \"{name}\"\nprotocol = \"udp\"\nlisten = \"{listen}\"\nforward = \"kernel\"\n[[listener.backend]]\naddress = \"{backend}\"\nid = \"k\"\n[listener.health]\ncheck = \"none\"\n"
-            ));
+        let rw = rw.unwrap_or_else(|| Ringway::spawn(&toml));
+        if later {
+            let attached = |i: &str| {
+                rw.log()
+                    .lines()
+                    .any(|l| l.contains("attached to a new interface") && l.contains(i))
+            };
+            let ok = eventually(Duration::from_secs(10), || {
+                attached("ukl1") && attached("ukl2")
+            });
+            if !ok {
+                cleanup(&cns, &bns);
+            }
+            assert!(
+                ok,
+                "the program did not attach to ukl1 and ukl2: {}",
+                rw.log()
+            );
         }
-        let rw = Ringway::spawn(&toml);
         for (name, listen, bind) in [("u4", l4, "10.61.1.2:0"), ("u6", l6, "[fd61:1::2]:0")] {
             let client = inside(&cns, move || UdpSocket::bind(bind).unwrap());
             assert!(

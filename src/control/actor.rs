@@ -255,6 +255,9 @@ pub async fn run(
                 control.resolve_if_due(now);
                 if now >= sweep_at {
                     control.sweep_passive(now);
+                    if let Some(p) = control.udp_program.as_mut() {
+                        p.look(now);
+                    }
                     sweep_at = now + SWEEP;
                 }
             }

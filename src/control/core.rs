@@ -69,6 +69,8 @@ pub struct Control {
     pub kernel: bool,
     /// The UDP kernel path is loaded (`forward = "kernel"` UDP listeners use it).
     udp_kernel: bool,
+    /// Its program, while loaded.
+    pub udp_program: Option<super::kernel::UdpProgram>,
     /// `[cluster]`: second chance and this node's place in the fleet.
     pub cluster: Option<super::cluster::Cluster>,
     /// Workers that stopped on their own (panicked).
@@ -138,6 +140,7 @@ impl Control {
             unknown_logged: HashMap::new(),
             kernel: false,
             udp_kernel: false,
+            udp_program: None,
             cluster: None,
             worker_failures: 0,
             fds: (0, 0),

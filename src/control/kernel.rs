@@ -85,3 +85,55 @@ pub fn load_udp(
         }
     }
 }
+
+/// The UDP kernel program, kept by the control task for the life of the process
+/// (dropping it detaches it). Once a second it looks for interfaces that appeared
+/// since start (a container's veth, a VLAN made later) and attaches to them too.
+#[derive(Debug)]
+pub struct UdpProgram {
+    program: crate::dataplane::udp_kernel::Program,
+    next_look: std::time::Instant,
+    /// An interface refused it: later refusals are logged at debug level (a host
+    /// where ringway gave up its privileges would warn at every new container).
+    warned: bool,
+}
+
+impl UdpProgram {
+    /// How often it looks for new interfaces (one netlink dump).
+    const LOOK: std::time::Duration = std::time::Duration::from_secs(1);
+
+    pub fn new(program: crate::dataplane::udp_kernel::Program) -> UdpProgram {
+        UdpProgram {
+            program,
+            next_look: std::time::Instant::now() + Self::LOOK,
+            warned: false,
+        }
+    }
+
+    /// Attaches to the interfaces that appeared, if a look is due; logs each.
+    pub fn look(&mut self, now: std::time::Instant) {
+        if now < self.next_look {
+            return;
+        }
+        self.next_look = now + Self::LOOK;
+        for (name, attached) in self.program.attach_new() {
+            match attached {
+                Ok(()) => tracing::info!(
+                    interface = %name,
+                    "UDP kernel path: attached to a new interface"
+                ),
+                Err(e) if self.warned => tracing::debug!(
+                    interface = %name,
+                    "UDP kernel path: cannot attach to a new interface ({e})"
+                ),
+                Err(e) => {
+                    self.warned = true;
+                    tracing::warn!(
+                        interface = %name,
+                        "UDP kernel path: cannot attach to a new interface ({e}): flows arriving there are forwarded in ringway (further refusals are logged at debug level)"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -435,6 +435,7 @@ fn run_with(mut config: Config, inherited: &mut Option<Inherited>) -> Result<(),
     );
     control.kernel = kernel.is_some();
     control.set_udp_kernel(udp_kernel.is_some());
+    control.udp_program = udp_kernel.map(kernel::UdpProgram::new);
     control.cluster = cluster;
     // The first view (published while the state was built) has no cluster yet.
     control.publish_all_now();

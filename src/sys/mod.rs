@@ -22,6 +22,7 @@ macro_rules! syscall {
 
 pub mod fdpass;
 pub mod heap;
+pub mod ifaces;
 pub mod mmsg;
 pub mod pipe;
 pub mod rlimit;

@@ -295,11 +295,9 @@ fn listener_key(l: SocketAddrV4) -> u64 {
 
 /// Every interface but loopback, by name.
 fn all_interfaces() -> Vec<String> {
-    let Ok(list) = nix::net::if_::if_nameindex() else {
-        return Vec::new();
-    };
-    list.iter()
-        .filter_map(|i| i.name().to_str().ok().map(str::to_string))
+    let list = crate::sys::ifaces::list().unwrap_or_default();
+    list.into_iter()
+        .map(|(_, name)| name)
         .filter(|n| n != "lo")
         .collect()
 }

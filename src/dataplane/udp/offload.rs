@@ -124,25 +124,23 @@ impl UdpPlane {
     /// (from then on its datagrams come up here), then its counts are read. Finished:
     /// its entries go, and it can end. Not finished: it goes on in the kernel.
     pub(super) fn finished_everywhere(&mut self, fkey: Key, responses: u64, now: Millis) -> bool {
-        let Some(o) = self.offload.as_mut() else {
+        let (Some(o), Some(f)) = (self.offload.as_mut(), self.flows.get_mut(fkey)) else {
             return true;
         };
-        let Some(installed) = self.flows.get_mut(fkey).and_then(|f| f.kernel().as_mut()) else {
+        let Some(installed) = f.kernel().as_mut() else {
             return true;
         };
         let counts = o.flows.pause(installed);
         self.absorb(fkey, &counts, now);
-        let finished = self.flows.get(fkey).is_none_or(|f| {
-            let (sent, replies) = f.exchanged();
-            replies >= sent.saturating_mul(responses)
-        });
-        if finished {
-            self.unoffload(fkey, now);
-        } else if let (Some(o), Some(installed)) = (
-            self.offload.as_ref(),
-            self.flows.get_mut(fkey).and_then(|f| f.kernel().as_ref()),
-        ) {
-            o.flows.resume(installed);
+        let Some(f) = self.flows.get_mut(fkey) else {
+            return true;
+        };
+        let (sent, replies) = f.exchanged();
+        let finished = replies >= sent.saturating_mul(responses);
+        match (finished, self.offload.as_ref(), f.kernel().as_ref()) {
+            (true, ..) => self.unoffload(fkey, now),
+            (false, Some(o), Some(installed)) => o.flows.resume(installed),
+            (false, ..) => {}
         }
         finished
     }

@@ -27,6 +27,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use aya::maps::{HashMap, Map, MapData, MapError};
+use aya::programs::tc::SchedClassifierLinkId;
 use aya::programs::{ProgramError, SchedClassifier, TcAttachType};
 use aya::{include_bytes_aligned, Ebpf, EbpfError, EbpfLoader};
 
@@ -70,6 +71,19 @@ pub enum UdpKernelError {
     },
 }
 
+/// Attaches `program` at ingress of interface `name`.
+fn attach(
+    program: &mut SchedClassifier,
+    name: &str,
+) -> Result<SchedClassifierLinkId, UdpKernelError> {
+    program
+        .attach(name, TcAttachType::Ingress)
+        .map_err(|why| UdpKernelError::Interface {
+            name: name.to_string(),
+            why: Box::new(why.into()),
+        })
+}
+
 impl From<EbpfError> for UdpKernelError {
     fn from(e: EbpfError) -> Self {
         UdpKernelError::Load(e)
@@ -98,7 +112,10 @@ impl From<std::io::Error> for UdpKernelError {
 /// it for the life of the process: dropping it detaches it.
 pub struct Program {
     ebpf: Ebpf,
-    interfaces: Vec<String>,
+    /// The interfaces it is attached to: index, name, link.
+    interfaces: Vec<(u32, String, SchedClassifierLinkId)>,
+    /// Interfaces that refused it since start (not tried again).
+    refused: Vec<u32>,
     slots: u32,
     state: Arc<SharedWords>,
 }
@@ -130,26 +147,68 @@ impl Program {
             .ok_or(UdpKernelError::Missing(PROGRAM))?
             .try_into()?;
         program.load()?;
-        let names = interfaces();
-        for name in &names {
-            program.attach(name, TcAttachType::Ingress).map_err(|why| {
-                UdpKernelError::Interface {
-                    name: name.clone(),
-                    why: Box::new(why.into()),
-                }
-            })?;
+        let mut interfaces = Vec::new();
+        for (index, name) in crate::sys::ifaces::list()? {
+            let link = attach(program, &name)?;
+            interfaces.push((index, name, link));
         }
         Ok(Program {
             ebpf,
-            interfaces: names,
+            interfaces,
+            refused: Vec::new(),
             slots,
             state: Arc::new(state),
         })
     }
 
-    /// The interfaces it is attached to.
-    pub fn interfaces(&self) -> &[String] {
-        &self.interfaces
+    /// The names of the interfaces it is attached to.
+    pub fn interfaces(&self) -> Vec<&str> {
+        self.interfaces.iter().map(|(_, n, _)| n.as_str()).collect()
+    }
+
+    /// Attaches to the interfaces that appeared since the last look (a container's
+    /// veth, a VLAN made later) and lets go of those that went. Returns each new
+    /// interface's name and whether it took the program; one that refused (ringway
+    /// gave up its privileges since start) is not tried again.
+    pub fn attach_new(&mut self) -> Vec<(String, Result<(), UdpKernelError>)> {
+        let Ok(now) = crate::sys::ifaces::list() else {
+            return Vec::new();
+        };
+        let Some(program) = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
+        else {
+            return Vec::new();
+        };
+        let gone: Vec<usize> = (0..self.interfaces.len())
+            .filter(|&i| !now.iter().any(|(index, _)| *index == self.interfaces[i].0))
+            .collect();
+        for i in gone.into_iter().rev() {
+            let (_, _, link) = self.interfaces.swap_remove(i);
+            // Its link's descriptor closes (the interface, and the link with it, is gone).
+            let _ = program.detach(link);
+        }
+        self.refused
+            .retain(|r| now.iter().any(|(index, _)| index == r));
+        let mut out = Vec::new();
+        for (index, name) in now {
+            if self.interfaces.iter().any(|(i, _, _)| *i == index) || self.refused.contains(&index)
+            {
+                continue;
+            }
+            match attach(program, &name) {
+                Ok(link) => {
+                    self.interfaces.push((index, name.clone(), link));
+                    out.push((name, Ok(())));
+                }
+                Err(e) => {
+                    self.refused.push(index);
+                    out.push((name, Err(e)));
+                }
+            }
+        }
+        out
     }
 
     /// Worker `worker`'s (of `workers`) handle: its own descriptor on the flow map,
@@ -257,14 +316,4 @@ impl Flows {
         self.free.push(flow.slot());
         counts
     }
-}
-
-/// Every interface, loopback included, by name.
-fn interfaces() -> Vec<String> {
-    let Ok(list) = nix::net::if_::if_nameindex() else {
-        return Vec::new();
-    };
-    list.iter()
-        .filter_map(|i| i.name().to_str().ok().map(str::to_string))
-        .collect()
 }
