@@ -105,14 +105,18 @@ impl AccessLog {
             queues.push(rx);
         }
         let (ctl, ctl_rx) = mpsc::channel();
+        // The writer opens the first settings before it drains anything: records the
+        // workers queue before the thread first runs must find the file open (sent as
+        // a message, they could be drained first and lost without a count; CI saw a
+        // test's first records missing).
+        shared.set(settings.as_ref().map(|s| s.sample));
         let thread = std::thread::Builder::new()
             .name("ringway-log".into())
             .spawn({
                 let shared = Arc::clone(&shared);
-                move || run(queues, ctl_rx, shared)
+                move || run(queues, ctl_rx, shared, settings)
             })?;
         let control = Control { ctl, shared };
-        control.configure(settings);
         Ok((AccessLog { control, thread }, sinks))
     }
 
@@ -264,19 +268,30 @@ impl Writer {
     }
 }
 
-fn run(queues: Vec<Receiver<Record>>, ctl: Receiver<Ctl>, shared: Arc<Shared>) {
+fn run(
+    queues: Vec<Receiver<Record>>,
+    ctl: Receiver<Ctl>,
+    shared: Arc<Shared>,
+    first: Option<Settings>,
+) {
     let mut w = Writer {
-        settings: None,
+        settings: first,
         out: None,
         buf: Vec::with_capacity(64 * 1024),
         records: 0,
         failing: None,
         shared,
     };
+    w.open();
     loop {
         let msg = ctl.recv_timeout(TICK);
-        // Records queued before a reopen belong to the file that was open then.
-        w.drain(&queues);
+        // Records queued before a reopen (or before the log is turned off or moved)
+        // belong to the file that was open then; when a reload turns the log on, the
+        // workers made them for the new one (its sink was on before this message).
+        let turning_on = w.settings.is_none() && matches!(&msg, Ok(Ctl::Configure(Some(_))));
+        if !turning_on {
+            w.drain(&queues);
+        }
         match msg {
             Ok(Ctl::Configure(settings)) => {
                 if settings != w.settings {
@@ -292,6 +307,66 @@ fn run(queues: Vec<Receiver<Record>>, ctl: Receiver<Ctl>, shared: Arc<Shared>) {
             }
             Err(RecvTimeoutError::Timeout) => {}
         }
+        if turning_on {
+            w.drain(&queues);
+        }
         w.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accesslog::record::Proto;
+    use crate::accesslog::End;
+
+    fn record(port: u16) -> Record {
+        Record::refused(
+            &Arc::from("l"),
+            Proto::Tcp,
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            End::ConnectFailed,
+            None,
+        )
+    }
+
+    /// Runs the writer over records queued before it starts, with `first` settings
+    /// and then `msgs`; what the file holds.
+    fn written(first: bool, msgs: Vec<Ctl>) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let settings = Settings {
+            target: Target::File(path.clone()),
+            format: Format::Json,
+            sample: 1.0,
+        };
+        let shared = Arc::new(Shared::new(1));
+        let (tx, rx) = mpsc::channel();
+        let (ctl_tx, ctl_rx) = mpsc::channel();
+        // Queued before the writer ever runs (a worker faster than its thread).
+        tx.send(record(1111)).unwrap();
+        for m in msgs {
+            let m = match m {
+                Ctl::Configure(_) => Ctl::Configure(Some(settings.clone())),
+                m => m,
+            };
+            ctl_tx.send(m).unwrap();
+        }
+        ctl_tx.send(Ctl::Stop).unwrap();
+        run(vec![rx], ctl_rx, shared, first.then(|| settings.clone()));
+        std::fs::read_to_string(&path).unwrap_or_default()
+    }
+
+    /// From CI: a test's first records were missing. The settings came as a message,
+    /// and the writer drained the queues before it opened the file.
+    #[test]
+    fn records_queued_before_the_writer_runs_are_written() {
+        assert!(written(true, vec![]).contains("127.0.0.1:1111"));
+    }
+
+    /// A reload that turns the log on: what the workers queued since is written.
+    #[test]
+    fn records_queued_as_a_reload_turns_the_log_on_are_written() {
+        assert!(written(false, vec![Ctl::Configure(None)]).contains("127.0.0.1:1111"));
     }
 }
