@@ -377,11 +377,16 @@ impl UdpPlane {
             let Some(f) = self.flows.get_mut(key) else {
                 continue;
             };
+            // Idle by every count: a datagram the kernel forwards while this decides
+            // keeps it (the kernel is paused on it, see `settle`).
             let due = f.idle_deadline(idle);
-            if due <= now {
-                let end = f.idle_end();
-                self.close_flow(key, end, registry, now);
-            } else {
+            if due <= now && self.settle(key, now, |f| f.idle_deadline(idle) <= now) {
+                if let Some(f) = self.flows.get(key) {
+                    let end = f.idle_end();
+                    self.close_flow(key, end, registry, now);
+                }
+            } else if let Some(f) = self.flows.get_mut(key) {
+                let due = f.idle_deadline(idle);
                 self.timers.arm(f.armed(), due, key);
             }
         }

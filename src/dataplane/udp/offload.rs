@@ -120,10 +120,21 @@ impl UdpPlane {
 
     /// Whether flow `fkey`, finished by what ringway counts (every datagram has its
     /// `responses` replies), is finished for the kernel too: it may have sent a
-    /// datagram of it meanwhile, from another CPU. The kernel is paused on it first
-    /// (from then on its datagrams come up here), then its counts are read. Finished:
-    /// its entries go, and it can end. Not finished: it goes on in the kernel.
+    /// datagram of it meanwhile, from another CPU (see [`UdpPlane::settle`]).
     pub(super) fn finished_everywhere(&mut self, fkey: Key, responses: u64, now: Millis) -> bool {
+        self.settle(fkey, now, |f| {
+            let (sent, replies) = f.exchanged();
+            replies >= sent.saturating_mul(responses)
+        })
+    }
+
+    /// Whether flow `fkey`, which looked `ended` by what ringway counts, still is once
+    /// the kernel's counts are in. The kernel is paused on it first: from then on its
+    /// datagrams come up here, and the counts read are exactly what it forwarded.
+    /// Ended: its entries go, and it can end (a datagram that comes now opens the next
+    /// flow, as in userspace mode). Not ended: it goes on in the kernel. A flow not in
+    /// the kernel is as the caller found it.
+    pub(super) fn settle(&mut self, fkey: Key, now: Millis, ended: impl Fn(&Flow) -> bool) -> bool {
         let (Some(o), Some(f)) = (self.offload.as_mut(), self.flows.get_mut(fkey)) else {
             return true;
         };
@@ -135,14 +146,13 @@ impl UdpPlane {
         let Some(f) = self.flows.get_mut(fkey) else {
             return true;
         };
-        let (sent, replies) = f.exchanged();
-        let finished = replies >= sent.saturating_mul(responses);
-        match (finished, self.offload.as_ref(), f.kernel().as_ref()) {
+        let done = ended(f);
+        match (done, self.offload.as_ref(), f.kernel().as_ref()) {
             (true, ..) => self.unoffload(fkey, now),
             (false, Some(o), Some(installed)) => o.flows.resume(installed),
             (false, ..) => {}
         }
-        finished
+        done
     }
 
     /// Folds what the kernel forwarded for flow `fkey` since the last look into it and

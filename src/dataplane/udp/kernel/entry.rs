@@ -52,9 +52,11 @@ const OUT_BYTES: usize = 3;
 const LAST_NS: usize = 4;
 const SENT: usize = 5;
 const REPLIES: usize = 6;
-/// `expect` (low half) and `paused` (high half).
+/// `expect` (low half; the high half is padding).
 const EXPECT: usize = 7;
-const PAUSED: u64 = 1 << 32;
+/// Set in `IN_PACKETS` while ringway decides whether the flow ended (the program's
+/// `PAUSED`): the count and the flag change together, atomically.
+const PAUSED: u64 = 1 << 63;
 
 /// An IPv4-mapped IPv6 address (what a dual-stack socket reports) as the IPv4 one the
 /// packet carries.
@@ -155,17 +157,16 @@ pub(super) fn add_own(words: &SharedWords, slot: u32, sent: u64, replies: u64) {
     words.add(base + REPLIES, replies);
 }
 
-/// Stops the kernel forwarding the flow in `slot` (see `paused` in the program): from
-/// the return on, no datagram of it is forwarded that the counts do not show.
+/// Stops the kernel forwarding the flow in `slot` (see `PAUSED` in the program): the
+/// datagrams from the client it counted are exactly those it forwarded, and from the
+/// return on every other one goes up to ringway.
 pub(super) fn pause(words: &SharedWords, slot: u32) {
-    let w = slot as usize * WORDS + EXPECT;
-    words.store(w, (words.load(w) & 0xffff_ffff) | PAUSED);
+    words.set_bits(slot as usize * WORDS + IN_PACKETS, PAUSED);
 }
 
 /// Lets the kernel forward the flow in `slot` again.
 pub(super) fn resume(words: &SharedWords, slot: u32) {
-    let w = slot as usize * WORDS + EXPECT;
-    words.store(w, words.load(w) & 0xffff_ffff);
+    words.clear_bits(slot as usize * WORDS + IN_PACKETS, PAUSED);
 }
 
 /// Takes back `n` datagrams counted as sent that did not go.
@@ -229,7 +230,8 @@ impl Installed {
 
     pub(super) fn take(&mut self, words: &SharedWords) -> Counts {
         let base = self.slot as usize * WORDS;
-        let now = [IN_PACKETS, IN_BYTES, OUT_PACKETS, OUT_BYTES].map(|w| words.load(base + w));
+        let mut now = [IN_PACKETS, IN_BYTES, OUT_PACKETS, OUT_BYTES].map(|w| words.load(base + w));
+        now[0] &= !PAUSED;
         let d: Vec<u64> = now
             .iter()
             .zip(self.seen)

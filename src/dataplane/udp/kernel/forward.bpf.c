@@ -74,11 +74,15 @@ struct flow_value {
 // One flow's counts (written here, read by ringway through its mapping). ringway sets
 // expect, sent and replies when it puts the flow here: its own counts so far.
 //
-// Before ringway ends a flow that looks finished (udp_responses) it sets `paused`,
-// then reads in_packets; a datagram from the client is counted here first, then
-// `paused` is read (and the count taken back if set). Both sides' atomics order this
-// as in Dekker's algorithm: either the datagram goes up to ringway, or ringway sees
-// its count and keeps the flow. No datagram is forwarded on a flow ringway ends.
+// Before ringway ends a flow (it looks finished with udp_responses, or idle) it pauses
+// it: it sets PAUSED in in_packets with one atomic or, which also gives it the count at
+// that instant. A datagram from the client is counted with a compare-and-swap that
+// fails once PAUSED is set, and goes up to ringway then. So every datagram from the
+// client is either in the count ringway read or goes up, never both: ringway decides
+// on exact counts, and no datagram is forwarded on a flow ringway ends. (A count
+// increment taken back after a separate check of a flag would let both sides see the
+// datagram: ringway counted it, kept the flow, and forwarded it again when it came up;
+// that flow then waited for one reply too many.)
 struct flow_state {
 	__u64 in_packets;
 	__u64 in_bytes;
@@ -88,9 +92,14 @@ struct flow_state {
 	__u64 sent;
 	__u64 replies;
 	__u32 expect;
-	// Set by ringway while it decides whether the flow ended: datagrams go up.
-	__u32 paused;
+	__u32 pad;
 };
+
+// Set by ringway in in_packets while it decides whether the flow ended: datagrams go up.
+#define PAUSED (1ULL << 63)
+// How often a datagram from the client tries to count itself against datagrams of the
+// same flow on other CPUs before it goes up instead.
+#define COUNT_TRIES 4
 
 #define BPF_F_MMAPABLE_ (1U << 10)
 
@@ -115,7 +124,7 @@ static __always_inline int reply_allowed(struct flow_state *st)
 {
 	if (!st->expect)
 		return 1;
-	__u64 sent = st->sent + st->in_packets;
+	__u64 sent = st->sent + (st->in_packets & ~PAUSED);
 	__u64 got = st->replies + st->out_packets;
 	return got + 1 < sent * st->expect;
 }
@@ -141,16 +150,24 @@ static __always_inline int find(struct flow_key *k, struct flow_value **v, struc
 static __always_inline int count(struct flow_state *st, int reply, __u32 len)
 {
 	if (reply) {
-		if (st->paused)
+		if (*(volatile __u64 *)&st->in_packets & PAUSED)
 			return 0;
 		__sync_fetch_and_add(&st->out_packets, 1);
 		__sync_fetch_and_add(&st->out_bytes, len);
 	} else {
-		__sync_fetch_and_add(&st->in_packets, 1);
-		if (*(volatile __u32 *)&st->paused) {
-			__sync_fetch_and_add(&st->in_packets, -1);
-			return 0;
+		int counted = 0;
+#pragma unroll
+		for (int i = 0; i < COUNT_TRIES; i++) {
+			__u64 seen = *(volatile __u64 *)&st->in_packets;
+			if (seen & PAUSED)
+				return 0;
+			if (__sync_val_compare_and_swap(&st->in_packets, seen, seen + 1) == seen) {
+				counted = 1;
+				break;
+			}
 		}
+		if (!counted)
+			return 0;
 		__sync_fetch_and_add(&st->in_bytes, len);
 	}
 	st->last_ns = bpf_ktime_get_ns();

@@ -22,6 +22,7 @@
 
 mod entry;
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -225,7 +226,7 @@ impl Program {
         Ok(Flows {
             map,
             state: Arc::clone(&self.state),
-            free: (first..first + share).rev().collect(),
+            free: (first..first + share).collect(),
         })
     }
 }
@@ -234,8 +235,10 @@ impl Program {
 pub struct Flows {
     map: HashMap<MapData, Key, Value>,
     state: Arc<SharedWords>,
-    /// Its slots not in use.
-    free: Vec<u32>,
+    /// Its slots not in use, oldest freed first: a slot is used again as late as
+    /// possible, so a datagram the program matched to a flow just removed (on another
+    /// CPU, in the instant of the removal) cannot count against the flow that follows.
+    free: VecDeque<u32>,
 }
 
 impl fmt::Debug for Flows {
@@ -257,7 +260,7 @@ impl Flows {
         (sent, replies, expect): (u64, u64, u64),
     ) -> Option<Installed> {
         let (keys, values) = entry::entries(&path)?;
-        let slot = self.free.pop()?;
+        let slot = self.free.pop_front()?;
         entry::reset(&self.state, slot, (sent, replies, expect));
         let values = values.map(|v| entry::with_slot(v, slot));
         for (i, (k, v)) in keys.iter().zip(values.iter()).enumerate() {
@@ -266,7 +269,7 @@ impl Flows {
                 for k in &keys[..i] {
                     let _ = self.map.remove(k);
                 }
-                self.free.push(slot);
+                self.free.push_back(slot);
                 return None;
             }
         }
@@ -313,7 +316,7 @@ impl Flows {
             let _ = self.map.remove(k);
         }
         let counts = flow.take(&self.state);
-        self.free.push(flow.slot());
+        self.free.push_back(flow.slot());
         counts
     }
 }
