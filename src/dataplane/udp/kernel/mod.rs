@@ -134,6 +134,21 @@ impl Program {
     /// Loads the program with room for `flows` flows at once and attaches it at
     /// ingress of every interface there is now (loopback included).
     pub fn load(flows: u32) -> Result<Program, UdpKernelError> {
+        let mut p = Program::load_detached(flows)?;
+        let program: &mut SchedClassifier = p
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or(UdpKernelError::Missing(PROGRAM))?
+            .try_into()?;
+        for (index, name) in crate::sys::ifaces::list()? {
+            let link = attach(program, &name)?;
+            p.interfaces.push((index, name, link));
+        }
+        Ok(p)
+    }
+
+    /// The program loaded with room for `flows` flows, attached nowhere yet.
+    fn load_detached(flows: u32) -> Result<Program, UdpKernelError> {
         let slots = flows.max(1);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(FLOWS, slots.saturating_mul(2))
@@ -148,14 +163,9 @@ impl Program {
             .ok_or(UdpKernelError::Missing(PROGRAM))?
             .try_into()?;
         program.load()?;
-        let mut interfaces = Vec::new();
-        for (index, name) in crate::sys::ifaces::list()? {
-            let link = attach(program, &name)?;
-            interfaces.push((index, name, link));
-        }
         Ok(Program {
             ebpf,
-            interfaces,
+            interfaces: Vec::new(),
             refused: Vec::new(),
             slots,
             state: Arc::new(state),
@@ -318,5 +328,149 @@ impl Flows {
         let counts = flow.take(&self.state);
         self.free.push_back(flow.slot());
         counts
+    }
+}
+
+/// The program itself, run on datagrams made here (`BPF_PROG_TEST_RUN`: nothing is
+/// attached, nothing leaves the test): what it rewrites, what it counts, and what it
+/// sends up to ringway.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aya::programs::{TestRun, TestRunOptions};
+    use std::net::SocketAddr;
+
+    /// `TC_ACT_OK` (to this host, on loopback) and `TC_ACT_UNSPEC` (up, unchanged).
+    const FORWARDED: u32 = 0;
+    const UP: u32 = u32::MAX;
+
+    const CLIENT: &str = "127.0.0.10:5000";
+    const LISTENER: &str = "127.0.0.1:53";
+    const UPSTREAM: &str = "127.0.0.1:40000";
+    const BACKEND: &str = "127.0.0.2:5353";
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn fold(mut sum: u32) -> u16 {
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    }
+
+    fn sum16(bytes: &[u8]) -> u32 {
+        bytes
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+            .sum()
+    }
+
+    /// An Ethernet frame with an IPv4 UDP datagram `from` -> `to`, checksums right.
+    fn datagram(from: &str, to: &str, payload: &[u8]) -> Vec<u8> {
+        let (SocketAddr::V4(from), SocketAddr::V4(to)) = (a(from), a(to)) else {
+            unreachable!()
+        };
+        let udp_len = 8 + payload.len() as u16;
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&0x0800u16.to_be_bytes());
+        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0];
+        ip[2..4].copy_from_slice(&(20 + udp_len).to_be_bytes());
+        ip.extend_from_slice(&from.ip().octets());
+        ip.extend_from_slice(&to.ip().octets());
+        let check = !fold(sum16(&ip));
+        ip[10..12].copy_from_slice(&check.to_be_bytes());
+        let mut udp = Vec::new();
+        udp.extend_from_slice(&from.port().to_be_bytes());
+        udp.extend_from_slice(&to.port().to_be_bytes());
+        udp.extend_from_slice(&udp_len.to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        udp.extend_from_slice(payload);
+        let check = !fold(udp_sum(&ip, &udp));
+        udp[6..8].copy_from_slice(&check.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&udp);
+        f
+    }
+
+    /// The UDP checksum's sum over the pseudo-header and `udp`.
+    fn udp_sum(ip: &[u8], udp: &[u8]) -> u32 {
+        let mut pseudo = ip[12..20].to_vec();
+        pseudo.extend_from_slice(&[0, 17]);
+        pseudo.extend_from_slice(&(udp.len() as u16).to_be_bytes());
+        sum16(&pseudo) + sum16(udp)
+    }
+
+    /// The addresses a frame carries, and whether both checksums hold.
+    fn read(frame: &[u8]) -> (SocketAddr, SocketAddr, bool) {
+        let (ip, udp) = (&frame[14..34], &frame[34..]);
+        let at = |o: usize, p: usize| {
+            SocketAddr::from((
+                [ip[o], ip[o + 1], ip[o + 2], ip[o + 3]],
+                u16::from_be_bytes([udp[p], udp[p + 1]]),
+            ))
+        };
+        let sound = fold(sum16(ip)) == 0xffff && fold(udp_sum(ip, udp)) == 0xffff;
+        (at(12, 0), at(16, 2), sound)
+    }
+
+    /// Runs the program on `frame`: its verdict and the frame as it left it.
+    fn run(p: &Program, frame: &[u8]) -> (u32, Vec<u8>) {
+        let program: &SchedClassifier = p.ebpf.program(PROGRAM).unwrap().try_into().unwrap();
+        let mut out = vec![0u8; frame.len() + 64];
+        let r = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .unwrap();
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    #[test]
+    #[ignore = "needs root (BPF)"]
+    fn a_flow_is_rewritten_both_ways_and_a_paused_flow_goes_up_uncounted() {
+        let mut p = Program::load_detached(4).unwrap();
+        let mut flows = p.flows(0, 1).unwrap();
+        let path = Path::new(a(CLIENT), a(LISTENER), a(UPSTREAM), a(BACKEND));
+        // udp_responses = 1, nothing sent or answered yet.
+        let mut f = flows.install(path, (0, 0, 1)).unwrap();
+        let query = datagram(CLIENT, LISTENER, b"q1");
+
+        let (verdict, out) = run(&p, &query);
+        assert_eq!(verdict, FORWARDED);
+        assert_eq!(read(&out), (a(UPSTREAM), a(BACKEND), true));
+        assert_eq!(flows.take(&mut f).sent(), (1, 2));
+
+        // Paused: the same query goes up unchanged, and is not counted.
+        assert_eq!(flows.pause(&mut f).sent(), (0, 0));
+        let (verdict, out) = run(&p, &query);
+        assert_eq!((verdict, out), (UP, query.clone()));
+        assert_eq!(flows.take(&mut f).sent(), (0, 0));
+
+        flows.resume(&f);
+        assert_eq!(run(&p, &query).0, FORWARDED);
+        assert_eq!(flows.take(&mut f).sent(), (1, 2));
+
+        // A reply it would forward goes up too while paused.
+        let reply = datagram(BACKEND, UPSTREAM, b"r1");
+        flows.pause(&mut f);
+        assert_eq!(run(&p, &reply), (UP, reply.clone()));
+        flows.resume(&f);
+
+        // Two queries sent: the first reply is forwarded to the address the client
+        // sent to; the second would complete the flow, so it goes up to ringway.
+        let (verdict, out) = run(&p, &reply);
+        assert_eq!(verdict, FORWARDED);
+        assert_eq!(read(&out), (a(LISTENER), a(CLIENT), true));
+        assert_eq!(run(&p, &reply).0, UP);
+        assert_eq!(flows.take(&mut f).replies(), (1, 2));
+
+        // Removed: nothing of it is touched.
+        flows.remove(f);
+        assert_eq!(run(&p, &query), (UP, query.clone()));
     }
 }
