@@ -565,3 +565,46 @@ fn a_port_reusing_client_finds_its_next_flow_in_the_kernel() {
     );
     assert_eq!(flows() - flows_before, r.len() as f64, "{r:?}");
 }
+
+/// Under per-source limits no flow is presumed: it would hold the client's seat (and
+/// spend a token of its rate) that the client may want for another port. A client
+/// allowed one flow at a time ends a two-query flow, then asks from another port at
+/// once, and is served.
+#[test]
+#[ignore = "needs root (BPF)"]
+fn a_per_source_limit_is_not_spent_on_a_presumed_flow() {
+    let b = UdpBackend::spawn("127.0.0.1:0", "k");
+    let listen = free_udp_addr();
+    let toml = udp_config(
+        listen,
+        &[(b.addr, "k")],
+        "forward = \"kernel\"\nudp_responses = 1\nudp_max_flows_per_source = 1",
+    );
+    let rw = start_udp(&toml, listen);
+    let mut buf = [0u8; 64];
+    for round in 0..5 {
+        let first = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for s in [&first, &other] {
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+        }
+        // Two queries at once: a port-reusing client; its flow ends at the last reply.
+        first.send_to(b"q1", listen).unwrap();
+        first.send_to(b"q2", listen).unwrap();
+        for n in 0..2 {
+            assert!(
+                first.recv_from(&mut buf).is_ok(),
+                "round {round}: reply {n} missing; log:\n{}",
+                rw.log()
+            );
+        }
+        // Its seat is free again: the same client, from another port, gets in.
+        other.send_to(b"q3", listen).unwrap();
+        assert!(
+            other.recv_from(&mut buf).is_ok(),
+            "round {round}: the client's other port was refused; log:\n{}",
+            rw.log()
+        );
+    }
+}
