@@ -39,10 +39,15 @@ fn forward_shown(admin: SocketAddr) -> String {
 }
 
 fn kernel_datagrams(metrics: SocketAddr, direction: &str) -> f64 {
+    kernel_datagrams_of(metrics, "u", direction)
+}
+
+/// [`kernel_datagrams`] of listener `listener`.
+fn kernel_datagrams_of(metrics: SocketAddr, listener: &str, direction: &str) -> f64 {
     sample(
         &scrape(metrics),
         "ringway_udp_kernel_datagrams_total",
-        &[("listener", "u"), ("direction", direction)],
+        &[("listener", listener), ("direction", direction)],
     )
     .unwrap_or(0.0)
 }
@@ -435,14 +440,7 @@ fn across_interfaces(later: bool) {
                 rw.log()
             );
             round_trips(&client, listen, 200);
-            let counted = |d: &str| {
-                sample(
-                    &scrape(metrics),
-                    "ringway_udp_kernel_datagrams_total",
-                    &[("listener", name), ("direction", d)],
-                )
-                .unwrap_or(0.0)
-            };
+            let counted = |d: &str| kernel_datagrams_of(metrics, name, d);
             // 196 of the 200 (and the probe's reply): every 50th datagram (9.4 KB) is
             // fragmented on these 1,500-byte links, and fragments go up to ringway,
             // which forwards them.

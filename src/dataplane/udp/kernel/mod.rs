@@ -320,8 +320,11 @@ impl Flows {
         entry::not_sent(&self.state, flow.slot(), n);
     }
 
-    /// Takes the flow out of the kernel's hands; its last counts are returned.
+    /// Takes the flow out of the kernel's hands; its last counts are returned. Paused
+    /// first: a datagram the program matched to it before its entries went is either
+    /// in these counts or goes up, so nothing it forwards is missing from them.
     pub fn remove(&mut self, mut flow: Installed) -> Counts {
+        entry::pause(&self.state, flow.slot());
         for k in flow.keys() {
             let _ = self.map.remove(k);
         }
