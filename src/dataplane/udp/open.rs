@@ -224,10 +224,9 @@ impl UdpPlane {
 
     /// Opens the successor of flow `id`, which just ended at its last reply, ahead of
     /// its first datagram (see [`Flow::presume`]), and puts it in the kernel: only on
-    /// a `forward = "kernel"` listener that does not route by name or limit sources,
-    /// for a client that reuses its port (the caller checks [`Flow::port_reused`]: a
-    /// stub resolver's port carries one query, and would leave a presumed flow behind
-    /// each), and only
+    /// a `forward = "kernel"` listener that does not route by name, for a client that
+    /// reuses its port (the caller checks [`Flow::port_reused`]: a stub resolver's
+    /// port carries one query, and would leave a presumed flow behind each), and only
     /// where a new flow would open without a word (admitted, room, a descriptor, a
     /// backend). Nothing is counted or logged unless its first datagram comes (within
     /// `flow::PRESUMED_MS`).
@@ -239,12 +238,9 @@ impl UdpPlane {
         l.refresh();
         let routing = Arc::clone(l.routing());
         let params = &routing.params;
-        // Under per-source limits a presumed flow would hold a seat, and spend a
-        // token of the rate, that its client may want for another port: none then.
         if l.retired()
             || params.forward != crate::dataplane::listener::Mode::Kernel
             || routing.routes.by_server_name()
-            || params.admission.limits_sources()
             || self.offload.is_none()
         {
             return;
