@@ -197,10 +197,6 @@ impl UdpPlane {
         if *c == Counts::default() {
             return;
         }
-        if c.sent().0 > 0 {
-            // A presumed flow's first datagram came through the kernel.
-            self.begin(fkey, now);
-        }
         let Some(f) = self.flows.get_mut(fkey) else {
             return;
         };
