@@ -76,9 +76,9 @@ impl SharedWords {
         self.word(i).fetch_sub(v, Ordering::SeqCst);
     }
 
-    /// Sets the bits `bits` in word `i`; returns the word before.
-    pub fn set_bits(&self, i: usize, bits: u64) -> u64 {
-        self.word(i).fetch_or(bits, Ordering::SeqCst)
+    /// Sets the bits `bits` in word `i`.
+    pub fn set_bits(&self, i: usize, bits: u64) {
+        self.word(i).fetch_or(bits, Ordering::SeqCst);
     }
 
     /// Clears the bits `bits` in word `i`.
