@@ -75,8 +75,8 @@ struct flow_value {
 // expect, sent and replies when it puts the flow here: its own counts so far.
 //
 // Before ringway ends a flow (it looks finished with udp_responses, or idle) it pauses
-// it: it sets PAUSED in in_packets with one atomic or, which also gives it the count at
-// that instant. A datagram from the client is counted with a compare-and-swap that
+// it: it sets PAUSED in in_packets with one atomic or, and the count stops there, so
+// what it reads next is exact. A datagram from the client is counted with a compare-and-swap that
 // fails once PAUSED is set, and goes up to ringway then. So every datagram from the
 // client is either in the count ringway read or goes up, never both: ringway decides
 // on exact counts, and no datagram is forwarded on a flow ringway ends. (A count
