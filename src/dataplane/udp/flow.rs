@@ -303,6 +303,12 @@ impl Flow {
         (self.sent, self.replies)
     }
 
+    /// Whether, with `responses` replies expected per datagram (`udp_responses`, 0: no
+    /// limit), every datagram it sent has them: it has ended.
+    pub fn answered_all(&self, responses: u64) -> bool {
+        responses > 0 && self.replies >= self.sent.saturating_mul(responses)
+    }
+
     /// Its upstream socket's local address.
     pub fn upstream(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
@@ -394,7 +400,7 @@ impl Flow {
         Ok(Replies {
             bytes,
             drained: got < asked,
-            finished: responses > 0 && self.replies >= self.sent.saturating_mul(responses),
+            finished: self.answered_all(responses),
         })
     }
 

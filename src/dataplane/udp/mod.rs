@@ -756,12 +756,27 @@ impl UdpPlane {
             }
         }
         let (got, refused) = (f.exchanged().1 - before, f.refused());
+        if !refused && got > 0 {
+            // Before anything is judged, the program compares with every reply read
+            // here. Until now it missed them: a reply it forwarded meanwhile, judged one
+            // short, may have been the flow's last. Its counts since say so.
+            self.own_traffic(fkey, 0, got);
+            if !finished && responses > 0 {
+                self.sync_flow(fkey, now);
+                finished = self
+                    .flows
+                    .get(fkey)
+                    .is_some_and(|f| f.answered_all(responses));
+            }
+        }
         if finished && self.finished_everywhere(fkey, responses, now) {
             self.close_flow(fkey, End::UdpAnswered, registry, now);
         } else if refused {
             self.unoffload(fkey, now);
-        } else if got > 0 {
-            self.own_traffic(fkey, 0, got);
+        } else if finished {
+            // The kernel sent more of it meanwhile: replies left on its socket (not
+            // asked for, as it looked finished) are read next.
+            more = true;
         }
         more
     }

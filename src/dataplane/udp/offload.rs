@@ -122,10 +122,7 @@ impl UdpPlane {
     /// `responses` replies), is finished for the kernel too: it may have sent a
     /// datagram of it meanwhile, from another CPU (see [`UdpPlane::settle`]).
     pub(super) fn finished_everywhere(&mut self, fkey: Key, responses: u64, now: Millis) -> bool {
-        self.settle(fkey, now, |f| {
-            let (sent, replies) = f.exchanged();
-            replies >= sent.saturating_mul(responses)
-        })
+        self.settle(fkey, now, |f| f.answered_all(responses))
     }
 
     /// Whether flow `fkey`, which looked `ended` by what ringway counts, still is once
