@@ -461,3 +461,148 @@ fn across_interfaces(later: bool) {
         cleanup(&cns, &bns);
     });
 }
+
+/// A client that reuses its port and pipelines (dnsperf, a forwarder's socket pool),
+/// with udp_responses = 1: each time its queries are all answered its flow ends, and
+/// the next flow waits in the kernel before that last reply leaves, so the next
+/// queries go through the kernel too (before, every round opened in ringway). Each
+/// round still gets a new upstream socket and one access-log record, and the flow
+/// presumed after the last round, never used, leaves no record and no count.
+#[test]
+#[ignore = "needs root (BPF)"]
+fn a_port_reusing_client_finds_its_next_flow_in_the_kernel() {
+    let b = UdpBackend::spawn("127.0.0.1:0", "k");
+    let (listen, metrics, admin) = (free_udp_addr(), free_addr(), free_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let toml = with_tables(
+        &udp_config(
+            listen,
+            &[(b.addr, "k")],
+            "forward = \"kernel\"\nudp_responses = 1",
+        ),
+        &format!(
+            "[metrics]\nlisten = \"{metrics}\"\n[admin]\nlisten = \"{admin}\"\n[access_log]\npath = \"{}\"\n",
+            log.display()
+        ),
+    );
+    let rw = start_udp(&toml, listen);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = client.local_addr().unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let records = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["client"].as_str() == Some(&me.to_string()))
+            .collect()
+    };
+    let flows = || {
+        sample(
+            &scrape(metrics),
+            "ringway_udp_flows_total",
+            &[("listener", "u")],
+        )
+        .unwrap_or(0.0)
+    };
+    let (flows_before, in_before) = (flows(), kernel_datagrams(metrics, "in"));
+    let rounds = 30;
+    let mut buf = [0u8; 64];
+    let mut sources = Vec::new();
+    for round in 0..rounds {
+        // Two queries at once, then both replies: this round's flow.
+        client.send_to(b"q1", listen).unwrap();
+        client.send_to(b"q2", listen).unwrap();
+        for n in 0..2 {
+            assert!(
+                client.recv_from(&mut buf).is_ok(),
+                "round {round}: reply {n} missing; log:\n{}",
+                rw.log()
+            );
+        }
+        sources.push(b.last_source().unwrap());
+        // The flow ends at its last reply: wait for its record.
+        assert!(
+            eventually(Duration::from_secs(5), || records().len() > round),
+            "round {round}: no record; log:\n{}",
+            rw.log()
+        );
+    }
+    sources.dedup();
+    assert_eq!(
+        sources.len(),
+        rounds,
+        "a finished flow's socket was used again"
+    );
+    // Rounds 2 to 30 (58 queries) found their flow in the kernel.
+    assert!(
+        eventually(Duration::from_secs(5), || kernel_datagrams(metrics, "in")
+            - in_before
+            >= 50.0),
+        "the kernel forwarded {} queries of {}",
+        kernel_datagrams(metrics, "in") - in_before,
+        2 * rounds
+    );
+    // The flow presumed after the last round expires unused within a second: no
+    // record, no count. (A round may be two flows: when q1's reply comes back before
+    // q2 arrives, it completes the flow, as in userspace mode.)
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = records();
+    let sum = |k: &str| r.iter().map(|r| r[k].as_u64().unwrap_or(0)).sum::<u64>();
+    assert_eq!(
+        (sum("datagrams_in"), sum("datagrams_out")),
+        (2 * rounds as u64, 2 * rounds as u64),
+        "{r:?}"
+    );
+    assert!(
+        r.iter().all(|r| r["datagrams_in"].as_u64() >= Some(1)),
+        "a record of a flow that carried nothing: {r:?}"
+    );
+    assert_eq!(flows() - flows_before, r.len() as f64, "{r:?}");
+}
+
+/// Under per-source limits no flow is presumed: it would hold the client's seat (and
+/// spend a token of its rate) that the client may want for another port. A client
+/// allowed one flow at a time ends a two-query flow, then asks from another port at
+/// once, and is served.
+#[test]
+#[ignore = "needs root (BPF)"]
+fn a_per_source_limit_is_not_spent_on_a_presumed_flow() {
+    let b = UdpBackend::spawn("127.0.0.1:0", "k");
+    let listen = free_udp_addr();
+    let toml = udp_config(
+        listen,
+        &[(b.addr, "k")],
+        "forward = \"kernel\"\nudp_responses = 1\nudp_max_flows_per_source = 1",
+    );
+    let rw = start_udp(&toml, listen);
+    let mut buf = [0u8; 64];
+    for round in 0..5 {
+        let first = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for s in [&first, &other] {
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+        }
+        // Two queries at once: a port-reusing client; its flow ends at the last reply.
+        first.send_to(b"q1", listen).unwrap();
+        first.send_to(b"q2", listen).unwrap();
+        for n in 0..2 {
+            assert!(
+                first.recv_from(&mut buf).is_ok(),
+                "round {round}: reply {n} missing; log:\n{}",
+                rw.log()
+            );
+        }
+        // Its seat is free again: the same client, from another port, gets in.
+        other.send_to(b"q3", listen).unwrap();
+        assert!(
+            other.recv_from(&mut buf).is_ok(),
+            "round {round}: the client's other port was refused; log:\n{}",
+            rw.log()
+        );
+    }
+}

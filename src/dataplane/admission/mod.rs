@@ -78,6 +78,11 @@ impl Rules {
         !self.deny.contains(ip) && self.allow.as_ref().is_none_or(|a| a.contains(ip))
     }
 
+    /// Whether sources are limited (open flows or new flows per source).
+    pub fn limits_sources(&self) -> bool {
+        self.per_source.is_some()
+    }
+
     /// Whether anything is checked at all (nothing to do for most listeners).
     pub fn is_open(&self) -> bool {
         self.allow.is_none() && self.deny.is_empty() && self.per_source.is_none()

@@ -85,7 +85,16 @@ pub(super) struct Flow {
     armed: Armed,
     /// In the kernel's hands (`forward = "kernel"`): its entries and counts there.
     kernel: Option<Installed>,
+    /// Opened ahead of its first datagram (see [`Flow::presume`]): not counted, timed
+    /// or logged as a flow until that datagram comes.
+    presumed: bool,
+    /// Opened so, and its first datagram came: its client reuses its port.
+    successor: bool,
 }
+
+/// How long a presumed flow waits for its first datagram (at most the listener's
+/// `udp_unanswered_timeout`).
+pub(super) const PRESUMED_MS: Millis = 1000;
 
 impl Flow {
     /// A flow through `socket` (registered by the caller) to backend `backend` of the
@@ -118,6 +127,8 @@ impl Flow {
             refused: false,
             armed: Armed::default(),
             kernel: None,
+            presumed: false,
+            successor: false,
         }
     }
 
@@ -155,6 +166,9 @@ impl Flow {
             // Out of the kernel's map before (UdpPlane::export): the new process puts
             // it in its own.
             kernel: _,
+            // Not handed over (see `UdpPlane::export`).
+            presumed: _,
+            successor: _,
         } = self;
         let _ = registry.deregister(&mut socket);
         let state = FlowState {
@@ -213,6 +227,8 @@ impl Flow {
             refused: f.refused,
             armed: Armed::default(),
             kernel: None,
+            presumed: false,
+            successor: false,
         }
     }
 
@@ -280,7 +296,44 @@ impl Flow {
     /// When it idles out: `idle` after its last datagram, `unanswered` when its
     /// backend never answered.
     pub fn idle_deadline(&self, (idle, unanswered): (Millis, Millis)) -> Millis {
-        self.last_active + if self.answered() { idle } else { unanswered }
+        self.last_active
+            + if self.presumed {
+                unanswered.min(PRESUMED_MS)
+            } else if self.answered() {
+                idle
+            } else {
+                unanswered
+            }
+    }
+
+    /// Marks it opened ahead of its first datagram: the successor of a flow of the
+    /// same client that ended at its last reply (`udp_responses`), put in the kernel
+    /// before that reply leaves, so the client's next datagrams find it there.
+    pub fn presume(&mut self) {
+        self.presumed = true;
+        self.successor = true;
+    }
+
+    /// Whether its client showed that it reuses its port: this flow carried two
+    /// datagrams or more, or it is the successor of one that ended.
+    pub fn port_reused(&self) -> bool {
+        self.successor || self.datagrams.0 >= 2
+    }
+
+    /// Whether it is still waiting for its first datagram (see [`Flow::presume`]).
+    pub fn presumed(&self) -> bool {
+        self.presumed
+    }
+
+    /// Its first datagram came at `now`: a presumed flow begins (true: count it now).
+    pub fn begin(&mut self, now: Millis) -> bool {
+        if !self.presumed {
+            return false;
+        }
+        self.presumed = false;
+        self.started = now;
+        self.last_active = self.last_active.max(now);
+        true
     }
 
     /// Its place in the kernel's map, when it is there.

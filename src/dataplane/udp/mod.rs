@@ -218,7 +218,9 @@ impl UdpPlane {
                 continue;
             };
             self.index.remove(&f.id());
-            f.target().counters.shard(self.worker).active.add(-1);
+            if !f.presumed() {
+                f.target().counters.shard(self.worker).active.add(-1);
+            }
             self.budget.give(FLOW_FDS);
             let Some(l) = self.listeners.get_mut(f.listener()) else {
                 continue;
@@ -229,6 +231,10 @@ impl UdpPlane {
             }
             l.shared().release();
             l.flow_closed();
+            if f.presumed() {
+                // Never a flow: not handed over (the new process opens it if it comes).
+                continue;
+            }
             let name = Arc::clone(&l.shared().name);
             let out = f.export(registry, (&name, self.worker, now));
             let _ = exporter.send(crate::dataplane::handoff::Handed::One(Box::new(out)));
@@ -479,6 +485,7 @@ impl UdpPlane {
     /// Sends datagrams `slots` of `batch` through flow `fkey`; what the kernel refuses
     /// is dropped and counted.
     fn send_to_flow(&mut self, fkey: Key, batch: &mut Batch, slots: &[usize], now: Millis) {
+        self.begin(fkey, now);
         // Into the kernel's hands before its datagrams go, so their replies find it
         // there (counted as sent; what does not go is taken back below).
         let planned = slots.len() as u64;
@@ -701,11 +708,14 @@ impl UdpPlane {
         };
         let token = token::token(Kind::Flow, fkey);
         let claim = Claim::new(Arc::clone(&target));
+        let presumed = f.presumed();
         if let Ok(old) = f.move_to(socket, (b, claim), registry, token) {
-            old.counters.shard(self.worker).active.add(-1);
-            let counters = target.counters.shard(self.worker);
-            counters.connections.inc();
-            counters.active.add(1);
+            if !presumed {
+                old.counters.shard(self.worker).active.add(-1);
+                let counters = target.counters.shard(self.worker);
+                counters.connections.inc();
+                counters.active.add(1);
+            }
         }
         true
     }
@@ -756,6 +766,7 @@ impl UdpPlane {
             }
         }
         let (got, refused) = (f.exchanged().1 - before, f.refused());
+        let (id, reused) = (f.id(), f.port_reused());
         if !refused && got > 0 {
             // Before anything is judged, the program compares with every reply read
             // here. Until now it missed them: a reply it forwarded meanwhile, judged one
@@ -771,6 +782,11 @@ impl UdpPlane {
         }
         if finished && self.finished_everywhere(fkey, responses, now) {
             self.close_flow(fkey, End::UdpAnswered, registry, now);
+            // Its successor waits in the kernel before this reply leaves (the reply
+            // batch goes out after this), for a client that reuses its port.
+            if reused {
+                self.presume(id, registry, now);
+            }
         } else if refused {
             self.unoffload(fkey, now);
         } else if finished {
@@ -800,13 +816,16 @@ impl UdpPlane {
             return;
         };
         self.index.remove(&f.id());
-        f.target().counters.shard(self.worker).active.add(-1);
+        if !f.presumed() {
+            f.target().counters.shard(self.worker).active.add(-1);
+        }
         self.budget.give(FLOW_FDS);
         let lkey = f.listener();
         let Some(l) = self.listeners.get_mut(lkey) else {
             return;
         };
-        if self.log.wants(end) {
+        // A presumed flow whose first datagram never came was never a flow.
+        if self.log.wants(end) && !f.presumed() {
             self.log
                 .send(f.record(&l.shared().name, (end, detail), now));
         }

@@ -194,13 +194,18 @@ impl UdpPlane {
         if *c == Counts::default() {
             return;
         }
-        let Some(f) = self.flows.get_mut(fkey) else {
-            return;
-        };
         let last = (c.last_ns() > 0).then(|| {
             let age = crate::sys::shared::monotonic_ns().saturating_sub(c.last_ns()) / 1_000_000;
             now.saturating_sub(age)
         });
+        if c.sent().0 > 0 {
+            // A presumed flow's first datagram came through the kernel: it began at
+            // the latest the kernel saw, not when this looks (up to a sweep later).
+            self.begin(fkey, last.unwrap_or(now));
+        }
+        let Some(f) = self.flows.get_mut(fkey) else {
+            return;
+        };
         f.absorb(c, last);
         let backend = f.target().counters.shard(self.worker);
         backend.sent_bytes.add(c.sent().1);

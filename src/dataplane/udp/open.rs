@@ -41,7 +41,7 @@ impl UdpPlane {
         }
         let (admitted, by_name) = self.seat(id, registry, now)?;
         if !by_name {
-            return self.open_seated(id, admitted, Asked::NOTHING, registry, now);
+            return self.open_seated(id, admitted, Asked::NOTHING, registry, now, false);
         }
         let mut reader = QuicHello::new();
         match reader.feed(datagram) {
@@ -61,7 +61,7 @@ impl UdpPlane {
                     .hold(id, (reader, datagram), admitted, now + millis(timeout));
                 None
             }
-            v => self.open_seated(id, admitted, Asked::from(v, &[]), registry, now),
+            v => self.open_seated(id, admitted, Asked::from(v, &[]), registry, now, false),
         }
     }
 
@@ -83,7 +83,7 @@ impl UdpPlane {
             Fed::Answer(v) => {
                 let p = self.hellos.take(&id)?;
                 let asked = Asked::from(v, p.held());
-                self.open_seated(id, p.admitted(), asked, registry, now)
+                self.open_seated(id, p.admitted(), asked, registry, now, false)
             }
         }
     }
@@ -222,9 +222,55 @@ impl UdpPlane {
         shared.release();
     }
 
+    /// Opens the successor of flow `id`, which just ended at its last reply, ahead of
+    /// its first datagram (see [`Flow::presume`]), and puts it in the kernel: only on
+    /// a `forward = "kernel"` listener that does not route by name or limit sources,
+    /// for a client that reuses its port (the caller checks [`Flow::port_reused`]: a
+    /// stub resolver's port carries one query, and would leave a presumed flow behind
+    /// each), and only
+    /// where a new flow would open without a word (admitted, room, a descriptor, a
+    /// backend). Nothing is counted or logged unless its first datagram comes (within
+    /// `flow::PRESUMED_MS`).
+    pub(super) fn presume(&mut self, id: FlowId, registry: &Registry, now: Millis) {
+        let (lkey, client, _) = id;
+        let Some(l) = self.listeners.get_mut(lkey) else {
+            return;
+        };
+        l.refresh();
+        let routing = Arc::clone(l.routing());
+        let params = &routing.params;
+        // Under per-source limits a presumed flow would hold a seat, and spend a
+        // token of the rate, that its client may want for another port: none then.
+        if l.retired()
+            || params.forward != crate::dataplane::listener::Mode::Kernel
+            || routing.routes.by_server_name()
+            || params.admission.limits_sources()
+            || self.offload.is_none()
+        {
+            return;
+        }
+        let shared = Arc::clone(l.shared());
+        let Ok(admitted) = params.admission.admit(&shared.sources, client.ip(), now) else {
+            return;
+        };
+        if !shared.try_acquire(params.max_connections) {
+            if let Some(a) = admitted {
+                params
+                    .admission
+                    .release(&shared.sources, a, client.ip(), now);
+            }
+            return;
+        }
+        if let Some(fkey) = self.open_seated(id, admitted, Asked::NOTHING, registry, now, true) {
+            self.offload(fkey, 0, now);
+        }
+    }
+
     /// Opens the flow of `id`, seated (holding `admitted`), in the pool its hello
     /// asked for (`asked`), and sends it the datagrams held while the hello was read;
-    /// or drops it (no descriptor, no route, no backend: counted).
+    /// or drops it (no descriptor, no route, no backend: counted). `presumed`: opened
+    /// ahead of its first datagram ([`UdpPlane::presume`]): not counted, and a
+    /// failure is silent.
     fn open_seated(
         &mut self,
         id: FlowId,
@@ -232,6 +278,7 @@ impl UdpPlane {
         asked: Asked,
         registry: &Registry,
         now: Millis,
+        presumed: bool,
     ) -> Option<Key> {
         let (lkey, client, local) = id;
         let l = self.listeners.get_mut(lkey)?;
@@ -242,6 +289,9 @@ impl UdpPlane {
         let held = asked.held().len() as u64;
         if !self.budget.take(FLOW_FDS) {
             self.unseat((lkey, client), admitted, now);
+            if presumed {
+                return None;
+            }
             let (used, limit) = (self.budget.used(), self.budget.limit());
             let rejected = (End::Rejected, Some("fd_limit"));
             shared
@@ -290,6 +340,9 @@ impl UdpPlane {
             failed => {
                 self.unseat((lkey, client), admitted, now);
                 self.budget.give(FLOW_FDS);
+                if presumed {
+                    return None;
+                }
                 let failure = match failed {
                     Some((addr, Err(e))) if crate::sys::is_fd_limit(&e) => {
                         OpenFailure::FdLimit(addr, e)
@@ -318,12 +371,15 @@ impl UdpPlane {
             let offload = &self.offload;
             l.flow_opened(fkey, |k| super::offload::waiting(flows, offload, k));
         }
-        shared.stats.shard(self.worker).udp_flows.inc();
+        if presumed {
+            if let Some(f) = self.flows.get_mut(fkey) {
+                f.presume();
+            }
+        } else {
+            self.count_opened(fkey);
+        }
         if let Some(f) = self.flows.get_mut(fkey) {
             f.asked_for(asked.name().cloned());
-            let counters = f.target().counters.shard(self.worker);
-            counters.connections.inc();
-            counters.active.add(1);
             // The datagrams held while the hello was read go first, in order.
             for d in asked.held() {
                 match f.send_datagram(d, now) {
@@ -344,6 +400,29 @@ impl UdpPlane {
             self.timers.arm(f.armed(), at, fkey);
         }
         Some(fkey)
+    }
+}
+
+impl UdpPlane {
+    /// Counts flow `fkey` as opened: its listener's flows, its backend's connections
+    /// and active flows (a presumed flow at its first datagram).
+    pub(super) fn count_opened(&mut self, fkey: Key) {
+        let Some(f) = self.flows.get(fkey) else {
+            return;
+        };
+        if let Some(l) = self.listeners.get(f.listener()) {
+            l.shared().stats.shard(self.worker).udp_flows.inc();
+        }
+        let counters = f.target().counters.shard(self.worker);
+        counters.connections.inc();
+        counters.active.add(1);
+    }
+
+    /// Flow `fkey` has its first datagram at `now`: a presumed flow begins.
+    pub(super) fn begin(&mut self, fkey: Key, now: Millis) {
+        if self.flows.get_mut(fkey).is_some_and(|f| f.begin(now)) {
+            self.count_opened(fkey);
+        }
     }
 }
 
