@@ -89,17 +89,24 @@ impl Drop for Dns {
     }
 }
 
-/// A port free on the addresses of [`backends_on`]'s `n` backends.
-fn port_for(n: u8) -> u16 {
+/// `n` named echo backends (`b1`..) on 127.0.0.21.. at one port (a `dns` set gives
+/// one port), and that port. Retried: another test may take the port on one address
+/// between finding it free and binding it.
+fn backends_at_one_port(n: u8) -> (u16, Vec<Backend>) {
     let ips: Vec<String> = (1..=n).map(|i| format!("127.0.0.{}", 20 + i)).collect();
-    free_port_on(&ips.iter().map(String::as_str).collect::<Vec<_>>())
-}
-
-/// Named echo backends on 127.0.0.21.. at one port (a `dns` set gives one port).
-fn backends_on(port: u16, n: u8) -> Vec<Backend> {
-    (1..=n)
-        .map(|i| Backend::named_echo(&format!("127.0.0.{}:{port}", 20 + i), &format!("b{i}")))
-        .collect()
+    (0..50)
+        .find_map(|_| {
+            let port = free_port_on(&ips.iter().map(String::as_str).collect::<Vec<_>>());
+            let backends: std::io::Result<Vec<Backend>> = ips
+                .iter()
+                .enumerate()
+                .map(|(i, ip)| {
+                    Backend::try_named_echo(&format!("{ip}:{port}"), &format!("b{}", i + 1))
+                })
+                .collect();
+            backends.ok().map(|b| (port, b))
+        })
+        .expect("no port free on every backend address in 50 tries")
 }
 
 fn a_records(ips: &[u8]) -> Vec<String> {
@@ -213,8 +220,7 @@ fn assert_traffic_follows_route(rw: &Ringway, listen: SocketAddr, n: usize) {
 #[test]
 #[ignore = "needs unbound (apt-get install unbound)"]
 fn a_dns_set_follows_the_zone_and_moves_only_the_keys_it_must() {
-    let port = port_for(4);
-    let _backends = backends_on(port, 4);
+    let (port, _backends) = backends_at_one_port(4);
     let dns = Dns::start(&refs(&a_records(&[1, 2, 3])));
     let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
     let toml = format!(
@@ -400,8 +406,7 @@ fn an_srv_set_takes_targets_ports_and_weights_from_its_records() {
 #[test]
 #[ignore = "needs unbound (apt-get install unbound)"]
 fn dns_trouble_keeps_the_last_good_set_and_nxdomain_empties_it_after_n_answers() {
-    let port = port_for(2);
-    let _backends = backends_on(port, 2);
+    let (port, _backends) = backends_at_one_port(2);
     let dns = Dns::start(&refs(&a_records(&[1, 2])));
     let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
     let set = format!("api.svc.test:{port}");
@@ -505,8 +510,7 @@ fn dns_trouble_keeps_the_last_good_set_and_nxdomain_empties_it_after_n_answers()
 #[test]
 #[ignore = "needs unbound (apt-get install unbound)"]
 fn answers_lose_what_may_not_be_a_backend() {
-    let port = port_for(3);
-    let _backends = backends_on(port, 3);
+    let (port, _backends) = backends_at_one_port(3);
     let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
     let srv = |prio_target: &[(u16, &str)]| -> Vec<String> {
         prio_target
@@ -588,8 +592,7 @@ fn answers_lose_what_may_not_be_a_backend() {
 #[test]
 #[ignore = "needs unbound (apt-get install unbound)"]
 fn a_discovered_backend_waits_for_its_first_passing_check() {
-    let port = port_for(2);
-    let _backends = backends_on(port, 2);
+    let (port, _backends) = backends_at_one_port(2);
     // 127.0.0.23 is in the answer, but nothing listens there.
     let dns = Dns::start(&refs(&a_records(&[1, 2, 3])));
     let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
@@ -640,8 +643,7 @@ fn a_discovered_backend_waits_for_its_first_passing_check() {
 #[test]
 #[ignore = "needs unbound (apt-get install unbound)"]
 fn an_upgrade_while_dns_is_down_keeps_the_set() {
-    let port = port_for(2);
-    let _backends = backends_on(port, 2);
+    let (port, _backends) = backends_at_one_port(2);
     let dns = Dns::start(&refs(&a_records(&[1, 2])));
     let (listen, metrics, admin) = (free_addr(), free_addr(), free_addr());
     let toml = format!(
