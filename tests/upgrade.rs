@@ -154,17 +154,17 @@ fn five_upgrades_under_load_fail_no_connection() {
             String::from_utf8_lossy(&out.stderr),
             rw.log()
         );
-        // Once the old process is gone, /status is the new one's. (Until then the
-        // old one may still answer a request on the admin socket both hold: CI saw
-        // /status name another process right after `ctl upgrade` returned.)
-        assert!(
-            eventually(Duration::from_secs(10), || gone(pid)),
-            "old process {pid} still runs"
-        );
+        // Once `ctl upgrade` has answered, the old process accepts no request: the
+        // admin socket both hold is the new one's (CI once saw /status name the old
+        // process here, when the answer came before the old one stopped accepting).
         let new = serving_pid(admin).unwrap();
         assert!(
             said.contains(&format!("process {new} took over from process {pid}")),
             "/status names process {new}; ctl said: {said}"
+        );
+        assert!(
+            eventually(Duration::from_secs(10), || gone(pid)),
+            "old process {pid} still runs"
         );
         burst.store(false, Ordering::Relaxed);
         pid = new;

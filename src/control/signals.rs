@@ -121,6 +121,10 @@ fn reopen_logs(logs: &crate::accesslog::Control) {
 /// How often workers are looked at: one that stopped is noticed within this.
 const WATCH_WORKERS: Duration = Duration::from_millis(250);
 
+/// How long an upgrade's answer waits for `/metrics` and the admin API to stop
+/// accepting here (they stop at once unless their thread is stuck).
+const STOP_ACCEPTING: Duration = Duration::from_secs(2);
+
 /// Serves signals until a stop signal, then drains the workers and joins them. A
 /// worker that stops on its own (it panicked) is noticed, logged with its message and
 /// counted; the others are drained and ringway exits with an error, so that its
@@ -132,9 +136,10 @@ pub async fn run(
     mut workers: Vec<WorkerHandle>,
     control: Handle,
     logs: crate::accesslog::Control,
-    (mut upgraded, closing): (
-        tokio::sync::mpsc::UnboundedReceiver<u32>,
+    (mut upgraded, closing, mut accepting): (
+        tokio::sync::mpsc::UnboundedReceiver<super::upgrade::old::Handover>,
         tokio::sync::watch::Sender<bool>,
+        tokio::sync::mpsc::Receiver<()>,
     ),
 ) -> Result<(), RunError> {
     let mut tick = tokio::time::interval(WATCH_WORKERS);
@@ -165,11 +170,15 @@ pub async fn run(
                 Asked::Nothing(name) => ignored(name),
                 Asked::Quiet => {}
             },
-            Some(pid) = upgraded.recv() => {
+            Some((pid, handed)) = upgraded.recv() => {
                 // The new process serves: systemd follows it, and the admin API and
-                // /metrics are its from now on.
+                // /metrics are its from now on. Whoever asked for the upgrade hears
+                // of it once this process accepts no request any more.
                 notify(&format!("MAINPID={pid}\nSTATUS=upgraded: process {pid} serves"));
                 let _ = closing.send(true);
+                let stopped = async { while accepting.recv().await.is_some() {} };
+                let _ = tokio::time::timeout(STOP_ACCEPTING, stopped).await;
+                let _ = handed.send(());
                 break "upgraded";
             }
             _ = tick.tick() => {

@@ -10,7 +10,9 @@
 //! established) and exits. Until that answer the old process keeps every socket and
 //! keeps serving: a new binary that fails to start, refuses its config, dies or does
 //! not answer within [`DEADLINE`] changes nothing, and the caller is told why (the
-//! new process's own error when it could say it). After it, what is on its way goes
+//! new process's own error when it could say it). A success is told once this
+//! process no longer accepts on `/metrics` and the admin API, so that the caller's
+//! next request reaches the new process. After it, what is on its way goes
 //! down with a new process that dies (no rollback yet).
 //!
 //! The listening sockets are shared, not moved: both processes hold them while the

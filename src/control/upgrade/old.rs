@@ -30,7 +30,7 @@ pub struct Kit {
     /// How long the last hand-off took (the new process's start to its answer).
     pub last: Option<Duration>,
     /// Where a successful upgrade is announced (the signal task, which then drains).
-    pub stop: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
+    pub stop: Option<tokio::sync::mpsc::UnboundedSender<Handover>>,
     /// What the processes before this one counted (`/metrics` goes on from there).
     pub carried: Option<std::sync::Arc<crate::metrics::carry::Offsets>>,
     /// After an upgrade: the channel to the new process, for the sessions.
@@ -40,6 +40,11 @@ pub struct Kit {
     /// Started by an upgrade: the UDP listeners are read (every flow has come).
     pub udp_started: bool,
 }
+
+/// A successful upgrade, announced to the signal task: the new process's pid, and
+/// where to say that this one no longer accepts on `/metrics` and the admin API (the
+/// new process answers every request made after that).
+pub type Handover = (u32, tokio::sync::oneshot::Sender<()>);
 
 impl Kit {
     /// The binary at the path this process was started from, with its arguments;

@@ -98,6 +98,7 @@ impl Control {
         reply: oneshot::Sender<Upgraded>,
         channel: Option<OwnedFd>,
     ) {
+        let mut handed: Option<oneshot::Receiver<()>> = None;
         match &result {
             Ok((pid, took)) => {
                 self.upgrade.channel = channel;
@@ -108,7 +109,10 @@ impl Control {
                     took.as_millis()
                 );
                 if let Some(stop) = &self.upgrade.stop {
-                    let _ = stop.send(*pid);
+                    let (ack, acked) = oneshot::channel();
+                    if stop.send((*pid, ack)).is_ok() {
+                        handed = Some(acked);
+                    }
                 }
             }
             Err(e) => {
@@ -119,7 +123,19 @@ impl Control {
         }
         // Published before the answer: whoever asked reads `/metrics` next.
         self.publish_view(Instant::now());
-        let _ = reply.send(result);
+        match handed {
+            // Answered once this process accepts no more requests: whoever asked reads
+            // `/status` next, and it must be the new process's.
+            Some(acked) => {
+                tokio::spawn(async move {
+                    let _ = acked.await;
+                    let _ = reply.send(result);
+                });
+            }
+            None => {
+                let _ = reply.send(result);
+            }
+        }
     }
 
     /// Closes the copies of the listening sockets kept for an upgrade (a drain: the
