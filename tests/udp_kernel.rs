@@ -279,7 +279,16 @@ fn run(args: &[&str]) {
 #[test]
 #[ignore = "needs root (BPF, network namespaces)"]
 fn a_kernel_flow_crosses_interfaces_over_ipv4_and_ipv6() {
-    across_interfaces(false);
+    across_interfaces(Variant::Now);
+}
+
+/// The same at XDP (`udp_kernel_xdp` names both veths; the namespaces' ends send whole
+/// checksums and take redirected frames). A checksum the program got wrong would be
+/// dropped by the receiver, and the round trips would fail.
+#[test]
+#[ignore = "needs root (BPF, network namespaces)"]
+fn a_kernel_flow_crosses_interfaces_at_xdp() {
+    across_interfaces(Variant::Xdp);
 }
 
 /// The same, with the interfaces made after ringway started (a container's veth): the
@@ -287,16 +296,31 @@ fn a_kernel_flow_crosses_interfaces_over_ipv4_and_ipv6() {
 #[test]
 #[ignore = "needs root (BPF, network namespaces)"]
 fn interfaces_made_after_start_get_the_kernel_path() {
-    across_interfaces(true);
+    across_interfaces(Variant::Later);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    /// The veths exist before ringway starts.
+    Now,
+    /// Ringway starts before the veths exist.
+    Later,
+    /// As `Now`, with the program at XDP on both veths.
+    Xdp,
 }
 
 /// Listeners on the wildcard addresses (ports 5353 and 5354), backends at
-/// 10.61.2.2:7001 and [fd61:2::2]:7001; `later`: ringway starts before the veths exist.
-fn across_interfaces(later: bool) {
-    in_named_netns(if later { "ukl" } else { "ukx" }, move |lb| {
+/// 10.61.2.2:7001 and [fd61:2::2]:7001.
+fn across_interfaces(variant: Variant) {
+    let later = variant == Variant::Later;
+    let tag = match variant {
+        Variant::Now => "x",
+        Variant::Later => "l",
+        Variant::Xdp => "d",
+    };
+    in_named_netns(&format!("uk{tag}"), move |lb| {
         let pid = std::process::id();
-        // Named after the test's own namespace (both variants run at once).
-        let tag = if later { "l" } else { "x" };
+        // Named after the test's own namespace (the variants run at once).
         let (cns, bns) = (format!("rw-ukc{tag}-{pid}"), format!("rw-ukb{tag}-{pid}"));
         for ns in [&cns, &bns] {
             let _ = std::process::Command::new("ip")
@@ -314,6 +338,9 @@ fn across_interfaces(later: bool) {
         };
         let metrics = free_addr();
         let mut toml = format!("workers = 2\n[metrics]\nlisten = \"{metrics}\"\n");
+        if variant == Variant::Xdp {
+            toml.insert_str(0, "udp_kernel_xdp = [\"ukl1\", \"ukl2\"]\n");
+        }
         for (name, listen, backend) in [
             ("u4", "0.0.0.0:5353", "10.61.2.2:7001"),
             ("u6", "[::]:5354", "[fd61:2::2]:7001"),
@@ -371,6 +398,13 @@ fn across_interfaces(later: bool) {
                 "nodad",
             ]);
             run(&["ip", "-n", ns, "link", "set", &there, "up"]);
+            if variant == Variant::Xdp {
+                // Whole checksums (XDP updates them from the frame), and NAPI for
+                // the frames redirected to it (GRO on).
+                run(&[
+                    "ip", "netns", "exec", ns, "ethtool", "-K", &there, "tx", "off", "gro", "on",
+                ]);
+            }
             run(&[
                 "ip",
                 "-n",
@@ -411,6 +445,18 @@ fn across_interfaces(later: bool) {
             "[fd61:1::1]:5354".parse().unwrap(),
         );
         let rw = rw.unwrap_or_else(|| Ringway::spawn(&toml));
+        if variant == Variant::Xdp {
+            let at_xdp = |i: &str| {
+                rw.log()
+                    .lines()
+                    .any(|l| l.contains("UDP kernel path at XDP") && l.contains(i))
+            };
+            let ok = eventually(Duration::from_secs(5), || at_xdp("ukl1") && at_xdp("ukl2"));
+            if !ok {
+                cleanup(&cns, &bns);
+            }
+            assert!(ok, "not at XDP on ukl1 and ukl2: {}", rw.log());
+        }
         if later {
             let attached = |i: &str| {
                 rw.log()

@@ -14,6 +14,7 @@ use toml::Spanned;
 pub struct FileConfig {
     pub workers: Option<Spanned<i64>>,
     pub worker_cpu_affinity: Option<Spanned<bool>>,
+    pub udp_kernel_xdp: Option<Spanned<Vec<Spanned<String>>>>,
     pub shutdown_timeout: Option<Spanned<String>>,
     pub resolve_interval: Option<Spanned<String>>,
     pub user: Option<Spanned<String>>,

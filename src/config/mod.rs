@@ -51,6 +51,9 @@ pub struct Config {
     /// `None` (the default) where that holds, `Some(true)` says so when it does not,
     /// `Some(false)` never.
     pub worker_cpu_affinity: Option<bool>,
+    /// `udp_kernel_xdp`: interfaces where the UDP kernel path runs at XDP (native
+    /// mode) instead of tc ingress.
+    pub udp_kernel_xdp: Vec<String>,
     /// How long a graceful shutdown waits for open connections.
     pub shutdown_timeout: Duration,
     /// How often backend host names are resolved again while running.

@@ -806,3 +806,33 @@ fn a_bad_cluster_names_its_key() {
     ));
     assert!(e.message.contains("17 peer(s)"), "{}", e.message);
 }
+
+#[test]
+fn udp_kernel_xdp_names_interfaces() {
+    let c = parse(
+        Path::new("t.toml"),
+        &with(
+            "workers = 2",
+            "workers = 2\nudp_kernel_xdp = [\"eth0\", \"veth1\"]",
+        ),
+    )
+    .unwrap();
+    assert_eq!(c.udp_kernel_xdp, ["eth0", "veth1"]);
+    assert!(parse(Path::new("t.toml"), GOOD)
+        .unwrap()
+        .udp_kernel_xdp
+        .is_empty());
+    for (list, says) in [
+        (r#"["eth0", "a/b"]"#, "\"a/b\" is not an interface name"),
+        (r#"["", "eth0"]"#, "\"\" is not an interface name"),
+        (r#"["sixteen-bytes-xx"]"#, "is not an interface name"),
+        (r#"["eth0", "eth0"]"#, "\"eth0\" is named twice"),
+    ] {
+        let e = err(&with(
+            "workers = 2",
+            &format!("workers = 2\nudp_kernel_xdp = {list}"),
+        ));
+        assert_eq!((e.key.as_str(), e.line), ("udp_kernel_xdp", 3), "{list}");
+        assert!(e.message.contains(says), "{list}: {}", e.message);
+    }
+}

@@ -245,6 +245,7 @@ pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, Con
         ));
     }
     let worker_cpu_affinity = file.worker_cpu_affinity.as_ref().map(|a| *a.get_ref());
+    let udp_kernel_xdp = interfaces(src, file.udp_kernel_xdp.as_ref(), "udp_kernel_xdp")?;
     let resolver = super::sets::resolver(src, file.resolver.as_ref())?;
     let cluster = file
         .cluster
@@ -257,6 +258,7 @@ pub(super) fn validate(src: &Source<'_>, file: FileConfig) -> Result<Config, Con
         cluster,
         workers,
         worker_cpu_affinity,
+        udp_kernel_xdp,
         shutdown_timeout,
         resolve_interval,
         user,
@@ -912,4 +914,33 @@ fn named_pools(
         )?);
     }
     Ok(pools)
+}
+
+/// A list of interface names (`key`): each as `ip link` names it (1 to 15 bytes, no
+/// `/`, whitespace or NUL), none twice.
+fn interfaces(
+    src: &Source,
+    list: Option<&Spanned<Vec<Spanned<String>>>>,
+    key: &str,
+) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::new();
+    for name in list.map(|l| l.get_ref().as_slice()).unwrap_or_default() {
+        let n = name.get_ref();
+        if n.is_empty()
+            || n.len() > 15
+            || n.bytes()
+                .any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace())
+        {
+            return Err(src.error(
+                name.span(),
+                key,
+                format!("{n:?} is not an interface name (1 to 15 bytes, no '/' or spaces)"),
+            ));
+        }
+        if out.contains(n) {
+            return Err(src.error(name.span(), key, format!("{n:?} is named twice")));
+        }
+        out.push(n.clone());
+    }
+    Ok(out)
 }

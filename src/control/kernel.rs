@@ -3,6 +3,7 @@
 
 use crate::config::{Config, ForwardMode, Protocol};
 use crate::dataplane::kernel::{KernelError, Program};
+use crate::dataplane::udp_kernel::XdpOutcome;
 
 /// The first TCP listener that asks for kernel forwarding.
 pub fn demanded_by(config: &Config) -> Option<&str> {
@@ -61,14 +62,16 @@ pub fn load_udp(
     if names.is_empty() {
         return None;
     }
-    let loaded = crate::dataplane::udp_kernel::Program::load(flows).and_then(|mut p| {
-        let handles = (0..config.workers)
-            .map(|w| p.flows(w, config.workers))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((p, handles))
-    });
+    let loaded = crate::dataplane::udp_kernel::Program::load(flows, &config.udp_kernel_xdp)
+        .and_then(|(mut p, xdp)| {
+            let handles = (0..config.workers)
+                .map(|w| p.flows(w, config.workers))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((p, handles, xdp))
+        });
     match loaded {
-        Ok((p, handles)) => {
+        Ok((p, handles, xdp)) => {
+            xdp_said(&xdp, &config.udp_kernel_xdp);
             tracing::info!(
                 listeners = %names.join(", "),
                 interfaces = %p.interfaces().join(", "),
@@ -118,10 +121,19 @@ impl UdpProgram {
         self.next_look = now + Self::LOOK;
         for (name, attached) in self.program.attach_new() {
             match attached {
-                Ok(()) => tracing::info!(
-                    interface = %name,
-                    "UDP kernel path: attached to a new interface"
-                ),
+                Ok(xdp) => {
+                    let at = match xdp {
+                        Some(XdpOutcome::Attached) => "XDP",
+                        _ => "tc ingress",
+                    };
+                    tracing::info!(
+                        interface = %name,
+                        "UDP kernel path: attached to a new interface, at {at}"
+                    );
+                    if let Some(XdpOutcome::Refused(e)) = xdp {
+                        tracing::warn!(interface = %name, "udp_kernel_xdp: {e}: the kernel path runs at tc ingress there");
+                    }
+                }
                 Err(e) if self.warned => tracing::debug!(
                     interface = %name,
                     "UDP kernel path: cannot attach to a new interface ({e})"
@@ -135,5 +147,25 @@ impl UdpProgram {
                 }
             }
         }
+    }
+}
+
+/// Logs what the interfaces named in `udp_kernel_xdp` (`asked`) got at start: XDP, or
+/// tc ingress with why; a name with no interface yet is said too (it gets XDP when it
+/// appears).
+fn xdp_said(got: &[(String, XdpOutcome)], asked: &[String]) {
+    for (name, outcome) in got {
+        match outcome {
+            XdpOutcome::Attached => {
+                tracing::info!(interface = %name, "UDP kernel path at XDP (native mode)")
+            }
+            XdpOutcome::Refused(e) => tracing::warn!(
+                interface = %name,
+                "udp_kernel_xdp: {e}: the kernel path runs at tc ingress there"
+            ),
+        }
+    }
+    for name in asked.iter().filter(|n| !got.iter().any(|(g, _)| g == *n)) {
+        tracing::info!(interface = %name, "udp_kernel_xdp: no such interface yet; it gets XDP when it appears");
     }
 }

@@ -390,6 +390,8 @@ impl Control {
             "worker_cpu_affinity",
             new.worker_cpu_affinity != old.worker_cpu_affinity,
         );
+        keep("udp_kernel_xdp", new.udp_kernel_xdp != old.udp_kernel_xdp);
+        new.udp_kernel_xdp.clone_from(&old.udp_kernel_xdp);
         keep("user", new.user != old.user);
         keep("group", new.group != old.group);
         keep("metrics.listen", new.metrics != old.metrics);

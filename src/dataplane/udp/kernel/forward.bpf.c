@@ -10,7 +10,8 @@
 // * client -> the address the client sent to  =>  flow socket -> backend
 // * backend -> flow socket                     =>  the address the client sent to -> client
 //
-// This program runs at tc ingress on every interface (loopback included) and rewrites
+// This program runs at tc ingress on every interface (loopback included; its XDP
+// variant, ringway_udp_forward_xdp below, on the interfaces udp_kernel_xdp names) and rewrites
 // such datagrams in place (addresses, ports, checksums updated incrementally), so the
 // backend sees the flow socket, as in userspace, and the client sees the address it
 // sent to. Then:
@@ -341,6 +342,183 @@ int ringway_udp_forward(struct __sk_buff *skb)
 		return forward6(skb, ip, uh);
 	}
 	return TC_ACT_UNSPEC;
+}
+
+// The same forwarding at XDP, for interfaces with native XDP (a NIC's driver, veth):
+// the datagram is rewritten before the kernel builds its socket buffer. The checksums
+// are updated incrementally from what the frame carries, so they must be whole: a
+// frame from a local socket with its checksum left to the hardware (veth with tx
+// checksumming on) would leave with a wrong one. A destination on this host goes up
+// rewritten (XDP_PASS) unless it is a loopback address, which cannot arrive here:
+// that datagram goes up unchanged.
+
+static __always_inline __u16 csum_fold(__u64 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+// The checksum `check` becomes once `diff` (from bpf_csum_diff) is applied.
+static __always_inline __u16 csum_apply(__u16 check, __s64 diff)
+{
+	return csum_fold((__u64)(__u16)~check + (__u64)diff);
+}
+
+static __always_inline int xdp_deliver(struct xdp_md *ctx, struct ethhdr *eth,
+				       struct bpf_fib_lookup *fib, int local)
+{
+	if (local)
+		return XDP_PASS;
+	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+	if (fib->ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(fib->ifindex, 0);
+}
+
+static __always_inline int xdp_forward4(struct xdp_md *ctx, struct ethhdr *eth, struct iphdr *ip,
+					struct udphdr *uh)
+{
+	struct flow_key k = {};
+	k.family = 4;
+	k.sport = uh->source;
+	k.dport = uh->dest;
+	k.saddr[0] = ip->saddr;
+	k.daddr[0] = ip->daddr;
+	struct flow_value *v;
+	struct flow_state *st;
+	if (find(&k, &v, &st))
+		return XDP_PASS;
+	int reply = v->reply != 0;
+	if ((bpf_ntohl(v->daddr[0]) >> 24) == 127)
+		return XDP_PASS;
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET;
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.sport = v->sport;
+	fib.dport = v->dport;
+	fib.tot_len = bpf_ntohs(ip->tot_len);
+	fib.ifindex = ctx->ingress_ifindex;
+	fib.ipv4_src = v->saddr[0];
+	fib.ipv4_dst = v->daddr[0];
+	int local;
+	int rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED)
+		local = 1;
+	else if (rc == BPF_FIB_LKUP_RET_SUCCESS)
+		local = 0;
+	else
+		return XDP_PASS;
+
+	__u32 old_addr[2] = {ip->saddr, ip->daddr};
+	__u32 new_addr[2] = {v->saddr[0], v->daddr[0]};
+	__u32 old_ports = *(__u32 *)&uh->source;
+	__u16 new_p[2] = {v->sport, v->dport};
+	__u32 new_ports = *(__u32 *)new_p;
+	__s64 addr_diff = bpf_csum_diff(old_addr, sizeof(old_addr), new_addr, sizeof(new_addr), 0);
+	__s64 all_diff = bpf_csum_diff(&old_ports, 4, &new_ports, 4, addr_diff);
+	if (addr_diff < 0 || all_diff < 0)
+		return XDP_PASS;
+	if (!count(st, reply, bpf_ntohs(uh->len) - sizeof(*uh)))
+		return XDP_PASS;
+
+	ip->saddr = new_addr[0];
+	ip->daddr = new_addr[1];
+	ip->check = csum_apply(ip->check, addr_diff);
+	*(__u32 *)&uh->source = new_ports;
+	// 0: sent without a checksum (IPv4 allows it), and so it stays.
+	if (uh->check) {
+		__u16 c = csum_apply(uh->check, all_diff);
+		uh->check = c ? c : 0xffff;
+	}
+	return xdp_deliver(ctx, eth, &fib, local);
+}
+
+static __always_inline int xdp_forward6(struct xdp_md *ctx, struct ethhdr *eth, struct ipv6hdr *ip,
+					struct udphdr *uh)
+{
+	struct flow_key k = {};
+	k.family = 6;
+	k.sport = uh->source;
+	k.dport = uh->dest;
+	__builtin_memcpy(k.saddr, &ip->saddr, 16);
+	__builtin_memcpy(k.daddr, &ip->daddr, 16);
+	struct flow_value *v;
+	struct flow_state *st;
+	if (find(&k, &v, &st))
+		return XDP_PASS;
+	int reply = v->reply != 0;
+	if (!v->daddr[0] && !v->daddr[1] && !v->daddr[2] && v->daddr[3] == bpf_htonl(1))
+		return XDP_PASS;
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET6;
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.sport = v->sport;
+	fib.dport = v->dport;
+	fib.tot_len = bpf_ntohs(ip->payload_len) + sizeof(struct ipv6hdr);
+	fib.ifindex = ctx->ingress_ifindex;
+	__builtin_memcpy(fib.ipv6_src, v->saddr, 16);
+	__builtin_memcpy(fib.ipv6_dst, v->daddr, 16);
+	int local;
+	int rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED)
+		local = 1;
+	else if (rc == BPF_FIB_LKUP_RET_SUCCESS)
+		local = 0;
+	else
+		return XDP_PASS;
+
+	__u32 old_addr[8], new_addr[8];
+	__builtin_memcpy(old_addr, &ip->saddr, 32);
+	__builtin_memcpy(new_addr, v->saddr, 16);
+	__builtin_memcpy(new_addr + 4, v->daddr, 16);
+	__u32 old_ports = *(__u32 *)&uh->source;
+	__u16 new_p[2] = {v->sport, v->dport};
+	__u32 new_ports = *(__u32 *)new_p;
+	__s64 addr_diff = bpf_csum_diff(old_addr, sizeof(old_addr), new_addr, sizeof(new_addr), 0);
+	__s64 all_diff = bpf_csum_diff(&old_ports, 4, &new_ports, 4, addr_diff);
+	if (addr_diff < 0 || all_diff < 0)
+		return XDP_PASS;
+	if (!count(st, reply, bpf_ntohs(uh->len) - sizeof(*uh)))
+		return XDP_PASS;
+
+	__builtin_memcpy(&ip->saddr, new_addr, 32);
+	*(__u32 *)&uh->source = new_ports;
+	__u16 c = csum_apply(uh->check, all_diff);
+	uh->check = c ? c : 0xffff;
+	return xdp_deliver(ctx, eth, &fib, local);
+}
+
+SEC("xdp")
+int ringway_udp_forward_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return XDP_PASS;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP ||
+		    (ip->frag_off & bpf_htons(0x3fff)))
+			return XDP_PASS;
+		struct udphdr *uh = (void *)(ip + 1);
+		if ((void *)(uh + 1) > end)
+			return XDP_PASS;
+		return xdp_forward4(ctx, eth, ip, uh);
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > end || ip->nexthdr != IPPROTO_UDP)
+			return XDP_PASS;
+		struct udphdr *uh = (void *)(ip + 1);
+		if ((void *)(uh + 1) > end)
+			return XDP_PASS;
+		return xdp_forward6(ctx, eth, ip, uh);
+	}
+	return XDP_PASS;
 }
 
 // bpf_fib_lookup is for GPL-compatible programs only: this one is dual-licensed.

@@ -4,7 +4,8 @@
 //! A flow still opens in ringway, from its first datagram (admission, per-source
 //! limits, the ring, its own connected upstream socket). Then [`Flows::install`] puts
 //! it in the map of a tc ingress program (`forward.bpf.c`, committed as
-//! `forward.bpf.o`, rebuilt by `scripts/build-bpf.sh`), which rewrites its later
+//! `forward.bpf.o`, rebuilt by `scripts/build-bpf.sh`; its XDP variant on the
+//! interfaces `udp_kernel_xdp` names), which rewrites its later
 //! datagrams as ringway would send them: client -> listener becomes flow socket ->
 //! backend, backend -> flow socket becomes listener -> client. What the program is
 //! unsure of goes up to the sockets unchanged, and ringway forwards it as in userspace
@@ -29,17 +30,20 @@ use std::sync::Arc;
 
 use aya::maps::{HashMap, Map, MapData, MapError};
 use aya::programs::tc::SchedClassifierLinkId;
-use aya::programs::{ProgramError, SchedClassifier, TcAttachType};
+use aya::programs::xdp::XdpLinkId;
+use aya::programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::{include_bytes_aligned, Ebpf, EbpfError, EbpfLoader};
 
 use crate::sys::shared::SharedWords;
 pub use entry::{Counts, Installed, Path};
+
 use entry::{Key, Value, WORDS};
 
 /// The compiled program (see `forward.bpf.c`).
 static OBJECT: &[u8] = include_bytes_aligned!("forward.bpf.o");
 
 const PROGRAM: &str = "ringway_udp_forward";
+const PROGRAM_XDP: &str = "ringway_udp_forward_xdp";
 const FLOWS: &str = "RINGWAY_UDP_FLOWS";
 const STATE: &str = "RINGWAY_UDP_STATE";
 
@@ -72,17 +76,58 @@ pub enum UdpKernelError {
     },
 }
 
-/// Attaches `program` at ingress of interface `name`.
+/// Where the program runs on one interface.
+#[derive(Debug)]
+enum Hook {
+    /// tc ingress (every interface, loopback included).
+    Tc(SchedClassifierLinkId),
+    /// XDP, native mode (`udp_kernel_xdp`).
+    Xdp(XdpLinkId),
+}
+
+/// What an interface named in `udp_kernel_xdp` got.
+#[derive(Debug)]
+pub enum XdpOutcome {
+    /// The program runs at XDP there.
+    Attached,
+    /// Its driver refused native XDP (the reason): tc ingress took it.
+    Refused(UdpKernelError),
+}
+
+fn on(name: &str) -> impl FnOnce(ProgramError) -> UdpKernelError + '_ {
+    move |why| UdpKernelError::Interface {
+        name: name.to_string(),
+        why: Box::new(why.into()),
+    }
+}
+
+/// Attaches the program of `ebpf` to interface `name`: at XDP when `xdp` asks for it
+/// and the driver takes it (else the refusal, with tc taking it), at tc ingress
+/// otherwise.
 fn attach(
-    program: &mut SchedClassifier,
+    ebpf: &mut Ebpf,
     name: &str,
-) -> Result<SchedClassifierLinkId, UdpKernelError> {
-    program
+    xdp: bool,
+) -> Result<(Hook, Option<XdpOutcome>), UdpKernelError> {
+    let mut outcome = None;
+    if xdp {
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_XDP)
+            .ok_or(UdpKernelError::Missing(PROGRAM_XDP))?
+            .try_into()?;
+        match program.attach(name, XdpMode::Driver) {
+            Ok(link) => return Ok((Hook::Xdp(link), Some(XdpOutcome::Attached))),
+            Err(e) => outcome = Some(XdpOutcome::Refused(on(name)(e))),
+        }
+    }
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(PROGRAM)
+        .ok_or(UdpKernelError::Missing(PROGRAM))?
+        .try_into()?;
+    let link = program
         .attach(name, TcAttachType::Ingress)
-        .map_err(|why| UdpKernelError::Interface {
-            name: name.to_string(),
-            why: Box::new(why.into()),
-        })
+        .map_err(on(name))?;
+    Ok((Hook::Tc(link), outcome))
 }
 
 impl From<EbpfError> for UdpKernelError {
@@ -114,7 +159,9 @@ impl From<std::io::Error> for UdpKernelError {
 pub struct Program {
     ebpf: Ebpf,
     /// The interfaces it is attached to: index, name, link.
-    interfaces: Vec<(u32, String, SchedClassifierLinkId)>,
+    interfaces: Vec<(u32, String, Hook)>,
+    /// The interfaces where it runs at XDP if they take it (`udp_kernel_xdp`).
+    xdp: Vec<String>,
     /// Interfaces that refused it since start (not tried again).
     refused: Vec<u32>,
     slots: u32,
@@ -131,20 +178,25 @@ impl fmt::Debug for Program {
 }
 
 impl Program {
-    /// Loads the program with room for `flows` flows at once and attaches it at
-    /// ingress of every interface there is now (loopback included).
-    pub fn load(flows: u32) -> Result<Program, UdpKernelError> {
+    /// Loads the program with room for `flows` flows and attaches it to every
+    /// interface there is now (loopback included): at XDP on those named in `xdp`,
+    /// where their driver takes it, at tc ingress on the others. Returns what each
+    /// interface named in `xdp` got.
+    pub fn load(
+        flows: u32,
+        xdp: &[String],
+    ) -> Result<(Program, Vec<(String, XdpOutcome)>), UdpKernelError> {
         let mut p = Program::load_detached(flows)?;
-        let program: &mut SchedClassifier = p
-            .ebpf
-            .program_mut(PROGRAM)
-            .ok_or(UdpKernelError::Missing(PROGRAM))?
-            .try_into()?;
+        p.xdp = xdp.to_vec();
+        let mut outcomes = Vec::new();
         for (index, name) in crate::sys::ifaces::list()? {
-            let link = attach(program, &name)?;
-            p.interfaces.push((index, name, link));
+            let (hook, outcome) = attach(&mut p.ebpf, &name, p.xdp.contains(&name))?;
+            if let Some(o) = outcome {
+                outcomes.push((name.clone(), o));
+            }
+            p.interfaces.push((index, name, hook));
         }
-        Ok(p)
+        Ok((p, outcomes))
     }
 
     /// The program loaded with room for `flows` flows, attached nowhere yet.
@@ -163,42 +215,48 @@ impl Program {
             .ok_or(UdpKernelError::Missing(PROGRAM))?
             .try_into()?;
         program.load()?;
+        let xdp: &mut Xdp = ebpf
+            .program_mut(PROGRAM_XDP)
+            .ok_or(UdpKernelError::Missing(PROGRAM_XDP))?
+            .try_into()?;
+        xdp.load()?;
         Ok(Program {
             ebpf,
             interfaces: Vec::new(),
+            xdp: Vec::new(),
             refused: Vec::new(),
             slots,
             state: Arc::new(state),
         })
     }
 
-    /// The names of the interfaces it is attached to.
-    pub fn interfaces(&self) -> Vec<&str> {
-        self.interfaces.iter().map(|(_, n, _)| n.as_str()).collect()
+    /// The names of the interfaces it is attached to (`name (xdp)` where it runs at
+    /// XDP).
+    pub fn interfaces(&self) -> Vec<String> {
+        self.interfaces
+            .iter()
+            .map(|(_, n, hook)| match hook {
+                Hook::Tc(_) => n.clone(),
+                Hook::Xdp(_) => format!("{n} (xdp)"),
+            })
+            .collect()
     }
 
     /// Attaches to the interfaces that appeared since the last look (a container's
     /// veth, a VLAN made later) and lets go of those that went. Returns each new
     /// interface's name and whether it took the program; one that refused (ringway
     /// gave up its privileges since start) is not tried again.
-    pub fn attach_new(&mut self) -> Vec<(String, Result<(), UdpKernelError>)> {
+    pub fn attach_new(&mut self) -> Vec<(String, Result<Option<XdpOutcome>, UdpKernelError>)> {
         let Ok(now) = crate::sys::ifaces::list() else {
-            return Vec::new();
-        };
-        let Some(program) = self
-            .ebpf
-            .program_mut(PROGRAM)
-            .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
-        else {
             return Vec::new();
         };
         let gone: Vec<usize> = (0..self.interfaces.len())
             .filter(|&i| !now.iter().any(|(index, _)| *index == self.interfaces[i].0))
             .collect();
         for i in gone.into_iter().rev() {
-            let (_, _, link) = self.interfaces.swap_remove(i);
+            let (_, _, hook) = self.interfaces.swap_remove(i);
             // Its link's descriptor closes (the interface, and the link with it, is gone).
-            let _ = program.detach(link);
+            let _ = self.detach(hook);
         }
         self.refused
             .retain(|r| now.iter().any(|(index, _)| index == r));
@@ -208,10 +266,11 @@ impl Program {
             {
                 continue;
             }
-            match attach(program, &name) {
-                Ok(link) => {
-                    self.interfaces.push((index, name.clone(), link));
-                    out.push((name, Ok(())));
+            let xdp = self.xdp.contains(&name);
+            match attach(&mut self.ebpf, &name, xdp) {
+                Ok((hook, outcome)) => {
+                    self.interfaces.push((index, name.clone(), hook));
+                    out.push((name, Ok(outcome)));
                 }
                 Err(e) => {
                     self.refused.push(index);
@@ -220,6 +279,25 @@ impl Program {
             }
         }
         out
+    }
+
+    fn detach(&mut self, hook: Hook) -> Result<(), ProgramError> {
+        match hook {
+            Hook::Tc(link) => {
+                let program: Option<&mut SchedClassifier> = self
+                    .ebpf
+                    .program_mut(PROGRAM)
+                    .and_then(|p| p.try_into().ok());
+                program.map_or(Ok(()), |p| p.detach(link))
+            }
+            Hook::Xdp(link) => {
+                let program: Option<&mut Xdp> = self
+                    .ebpf
+                    .program_mut(PROGRAM_XDP)
+                    .and_then(|p| p.try_into().ok());
+                program.map_or(Ok(()), |p| p.detach(link))
+            }
+        }
     }
 
     /// Worker `worker`'s (of `workers`) handle: its own descriptor on the flow map,
