@@ -11,32 +11,8 @@ DUR=${DUR:-5}
 W=$(mktemp -d /tmp/dns-ab.XXXXXX)
 NS=dnsab$$
 trap 'ip netns del $NS 2>/dev/null || true; rm -rf "$W"' EXIT
-{
-    echo 'server:'
-    echo '  interface: 127.0.0.1@9002'
-    echo '  port: 9002'
-    echo '  do-daemonize: no'
-    echo '  chroot: ""'
-    echo '  username: ""'
-    echo '  pidfile: ""'
-    echo "  directory: \"$W\""
-    echo '  use-syslog: no'
-    echo '  logfile: ""'
-    echo '  num-threads: 2'
-    echo '  so-reuseport: yes'
-    echo '  do-ip6: no'
-    echo '  do-tcp: no'
-    echo '  access-control: 127.0.0.0/8 allow'
-    echo '  module-config: "iterator"'
-    echo '  minimal-responses: yes'
-    echo '  local-zone: "." refuse'
-    echo '  local-zone: "bench.test." static'
-    for i in $(seq 1 20); do echo "  local-data: \"h$i.bench.test. 300 IN A 192.0.2.$i\""; done
-    echo 'remote-control:'
-    echo '  control-enable: no'
-} >"$W/unbound.conf"
-for i in $(seq 1 20); do echo "h$i.bench.test A"; done >"$W/queries.txt"
-busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
+. "$(dirname "$0")/bench-unbound.sh"
+bench_unbound "$W" 127.0.0.1 9002 127.0.0.0/8
 
 # run NAME PORT [LISTENER_KEYS]: one dnsperf run against PORT (9002: unbound itself).
 run() {

@@ -38,35 +38,11 @@ ethtool -K vabc tx off gro on >/dev/null; ethtool -K vabb tx off gro on >/dev/nu
 ip -n $C addr add 10.77.1.2/24 dev eth0; ip -n $C route add default via 10.77.1.1
 ip -n $B addr add 10.77.2.2/24 dev eth0; ip -n $B route add default via 10.77.2.1
 sysctl -qw net.ipv4.ip_forward=1
-{
-    echo 'server:'
-    echo '  interface: 10.77.2.2'
-    echo '  port: 53'
-    echo '  do-daemonize: no'
-    echo '  chroot: ""'
-    echo '  username: ""'
-    echo '  pidfile: ""'
-    echo "  directory: \"$W\""
-    echo '  use-syslog: no'
-    echo '  logfile: ""'
-    echo '  num-threads: 2'
-    echo '  so-reuseport: yes'
-    echo '  do-ip6: no'
-    echo '  do-tcp: no'
-    echo '  access-control: 0.0.0.0/0 allow'
-    echo '  module-config: "iterator"'
-    echo '  minimal-responses: yes'
-    echo '  local-zone: "." refuse'
-    echo '  local-zone: "bench.test." static'
-    for i in $(seq 1 20); do echo "  local-data: \"h$i.bench.test. 300 IN A 192.0.2.$i\""; done
-    echo 'remote-control:'
-    echo '  control-enable: no'
-} >"$W/unbound.conf"
-for i in $(seq 1 20); do echo "h$i.bench.test A"; done >"$W/queries.txt"
+. "$(dirname "$0")/bench-unbound.sh"
+bench_unbound "$W" 10.77.2.2 53 0.0.0.0/0
 ip netns exec $B unbound -d -c "$W/unbound.conf" >"$W/unbound.log" 2>&1 &
 UB=$!
 sleep 1
-busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
 hz=$(getconf CLK_TCK)
 row() { # name server
     local b0 b1 out q lost

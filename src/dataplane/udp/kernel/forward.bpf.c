@@ -180,9 +180,9 @@ static __always_inline int count(struct flow_state *st, int reply, __u32 len)
 // net.ipv4.conf.<it>.forwarding, or IPv6 forwarding, the lookup says so and the flow's
 // datagrams go up to ringway). 0 with *local set: to this host; 0: out of fib->ifindex
 // to fib->dmac; -1: not resolved (no route or neighbour, too big for the MTU).
-static __always_inline int route(struct __sk_buff *skb, struct bpf_fib_lookup *fib, int *local)
+static __always_inline int route(void *ctx, struct bpf_fib_lookup *fib, int *local)
 {
-	int rc = bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+	int rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
 	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED) {
 		*local = 1;
 		return 0;
@@ -208,7 +208,50 @@ static __always_inline int deliver(struct __sk_buff *skb, struct bpf_fib_lookup 
 	return bpf_redirect(fib->ifindex, 0);
 }
 
-static __always_inline int forward4(struct __sk_buff *skb, struct iphdr *ip, struct udphdr *uh)
+// A datagram of a flow here, and how it is rewritten: the flow's entry and counts, the
+// route, the new ports, and the checksum differences the new addresses and ports make.
+struct rewrite {
+	struct flow_value *v;
+	struct flow_state *st;
+	struct bpf_fib_lookup fib;
+	__s64 addr_diff;
+	__s64 port_diff;
+	__u32 new_ports;
+	int local;
+};
+
+// The rewrite of a datagram that arrived on `ifindex` (`ctx`: its skb or XDP frame;
+// `xdp`: it is an XDP frame, which a datagram to a loopback address cannot be), once
+// counted: 0. -1: it goes up unchanged and uncounted (no flow, no route, paused).
+// `old_addr` and `new_addr`: the `words` address words the checksums cover, before
+// and after.
+static __always_inline int plan(void *ctx, __u32 ifindex, int xdp, struct udphdr *uh,
+				const __u32 *old_addr, const __u32 *new_addr, __u32 words,
+				struct rewrite *r)
+{
+	if (r->local && xdp)
+		return -1;
+	r->fib.l4_protocol = IPPROTO_UDP;
+	r->fib.sport = r->v->sport;
+	r->fib.dport = r->v->dport;
+	r->fib.ifindex = ifindex;
+	if (!r->local && route(ctx, &r->fib, &r->local))
+		return -1;
+	__u32 old_ports = *(__u32 *)&uh->source;
+	__u16 new_p[2] = {r->v->sport, r->v->dport};
+	r->new_ports = *(__u32 *)new_p;
+	r->addr_diff = bpf_csum_diff((__u32 *)old_addr, words * 4, (__u32 *)new_addr, words * 4, 0);
+	r->port_diff = bpf_csum_diff(&old_ports, 4, &r->new_ports, 4, 0);
+	if (r->addr_diff < 0 || r->port_diff < 0)
+		return -1;
+	if (!count(r->st, r->v->reply != 0, bpf_ntohs(uh->len) - sizeof(*uh)))
+		return -1;
+	return 0;
+}
+
+// plan() for IPv4; the new addresses in new_addr (source, destination).
+static __always_inline int plan4(void *ctx, __u32 ifindex, int xdp, struct iphdr *ip,
+				 struct udphdr *uh, __u32 new_addr[2], struct rewrite *r)
 {
 	struct flow_key k = {};
 	k.family = 4;
@@ -216,50 +259,23 @@ static __always_inline int forward4(struct __sk_buff *skb, struct iphdr *ip, str
 	k.dport = uh->dest;
 	k.saddr[0] = ip->saddr;
 	k.daddr[0] = ip->daddr;
-	struct flow_value *v;
-	struct flow_state *st;
-	if (find(&k, &v, &st))
-		return TC_ACT_UNSPEC;
-	int reply = v->reply != 0;
-	__u16 tot_len = bpf_ntohs(ip->tot_len);
-	struct bpf_fib_lookup fib = {};
-	fib.family = AF_INET;
-	fib.l4_protocol = IPPROTO_UDP;
-	fib.sport = v->sport;
-	fib.dport = v->dport;
-	fib.tot_len = tot_len;
-	fib.ifindex = skb->ifindex;
-	fib.ipv4_src = v->saddr[0];
-	fib.ipv4_dst = v->daddr[0];
+	if (find(&k, &r->v, &r->st))
+		return -1;
+	r->fib.family = AF_INET;
+	r->fib.tot_len = bpf_ntohs(ip->tot_len);
+	r->fib.ipv4_src = r->v->saddr[0];
+	r->fib.ipv4_dst = r->v->daddr[0];
 	// 127.0.0.0/8 is this host's, always: no lookup.
-	int local = (bpf_ntohl(v->daddr[0]) >> 24) == 127;
-	if (!local && route(skb, &fib, &local))
-		return TC_ACT_UNSPEC;
-
+	r->local = (bpf_ntohl(r->v->daddr[0]) >> 24) == 127;
 	__u32 old_addr[2] = {ip->saddr, ip->daddr};
-	__u32 new_addr[2] = {v->saddr[0], v->daddr[0]};
-	__u32 old_ports = *(__u32 *)&uh->source;
-	__u16 new_p[2] = {v->sport, v->dport};
-	__u32 new_ports = *(__u32 *)new_p;
-	__s64 addr_diff = bpf_csum_diff(old_addr, sizeof(old_addr), new_addr, sizeof(new_addr), 0);
-	__s64 port_diff = bpf_csum_diff(&old_ports, 4, &new_ports, 4, 0);
-	if (addr_diff < 0 || port_diff < 0)
-		return TC_ACT_UNSPEC;
-	if (!count(st, reply, bpf_ntohs(uh->len) - sizeof(*uh)))
-		return TC_ACT_UNSPEC;
-
-	const __u32 ip_off = sizeof(struct ethhdr);
-	const __u32 udp_off = ip_off + sizeof(struct iphdr);
-	const __u32 csum_off = udp_off + offsetof(struct udphdr, check);
-	bpf_skb_store_bytes(skb, ip_off + offsetof(struct iphdr, saddr), new_addr, sizeof(new_addr), 0);
-	bpf_l3_csum_replace(skb, ip_off + offsetof(struct iphdr, check), 0, addr_diff, 0);
-	bpf_skb_store_bytes(skb, udp_off, &new_ports, 4, 0);
-	bpf_l4_csum_replace(skb, csum_off, 0, addr_diff, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0);
-	bpf_l4_csum_replace(skb, csum_off, 0, port_diff, BPF_F_MARK_MANGLED_0);
-	return deliver(skb, &fib, local);
+	new_addr[0] = r->v->saddr[0];
+	new_addr[1] = r->v->daddr[0];
+	return plan(ctx, ifindex, xdp, uh, old_addr, new_addr, 2, r);
 }
 
-static __always_inline int forward6(struct __sk_buff *skb, struct ipv6hdr *ip, struct udphdr *uh)
+// plan() for IPv6; the new addresses in new_addr (source, destination).
+static __always_inline int plan6(void *ctx, __u32 ifindex, int xdp, struct ipv6hdr *ip,
+				 struct udphdr *uh, __u32 new_addr[8], struct rewrite *r)
 {
 	struct flow_key k = {};
 	k.family = 6;
@@ -267,48 +283,53 @@ static __always_inline int forward6(struct __sk_buff *skb, struct ipv6hdr *ip, s
 	k.dport = uh->dest;
 	__builtin_memcpy(k.saddr, &ip->saddr, 16);
 	__builtin_memcpy(k.daddr, &ip->daddr, 16);
-	struct flow_value *v;
-	struct flow_state *st;
-	if (find(&k, &v, &st))
-		return TC_ACT_UNSPEC;
-	int reply = v->reply != 0;
-	__u16 payload = bpf_ntohs(ip->payload_len);
-	struct bpf_fib_lookup fib = {};
-	fib.family = AF_INET6;
-	fib.l4_protocol = IPPROTO_UDP;
-	fib.sport = v->sport;
-	fib.dport = v->dport;
-	fib.tot_len = payload + sizeof(struct ipv6hdr);
-	fib.ifindex = skb->ifindex;
-	__builtin_memcpy(fib.ipv6_src, v->saddr, 16);
-	__builtin_memcpy(fib.ipv6_dst, v->daddr, 16);
+	if (find(&k, &r->v, &r->st))
+		return -1;
+	r->fib.family = AF_INET6;
+	r->fib.tot_len = bpf_ntohs(ip->payload_len) + sizeof(struct ipv6hdr);
+	__builtin_memcpy(r->fib.ipv6_src, r->v->saddr, 16);
+	__builtin_memcpy(r->fib.ipv6_dst, r->v->daddr, 16);
 	// ::1 is this host's, always: no lookup.
-	int local = !v->daddr[0] && !v->daddr[1] && !v->daddr[2] && v->daddr[3] == bpf_htonl(1);
-	if (!local && route(skb, &fib, &local))
-		return TC_ACT_UNSPEC;
-
-	__u32 old_addr[8], new_addr[8];
+	__u32 *d = r->v->daddr;
+	r->local = !d[0] && !d[1] && !d[2] && d[3] == bpf_htonl(1);
+	__u32 old_addr[8];
 	__builtin_memcpy(old_addr, &ip->saddr, 32);
-	__builtin_memcpy(new_addr, v->saddr, 16);
-	__builtin_memcpy(new_addr + 4, v->daddr, 16);
-	__u32 old_ports = *(__u32 *)&uh->source;
-	__u16 new_p[2] = {v->sport, v->dport};
-	__u32 new_ports = *(__u32 *)new_p;
-	__s64 addr_diff = bpf_csum_diff(old_addr, sizeof(old_addr), new_addr, sizeof(new_addr), 0);
-	__s64 port_diff = bpf_csum_diff(&old_ports, 4, &new_ports, 4, 0);
-	if (addr_diff < 0 || port_diff < 0)
-		return TC_ACT_UNSPEC;
-	if (!count(st, reply, bpf_ntohs(uh->len) - sizeof(*uh)))
-		return TC_ACT_UNSPEC;
+	__builtin_memcpy(new_addr, r->v->saddr, 16);
+	__builtin_memcpy(new_addr + 4, r->v->daddr, 16);
+	return plan(ctx, ifindex, xdp, uh, old_addr, new_addr, 8, r);
+}
 
+static __always_inline int forward4(struct __sk_buff *skb, struct iphdr *ip, struct udphdr *uh)
+{
+	struct rewrite r = {};
+	__u32 new_addr[2];
+	if (plan4(skb, skb->ifindex, 0, ip, uh, new_addr, &r))
+		return TC_ACT_UNSPEC;
+	const __u32 ip_off = sizeof(struct ethhdr);
+	const __u32 udp_off = ip_off + sizeof(struct iphdr);
+	const __u32 csum_off = udp_off + offsetof(struct udphdr, check);
+	bpf_skb_store_bytes(skb, ip_off + offsetof(struct iphdr, saddr), new_addr, 8, 0);
+	bpf_l3_csum_replace(skb, ip_off + offsetof(struct iphdr, check), 0, r.addr_diff, 0);
+	bpf_skb_store_bytes(skb, udp_off, &r.new_ports, 4, 0);
+	bpf_l4_csum_replace(skb, csum_off, 0, r.addr_diff, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0);
+	bpf_l4_csum_replace(skb, csum_off, 0, r.port_diff, BPF_F_MARK_MANGLED_0);
+	return deliver(skb, &r.fib, r.local);
+}
+
+static __always_inline int forward6(struct __sk_buff *skb, struct ipv6hdr *ip, struct udphdr *uh)
+{
+	struct rewrite r = {};
+	__u32 new_addr[8];
+	if (plan6(skb, skb->ifindex, 0, ip, uh, new_addr, &r))
+		return TC_ACT_UNSPEC;
 	const __u32 ip_off = sizeof(struct ethhdr);
 	const __u32 udp_off = ip_off + sizeof(struct ipv6hdr);
 	const __u32 csum_off = udp_off + offsetof(struct udphdr, check);
-	bpf_skb_store_bytes(skb, ip_off + offsetof(struct ipv6hdr, saddr), new_addr, sizeof(new_addr), 0);
-	bpf_skb_store_bytes(skb, udp_off, &new_ports, 4, 0);
-	bpf_l4_csum_replace(skb, csum_off, 0, addr_diff, BPF_F_PSEUDO_HDR);
-	bpf_l4_csum_replace(skb, csum_off, 0, port_diff, 0);
-	return deliver(skb, &fib, local);
+	bpf_skb_store_bytes(skb, ip_off + offsetof(struct ipv6hdr, saddr), new_addr, 32, 0);
+	bpf_skb_store_bytes(skb, udp_off, &r.new_ports, 4, 0);
+	bpf_l4_csum_replace(skb, csum_off, 0, r.addr_diff, BPF_F_PSEUDO_HDR);
+	bpf_l4_csum_replace(skb, csum_off, 0, r.port_diff, 0);
+	return deliver(skb, &r.fib, r.local);
 }
 
 SEC("classifier")
@@ -381,114 +402,34 @@ static __always_inline int xdp_deliver(struct xdp_md *ctx, struct ethhdr *eth,
 static __always_inline int xdp_forward4(struct xdp_md *ctx, struct ethhdr *eth, struct iphdr *ip,
 					struct udphdr *uh)
 {
-	struct flow_key k = {};
-	k.family = 4;
-	k.sport = uh->source;
-	k.dport = uh->dest;
-	k.saddr[0] = ip->saddr;
-	k.daddr[0] = ip->daddr;
-	struct flow_value *v;
-	struct flow_state *st;
-	if (find(&k, &v, &st))
+	struct rewrite r = {};
+	__u32 new_addr[2];
+	if (plan4(ctx, ctx->ingress_ifindex, 1, ip, uh, new_addr, &r))
 		return XDP_PASS;
-	int reply = v->reply != 0;
-	if ((bpf_ntohl(v->daddr[0]) >> 24) == 127)
-		return XDP_PASS;
-	struct bpf_fib_lookup fib = {};
-	fib.family = AF_INET;
-	fib.l4_protocol = IPPROTO_UDP;
-	fib.sport = v->sport;
-	fib.dport = v->dport;
-	fib.tot_len = bpf_ntohs(ip->tot_len);
-	fib.ifindex = ctx->ingress_ifindex;
-	fib.ipv4_src = v->saddr[0];
-	fib.ipv4_dst = v->daddr[0];
-	int local;
-	int rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED)
-		local = 1;
-	else if (rc == BPF_FIB_LKUP_RET_SUCCESS)
-		local = 0;
-	else
-		return XDP_PASS;
-
-	__u32 old_addr[2] = {ip->saddr, ip->daddr};
-	__u32 new_addr[2] = {v->saddr[0], v->daddr[0]};
-	__u32 old_ports = *(__u32 *)&uh->source;
-	__u16 new_p[2] = {v->sport, v->dport};
-	__u32 new_ports = *(__u32 *)new_p;
-	__s64 addr_diff = bpf_csum_diff(old_addr, sizeof(old_addr), new_addr, sizeof(new_addr), 0);
-	__s64 all_diff = bpf_csum_diff(&old_ports, 4, &new_ports, 4, addr_diff);
-	if (addr_diff < 0 || all_diff < 0)
-		return XDP_PASS;
-	if (!count(st, reply, bpf_ntohs(uh->len) - sizeof(*uh)))
-		return XDP_PASS;
-
 	ip->saddr = new_addr[0];
 	ip->daddr = new_addr[1];
-	ip->check = csum_apply(ip->check, addr_diff);
-	*(__u32 *)&uh->source = new_ports;
+	ip->check = csum_apply(ip->check, r.addr_diff);
+	*(__u32 *)&uh->source = r.new_ports;
 	// 0: sent without a checksum (IPv4 allows it), and so it stays.
 	if (uh->check) {
-		__u16 c = csum_apply(uh->check, all_diff);
+		__u16 c = csum_apply(uh->check, r.addr_diff + r.port_diff);
 		uh->check = c ? c : 0xffff;
 	}
-	return xdp_deliver(ctx, eth, &fib, local);
+	return xdp_deliver(ctx, eth, &r.fib, r.local);
 }
 
 static __always_inline int xdp_forward6(struct xdp_md *ctx, struct ethhdr *eth, struct ipv6hdr *ip,
 					struct udphdr *uh)
 {
-	struct flow_key k = {};
-	k.family = 6;
-	k.sport = uh->source;
-	k.dport = uh->dest;
-	__builtin_memcpy(k.saddr, &ip->saddr, 16);
-	__builtin_memcpy(k.daddr, &ip->daddr, 16);
-	struct flow_value *v;
-	struct flow_state *st;
-	if (find(&k, &v, &st))
+	struct rewrite r = {};
+	__u32 new_addr[8];
+	if (plan6(ctx, ctx->ingress_ifindex, 1, ip, uh, new_addr, &r))
 		return XDP_PASS;
-	int reply = v->reply != 0;
-	if (!v->daddr[0] && !v->daddr[1] && !v->daddr[2] && v->daddr[3] == bpf_htonl(1))
-		return XDP_PASS;
-	struct bpf_fib_lookup fib = {};
-	fib.family = AF_INET6;
-	fib.l4_protocol = IPPROTO_UDP;
-	fib.sport = v->sport;
-	fib.dport = v->dport;
-	fib.tot_len = bpf_ntohs(ip->payload_len) + sizeof(struct ipv6hdr);
-	fib.ifindex = ctx->ingress_ifindex;
-	__builtin_memcpy(fib.ipv6_src, v->saddr, 16);
-	__builtin_memcpy(fib.ipv6_dst, v->daddr, 16);
-	int local;
-	int rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED)
-		local = 1;
-	else if (rc == BPF_FIB_LKUP_RET_SUCCESS)
-		local = 0;
-	else
-		return XDP_PASS;
-
-	__u32 old_addr[8], new_addr[8];
-	__builtin_memcpy(old_addr, &ip->saddr, 32);
-	__builtin_memcpy(new_addr, v->saddr, 16);
-	__builtin_memcpy(new_addr + 4, v->daddr, 16);
-	__u32 old_ports = *(__u32 *)&uh->source;
-	__u16 new_p[2] = {v->sport, v->dport};
-	__u32 new_ports = *(__u32 *)new_p;
-	__s64 addr_diff = bpf_csum_diff(old_addr, sizeof(old_addr), new_addr, sizeof(new_addr), 0);
-	__s64 all_diff = bpf_csum_diff(&old_ports, 4, &new_ports, 4, addr_diff);
-	if (addr_diff < 0 || all_diff < 0)
-		return XDP_PASS;
-	if (!count(st, reply, bpf_ntohs(uh->len) - sizeof(*uh)))
-		return XDP_PASS;
-
 	__builtin_memcpy(&ip->saddr, new_addr, 32);
-	*(__u32 *)&uh->source = new_ports;
-	__u16 c = csum_apply(uh->check, all_diff);
+	*(__u32 *)&uh->source = r.new_ports;
+	__u16 c = csum_apply(uh->check, r.addr_diff + r.port_diff);
 	uh->check = c ? c : 0xffff;
-	return xdp_deliver(ctx, eth, &fib, local);
+	return xdp_deliver(ctx, eth, &r.fib, r.local);
 }
 
 SEC("xdp")
