@@ -173,16 +173,13 @@ fn mark(table: &Shared, key: usize, id: u64, idle: bool) {
     }
 }
 
-/// Held while a server accepts: every [`spawn`] holds a clone, dropped once it has
-/// stopped, so the receiver's `recv` returns `None` when none accepts any more.
-pub type Accepting = tokio::sync::mpsc::Sender<()>;
-
 /// Serves `handler` on `listener` (from [`bind`]) until the runtime stops or `closing`
 /// turns true (an upgrade: the new process accepts on the same socket from then on;
-/// `accepting` is dropped then), with at most `slots` connections open.
+/// the server's end of `closing` is dropped once it stopped accepting, so its sender's
+/// `closed` says when none accepts any more), with at most `slots` connections open.
 pub fn spawn<H, F>(
     listener: Bound,
-    (slots, mut closing, accepting): (usize, tokio::sync::watch::Receiver<bool>, Accepting),
+    (slots, mut closing): (usize, tokio::sync::watch::Receiver<bool>),
     what: &'static str,
     handler: H,
 ) -> io::Result<()>
@@ -250,9 +247,6 @@ where
                 task: task.abort_handle(),
             });
         }
-        // This process's copy of the socket closes: the other's accepts from now on.
-        drop(listener);
-        drop(accepting);
     });
     Ok(())
 }

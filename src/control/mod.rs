@@ -444,7 +444,6 @@ fn run_with(mut config: Config, inherited: &mut Option<Inherited>) -> Result<(),
     kit.stop = Some(upgraded_tx);
     control.upgrade = kit;
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
-    let (accepting, stopped_accepting) = tokio::sync::mpsc::channel(1);
     let result = rt.block_on(async move {
         control.start_probes();
         if let Some(c) = control.cluster.as_mut() {
@@ -454,21 +453,14 @@ fn run_with(mut config: Config, inherited: &mut Option<Inherited>) -> Result<(),
         serve_http(
             (metrics_socket, admin_socket),
             fd_plan.http_slots,
-            (handle.clone(), closing, accepting),
+            (handle.clone(), closing),
         )?;
         notify::notify("READY=1\nSTATUS=serving");
         if let Some((took, channel)) = took_over.flatten() {
             handle.upgraded_in(took).await;
             upgrade::task::receive(channel, handle.clone());
         }
-        signals::run(
-            watch,
-            workers,
-            handle,
-            logs,
-            (upgraded, closing_tx, stopped_accepting),
-        )
-        .await
+        signals::run(watch, workers, handle, logs, (upgraded, closing_tx)).await
     });
     // The workers have stopped: what they logged is queued; write it out.
     access_log.stop();
@@ -509,11 +501,7 @@ fn take_over(inherited: Inherited) -> Option<(std::time::Duration, std::os::fd::
 fn serve_http(
     (metrics, admin): (Option<http::Bound>, Option<http::Bound>),
     slots: usize,
-    (handle, closing, accepting): (
-        actor::Handle,
-        tokio::sync::watch::Receiver<bool>,
-        http::Accepting,
-    ),
+    (handle, closing): (actor::Handle, tokio::sync::watch::Receiver<bool>),
 ) -> Result<(), RunError> {
     if metrics.is_none() && admin.is_none() {
         return Ok(());
@@ -538,13 +526,13 @@ fn serve_http(
                     if let Some(socket) = metrics {
                         let h = handle.clone();
                         let what = "metrics: GET /metrics";
-                        let serving = (slots, closing.clone(), accepting.clone());
+                        let serving = (slots, closing.clone());
                         http::spawn(socket, serving, what, move |r| admin::metrics(h.clone(), r))
                             .map_err(error("/metrics"))?;
                     }
                     if let Some(socket) = admin {
                         let what = "admin API (status page at /, JSON at /status)";
-                        let serving = (slots, closing.clone(), accepting.clone());
+                        let serving = (slots, closing.clone());
                         http::spawn(socket, serving, what, move |r| {
                             admin::admin(handle.clone(), r)
                         })
@@ -552,8 +540,8 @@ fn serve_http(
                     }
                     Ok(())
                 })();
-                // Only the servers hold it now.
-                drop(accepting);
+                // Only the servers hold `closing` now: once they stopped, it is closed.
+                drop(closing);
                 let failed = started.is_err();
                 let _ = ready_tx.send(started);
                 if !failed {

@@ -136,10 +136,9 @@ pub async fn run(
     mut workers: Vec<WorkerHandle>,
     control: Handle,
     logs: crate::accesslog::Control,
-    (mut upgraded, closing, mut accepting): (
+    (mut upgraded, closing): (
         tokio::sync::mpsc::UnboundedReceiver<super::upgrade::old::Handover>,
         tokio::sync::watch::Sender<bool>,
-        tokio::sync::mpsc::Receiver<()>,
     ),
 ) -> Result<(), RunError> {
     let mut tick = tokio::time::interval(WATCH_WORKERS);
@@ -176,8 +175,8 @@ pub async fn run(
                 // of it once this process accepts no request any more.
                 notify(&format!("MAINPID={pid}\nSTATUS=upgraded: process {pid} serves"));
                 let _ = closing.send(true);
-                let stopped = async { while accepting.recv().await.is_some() {} };
-                let _ = tokio::time::timeout(STOP_ACCEPTING, stopped).await;
+                // Each server drops its end of `closing` once it stopped accepting.
+                let _ = tokio::time::timeout(STOP_ACCEPTING, closing.closed()).await;
                 let _ = handed.send(());
                 break "upgraded";
             }
