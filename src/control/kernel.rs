@@ -130,8 +130,8 @@ impl UdpProgram {
                         interface = %name,
                         "UDP kernel path: attached to a new interface, at {at}"
                     );
-                    if let Some(XdpOutcome::Refused(e)) = xdp {
-                        tracing::warn!(interface = %name, "udp_kernel_xdp: {e}: the kernel path runs at tc ingress there");
+                    if let Some(refused @ XdpOutcome::Refused(_)) = &xdp {
+                        xdp_outcome(&name, refused);
                     }
                 }
                 Err(e) if self.warned => tracing::debug!(
@@ -150,20 +150,25 @@ impl UdpProgram {
     }
 }
 
-/// Logs what the interfaces named in `udp_kernel_xdp` (`asked`) got at start: XDP, or
-/// tc ingress with why; a name with no interface yet is said too (it gets XDP when it
-/// appears).
+/// Logs what interface `name`, named in `udp_kernel_xdp`, got: XDP, or tc ingress and
+/// why.
+fn xdp_outcome(name: &str, outcome: &XdpOutcome) {
+    match outcome {
+        XdpOutcome::Attached => {
+            tracing::info!(interface = %name, "UDP kernel path at XDP (native mode)")
+        }
+        XdpOutcome::Refused(e) => tracing::warn!(
+            interface = %name,
+            "udp_kernel_xdp: {e}: the kernel path runs at tc ingress there"
+        ),
+    }
+}
+
+/// Logs what the interfaces named in `udp_kernel_xdp` (`asked`) got at start; a name
+/// with no interface yet is said too (it gets XDP when it appears).
 fn xdp_said(got: &[(String, XdpOutcome)], asked: &[String]) {
     for (name, outcome) in got {
-        match outcome {
-            XdpOutcome::Attached => {
-                tracing::info!(interface = %name, "UDP kernel path at XDP (native mode)")
-            }
-            XdpOutcome::Refused(e) => tracing::warn!(
-                interface = %name,
-                "udp_kernel_xdp: {e}: the kernel path runs at tc ingress there"
-            ),
-        }
+        xdp_outcome(name, outcome);
     }
     for name in asked.iter().filter(|n| !got.iter().any(|(g, _)| g == *n)) {
         tracing::info!(interface = %name, "udp_kernel_xdp: no such interface yet; it gets XDP when it appears");

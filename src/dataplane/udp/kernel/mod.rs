@@ -36,7 +36,6 @@ use aya::{include_bytes_aligned, Ebpf, EbpfError, EbpfLoader};
 
 use crate::sys::shared::SharedWords;
 pub use entry::{Counts, Installed, Path};
-
 use entry::{Key, Value, WORDS};
 
 /// The compiled program (see `forward.bpf.c`).
