@@ -39,9 +39,47 @@ impl Path {
 /// four bytes).
 pub type Key = [u8; 40];
 
-/// `struct flow_value`: slot and direction (native order), the new ports and
-/// addresses (as on the wire).
+/// `struct flow_value`: slot and direction (native order), the new ports, what the
+/// rewrite adds to the checksums (see [`csum`]) and the new addresses (as on the wire).
 pub type Value = [u8; 48];
+
+/// `flow_value.csum` for a datagram with key `k` rewritten by `v`: what the new
+/// addresses add to the checksums in the low half (the IPv4 header's and the UDP
+/// pseudo-header's), what the new ports add in the high half. Each is the folded
+/// one's-complement sum of the new 16-bit words and the complements of the old ones,
+/// in the byte order the program reads the packet's checksum fields in (native), as
+/// `bpf_csum_diff` would give it on every datagram.
+fn csum(k: &Key, v: &Value) -> u32 {
+    let addr = if k[0..4] == 4u32.to_ne_bytes() {
+        [&k[8..12], &k[24..28]].concat()
+    } else {
+        k[8..40].to_vec()
+    };
+    let new_addr = if k[0..4] == 4u32.to_ne_bytes() {
+        [&v[16..20], &v[32..36]].concat()
+    } else {
+        v[16..48].to_vec()
+    };
+    let addr = ones_diff(&addr, &new_addr);
+    let ports = ones_diff(&k[4..8], &v[8..12]);
+    u32::from(addr) | u32::from(ports) << 16
+}
+
+/// The folded one's-complement sum that turns a checksum over `old` into one over
+/// `new` (both of the same, even length).
+fn ones_diff(old: &[u8], new: &[u8]) -> u16 {
+    let words = |b: &[u8]| -> Vec<u16> {
+        b.chunks_exact(2)
+            .map(|c| u16::from_ne_bytes([c[0], c[1]]))
+            .collect()
+    };
+    let mut sum: u32 = words(new).iter().map(|w| u32::from(*w)).sum();
+    sum += words(old).iter().map(|w| u32::from(!*w)).sum::<u32>();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
 
 /// Words of one flow's `struct flow_state`.
 pub const WORDS: usize = 8;
@@ -54,8 +92,8 @@ const SENT: usize = 5;
 const REPLIES: usize = 6;
 /// `expect` (low half; the high half is padding).
 const EXPECT: usize = 7;
-/// Set in `IN_PACKETS` while ringway decides whether the flow ended (the program's
-/// `PAUSED`): the count and the flag change together, atomically.
+/// Set in `IN_PACKETS` and `OUT_PACKETS` while ringway decides whether the flow ended
+/// (the program's `PAUSED`): each count and its flag change together, atomically.
 const PAUSED: u64 = 1 << 63;
 
 /// An IPv4-mapped IPv6 address (what a dual-stack socket reports) as the IPv4 one the
@@ -129,13 +167,16 @@ pub(super) fn entries(p: &Path) -> Option<([Key; 2], [Value; 2])> {
     {
         return None;
     }
-    Some((
-        [key(client, listener), key(backend, upstream)],
-        [
-            value(upstream, backend, false),
-            value(listener, client, true),
-        ],
-    ))
+    let keys = [key(client, listener), key(backend, upstream)];
+    let mut values = [
+        value(upstream, backend, false),
+        value(listener, client, true),
+    ];
+    for (k, v) in keys.iter().zip(values.iter_mut()) {
+        let c = csum(k, v);
+        v[12..16].copy_from_slice(&c.to_ne_bytes());
+    }
+    Some((keys, values))
 }
 
 /// Starts slot `slot` afresh for a flow that has `sent` datagrams and `replies` replies
@@ -158,15 +199,19 @@ pub(super) fn add_own(words: &SharedWords, slot: u32, sent: u64, replies: u64) {
 }
 
 /// Stops the kernel forwarding the flow in `slot` (see `PAUSED` in the program): the
-/// datagrams from the client it counted are exactly those it forwarded, and from the
-/// return on every other one goes up to ringway.
+/// datagrams it counted each way are exactly those it forwarded, and from the return
+/// on every other one goes up to ringway.
 pub(super) fn pause(words: &SharedWords, slot: u32) {
-    words.set_bits(slot as usize * WORDS + IN_PACKETS, PAUSED);
+    for w in [IN_PACKETS, OUT_PACKETS] {
+        words.set_bits(slot as usize * WORDS + w, PAUSED);
+    }
 }
 
 /// Lets the kernel forward the flow in `slot` again.
 pub(super) fn resume(words: &SharedWords, slot: u32) {
-    words.clear_bits(slot as usize * WORDS + IN_PACKETS, PAUSED);
+    for w in [IN_PACKETS, OUT_PACKETS] {
+        words.clear_bits(slot as usize * WORDS + w, PAUSED);
+    }
 }
 
 /// Takes back `n` datagrams counted as sent that did not go.
@@ -225,13 +270,14 @@ impl Installed {
     }
 
     pub(super) fn answered(&self, words: &SharedWords) -> bool {
-        words.load(self.slot as usize * WORDS + OUT_PACKETS) > 0
+        words.load(self.slot as usize * WORDS + OUT_PACKETS) & !PAUSED > 0
     }
 
     pub(super) fn take(&mut self, words: &SharedWords) -> Counts {
         let base = self.slot as usize * WORDS;
         let mut now = [IN_PACKETS, IN_BYTES, OUT_PACKETS, OUT_BYTES].map(|w| words.load(base + w));
         now[0] &= !PAUSED;
+        now[2] &= !PAUSED;
         let d: Vec<u64> = now
             .iter()
             .zip(self.seen)
@@ -283,13 +329,96 @@ mod tests {
         let (keys, values) = entries(&p).unwrap();
         assert_eq!(keys[0], key(a("10.0.0.1:5000"), a("10.0.0.2:53")));
         assert_eq!(keys[1], key(a("10.0.0.9:5353"), a("10.0.0.2:40000")));
+        let no_csum = |mut v: Value| {
+            v[12..16].fill(0);
+            v
+        };
         assert_eq!(
-            values[0],
+            no_csum(values[0]),
             value(a("10.0.0.2:40000"), a("10.0.0.9:5353"), false)
         );
-        assert_eq!(values[1], value(a("10.0.0.2:53"), a("10.0.0.1:5000"), true));
+        assert_eq!(
+            no_csum(values[1]),
+            value(a("10.0.0.2:53"), a("10.0.0.1:5000"), true)
+        );
         assert_eq!(&values[1][4..8], &1u32.to_ne_bytes());
         assert_eq!(&with_slot(values[1], 7)[0..4], &7u32.to_ne_bytes());
+    }
+
+    /// The RFC 768 checksum of a UDP datagram `src` -> `dst` with `payload`, as on the
+    /// wire, and the IPv4 header checksum's sum over the addresses alone.
+    fn udp_check(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> [u8; 2] {
+        let mut b = Vec::new();
+        for x in [src, dst] {
+            match x.ip() {
+                IpAddr::V4(v4) => b.extend_from_slice(&v4.octets()),
+                IpAddr::V6(v6) => b.extend_from_slice(&v6.octets()),
+            }
+        }
+        let len = 8 + payload.len() as u16;
+        b.extend_from_slice(&[0, 17]);
+        b.extend_from_slice(&len.to_be_bytes());
+        b.extend_from_slice(&src.port().to_be_bytes());
+        b.extend_from_slice(&dst.port().to_be_bytes());
+        b.extend_from_slice(&len.to_be_bytes());
+        b.extend_from_slice(payload);
+        if b.len() % 2 == 1 {
+            b.push(0);
+        }
+        let mut sum: u32 = b
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        (!(sum as u16)).to_be_bytes()
+    }
+
+    /// What the program does with a checksum field (read natively) and a difference.
+    fn apply(check: [u8; 2], diff: u32) -> [u8; 2] {
+        let mut sum = u32::from(!u16::from_ne_bytes(check)) + diff;
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        (!(sum as u16)).to_ne_bytes()
+    }
+
+    fn ip(v6: bool, bits: u128) -> IpAddr {
+        if v6 {
+            IpAddr::V6(bits.into())
+        } else {
+            IpAddr::V4((bits as u32).into())
+        }
+    }
+
+    proptest::proptest! {
+        /// The differences ringway works out once per flow turn a datagram's
+        /// checksum into the one of the rewritten datagram, both ways, as the
+        /// program's per-datagram bpf_csum_diff did: any addresses, ports, payload.
+        #[test]
+        fn the_csum_a_flow_carries_rewrites_any_datagram_right(
+            v6: bool,
+            addrs: [u128; 4],
+            ports: [u16; 4],
+            payload: Vec<u8>,
+        ) {
+            let [c, l, u, b] = [0, 1, 2, 3]
+                .map(|i| SocketAddr::new(ip(v6, addrs[i]), ports[i].max(1)));
+            proptest::prop_assume!([c, l, u, b].iter().all(|a| !a.ip().is_unspecified()));
+            let (_, values) = entries(&Path::new(c, l, u, b)).unwrap();
+            for ((from, to), (new_from, new_to), v) in
+                [((c, l), (u, b), values[0]), ((b, u), (l, c), values[1])]
+            {
+                let csum = u32::from_ne_bytes(v[12..16].try_into().unwrap());
+                let before = udp_check(from, to, &payload);
+                let after = apply(before, (csum & 0xffff) + (csum >> 16));
+                let want = udp_check(new_from, new_to, &payload);
+                // 0 and 0xffff both say "sum zero" in one's complement.
+                let norm = |x: [u8; 2]| if x == [0, 0] { [0xff, 0xff] } else { x };
+                proptest::prop_assert_eq!(norm(after), norm(want));
+            }
+        }
     }
 
     #[test]

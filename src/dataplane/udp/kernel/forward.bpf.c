@@ -61,13 +61,18 @@ struct flow_key {
 };
 
 // What its datagrams become, the flow's slot in RINGWAY_UDP_STATE, and which way it
-// goes (0: from the client, 1: a reply).
+// goes (0: from the client, 1: a reply). `csum`: what the rewrite adds to the
+// checksums, worked out by ringway when it puts the flow here (the old addresses and
+// ports are the key's, so it is the same for every datagram): the low half for the
+// addresses (the IPv4 header's checksum and the UDP pseudo-header), the high half for
+// the ports; each a folded one's-complement sum, in the byte order the packet's
+// checksum fields are read in.
 struct flow_value {
 	__u32 slot;
 	__u32 reply;
 	__u16 sport;
 	__u16 dport;
-	__u32 pad;
+	__u32 csum;
 	__u32 saddr[4];
 	__u32 daddr[4];
 };
@@ -76,14 +81,18 @@ struct flow_value {
 // expect, sent and replies when it puts the flow here: its own counts so far.
 //
 // Before ringway ends a flow (it looks finished with udp_responses, or idle) it pauses
-// it: it sets PAUSED in in_packets with one atomic or, and the count stops there, so
-// what it reads next is exact. A datagram from the client is counted with a compare-and-swap that
-// fails once PAUSED is set, and goes up to ringway then. So every datagram from the
-// client is either in the count ringway read or goes up, never both: ringway decides
-// on exact counts, and no datagram is forwarded on a flow ringway ends. (A count
-// increment taken back after a separate check of a flag would let both sides see the
-// datagram: ringway counted it, kept the flow, and forwarded it again when it came up;
-// that flow then waited for one reply too many.)
+// it: it sets PAUSED in in_packets, then in out_packets, each with one atomic or, and
+// the counts stop there, so what it reads next is exact. A datagram is counted with a
+// compare-and-swap that fails once PAUSED is set in its direction's word, and goes up
+// to ringway then. So every datagram is either in the count ringway read or goes up,
+// never both: ringway decides on exact counts, and no datagram is forwarded on a flow
+// ringway ends. (A count increment taken back after a separate check of a flag would
+// let both sides see the datagram: ringway counted it, kept the flow, and forwarded it
+// again when it came up; that flow then waited for one reply too many.)
+//
+// A reply is judged (does it complete the flow?) against the out_packets it swaps:
+// two replies of one flow on two CPUs cannot both pass as not completing when
+// together they complete it. The one whose swap fails judges again, and goes up.
 struct flow_state {
 	__u64 in_packets;
 	__u64 in_bytes;
@@ -119,19 +128,20 @@ struct bpf_map_def SEC("maps") RINGWAY_UDP_STATE = {
 	.map_flags = BPF_F_MMAPABLE_,
 };
 
-// Whether this reply may be forwarded here: without udp_responses always; with it,
-// unless it is the one that completes the flow (every datagram sent has its replies).
-static __always_inline int reply_allowed(struct flow_state *st)
+// Whether a reply may be forwarded here when `out` replies were forwarded here before
+// it: without udp_responses always; with it, unless it is the one that completes the
+// flow (every datagram sent has its replies).
+static __always_inline int reply_allowed(struct flow_state *st, __u64 out)
 {
 	if (!st->expect)
 		return 1;
-	__u64 sent = st->sent + (st->in_packets & ~PAUSED);
-	__u64 got = st->replies + st->out_packets;
+	__u64 sent = st->sent + (*(volatile __u64 *)&st->in_packets & ~PAUSED);
+	__u64 got = st->replies + out;
 	return got + 1 < sent * st->expect;
 }
 
-// The flow of a datagram with key `k`, if it has one and this datagram may be
-// forwarded here: 0, with its entry in *v and its counts in *st.
+// The flow of a datagram with key `k`, if it has one: 0, with its entry in *v and its
+// counts in *st.
 static __always_inline int find(struct flow_key *k, struct flow_value **v, struct flow_state **st)
 {
 	*v = bpf_map_lookup_elem(&RINGWAY_UDP_FLOWS, k);
@@ -141,37 +151,34 @@ static __always_inline int find(struct flow_key *k, struct flow_value **v, struc
 	*st = bpf_map_lookup_elem(&RINGWAY_UDP_STATE, &slot);
 	if (!*st)
 		return -1;
-	if ((*v)->reply && !reply_allowed(*st))
-		return -1;
 	return 0;
 }
 
-// Counts a datagram forwarded; 0 when ringway paused the flow (then nothing counts,
-// and the datagram goes up).
+// Counts a datagram forwarded; 0 when it may not be (ringway paused the flow, or the
+// reply would complete it, or the count kept changing under it on other CPUs): then
+// nothing counts, and the datagram goes up.
 static __always_inline int count(struct flow_state *st, int reply, __u32 len)
 {
-	if (reply) {
-		if (*(volatile __u64 *)&st->in_packets & PAUSED)
-			return 0;
-		__sync_fetch_and_add(&st->out_packets, 1);
-		__sync_fetch_and_add(&st->out_bytes, len);
-	} else {
-		int counted = 0;
+	__u64 *packets = reply ? &st->out_packets : &st->in_packets;
+	int counted = 0;
 #pragma unroll
-		for (int i = 0; i < COUNT_TRIES; i++) {
-			__u64 seen = *(volatile __u64 *)&st->in_packets;
-			if (seen & PAUSED)
-				return 0;
-			if (__sync_val_compare_and_swap(&st->in_packets, seen, seen + 1) == seen) {
-				counted = 1;
-				break;
-			}
-		}
-		if (!counted)
+	for (int i = 0; i < COUNT_TRIES; i++) {
+		__u64 seen = *(volatile __u64 *)packets;
+		if (seen & PAUSED)
 			return 0;
-		__sync_fetch_and_add(&st->in_bytes, len);
+		if (reply && !reply_allowed(st, seen))
+			return 0;
+		if (__sync_val_compare_and_swap(packets, seen, seen + 1) == seen) {
+			counted = 1;
+			break;
+		}
 	}
-	st->last_ns = bpf_ktime_get_ns();
+	if (!counted)
+		return 0;
+	__sync_fetch_and_add(reply ? &st->out_bytes : &st->in_bytes, len);
+	// The idle timeout's clock: ringway compares it with CLOCK_MONOTONIC, which it
+	// trails by at most a tick; the coarse clock is what a timeout in seconds needs.
+	st->last_ns = bpf_ktime_get_coarse_ns();
 	return 1;
 }
 
@@ -214,19 +221,17 @@ struct rewrite {
 	struct flow_value *v;
 	struct flow_state *st;
 	struct bpf_fib_lookup fib;
-	__s64 addr_diff;
-	__s64 port_diff;
+	__u32 addr_diff;
+	__u32 port_diff;
 	__u32 new_ports;
 	int local;
 };
 
 // The rewrite of a datagram that arrived on `ifindex` (`ctx`: its skb or XDP frame;
 // `xdp`: it is an XDP frame, which a datagram to a loopback address cannot be), once
-// counted: 0. -1: it goes up unchanged and uncounted (no flow, no route, paused).
-// `old_addr` and `new_addr`: the `words` address words the checksums cover, before
-// and after.
+// counted: 0. -1: it goes up unchanged and uncounted (no flow, no route, paused, the
+// reply that completes it).
 static __always_inline int plan(void *ctx, __u32 ifindex, int xdp, struct udphdr *uh,
-				const __u32 *old_addr, const __u32 *new_addr, __u32 words,
 				struct rewrite *r)
 {
 	if (r->local && xdp)
@@ -237,13 +242,10 @@ static __always_inline int plan(void *ctx, __u32 ifindex, int xdp, struct udphdr
 	r->fib.ifindex = ifindex;
 	if (!r->local && route(ctx, &r->fib, &r->local))
 		return -1;
-	__u32 old_ports = *(__u32 *)&uh->source;
 	__u16 new_p[2] = {r->v->sport, r->v->dport};
 	r->new_ports = *(__u32 *)new_p;
-	r->addr_diff = bpf_csum_diff((__u32 *)old_addr, words * 4, (__u32 *)new_addr, words * 4, 0);
-	r->port_diff = bpf_csum_diff(&old_ports, 4, &r->new_ports, 4, 0);
-	if (r->addr_diff < 0 || r->port_diff < 0)
-		return -1;
+	r->addr_diff = r->v->csum & 0xffff;
+	r->port_diff = r->v->csum >> 16;
 	if (!count(r->st, r->v->reply != 0, bpf_ntohs(uh->len) - sizeof(*uh)))
 		return -1;
 	return 0;
@@ -267,10 +269,9 @@ static __always_inline int plan4(void *ctx, __u32 ifindex, int xdp, struct iphdr
 	r->fib.ipv4_dst = r->v->daddr[0];
 	// 127.0.0.0/8 is this host's, always: no lookup.
 	r->local = (bpf_ntohl(r->v->daddr[0]) >> 24) == 127;
-	__u32 old_addr[2] = {ip->saddr, ip->daddr};
 	new_addr[0] = r->v->saddr[0];
 	new_addr[1] = r->v->daddr[0];
-	return plan(ctx, ifindex, xdp, uh, old_addr, new_addr, 2, r);
+	return plan(ctx, ifindex, xdp, uh, r);
 }
 
 // plan() for IPv6; the new addresses in new_addr (source, destination).
@@ -292,11 +293,9 @@ static __always_inline int plan6(void *ctx, __u32 ifindex, int xdp, struct ipv6h
 	// ::1 is this host's, always: no lookup.
 	__u32 *d = r->v->daddr;
 	r->local = !d[0] && !d[1] && !d[2] && d[3] == bpf_htonl(1);
-	__u32 old_addr[8];
-	__builtin_memcpy(old_addr, &ip->saddr, 32);
 	__builtin_memcpy(new_addr, r->v->saddr, 16);
 	__builtin_memcpy(new_addr + 4, r->v->daddr, 16);
-	return plan(ctx, ifindex, xdp, uh, old_addr, new_addr, 8, r);
+	return plan(ctx, ifindex, xdp, uh, r);
 }
 
 static __always_inline int forward4(struct __sk_buff *skb, struct iphdr *ip, struct udphdr *uh)
@@ -381,10 +380,10 @@ static __always_inline __u16 csum_fold(__u64 sum)
 	return (__u16)~sum;
 }
 
-// The checksum `check` becomes once `diff` (from bpf_csum_diff) is applied.
-static __always_inline __u16 csum_apply(__u16 check, __s64 diff)
+// The checksum `check` becomes once `diff` (a flow's csum half, or their sum) is applied.
+static __always_inline __u16 csum_apply(__u16 check, __u64 diff)
 {
-	return csum_fold((__u64)(__u16)~check + (__u64)diff);
+	return csum_fold((__u64)(__u16)~check + diff);
 }
 
 static __always_inline int xdp_deliver(struct xdp_md *ctx, struct ethhdr *eth,
@@ -412,7 +411,7 @@ static __always_inline int xdp_forward4(struct xdp_md *ctx, struct ethhdr *eth, 
 	*(__u32 *)&uh->source = r.new_ports;
 	// 0: sent without a checksum (IPv4 allows it), and so it stays.
 	if (uh->check) {
-		__u16 c = csum_apply(uh->check, r.addr_diff + r.port_diff);
+		__u16 c = csum_apply(uh->check, (__u64)r.addr_diff + r.port_diff);
 		uh->check = c ? c : 0xffff;
 	}
 	return xdp_deliver(ctx, eth, &r.fib, r.local);
@@ -427,7 +426,7 @@ static __always_inline int xdp_forward6(struct xdp_md *ctx, struct ethhdr *eth, 
 		return XDP_PASS;
 	__builtin_memcpy(&ip->saddr, new_addr, 32);
 	*(__u32 *)&uh->source = r.new_ports;
-	__u16 c = csum_apply(uh->check, r.addr_diff + r.port_diff);
+	__u16 c = csum_apply(uh->check, (__u64)r.addr_diff + r.port_diff);
 	uh->check = c ? c : 0xffff;
 	return xdp_deliver(ctx, eth, &r.fib, r.local);
 }
