@@ -21,12 +21,15 @@
 //! closed) is counted and reported as a passive health failure, so a dead backend is
 //! taken out even without active checks.
 
+mod close;
 mod flow;
+mod handoff;
 mod hello;
 pub mod kernel;
 mod listener;
 mod offload;
 mod open;
+mod replies;
 mod socket;
 mod unanswered;
 
@@ -39,7 +42,7 @@ use mio::Registry;
 pub use socket::bind_udp;
 
 use super::admission::Refused;
-use super::budget::{FdBudget, FLOW_FDS};
+use super::budget::FdBudget;
 use super::listener::ListenerShared;
 use super::load::Claim;
 use super::ratelimit::RateLimit;
@@ -56,10 +59,6 @@ use socket::{reached, upstream};
 
 /// Batches read from one listener per wake-up before other work gets a turn.
 const BATCHES_PER_WAKEUP: usize = 8;
-
-/// `recvmmsg` calls on one flow per wake-up before other work gets a turn (each takes
-/// as many replies as wait, up to the reply batch's room).
-const REPLY_BATCHES_PER_WAKEUP: usize = 4;
 
 /// Work left over by a budget, done before the next wait.
 #[derive(Debug, Clone, Copy)]
@@ -171,148 +170,6 @@ impl UdpPlane {
                 }
             }
         }
-    }
-
-    /// Drain: without its listener socket a flow cannot reply, so flows end now.
-    pub fn close_all(&mut self, registry: &Registry, now: Millis) {
-        for key in self.flows.keys_where(|_| true) {
-            self.close_flow(key, End::Drained, registry, now);
-        }
-        for key in self.listeners.keys_where(|_| true) {
-            self.drop_hellos_of(key, now);
-            if let Some(l) = self.listeners.remove(key) {
-                l.deregister(registry);
-            }
-        }
-    }
-
-    /// Hands every flow to `exporter` (an upgrade: see [`Flow::export`]), ending
-    /// its counts here; returns how many went. The listeners stay until
-    /// [`UdpPlane::close_all`].
-    /// Every open flow: its client, and the address it sends to (the listener's, or on
-    /// a wildcard listener the one the client's datagrams named).
-    pub fn flow_keys(&self) -> Vec<(std::net::SocketAddr, std::net::SocketAddr)> {
-        self.flows
-            .keys_where(|_| true)
-            .into_iter()
-            .filter_map(|k| {
-                let f = self.flows.get(k)?;
-                let listen = self.listeners.get(f.listener())?.shared().listen;
-                let dst =
-                    std::net::SocketAddr::new(f.local().unwrap_or(listen.ip()), listen.port());
-                Some((f.client(), dst))
-            })
-            .collect()
-    }
-
-    pub fn export(
-        &mut self,
-        exporter: &crate::dataplane::handoff::Exporter,
-        registry: &Registry,
-        now: Millis,
-    ) -> usize {
-        let mut n = 0;
-        for fkey in self.flows.keys_where(|_| true) {
-            self.unoffload(fkey, now);
-            let Some(f) = self.flows.remove(fkey) else {
-                continue;
-            };
-            self.index.remove(&f.id());
-            if !f.presumed() {
-                f.target().counters.shard(self.worker).active.add(-1);
-            }
-            self.budget.give(FLOW_FDS);
-            let Some(l) = self.listeners.get_mut(f.listener()) else {
-                continue;
-            };
-            if let Some(admitted) = f.admitted() {
-                let shared = l.shared();
-                shared.release_source(admitted, f.client().ip(), now);
-            }
-            l.shared().release();
-            l.flow_closed();
-            if f.presumed() {
-                // Never a flow: not handed over (the new process opens it if it comes).
-                continue;
-            }
-            let name = Arc::clone(&l.shared().name);
-            let out = f.export(registry, (&name, self.worker, now));
-            let _ = exporter.send(crate::dataplane::handoff::Handed::One(Box::new(out)));
-            n += 1;
-        }
-        n
-    }
-
-    /// Takes a flow another process handed over, on this worker's socket of its
-    /// listener; one whose listener or backend this process does not have is
-    /// dropped (the client's next datagram opens a new flow).
-    pub fn adopt(
-        &mut self,
-        a: crate::dataplane::handoff::Adopted,
-        registry: &Registry,
-        now: Millis,
-    ) {
-        let crate::dataplane::handoff::Adopted {
-            exported,
-            listener,
-            target,
-        } = a;
-        let (crate::dataplane::handoff::State::Flow(f), Some(fd), Some(target)) =
-            (exported.state, exported.fds.into_iter().next(), target)
-        else {
-            return;
-        };
-        let Some(lkey) = self
-            .listeners
-            .keys_where(|l| Arc::ptr_eq(l.shared(), &listener))
-            .first()
-            .copied()
-        else {
-            return;
-        };
-        let id: FlowId = (lkey, f.client, f.local);
-        // The client's datagrams came here first (a new flow): that one stays.
-        if self.index.contains_key(&id) {
-            return;
-        }
-        let admitted = f
-            .admitted
-            .then(|| listener.readmit_source(f.client.ip(), now))
-            .flatten();
-        listener.acquire();
-        let _ = self.budget.take(FLOW_FDS);
-        let socket = mio::net::UdpSocket::from_std(std::net::UdpSocket::from(fd));
-        let claim = Claim::new(target);
-        let inserted = self.flows.insert_with(|k| {
-            let mut flow = Flow::adopt((lkey, f, socket), claim, admitted, now);
-            registry.register(
-                flow.socket(),
-                token::token(Kind::Flow, k),
-                mio::Interest::READABLE,
-            )?;
-            Ok::<_, io::Error>(flow)
-        });
-        let Ok(fkey) = inserted else {
-            listener.release();
-            self.budget.give(FLOW_FDS);
-            return;
-        };
-        self.index.insert(id, fkey);
-        let idle = self.idle_of(lkey);
-        if let Some(l) = self.listeners.get_mut(lkey) {
-            let flows = &self.flows;
-            let offload = &self.offload;
-            l.flow_opened(fkey, |k| offload::waiting(flows, offload, k));
-        }
-        if let Some(f) = self.flows.get_mut(fkey) {
-            f.target().counters.shard(self.worker).active.add(1);
-            if let Some(idle) = idle {
-                let at = f.idle_deadline(idle);
-                self.timers.arm(f.armed(), at, fkey);
-            }
-        }
-        // Replies that came meanwhile wait on its socket.
-        self.requeue.push(Work::Flow(fkey));
     }
 
     /// An event for a token of this plane.
@@ -718,131 +575,6 @@ impl UdpPlane {
             }
         }
         true
-    }
-
-    /// Reads a flow's replies into its listener's reply batch; true if it stopped at
-    /// its budget.
-    fn flow_readable(&mut self, fkey: Key, registry: &Registry, now: Millis) -> bool {
-        let worker = self.worker;
-        // What the kernel forwarded counts towards udp_responses.
-        self.sync_flow(fkey, now);
-        let Some(f) = self.flows.get_mut(fkey) else {
-            return false;
-        };
-        let before = f.exchanged().1;
-        let Some(l) = self.listeners.get_mut(f.listener()) else {
-            return false;
-        };
-        let responses = u64::from(l.routing().params.udp_responses);
-        let (mut finished, mut more) = (false, true);
-        for _ in 0..REPLY_BATCHES_PER_WAKEUP {
-            let got = f.recv_into(l.reply_room(worker), responses, now);
-            let counters = f.target().counters.shard(worker);
-            match got {
-                Ok(r) => {
-                    counters.received_bytes.add(r.bytes());
-                    if r.finished() || r.drained() {
-                        (finished, more) = (r.finished(), false);
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    more = false;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let shared = l.shared();
-                    if is(&e, libc::ECONNREFUSED) {
-                        shared.stats.shard(worker).backend_icmp_errors.inc();
-                        counters.connect_errors.inc();
-                        f.target().report_failure(&e);
-                        f.refuse();
-                    }
-                    if let Some(suppressed) = self.warn.allow(now) {
-                        tracing::warn!(listener = %shared.name, client = %f.client(), suppressed, "udp backend error: {e}");
-                    }
-                }
-            }
-        }
-        let (got, refused) = (f.exchanged().1 - before, f.refused());
-        let (id, reused) = (f.id(), f.port_reused());
-        if !refused && got > 0 {
-            // Before anything is judged, the program compares with every reply read
-            // here. Until now it missed them: a reply it forwarded meanwhile, judged one
-            // short, may have been the flow's last. Its counts since say so.
-            self.own_traffic(fkey, 0, got);
-            if !finished && responses > 0 {
-                self.sync_flow(fkey, now);
-                finished = self
-                    .flows
-                    .get(fkey)
-                    .is_some_and(|f| f.answered_all(responses));
-            }
-        }
-        if finished && self.finished_everywhere(fkey, responses, now) {
-            self.close_flow(fkey, End::UdpAnswered, registry, now);
-            // Its successor waits in the kernel before this reply leaves (the reply
-            // batch goes out after this), for a client that reuses its port.
-            if reused {
-                self.presume(id, registry, now);
-            }
-        } else if refused {
-            self.unoffload(fkey, now);
-        } else if finished {
-            // The kernel sent more of it meanwhile: replies left on its socket (not
-            // asked for, as it looked finished) are read next.
-            more = true;
-        }
-        more
-    }
-
-    /// Ends flow `fkey` (`end`: why, at `now`): its record goes to the access log, its
-    /// socket closes, its listener slot and descriptor come back.
-    fn close_flow(&mut self, fkey: Key, end: End, registry: &Registry, now: Millis) {
-        self.close_flow_for(fkey, (end, None), registry, now);
-    }
-
-    /// [`UdpPlane::close_flow`], with the access log's `detail`.
-    fn close_flow_for(
-        &mut self,
-        fkey: Key,
-        (end, detail): (End, Option<&'static str>),
-        registry: &Registry,
-        now: Millis,
-    ) {
-        self.unoffload(fkey, now);
-        let Some(f) = self.flows.remove(fkey) else {
-            return;
-        };
-        self.index.remove(&f.id());
-        if !f.presumed() {
-            f.target().counters.shard(self.worker).active.add(-1);
-        }
-        self.budget.give(FLOW_FDS);
-        let lkey = f.listener();
-        let Some(l) = self.listeners.get_mut(lkey) else {
-            return;
-        };
-        // A presumed flow whose first datagram never came was never a flow.
-        if self.log.wants(end) && !f.presumed() {
-            self.log
-                .send(f.record(&l.shared().name, (end, detail), now));
-        }
-        if let Some(admitted) = f.admitted() {
-            let shared = l.shared();
-            shared.release_source(admitted, f.client().ip(), now);
-        }
-        drop(f);
-        l.shared().release();
-        if l.flow_closed() {
-            // The last flow of a removed listener: its replies queued in this pass
-            // (the one that ended it, with udp_responses) leave before the socket goes.
-            l.flush(self.worker);
-            if let Some(l) = self.listeners.remove(lkey) {
-                l.deregister(registry);
-            }
-        }
     }
 }
 
