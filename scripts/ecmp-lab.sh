@@ -193,6 +193,9 @@ up() {
     ns client ip route add default via 10.99.0.1
     ns router sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1
     for n in "${NODES[@]}"; do
+        # Second chance (and the UDP kernel path) route as the stack forwards, from the
+        # interface a packet came in on: a node forwards (docs/scale-out.md).
+        ns "node$n" sysctl -qw net.ipv4.conf.all.forwarding=1
         veth router 10.99.$n.1 "node$n" 10.99.$n.2 "${P}r$n"
         # The nodes reach each other through the router: room for second chance's IPIP
         # header (20 bytes) on top of a client's full-size segment (docs/scale-out.md).

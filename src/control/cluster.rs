@@ -88,6 +88,21 @@ impl Cluster {
             c.peers[me],
             program.interfaces().join(", ")
         );
+        // The program's route lookup to a peer is the stack's forwarding lookup from
+        // the interface the segment came in on: off there, every segment it should
+        // send on is lost (counted as no_route).
+        let off: Vec<&str> = program
+            .interfaces()
+            .iter()
+            .map(String::as_str)
+            .filter(|i| crate::sys::ifaces::ipv4_forwarding(i) == Some(false))
+            .collect();
+        if !off.is_empty() {
+            tracing::warn!(
+                "cluster: IPv4 forwarding is off on {} (net.ipv4.conf.<interface>.forwarding = 0): second chance cannot send a segment that arrives there on to its peer, and loses it (ringway_cluster_lost_packets_total{{reason=\"no_route\"}}); turn it on where clients' packets arrive",
+                off.join(", ")
+            );
+        }
         Ok(Some(Cluster {
             program,
             peers,

@@ -11,3 +11,13 @@ pub fn list() -> io::Result<Vec<(u32, String)>> {
         .filter_map(|i| Some((i.index(), i.name().to_str().ok()?.to_string())))
         .collect())
 }
+
+/// Whether interface `name` forwards IPv4 (`net.ipv4.conf.NAME.forwarding`); `None`
+/// when that cannot be read (no such interface, no /proc).
+pub fn ipv4_forwarding(name: &str) -> Option<bool> {
+    if name.contains('/') || name.starts_with('.') {
+        return None;
+    }
+    let v = std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{name}/forwarding")).ok()?;
+    Some(v.trim() != "0")
+}
