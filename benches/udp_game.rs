@@ -6,8 +6,10 @@
 //! Starts a UDP echo backend (a thread here) and ringway (the release binary), then:
 //! 1. opens FLOWS client sockets and sends one 64-byte datagram from each (creating
 //!    FLOWS flows), and reports ringway's RSS per flow (RSS after minus RSS before);
-//! 2. sends ROUNDS waves of one datagram per flow, 200 flows in flight at a time, and
-//!    reports packets/s (client->backend->client round trips, so 2 datagrams each way);
+//! 2. sends ROUNDS rounds, each one wave of one datagram per flow through ringway and
+//!    then one directly to the backend (interleaved, so both see the same noise), 200
+//!    flows in flight at a time, and reports round trips/s of each, and ringway/direct
+//!    overall and per round (median, min, max);
 //! 3. pings 2,000 flows one at a time, through ringway and directly, and reports the
 //!    p50/p99 round-trip time of both and the added latency.
 //!
@@ -158,34 +160,45 @@ fn main() {
     let per_flow = (rss_flows.saturating_sub(rss_before)) as f64 * 1024.0 / flows as f64;
     println!("udp_game: {flows} flows created ({lost} lost); ringway RSS {rss_before} KiB -> {rss_flows} KiB: {per_flow:.0} B per flow (user space; each flow also holds one kernel socket)");
 
-    // 2. Throughput: ROUNDS waves over every flow, through ringway, then directly to
-    // the backend (the physical limit); CPU is the whole machine's (softirq work lands
-    // on whoever sends).
-    let mut rates = Vec::new();
-    for (name, to) in [("ringway", listen), ("direct", backend_addr)] {
-        let (cpu0, start) = (busy_us(), Instant::now());
-        let mut done = 0usize;
-        let mut missed_here = 0usize;
-        for _ in 0..rounds {
-            let (ok, missed) = waves(&socks, to, &payload, &mut buf);
-            done += ok;
-            missed_here += missed;
+    // 2. Throughput: ROUNDS rounds, each one wave over every flow through ringway and
+    // then one directly to the backend (the physical limit), so both see the same
+    // noise of a shared machine; CPU is the whole machine's (softirq work lands on
+    // whoever sends).
+    let targets = [("ringway", listen), ("direct", backend_addr)];
+    // Per target: round trips, lost, seconds, machine CPU (µs).
+    let mut totals = [(0usize, 0usize, 0f64, 0f64); 2];
+    let mut ratios = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let mut rate = [0f64; 2];
+        for (i, (_, to)) in targets.iter().enumerate() {
+            let (cpu0, start) = (busy_us(), Instant::now());
+            let (ok, missed) = waves(&socks, *to, &payload, &mut buf);
+            let secs = start.elapsed().as_secs_f64();
+            let t = &mut totals[i];
+            t.0 += ok;
+            t.1 += missed;
+            t.2 += secs;
+            t.3 += busy_us().saturating_sub(cpu0) as f64;
+            rate[i] = ok as f64 / secs;
         }
-        let secs = start.elapsed().as_secs_f64();
-        let cpu = busy_us().saturating_sub(cpu0) as f64;
-        rates.push(done as f64 / secs);
+        ratios.push(rate[0] / rate[1]);
+    }
+    for ((name, _), (done, missed, secs, cpu)) in targets.iter().zip(totals) {
         println!(
-            "udp_game: {name}: {done} round trips in {secs:.2} s = {:.0} round trips/s ({missed_here} lost); machine CPU {:.1} us per round trip",
+            "udp_game: {name}: {done} round trips in {secs:.2} s = {:.0} round trips/s ({missed} lost); machine CPU {:.1} us per round trip",
             done as f64 / secs,
             cpu / done.max(1) as f64
         );
-        if name == "ringway" {
-            lost += missed_here;
-        }
     }
+    lost += totals[0].1;
+    ratios.sort_by(f64::total_cmp);
+    let rate = |t: (usize, usize, f64, f64)| t.0 as f64 / t.2;
     println!(
-        "udp_game: ringway/direct {:.2}x ({lost} lost through ringway in total)",
-        rates[0] / rates[1]
+        "udp_game: ringway/direct {:.2}x overall; per round (interleaved) median {:.2}x, min {:.2}x, max {:.2}x over {rounds} rounds ({lost} lost through ringway in total)",
+        rate(totals[0]) / rate(totals[1]),
+        ratios.get(ratios.len() / 2).copied().unwrap_or(0.0),
+        ratios.first().copied().unwrap_or(0.0),
+        ratios.last().copied().unwrap_or(0.0),
     );
 
     // 3. Latency, one flow at a time: through ringway, then directly.
