@@ -50,31 +50,32 @@ pub type Value = [u8; 48];
 /// in the byte order the program reads the packet's checksum fields in (native), as
 /// `bpf_csum_diff` would give it on every datagram.
 fn csum(k: &Key, v: &Value) -> u32 {
-    let addr = if k[0..4] == 4u32.to_ne_bytes() {
-        [&k[8..12], &k[24..28]].concat()
+    let (old, new): (&[&[u8]], &[&[u8]]) = if k[0..4] == 4u32.to_ne_bytes() {
+        (&[&k[8..12], &k[24..28]], &[&v[16..20], &v[32..36]])
     } else {
-        k[8..40].to_vec()
+        (&[&k[8..40]], &[&v[16..48]])
     };
-    let new_addr = if k[0..4] == 4u32.to_ne_bytes() {
-        [&v[16..20], &v[32..36]].concat()
-    } else {
-        v[16..48].to_vec()
-    };
-    let addr = ones_diff(&addr, &new_addr);
-    let ports = ones_diff(&k[4..8], &v[8..12]);
+    let addr = ones_diff(old, new);
+    let ports = ones_diff(&[&k[4..8]], &[&v[8..12]]);
     u32::from(addr) | u32::from(ports) << 16
 }
 
-/// The folded one's-complement sum that turns a checksum over `old` into one over
-/// `new` (both of the same, even length).
-fn ones_diff(old: &[u8], new: &[u8]) -> u16 {
-    let words = |b: &[u8]| -> Vec<u16> {
-        b.chunks_exact(2)
-            .map(|c| u16::from_ne_bytes([c[0], c[1]]))
-            .collect()
+/// The folded one's-complement sum that turns a checksum over the words of `old` into
+/// one over those of `new` (each part of even length).
+fn ones_diff(old: &[&[u8]], new: &[&[u8]]) -> u16 {
+    // The 16-bit words of `parts`, each xor `flip` (0xffff: its complement), summed.
+    let sum = |parts: &[&[u8]], flip: u16| -> u32 {
+        parts
+            .iter()
+            .flat_map(|p| p.chunks_exact(2))
+            .map(|c| u32::from(u16::from_ne_bytes([c[0], c[1]]) ^ flip))
+            .sum()
     };
-    let mut sum: u32 = words(new).iter().map(|w| u32::from(*w)).sum();
-    sum += words(old).iter().map(|w| u32::from(!*w)).sum::<u32>();
+    fold(sum(new, 0) + sum(old, 0xffff))
+}
+
+/// `sum` folded to 16 bits with its carries added back (one's-complement addition).
+pub(super) fn fold(mut sum: u32) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -346,7 +347,7 @@ mod tests {
     }
 
     /// The RFC 768 checksum of a UDP datagram `src` -> `dst` with `payload`, as on the
-    /// wire, and the IPv4 header checksum's sum over the addresses alone.
+    /// wire.
     fn udp_check(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> [u8; 2] {
         let mut b = Vec::new();
         for x in [src, dst] {
@@ -365,23 +366,16 @@ mod tests {
         if b.len() % 2 == 1 {
             b.push(0);
         }
-        let mut sum: u32 = b
+        let sum: u32 = b
             .chunks(2)
             .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
             .sum();
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        (!(sum as u16)).to_be_bytes()
+        (!fold(sum)).to_be_bytes()
     }
 
     /// What the program does with a checksum field (read natively) and a difference.
     fn apply(check: [u8; 2], diff: u32) -> [u8; 2] {
-        let mut sum = u32::from(!u16::from_ne_bytes(check)) + diff;
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        (!(sum as u16)).to_ne_bytes()
+        (!fold(u32::from(!u16::from_ne_bytes(check)) + diff)).to_ne_bytes()
     }
 
     fn ip(v6: bool, bits: u128) -> IpAddr {

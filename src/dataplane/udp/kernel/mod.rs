@@ -416,6 +416,7 @@ impl Flows {
 /// sends up to ringway.
 #[cfg(test)]
 mod tests {
+    use super::entry::fold;
     use super::*;
     use aya::programs::{TestRun, TestRunOptions};
     use std::net::SocketAddr;
@@ -431,13 +432,6 @@ mod tests {
 
     fn a(s: &str) -> SocketAddr {
         s.parse().unwrap()
-    }
-
-    fn fold(mut sum: u32) -> u16 {
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        sum as u16
     }
 
     fn sum16(bytes: &[u8]) -> u32 {
