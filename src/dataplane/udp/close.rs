@@ -1,12 +1,9 @@
 //! How flows end: one (idle, answered, refused, moved; its access-log record, its
 //! socket, its seat and descriptor back), or all of them when the worker drains.
 
-use std::sync::Arc;
-
 use mio::Registry;
 
 use super::flow::Flow;
-
 use super::UdpPlane;
 use crate::accesslog::End;
 use crate::dataplane::budget::FLOW_FDS;
@@ -46,7 +43,10 @@ impl UdpPlane {
         };
         // A presumed flow whose first datagram never came was never a flow.
         if self.log.wants(end) && !f.presumed() {
-            self.log.send(f.record(&gone.name, (end, detail), now));
+            if let Some(l) = self.listeners.get(gone.listener) {
+                self.log
+                    .send(f.record(&l.shared().name, (end, detail), now));
+            }
         }
         drop(f);
         if gone.last_of_removed {
@@ -70,35 +70,33 @@ impl UdpPlane {
             f.target().counters.shard(self.worker).active.add(-1);
         }
         self.budget.give(FLOW_FDS);
-        let lkey = f.listener();
-        let Some(l) = self.listeners.get_mut(lkey) else {
+        let listener = f.listener();
+        let Some(l) = self.listeners.get_mut(listener) else {
             return Some((f, None));
         };
-        let shared = Arc::clone(l.shared());
+        let shared = l.shared();
         if let Some(admitted) = f.admitted() {
             shared.release_source(admitted, f.client().ip(), now);
         }
         shared.release();
         let gone = Gone {
-            listener: lkey,
-            name: Arc::clone(&shared.name),
+            listener,
             last_of_removed: l.flow_closed(),
         };
         Some((f, Some(gone)))
     }
 }
 
-/// A flow's listener as [`UdpPlane::detach`] left it.
+/// A flow's listener as [`UdpPlane::detach`] left it (still in the plane).
 pub(super) struct Gone {
     listener: Key,
-    name: Arc<str>,
     /// That was the last flow of a listener a reload removed: it can go now.
     last_of_removed: bool,
 }
 
 impl Gone {
-    /// The listener's name.
-    pub(super) fn name(&self) -> &Arc<str> {
-        &self.name
+    /// The listener's key.
+    pub(super) fn listener(&self) -> Key {
+        self.listener
     }
 }

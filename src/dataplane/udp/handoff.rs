@@ -50,7 +50,10 @@ impl UdpPlane {
                 // Never a flow: not handed over (the new process opens it if it comes).
                 continue;
             }
-            let out = f.export(registry, (gone.name(), self.worker, now));
+            let Some(l) = self.listeners.get(gone.listener()) else {
+                continue;
+            };
+            let out = f.export(registry, (&l.shared().name, self.worker, now));
             let _ = exporter.send(handoff::Handed::One(Box::new(out)));
             n += 1;
         }
